@@ -1,0 +1,42 @@
+"""The contract between the sampler registry and the generation core.
+
+The core never names a scheduler class: it asks the registry to `resolve(sampler, schedule)` and gets a
+`SamplingMethod`, which builds a fresh, configured diffusers scheduler for each job (schedulers keep per-run
+state such as `_step_index`, so instances are never shared between jobs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+import torch
+from diffusers import SchedulerMixin
+
+
+class SamplingMethod(Protocol):
+    """A resolved (sampler, schedule) pair."""
+
+    @property
+    def label(self) -> str:
+        """A1111 sampler name for the infotext, e.g. 'DPM++ 2M'."""
+
+    @property
+    def schedule_label(self) -> str:
+        """A1111 schedule type for the infotext, e.g. 'Karras' ('Automatic' is already resolved)."""
+
+    @property
+    def uses_eta(self) -> bool:
+        """True when `eta` changes the result (DDIM, ancestral samplers); the infotext then records it."""
+
+    def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str) -> SchedulerMixin:
+        """New scheduler from the checkpoint's base config, with `set_timesteps` already called for `steps`."""
+
+    def step_kwargs(self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
+        """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts."""
+
+
+class SamplerResolver(Protocol):
+    """What the core needs from the registry."""
+
+    def resolve(self, sampler: str, schedule: str = "Automatic") -> SamplingMethod:
+        """Parse any known spelling (A1111, legacy combined, k_ aliases, ComfyUI); raise UnknownSampler otherwise."""
