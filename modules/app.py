@@ -1,0 +1,50 @@
+"""The composition root's product: one `App` object that owns every long-lived service.
+
+`webui.py` builds exactly one `App` (see `build_app`) and hands it to the UI and the API; nothing else in the code
+base holds process-wide state. Gradio handlers and FastAPI routes are closures over it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from modules.cli import LaunchOptions
+from modules.jobs import Job, JobQueue
+from modules.models.manager import ModelManager
+from modules.paths import DataPaths
+from modules.prompts.styles import StyleDatabase
+from modules.samplers.registry import SamplerRegistry
+from modules.settings import SettingsStore, UiConfig
+from modules.types import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Settings, model manager, sampler registry, job queue and styles of one running web UI."""
+
+    launch: LaunchOptions
+    paths: DataPaths
+    settings: SettingsStore
+    ui_config: UiConfig
+    models: ModelManager
+    samplers: SamplerRegistry
+    jobs: JobQueue
+    styles: StyleDatabase
+
+    def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
+               save: bool | None = None) -> Job:
+        """Queue a generation; the job's result is a `GenerationResult`. `save=None` follows the samples_save option."""
+        from modules.processing import run_generation
+
+        def work(ctx):  # runs on the queue's worker thread
+            return run_generation(self, request, ctx, save=save)
+
+        return self.jobs.submit(work, owner=owner, task_id=task_id, description=f"{request.mode}: {request.prompt[:60]}")
+
+    def close(self) -> None:
+        """Stop the worker and release models (used by tests and on shutdown)."""
+        self.jobs.stop()
+        self.models.unload()

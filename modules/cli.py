@@ -1,0 +1,284 @@
+"""Command-line flags (AUTOMATIC1111's names where they apply) parsed into a frozen `LaunchOptions`.
+
+`parse_args(argv)` is the only entry point: bad values (a port out of range, malformed `user:password` pairs, an
+unreadable auth file, an unknown device) end in argparse's usual one-line error and exit status 2, never a
+traceback. Flags that A1111 users commonly keep in `COMMANDLINE_ARGS` but that mean nothing here (xformers and
+other attention switches, installer switches) are accepted and listed in `LaunchOptions.ignored_flags` so the
+launcher can say they had no effect instead of refusing to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+from modules.paths import REPO_ROOT, DataPaths
+
+DEFAULT_PORT = 7860
+DEFAULT_API_ONLY_PORT = 7861  # A1111 serves --nowebui on 7861 unless --port is given
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+# A1111 switches with no meaning in this program: accepted so existing launch scripts keep working.
+IGNORED_A1111_FLAGS = (
+    "--xformers", "--force-enable-xformers", "--xformers-flash-attention", "--opt-sdp-attention",
+    "--opt-sdp-no-mem-attention", "--opt-split-attention", "--opt-split-attention-v1",
+    "--opt-split-attention-invokeai", "--opt-sub-quad-attention", "--disable-opt-split-attention",
+    "--opt-channelslast", "--upcast-sampling", "--lowram", "--always-batch-cond-uncond", "--disable-nan-check",
+    "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-version-check", "--skip-install",
+    "--skip-prepare-environment", "--reinstall-torch", "--reinstall-xformers", "--update-check",
+    "--update-all-extensions", "--no-download-sd-model", "--no-gradio-queue", "--autolaunch", "--no-hashing",
+    "--enable-console-prompts", "--disable-console-progressbars",
+)
+
+Credentials = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Everything given on the command line, resolved: ports and devices are final values, auth is parsed."""
+
+    listen: bool = False
+    server_name: str | None = None
+    port: int = DEFAULT_PORT
+    data_dir: Path = REPO_ROOT
+    ckpt: Path | None = None
+    ckpt_dir: Path | None = None
+    vae_dir: Path | None = None
+    ui_settings_file: Path | None = None
+    ui_config_file: Path | None = None
+    gradio_auth: Credentials = ()
+    api: bool = False
+    nowebui: bool = False
+    api_auth: Credentials = ()
+    api_server_stop: bool = False
+    device: str | None = None
+    precision: str = "autocast"
+    no_half: bool = False
+    no_half_vae: bool = False
+    medvram: bool = False
+    lowvram: bool = False
+    theme: str | None = None
+    enable_insecure_extension_access: bool = False
+    disable_all_extensions: bool = False
+    skip_load_model_at_start: bool = False
+    log_level: str = "INFO"
+    ignored_flags: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> str:
+        """Address to bind: --server-name, else 0.0.0.0 with --listen, else localhost only."""
+        if self.server_name:
+            return self.server_name
+        return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    @property
+    def api_enabled(self) -> bool:
+        return self.api or self.nowebui
+
+    @property
+    def webui_enabled(self) -> bool:
+        return not self.nowebui
+
+    @property
+    def paths(self) -> DataPaths:
+        return DataPaths(self.data_dir)
+
+    @property
+    def settings_file(self) -> Path:
+        return self.ui_settings_file or self.paths.config_file
+
+    @property
+    def ui_config_path(self) -> Path:
+        return self.ui_config_file or self.paths.ui_config_file
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.ckpt_dir or self.paths.checkpoints
+
+    @property
+    def vae_models_dir(self) -> Path:
+        return self.vae_dir or self.paths.vae
+
+    @property
+    def extension_installs_allowed(self) -> bool:
+        """A1111 rule: installing extensions from the UI is refused when the server is reachable by others."""
+        exposed = self.listen or bool(self.server_name)
+        return self.enable_insecure_extension_access or not exposed
+
+
+def parse_credentials(text: str) -> Credentials:
+    """'user:pass,user2:pass2' -> (('user', 'pass'), ('user2', 'pass2')); the password may contain ':'."""
+    pairs: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user.strip() or not password:
+            raise argparse.ArgumentTypeError(f"expected user:password pairs separated by commas, got {item!r}")
+        pairs.append((user.strip(), password))
+    if not pairs:
+        raise argparse.ArgumentTypeError("expected at least one user:password pair")
+    return tuple(pairs)
+
+
+def read_credentials_file(path: Path) -> Credentials:
+    """An auth file as A1111 reads it: user:password pairs separated by commas and/or new lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    entries = [part.strip() for line in text.splitlines() for part in line.split(",") if part.strip()]
+    if not entries:
+        raise argparse.ArgumentTypeError(f"{path} holds no user:password pairs")
+    return parse_credentials(",".join(entries))
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    value = text.strip().lower()
+    if not _DEVICE_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(f"expected cuda, cuda:N, mps or cpu, got {text!r}")
+    return value
+
+
+def _device_id(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a CUDA device index such as 0 or 1, got {text!r}")
+    return int(text)
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser().absolute()
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().upper()
+    if value not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--listen", action="store_true",
+                       help="listen on 0.0.0.0 so that other machines on the network can connect")
+    group.add_argument("--server-name", metavar="HOST", default=None,
+                       help="address or host name to bind (overrides --listen)")
+    group.add_argument("--port", type=_port, default=None,
+                       help=f"port to serve on (default {DEFAULT_PORT}; {DEFAULT_API_ONLY_PORT} with --nowebui)")
+    group.add_argument("--gradio-auth", type=parse_credentials, metavar="USER:PASS[,USER2:PASS2]",
+                       help="require a login for the web UI; comma-separate several users")
+    group.add_argument("--gradio-auth-path", type=_path, metavar="FILE",
+                       help="file with more web UI logins, same format as --gradio-auth (commas or one per line)")
+    group.add_argument("--api", action="store_true", help="serve the /sdapi/v1 HTTP API next to the web UI")
+    group.add_argument("--nowebui", action="store_true", help="serve only the HTTP API, without the web UI")
+    group.add_argument("--api-auth", type=parse_credentials, metavar="USER:PASS[,USER2:PASS2]",
+                       help="require HTTP basic auth for the API; comma-separate several users")
+    group.add_argument("--api-server-stop", action="store_true",
+                       help="allow stopping the server through the API (/sdapi/v1/server-stop)")
+    group.add_argument("--theme", choices=("light", "dark"), default=None,
+                       help="open the web UI in the light or dark theme (default: follow the browser)")
+    group.add_argument("--enable-insecure-extension-access", action="store_true",
+                       help="allow installing extensions from the UI even when listening on the network")
+    group.add_argument("--disable-all-extensions", action="store_true",
+                       help="start without loading any extension")
+
+
+def _add_path_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("files")
+    group.add_argument("--data-dir", type=_path, default=REPO_ROOT,
+                       help="base folder of user data: models/, outputs/, extensions/, config.json "
+                            "(default: the program folder)")
+    group.add_argument("--ckpt", type=_path, metavar="FILE",
+                       help="checkpoint to add to the list and load at start")
+    group.add_argument("--ckpt-dir", type=_path, metavar="DIR",
+                       help="folder with Stable Diffusion checkpoints (default: DATA_DIR/models/Stable-diffusion)")
+    group.add_argument("--vae-dir", type=_path, metavar="DIR",
+                       help="folder with VAE files (default: DATA_DIR/models/VAE)")
+    group.add_argument("--ui-settings-file", type=_path, metavar="FILE",
+                       help="settings file (default: DATA_DIR/config.json)")
+    group.add_argument("--ui-config-file", type=_path, metavar="FILE",
+                       help="UI defaults file (default: DATA_DIR/ui-config.json)")
+    group.add_argument("--skip-load-model-at-start", action="store_true",
+                       help="do not load a checkpoint at start; the first generation loads it")
+
+
+def _add_device_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device and precision")
+    group.add_argument("--device", type=_device, default=None,
+                       help="cuda, cuda:N, mps or cpu (default: the first CUDA device if any, else MPS, else CPU)")
+    group.add_argument("--device-id", type=_device_id, default=None, metavar="N",
+                       help="CUDA device index (A1111 spelling of --device cuda:N)")
+    group.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast",
+                       help="full = 32-bit floats; half = 16-bit; autocast = 16-bit weights where the device "
+                            "supports it (default)")
+    group.add_argument("--no-half", action="store_true", help="keep the model in 32-bit floats")
+    group.add_argument("--no-half-vae", action="store_true", help="keep the VAE in 32-bit floats")
+    group.add_argument("--medvram", action="store_true",
+                       help="keep only the model part in use on the GPU (less VRAM, a little slower)")
+    group.add_argument("--lowvram", action="store_true",
+                       help="move weights to the GPU piece by piece (least VRAM, much slower)")
+    group.add_argument("--log-level", "--loglevel", type=_log_level, default="INFO", dest="log_level",
+                       help=f"console log level: {', '.join(LOG_LEVELS)} (default INFO)")
+
+
+def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("accepted for AUTOMATIC1111 compatibility, no effect here")
+    for flag in IGNORED_A1111_FLAGS:
+        group.add_argument(flag, action="append_const", const=flag, dest="ignored_flags", help="no effect")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webui.py", description="Stable Diffusion web UI and AUTOMATIC1111-compatible API.",
+        allow_abbrev=False)
+    _add_server_flags(parser)
+    _add_path_flags(parser)
+    _add_device_flags(parser)
+    _add_ignored_flags(parser)
+    return parser
+
+
+def _resolve_device(parser: argparse.ArgumentParser, device: str | None, device_id: int | None) -> str | None:
+    if device_id is None:
+        return device
+    if device is None or device == "cuda":
+        return f"cuda:{device_id}"
+    if device == f"cuda:{device_id}":
+        return device
+    parser.error(f"--device-id {device_id} contradicts --device {device}")
+    raise AssertionError  # parser.error exits
+
+
+def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
+    """Parse command-line arguments (sys.argv[1:] when argv is None); exits with a message on bad input."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    gradio_auth: Credentials = ns.gradio_auth or ()
+    if ns.gradio_auth_path is not None:
+        try:
+            gradio_auth += read_credentials_file(ns.gradio_auth_path)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --gradio-auth-path: {exc}")
+    values = {f.name: getattr(ns, f.name) for f in fields(LaunchOptions) if hasattr(ns, f.name)}
+    values.update(
+        port=ns.port or (DEFAULT_API_ONLY_PORT if ns.nowebui else DEFAULT_PORT),
+        gradio_auth=gradio_auth,
+        api_auth=ns.api_auth or (),
+        device=_resolve_device(parser, ns.device, ns.device_id),
+        ignored_flags=tuple(ns.ignored_flags or ()),
+    )
+    return LaunchOptions(**values)

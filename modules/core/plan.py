@@ -1,0 +1,169 @@
+"""Job planning: the options the core honours, step planning for img2img, and per-image seeds and prompts.
+
+Everything here is pure (no torch): `plan_job()` turns a validated request into a `JobPlan` whose values are the
+ones actually used (resolved seeds, the step plan, sampler labels), which is what the infotext is built from.
+
+Step planning follows AUTOMATIC1111 (`sd_samplers_common.setup_img2img_steps`): with N steps and denoising
+strength s, `t_enc = int(min(s, 0.999) * N)` and the last `t_enc + 1` steps of an N-step schedule run (20 steps at
+0.75 run 16). diffusers' `get_timesteps` runs `int(N * s)` instead (15). With the `img2img_fix_steps` option
+A1111 builds a schedule of `int(N / min(s, 0.999))` steps and runs its last N. Strength 0 runs the single final
+step of an N-step schedule in both conventions (A1111 would build an empty schedule with fix_steps).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Mapping
+
+from modules.types import GenerationRequest
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """User settings the core reads, under AUTOMATIC1111's option keys (see modules/options.py for their meaning).
+
+    Build with `CoreOptions.from_mapping(settings)`; a request's `overrides` are applied on top per job by
+    `with_overrides()`. Keys the core does not use are ignored.
+    """
+
+    img2img_fix_steps: bool = False
+    eta_noise_seed_delta: int = 0
+    randn_source: str = "CPU"
+    initial_noise_multiplier: float = 1.0
+    inpainting_mask_weight: float = 1.0
+    overlay_inpaint: bool = True
+    img2img_background_color: str = "#ffffff"
+    sdxl_crop_top: int = 0
+    sdxl_crop_left: int = 0
+    sdxl_refiner_high_aesthetic_score: float = 6.0
+    sdxl_refiner_low_aesthetic_score: float = 2.5
+    sdxl_clip_l_skip: bool = False
+    live_previews_enable: bool = True
+    show_progress_every_n_steps: int = 10
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":
+        """Pick the keys this class knows from a settings mapping, converting each to the field's type."""
+        return cls().with_overrides(values)
+
+    def with_overrides(self, values: Mapping[str, Any]) -> "CoreOptions":
+        """Copy with the known keys of `values` replaced (A1111 `override_settings` semantics for one job)."""
+        changes: dict[str, Any] = {}
+        for spec in fields(self):
+            if spec.name in values:
+                changes[spec.name] = _coerce(type(getattr(self, spec.name)), values[spec.name])
+        return replace(self, **changes)
+
+
+def _coerce(kind: type, value: Any) -> Any:
+    """Convert a settings value to a field's type ("false" is False for flags, unlike `bool("false")`)."""
+    if kind is bool and isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Which part of which schedule runs: the scheduler is built for `schedule_steps` and starts at `start_index`."""
+
+    requested_steps: int
+    schedule_steps: int
+    start_index: int
+
+    @property
+    def steps_to_run(self) -> int:
+        return self.schedule_steps - self.start_index
+
+
+def plan_steps(steps: int, denoising_strength: float | None, fix_steps: bool = False) -> StepPlan:
+    """A1111's step plan. `denoising_strength` None means txt2img (the whole schedule runs)."""
+    if denoising_strength is None:
+        return StepPlan(steps, steps, 0)
+    strength = min(denoising_strength, 0.999)
+    if strength <= 0:
+        return StepPlan(steps, steps, steps - 1)
+    if fix_steps:
+        schedule = int(steps / strength)
+        return StepPlan(steps, schedule, schedule - steps)
+    t_enc = int(strength * steps)
+    return StepPlan(steps, steps, steps - t_enc - 1)
+
+
+def random_seed() -> int:
+    """A1111's choice for seed -1: uniform in [0, 4294967294)."""
+    return random.randrange(4294967294)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Resolved values of one job; tuples have one entry per image of the whole job (batch_size * n_iter)."""
+
+    seed: int
+    subseed: int
+    seeds: tuple[int, ...]
+    subseeds: tuple[int, ...]
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+    steps: StepPlan
+    sampler: str
+    schedule: str
+    eta: float | None
+    batch_size: int
+    n_iter: int
+    width: int
+    height: int
+    options: CoreOptions
+
+    def batch_slice(self, batch_no: int) -> slice:
+        return slice(batch_no * self.batch_size, (batch_no + 1) * self.batch_size)
+
+
+def resolve_seeds(
+    seed: int, subseed: int, subseed_strength: float, count: int, seed_resolver: Callable[[], int] = random_seed
+) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+    """Per-image seeds as A1111 `process_images_inner` assigns them.
+
+    -1 becomes a random seed, drawn once per job. Image i gets `seed + i` and `subseed + i`; but when a variation
+    strength is set every image keeps the same main seed (only the variation seed advances), as in A1111.
+    """
+    seed = seed_resolver() if seed == -1 else seed
+    subseed = seed_resolver() if subseed == -1 else subseed
+    seeds = tuple(seed + (i if subseed_strength == 0 else 0) for i in range(count))
+    subseeds = tuple(subseed + i for i in range(count))
+    return seed, subseed, seeds, subseeds
+
+
+def plan_job(
+    request: GenerationRequest,
+    options: CoreOptions,
+    sampler_label: str,
+    schedule_label: str,
+    eta: float | None,
+    seed_resolver: Callable[[], int] = random_seed,
+) -> JobPlan:
+    """Resolve seeds, prompts and the step plan of a validated request."""
+    count = request.batch_size * request.n_iter
+    seed, subseed, seeds, subseeds = resolve_seeds(
+        request.seed, request.subseed, request.subseed_strength, count, seed_resolver
+    )
+    strength = None if request.mode == "txt2img" else request.denoising_strength
+    return JobPlan(
+        seed=seed,
+        subseed=subseed,
+        seeds=seeds,
+        subseeds=subseeds,
+        prompts=(request.prompt,) * count,
+        negative_prompts=(request.negative_prompt,) * count,
+        steps=plan_steps(request.steps, strength, options.img2img_fix_steps),
+        sampler=sampler_label,
+        schedule=schedule_label,
+        eta=eta,
+        batch_size=request.batch_size,
+        n_iter=request.n_iter,
+        width=request.width,
+        height=request.height,
+        options=options,
+    )

@@ -1,0 +1,91 @@
+"""Request validation: every bad field becomes one `InvalidRequest` whose message names the field.
+
+Limits follow AUTOMATIC1111's UI where it has one (sizes in multiples of 8, CFG scale from 1 in the UI but any
+non-negative value through the API) and add explicit caps where A1111 has none (side length, step count), so a
+typo cannot ask for a 100,000-pixel image.
+"""
+
+from __future__ import annotations
+
+import math
+
+from modules.core.plan import MAX_SEED
+from modules.errors import InvalidRequest
+from modules.models.components import ComponentSet
+from modules.types import GenerationRequest
+
+MIN_SIDE = 64
+MAX_SIDE = 4096
+MAX_STEPS = 1000
+
+
+def validate_request(request: GenerationRequest, components: ComponentSet, refiner: ComponentSet | None) -> None:
+    """Raise InvalidRequest for the first field that is out of range or inconsistent with the mode."""
+    _check_numbers(request)
+    _check_size("width", request.width)
+    _check_size("height", request.height)
+    if request.mode not in ("txt2img", "img2img", "inpaint"):
+        raise InvalidRequest(f"mode must be txt2img, img2img or inpaint, not {request.mode!r}")
+    if request.mode != "txt2img":
+        _check_init_inputs(request)
+    if refiner is not None:
+        _check_refiner(request, components, refiner)
+
+
+def _check_numbers(request: GenerationRequest) -> None:
+    if not 1 <= request.steps <= MAX_STEPS:
+        raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {request.steps}")
+    if request.batch_size < 1:
+        raise InvalidRequest(f"batch_size must be at least 1, got {request.batch_size}")
+    if request.n_iter < 1:
+        raise InvalidRequest(f"n_iter (batch count) must be at least 1, got {request.n_iter}")
+    if not math.isfinite(request.cfg_scale) or request.cfg_scale < 0:
+        raise InvalidRequest(f"cfg_scale must be a non-negative number, got {request.cfg_scale}")
+    if not 0.0 <= request.subseed_strength <= 1.0:
+        raise InvalidRequest(f"subseed_strength must be between 0 and 1, got {request.subseed_strength}")
+    for name, seed in (("seed", request.seed), ("subseed", request.subseed)):
+        if not -1 <= seed <= MAX_SEED - request.batch_size * request.n_iter:
+            raise InvalidRequest(f"{name} must be -1 (random) or a non-negative integer below 2**63, got {seed}")
+    if request.clip_skip < 1:
+        raise InvalidRequest(f"clip_skip must be at least 1, got {request.clip_skip}")
+    if request.eta is not None and not (math.isfinite(request.eta) and request.eta >= 0):
+        raise InvalidRequest(f"eta must be a non-negative number, got {request.eta}")
+    for name, value in (("seed_resize_from_w", request.seed_resize_from_w),
+                        ("seed_resize_from_h", request.seed_resize_from_h)):
+        if value > MAX_SIDE:
+            raise InvalidRequest(f"{name} must be at most {MAX_SIDE} (0 or -1 disables it), got {value}")
+
+
+def _check_size(name: str, value: int) -> None:
+    if value % 8 != 0 or not MIN_SIDE <= value <= MAX_SIDE:
+        raise InvalidRequest(f"{name} must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}, got {value}")
+
+
+def _check_init_inputs(request: GenerationRequest) -> None:
+    if request.init_image is None:
+        raise InvalidRequest(f"init_image is required for {request.mode}")
+    if not 0.0 <= request.denoising_strength <= 1.0:
+        raise InvalidRequest(f"denoising_strength must be between 0 and 1, got {request.denoising_strength}")
+    if request.mode != "inpaint":
+        return
+    if request.mask is None:
+        raise InvalidRequest("mask is required for inpaint (white = repaint)")
+    if request.mask.size != request.init_image.size:
+        raise InvalidRequest(
+            f"mask size {request.mask.width}x{request.mask.height} must equal the init_image size "
+            f"{request.init_image.width}x{request.init_image.height}"
+        )
+    if request.mask_blur < 0:
+        raise InvalidRequest(f"mask_blur must be 0 or more, got {request.mask_blur}")
+    if request.inpaint_full_res_padding < 0:
+        raise InvalidRequest(f"inpaint_full_res_padding must be 0 or more, got {request.inpaint_full_res_padding}")
+
+
+def _check_refiner(request: GenerationRequest, components: ComponentSet, refiner: ComponentSet) -> None:
+    if not 0.0 <= request.refiner_switch_at <= 1.0:
+        raise InvalidRequest(f"refiner_switch_at must be between 0 and 1, got {request.refiner_switch_at}")
+    if refiner.identity.is_sdxl != components.identity.is_sdxl:
+        raise InvalidRequest(
+            f"the refiner ({refiner.identity.describe()}) works in a different latent space than the model "
+            f"({components.identity.describe()}); choose a refiner of the same family"
+        )

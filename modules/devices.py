@@ -1,0 +1,137 @@
+"""Device and dtype choice as pure functions of the launch flags and what torch can use.
+
+Rules (A1111 flags, same meaning):
+- device: `--device` wins when given ("cpu", "cuda", "cuda:1", "mps"); otherwise CUDA if available, else MPS,
+  else CPU.
+- weights: fp16 on CUDA and MPS unless `--no-half` or `--precision full`; always fp32 on CPU (fp16 kernels are
+  missing or very slow there, and bf16 is 20-30x slower on these CPUs).
+- VAE: same as the weights, or fp32 with `--no-half-vae`.
+- autocast: `--precision autocast` (A1111's default) with fp16 weights asks the core to run under torch.autocast.
+
+`memory_stats` reports RAM and CUDA memory in the layout of A1111's `/sdapi/v1/memory`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psutil
+import torch
+
+from modules.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["full", "half", "autocast"]
+PRECISIONS: tuple[str, ...] = ("full", "half", "autocast")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this torch build can run on (a value, so the choice functions stay pure and testable)."""
+
+    cuda: bool
+    mps: bool
+    cuda_count: int = 0
+
+    @classmethod
+    def detect(cls) -> "Capabilities":
+        cuda = torch.cuda.is_available()
+        mps = torch.backends.mps.is_available()
+        return cls(cuda=cuda, mps=mps, cuda_count=torch.cuda.device_count() if cuda else 0)
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where models run and in which dtypes."""
+
+    device: torch.device
+    dtype: torch.dtype
+    vae_dtype: torch.dtype
+    autocast: bool = False
+
+    def describe(self) -> str:
+        vae = "" if self.vae_dtype == self.dtype else f", VAE {_dtype_name(self.vae_dtype)}"
+        auto = ", autocast" if self.autocast else ""
+        return f"{self.device} {_dtype_name(self.dtype)}{vae}{auto}"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def choose_device(override: str | None, caps: Capabilities) -> torch.device:
+    """The device models run on: `override` when given and usable, else cuda > mps > cpu."""
+    if override:
+        try:
+            device = torch.device(override)
+        except RuntimeError as exc:
+            raise UserError(f"--device {override!r} is not a device name (use cpu, cuda, cuda:N or mps).") from exc
+        if device.type == "cuda" and (not caps.cuda or (device.index or 0) >= max(caps.cuda_count, 1)):
+            raise UserError(f"--device {override}: no such CUDA device is available to this torch build.")
+        if device.type == "mps" and not caps.mps:
+            raise UserError(f"--device {override}: MPS is not available to this torch build.")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise UserError(f"--device {override}: only cpu, cuda and mps are supported.")
+        return device
+    if caps.cuda:
+        return torch.device("cuda")
+    if caps.mps:
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_dtypes(device: torch.device, precision: str = "autocast", no_half: bool = False,
+                  no_half_vae: bool = False) -> tuple[torch.dtype, torch.dtype]:
+    """(weights dtype, VAE dtype) for `device` under the A1111 precision flags."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if device.type == "cpu" or no_half or precision == "full":
+        return torch.float32, torch.float32
+    return torch.float16, (torch.float32 if no_half_vae else torch.float16)
+
+
+def plan_devices(device: str | None = None, precision: str = "autocast", no_half: bool = False,
+                 no_half_vae: bool = False, caps: Capabilities | None = None) -> DevicePlan:
+    """Device and dtypes from the launch flags; `caps` defaults to what this process detects."""
+    caps = caps if caps is not None else Capabilities.detect()
+    chosen = choose_device(device, caps)
+    dtype, vae_dtype = choose_dtypes(chosen, precision, no_half, no_half_vae)
+    plan = DevicePlan(chosen, dtype, vae_dtype, autocast=precision == "autocast" and dtype == torch.float16)
+    log.info("Models run on %s", plan.describe())
+    return plan
+
+
+def empty_cache(device: torch.device) -> None:
+    """Give cached allocator blocks back to the driver after models were freed."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+def memory_stats(device: torch.device) -> dict[str, Any]:
+    """RAM and (when `device` is CUDA) allocator statistics, as A1111's `/sdapi/v1/memory` returns them."""
+    vm = psutil.virtual_memory()
+    rss = psutil.Process().memory_info().rss
+    stats: dict[str, Any] = {"ram": {"free": vm.available, "used": rss, "total": vm.total}}
+    if device.type != "cuda" or not torch.cuda.is_available():
+        stats["cuda"] = {"error": f"unavailable on {device.type}"}
+        return stats
+    free, total = torch.cuda.mem_get_info(device)
+    raw = torch.cuda.memory_stats(device)
+
+    def pair(name: str) -> dict[str, int]:
+        return {"current": raw.get(f"{name}.all.current", 0), "peak": raw.get(f"{name}.all.peak", 0)}
+
+    stats["cuda"] = {
+        "system": {"free": free, "used": total - free, "total": total},
+        "active": pair("active_bytes"),
+        "allocated": pair("allocated_bytes"),
+        "reserved": pair("reserved_bytes"),
+        "inactive": pair("inactive_split_bytes"),
+        "events": {"retries": raw.get("num_alloc_retries", 0), "oom": raw.get("num_ooms", 0)},
+    }
+    return stats

@@ -1,0 +1,368 @@
+"""Identify a checkpoint (family, variant, prediction type) from its keys and shapes, without reading tensors.
+
+Single files are read through a `KeySource` (key names, shapes, safetensors metadata): for safetensors only the
+header is parsed; `.ckpt` pickles are opened with torch's restricted unpickler (`weights_only=True`, memory
+mapped), and a pickle that needs anything else is refused with `UnsafeCheckpoint`, never executed. Tests pass
+`StrippedKeys` built from key/shape lists (InvokeAI's "stripped model" idea).
+
+Rules are structural, so they hold for the tiny test models as for the real ones:
+- family by text encoder keys: SD1 `cond_stage_model.transformer.*`, SD2 `cond_stage_model.model.*`,
+  SDXL `conditioner.embedders.0.transformer.*` + `conditioner.embedders.1.model.*`, SDXL refiner only
+  `conditioner.embedders.0.model.*`;
+- variant by the input channels of `model.diffusion_model.input_blocks.0.0.weight`: 4 normal, 9 inpaint
+  (5 = depth, 8 = instruct-pix2pix: refused with a clear message);
+- prediction, first match wins: a `v_pred` key (A1111's marker); our own embedded configs (safetensors metadata
+  "sdwebui.configs", written by `convert.save_single_file`); a sidecar `<stem>.yaml` with `parameterization: "v"`
+  (A1111's per-model config); for SD2 (not inpaint) without any marker, A1111's runtime test
+  (`is_using_v_parameterization_for_sd2`, see `sd2_runtime_v_test`) - run lazily, only for such files; else epsilon.
+Diffusers folders are identified from `model_index.json` and the component `config.json` files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+
+from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
+from modules.models.identity import Family, ModelIdentity, Prediction, Variant
+
+log = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+UNET_INPUT_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+V_PRED_KEY = "v_pred"
+CONFIGS_METADATA_KEY = "sdwebui.configs"
+SUPPORTED = "SD1, SD2, SDXL or SDXL refiner"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+VTest = Callable[[Path], bool]
+
+
+class KeySource(Protocol):
+    """What the probe needs from a checkpoint: key names, tensor shapes and (safetensors) metadata."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def metadata(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class StrippedKeys:
+    """Keys and shapes without tensors: from a safetensors header, a mmapped pickle, or a test fixture."""
+
+    shapes: Mapping[str, Sequence[int]]
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def keys(self) -> Iterable[str]:
+        return self.shapes.keys()
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.shapes[key])
+
+    def metadata(self) -> Mapping[str, str]:
+        return self.meta
+
+    @classmethod
+    def from_safetensors(cls, path: Path) -> "StrippedKeys":
+        """Header only: no tensor data is read."""
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+                meta = dict(handle.metadata() or {})
+        except (SafetensorError, OSError) as exc:
+            raise CorruptFile(f"{path}: not a readable safetensors file ({exc}).") from exc
+        return cls(shapes, meta)
+
+    @classmethod
+    def from_pickle(cls, path: Path) -> "StrippedKeys":
+        """Keys and shapes of a `.ckpt`: restricted unpickler, tensors memory-mapped (not read)."""
+        state = load_pickle_state_dict(path)
+        return cls({key: tuple(value.shape) for key, value in state.items()})
+
+
+class _LightningCheckpointCallback:
+    """Stand-in for pytorch_lightning's ModelCheckpoint, which old SD training checkpoints pickle (plain data)."""
+
+
+# Plain-data classes that original SD `.ckpt` files reference besides tensors; anything else is refused.
+_PICKLE_ALLOWLIST: list[Any] = [
+    (_LightningCheckpointCallback, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+]
+
+
+def _numpy_allowlist() -> list[Any]:
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]
+    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, type(np.dtype("float64"))]
+
+
+def load_pickle_state_dict(path: Path, *, mmap: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of a `.ckpt` through torch's weights-only unpickler (never executes code in the file).
+
+    Unwraps Lightning's {"state_dict": ...}. Old (non-zip) pickles cannot be memory-mapped; they are read whole.
+    """
+    try:
+        with torch.serialization.safe_globals(_PICKLE_ALLOWLIST + _numpy_allowlist()):
+            try:
+                data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as exc:
+                if not mmap or "mmap" not in str(exc):
+                    raise
+                data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise UnsafeCheckpoint(
+            f"{path}: refused to load this pickle because it would run code or build objects other than tensors "
+            f"({first_line}). Convert it to .safetensors with a tool you trust, or get a .safetensors release."
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CorruptFile(f"{path}: not a readable PyTorch checkpoint ({exc}).") from exc
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise UnsupportedModel(f"{path}: the pickle holds a {type(data).__name__}, not a dictionary of tensors.")
+    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What the keys alone say: family, variant and whether an explicit v-prediction marker is present."""
+
+    family: Family
+    variant: Variant
+    v_marker: bool
+
+
+def _has_prefix(keys: Sequence[str], prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in keys)
+
+
+def _guess_foreign(keys: Sequence[str]) -> str:
+    """A short guess at what a non-checkpoint file is, for the error message."""
+    lowered = [key.lower() for key in keys]
+    guesses: list[tuple[bool, str]] = [
+        (any("lora_" in k or ".lora_down" in k or ".lora_up" in k or "lora.down" in k for k in lowered),
+         "it looks like a LoRA"),
+        (_has_prefix(keys, "model.diffusion_model.joint_blocks") or _has_prefix(keys, "joint_blocks"),
+         "it looks like an SD3 model, which is not supported"),
+        (any("double_blocks." in k for k in keys), "it looks like a Flux model, which is not supported"),
+        (any(k in ("string_to_param", "emb_params", "clip_l", "clip_g") or k.startswith("string_to_param")
+             for k in keys), "it looks like a textual inversion embedding"),
+        (all(k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv", "first_stage_model")
+             for k in keys), "it looks like a VAE alone; put it in models/VAE"),
+        (_has_prefix(keys, "down_blocks.") or _has_prefix(keys, "mid_block."),
+         "it looks like a single diffusers component, not a full checkpoint"),
+        (_has_prefix(keys, "text_model.") or _has_prefix(keys, "transformer.resblocks."),
+         "it looks like a text encoder alone"),
+        (_has_prefix(keys, UNET_PREFIX), "it has a UNet but no text encoder"),
+    ]
+    for matched, guess in guesses:
+        if matched:
+            return guess
+    return "the tensors match no known model layout"
+
+
+def _family_of(keys: Sequence[str], label: str) -> Family:
+    has_unet = UNET_INPUT_KEY in keys
+    if has_unet and _has_prefix(keys, "conditioner.embedders.1.model."):
+        if not _has_prefix(keys, "conditioner.embedders.0.transformer."):
+            raise UnsupportedModel(f"{label}: an SDXL checkpoint without its CLIP-L text encoder (embedders.0).")
+        return Family.SDXL
+    if has_unet and _has_prefix(keys, "conditioner.embedders.0.model."):
+        return Family.SDXL_REFINER
+    if has_unet and _has_prefix(keys, "cond_stage_model.model."):
+        return Family.SD2
+    if has_unet and _has_prefix(keys, "cond_stage_model.transformer."):
+        return Family.SD1
+    raise UnsupportedModel(
+        f"{label}: not a {SUPPORTED} checkpoint: found {len(keys)} keys, none of the text encoder keys of "
+        f"SD1/SD2/SDXL; {_guess_foreign(keys)}."
+    )
+
+
+def _variant_of(in_channels: int, family: Family, label: str) -> Variant:
+    if in_channels == 4:
+        return Variant.NORMAL
+    if in_channels == 9 and family is not Family.SDXL_REFINER:
+        return Variant.INPAINT
+    kinds = {5: "a depth-conditioned model (depth2img)", 8: "an instruct-pix2pix model", 9: "an inpainting refiner"}
+    kind = kinds.get(in_channels, f"a UNet with {in_channels} input channels")
+    raise UnsupportedModel(f"{label}: {kind}, which is not supported (supported: 4-channel and 9-channel inpaint).")
+
+
+def classify(source: KeySource, label: str) -> Structure:
+    """Family, variant and v marker from keys and shapes; raises UnsupportedModel for anything else."""
+    keys = list(source.keys())
+    family = _family_of(keys, label)
+    in_channels = source.shape(UNET_INPUT_KEY)[1]
+    return Structure(family, _variant_of(in_channels, family, label), V_PRED_KEY in keys)
+
+
+def embedded_prediction(metadata: Mapping[str, str]) -> Prediction | None:
+    """Prediction type from the configs that `convert.save_single_file` embeds in safetensors metadata."""
+    raw = metadata.get(CONFIGS_METADATA_KEY)
+    if not raw:
+        return None
+    try:
+        configs = json.loads(raw)
+        value = configs["scheduler"]["prediction_type"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return Prediction.V if value == Prediction.V.value else Prediction.EPSILON
+
+
+def sidecar_prediction(path: Path) -> Prediction | None:
+    """A1111's per-model config `<stem>.yaml` next to the file: `parameterization: "v"` means v-prediction."""
+    sidecar = path.with_suffix(".yaml")
+    if not sidecar.is_file():
+        return None
+    try:
+        config = yaml.safe_load(sidecar.read_text(encoding="utf8")) or {}
+        params = config.get("model", {}).get("params", {}) or {}
+    except (yaml.YAMLError, AttributeError, OSError) as exc:
+        log.warning("Ignoring unreadable model config %s: %s", sidecar, exc)
+        return None
+    return Prediction.V if params.get("parameterization") == "v" else Prediction.EPSILON
+
+
+def identify(source: KeySource, path: Path, v_test: VTest | None = None) -> ModelIdentity:
+    """Identity of a single-file checkpoint whose keys `source` lists (see the module doc for the rules)."""
+    structure = classify(source, str(path))
+    prediction = Prediction.V if structure.v_marker else None
+    prediction = prediction or embedded_prediction(source.metadata()) or sidecar_prediction(path)
+    if prediction is None and structure.family is Family.SD2 and structure.variant is Variant.NORMAL:
+        run = v_test or sd2_runtime_v_test
+        log.info("%s: SD2 checkpoint without a prediction marker; running A1111's v-prediction test", path)
+        prediction = Prediction.V if run(path) else Prediction.EPSILON
+    return ModelIdentity(structure.family, structure.variant, prediction or Prediction.EPSILON)
+
+
+# The SD2 UNet architecture that A1111's runtime test builds (diffusers naming of its hardcoded UNetModel).
+SD2_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "use_linear_projection": True,
+}
+
+
+def unet_from_ldm_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Any:
+    """A diffusers UNet (fp32, CPU) from the `model.diffusion_model.*` tensors of an original checkpoint."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    converted = convert_ldm_unet_checkpoint(dict(state), dict(config))
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    unet.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True, assign=True)
+    return unet.eval()
+
+
+@torch.no_grad()
+def predicts_v(unet: Any) -> bool:
+    """A1111's criterion: on constant input 0.5 at t=999, a v-model's output minus input averages below -1."""
+    x = torch.full((1, 4, 8, 8), 0.5)
+    cond = torch.full((1, 2, int(unet.config.cross_attention_dim)), 0.5)
+    out = unet(x, torch.tensor([999]), encoder_hidden_states=cond).sample
+    return bool((out - x).mean().item() < -1)
+
+
+def _unet_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() != ".safetensors":
+        return {k: v for k, v in load_pickle_state_dict(path).items() if k.startswith(UNET_PREFIX)}
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(UNET_PREFIX)}
+
+
+def sd2_runtime_v_test(path: Path) -> bool:
+    """A1111's `is_using_v_parameterization_for_sd2`, on a diffusers UNet built from the file on the CPU.
+
+    Costs one full-size UNet in fp32 RAM (~3.5 GB) and one tiny forward pass; it runs only for SD2 files that
+    carry no prediction marker, once per probe (records keep the identity).
+    """
+    unet = unet_from_ldm_state(_unet_tensors(path), SD2_UNET_CONFIG)
+    result = predicts_v(unet)
+    del unet
+    return result
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptFile(f"{path}: unreadable JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise CorruptFile(f"{path}: expected a JSON object.")
+    return data
+
+
+def _component_present(index: Mapping[str, Any], name: str) -> bool:
+    entry = index.get(name)
+    return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
+
+
+def _folder_family(folder: Path, index: Mapping[str, Any], unet: Mapping[str, Any]) -> Family:
+    has_te1 = _component_present(index, "text_encoder")
+    has_te2 = _component_present(index, "text_encoder_2")
+    pipeline = str(index.get("_class_name", ""))
+    if not pipeline.startswith("StableDiffusion") or not (has_te1 or has_te2):
+        raise UnsupportedModel(f"{folder}: a diffusers {pipeline or 'folder'}, not a {SUPPORTED} pipeline.")
+    if has_te2:
+        return Family.SDXL if has_te1 else Family.SDXL_REFINER
+    te_config = _read_json(folder / "text_encoder" / "config.json")
+    if te_config.get("hidden_act") == "gelu" or unet.get("cross_attention_dim") == 1024:
+        return Family.SD2
+    return Family.SD1
+
+
+def identify_diffusers_folder(folder: Path) -> ModelIdentity:
+    """Identity of a diffusers pipeline folder from model_index.json and the unet/scheduler configs."""
+    index = _read_json(folder / "model_index.json")
+    unet = _read_json(folder / "unet" / "config.json")
+    family = _folder_family(folder, index, unet)
+    variant = _variant_of(int(unet.get("in_channels", 4)), family, str(folder))
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else {}
+    prediction = Prediction.V if scheduler.get("prediction_type") == Prediction.V.value else Prediction.EPSILON
+    return ModelIdentity(family, variant, prediction)
+
+
+def key_source(path: Path) -> StrippedKeys:
+    """Keys/shapes/metadata of a single-file checkpoint, by file type."""
+    if path.suffix.lower() == ".safetensors":
+        return StrippedKeys.from_safetensors(path)
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return StrippedKeys.from_pickle(path)
+    raise UnsupportedModel(f"{path}: unknown file type {path.suffix!r} (expected .safetensors or .ckpt).")
+
+
+def probe(path: str | Path, *, v_test: VTest | None = None) -> ModelIdentity:
+    """Identify a checkpoint file or diffusers folder; raises UnsupportedModel/UnsafeCheckpoint/CorruptFile."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UnsupportedModel(f"{path}: a folder without model_index.json is not a diffusers pipeline.")
+        identity = identify_diffusers_folder(path)
+    elif not path.is_file():
+        raise CorruptFile(f"{path}: no such file.")
+    else:
+        identity = identify(key_source(path), path, v_test)
+    log.debug("%s: %s", path, identity.describe())
+    return identity

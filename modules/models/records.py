@@ -1,0 +1,368 @@
+"""Checkpoint and VAE records, the scanner that finds them, and A1111's name matching.
+
+A `CheckpointRecord` is what the UI lists and the API reports: the A1111 title ("sub/name.safetensors
+[shorthash]" once the sha256 is known, else "sub/name.safetensors"), the model_name ("sub_name"), the format, the
+identity (probed lazily, once) and the hashes (sha256 lazily through the `HashCache`, the legacy 8-hex hash on
+demand). Records hold no weights.
+
+`ModelCatalog` scans (A1111 layout):
+- checkpoints: `--ckpt-dir` and models/Stable-diffusion recursively (`.safetensors`, `.ckpt`, not `*.vae.*`),
+  diffusers pipeline folders (any folder with `model_index.json`, not descended into), and a single `--ckpt` file;
+- VAEs: models/VAE and `--vae-dir` recursively (`.safetensors`, `.ckpt`, `.pt`), `*.vae.{safetensors,ckpt,pt}`
+  beside checkpoints, and diffusers VAE folders (`config.json` of an AutoencoderKL). A VAE's name is its file
+  name, as A1111's `sd_vae` setting stores it.
+`refresh()` re-scans without a restart; records of unchanged files are kept, with their identity and hashes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from modules.errors import ModelNotFound
+from modules.models.hashes import HashCache, legacy_model_hash, shorthash
+from modules.models.identity import ModelIdentity
+from modules.models.probe import probe
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+VAE_SUFFIXES = (".safetensors", ".ckpt", ".pt")
+VAE_MARKERS = (".vae.safetensors", ".vae.ckpt", ".vae.pt")
+_CHECKSUM_SUFFIX = re.compile(r"\s*\[[^]]+]\s*$")
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+ProbeFn = Callable[[Path], ModelIdentity]
+
+
+class Format(str, enum.Enum):
+    SAFETENSORS = "safetensors"
+    CKPT = "ckpt"
+    DIFFUSERS = "diffusers"
+
+
+def natural_sort_key(text: str) -> list[int | str]:
+    """"model10" after "model9", case-insensitive (A1111's natural_sort_key)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def _format_of(path: Path) -> Format:
+    if path.is_dir():
+        return Format.DIFFUSERS
+    return Format.SAFETENSORS if path.suffix.lower() == ".safetensors" else Format.CKPT
+
+
+def _file_signature(path: Path) -> tuple[float, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0.0, -1)
+    return (stat.st_mtime, stat.st_size)
+
+
+@dataclass(eq=False)
+class CheckpointRecord:
+    """One checkpoint on disk. `name` is the path relative to the folder it was found in, with '/' separators."""
+
+    path: Path
+    name: str
+    format: Format
+    hash_cache: HashCache | None = None
+    probe_fn: ProbeFn = probe
+    _identity: ModelIdentity | None = field(default=None, repr=False)
+    _legacy_hash: str | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def id(self) -> str:
+        """Stable key of this record in the model cache."""
+        return str(self.path)
+
+    @property
+    def model_name(self) -> str:
+        """A1111 `model_name`: the name without extension, path separators replaced by '_'."""
+        stem = self.name if self.format is Format.DIFFUSERS else os.path.splitext(self.name)[0]
+        return stem.replace("/", "_").replace("\\", "_")
+
+    @property
+    def name_for_extra(self) -> str:
+        """The file name without folders and extension (A1111 `name_for_extra`)."""
+        base = Path(self.name).name
+        return base if self.format is Format.DIFFUSERS else os.path.splitext(base)[0]
+
+    @property
+    def hash_title(self) -> str:
+        return f"checkpoint/{self.name}"
+
+    @property
+    def sha256(self) -> str | None:
+        """The sha256 if already known (cached and the file unchanged); never hashes the file."""
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.cached(self.hash_title, self.path)
+
+    @property
+    def shorthash(self) -> str | None:
+        return shorthash(self.sha256)
+
+    @property
+    def title(self) -> str:
+        short = self.shorthash
+        return self.name if short is None else f"{self.name} [{short}]"
+
+    @property
+    def short_title(self) -> str:
+        short = self.shorthash
+        return self.name_for_extra if short is None else f"{self.name_for_extra} [{short}]"
+
+    @property
+    def legacy_hash(self) -> str:
+        """A1111's old 8-hex "model hash" ("" for diffusers folders)."""
+        if self._legacy_hash is None:
+            self._legacy_hash = "" if self.format is Format.DIFFUSERS else legacy_model_hash(self.path)
+        return self._legacy_hash
+
+    def calculate_sha256(self) -> str | None:
+        """Hash the file now if needed (slow for big files; cached). None for diffusers folders or no cache."""
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.sha256(self.hash_title, self.path)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Family/variant/prediction, probed on first access (raises UnsupportedModel etc. for bad files)."""
+        with self._lock:
+            if self._identity is None:
+                self._identity = self.probe_fn(self.path)
+            return self._identity
+
+    def aliases(self) -> list[str]:
+        """Every string that names this checkpoint exactly (A1111 `CheckpointInfo.ids`)."""
+        ids = [self.title, self.name, self.model_name, self.name_for_extra]
+        if self.legacy_hash:
+            ids += [self.legacy_hash, f"{self.name} [{self.legacy_hash}]"]
+        sha = self.sha256
+        if sha:
+            ids += [sha[:10], sha, f"{self.name} [{sha[:10]}]", f"{self.name_for_extra} [{sha[:10]}]"]
+        return ids
+
+
+@dataclass(eq=False)
+class VaeRecord:
+    """A VAE file or diffusers VAE folder; `name` is its base name (the value of A1111's `sd_vae` setting)."""
+
+    path: Path
+    name: str
+    format: Format
+    hash_cache: HashCache | None = None
+
+    @property
+    def id(self) -> str:
+        return f"vae:{self.path}"
+
+    @property
+    def sha256(self) -> str | None:
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.cached(f"vae/{self.name}", self.path)
+
+    def calculate_sha256(self) -> str | None:
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.sha256(f"vae/{self.name}", self.path)
+
+
+@dataclass(frozen=True)
+class ScanRoots:
+    """Where to look: checkpoint folders (first wins for names), an extra `--ckpt` file, VAE folders."""
+
+    checkpoint_dirs: tuple[Path, ...]
+    vae_dirs: tuple[Path, ...] = ()
+    ckpt_file: Path | None = None
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort(key=natural_sort_key)
+        yield Path(dirpath), dirnames, sorted(filenames, key=natural_sort_key)
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _is_diffusers_vae(folder: Path) -> bool:
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf8")).get("_class_name") == "AutoencoderKL"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def scan_checkpoint_dir(root: Path) -> Iterator[tuple[Path, str]]:
+    """(path, relative name) of checkpoint files and diffusers pipeline folders under `root`."""
+    for folder, dirnames, filenames in _walk(root):
+        if folder != root and (folder / "model_index.json").is_file():
+            dirnames[:] = []
+            yield folder, _relative_name(folder, root)
+            continue
+        for filename in filenames:
+            lowered = filename.lower()
+            if lowered.endswith(CHECKPOINT_SUFFIXES) and not lowered.endswith(VAE_MARKERS):
+                yield folder / filename, _relative_name(folder / filename, root)
+
+
+def scan_vae_dirs(vae_dirs: Iterable[Path], checkpoint_dirs: Iterable[Path]) -> Iterator[Path]:
+    """VAE files/folders: anything VAE-like in VAE folders, `*.vae.*` files beside checkpoints."""
+    for root in vae_dirs:
+        for folder, dirnames, filenames in _walk(root):
+            if folder != root and _is_diffusers_vae(folder):
+                dirnames[:] = []
+                yield folder
+                continue
+            yield from (folder / f for f in filenames if f.lower().endswith(VAE_SUFFIXES))
+    for root in checkpoint_dirs:
+        for folder, _dirs, filenames in _walk(root):
+            yield from (folder / f for f in filenames if f.lower().endswith(VAE_MARKERS))
+
+
+class ModelCatalog:
+    """The checkpoints and VAEs on disk, re-scanned by `refresh()`; thread safe."""
+
+    def __init__(self, roots: ScanRoots, hash_cache: HashCache | None = None, probe_fn: ProbeFn = probe) -> None:
+        self.roots = roots
+        self.hash_cache = hash_cache
+        self.probe_fn = probe_fn
+        self._lock = threading.RLock()
+        self._checkpoints: list[CheckpointRecord] = []
+        self._vaes: list[VaeRecord] = []
+        self._signatures: dict[str, tuple[float, int]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-scan the folders. Records of files whose mtime and size did not change are kept as they are."""
+        with self._lock:
+            old = {record.id: record for record in self._checkpoints}
+            found: dict[str, CheckpointRecord] = {}
+            signatures: dict[str, tuple[float, int]] = {}
+            for path, name in self._checkpoint_candidates():
+                key = str(path)
+                signatures[key] = _file_signature(path)
+                if key in found:
+                    continue
+                kept = old.get(key)
+                if kept is not None and self._signatures.get(key) == signatures[key] and kept.name == name:
+                    found[key] = kept
+                else:
+                    found[key] = CheckpointRecord(path, name, _format_of(path), self.hash_cache, self.probe_fn)
+            self._checkpoints = self._unique_titles(found.values())
+            self._signatures = signatures
+            self._vaes = self._scan_vaes()
+            log.info("Found %d checkpoints and %d VAEs", len(self._checkpoints), len(self._vaes))
+
+    def _checkpoint_candidates(self) -> Iterator[tuple[Path, str]]:
+        seen: set[Path] = set()
+        for root in self.roots.checkpoint_dirs:
+            if not root.is_dir() or root.resolve() in seen:
+                continue
+            seen.add(root.resolve())
+            yield from scan_checkpoint_dir(root)
+        ckpt = self.roots.ckpt_file
+        if ckpt is not None:
+            if ckpt.exists():
+                roots = [r for r in self.roots.checkpoint_dirs if ckpt.resolve().is_relative_to(r.resolve())]
+                yield ckpt, _relative_name(ckpt.resolve(), roots[0].resolve()) if roots else ckpt.name
+            else:
+                log.warning("Checkpoint in --ckpt not found: %s", ckpt)
+
+    @staticmethod
+    def _unique_titles(records: Iterable[CheckpointRecord]) -> list[CheckpointRecord]:
+        by_name: dict[str, CheckpointRecord] = {}
+        for record in records:
+            if record.name in by_name:
+                log.warning("Ignoring %s: %s already has the name %r", record.path, by_name[record.name].path,
+                            record.name)
+                continue
+            by_name[record.name] = record
+        return sorted(by_name.values(), key=lambda r: natural_sort_key(r.name))
+
+    def _scan_vaes(self) -> list[VaeRecord]:
+        found: dict[str, VaeRecord] = {}
+        dirs = [d for d in self.roots.vae_dirs if d.is_dir()]
+        ckpt_dirs = [d for d in self.roots.checkpoint_dirs if d.is_dir()]
+        for path in scan_vae_dirs(dirs, ckpt_dirs):
+            record = VaeRecord(path, path.name, _format_of(path), self.hash_cache)
+            found.setdefault(record.name, record)
+        return sorted(found.values(), key=lambda r: natural_sort_key(r.name))
+
+    def checkpoints(self) -> list[CheckpointRecord]:
+        with self._lock:
+            return list(self._checkpoints)
+
+    def vaes(self) -> list[VaeRecord]:
+        with self._lock:
+            return list(self._vaes)
+
+    def match(self, search: str) -> CheckpointRecord | None:
+        """A1111 `get_closet_checkpoint_match`: exact alias (title, name, model_name, hashes), then a known
+        sha256 prefix of 8+ hex digits, then the shortest title containing the text, then the same without a
+        trailing "[hash]"."""
+        if not search:
+            return None
+        records = self.checkpoints()
+        aliases: dict[str, CheckpointRecord] = {}
+        for record in records:
+            for alias in record.aliases():
+                aliases.setdefault(alias, record)
+        if search in aliases:
+            return aliases[search]
+        if _HEX.match(search.lower()):
+            hits = [r for r in records if (r.sha256 or "").startswith(search.lower())]
+            if len(hits) == 1:
+                return hits[0]
+        for text in (search, _CHECKSUM_SUFFIX.sub("", search)):
+            found = sorted((r for r in records if text and text in r.title), key=lambda r: len(r.title))
+            if found:
+                return found[0]
+        return None
+
+    def find(self, search: str) -> CheckpointRecord:
+        """Like `match`, but raises ModelNotFound listing what is available."""
+        record = self.match(search)
+        if record is None:
+            raise ModelNotFound(f"Checkpoint {search!r} not found. {self._available_checkpoints()}")
+        return record
+
+    def _available_checkpoints(self) -> str:
+        titles = [r.title for r in self.checkpoints()]
+        if not titles:
+            dirs = ", ".join(str(d) for d in self.roots.checkpoint_dirs)
+            return f"No checkpoints were found (looked in {dirs}); put .safetensors files there."
+        return "Available: " + ", ".join(titles)
+
+    def find_vae(self, search: str) -> VaeRecord:
+        """A VAE by file name (A1111 `sd_vae` value), by name without extension, or by a "name [hash]" title."""
+        vaes = self.vaes()
+        stripped = _CHECKSUM_SUFFIX.sub("", search)
+        for text in (search, stripped):
+            for record in vaes:
+                if text in (record.name, Path(record.name).stem, record.name.split(".")[0]):
+                    return record
+        names = ", ".join(r.name for r in vaes) or "none (put VAE files in models/VAE)"
+        raise ModelNotFound(f"VAE {search!r} not found. Available: {names}")
+
+    def vae_near(self, checkpoint: CheckpointRecord) -> VaeRecord | None:
+        """A1111 "Automatic": a VAE whose file name starts with the checkpoint's file stem followed by '.'
+        (e.g. model.vae.pt for model.safetensors). A1111 accepts any prefix; the '.' avoids matching
+        sdxl_vae.safetensors to a checkpoint named "sd"."""
+        stem = checkpoint.name_for_extra + "."
+        return next((record for record in self.vaes() if record.name.startswith(stem)), None)

@@ -1,0 +1,353 @@
+"""The sampler registry: A1111 sampler names -> configured diffusers schedulers.
+
+Samplers are data: one `SamplerSpec` row per A1111 sampler, naming the diffusers class, its config, every
+accepted spelling and the schedule types the class truly honours. A1111 samplers that diffusers has no
+implementation of are rows too (`scheduler_cls=None`, with the reason), so asking for them gives a precise
+message instead of a silent substitute.
+
+Name parsing follows A1111's `get_sampler_and_scheduler`: a trailing schedule label is stripped from combined
+names ("DPM++ 2M Karras" -> "DPM++ 2M" + Karras), except that an explicit non-Automatic schedule argument wins
+over the one in the name. Matching is case-insensitive and accepts A1111 labels, A1111 `k_` aliases (`_ka` means
+Karras, `_exp` Exponential) and ComfyUI sampler/scheduler names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping, Sequence
+
+import torch
+from diffusers import (
+    DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSDEScheduler, EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
+    LCMScheduler, LMSDiscreteScheduler, PNDMScheduler, SchedulerMixin, UniPCMultistepScheduler,
+)
+
+from modules.errors import InvalidRequest, UnknownSampler
+from modules.samplers.schedules import (
+    AUTOMATIC, AUTOMATIC_LABEL, CONFIG_RESETS, EULER_CUSTOM_SIGMAS, EULER_FAMILY, MULTISTEP_FAMILY, SCHEDULES,
+    SPACING_ONLY, ScheduleSpec,
+)
+
+log = logging.getLogger(__name__)
+
+# Legacy alias suffixes (k_dpmpp_2m_ka, k_dpmpp_3m_sde_exp) -> schedule name.
+_ALIAS_SUFFIXES = {"_ka": "karras", "_exp": "exponential"}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler row.
+
+    name: A1111 label ("DPM++ 2M"). scheduler_cls: diffusers class, or None when diffusers has no implementation
+    (then `unsupported` says why). config: class config that makes it this sampler. aliases: A1111 `k_` aliases
+    and ComfyUI names. default_schedule: what A1111's "Automatic" means for it. schedules: the schedule names the
+    class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian").
+    """
+
+    name: str
+    scheduler_cls: type[SchedulerMixin] | None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    default_schedule: str = "uniform"
+    schedules: tuple[str, ...] = EULER_FAMILY
+    flags: frozenset[str] = frozenset()
+    unsupported: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return self.scheduler_cls is not None
+
+
+def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], **kw: Any) -> SamplerSpec:
+    return SamplerSpec(name=name, scheduler_cls=cls, aliases=aliases, **kw)
+
+
+_DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_DPMPP_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
+_NO_DIFFUSERS = "diffusers has no scheduler implementing it"
+
+A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
+    _row("DPM++ 2M", DPMSolverMultistepScheduler, ("k_dpmpp_2m", "dpmpp_2m"), config=_DPMPP,
+         default_schedule="karras", schedules=MULTISTEP_FAMILY),
+    # DPMSolverSDEScheduler draws its Brownian-tree noise from `noise_sampler_seed`, not from a step generator.
+    _row("DPM++ SDE", DPMSolverSDEScheduler, ("k_dpmpp_sde", "dpmpp_sde", "dpmpp_sde_gpu"),
+         default_schedule="karras", flags=frozenset({"sde", "second_order", "brownian"})),
+    _row("DPM++ 2M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_2m_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
+         config=_DPMPP_SDE, default_schedule="exponential", schedules=MULTISTEP_FAMILY, flags=frozenset({"sde"})),
+    _row("DPM++ 2M SDE Heun", DPMSolverMultistepScheduler,
+         ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
+         config={**_DPMPP_SDE, "solver_type": "heun"}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
+         flags=frozenset({"sde"})),
+    _row("DPM++ 2S a", None, ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), default_schedule="karras",
+         unsupported="diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, "
+         "non-ancestral method)"),
+    # Third-order multistep SDE DPM-Solver++ (k-diffusion's 3M SDE also drops the next-to-last sigma; diffusers
+    # instead takes a first-order final step to sigma 0).
+    _row("DPM++ 3M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
+         config={**_DPMPP_SDE, "solver_order": 3}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
+         flags=frozenset({"sde"})),
+    # Ancestral: diffusers always uses eta 1, A1111's default "eta_ancestral".
+    _row("Euler a", EulerAncestralDiscreteScheduler, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"),
+         schedules=SPACING_ONLY, flags=frozenset({"ancestral"})),
+    _row("Euler", EulerDiscreteScheduler, ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS),
+    _row("LMS", LMSDiscreteScheduler, ("k_lms", "lms")),
+    _row("Heun", HeunDiscreteScheduler, ("k_heun", "heun"), flags=frozenset({"second_order"})),
+    _row("DPM2", KDPM2DiscreteScheduler, ("k_dpm_2", "dpm_2"), default_schedule="karras",
+         flags=frozenset({"second_order"})),
+    _row("DPM2 a", KDPM2AncestralDiscreteScheduler, ("k_dpm_2_a", "dpm_2_ancestral"), default_schedule="karras",
+         flags=frozenset({"ancestral", "second_order"})),
+    _row("DPM fast", None, ("k_dpm_fast", "dpm_fast"), unsupported=_NO_DIFFUSERS),
+    _row("DPM adaptive", None, ("k_dpm_ad", "dpm_adaptive"), unsupported=_NO_DIFFUSERS + " (adaptive step size)"),
+    _row("Restart", None, ("restart",), default_schedule="karras", unsupported=_NO_DIFFUSERS),
+    # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
+    _row("DDIM", DDIMScheduler, ("ddim",), config={"clip_sample": False, "set_alpha_to_one": False},
+         default_schedule="ddim", schedules=SPACING_ONLY),
+    _row("DDIM CFG++", None, ("ddim_cfgpp",), default_schedule="ddim",
+         unsupported="CFG++ changes guidance inside the sampler, which no diffusers scheduler implements"),
+    _row("PLMS", PNDMScheduler, ("plms",), config={"skip_prk_steps": True, "set_alpha_to_one": False},
+         default_schedule="ddim", schedules=SPACING_ONLY),
+    # A1111 UniPC: order 3, variant bh1, time-uniform steps (evaluated at 999 .. 999/n, i.e. SGM Uniform).
+    _row("UniPC", UniPCMultistepScheduler, ("unipc", "uni_pc"), config={"solver_order": 3, "solver_type": "bh1"},
+         default_schedule="sgm_uniform", schedules=MULTISTEP_FAMILY),
+    # LCMScheduler has one fixed schedule: trailing over its 50-step distillation grid, i.e. SGM Uniform rounded to
+    # multiples of 20 (A1111's LCM defaults to Uniform, which diffusers' LCMScheduler cannot follow).
+    _row("LCM", LCMScheduler, ("k_lcm", "lcm"), default_schedule="sgm_uniform", schedules=("sgm_uniform",)),
+)
+"""A1111 1.10's sampler list, in its UI order."""
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.split()).lower()
+
+
+def _init_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.__init__).parameters)
+
+
+def _call_params(fn: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
+@dataclass(frozen=True)
+class ResolvedSampler:
+    """A (sampler, schedule) pair the registry has checked; implements `protocol.SamplingMethod`."""
+
+    sampler: SamplerSpec
+    schedule: ScheduleSpec
+
+    @property
+    def label(self) -> str:
+        return self.sampler.name
+
+    @property
+    def schedule_label(self) -> str:
+        return self.schedule.label
+
+    @property
+    def scheduler_cls(self) -> type[SchedulerMixin]:
+        assert self.sampler.scheduler_cls is not None, "unsupported samplers are never resolved"
+        return self.sampler.scheduler_cls
+
+    @cached_property
+    def step_params(self) -> frozenset[str]:
+        """Keyword arguments the class's `step()` accepts (inspected once per resolved pair)."""
+        return _call_params(self.scheduler_cls.step)
+
+    @property
+    def uses_eta(self) -> bool:
+        """Only DDIM's step() takes eta. diffusers' ancestral samplers always use eta 1 (A1111's default)."""
+        return "eta" in self.step_params
+
+    def scheduler_config(self, base_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The checkpoint's config (prediction type, betas) with the sampler's and schedule's keys applied."""
+        accepted = _init_params(self.scheduler_cls)
+        resets = {k: v for k, v in CONFIG_RESETS.items() if k in accepted}
+        return {**dict(base_config), **resets, **self.sampler.config, **self.schedule.config}
+
+    def build(
+        self, base_config: Mapping[str, Any], steps: int, device: torch.device | str,
+        *, noise_seeds: Sequence[int] | None = None,
+    ) -> SchedulerMixin:
+        """A new scheduler with `set_timesteps` done for `steps`.
+
+        noise_seeds (extension of the protocol): seeds for noise the scheduler draws internally instead of from a
+        step generator, i.e. DPM++ SDE's Brownian tree. One seed per image (as A1111 seeds it from the image
+        seeds), or one for the whole batch. Without it the tree is seeded with 0, so runs stay reproducible.
+        """
+        if steps < 1:
+            raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
+        config = self.scheduler_config(base_config)
+        if "noise_sampler_seed" in _init_params(self.scheduler_cls):
+            config["noise_sampler_seed"] = list(noise_seeds) if noise_seeds else 0
+        scheduler = self.scheduler_cls.from_config(config)
+        try:
+            if self.schedule.sigmas is not None:
+                sigmas = self.schedule.sigmas(scheduler.alphas_cumprod, steps)
+                scheduler.set_timesteps(sigmas=sigmas, device=device)
+            else:
+                scheduler.set_timesteps(steps, device=device)
+        except ValueError as exc:
+            raise InvalidRequest(f"Sampler '{self.label}' cannot run {steps} steps: {exc}") from exc
+        return scheduler
+
+    def step_kwargs(
+        self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None,
+    ) -> dict[str, Any]:
+        """eta (default 0.0, A1111's DDIM eta) and generator, each only where `step()` accepts it."""
+        params = self.step_params
+        kwargs: dict[str, Any] = {}
+        if "eta" in params:
+            kwargs["eta"] = 0.0 if eta is None else float(eta)
+        elif eta is not None:
+            log.debug("sampler %s has no eta; ignoring eta=%s", self.label, eta)
+        if "generator" in params and generator is not None:
+            kwargs["generator"] = generator
+        return kwargs
+
+
+class SamplerRegistry:
+    """Sampler and schedule rows, name parsing and validation. Build one with `default_registry()`."""
+
+    def __init__(self) -> None:
+        self._samplers: dict[str, SamplerSpec] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
+        self._sampler_names: dict[str, str] = {}
+        self._schedule_names: dict[str, str] = {}
+
+    # -- registration -------------------------------------------------------------------------------------------
+
+    def add_schedule(self, spec: ScheduleSpec) -> None:
+        """Register a schedule type; samplers opt in by listing its name in `SamplerSpec.schedules`."""
+        self._claim(self._schedule_names, spec.name, spec.spellings(), "schedule")
+        self._schedules[spec.name] = spec
+
+    def add(self, spec: SamplerSpec) -> None:
+        """Register a sampler (after the schedules it lists). Raises ValueError for rows that cannot work."""
+        self._check_sampler(spec)
+        self._claim(self._sampler_names, spec.name, (spec.name, *spec.aliases), "sampler")
+        self._samplers[spec.name] = spec
+
+    def _claim(self, table: dict[str, str], owner: str, spellings: Sequence[str], kind: str) -> None:
+        for spelling in spellings:
+            key = _norm(spelling)
+            if table.get(key, owner) != owner:
+                raise ValueError(f"{kind} spelling {spelling!r} already belongs to {table[key]!r}")
+        for spelling in spellings:
+            table[_norm(spelling)] = owner
+
+    def _check_sampler(self, spec: SamplerSpec) -> None:
+        """Every config key must be one the class accepts: diffusers silently ignores unknown keys."""
+        if spec.scheduler_cls is None:
+            if not spec.unsupported:
+                raise ValueError(f"sampler {spec.name!r} has no scheduler class and no reason")
+            return
+        if spec.default_schedule not in spec.schedules:
+            raise ValueError(f"sampler {spec.name!r}: default schedule {spec.default_schedule!r} not in its schedules")
+        accepted = _init_params(spec.scheduler_cls)
+        for name in spec.schedules:
+            schedule = self._schedules.get(name)
+            if schedule is None or schedule.unsupported:
+                raise ValueError(f"sampler {spec.name!r}: schedule {name!r} is not a usable schedule")
+            unknown = set(spec.config) | set(schedule.config)
+            unknown -= accepted
+            if unknown:
+                raise ValueError(f"{spec.scheduler_cls.__name__} does not accept {sorted(unknown)} ({name})")
+            if schedule.sigmas is not None and "sigmas" not in _call_params(spec.scheduler_cls.set_timesteps):
+                raise ValueError(f"{spec.scheduler_cls.__name__} cannot take a custom sigma list ({name})")
+
+    # -- listing ------------------------------------------------------------------------------------------------
+
+    def visible(self) -> list[str]:
+        """Sampler names diffusers can honour, in registration (A1111 UI) order: for dropdowns."""
+        return [s.name for s in self._samplers.values() if s.supported]
+
+    def all_known(self) -> list[str]:
+        """Every known sampler name, including those rejected because diffusers cannot honour them."""
+        return list(self._samplers)
+
+    def schedule_labels(self) -> list[str]:
+        """Every known schedule label, "Automatic" first."""
+        return [AUTOMATIC_LABEL, *(s.label for s in self._schedules.values())]
+
+    def schedules_for(self, sampler: str) -> list[str]:
+        """Schedule labels valid for `sampler` ("Automatic" first, then A1111's order)."""
+        spec = self._supported_sampler(self._lookup_sampler(sampler)[0], sampler)
+        return [AUTOMATIC_LABEL, *(s.label for s in self._schedules.values() if s.name in spec.schedules)]
+
+    def sampler(self, name: str) -> SamplerSpec:
+        """The row for any spelling of a sampler name (supported or not)."""
+        return self._lookup_sampler(name)[0]
+
+    # -- resolving ----------------------------------------------------------------------------------------------
+
+    def resolve(self, sampler: str, schedule: str = AUTOMATIC_LABEL) -> ResolvedSampler:
+        """Parse any known spelling; raise UnknownSampler for unknown names and combinations diffusers can't run."""
+        spec, schedule_in_name = self._lookup_sampler(sampler)
+        spec = self._supported_sampler(spec, sampler)
+        explicit = self._lookup_schedule(schedule)
+        wanted = explicit if explicit != AUTOMATIC else (schedule_in_name or AUTOMATIC)
+        if wanted == AUTOMATIC:
+            wanted = spec.default_schedule
+        sched = self._schedules[wanted]
+        if sched.name not in spec.schedules:
+            raise UnknownSampler(self._combination_message(spec, sched))
+        return ResolvedSampler(spec, sched)
+
+    def _lookup_sampler(self, name: str) -> tuple[SamplerSpec, str | None]:
+        """(row, schedule named inside the sampler name or None); UnknownSampler if nothing matches."""
+        key = _norm(name or "")
+        if key in self._sampler_names:
+            return self._samplers[self._sampler_names[key]], None
+        for suffix, schedule in _ALIAS_SUFFIXES.items():
+            base = key.removesuffix(suffix)
+            if base != key and base in self._sampler_names:
+                return self._samplers[self._sampler_names[base]], schedule
+        for spelling, schedule in self._schedule_names.items():  # "DPM++ 2M Karras", "Euler SGM Uniform"
+            base = key.removesuffix(" " + spelling)
+            if base != key and base in self._sampler_names:
+                return self._samplers[self._sampler_names[base]], schedule
+        raise UnknownSampler(f"Unknown sampler '{name}'; choose one of: {', '.join(self.visible())}.")
+
+    def _schedule_key(self, spelling: str) -> str | None:
+        return self._schedule_names.get(_norm(spelling))
+
+    def _lookup_schedule(self, name: str | None) -> str:
+        key = _norm(name or "")
+        if key in ("", AUTOMATIC):
+            return AUTOMATIC
+        found = self._schedule_key(key)
+        if found is None:
+            raise UnknownSampler(f"Unknown schedule type '{name}'; choose one of: {', '.join(self.schedule_labels())}.")
+        return found
+
+    def _supported_sampler(self, spec: SamplerSpec, asked: str) -> SamplerSpec:
+        if spec.supported:
+            return spec
+        shown = f"'{asked}'" if _norm(asked) == _norm(spec.name) else f"'{asked}' ({spec.name})"
+        raise UnknownSampler(
+            f"Sampler {shown} is an A1111 sampler but has no diffusers implementation: {spec.unsupported}; "
+            f"choose one of: {', '.join(self.visible())}."
+        )
+
+    def _combination_message(self, spec: SamplerSpec, sched: ScheduleSpec) -> str:
+        valid = ", ".join(self.schedules_for(spec.name))
+        if sched.unsupported:
+            why = f"schedule type '{sched.label}' has no diffusers implementation: {sched.unsupported}"
+        else:
+            cls_name = spec.scheduler_cls.__name__ if spec.scheduler_cls else "-"
+            why = f"diffusers' {cls_name} cannot follow the '{sched.label}' schedule"
+        return f"Sampler '{spec.name}' with schedule type '{sched.label}' is not available ({why}); choose one of: {valid}."
+
+
+def default_registry() -> SamplerRegistry:
+    """A fresh registry with every schedule type and A1111 sampler row (no module-level singleton)."""
+    registry = SamplerRegistry()
+    for schedule in SCHEDULES:
+        registry.add_schedule(schedule)
+    for sampler in A1111_SAMPLERS:
+        registry.add(sampler)
+    return registry

@@ -1,0 +1,132 @@
+"""Schedule types (A1111's "Schedule type" dropdown) as data rows, and how each becomes a diffusers config.
+
+A1111 builds a k-diffusion sigma list per schedule (`modules/sd_schedulers.py`). diffusers schedulers choose their
+timesteps from config flags instead, so each row here says which flags reproduce A1111's list. Whether a given
+scheduler class honours a row is decided per sampler in `registry.py` (diffusers silently ignores config keys a
+class does not know, so every claim there is checked against the class signature and by tests).
+
+Which timesteps A1111 uses (1000 training steps, t = 999 is the noisiest), and the diffusers equivalent:
+
+- Uniform / Normal: k-diffusion `get_sigmas(n)` = t linspace(999 -> 0, n) interpolated in log sigma. A1111's
+  "Normal" (sgm=False) computes the same list. diffusers `timestep_spacing="linspace"` gives the same timesteps in
+  the Euler-family classes (sigma interpolated linearly instead of in log space: a tiny difference between integer
+  timesteps). The checkpoint default "leading" (901..1 for 10 steps) would NOT reach the noisiest sigma, so this
+  also makes `init_noise_sigma` the full sigma_max, as A1111 scales txt2img noise by sigmas[0].
+- Karras / Exponential / Beta: sigma lists between the model's sigma_min (t=0) and sigma_max (t=999). diffusers
+  takes that range from the interpolated sigmas, so "linspace" spacing is set with the flag to get the full range
+  (with "leading" sigma_max would be sigma(901) = 8.4 instead of 14.6). Karras uses rho 7 and Beta alpha = beta =
+  0.6, the A1111 defaults.
+- Polyexponential: A1111's default rho is 1.0, for which the polyexponential list equals the exponential one.
+- SGM Uniform: t = linspace(999 -> 0, n + 1) without the last = "trailing" spacing (rounded to integers).
+- Simple: t = 999 - floor(i * 1000 / n) = "trailing" spacing (differs by at most one timestep for some n).
+- DDIM: every 1000 // n-th timestep from t=1 = "leading" spacing with steps_offset 1 (the same as A1111's DDIM
+  and PLMS samplers). A1111 yields one extra step when n does not divide 1000; diffusers keeps n steps.
+- KL Optimal: sigma = tan(lerp(atan(sigma_max), atan(sigma_min))) over n + 1 points, ending at sigma_min rather
+  than 0. No config flag produces it: it is passed as a custom sigma list, which only EulerDiscreteScheduler's
+  `set_timesteps(sigmas=...)` accepts.
+- Align Your Steps: A1111 picks one of two sigma tables by model family (SD1.5 or SDXL). A scheduler is built
+  from the checkpoint's scheduler config alone, which does not say which family it belongs to, so the table
+  cannot be chosen correctly: the row is rejected rather than guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+SigmaFn = Callable[[torch.Tensor, int], list[float]]
+"""(alphas_cumprod of the scheduler, steps) -> descending sigma list of steps + 1 values."""
+
+AUTOMATIC = "automatic"
+AUTOMATIC_LABEL = "Automatic"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One schedule type.
+
+    name: A1111's internal name ("karras"); label: what the UI and infotext show ("Karras").
+    aliases: other accepted spellings (ComfyUI scheduler names, A1111 aliases). Matching is case-insensitive.
+    config: scheduler config keys that select this schedule (only offered for classes that accept all of them).
+    sigmas: custom sigma list for `set_timesteps(sigmas=...)`, for schedules no config flag can express.
+    unsupported: when set, the schedule is known but never honoured; the text says why.
+    """
+
+    name: str
+    label: str
+    aliases: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)
+    sigmas: SigmaFn | None = None
+    unsupported: str = ""
+
+    def spellings(self) -> tuple[str, ...]:
+        return (self.name, self.label, *self.aliases)
+
+
+def model_sigmas(alphas_cumprod: torch.Tensor) -> np.ndarray:
+    """Sigma of every training timestep, ascending (index = timestep), as k-diffusion's CompVisDenoiser has them."""
+    ac = alphas_cumprod.double().cpu().numpy()
+    return np.sqrt((1.0 - ac) / ac)
+
+
+def kl_optimal_sigmas(alphas_cumprod: torch.Tensor, steps: int) -> list[float]:
+    """A1111/ComfyUI "KL Optimal": steps + 1 sigmas from sigma_max down to sigma_min (no trailing zero)."""
+    sigmas = model_sigmas(alphas_cumprod)
+    atan_min, atan_max = np.arctan(sigmas[0]), np.arctan(sigmas[-1])
+    frac = np.arange(steps + 1, dtype=np.float64) / steps
+    return np.tan(frac * atan_min + (1.0 - frac) * atan_max).tolist()
+
+
+# Full-range spacing, see the module docstring: Euler-family classes then span t = 999 .. 0.
+_FULL_RANGE = {"timestep_spacing": "linspace"}
+
+SCHEDULES: tuple[ScheduleSpec, ...] = (
+    ScheduleSpec("uniform", "Uniform", config=_FULL_RANGE),
+    ScheduleSpec("karras", "Karras", config={"use_karras_sigmas": True, **_FULL_RANGE}),
+    ScheduleSpec("exponential", "Exponential", config={"use_exponential_sigmas": True, **_FULL_RANGE}),
+    ScheduleSpec("polyexponential", "Polyexponential", config={"use_exponential_sigmas": True, **_FULL_RANGE}),
+    ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), config={"timestep_spacing": "trailing"}),
+    ScheduleSpec("kl_optimal", "KL Optimal", config=_FULL_RANGE, sigmas=kl_optimal_sigmas),
+    ScheduleSpec(
+        "align_your_steps", "Align Your Steps", aliases=("ays",),
+        unsupported="its sigma table depends on the model family (SD1.5 or SDXL), which a scheduler config does "
+        "not record, so the registry cannot pick the table A1111 would use",
+    ),
+    ScheduleSpec("simple", "Simple", config={"timestep_spacing": "trailing"}),
+    ScheduleSpec("normal", "Normal", config=_FULL_RANGE),
+    ScheduleSpec("ddim", "DDIM", aliases=("ddim_uniform",), config={"timestep_spacing": "leading", "steps_offset": 1}),
+    ScheduleSpec("beta", "Beta", config={"use_beta_sigmas": True, **_FULL_RANGE}),
+    ScheduleSpec(
+        "linear_quadratic", "Linear Quadratic",
+        unsupported="it is a ComfyUI schedule with no A1111 equivalent and no diffusers implementation",
+    ),
+)
+"""A1111's order (the UI dropdown order), then ComfyUI-only names."""
+
+# Schedule tables per scheduler family: which schedule names each class honours (checked in tests by building).
+EULER_FAMILY = ("uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "simple", "normal", "ddim", "beta")
+"""Euler, LMS, Heun, DPM2, DPM2 a, DPM++ SDE: spacing flags and the karras/exponential/beta sigma flags."""
+EULER_CUSTOM_SIGMAS = (*EULER_FAMILY, "kl_optimal")
+"""EulerDiscreteScheduler also accepts a custom sigma list."""
+SPACING_ONLY = ("uniform", "sgm_uniform", "simple", "normal", "ddim")
+"""Euler a, DDIM, PLMS: these classes have no sigma-conversion flags, only timestep spacing."""
+MULTISTEP_FAMILY = ("karras", "exponential", "polyexponential", "sgm_uniform", "simple", "beta")
+"""DPMSolverMultistep / UniPC: their "linspace" spacing drops t=0 (it is SGM Uniform, not A1111's Uniform), and
+their "leading" uses 1000 // (n + 1) steps, not A1111's DDIM list, so Uniform, Normal and DDIM are not offered."""
+
+CONFIG_RESETS: Mapping[str, Any] = {
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "interpolation_type": "linear",
+    "final_sigmas_type": "zero",
+    "timestep_type": "discrete",
+}
+"""Schedule-related keys a checkpoint's scheduler config may carry (some SDXL configs set use_karras_sigmas).
+They are reset before the chosen schedule is applied, so the schedule the user picked is the one that runs; only
+keys the target class accepts are passed. A1111's k-diffusion lists always end at sigma 0 ("zero")."""
