@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -50,10 +50,10 @@ class LaunchOptions:
     vae_dir: Path | None = None
     ui_settings_file: Path | None = None
     ui_config_file: Path | None = None
-    gradio_auth: Credentials = ()
+    gradio_auth: Credentials = field(default=(), repr=False)  # passwords stay out of logs
     api: bool = False
     nowebui: bool = False
-    api_auth: Credentials = ()
+    api_auth: Credentials = field(default=(), repr=False)
     api_server_stop: bool = False
     device: str | None = None
     precision: str = "autocast"

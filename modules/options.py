@@ -304,8 +304,8 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _choice("live_previews_image_format", "png", "Live preview file format", PREVIEWS, ("jpeg", "png", "webp")),
     _flag("show_progress_grid", True, "Show previews of all images generated in a batch as a grid", PREVIEWS),
     _number("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, -1, 32, 1,
-            info="in sampling steps: show a new live preview image every N sampling steps; -1 = only show after "
-                 "completion of batch"),
+            info="in sampling steps: show a new live preview image every N sampling steps (0 = every step); "
+                 "-1 = only show after completion of batch"),
     _choice("show_progress_type", "Approx cheap", "Live preview method", PREVIEWS, ("Full", "Approx cheap"),
             info="Full = VAE decode, slow but pretty; Approx cheap = linear latent-to-RGB, very fast. "
                  "(A1111's Approx NN and TAESD need downloaded weights and are not offered.)"),

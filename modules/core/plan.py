@@ -3,11 +3,11 @@
 Everything here is pure (no torch): `plan_job()` turns a validated request into a `JobPlan` whose values are the
 ones actually used (resolved seeds, the step plan, sampler labels), which is what the infotext is built from.
 
-Step planning follows AUTOMATIC1111 (`sd_samplers_common.setup_img2img_steps`): with N steps and denoising
-strength s, `t_enc = int(min(s, 0.999) * N)` and the last `t_enc + 1` steps of an N-step schedule run (20 steps at
-0.75 run 16). diffusers' `get_timesteps` runs `int(N * s)` instead (15). With the `img2img_fix_steps` option
-A1111 builds a schedule of `int(N / min(s, 0.999))` steps and runs its last N. Strength 0 runs the single final
-step of an N-step schedule in both conventions (A1111 would build an empty schedule with fix_steps).
+Step planning uses `modules.samplers.steps` with A1111's convention: with N steps and denoising strength s,
+`t_enc = int(min(s, 0.999) * N)` and the last `t_enc + 1` steps of an N-step schedule run (20 steps at 0.75 run
+16; diffusers' `get_timesteps` would run 15). The `img2img_fix_steps` option selects A1111's other convention
+(a schedule of `int(N / min(s, 0.999))` steps whose last N run). Strength 0 plans no step: the (processed) init
+image is returned.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
+from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
 from modules.types import GenerationRequest
 
 MAX_SEED = 2**63 - 1
@@ -65,31 +66,12 @@ def _coerce(kind: type, value: Any) -> Any:
     return kind(value)
 
 
-@dataclass(frozen=True)
-class StepPlan:
-    """Which part of which schedule runs: the scheduler is built for `schedule_steps` and starts at `start_index`."""
-
-    requested_steps: int
-    schedule_steps: int
-    start_index: int
-
-    @property
-    def steps_to_run(self) -> int:
-        return self.schedule_steps - self.start_index
-
-
 def plan_steps(steps: int, denoising_strength: float | None, fix_steps: bool = False) -> StepPlan:
-    """A1111's step plan. `denoising_strength` None means txt2img (the whole schedule runs)."""
+    """The step plan of a job: the whole schedule for txt2img (`denoising_strength` None), else A1111's rule."""
     if denoising_strength is None:
-        return StepPlan(steps, steps, 0)
-    strength = min(denoising_strength, 0.999)
-    if strength <= 0:
-        return StepPlan(steps, steps, steps - 1)
-    if fix_steps:
-        schedule = int(steps / strength)
-        return StepPlan(steps, schedule, schedule - steps)
-    t_enc = int(strength * steps)
-    return StepPlan(steps, steps, steps - t_enc - 1)
+        return txt2img_plan(steps)
+    convention = StepConvention.A1111_FIX_STEPS if fix_steps else StepConvention.A1111
+    return plan_img2img(steps, denoising_strength, convention)
 
 
 def random_seed() -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -33,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 
 from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
+from modules.paths import family_config_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ UNET_PREFIX = "model.diffusion_model."
 UNET_INPUT_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 V_PRED_KEY = "v_pred"
 CONFIGS_METADATA_KEY = "sdwebui.configs"
+CONFIGS_SIDECAR_SUFFIX = ".configs.json"
 SUPPORTED = "SD1, SD2, SDXL or SDXL refiner"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -121,13 +124,18 @@ def load_pickle_state_dict(path: Path, *, mmap: bool = True) -> dict[str, torch.
                     raise
                 data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        message = str(exc)
+        if "global" not in message.lower() and "unsupported operand" not in message.lower():
+            raise CorruptFile(f"{path}: damaged or incomplete checkpoint ({message.splitlines()[0]}).") from exc
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        what = f"it references {found.group(1)}" if found else "it needs code beyond tensors"
         raise UnsafeCheckpoint(
-            f"{path}: refused to load this pickle because it would run code or build objects other than tensors "
-            f"({first_line}). Convert it to .safetensors with a tool you trust, or get a .safetensors release."
+            f"{path}: refused to load this pickle because {what}; it was not executed. Convert it to "
+            f".safetensors with a tool you trust, or get a .safetensors release of the model."
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CorruptFile(f"{path}: not a readable PyTorch checkpoint ({exc}).") from exc
+        first = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptFile(f"{path}: not a readable PyTorch checkpoint ({first}).") from exc
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):
@@ -209,9 +217,13 @@ def classify(source: KeySource, label: str) -> Structure:
     return Structure(family, _variant_of(in_channels, family, label), V_PRED_KEY in keys)
 
 
-def embedded_prediction(metadata: Mapping[str, str]) -> Prediction | None:
-    """Prediction type from the configs that `convert.save_single_file` embeds in safetensors metadata."""
+def embedded_prediction(metadata: Mapping[str, str], path: Path | None = None) -> Prediction | None:
+    """Prediction type from the configs that `convert.save_single_file` embeds in safetensors metadata (or, for
+    a `.ckpt`, writes to `<stem>.configs.json` beside it)."""
     raw = metadata.get(CONFIGS_METADATA_KEY)
+    sidecar = path.with_name(path.stem + CONFIGS_SIDECAR_SUFFIX) if path is not None else None
+    if not raw and sidecar is not None and sidecar.is_file():
+        raw = sidecar.read_text(encoding="utf8")
     if not raw:
         return None
     try:
@@ -240,7 +252,7 @@ def identify(source: KeySource, path: Path, v_test: VTest | None = None) -> Mode
     """Identity of a single-file checkpoint whose keys `source` lists (see the module doc for the rules)."""
     structure = classify(source, str(path))
     prediction = Prediction.V if structure.v_marker else None
-    prediction = prediction or embedded_prediction(source.metadata()) or sidecar_prediction(path)
+    prediction = prediction or embedded_prediction(source.metadata(), path) or sidecar_prediction(path)
     if prediction is None and structure.family is Family.SD2 and structure.variant is Variant.NORMAL:
         run = v_test or sd2_runtime_v_test
         log.info("%s: SD2 checkpoint without a prediction marker; running A1111's v-prediction test", path)
@@ -248,19 +260,10 @@ def identify(source: KeySource, path: Path, v_test: VTest | None = None) -> Mode
     return ModelIdentity(structure.family, structure.variant, prediction or Prediction.EPSILON)
 
 
-# The SD2 UNet architecture that A1111's runtime test builds (diffusers naming of its hardcoded UNetModel).
-SD2_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "attention_head_dim": [5, 10, 20, 20],
-    "cross_attention_dim": 1024,
-    "use_linear_projection": True,
-}
+def sd2_unet_config() -> dict[str, Any]:
+    """The SD2 UNet architecture A1111's runtime test builds: the bundled diffusers config of the sd2 family."""
+    config = json.loads((family_config_dir("sd2") / "unet" / "config.json").read_text(encoding="utf8"))
+    return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
 def unet_from_ldm_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Any:
@@ -291,13 +294,14 @@ def _unet_tensors(path: Path) -> dict[str, torch.Tensor]:
         return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(UNET_PREFIX)}
 
 
-def sd2_runtime_v_test(path: Path) -> bool:
+def sd2_runtime_v_test(path: Path, unet_config: Mapping[str, Any] | None = None) -> bool:
     """A1111's `is_using_v_parameterization_for_sd2`, on a diffusers UNet built from the file on the CPU.
 
     Costs one full-size UNet in fp32 RAM (~3.5 GB) and one tiny forward pass; it runs only for SD2 files that
-    carry no prediction marker, once per probe (records keep the identity).
+    carry no prediction marker, once per probe (records keep the identity). `unet_config` defaults to the
+    real SD2 architecture; tests pass the tiny one.
     """
-    unet = unet_from_ldm_state(_unet_tensors(path), SD2_UNET_CONFIG)
+    unet = unet_from_ldm_state(_unet_tensors(path), unet_config or sd2_unet_config())
     result = predicts_v(unet)
     del unet
     return result

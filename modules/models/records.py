@@ -53,7 +53,8 @@ def natural_sort_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def _format_of(path: Path) -> Format:
+def format_of(path: Path) -> Format:
+    """diffusers for a folder, safetensors by suffix, else a pickle checkpoint."""
     if path.is_dir():
         return Format.DIFFUSERS
     return Format.SAFETENSORS if path.suffix.lower() == ".safetensors" else Format.CKPT
@@ -67,9 +68,13 @@ def _file_signature(path: Path) -> tuple[float, int]:
     return (stat.st_mtime, stat.st_size)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CheckpointRecord:
-    """One checkpoint on disk. `name` is the path relative to the folder it was found in, with '/' separators."""
+    """One checkpoint on disk. `name` is the path relative to the folder it was found in, with '/' separators.
+
+    Records compare by identity, so a record is also the model cache's key: a re-scan that replaces the record
+    of a changed file makes its cached components unreachable by key, and the manager drops them.
+    """
 
     path: Path
     name: str
@@ -80,9 +85,12 @@ class CheckpointRecord:
     _legacy_hash: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __repr__(self) -> str:
+        return f"CheckpointRecord({self.name!r})"
+
     @property
     def id(self) -> str:
-        """Stable key of this record in the model cache."""
+        """The file's path as a string (unique within a catalog)."""
         return str(self.path)
 
     @property
@@ -154,7 +162,7 @@ class CheckpointRecord:
         return ids
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class VaeRecord:
     """A VAE file or diffusers VAE folder; `name` is its base name (the value of A1111's `sd_vae` setting)."""
 
@@ -163,9 +171,8 @@ class VaeRecord:
     format: Format
     hash_cache: HashCache | None = None
 
-    @property
-    def id(self) -> str:
-        return f"vae:{self.path}"
+    def __repr__(self) -> str:
+        return f"VaeRecord({self.name!r})"
 
     @property
     def sha256(self) -> str | None:
@@ -263,7 +270,7 @@ class ModelCatalog:
                 if kept is not None and self._signatures.get(key) == signatures[key] and kept.name == name:
                     found[key] = kept
                 else:
-                    found[key] = CheckpointRecord(path, name, _format_of(path), self.hash_cache, self.probe_fn)
+                    found[key] = CheckpointRecord(path, name, format_of(path), self.hash_cache, self.probe_fn)
             self._checkpoints = self._unique_titles(found.values())
             self._signatures = signatures
             self._vaes = self._scan_vaes()
@@ -300,7 +307,7 @@ class ModelCatalog:
         dirs = [d for d in self.roots.vae_dirs if d.is_dir()]
         ckpt_dirs = [d for d in self.roots.checkpoint_dirs if d.is_dir()]
         for path in scan_vae_dirs(dirs, ckpt_dirs):
-            record = VaeRecord(path, path.name, _format_of(path), self.hash_cache)
+            record = VaeRecord(path, path.name, format_of(path), self.hash_cache)
             found.setdefault(record.name, record)
         return sorted(found.values(), key=lambda r: natural_sort_key(r.name))
 
@@ -339,10 +346,11 @@ class ModelCatalog:
         """Like `match`, but raises ModelNotFound listing what is available."""
         record = self.match(search)
         if record is None:
-            raise ModelNotFound(f"Checkpoint {search!r} not found. {self._available_checkpoints()}")
+            raise ModelNotFound(f"Checkpoint {search!r} not found. {self.available_summary()}")
         return record
 
-    def _available_checkpoints(self) -> str:
+    def available_summary(self) -> str:
+        """"Available: a, b" or, with no checkpoints, where to put them."""
         titles = [r.title for r in self.checkpoints()]
         if not titles:
             dirs = ", ".join(str(d) for d in self.roots.checkpoint_dirs)

@@ -110,8 +110,11 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
          unsupported="CFG++ changes guidance inside the sampler, which no diffusers scheduler implements"),
     _row("PLMS", PNDMScheduler, ("plms",), config={"skip_prk_steps": True, "set_alpha_to_one": False},
          default_schedule="ddim", schedules=SPACING_ONLY),
-    # A1111 UniPC: order 3, variant bh1, time-uniform steps (evaluated at 999 .. 999/n, i.e. SGM Uniform).
-    _row("UniPC", UniPCMultistepScheduler, ("unipc", "uni_pc"), config={"solver_order": 3, "solver_type": "bh1"},
+    # A1111 UniPC: order 3, time-uniform steps (evaluated at t = 999 .. 999/n, i.e. SGM Uniform). A1111's default
+    # variant bh1 is not used: diffusers' bh1 divides by an infinite log-SNR step on the final step to sigma 0 and
+    # returns NaN, so the variant is bh2 (diffusers' default, also an A1111 option). ComfyUI's "uni_pc" means bh1
+    # and is therefore not an alias; its "uni_pc_bh2" is.
+    _row("UniPC", UniPCMultistepScheduler, ("unipc", "uni_pc_bh2"), config={"solver_order": 3, "solver_type": "bh2"},
          default_schedule="sgm_uniform", schedules=MULTISTEP_FAMILY),
     # LCMScheduler has one fixed schedule: trailing over its 50-step distillation grid, i.e. SGM Uniform rounded to
     # multiples of 20 (A1111's LCM defaults to Uniform, which diffusers' LCMScheduler cannot follow).
@@ -175,14 +178,16 @@ class ResolvedSampler:
         """A new scheduler with `set_timesteps` done for `steps`.
 
         noise_seeds (extension of the protocol): seeds for noise the scheduler draws internally instead of from a
-        step generator, i.e. DPM++ SDE's Brownian tree. One seed per image (as A1111 seeds it from the image
-        seeds), or one for the whole batch. Without it the tree is seeded with 0, so runs stay reproducible.
+        step generator, i.e. DPM++ SDE's Brownian tree. Give one seed per image of the batch (as A1111 seeds it
+        from the image seeds), or a single seed for the whole batch. Without it the tree is seeded with 0, so runs
+        stay reproducible. Other samplers ignore it (their noise comes from the generator in `step_kwargs`).
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
         config = self.scheduler_config(base_config)
         if "noise_sampler_seed" in _init_params(self.scheduler_cls):
-            config["noise_sampler_seed"] = list(noise_seeds) if noise_seeds else 0
+            seeds = list(noise_seeds or [0])
+            config["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else seeds
         scheduler = self.scheduler_cls.from_config(config)
         try:
             if self.schedule.sigmas is not None:
@@ -340,7 +345,8 @@ class SamplerRegistry:
         else:
             cls_name = spec.scheduler_cls.__name__ if spec.scheduler_cls else "-"
             why = f"diffusers' {cls_name} cannot follow the '{sched.label}' schedule"
-        return f"Sampler '{spec.name}' with schedule type '{sched.label}' is not available ({why}); choose one of: {valid}."
+        return (f"Sampler '{spec.name}' with schedule type '{sched.label}' is not available ({why}); "
+                f"choose one of: {valid}.")
 
 
 def default_registry() -> SamplerRegistry:

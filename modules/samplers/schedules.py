@@ -107,7 +107,9 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
 """A1111's order (the UI dropdown order), then ComfyUI-only names."""
 
 # Schedule tables per scheduler family: which schedule names each class honours (checked in tests by building).
-EULER_FAMILY = ("uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "simple", "normal", "ddim", "beta")
+EULER_FAMILY = (
+    "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "simple", "normal", "ddim", "beta",
+)
 """Euler, LMS, Heun, DPM2, DPM2 a, DPM++ SDE: spacing flags and the karras/exponential/beta sigma flags."""
 EULER_CUSTOM_SIGMAS = (*EULER_FAMILY, "kl_optimal")
 """EulerDiscreteScheduler also accepts a custom sigma list."""

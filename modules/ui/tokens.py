@@ -42,7 +42,8 @@ def load_bundled_tokenizer() -> Tokenizer:
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir("clip_l")), local_files_only=True)
-    tokenizer.model_max_length = 77
+    # Counting never truncates: a limit above any prompt length keeps transformers from warning about long ones.
+    tokenizer.model_max_length = 1_000_000
     return tokenizer
 
 

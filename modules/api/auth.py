@@ -1,0 +1,46 @@
+"""HTTP basic auth for the API (`--api-auth user:pass[,user2:pass2]`), as A1111 applies it to every API route.
+
+`make_authenticator(credentials)` returns a FastAPI dependency that answers the signed-in user name, or None when
+no credentials are configured (auth off). A wrong or missing login is a 401 with `WWW-Authenticate: Basic`, so
+browsers and clients know to ask. Passwords are compared in constant time, over every configured user.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable, Optional
+
+from fastapi import Depends, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from modules.cli import Credentials
+
+Authenticator = Callable[..., Optional[str]]
+
+
+def _matches(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def check_login(credentials: Credentials, username: str, password: str) -> bool:
+    """True when (username, password) is one of the configured pairs."""
+    found = False
+    for user, expected in credentials:
+        # `&` (not `and`): every pair is compared, so timing does not tell which user names exist.
+        found |= _matches(username, user) & _matches(password, expected)
+    return found
+
+
+def make_authenticator(credentials: Credentials) -> Authenticator:
+    """The dependency for API routes; see the module doc."""
+    security = HTTPBasic(auto_error=False, description="Required when the server runs with --api-auth.")
+
+    def authenticate(login: Optional[HTTPBasicCredentials] = Depends(security)) -> Optional[str]:
+        if not credentials:
+            return None
+        if login is None or not check_login(credentials, login.username, login.password):
+            raise HTTPException(status_code=401, detail="Incorrect username or password",
+                                headers={"WWW-Authenticate": "Basic"})
+        return login.username
+
+    return authenticate

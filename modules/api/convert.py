@@ -1,0 +1,249 @@
+"""A1111 API request bodies -> `GenerationRequest` (plus the API-only switches: send/save images, task id).
+
+What is honoured, and how (A1111 1.10 semantics unless said otherwise):
+- `sampler_name` (or the deprecated `sampler_index`, default "Euler") in any spelling the sampler registry knows,
+  including combined names such as "DPM++ 2M Karras"; `scheduler` is the schedule type. Unknown names are a 400.
+- `override_settings` apply to this job only: they go into `request.overrides` (validated against the option
+  table: unknown keys or bad values are a 422). `sd_model_checkpoint` also selects `request.checkpoint` (unknown
+  names are a 404, after one re-scan of the model folders as A1111 does), `sd_vae` selects `request.vae` and
+  `CLIP_stop_at_last_layers` sets `request.clip_skip`. Nothing global changes, so
+  `override_settings_restore_afterwards` is accepted and has nothing to restore.
+- `s_churn`, `s_tmin`, `s_tmax`, `s_noise` and `initial_noise_multiplier` are A1111 options that the request can
+  set for one job; they are added to the overrides.
+- `infotext`: its values fill every field the body does not set (A1111's `apply_infotext`).
+- img2img: one of `init_images` (base64), `mask` (white = repaint; a mask makes it an inpaint job; a mask of
+  another size is resized to the init image), `mask_blur` (or equal `mask_blur_x`/`mask_blur_y`),
+  `inpainting_fill` 0-3, `inpaint_full_res`, `inpaint_full_res_padding`, `inpainting_mask_invert`, `resize_mode` 0-2,
+  `denoising_strength`. `seed_resize_from_*` of -1 means "off".
+- Refused with a 422 that names the field, because this program has no such feature (A1111 would change the
+  picture; silently ignoring them would not): `enable_hr`, `restore_faces`, `tiling`, `script_name`,
+  `alwayson_scripts` (no scripts are installed, so A1111 would answer "script not found" too), `firstpass_image`,
+  `latent_mask`, `s_min_uncond` > 0, more than one init image, different X/Y mask blur, `resize_mode` 3.
+- Accepted and without effect: `override_settings_restore_afterwards`, `do_not_save_samples`/`do_not_save_grid`
+  (`save_images` decides), `comments`, `disable_extra_networks`, `mask_round` (masks are thresholded at 128 as in
+  A1111), `image_cfg_scale` (only for instruct-pix2pix models, which are not supported) and the hires-fix fields
+  while `enable_hr` is false.
+Range checks (steps >= 1, sizes, strengths) are the generation core's (`modules.core.validate`, 422).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from PIL import Image
+
+from modules import infotext
+from modules.api.codec import decode_image
+from modules.api.models import GenerationFields, HiresFields, InitImageFields
+from modules.errors import InvalidRequest
+from modules.types import GenerationRequest, InpaintFill, ResizeMode
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+CHECKPOINT_KEY = "sd_model_checkpoint"
+VAE_KEY = "sd_vae"
+CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
+_VAE_KEYWORDS = ("Automatic", "None")
+_OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "initial_noise_multiplier")
+
+# API field -> GenerationRequest field, for fields copied as they are (None = the API default).
+_PLAIN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("seed", "seed"), ("subseed", "subseed"),
+    ("subseed_strength", "subseed_strength"), ("steps", "steps"), ("cfg_scale", "cfg_scale"), ("width", "width"),
+    ("height", "height"), ("batch_size", "batch_size"), ("n_iter", "n_iter"), ("eta", "eta"),
+)
+_INIT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("denoising_strength", "denoising_strength"), ("inpaint_full_res", "inpaint_full_res"),
+    ("inpaint_full_res_padding", "inpaint_full_res_padding"),
+)
+# Request fields an `infotext` may fill, keyed by the API fields that, when given, keep the body's value.
+_INFOTEXT_FIELDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    *(((api,), (field,)) for api, field in _PLAIN_FIELDS),
+    (("sampler_name", "sampler_index"), ("sampler",)),
+    (("scheduler", "sampler_name", "sampler_index"), ("schedule",)),
+    (("seed_resize_from_w", "seed_resize_from_h"), ("seed_resize_from_w", "seed_resize_from_h")),
+    (("denoising_strength",), ("denoising_strength",)),
+    (("mask_blur", "mask_blur_x", "mask_blur_y"), ("mask_blur",)),
+    (("inpainting_fill",), ("inpainting_fill",)),
+    (("inpaint_full_res",), ("inpaint_full_res",)),
+    (("inpaint_full_res_padding",), ("inpaint_full_res_padding",)),
+    (("inpainting_mask_invert",), ("invert_mask",)),
+)
+
+
+@dataclass(frozen=True)
+class ApiJob:
+    """A converted request and the API switches that are not part of the generation itself."""
+
+    request: GenerationRequest
+    send_images: bool = True
+    save_images: bool = False
+    task_id: str | None = None
+
+
+def value(body: GenerationFields, name: str) -> Any:
+    """The body's value of `name`; an explicit null means the field's A1111 default."""
+    given = getattr(body, name)
+    if given is not None:
+        return given
+    return type(body).model_fields[name].get_default(call_default_factory=True)
+
+
+def _refusals(body: GenerationFields) -> list[str]:
+    checks: list[tuple[str, Callable[[GenerationFields], bool], str]] = [
+        ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
+        ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
+        ("script_name", lambda b: bool(b.script_name), "no scripts are installed"),
+        ("alwayson_scripts", lambda b: bool(b.alwayson_scripts),
+         f"always-on script(s) {', '.join(sorted(body.alwayson_scripts or {}))} not found (no scripts are installed)"),
+        ("firstpass_image", lambda b: bool(b.firstpass_image), "it belongs to hires fix, which is not available"),
+        ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
+    ]
+    if isinstance(body, HiresFields):
+        checks.append(("enable_hr", lambda b: bool(b.enable_hr), "hires fix is not available"))
+    if isinstance(body, InitImageFields):
+        checks.append(("latent_mask", lambda b: bool(b.latent_mask), "a separate latent mask is not available"))
+    return [f"{name}: {why}" for name, failed, why in checks if failed(body)]
+
+
+def refuse_unsupported(body: GenerationFields) -> None:
+    """InvalidRequest listing every field that asks for a feature this program does not have."""
+    problems = _refusals(body)
+    if problems:
+        raise InvalidRequest("Unsupported request fields: " + "; ".join(problems) + ".")
+
+
+def find_checkpoint(app: "App", name: str) -> str:
+    """The title of the checkpoint `name` matches (A1111 matching); ModelNotFound (404) after one re-scan."""
+    catalog = app.models.catalog
+    record = catalog.match(name)
+    if record is None:
+        app.models.refresh()  # A1111 re-scans once before answering "not found"
+        record = catalog.find(name)
+    return record.title
+
+
+def find_vae(app: "App", name: str) -> str:
+    """The `sd_vae` value for `name`: "Automatic", "None" or a VAE file name; ModelNotFound (404) otherwise."""
+    if name in _VAE_KEYWORDS:
+        return name
+    return app.models.catalog.find_vae(name).name
+
+
+def _overrides(body: GenerationFields, app: "App") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(validated per-job overrides, request field changes they imply)."""
+    overrides = dict(body.override_settings or {})
+    for name in _OPTION_FIELDS:
+        if getattr(body, name, None) is not None:
+            overrides[name] = getattr(body, name)
+    changes: dict[str, Any] = {}
+    if overrides.get(CHECKPOINT_KEY):
+        overrides[CHECKPOINT_KEY] = changes["checkpoint"] = find_checkpoint(app, str(overrides[CHECKPOINT_KEY]))
+    if overrides.get(VAE_KEY):
+        overrides[VAE_KEY] = changes["vae"] = find_vae(app, str(overrides[VAE_KEY]))
+    effective = app.settings.get().with_overrides(overrides)  # InvalidRequest for unknown keys / bad values
+    changes["clip_skip"] = int(effective[CLIP_SKIP_KEY])
+    return overrides, changes
+
+
+def _sampler_changes(body: GenerationFields) -> dict[str, Any]:
+    return {"sampler": body.sampler_name or value(body, "sampler_index") or "Euler",
+            "schedule": body.scheduler or "Automatic"}
+
+
+def _seed_resize(size: int | None) -> int:
+    return max(0, size or 0)  # A1111 uses -1 (and 0) for "off"
+
+
+def _common_changes(body: GenerationFields, app: "App") -> dict[str, Any]:
+    changes: dict[str, Any] = {field: value(body, api) for api, field in _PLAIN_FIELDS}
+    changes.update(_sampler_changes(body))
+    changes["seed_resize_from_w"] = _seed_resize(body.seed_resize_from_w)
+    changes["seed_resize_from_h"] = _seed_resize(body.seed_resize_from_h)
+    changes["styles"] = tuple(body.styles or ())
+    if body.refiner_checkpoint:
+        changes["refiner_checkpoint"] = find_checkpoint(app, body.refiner_checkpoint)
+    if body.refiner_switch_at is not None:
+        changes["refiner_switch_at"] = body.refiner_switch_at
+    overrides, implied = _overrides(body, app)
+    changes["overrides"] = overrides
+    changes.update(implied)
+    return changes
+
+
+def _enum(kind: type[InpaintFill] | type[ResizeMode], number: int, field: str) -> Any:
+    try:
+        return kind(number)
+    except ValueError:
+        allowed = ", ".join(f"{m.value} ({m.name.lower().replace('_', ' ')})" for m in kind)
+        raise InvalidRequest(f"{field} must be one of {allowed}; got {number}.") from None
+
+
+def _mask_blur(body: InitImageFields) -> int:
+    if body.mask_blur is not None:
+        return body.mask_blur
+    blur_x, blur_y = value(body, "mask_blur_x"), value(body, "mask_blur_y")
+    if blur_x != blur_y:
+        raise InvalidRequest(f"mask_blur_x ({blur_x}) and mask_blur_y ({blur_y}) differ; separate horizontal and "
+                             "vertical mask blur is not available, send one mask_blur.")
+    return int(blur_x)
+
+
+def _init_images(body: InitImageFields) -> tuple[Image.Image, Image.Image | None]:
+    images = body.init_images or []
+    if not images:
+        raise InvalidRequest("init_images is required for img2img: send one base64-encoded image.")
+    if len(images) > 1:
+        raise InvalidRequest(f"init_images holds {len(images)} images; one init image per request is supported.")
+    init = decode_image(images[0], "init_images[0]")
+    mask = decode_image(body.mask, "mask") if body.mask else None
+    if mask is not None and mask.size != init.size:
+        mask = mask.resize(init.size, Image.Resampling.LANCZOS)
+    return init, mask
+
+
+def _init_changes(body: InitImageFields) -> dict[str, Any]:
+    init, mask = _init_images(body)
+    changes: dict[str, Any] = {api: value(body, api) for api, _ in _INIT_FIELDS}
+    changes.update(
+        init_image=init, mask=mask, mode="inpaint" if mask is not None else "img2img",
+        resize_mode=_enum(ResizeMode, int(value(body, "resize_mode")), "resize_mode"),
+        inpainting_fill=_enum(InpaintFill, int(value(body, "inpainting_fill")), "inpainting_fill"),
+        mask_blur=_mask_blur(body), invert_mask=bool(value(body, "inpainting_mask_invert")),
+    )
+    return changes
+
+
+def _apply_infotext(body: GenerationFields, request: GenerationRequest) -> GenerationRequest:
+    """Fill the fields the body leaves unset from `body.infotext` (A1111 `apply_infotext`)."""
+    if not body.infotext:
+        return request
+    from_text = infotext.apply_to_request(infotext.parse(body.infotext), request)
+    given = body.model_fields_set
+    changes = {field: getattr(from_text, field)
+               for api_names, fields in _INFOTEXT_FIELDS if not given.intersection(api_names) for field in fields}
+    if CLIP_SKIP_KEY not in (body.override_settings or {}):
+        changes["clip_skip"] = from_text.clip_skip
+    return dataclasses.replace(request, **changes)
+
+
+def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
+    """Convert a txt2img ("txt2img") or img2img ("img2img"/"inpaint") body; see the module doc for the rules."""
+    refuse_unsupported(body)
+    changes = _common_changes(body, app)
+    if mode == "txt2img":
+        changes["mode"] = "txt2img"
+    else:
+        if not isinstance(body, InitImageFields):
+            raise InvalidRequest(f"mode {mode!r} needs the img2img fields (init_images, mask, ...).")
+        changes.update(_init_changes(body))
+        if mode == "inpaint" and changes["mode"] != "inpaint":
+            raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
+    request = _apply_infotext(body, GenerationRequest(**changes))
+    app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
+    return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),
+                  task_id=body.force_task_id or None)
+

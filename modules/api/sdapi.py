@@ -1,0 +1,207 @@
+"""AUTOMATIC1111-compatible routes under /sdapi/v1.
+
+Generation requests are converted (`convert.build_job`), queued on the App's job queue like UI jobs, and answered
+when the job finishes; the handler waits on the job's event stream without holding a thread, so any number of
+clients can wait while the single worker runs jobs in order. An interrupted job answers with the images finished
+before the interrupt, as A1111 does; a failed job answers with its error (4xx for bad input, 500 for a fault).
+
+`progress`, `interrupt` and `skip` act on the job that is running now, whoever submitted it, as in A1111 (the job
+API under /api/v1 is the per-user, per-job interface). Options are the App's settings store: `POST options`
+validates everything first (unknown keys and bad values are a 422, an unknown `sd_model_checkpoint` a 404) and
+then applies and saves all of it; the checkpoint named there is used from the next job on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from fastapi import APIRouter, Body, Depends
+from starlette.concurrency import run_in_threadpool
+
+from modules import devices
+from modules.api import listings
+from modules.api.auth import Authenticator
+from modules.api.codec import decode_image, encode_png
+from modules.api.convert import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
+from modules.api.models import (
+    EmbeddingsResponse, GenerationFields, GenerationResponse, Img2ImgRequest, LoraItem, MemoryResponse,
+    PngInfoRequest, PngInfoResponse, ProgressResponse, SamplerItem, SchedulerItem, SDModelItem, SDVaeItem,
+    Txt2ImgRequest, UpscalerItem,
+)
+from modules.api.results import generation_response, job_timestamp
+from modules.jobs import Job, JobQueue
+from modules.models.manager import ModelOptions
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+PREFIX = "/sdapi/v1"
+_IDLE_STATE: dict[str, Any] = {
+    "skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
+    "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0,
+}
+
+
+async def wait_until_finished(queue: JobQueue, job: Job) -> None:
+    """Return once `job` has finished (any final state), without blocking a thread."""
+    with queue.subscribe(job.id) as subscription:
+        async for _event in subscription:
+            pass
+
+
+async def run_generation(app: "App", body: GenerationFields, mode: str, user: Optional[str]) -> GenerationResponse:
+    """Convert, queue, wait, answer: the whole of txt2img / img2img."""
+    api_job = await run_in_threadpool(build_job, body, app, mode)
+    job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images)
+    await wait_until_finished(app.jobs, job)
+    result = job.outcome(timeout=0)  # re-raises the job's error
+    embed = bool(app.settings.get().enable_pnginfo)
+    return await run_in_threadpool(generation_response, body, result, job, send_images=api_job.send_images,
+                                   embed_infotext=embed)
+
+
+def progress_of(job: Job | None, skip_current_image: bool) -> ProgressResponse:
+    """A1111's progress answer for the running job (or the idle answer)."""
+    if job is None:
+        return ProgressResponse(progress=0, eta_relative=0, state=dict(_IDLE_STATE), textinfo=None)
+    progress = job.progress
+    eta = progress.eta
+    if eta is None:  # no rate measured yet: A1111's estimate from the time since the start
+        elapsed = max(0.0, time.time() - (job.started or job.created))
+        eta = elapsed / max(progress.fraction, 0.01) - elapsed
+    state = {
+        "skipped": job.cancel_token.skipped, "interrupted": job.cancel_token.interrupted,
+        "stopping_generation": False, "job": job.id, "job_count": progress.job_count,
+        "job_timestamp": job_timestamp(job), "job_no": progress.job_no, "sampling_step": progress.step,
+        "sampling_steps": progress.total_steps,
+    }
+    preview = job.preview
+    image = encode_png(preview) if preview is not None and not skip_current_image else None
+    return ProgressResponse(progress=progress.fraction, eta_relative=eta, state=state, current_image=image,
+                            textinfo=progress.textinfo or None)
+
+
+def _set_options(app: "App", changes: dict[str, Any]) -> None:
+    changes = dict(changes)
+    if changes.get(CHECKPOINT_KEY):
+        changes[CHECKPOINT_KEY] = find_checkpoint(app, str(changes[CHECKPOINT_KEY]))
+    if changes.get(VAE_KEY):
+        changes[VAE_KEY] = find_vae(app, str(changes[VAE_KEY]))
+    app.settings.update(changes)
+
+
+def _reload_checkpoint(app: "App") -> None:
+    """Load the current checkpoint now (A1111 moves it back to the device; here it is loaded into the cache)."""
+    with app.models.get(options=ModelOptions.from_mapping(app.settings.get())):
+        pass
+
+
+def _add_generation_routes(router: APIRouter, app: "App", auth: Authenticator) -> None:
+    @router.post("/txt2img", response_model=GenerationResponse)
+    async def txt2img(body: Txt2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
+        """Generate images from a prompt (A1111 fields and defaults)."""
+        return await run_generation(app, body, "txt2img", user)
+
+    @router.post("/img2img", response_model=GenerationResponse)
+    async def img2img(body: Img2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
+        """Transform `init_images[0]`; with a `mask`, inpaint (white = repaint)."""
+        return await run_generation(app, body, "img2img", user)
+
+    @router.get("/progress", response_model=ProgressResponse)
+    def progress(skip_current_image: bool = False) -> ProgressResponse:
+        """Progress of the running job (0 when idle) with its latest preview."""
+        return progress_of(app.jobs.current(), skip_current_image)
+
+    @router.post("/interrupt")
+    def interrupt() -> dict[str, Any]:
+        """Stop the running job; it answers with the images finished so far."""
+        app.jobs.interrupt_current()
+        return {}
+
+    @router.post("/skip")
+    def skip() -> None:
+        """Abandon the running job's current batch and go on with the next one."""
+        app.jobs.skip_current()
+
+    @router.post("/png-info", response_model=PngInfoResponse)
+    def png_info(body: PngInfoRequest) -> dict[str, Any]:
+        """The generation parameters stored in an image."""
+        return listings.png_info(decode_image(body.image, "image"))
+
+
+def _add_option_routes(router: APIRouter, app: "App") -> None:
+    @router.get("/options")
+    def get_options() -> dict[str, Any]:
+        """Every setting (and keys kept from config.json that this program does not use)."""
+        return app.settings.get().to_json()
+
+    @router.post("/options")
+    def set_options(changes: dict[str, Any] = Body(...)) -> None:
+        """Change settings; all are validated before any is applied, then they are saved."""
+        _set_options(app, changes)
+
+    @router.get("/cmd-flags")
+    def cmd_flags() -> dict[str, Any]:
+        return listings.cmd_flags(app.launch)
+
+    @router.get("/memory", response_model=MemoryResponse)
+    def memory() -> dict[str, Any]:
+        return devices.memory_stats(app.models.plan.device)
+
+
+def _add_model_routes(router: APIRouter, app: "App") -> None:
+    @router.get("/sd-models", response_model=list[SDModelItem])
+    def sd_models() -> list[dict[str, Any]]:
+        return listings.sd_models(app)
+
+    @router.get("/sd-vae", response_model=list[SDVaeItem])
+    def sd_vae() -> list[dict[str, Any]]:
+        return listings.sd_vaes(app)
+
+    @router.get("/samplers", response_model=list[SamplerItem])
+    def samplers() -> list[dict[str, Any]]:
+        return listings.samplers(app.samplers)
+
+    @router.get("/schedulers", response_model=list[SchedulerItem])
+    def schedulers() -> list[dict[str, Any]]:
+        return listings.schedulers(app.samplers)
+
+    @router.get("/upscalers", response_model=list[UpscalerItem])
+    def upscalers() -> list[dict[str, Any]]:
+        return listings.upscalers()
+
+    @router.get("/embeddings", response_model=EmbeddingsResponse)
+    def embeddings() -> dict[str, Any]:
+        return listings.embeddings(app)
+
+    @router.get("/loras", response_model=list[LoraItem])
+    def loras() -> list[dict[str, Any]]:
+        return listings.loras(app)
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints() -> None:
+        app.models.refresh()
+
+    @router.post("/refresh-vae")
+    def refresh_vae() -> None:
+        app.models.refresh()
+
+    @router.post("/unload-checkpoint")
+    def unload_checkpoint() -> dict[str, Any]:
+        app.models.unload()
+        return {}
+
+    @router.post("/reload-checkpoint")
+    def reload_checkpoint() -> dict[str, Any]:
+        _reload_checkpoint(app)
+        return {}
+
+
+def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
+    """All /sdapi/v1 routes, each behind `auth`."""
+    router = APIRouter(prefix=PREFIX, tags=["sdapi"], dependencies=[Depends(auth)])
+    _add_generation_routes(router, app, auth)
+    _add_option_routes(router, app)
+    _add_model_routes(router, app)
+    return router

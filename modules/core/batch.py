@@ -1,0 +1,250 @@
+"""One batch of a job: conditioning, noise, scheduler, initial latents, the denoise loop, decode, paste-back.
+
+The same path serves txt2img, img2img and inpaint; the modes differ only in the initial latents (pure noise, or
+the init latents noised to the plan's first timestep), the inpaint blend and the 9-channel conditioning.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from diffusers import SchedulerMixin
+from PIL import Image
+
+from modules.cancel import CancelToken
+from modules.core import masks
+from modules.core.conditioning import Conditioning, encode_prompts, sdxl_added_cond
+from modules.core.denoise import InpaintBlend, LoopInputs, LoopResult, StepHook, UNetPass, pass_for, run_denoise
+from modules.core.init_image import InitImage
+from modules.core.latents import NoiseSpec, batch_noise, decode_latents, seed_noise, tensor_to_pil, vae_scale_factor
+from modules.core.plan import JobPlan
+from modules.core.preview import cheap_preview
+from modules.models.components import ComponentSet
+from modules.samplers.protocol import SamplingMethod
+from modules.types import GenerationRequest, InpaintFill, ProgressEvent
+
+
+@dataclass(frozen=True)
+class InitState:
+    """Per-job img2img/inpaint inputs: `latents` (1, C, h, w), `repaint` (1, 1, h, w), 9-channel conditionings."""
+
+    init: InitImage | None = None
+    latents: torch.Tensor | None = None
+    repaint: torch.Tensor | None = None
+    image_cond: torch.Tensor | None = None
+    refiner_image_cond: torch.Tensor | None = None
+
+
+@dataclass
+class BatchJob:
+    """What every batch of one job shares."""
+
+    request: GenerationRequest
+    components: ComponentSet
+    sampler: SamplingMethod
+    plan: JobPlan
+    init: InitState
+    refiner: ComponentSet | None
+    hooks: Sequence[StepHook]
+    cancel: CancelToken
+    on_progress: Callable[[ProgressEvent], None] | None
+    timings: dict[str, float]
+
+    def add_time(self, key: str, since: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - since
+
+
+def _noise_spec(job: BatchJob) -> NoiseSpec:
+    components, request, options = job.components, job.request, job.plan.options
+    factor = vae_scale_factor(components.vae)
+    device = components.device
+    on_device = options.randn_source == "GPU" and device.type != "cpu"
+    return NoiseSpec(
+        shape=(components.unet.config.out_channels, request.height // factor, request.width // factor),
+        subseed_strength=request.subseed_strength,
+        seed_resize_from=(request.seed_resize_from_w, request.seed_resize_from_h),
+        eta_noise_seed_delta=options.eta_noise_seed_delta,
+        generator_device=str(device) if on_device else "cpu",
+    )
+
+
+def _set_begin_index(scheduler: SchedulerMixin, index: int) -> None:
+    """Start a scheduler's step counter at `index` (schedulers without one, such as DDIM, step by timestep)."""
+    setter = getattr(scheduler, "set_begin_index", None)  # scheduler capability, as diffusers' pipelines check
+    if setter is not None:
+        setter(index)
+
+
+def _switch_index(scheduler: SchedulerMixin, timesteps: torch.Tensor, switch_at: float) -> int:
+    """Steps the base model runs before the refiner: diffusers `denoising_end` rule, which equals A1111's
+    timestep-based switch ((999 - t) / 1000 >= switch_at hands over)."""
+    train_steps = scheduler.config.num_train_timesteps
+    cutoff = int(round(train_steps - switch_at * train_steps))
+    return int((timesteps >= cutoff).sum())
+
+
+def _unet_pass(
+    job: BatchJob, components: ComponentSet, conditioning: Conditioning, image_cond: torch.Tensor | None
+) -> UNetPass:
+    guided = job.request.cfg_scale != 1.0
+    dtype, device = components.unet.dtype, components.device
+    cond, uncond = conditioning.cond, conditioning.uncond
+    states = (torch.cat([uncond, cond]) if guided else cond).to(device=device, dtype=dtype)
+    added = None
+    if components.identity.is_sdxl:
+        added = sdxl_added_cond(components.identity, conditioning, job.plan.width, job.plan.height,
+                                job.plan.options, guided)
+        added = {key: value.to(device=device, dtype=dtype) for key, value in added.items()}
+    if image_cond is not None:
+        batch = cond.shape[0]
+        image_cond = image_cond.to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1)
+    return UNetPass(components.unet, conditioning, states, added, image_cond)
+
+
+def _encode(job: BatchJob, components: ComponentSet, index: slice) -> Conditioning:
+    started = time.perf_counter()
+    conditioning = encode_prompts(
+        components,
+        list(job.plan.prompts[index]),
+        list(job.plan.negative_prompts[index]),
+        job.request.clip_skip,
+        sdxl_clip_l_skip=job.plan.options.sdxl_clip_l_skip,
+    )
+    job.add_time("encode_prompts", started)
+    return conditioning
+
+
+def _passes(job: BatchJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor) -> list:
+    """Base pass from step 0, and the refiner's from the switch step when a refiner runs in this job."""
+    passes = [(0, _unet_pass(job, job.components, _encode(job, job.components, index), job.init.image_cond))]
+    refiner, switch_at = job.refiner, job.request.refiner_switch_at
+    if refiner is not None and switch_at < 1.0:
+        refiner_pass = _unet_pass(job, refiner, _encode(job, refiner, index), job.init.refiner_image_cond)
+        passes.append((_switch_index(scheduler, timesteps, switch_at), refiner_pass))
+    return passes
+
+
+def _init_latents(job: BatchJob, seeds: tuple[int, ...], shape: tuple[int, int, int]) -> torch.Tensor:
+    """Init latents of the batch; inpaint "latent noise" / "latent nothing" replace the masked area first."""
+    init, repaint = job.init.latents, job.init.repaint
+    assert init is not None
+    latents = init.expand(len(seeds), -1, -1, -1)
+    if repaint is None:
+        return latents
+    repaint = repaint.to(latents.device)
+    fill = job.request.inpainting_fill
+    if fill is InpaintFill.LATENT_NOISE:
+        return latents * (1 - repaint) + seed_noise(seeds, shape).to(latents.device) * repaint
+    if fill is InpaintFill.LATENT_NOTHING:
+        return latents * (1 - repaint)
+    return latents
+
+
+def _progress(job: BatchJob, batch_no: int) -> Callable[[int, int, torch.Tensor], None] | None:
+    callback, options = job.on_progress, job.plan.options
+    if callback is None:
+        return None
+    every = options.show_progress_every_n_steps if options.live_previews_enable else 0
+    text = f"Batch {batch_no + 1} out of {job.plan.n_iter}" if job.plan.n_iter > 1 else ""
+
+    def on_step(step: int, total: int, denoised: torch.Tensor) -> None:
+        preview = None
+        if every > 0 and step % every == 0:
+            preview = cheap_preview(denoised[0], job.components.identity.is_sdxl)
+        callback(ProgressEvent(step, total, batch_no, job.plan.n_iter, preview, text))
+
+    return on_step
+
+
+def _loop_inputs(job: BatchJob, batch_no: int, index: slice) -> LoopInputs:
+    """Steps 1-5 of a batch: conditioning, noise, scheduler and timesteps, initial latents, UNet passes."""
+    components, plan = job.components, job.plan
+    seeds, subseeds = plan.seeds[index], plan.subseeds[index]
+    device = components.device
+    # 2. seeded noise, one generator per image
+    spec = _noise_spec(job)
+    noise, generators = batch_noise(seeds, subseeds, spec)
+    noise = noise.to(device)
+    # 3. scheduler: the plan's tail of the schedule
+    scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device)
+    start = plan.steps.start_index * scheduler.order
+    timesteps = scheduler.timesteps[start:]
+    _set_begin_index(scheduler, start)
+    # 4. initial latents: pure noise (txt2img) or init latents noised to the first timestep
+    blend = None
+    if job.init.latents is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        noise = noise * plan.options.initial_noise_multiplier
+        init = _init_latents(job, seeds, spec.shape).to(device)
+        latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(len(seeds)))
+        if job.init.repaint is not None:
+            blend = InpaintBlend(init, noise, job.init.repaint.to(device))
+    # 1, 5. text conditioning and the UNet passes (base, refiner)
+    passes = _passes(job, index, scheduler, timesteps)
+    return LoopInputs(
+        scheduler=scheduler,
+        timesteps=timesteps,
+        latents=latents.float(),
+        cfg_scale=job.request.cfg_scale,
+        passes=passes,
+        step_kwargs=job.sampler.step_kwargs(plan.eta, generators),
+        blend=blend,
+        hooks=job.hooks,
+        should_stop=job.cancel.should_stop_batch,
+        on_step=_progress(job, batch_no),
+    )
+
+
+def _final_latents(loop: LoopInputs, result: LoopResult) -> torch.Tensor:
+    """Latents to decode: the finished latents, or after a stop the latest clean estimate (A1111 `last_latent`)
+    with the unmasked area put back on the init latents."""
+    if not result.stopped:
+        return result.latents
+    latents = result.denoised
+    if loop.blend is not None and pass_for(loop.passes, result.steps_done - 1).image_cond is None:
+        latents = (1 - loop.blend.repaint) * loop.blend.init_latents + loop.blend.repaint * latents
+    return latents
+
+
+def _decode(job: BatchJob, latents: torch.Tensor, refined: bool) -> list[Image.Image]:
+    """Step 7: VAE decode (the refiner's VAE once it has run, as A1111 decodes with the model it ends on) and
+    the paste-back of the original over the unmasked area."""
+    components = job.refiner if refined and job.refiner is not None else job.components
+    started = time.perf_counter()
+    images = tensor_to_pil(decode_latents(components.vae, latents, components.vae_dtype))
+    job.add_time("decode", started)
+    init = job.init.init
+    if init is not None and init.overlay is not None:
+        images = [masks.paste_back(image, init.overlay, init.paste_to) for image in images]
+    return images
+
+
+def _unchanged(job: BatchJob) -> list[Image.Image]:
+    """Denoising strength 0 plans no step: the processed init image is the result (pasted back for inpaint)."""
+    init = job.init.init
+    assert init is not None
+    images = [init.image.copy() for _ in range(job.plan.batch_size)]
+    if init.overlay is not None:
+        images = [masks.paste_back(image, init.overlay, init.paste_to) for image in images]
+    return images
+
+
+def run_batch(job: BatchJob, batch_no: int) -> list[tuple[int, Image.Image]]:
+    """Generate batch `batch_no`; returns (image index in the job, image) pairs, empty if stopped before step 1."""
+    index = job.plan.batch_slice(batch_no)
+    if job.plan.steps.is_noop:
+        return list(zip(range(index.start, index.stop), _unchanged(job)))
+    loop = _loop_inputs(job, batch_no, index)
+    # 6. denoise
+    started = time.perf_counter()
+    result = run_denoise(loop)
+    job.add_time("denoise", started)
+    if result.steps_done == 0:
+        return []
+    refined = len(loop.passes) > 1 and result.steps_done > loop.passes[-1][0]
+    images = _decode(job, _final_latents(loop, result), refined)
+    return list(zip(range(index.start, index.stop), images))

@@ -1,0 +1,158 @@
+"""The generation core: request + loaded components + resolved sampler -> images, seeds and the resolved plan.
+
+`generate()` is a plain function with no global state: the caller (the job worker) passes the loaded
+`ComponentSet` (and optionally a refiner's), the `SamplingMethod` the registry resolved, the options in force
+for this job and a cancel token. It does not format infotexts or save files; `CoreOutput.plan` carries the values
+the infotext is built from.
+
+Flow (design.md §7.6):
+1. options for this job (settings + request overrides), validation, plan (seeds, prompts, steps);
+2. img2img/inpaint: init image, mask and overlay; init latents; 9-channel inpaint conditioning;
+3. per batch (`batch.run_batch`): text conditioning, seeded noise, scheduler, initial latents, the denoise loop
+   (base, then the refiner from the switch step), VAE decode, paste-back of the unmasked original;
+4. interrupt keeps the finished batches and the current one decoded from its latest estimate (as A1111 does);
+   skip ends only the current batch (also kept, as A1111 does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+from PIL import Image
+
+from modules.cancel import CancelToken
+from modules.core.batch import BatchJob, InitState, run_batch
+from modules.core.denoise import StepHook
+from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
+from modules.core.latents import encode_images, pil_to_tensor
+from modules.core.plan import CoreOptions, JobPlan, plan_job, random_seed
+from modules.core.validate import validate_request
+from modules.errors import OutOfMemory
+from modules.models.components import ComponentSet
+from modules.samplers.protocol import SamplingMethod
+from modules.types import GenerationRequest, ProgressEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoreOutput:
+    """Images of the finished (or interrupted) job with one seed/subseed/prompt per image, and the plan used."""
+
+    images: tuple[Image.Image, ...]
+    seeds: tuple[int, ...]
+    subseeds: tuple[int, ...]
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+    plan: JobPlan
+    interrupted: bool = False
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+def _inpainting_unet(components: ComponentSet) -> bool:
+    return components.unet.config.in_channels == 9
+
+
+def _image_cond(
+    components: ComponentSet, request: GenerationRequest, pixels: torch.Tensor | None, mask: Image.Image | None,
+    options: CoreOptions,
+) -> torch.Tensor | None:
+    if not _inpainting_unet(components):
+        return None
+    size = (request.height, request.width)
+    return inpaint_conditioning(components.vae, pixels, mask, size, options.inpainting_mask_weight,
+                                components.vae_dtype)
+
+
+def _prepare_init(
+    request: GenerationRequest, components: ComponentSet, refiner: ComponentSet | None, options: CoreOptions
+) -> InitState:
+    """Step 2: processed init image, its latents, the latent repaint mask and 9-channel conditionings."""
+    if request.mode == "txt2img":
+        refiner_cond = None if refiner is None else _image_cond(refiner, request, None, None, options)
+        return InitState(image_cond=_image_cond(components, request, None, None, options),
+                         refiner_image_cond=refiner_cond)
+    init = prepare_init_image(request, options)
+    pixels = pil_to_tensor([init.image])
+    latents = encode_images(components.vae, pixels, components.vae_dtype)
+    repaint = None
+    if init.mask is not None:
+        repaint = latent_repaint_mask(init.mask, latents.shape[-2], latents.shape[-1])
+    refiner_cond = None if refiner is None else _image_cond(refiner, request, pixels, init.mask, options)
+    return InitState(
+        init=init,
+        latents=latents,
+        repaint=repaint,
+        image_cond=_image_cond(components, request, pixels, init.mask, options),
+        refiner_image_cond=refiner_cond,
+    )
+
+
+def _run_job(job: BatchJob) -> tuple[list[tuple[int, Image.Image]], bool]:
+    """Steps 3-4: the batches in order; an interrupt stops before the next batch, a skip ends one batch."""
+    images: list[tuple[int, Image.Image]] = []
+    cancel = job.cancel
+    for batch_no in range(job.plan.n_iter):
+        cancel.clear_skip()
+        if cancel.interrupted:
+            break
+        images.extend(run_batch(job, batch_no))
+    return images, cancel.interrupted
+
+
+def generate(
+    request: GenerationRequest,
+    components: ComponentSet,
+    sampler: SamplingMethod,
+    *,
+    hooks: Sequence[StepHook] = (),
+    cancel: CancelToken | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    refiner: ComponentSet | None = None,
+    options: CoreOptions | None = None,
+    seed_resolver: Callable[[], int] = random_seed,
+) -> CoreOutput:
+    """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
+    too small; an interrupt returns what was finished with `interrupted=True`."""
+    started = time.perf_counter()
+    # 1. options, validation, plan
+    options = (options or CoreOptions()).with_overrides(request.overrides)
+    validate_request(request, components, refiner)
+    eta = request.eta if sampler.uses_eta else None
+    plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver)
+    timings: dict[str, float] = {}
+    log.info("%s %dx%d, %d x %d images, %s steps %d (start %d of %d), seed %d", request.mode, plan.width,
+             plan.height, plan.n_iter, plan.batch_size, plan.sampler, plan.steps.run_steps,
+             plan.steps.start_index, plan.steps.schedule_steps, plan.seed)
+    try:
+        with torch.inference_mode():
+            # 2. init image (img2img/inpaint) and inpaint conditioning
+            prepare_started = time.perf_counter()
+            init_state = _prepare_init(request, components, refiner, options)
+            timings["prepare"] = time.perf_counter() - prepare_started
+            # 3-4. batches
+            job = BatchJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
+                           cancel or CancelToken(), on_progress, timings)
+            images, interrupted = _run_job(job)
+    except torch.OutOfMemoryError as error:
+        raise OutOfMemory(
+            f"Out of memory on {components.device} generating {plan.batch_size} image(s) of "
+            f"{plan.width}x{plan.height}: lower the size or the batch size, or free memory ({error})"
+        ) from error
+    timings["total"] = time.perf_counter() - started
+    kept = [index for index, _ in images]
+    return CoreOutput(
+        images=tuple(image for _, image in images),
+        seeds=tuple(plan.seeds[i] for i in kept),
+        subseeds=tuple(plan.subseeds[i] for i in kept),
+        prompts=tuple(plan.prompts[i] for i in kept),
+        negative_prompts=tuple(plan.negative_prompts[i] for i in kept),
+        plan=plan,
+        interrupted=interrupted,
+        timings=timings,
+    )
+

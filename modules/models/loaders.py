@@ -1,0 +1,463 @@
+"""Checkpoint files and diffusers folders -> diffusers components, offline.
+
+Single files: a reader registered per file suffix (`@register(".safetensors")`, ...) returns the raw state dict
+and any embedded configs; each component is then built from its config on the meta device
+(`accelerate.init_empty_weights`), its weights are converted with diffusers' own forward conversion
+(`diffusers.loaders.single_file_utils.convert_*`) and assigned strictly: a missing or unexpected key is an
+`UnsupportedModel` naming the file, never a half-random model. Nothing is looked up on the hub.
+
+Config precedence: the configs embedded in the file (safetensors metadata "sdwebui.configs", or the sidecar
+`<stem>.configs.json` written by `convert.save_single_file`), else the bundled
+`models/configs/<identity.config_name>/`. The identity's prediction type is applied to the scheduler config.
+Tokenizers always come from the bundled `models/configs/tokenizers/` folders (model_max_length 77).
+
+`.ckpt`/`.pt` pickles are read with `torch.load(weights_only=True)`: a pickle that needs any other code is
+refused with `UnsafeCheckpoint` and never executed. The only extra globals allowed are inert stand-ins for the
+PyTorch-Lightning callback class and numpy scalars that old training checkpoints carry next to their weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_clip_checkpoint,
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+    convert_open_clip_checkpoint,
+)
+from safetensors import SafetensorError, safe_open
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, PreTrainedModel
+
+from modules import paths
+from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
+from modules.models.components import ComponentSet
+from modules.models.convert import (
+    CONFIGS_METADATA_KEY,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    TextEncoderLayout,
+    sidecar_path,
+    text_encoder_layouts,
+)
+from modules.models.identity import Family, ModelIdentity, Prediction, Variant
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+Configs = dict[str, dict[str, Any]]
+TOKENIZER_MAX_LENGTH = 77
+TEXT_ENCODER_CLASSES: Mapping[str, type[PreTrainedModel]] = {
+    "text_encoder": CLIPTextModel,
+    "text_encoder_2": CLIPTextModelWithProjection,
+}
+
+
+@dataclass(frozen=True)
+class RawCheckpoint:
+    """What a reader found in a file: tensors, plus component configs if the file carries its own."""
+
+    state_dict: StateDict
+    configs: Configs | None = None
+
+
+Reader = Callable[[Path], RawCheckpoint]
+_READERS: dict[str, Reader] = {}
+
+
+def register(*suffixes: str) -> Callable[[Reader], Reader]:
+    """Register a reader for file suffixes (lower case, with the dot). One row per format."""
+
+    def add(reader: Reader) -> Reader:
+        for suffix in suffixes:
+            _READERS[suffix] = reader
+        return reader
+
+    return add
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    return tuple(sorted(_READERS))
+
+
+def read_checkpoint(path: Path) -> RawCheckpoint:
+    """Read a single-file checkpoint with the reader registered for its suffix."""
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        known = ", ".join(supported_suffixes())
+        raise UnsupportedModel(f"{path.name}: unknown checkpoint format (supported: {known}).")
+    if not path.is_file():
+        raise CorruptFile(f"{path.name}: file not found.")
+    return reader(path)
+
+
+def _parse_configs(text: str, path: Path) -> Configs:
+    try:
+        configs = json.loads(text)
+    except ValueError as exc:
+        raise CorruptFile(f"{path.name}: the embedded model configs are not valid JSON ({exc}).") from exc
+    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
+        raise CorruptFile(f"{path.name}: the embedded model configs are not a mapping of component configs.")
+    return configs
+
+
+def _sidecar_configs(path: Path) -> Configs | None:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    return _parse_configs(sidecar.read_text(encoding="utf-8"), sidecar)
+
+
+@register(".safetensors")
+def read_safetensors(path: Path) -> RawCheckpoint:
+    """safetensors: tensors plus the "sdwebui.configs" metadata entry (or a sidecar) when present."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CorruptFile(f"{path.name}: not a readable safetensors file ({exc}).") from exc
+    embedded = metadata.get(CONFIGS_METADATA_KEY)
+    configs = _parse_configs(embedded, path) if embedded else _sidecar_configs(path)
+    return RawCheckpoint(state_dict, configs)
+
+
+class _LightningCallbackStandIn:
+    """Inert stand-in for pytorch_lightning's ModelCheckpoint inside old training checkpoints (state kept as data)."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _benign_globals() -> list[Any]:
+    import numpy
+
+    scalar = numpy.dtype("float64").type(0).__reduce__()[0]  # numpy's scalar reconstructor (moved in numpy 2)
+    allowed: list[Any] = [
+        (_LightningCallbackStandIn, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+        numpy.dtype,
+        (scalar, "numpy.core.multiarray.scalar"),
+        scalar,
+    ]
+    allowed += [type(numpy.dtype(name)) for name in ("float64", "float32", "int64", "int32")]
+    return allowed
+
+
+def load_pickle(path: Path) -> Any:
+    """torch.load with the restricted unpickler; code-executing pickles -> UnsafeCheckpoint, never run."""
+    try:
+        with torch.serialization.safe_globals(_benign_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        if "global" in message.lower() or "Unsupported operand" in message:
+            raise UnsafeCheckpoint(
+                f"{path.name}: this pickle needs to run code to load, so it was refused (not executed). "
+                "Convert it to .safetensors with a trusted tool, or use a safetensors release of the model."
+            ) from exc
+        raise CorruptFile(f"{path.name}: damaged or incomplete checkpoint ({message.splitlines()[0]}).") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise CorruptFile(f"{path.name}: damaged or incomplete checkpoint ({detail}).") from exc
+
+
+@register(".ckpt", ".pt", ".pth", ".bin")
+def read_pickle_checkpoint(path: Path) -> RawCheckpoint:
+    """Pickled checkpoints: unwrap nested "state_dict" entries; keep only tensors."""
+    data = load_pickle(path)
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise UnsupportedModel(f"{path.name}: does not contain a state dict.")
+    state_dict = {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+    return RawCheckpoint(state_dict, _sidecar_configs(path))
+
+
+# ---------------------------------------------------------------- configs and module construction
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptFile(f"{path}: cannot read config ({exc}).") from exc
+
+
+def component_names(identity: ModelIdentity) -> tuple[str, ...]:
+    """Config keys a family needs: unet, vae, its text encoder folder names, scheduler."""
+    return ("unet", "vae", *(layout.component for layout in text_encoder_layouts(identity)), "scheduler")
+
+
+def bundled_configs(identity: ModelIdentity) -> Configs:
+    """The real diffusers configs of a family, from `models/configs/<identity.config_name>/`."""
+    folder = paths.family_config_dir(identity.config_name)
+    configs: Configs = {}
+    for name in component_names(identity):
+        filename = "scheduler_config.json" if name == "scheduler" else "config.json"
+        configs[name] = _read_json(folder / name / filename)
+    return configs
+
+
+def resolve_configs(identity: ModelIdentity, embedded: Mapping[str, Mapping[str, Any]] | None = None) -> Configs:
+    """Per component: the embedded config when the file carries one, else the bundled one; prediction applied."""
+    bundled: Configs | None = None
+    configs: Configs = {}
+    for name in component_names(identity):
+        if embedded and name in embedded:
+            configs[name] = dict(embedded[name])
+            continue
+        bundled = bundled or bundled_configs(identity)
+        configs[name] = dict(bundled[name])
+    configs["scheduler"]["prediction_type"] = identity.prediction.value
+    return configs
+
+
+def build_empty(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
+    """A component with its parameters on the meta device (no memory): unet, vae, text_encoder[_2]."""
+    with init_empty_weights():
+        if name == "unet":
+            return UNet2DConditionModel.from_config(dict(config))
+        if name == "vae":
+            return AutoencoderKL.from_config(dict(config))
+        return TEXT_ENCODER_CLASSES[name](CLIPTextConfig.from_dict(dict(config)))
+
+
+def _describe_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:5])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > 5 else ''})"
+
+
+def assign_weights(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, label: str) -> None:
+    """Strictly assign converted weights to a meta-initialised module (missing/unexpected -> UnsupportedModel)."""
+    expected = set(module.state_dict())
+    given = {key: value for key, value in state_dict.items() if value is not None}
+    missing = sorted(expected - set(given))
+    unexpected = sorted(set(given) - expected)
+    if missing or unexpected:
+        details = []
+        if missing:
+            details.append(f"missing {_describe_keys(missing)}")
+        if unexpected:
+            details.append(f"unexpected {_describe_keys(unexpected)}")
+        raise UnsupportedModel(f"{label}: the {what} weights do not match its config: {'; '.join(details)}.")
+    try:
+        module.load_state_dict(given, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise UnsupportedModel(f"{label}: the {what} weights do not match its config: {exc}") from exc
+    module.eval().requires_grad_(False)
+
+
+def _finish(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """Move and cast. diffusers' ModelMixin.to warns on every dtype cast even when no module is pinned to fp32
+    (none is in SD UNets/VAEs), so the plain nn.Module cast is used: same result, no spurious warning."""
+    return torch.nn.Module.to(module, device=device, dtype=dtype)
+
+
+def load_tokenizer(layout_or_name: TextEncoderLayout | str, folder: Path | None = None) -> CLIPTokenizer:
+    """A CLIP tokenizer from `folder` if given, else the bundled one; model_max_length fixed to 77."""
+    name = layout_or_name.tokenizer if isinstance(layout_or_name, TextEncoderLayout) else layout_or_name
+    source = folder if folder is not None else paths.tokenizer_dir(name)
+    tokenizer = CLIPTokenizer.from_pretrained(str(source), local_files_only=True)
+    tokenizer.model_max_length = TOKENIZER_MAX_LENGTH
+    return tokenizer
+
+
+# ---------------------------------------------------------------- single files
+
+
+def _subset(state_dict: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    return {key: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def _convert(label: str, what: str, convert: Callable[[], StateDict]) -> StateDict:
+    """Run one diffusers conversion; its KeyErrors etc. on foreign layouts become UnsupportedModel."""
+    try:
+        return convert()
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise UnsupportedModel(f"{label}: the {what} weights are not in the expected layout ({exc!r}).") from exc
+
+
+def _text_encoder_from_original(
+    layout: TextEncoderLayout, config: Mapping[str, Any], state_dict: StateDict, label: str
+) -> PreTrainedModel:
+    encoder = build_empty(layout.component, config)
+    subset = _subset(state_dict, layout.prefix)
+    if layout.kind == "clip_l":
+        converted = _convert(label, layout.component, lambda: convert_ldm_clip_checkpoint(subset))
+    else:
+        converted = _convert(
+            label, layout.component, lambda: convert_open_clip_checkpoint(encoder, subset, prefix=layout.prefix)
+        )
+    if not isinstance(encoder, CLIPTextModelWithProjection):
+        converted = {key.removeprefix("text_model."): value for key, value in converted.items()}
+    converted = {key: value for key, value in converted.items() if not key.endswith("embeddings.position_ids")}
+    assign_weights(encoder, converted, layout.component, label)
+    return encoder
+
+
+def load_checkpoint(
+    path: Path,
+    identity: ModelIdentity,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype = torch.float32,
+) -> ComponentSet:
+    """Load an original-layout (A1111) single-file checkpoint as diffusers components, offline."""
+    path = Path(path)
+    raw = read_checkpoint(path)
+    configs = resolve_configs(identity, raw.configs)
+    label = path.name
+    unet = build_empty("unet", configs["unet"])
+    unet_config = dict(unet.config)
+    unet_weights = _subset(raw.state_dict, UNET_PREFIX)
+    unet_converted = _convert(label, "UNet", lambda: convert_ldm_unet_checkpoint(unet_weights, unet_config))
+    assign_weights(unet, unet_converted, "UNet", label)
+    vae = build_empty("vae", configs["vae"])
+    vae_config = dict(vae.config)
+    vae_weights = _subset(raw.state_dict, VAE_PREFIX)
+    vae_converted = _convert(label, "VAE", lambda: convert_ldm_vae_checkpoint(vae_weights, vae_config))
+    assign_weights(vae, vae_converted, "VAE", label)
+    layouts = text_encoder_layouts(identity)
+    encoders = [_text_encoder_from_original(lay, configs[lay.component], raw.state_dict, label) for lay in layouts]
+    log.info("Loaded %s as %s", path, identity.describe())
+    return ComponentSet(
+        identity=identity,
+        unet=_finish(unet, device, dtype),
+        vae=_finish(vae, device, vae_dtype),
+        text_encoders=tuple(_finish(encoder, device, dtype) for encoder in encoders),
+        tokenizers=tuple(load_tokenizer(layout) for layout in layouts),
+        scheduler_config=configs["scheduler"],
+        device=torch.device(device),
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+    )
+
+
+# ---------------------------------------------------------------- diffusers folders
+
+
+def _weights_variant(folder: Path) -> str | None:
+    """"fp16" when a component folder only holds `*.fp16.*` weight files (diffusers' variant naming)."""
+    weights = [
+        p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")
+    ]
+    if weights and all(".fp16." in name for name in weights):
+        return "fp16"
+    return None
+
+
+def infer_folder_identity(folder: Path) -> ModelIdentity:
+    """Identity of a diffusers folder from its model_index.json and component configs."""
+    index = _read_json(folder / "model_index.json")
+    unet = _read_json(folder / "unet" / "config.json")
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else {}
+    variant = Variant.INPAINT if unet.get("in_channels") == 9 else Variant.NORMAL
+    prediction = Prediction.V if scheduler.get("prediction_type") == Prediction.V.value else Prediction.EPSILON
+    if unet.get("addition_embed_type") == "text_time":
+        has_first_encoder = bool((index.get("text_encoder") or [None])[0])
+        family = Family.SDXL if has_first_encoder else Family.SDXL_REFINER
+    else:
+        text_encoder = _read_json(folder / "text_encoder" / "config.json")
+        family = Family.SD2 if text_encoder.get("hidden_act") == "gelu" else Family.SD1
+    return ModelIdentity(family, variant, prediction)
+
+
+def _from_pretrained(cls: Any, folder: Path, label: str) -> Any:
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True, variant=_weights_variant(folder))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise CorruptFile(f"{label}: cannot load {folder.name} ({str(exc).splitlines()[0]}).") from exc
+
+
+def load_diffusers_folder(
+    path: Path,
+    identity: ModelIdentity | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype = torch.float32,
+) -> ComponentSet:
+    """Load a diffusers folder (model_index.json); the identity is inferred from its configs when not given."""
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        raise UnsupportedModel(f"{folder.name}: not a diffusers model folder (no model_index.json).")
+    identity = identity or infer_folder_identity(folder)
+    label = folder.name
+    layouts = text_encoder_layouts(identity)
+    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", label)
+    vae = _from_pretrained(AutoencoderKL, folder / "vae", label)
+    encoders = [_from_pretrained(TEXT_ENCODER_CLASSES[lay.component], folder / lay.component, label) for lay in layouts]
+    tokenizers = []
+    for layout in layouts:
+        own = folder / layout.component.replace("text_encoder", "tokenizer")
+        tokenizers.append(load_tokenizer(layout, own if (own / "vocab.json").is_file() else None))
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else bundled_configs(identity)["scheduler"]
+    scheduler["prediction_type"] = identity.prediction.value
+    for module in (unet, vae, *encoders):
+        module.eval().requires_grad_(False)
+    log.info("Loaded diffusers folder %s as %s", folder, identity.describe())
+    return ComponentSet(
+        identity=identity,
+        unet=_finish(unet, device, dtype),
+        vae=_finish(vae, device, vae_dtype),
+        text_encoders=tuple(_finish(encoder, device, dtype) for encoder in encoders),
+        tokenizers=tuple(tokenizers),
+        scheduler_config=scheduler,
+        device=torch.device(device),
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+    )
+
+
+# ---------------------------------------------------------------- standalone VAE files
+
+_DEPRECATED_VAE_ATTENTION = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
+
+
+def _diffusers_vae_weights(state_dict: StateDict) -> StateDict:
+    """Diffusers-layout VAE weights, with the attention names of old diffusers releases renamed."""
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        for old, new in _DEPRECATED_VAE_ATTENTION.items():
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_vae(
+    path: Path,
+    base_vae_config: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> AutoencoderKL:
+    """Load a standalone VAE file (models/VAE): A1111 original layout or diffusers layout.
+
+    The architecture is the file's embedded VAE config when it has one, else `base_vae_config` (the config of
+    the checkpoint the VAE is used with, e.g. `dict(components.vae.config)`).
+    """
+    path = Path(path)
+    raw = read_checkpoint(path)
+    config = dict(raw.configs["vae"]) if raw.configs and "vae" in raw.configs else dict(base_vae_config)
+    config = {key: value for key, value in config.items() if not key.startswith("_")}
+    weights = {k: v for k, v in raw.state_dict.items() if not k.startswith(("loss.", "model_ema."))}
+    vae = build_empty("vae", config)
+    if any(".down_blocks." in key or ".mid_block." in key for key in weights):
+        converted = _diffusers_vae_weights(weights)
+    else:
+        converted = _convert(path.name, "VAE", lambda: convert_ldm_vae_checkpoint(weights, dict(vae.config)))
+    assign_weights(vae, converted, "VAE", path.name)
+    log.info("Loaded VAE %s", path)
+    return _finish(vae, device, dtype)

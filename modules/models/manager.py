@@ -1,0 +1,240 @@
+"""ModelManager: the one owner of checkpoints and VAEs for the App (design §7.4).
+
+It combines the catalog (records on disk), the hash cache and two `ModelCache`s (checkpoints, budget
+`sd_checkpoints_limit`; VAE overrides, one kept). Generation code asks for components per job:
+
+    with manager.get(request.checkpoint, request.vae, options=job_options) as components:
+        ...  # use components; do not keep them after the block
+
+There is no "current model" object: the current checkpoint is the `sd_model_checkpoint` setting, resolved for each
+job (`None` in a request means "the setting"). VAE choice follows A1111's `sd_vae` setting:
+- "Automatic": a VAE named after the checkpoint (`<stem>.vae.pt`, ... see `ModelCatalog.vae_near`), else the
+  checkpoint's own VAE;
+- "None": the checkpoint's own VAE;
+- a file name from models/VAE: that VAE; `--vae-path` overrides all of these.
+An override VAE is loaded once (with the checkpoint's VAE config as its base) and swapped into a *copy* of the
+component set, so the cached checkpoint keeps its own VAE and txt2img/img2img/inpaint share the same modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from diffusers import AutoencoderKL
+
+from modules.devices import DevicePlan, plan_devices
+from modules.errors import ModelNotFound
+from modules.models.cache import ModelCache
+from modules.models.components import ComponentSet
+from modules.models.hashes import HashCache
+from modules.models.probe import probe
+from modules.models.records import CheckpointRecord, Format, ModelCatalog, ProbeFn, ScanRoots, VaeRecord, format_of
+from modules.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+LoadFn = Callable[[CheckpointRecord, DevicePlan], ComponentSet]
+VaeLoadFn = Callable[[VaeRecord, Mapping[str, Any], DevicePlan], AutoencoderKL]
+
+VAE_AUTOMATIC = "Automatic"
+VAE_NONE = "None"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The settings the manager reads per job (A1111 names and defaults)."""
+
+    sd_model_checkpoint: str | None = None
+    sd_vae: str = VAE_AUTOMATIC
+    sd_checkpoints_limit: int = 1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
+        """Pick the manager's options out of a settings mapping (unknown keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one job will use: the checkpoint and the override VAE (None = the checkpoint's own VAE)."""
+
+    checkpoint: CheckpointRecord
+    vae: VaeRecord | None
+
+
+def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
+    """Load through `modules.models.loaders` (single file or diffusers folder)."""
+    from modules.models import loaders
+
+    load = loaders.load_diffusers_folder if record.format is Format.DIFFUSERS else loaders.load_checkpoint
+    return load(record.path, record.identity, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+
+
+def default_vae_load_fn(record: VaeRecord, base_config: Mapping[str, Any], plan: DevicePlan) -> AutoencoderKL:
+    from modules.models import loaders
+
+    return loaders.load_vae(record.path, base_config, device=plan.device, dtype=plan.vae_dtype)
+
+
+def scan_roots(paths: DataPaths, ckpt_dir: Path | None = None, ckpt: Path | None = None,
+               vae_dir: Path | None = None) -> ScanRoots:
+    """A1111 folders plus the `--ckpt-dir`, `--ckpt` and `--vae-dir` launch flags."""
+    checkpoint_dirs = ((Path(ckpt_dir),) if ckpt_dir else ()) + (paths.checkpoints,)
+    vae_dirs = (paths.vae,) + ((Path(vae_dir),) if vae_dir else ())
+    return ScanRoots(checkpoint_dirs, vae_dirs, Path(ckpt) if ckpt else None)
+
+
+class ModelManager:
+    """Lists, resolves, loads and caches checkpoints and VAEs; see the module doc."""
+
+    def __init__(self, paths: DataPaths, options: ModelOptions | Mapping[str, Any] | None = None, *,
+                 load_fn: LoadFn = default_load_fn, vae_load_fn: VaeLoadFn = default_vae_load_fn,
+                 hash_cache: HashCache | None = None, device_plan: DevicePlan | None = None,
+                 ckpt_dir: Path | None = None, ckpt: Path | None = None, vae_dir: Path | None = None,
+                 vae_path: Path | None = None, no_hashing: bool = False, probe_fn: ProbeFn = probe) -> None:
+        self.options = self._coerce(options)
+        self.plan = device_plan if device_plan is not None else plan_devices()
+        self.hash_cache = hash_cache if hash_cache is not None else HashCache(paths.hash_cache_file)
+        self.catalog = ModelCatalog(scan_roots(paths, ckpt_dir, ckpt, vae_dir), self.hash_cache, probe_fn)
+        self.forced_vae = VaeRecord(Path(vae_path), Path(vae_path).name, format_of(Path(vae_path)),
+                                    self.hash_cache) if vae_path else None
+        self.no_hashing = no_hashing
+        self._load_fn = load_fn
+        self._vae_load_fn = vae_load_fn
+        self.checkpoints: ModelCache[ComponentSet] = ModelCache(self.options.sd_checkpoints_limit, self.plan.device,
+                                                                name="checkpoints")
+        self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _coerce(options: ModelOptions | Mapping[str, Any] | None) -> ModelOptions:
+        if options is None:
+            return ModelOptions()
+        return options if isinstance(options, ModelOptions) else ModelOptions.from_mapping(options)
+
+    # -- listing ---------------------------------------------------------------------------------------------
+
+    def list_checkpoints(self) -> list[CheckpointRecord]:
+        return self.catalog.checkpoints()
+
+    def list_vaes(self) -> list[VaeRecord]:
+        return self.catalog.vaes()
+
+    def refresh(self) -> None:
+        """Re-scan the model folders; cached models whose file changed or vanished are dropped (unless in use)."""
+        with self._lock:
+            self.catalog.refresh()
+            current = set(self.catalog.checkpoints())
+            for key in self.checkpoints.keys():
+                if key not in current:
+                    self.checkpoints.evict(key)
+
+    def update_options(self, options: ModelOptions | Mapping[str, Any]) -> None:
+        """Apply changed settings (a new checkpoint budget takes effect now)."""
+        with self._lock:
+            self.options = self._coerce(options)
+            self.checkpoints.set_limit(self.options.sd_checkpoints_limit)
+
+    # -- resolving -------------------------------------------------------------------------------------------
+
+    def resolve_checkpoint(self, name: str | None = None, options: ModelOptions | None = None) -> CheckpointRecord:
+        """The record a job uses: `name` when given (must exist), else the `sd_model_checkpoint` setting.
+
+        Like A1111's `select_checkpoint`, a setting that names a missing checkpoint falls back to `--ckpt` or the
+        first checkpoint with a warning; with no checkpoints at all ModelNotFound explains where to put them.
+        """
+        if name:
+            return self.catalog.find(name)
+        options = options or self.options
+        setting = options.sd_model_checkpoint
+        record = self.catalog.match(setting) if setting else None
+        if record is not None:
+            return record
+        fallback = self._fallback_checkpoint()
+        if setting:
+            log.warning("Checkpoint %r from settings not found; using %s", setting, fallback.title)
+        return fallback
+
+    def _fallback_checkpoint(self) -> CheckpointRecord:
+        ckpt = self.catalog.roots.ckpt_file
+        records = self.catalog.checkpoints()
+        for record in records:
+            if ckpt is not None and record.path == ckpt:
+                return record
+        if not records:
+            raise ModelNotFound(self.catalog.available_summary())
+        return records[0]
+
+    def resolve_vae(self, checkpoint: CheckpointRecord, vae: str | None = None,
+                    options: ModelOptions | None = None) -> VaeRecord | None:
+        """The override VAE for `checkpoint` (None = its own VAE), from `vae` or the `sd_vae` setting."""
+        if self.forced_vae is not None:
+            return self.forced_vae
+        choice = vae if vae is not None else (options or self.options).sd_vae
+        if not choice or choice == VAE_NONE:
+            return None
+        if choice == VAE_AUTOMATIC:
+            return self.catalog.vae_near(checkpoint)
+        return self.catalog.find_vae(choice)
+
+    def select(self, checkpoint: str | None = None, vae: str | None = None,
+               options: ModelOptions | None = None) -> Selection:
+        record = self.resolve_checkpoint(checkpoint, options)
+        return Selection(record, self.resolve_vae(record, vae, options))
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def get(self, checkpoint: str | CheckpointRecord | None = None, vae: str | None = None, *,
+            options: ModelOptions | None = None) -> Iterator[ComponentSet]:
+        """Components of a checkpoint (loaded on demand), with the chosen VAE swapped in; see the module doc."""
+        if isinstance(checkpoint, CheckpointRecord):
+            selection = Selection(checkpoint, self.resolve_vae(checkpoint, vae, options))
+        else:
+            selection = self.select(checkpoint, vae, options)
+        with self.use(selection) as components:
+            yield components
+
+    @contextmanager
+    def use(self, selection: Selection) -> Iterator[ComponentSet]:
+        """Like `get`, for a selection already resolved (the core resolves first to write the infotext)."""
+        record = selection.checkpoint
+        with self.checkpoints.use(record, lambda: self._load(record)) as components:
+            if selection.vae is None:
+                yield components
+                return
+            vae_record = selection.vae
+            key = (vae_record, components.identity.config_name)
+            base_config = dict(components.vae.config)
+            with self.vaes.use(key, lambda: self._load_vae(vae_record, base_config)) as vae_model:
+                yield dataclasses.replace(components, vae=vae_model, vae_dtype=self.plan.vae_dtype)
+
+    def _load(self, record: CheckpointRecord) -> ComponentSet:
+        if not self.no_hashing:
+            record.calculate_sha256()
+        started = time.perf_counter()
+        components = self._load_fn(record, self.plan)
+        log.info("Loaded %s (%s) on %s in %.1fs", record.title, components.identity.describe(), self.plan.describe(),
+                 time.perf_counter() - started)
+        return components
+
+    def _load_vae(self, record: VaeRecord, base_config: Mapping[str, Any]) -> AutoencoderKL:
+        if not self.no_hashing:
+            record.calculate_sha256()
+        vae = self._vae_load_fn(record, base_config, self.plan)
+        log.info("Loaded VAE %s", record.name)
+        return vae
+
+    def unload(self) -> None:
+        """Drop every cached model that is not in use (frees RAM and device memory)."""
+        dropped = self.checkpoints.clear() + self.vaes.clear()
+        log.info("Unloaded %d models", dropped)
+

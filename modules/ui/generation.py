@@ -1,0 +1,144 @@
+"""What txt2img and img2img share: the tab's widget collection and the wiring of Generate, Interrupt, Skip,
+reuse-seed and "read generation parameters".
+
+Handlers receive Gradio's ``{component: value}`` dict (set-style `inputs`) and re-key it by binder names with
+`bind.named_values`; the request is built by the tab's own `make_request(values, data)`, which adds what only
+that tab has (init image, mask, sub-tab). The session hash of the browser (`gr.Request.session_hash`) is the job
+owner, so Interrupt and Skip reach only this session's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import gradio as gr
+
+from modules.errors import UserError
+from modules.types import GenerationRequest, GenerationResult
+from modules.ui.bind import named_values
+from modules.ui.common import PromptRow, SamplingRows, SeedRows, UiContext
+from modules.ui.paste import has_parameters, values_from_infotext
+from modules.ui.progress import RunButtons, finish_updates, interrupt_job, skip_job, stream_generation
+from modules.ui.results import ResultPanel, selected_image, selected_index
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+log = logging.getLogger(__name__)
+
+RequestBuilder = Callable[[Mapping[str, Any], Mapping[Any, Any]], GenerationRequest]
+"""(named widget values, raw Gradio input dict) -> request; raises UserError for unusable input."""
+
+
+@dataclass
+class GenerationTab:
+    """One generation tab: its rows, results panel, and every widget that feeds its requests, by binder name."""
+
+    name: str
+    prompt_row: PromptRow
+    sampling: SamplingRows
+    seeds: SeedRows
+    panel: ResultPanel
+    inputs: dict[str, gr.components.Component]
+    make_request: RequestBuilder
+    extra_inputs: list[gr.components.Component] = field(default_factory=list)
+
+    @property
+    def buttons(self) -> RunButtons:
+        return RunButtons(self.prompt_row.generate, self.prompt_row.interrupt, self.prompt_row.skip)
+
+    def request_inputs(self) -> set[gr.components.Component]:
+        return {*self.inputs.values(), *self.extra_inputs}
+
+    def outputs(self) -> list[Any]:
+        panel, buttons = self.panel, self.buttons
+        return [panel.progress, panel.preview, panel.gallery, panel.infotext, panel.result, panel.selected,
+                panel.job, buttons.generate, buttons.interrupt, buttons.skip]
+
+
+def collect_inputs(*groups: Mapping[str, gr.components.Component]) -> dict[str, gr.components.Component]:
+    """Merge the `named()` dicts of a tab's rows; a name defined twice is a programming error."""
+    merged: dict[str, gr.components.Component] = {}
+    for group in groups:
+        for name, component in group.items():
+            if name in merged:
+                raise ValueError(f"widget name {name!r} is used twice in one tab")
+            merged[name] = component
+    return merged
+
+
+def _owner(request: gr.Request | None) -> str | None:
+    return request.session_hash if request is not None else None
+
+
+def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
+    """Generate/Interrupt/Skip, reuse-seed buttons and the paste button of one tab."""
+    app = ctx.app
+
+    def generate(data: dict, request: gr.Request) -> Iterator[dict]:
+        values = named_values(tab.inputs, data)
+        try:
+            generation_request = tab.make_request(values, data)
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        yield from stream_generation(app, tab.panel, tab.buttons, generation_request, _owner(request))
+
+    # concurrency_limit=None: every session's handler just waits on the JobQueue, which orders the work and
+    # reports the queue position; `.then` runs whatever the outcome, so the buttons always come back.
+    tab.prompt_row.generate.click(
+        generate, inputs=tab.request_inputs(), outputs=tab.outputs(), show_progress="hidden", concurrency_limit=None,
+    ).then(lambda: finish_updates(tab.panel, tab.buttons), outputs=tab.outputs(), show_progress="hidden", queue=False)
+
+    def interrupt(job_id: str | None, request: gr.Request) -> None:
+        interrupt_job(app, job_id, _owner(request))
+
+    def skip(job_id: str | None, request: gr.Request) -> None:
+        skip_job(app, job_id, _owner(request))
+
+    tab.prompt_row.interrupt.click(interrupt, inputs=tab.panel.job, show_progress="hidden", queue=False)
+    tab.prompt_row.skip.click(skip, inputs=tab.panel.job, show_progress="hidden", queue=False)
+    _wire_reuse_seed(tab)
+    _wire_paste(app, tab)
+
+
+def _wire_reuse_seed(tab: GenerationTab) -> None:
+    def seed_of(result: GenerationResult | None, selected: int | None, subseed: bool) -> Any:
+        index = selected_index(result, selected)
+        if result is None or index is None:
+            return gr.skip()
+        seeds = result.subseeds if subseed else result.seeds
+        return seeds[index] if index < len(seeds) else gr.skip()
+
+    panel = tab.panel
+    tab.seeds.reuse_seed.click(lambda r, s: seed_of(r, s, False), inputs=[panel.result, panel.selected],
+                               outputs=tab.seeds.seed, show_progress="hidden", queue=False)
+    tab.seeds.reuse_subseed.click(lambda r, s: seed_of(r, s, True), inputs=[panel.result, panel.selected],
+                                  outputs=tab.seeds.subseed, show_progress="hidden", queue=False)
+
+
+def paste_updates(app: "App", text: str, inputs: Mapping[str, gr.components.Component],
+                  current: Mapping[str, Any], *, send_seed: bool = True, send_size: bool = True) -> dict[Any, Any]:
+    """{component: value} for the widgets of `inputs` that infotext `text` changes; warnings become toasts."""
+    pasted = values_from_infotext(app.samplers, text, current, send_seed=send_seed, send_size=send_size)
+    for warning in pasted.warnings:
+        gr.Warning(warning)
+    return {inputs[name]: value for name, value in pasted.values.items()}
+
+
+def _wire_paste(app: "App", tab: GenerationTab) -> None:
+    def paste(data: dict) -> dict:
+        values = named_values(tab.inputs, data)
+        text = values.get("prompt") or ""
+        if not text.strip():
+            found = selected_image(data[tab.panel.result], data[tab.panel.selected])
+            text = found[1] if found is not None else ""
+        if not has_parameters(text):
+            gr.Warning("No generation parameters found: paste an infotext (prompt, 'Negative prompt:' line and "
+                       "the 'Steps: ..., Sampler: ...' line) into the prompt box, or generate a picture first.")
+            return {}
+        return paste_updates(app, text, tab.inputs, values)
+
+    tab.prompt_row.paste.click(paste, inputs={*tab.inputs.values(), tab.panel.result, tab.panel.selected},
+                               outputs=list(tab.inputs.values()), show_progress="hidden")

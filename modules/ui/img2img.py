@@ -1,0 +1,219 @@
+"""The img2img tab with its three sources: img2img, Inpaint (paint a mask) and Inpaint upload (image + mask file).
+
+One Generate button serves the whole tab, as in A1111: the selected sub-tab decides the request's mode and where
+the init image and mask come from (kept per session in a `gr.State`). The inpaint editor is a `gr.ImageEditor`
+with a fixed white brush (size adjustable in the editor), eraser, undo and clear; its value is
+``{"background", "layers", "composite"}`` and the mask is whatever was painted on the layers (their alpha).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import gradio as gr
+from PIL import Image, ImageChops
+
+from modules.errors import InvalidRequest
+from modules.types import GenerationRequest
+from modules.ui.bind import INPAINT_AREA_LABELS, MASK_MODE_LABELS, MASKED_CONTENT_LABELS, RESIZE_MODE_LABELS, \
+    request_from_values
+from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows, tool_button
+from modules.ui.generation import GenerationTab, collect_inputs, wire_generation_tab
+from modules.ui.results import build_result_panel
+
+TAB = "img2img"
+SOURCE_IMG2IMG = "img2img"
+SOURCE_INPAINT = "inpaint"
+SOURCE_INPAINT_UPLOAD = "inpaint_upload"
+SUB_TAB_IDS = {SOURCE_IMG2IMG: "img2img_img2img_tab", SOURCE_INPAINT: "img2img_inpaint_tab",
+               SOURCE_INPAINT_UPLOAD: "img2img_inpaint_upload_tab"}
+DETECT_SIZE_ICON = "\U0001f4d0"  # 📐
+
+
+@dataclass
+class Img2ImgTab:
+    """The generation tab plus the image sources and the widgets "send to" needs."""
+
+    generation: GenerationTab
+    init_image: gr.Image
+    editor: gr.ImageEditor
+    upload_image: gr.Image
+    upload_mask: gr.Image
+    source: gr.State
+    sub_tabs: gr.Tabs
+    inpaint_options: gr.Group
+
+
+# --- images and masks ---------------------------------------------------------------------------------------------
+
+
+def mask_from_editor(value: Mapping[str, Any] | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """(init image RGB, mask "L" with 255 = repaint) from an ImageEditor value; (None, None) when empty.
+
+    The mask is the union of the painted layers' alpha. Without layers (an editor that flattened the paint) it
+    is where the composite differs from the background.
+    """
+    if not value:
+        return None, None
+    background, composite = value.get("background"), value.get("composite")
+    base = background if background is not None else composite
+    if base is None:
+        return None, None
+    image = base.convert("RGB")
+    mask = Image.new("L", image.size, 0)
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        if alpha.size != image.size:
+            alpha = alpha.resize(image.size, Image.Resampling.NEAREST)
+        mask = ImageChops.lighter(mask, alpha)
+    if mask.getbbox() is None and background is not None and composite is not None:
+        difference = ImageChops.difference(composite.convert("RGB"), background.convert("RGB"))
+        if difference.size == image.size:
+            mask = difference.convert("L").point(lambda d: 255 if d > 0 else 0)
+    return image, mask
+
+
+def _require_mask(mask: Image.Image | None, where: str) -> Image.Image:
+    if mask is None or mask.getbbox() is None:
+        raise InvalidRequest(f"The mask is empty: {where}")
+    return mask
+
+
+def img2img_request(source: str, values: Mapping[str, Any], images: Mapping[str, Any]) -> GenerationRequest:
+    """The request of the img2img tab for the selected source; InvalidRequest when its image or mask is missing.
+
+    `images` holds the widget values "init_image", "editor", "upload_image" and "upload_mask".
+    """
+    request = request_from_values(values, GenerationRequest(mode="img2img"))
+    if source == SOURCE_INPAINT:
+        image, mask = mask_from_editor(images.get("editor"))
+        if image is None:
+            raise InvalidRequest("Inpaint needs an image: drop one into the Inpaint canvas first.")
+        mask = _require_mask(mask, "paint over the area to change with the brush.")
+        return request.with_changes(mode="inpaint", init_image=image, mask=mask)
+    if source == SOURCE_INPAINT_UPLOAD:
+        image, mask_file = images.get("upload_image"), images.get("upload_mask")
+        if image is None or mask_file is None:
+            raise InvalidRequest("Inpaint upload needs both an image and a mask (white = area to change).")
+        mask = _require_mask(mask_file.convert("L"), "the uploaded mask has no white (or grey) area to change.")
+        return request.with_changes(mode="inpaint", init_image=image.convert("RGB"), mask=mask)
+    image = images.get("init_image")
+    if image is None:
+        raise InvalidRequest("img2img needs an image: drop one into the img2img canvas first.")
+    return request.with_changes(mode="img2img", init_image=image.convert("RGB"), mask=None)
+
+
+# --- layout -------------------------------------------------------------------------------------------------------
+
+
+def _build_sources(ctx: UiContext) -> tuple[gr.Tabs, dict[str, gr.Tab], gr.Image, gr.ImageEditor, gr.Image, gr.Image]:
+    with gr.Tabs(elem_id="mode_img2img") as sub_tabs:
+        with gr.Tab("img2img", id=SUB_TAB_IDS[SOURCE_IMG2IMG]) as tab_img2img:
+            init_image = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA", height=480,
+                                  sources=["upload", "clipboard"], elem_id="img2img_image")
+        with gr.Tab("Inpaint", id=SUB_TAB_IDS[SOURCE_INPAINT]) as tab_inpaint:
+            editor = gr.ImageEditor(
+                label="Image for inpainting with mask", type="pil", height=520, elem_id="img2maskimg",
+                sources=["upload", "clipboard"], layers=False, transforms=(),
+                brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32), eraser=gr.Eraser(),
+            )
+        with gr.Tab("Inpaint upload", id=SUB_TAB_IDS[SOURCE_INPAINT_UPLOAD]) as tab_upload:
+            with gr.Row():
+                upload_image = gr.Image(label="Image", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                                        height=400, elem_id="img_inpaint_base")
+                upload_mask = gr.Image(label="Mask (white = change)", type="pil", image_mode="L", height=400,
+                                       sources=["upload", "clipboard"], elem_id="img_inpaint_mask")
+    tabs = {SOURCE_IMG2IMG: tab_img2img, SOURCE_INPAINT: tab_inpaint, SOURCE_INPAINT_UPLOAD: tab_upload}
+    return sub_tabs, tabs, init_image, editor, upload_image, upload_mask
+
+
+def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.components.Component]]:
+    with gr.Group(visible=False, elem_id="inpaint_controls") as group:
+        with gr.Row():
+            mask_blur = ctx.slider(TAB, "Mask blur")
+            mask_mode = gr.Radio(label="Mask mode", choices=list(MASK_MODE_LABELS),
+                                 value=ctx.config(f"{TAB}/Mask mode").value, elem_id="img2img_mask_mode")
+        masked_content = gr.Radio(label="Masked content", choices=list(MASKED_CONTENT_LABELS),
+                                  value=ctx.config(f"{TAB}/Masked content").value, elem_id="img2img_inpainting_fill")
+        with gr.Row():
+            inpaint_area = gr.Radio(label="Inpaint area", choices=list(INPAINT_AREA_LABELS),
+                                    value=ctx.config(f"{TAB}/Inpaint area").value, elem_id="img2img_inpaint_full_res")
+            padding = ctx.slider(TAB, "Only masked padding, pixels")
+    return group, {"mask_blur": mask_blur, "mask_mode": mask_mode, "inpainting_fill": masked_content,
+                   "inpaint_area": inpaint_area, "inpaint_padding": padding}
+
+
+def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Component]) -> Img2ImgTab:
+    """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
+    source = gr.State(SOURCE_IMG2IMG)
+    with gr.Tab("img2img", id=TAB, elem_id=f"tab_{TAB}"):
+        prompt_row = build_prompt_row(ctx, TAB)
+        with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
+            with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
+                sub_tabs, source_tabs, init_image, editor, upload_image, upload_mask = _build_sources(ctx)
+                resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
+                                       value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
+                inpaint_group, inpaint_inputs = _build_inpaint_options(ctx)
+                sampling = build_sampling_rows(ctx, TAB)
+                detect_size = tool_button(DETECT_SIZE_ICON, "img2img_detect_image_size_btn")
+                denoising = ctx.slider(TAB, "Denoising strength")
+                seeds = build_seed_rows(ctx, TAB)
+            with gr.Column(scale=1):
+                panel = build_result_panel(TAB)
+    inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named(), inpaint_inputs,
+                            {"resize_mode": resize_mode, "denoising_strength": denoising})
+    image_inputs = {"init_image": init_image, "editor": editor, "upload_image": upload_image,
+                    "upload_mask": upload_mask}
+
+    def make_request(values: Mapping[str, Any], data: Mapping[Any, Any]) -> GenerationRequest:
+        images = {name: data.get(component) for name, component in image_inputs.items()}
+        return img2img_request(data.get(source) or SOURCE_IMG2IMG, values, images)
+
+    generation = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, make_request,
+                               extra_inputs=[source, *image_inputs.values()])
+    wire_generation_tab(ctx, generation)
+    tab = Img2ImgTab(generation, init_image, editor, upload_image, upload_mask, source, sub_tabs, inpaint_group)
+    _wire_sources(tab, source_tabs)
+    _wire_detect_size(tab, detect_size)
+    return tab
+
+
+def select_source_updates(tab: Img2ImgTab, source: str) -> dict[Any, Any]:
+    """Updates that make `source` the active sub-tab (used by its tab's select event and by "send to")."""
+    return {tab.source: source, tab.inpaint_options: gr.Group(visible=source != SOURCE_IMG2IMG),
+            tab.sub_tabs: gr.Tabs(selected=SUB_TAB_IDS[source])}
+
+
+def _source_selector(tab: Img2ImgTab, source: str) -> Callable[[], dict[Any, Any]]:
+    def select() -> dict[Any, Any]:
+        return {tab.source: source, tab.inpaint_options: gr.Group(visible=source != SOURCE_IMG2IMG)}
+
+    return select
+
+
+def _wire_sources(tab: Img2ImgTab, source_tabs: Mapping[str, gr.Tab]) -> None:
+    for name, sub_tab in source_tabs.items():
+        sub_tab.select(_source_selector(tab, name), outputs=[tab.source, tab.inpaint_options],
+                       show_progress="hidden", queue=False)
+
+
+def _round8(value: int) -> int:
+    return max(64, int(round(value / 8)) * 8)
+
+
+def _wire_detect_size(tab: Img2ImgTab, button: gr.Button) -> None:
+    sampling = tab.generation.sampling
+
+    def detect(source: str, image: Any, editor: Any, upload: Any) -> tuple[Any, Any]:
+        picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload}.get(source, image)
+        if picture is None:
+            gr.Warning("There is no image to take the size from.")
+            return gr.skip(), gr.skip()
+        return _round8(picture.width), _round8(picture.height)
+
+    button.click(detect, inputs=[tab.source, tab.init_image, tab.editor, tab.upload_image],
+                 outputs=[sampling.width, sampling.height], show_progress="hidden")
+

@@ -1,0 +1,79 @@
+"""`build_ui(app)`: the whole Gradio page, and `launch_kwargs(app)`: its theme, CSS and script.
+
+Page layout (A1111's): the quicksettings bar (checkpoint, VAE, Clip skip) above the tabs txt2img, img2img (with
+img2img / Inpaint / Inpaint upload), PNG Info and Settings. Each tab lives in its own module; this one only puts
+them together, wires the "send to" buttons between tabs and refreshes per-page values when a browser loads it.
+
+Gradio 6 takes theme, css and js as `launch()` (or `mount_gradio_app`) arguments, not `Blocks` ones, so they come
+from `launch_kwargs()`; everything is served locally (Gradio's bundled fonts, no CDN).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from modules.ui.common import TOOLTIPS, UiContext
+from modules.ui.img2img import build_img2img_tab
+from modules.ui.pnginfo import build_pnginfo_tab
+from modules.ui.sendto import SendTargets, wire_pnginfo, wire_results_panel
+from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
+from modules.ui.tokens import TokenCounter
+from modules.ui.toprow import build_top_row, page_load_values
+from modules.ui.txt2img import build_txt2img_tab
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+log = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).resolve().parent
+TITLE = "Stable Diffusion"
+
+
+def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
+    """Build the page for `app` (nothing is launched). `tokens` lets tests pass a prepared token counter."""
+    settings = app.settings.get()
+    ctx = UiContext(app, tokens or TokenCounter(backtrack=int(settings["comma_padding_backtrack"])))
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+        top = build_top_row(app)
+        with gr.Tabs(elem_id="tabs") as main_tabs:
+            txt2img = build_txt2img_tab(ctx, top.named())
+            img2img = build_img2img_tab(ctx, top.named())
+            pnginfo = build_pnginfo_tab()
+            settings_tab = build_settings_tab(app)
+        targets = SendTargets(main_tabs, txt2img, img2img, pnginfo)
+        wire_results_panel(app, txt2img.panel, targets)
+        wire_results_panel(app, img2img.generation.panel, targets)
+        wire_pnginfo(app, targets)
+
+        def on_page_load() -> dict:
+            for problem in (*app.settings.problems, *app.ui_config.problems):
+                gr.Warning(problem)
+            return {**page_load_values(app, top), **current_values(app, settings_tab.widgets),
+                    settings_tab.problems: problems_html(app)}
+
+        load_outputs = [top.checkpoint, top.vae, top.clip_skip, settings_tab.problems,
+                        *settings_tab.widgets.values()]
+        blocks.load(on_page_load, outputs=load_outputs, show_progress="hidden")
+    app.ui_config.save_if_changed()
+    return blocks
+
+
+def page_js(theme: str | None) -> str:
+    """The page script with the icon tooltips and the forced theme ("light", "dark" or None) filled in."""
+    script = (UI_DIR / "page.js").read_text(encoding="utf-8")
+    return script.replace("__TOOLTIPS__", json.dumps(TOOLTIPS)).replace("__THEME__", json.dumps(theme))
+
+
+def launch_kwargs(app: "App") -> dict[str, Any]:
+    """Keyword arguments for `blocks.launch()` / `gr.mount_gradio_app()`: theme, css and js."""
+    return {
+        "theme": gr.themes.Default(primary_hue="orange", secondary_hue="gray", neutral_hue="gray"),
+        "css": (UI_DIR / "style.css").read_text(encoding="utf-8"),
+        "js": page_js(app.launch.theme),
+    }

@@ -1,0 +1,137 @@
+"""The "send to" buttons: a picture and its parameters go from one tab to another.
+
+From a results panel (txt2img or img2img) the selected picture goes to img2img, to the inpaint canvas or to PNG
+Info; from PNG Info the parameters (and the picture) go to txt2img, img2img or inpaint. Parameters are applied
+like a paste (`generation.paste_updates`): only what the infotext states changes, and A1111's `send_seed` /
+`send_size` options decide whether seeds and size travel too. The target tab is selected afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import gradio as gr
+from PIL import Image
+
+from modules.ui.bind import named_values
+from modules.ui.generation import GenerationTab, paste_updates
+from modules.ui.img2img import SOURCE_IMG2IMG, SOURCE_INPAINT, Img2ImgTab, select_source_updates
+from modules.ui.pnginfo import PngInfoTab, describe_image, load_image
+from modules.ui.results import ResultPanel, gallery_images, selected_image, selected_index
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+
+@dataclass
+class SendTargets:
+    """Everything a "send to" handler may update."""
+
+    main_tabs: gr.Tabs
+    txt2img: GenerationTab
+    img2img: Img2ImgTab
+    pnginfo: PngInfoTab
+
+
+def _send_flags(app: "App") -> dict[str, bool]:
+    settings = app.settings.get()
+    return {"send_seed": bool(settings["send_seed"]), "send_size": bool(settings["send_size"])}
+
+
+def parameters_to_tab(app: "App", target: GenerationTab, text: str, data: dict) -> dict[Any, Any]:
+    """Paste updates for `target` from infotext `text`, given the raw input dict holding its current values."""
+    if not text:
+        return {}
+    return paste_updates(app, text, target.inputs, named_values(target.inputs, data), **_send_flags(app))
+
+
+def image_to_img2img(targets: SendTargets, image: Image.Image, source: str) -> dict[Any, Any]:
+    """Put `image` into the img2img canvas (or the inpaint editor) and select that tab and sub-tab."""
+    tab = targets.img2img
+    updates: dict[Any, Any] = {tab.editor: image} if source == SOURCE_INPAINT else {tab.init_image: image}
+    updates.update(select_source_updates(tab, source))
+    updates[targets.main_tabs] = gr.Tabs(selected="img2img")
+    return updates
+
+
+def _img2img_outputs(targets: SendTargets) -> list[Any]:
+    tab = targets.img2img
+    return [*tab.generation.inputs.values(), tab.init_image, tab.editor, tab.source, tab.inpaint_options,
+            tab.sub_tabs, targets.main_tabs]
+
+
+def _from_results(app: "App", panel: ResultPanel, targets: SendTargets, source: str) -> Callable[[dict], dict]:
+    def send(data: dict) -> dict:
+        found = selected_image(data[panel.result], data[panel.selected])
+        if found is None:
+            gr.Warning("There is no picture to send: generate one first.")
+            return {}
+        image, text = found
+        updates = parameters_to_tab(app, targets.img2img.generation, text, data)
+        updates.update(image_to_img2img(targets, image, source))
+        return updates
+
+    return send
+
+
+def _results_to_pnginfo(panel: ResultPanel, targets: SendTargets) -> Callable[[dict], dict]:
+    def send(data: dict) -> dict:
+        result, index = data[panel.result], selected_index(data[panel.result], data[panel.selected])
+        if result is None or index is None:
+            gr.Warning("There is no picture to send: generate one first.")
+            return {}
+        image = gallery_images(result)[index]
+        info_html, parameters = describe_image(image)
+        png = targets.pnginfo
+        return {png.image: image, png.info: info_html, png.parameters: parameters,
+                targets.main_tabs: gr.Tabs(selected="pnginfo")}
+
+    return send
+
+
+def wire_results_panel(app: "App", panel: ResultPanel, targets: SendTargets) -> None:
+    """The three buttons under a gallery."""
+    img2img_inputs = {panel.result, panel.selected, *targets.img2img.generation.inputs.values()}
+    for button, source in ((panel.send_img2img, SOURCE_IMG2IMG), (panel.send_inpaint, SOURCE_INPAINT)):
+        button.click(_from_results(app, panel, targets, source), inputs=img2img_inputs,
+                     outputs=_img2img_outputs(targets), show_progress="hidden")
+    png = targets.pnginfo
+    panel.send_pnginfo.click(_results_to_pnginfo(panel, targets), inputs={panel.result, panel.selected},
+                             outputs=[png.image, png.info, png.parameters, targets.main_tabs],
+                             show_progress="hidden")
+
+
+def _no_parameters() -> dict:
+    gr.Warning("This image holds no generation parameters to send.")
+    return {}
+
+
+def wire_pnginfo(app: "App", targets: SendTargets) -> None:
+    """PNG Info's buttons: parameters to txt2img; parameters and picture to img2img or inpaint."""
+    png, txt2img = targets.pnginfo, targets.txt2img
+
+    def to_txt2img(data: dict) -> dict:
+        text = data[png.parameters]
+        if not text:
+            return _no_parameters()
+        return {**parameters_to_tab(app, txt2img, text, data), targets.main_tabs: gr.Tabs(selected="txt2img")}
+
+    png.send_txt2img.click(to_txt2img, inputs={png.parameters, *txt2img.inputs.values()},
+                           outputs=[*txt2img.inputs.values(), targets.main_tabs], show_progress="hidden")
+
+    def to_img2img(source: str) -> Callable[[dict], dict]:
+        def send(data: dict) -> dict:
+            image = load_image(data[png.image])
+            if image is None:
+                gr.Warning("Drop an image into PNG Info first.")
+                return {}
+            updates = parameters_to_tab(app, targets.img2img.generation, data[png.parameters], data)
+            updates.update(image_to_img2img(targets, image, source))
+            return updates
+
+        return send
+
+    inputs = {png.image, png.parameters, *targets.img2img.generation.inputs.values()}
+    for button, source in ((png.send_img2img, SOURCE_IMG2IMG), (png.send_inpaint, SOURCE_INPAINT)):
+        button.click(to_img2img(source), inputs=inputs, outputs=_img2img_outputs(targets), show_progress="hidden")

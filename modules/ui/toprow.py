@@ -1,0 +1,144 @@
+"""The bar above the tabs: checkpoint (with refresh), VAE and CLIP skip (A1111's quicksettings).
+
+The values shown here go into every request of the page (`checkpoint`, `vae`, `clip_skip`), so a job runs with
+what its page shows even if another browser changed the settings meanwhile. Changing one by hand also stores it
+as the setting (`sd_model_checkpoint`, `sd_vae`, `CLIP_stop_at_last_layers`) for API clients and the next page
+load. A new checkpoint is loaded right away through the job queue (the single owner of the device), so the page
+stays usable and shows the load's progress; a paste that changes CLIP skip changes only this page.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import gradio as gr
+
+from modules.errors import ModelNotFound, UserError
+from modules.jobs import JobState
+from modules.models.manager import VAE_AUTOMATIC, VAE_NONE
+from modules.ui.common import REFRESH_ICON, tool_button
+from modules.ui.progress import watch
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TopRow:
+    checkpoint: gr.Dropdown
+    refresh: gr.Button
+    vae: gr.Dropdown
+    clip_skip: gr.Slider
+    status: gr.HTML
+
+    def named(self) -> dict[str, gr.components.Component]:
+        return {"checkpoint": self.checkpoint, "vae": self.vae, "clip_skip": self.clip_skip}
+
+
+def checkpoint_choices(app: "App") -> list[str]:
+    return [record.title for record in app.models.list_checkpoints()]
+
+
+def vae_choices(app: "App") -> list[str]:
+    return [VAE_AUTOMATIC, VAE_NONE, *(record.name for record in app.models.list_vaes())]
+
+
+def current_checkpoint(app: "App") -> str | None:
+    """Title of the checkpoint the `sd_model_checkpoint` setting names (first one if it names none that exists)."""
+    setting = app.settings.get()["sd_model_checkpoint"]
+    try:
+        return app.models.resolve_checkpoint(setting or None).title
+    except ModelNotFound:
+        choices = checkpoint_choices(app)
+        return choices[0] if choices else None
+
+
+def current_vae(app: "App") -> str:
+    value = app.settings.get()["sd_vae"]
+    return value if value in vae_choices(app) else VAE_AUTOMATIC
+
+
+def build_top_row(app: "App") -> TopRow:
+    """Create the bar inside the current layout context and wire its events."""
+    with gr.Row(elem_id="quicksettings", equal_height=True):
+        checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=checkpoint_choices(app),
+                                 value=current_checkpoint(app), elem_id="setting_sd_model_checkpoint", scale=4,
+                                 min_width=280)
+        refresh = tool_button(REFRESH_ICON, "refresh_sd_model_checkpoint")
+        vae = gr.Dropdown(label="SD VAE", choices=vae_choices(app), value=current_vae(app), elem_id="setting_sd_vae",
+                          scale=2, min_width=200)
+        clip_skip = gr.Slider(label="Clip skip", minimum=1, maximum=12, step=1,
+                              value=int(app.settings.get()["CLIP_stop_at_last_layers"]),
+                              elem_id="setting_CLIP_stop_at_last_layers", scale=2, min_width=200)
+        status = gr.HTML("", elem_id="quicksettings_status", elem_classes=["quicksettings-status"], scale=2,
+                         padding=False)
+    row = TopRow(checkpoint, refresh, vae, clip_skip, status)
+    _wire(app, row)
+    return row
+
+
+def _store_setting(app: "App", key: str, value: Any) -> None:
+    try:
+        app.settings.update({key: value})
+    except UserError as error:
+        gr.Warning(str(error))
+
+
+def load_checkpoint_updates(app: "App", title: str | None, owner: str | None,
+                            poll_seconds: float = 0.25) -> Iterator[str]:
+    """Store the choice and load the checkpoint through the job queue; yields status HTML while it loads."""
+    if not title:
+        return
+    _store_setting(app, "sd_model_checkpoint", title)
+    vae = app.settings.get()["sd_vae"]
+
+    def load(ctx: Any) -> str:  # runs on the queue's worker thread, the only place that loads weights
+        with app.models.get(title, vae):
+            return title
+
+    job = app.jobs.submit(load, owner=owner, description=f"load checkpoint {title}")
+    for view in watch(job, poll_seconds):
+        if view.state is JobState.QUEUED:
+            yield f"<span class='status'>Waiting to load {_short(title)} (queue position {view.position})</span>"
+        elif not view.finished:
+            yield f"<span class='status loading'>Loading {_short(title)}&hellip;</span>"
+    if job.state is JobState.FAILED:
+        message = str(job.error) if isinstance(job.error, UserError) else (job.error_message or "internal error")
+        yield ""
+        raise gr.Error(f"Could not load {title}: {message}", print_exception=False)
+    yield f"<span class='status done'>Loaded {_short(title)}</span>" if job.state is JobState.DONE else ""
+
+
+def _short(title: str) -> str:
+    import html
+
+    return html.escape(title if len(title) <= 40 else title[:37] + "...")
+
+
+def _wire(app: "App", row: TopRow) -> None:
+    def on_checkpoint(title: str, request: gr.Request) -> Iterator[str]:
+        yield from load_checkpoint_updates(app, title, request.session_hash if request else None)
+
+    row.checkpoint.input(on_checkpoint, inputs=row.checkpoint, outputs=row.status, show_progress="hidden",
+                         concurrency_limit=None, trigger_mode="always_last")
+    row.vae.input(lambda value: _store_setting(app, "sd_vae", value), inputs=row.vae, show_progress="hidden")
+    row.clip_skip.release(lambda value: _store_setting(app, "CLIP_stop_at_last_layers", int(value)),
+                          inputs=row.clip_skip, show_progress="hidden")
+
+    def refresh() -> tuple[gr.Dropdown, gr.Dropdown]:
+        app.models.refresh()
+        return (gr.Dropdown(choices=checkpoint_choices(app), value=current_checkpoint(app)),
+                gr.Dropdown(choices=vae_choices(app), value=current_vae(app)))
+
+    row.refresh.click(refresh, outputs=[row.checkpoint, row.vae], show_progress="hidden")
+
+
+def page_load_values(app: "App", row: TopRow) -> dict[Any, Any]:
+    """Fresh top-row values for a page that just loaded (settings may have changed since the UI was built)."""
+    return {row.checkpoint: gr.Dropdown(choices=checkpoint_choices(app), value=current_checkpoint(app)),
+            row.vae: gr.Dropdown(choices=vae_choices(app), value=current_vae(app)),
+            row.clip_skip: int(app.settings.get()["CLIP_stop_at_last_layers"])}

@@ -1,0 +1,36 @@
+"""The txt2img tab: prompts, sampling settings and seeds on the left, results on the right (A1111 layout)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gradio as gr
+
+from modules.types import GenerationRequest
+from modules.ui.bind import request_from_values
+from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
+from modules.ui.generation import GenerationTab, collect_inputs, wire_generation_tab
+from modules.ui.results import build_result_panel
+
+TAB = "txt2img"
+
+
+def txt2img_request(values: Mapping[str, Any], data: Mapping[Any, Any]) -> GenerationRequest:
+    """The request of the txt2img tab: every value comes from a bound widget."""
+    return request_from_values(values, GenerationRequest(mode="txt2img"))
+
+
+def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Component]) -> GenerationTab:
+    """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
+    with gr.Tab("txt2img", id=TAB, elem_id=f"tab_{TAB}"):
+        prompt_row = build_prompt_row(ctx, TAB)
+        with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
+            with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
+                sampling = build_sampling_rows(ctx, TAB)
+                seeds = build_seed_rows(ctx, TAB)
+            with gr.Column(scale=1):
+                panel = build_result_panel(TAB)
+    inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named())
+    tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request)
+    wire_generation_tab(ctx, tab)
+    return tab

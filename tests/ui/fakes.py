@@ -1,0 +1,124 @@
+"""A real `App` wired to fake models and a fake generation, for UI tests (no weights, no torch work).
+
+Settings, ui-config, sampler registry, job queue and styles are the real classes; the model manager lists two
+made-up checkpoints and one VAE; `submit` runs a job that reports progress with a preview and returns solid-colour
+pictures with real A1111 infotexts.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from PIL import Image
+
+from modules import infotext
+from modules.app import App
+from modules.cli import LaunchOptions
+from modules.errors import ModelNotFound
+from modules.jobs import Job, JobContext, JobQueue
+from modules.paths import DataPaths
+from modules.prompts.styles import StyleDatabase
+from modules.samplers.registry import default_registry
+from modules.settings import Settings, SettingsStore, UiConfig
+from modules.types import GenerationRequest, GenerationResult, ProgressEvent
+
+COLOUR = (200, 40, 40)
+
+
+@dataclass
+class FakeRecord:
+    title: str
+    name: str
+
+
+@dataclass
+class FakeModels:
+    """The parts of ModelManager the UI uses."""
+
+    checkpoints: list[FakeRecord] = field(default_factory=lambda: [FakeRecord("tiny.safetensors [0123456789]",
+                                                                              "tiny.safetensors"),
+                                                                  FakeRecord("other.safetensors", "other.safetensors")])
+    vaes: list[FakeRecord] = field(default_factory=lambda: [FakeRecord("tiny.vae.pt", "tiny.vae.pt")])
+    loaded: list[str] = field(default_factory=list)
+    refreshed: int = 0
+
+    def list_checkpoints(self) -> list[FakeRecord]:
+        return list(self.checkpoints)
+
+    def list_vaes(self) -> list[FakeRecord]:
+        return list(self.vaes)
+
+    def refresh(self) -> None:
+        self.refreshed += 1
+
+    def resolve_checkpoint(self, name: str | None = None, options: Any = None) -> FakeRecord:
+        for record in self.checkpoints:
+            if name in (None, record.title, record.name):
+                return record
+        raise ModelNotFound(f"No checkpoint {name!r}.")
+
+    @contextmanager
+    def get(self, checkpoint: str | None = None, vae: str | None = None, **_: Any) -> Iterator[object]:
+        self.loaded.append(self.resolve_checkpoint(checkpoint).title)
+        yield object()
+
+    def unload(self) -> None:
+        pass
+
+
+def fake_result(request: GenerationRequest, count: int | None = None) -> GenerationResult:
+    count = request.batch_size * request.n_iter if count is None else count
+    seed = request.seed if request.seed >= 0 else 1234
+    seeds = tuple(seed + index for index in range(count))
+    subseeds = tuple((request.subseed if request.subseed >= 0 else 99) + index for index in range(count))
+    texts = tuple(
+        infotext.build(request.prompt, request.negative_prompt, infotext.request_params(
+            request, seed=s, subseed=sub, model_name="tiny", model_hash="0123456789",
+            sampler_label=request.sampler, schedule_label=request.schedule))
+        for s, sub in zip(seeds, subseeds)
+    )
+    images = tuple(Image.new("RGB", (request.width, request.height), COLOUR) for _ in range(count))
+    return GenerationResult(images=images, seeds=seeds, subseeds=subseeds, prompts=(request.prompt,) * count,
+                            negative_prompts=(request.negative_prompt,) * count, infotexts=texts, request=request,
+                            timings={"total": 0.5})
+
+
+class FakeApp(App):
+    """`App` whose generation is `fake_result`; `requests` records what the UI submitted."""
+
+    requests: list[GenerationRequest]
+    step_delay: float
+
+    def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
+               save: bool | None = None) -> Job:
+        self.requests.append(request)
+        delay = self.step_delay
+
+        def work(ctx: JobContext) -> GenerationResult:
+            for step in range(1, request.steps + 1):
+                if ctx.cancel.interrupted:
+                    return fake_result(request, count=0)
+                preview = Image.new("RGB", (8, 8), (step * 10 % 255, 0, 0))
+                ctx.report(ProgressEvent(step=step, total_steps=request.steps, preview=preview))
+                threading.Event().wait(delay)
+            return fake_result(request)
+
+        return self.jobs.submit(work, owner=owner, task_id=task_id, description=f"{request.mode}: {request.prompt}")
+
+
+def make_app(tmp: Path, *, settings: Settings | None = None, step_delay: float = 0.0,
+             styles_csv: str | None = None) -> FakeApp:
+    paths = DataPaths(tmp)
+    if styles_csv is not None:
+        paths.styles_file.write_text(styles_csv, encoding="utf-8")
+    store = SettingsStore(settings or Settings(), paths.config_file)
+    app = FakeApp(launch=LaunchOptions(data_dir=tmp), paths=paths, settings=store,
+                  ui_config=UiConfig.load(paths.ui_config_file), models=FakeModels(),  # type: ignore[arg-type]
+                  samplers=default_registry(), jobs=JobQueue(), styles=StyleDatabase(paths.styles_file))
+    app.requests = []
+    app.step_delay = step_delay
+    return app

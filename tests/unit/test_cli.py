@@ -1,0 +1,122 @@
+"""Command-line parsing: A1111 flag names, resolved values, and clean errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modules.cli import LaunchOptions, build_parser, parse_args
+from modules.paths import REPO_ROOT
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_defaults() -> None:
+    opts = parse_args([])
+    assert opts == LaunchOptions()
+    assert opts.port == 7860 and opts.host == "127.0.0.1"
+    assert opts.data_dir == REPO_ROOT and opts.settings_file == REPO_ROOT / "config.json"
+    assert opts.webui_enabled and not opts.api_enabled
+    assert opts.precision == "autocast" and opts.device is None and opts.log_level == "INFO"
+
+
+def test_server_flags() -> None:
+    opts = parse_args(["--listen", "--port", "8000", "--api", "--theme", "dark", "--api-server-stop"])
+    assert opts.host == "0.0.0.0" and opts.port == 8000 and opts.api_enabled and opts.theme == "dark"
+    assert opts.api_server_stop
+    assert parse_args(["--listen", "--server-name", "myhost"]).host == "myhost"
+
+
+def test_nowebui_implies_api_and_uses_a1111_api_port() -> None:
+    opts = parse_args(["--nowebui"])
+    assert opts.api_enabled and not opts.webui_enabled and opts.port == 7861
+    assert parse_args(["--nowebui", "--port", "9000"]).port == 9000
+
+
+def test_paths_are_absolute_and_derived_from_data_dir(tmp_path: Path) -> None:
+    opts = parse_args(["--data-dir", str(tmp_path), "--ckpt", str(tmp_path / "m.safetensors")])
+    assert opts.data_dir == tmp_path
+    assert opts.checkpoints_dir == tmp_path / "models" / "Stable-diffusion"
+    assert opts.vae_models_dir == tmp_path / "models" / "VAE"
+    assert opts.ui_config_path == tmp_path / "ui-config.json"
+    assert opts.ckpt == tmp_path / "m.safetensors"
+    custom = parse_args(["--ckpt-dir", str(tmp_path / "ck"), "--ui-settings-file", str(tmp_path / "c.json")])
+    assert custom.checkpoints_dir == tmp_path / "ck" and custom.settings_file == tmp_path / "c.json"
+    assert parse_args(["--data-dir", "relative"]).data_dir.is_absolute()
+
+
+def test_auth_pairs_passwords_may_contain_colons() -> None:
+    opts = parse_args(["--gradio-auth", "alice:se:cret, bob:pw", "--api-auth", "api:key"])
+    assert opts.gradio_auth == (("alice", "se:cret"), ("bob", "pw"))
+    assert opts.api_auth == (("api", "key"),)
+    assert "se:cret" not in repr(opts)
+
+
+def test_auth_file_adds_users(tmp_path: Path) -> None:
+    auth = tmp_path / "auth.txt"
+    auth.write_text("carol:1,dave:2\n\neve:3\n")
+    opts = parse_args(["--gradio-auth", "a:b", "--gradio-auth-path", str(auth)])
+    assert opts.gradio_auth == (("a", "b"), ("carol", "1"), ("dave", "2"), ("eve", "3"))
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--port", "70000"], "between 1 and 65535"),
+    (["--port", "http"], "expected a port number"),
+    (["--gradio-auth", "nopassword"], "user:password"),
+    (["--api-auth", ":pw"], "user:password"),
+    (["--device", "tpu"], "cuda, cuda:N, mps or cpu"),
+    (["--device", "cpu", "--device-id", "1"], "contradicts"),
+    (["--device-id", "x"], "CUDA device index"),
+    (["--precision", "double"], "invalid choice"),
+    (["--theme", "blue"], "invalid choice"),
+    (["--log-level", "loud"], "expected one of"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_values_give_a_parser_message(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fragment in _error(argv, capsys)
+
+
+def test_missing_or_empty_auth_file_is_a_parser_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "cannot read" in _error(["--gradio-auth-path", str(tmp_path / "none.txt")], capsys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert "no user:password pairs" in _error(["--gradio-auth-path", str(empty)], capsys)
+
+
+def test_device_selection() -> None:
+    assert parse_args(["--device", "CUDA:1"]).device == "cuda:1"
+    assert parse_args(["--device-id", "2"]).device == "cuda:2"
+    assert parse_args(["--device", "cuda", "--device-id", "3"]).device == "cuda:3"
+    assert parse_args(["--device", "mps"]).device == "mps"
+
+
+def test_memory_and_precision_flags() -> None:
+    opts = parse_args(["--no-half", "--no-half-vae", "--medvram", "--lowvram", "--precision", "full",
+                       "--skip-load-model-at-start", "--loglevel", "debug"])
+    assert opts.no_half and opts.no_half_vae and opts.medvram and opts.lowvram and opts.precision == "full"
+    assert opts.skip_load_model_at_start and opts.log_level == "DEBUG"
+
+
+def test_a1111_only_flags_are_accepted_and_reported() -> None:
+    opts = parse_args(["--xformers", "--opt-sdp-attention", "--api"])
+    assert opts.ignored_flags == ("--xformers", "--opt-sdp-attention") and opts.api
+
+
+def test_extension_install_rule() -> None:
+    assert parse_args([]).extension_installs_allowed
+    assert not parse_args(["--listen"]).extension_installs_allowed
+    assert parse_args(["--listen", "--enable-insecure-extension-access"]).extension_installs_allowed
+    assert parse_args(["--disable-all-extensions"]).disable_all_extensions
+
+
+def test_help_documents_every_flag() -> None:
+    for action in build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help text"
