@@ -20,8 +20,9 @@ PROMPT, NEGATIVE = "a red cube on a table", "blurry"
 
 def _ours(monkeypatch, identity, sampler, **fields):
     capture = LatentCapture(monkeypatch)
-    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=4, width=64, height=64,
-                                cfg_scale=6.0, **fields)
+    values = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": 11, "steps": 4, "width": 64, "height": 64,
+              "cfg_scale": 6.0, **fields}
+    request = GenerationRequest(**values)
     output = generate(request, tiny(identity), sampler)
     return output, capture.last
 

@@ -1,0 +1,63 @@
+"""Builds the one `App` from launch options: the composition root's wiring, kept out of webui.py's CLI code."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from modules.app import App
+from modules.cli import LaunchOptions
+from modules.devices import plan_devices
+from modules.jobs import JobQueue
+from modules.models.manager import ModelManager
+from modules.prompts.styles import StyleDatabase
+from modules.samplers.registry import default_registry
+from modules.settings import SettingsStore, UiConfig
+
+log = logging.getLogger(__name__)
+
+FALLBACK_CHECKPOINT = "tiny-sd1-random.safetensors"
+
+
+def build_app(launch: LaunchOptions) -> App:
+    """Settings (config.json), model manager, sampler registry, job queue and styles for `launch`."""
+    paths = launch.paths
+    settings = SettingsStore.open(launch.settings_file, launch=launch)
+    for problem in settings.problems:
+        log.warning("config.json: %s", problem)
+    device_plan = plan_devices(launch.device, launch.precision, launch.no_half, launch.no_half_vae)
+    models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
+                          ckpt=launch.ckpt, vae_dir=launch.vae_dir)
+    settings.subscribe(lambda _old, new: models.update_options(new))
+    return App(
+        launch=launch,
+        paths=paths,
+        settings=settings,
+        ui_config=UiConfig.load(launch.ui_config_path),
+        models=models,
+        samplers=default_registry(),
+        jobs=JobQueue("default"),
+        styles=StyleDatabase(paths.styles_file),
+    )
+
+
+def ensure_a_checkpoint(app: App) -> Path | None:
+    """With no checkpoint installed, write a tiny randomly initialised SD 1.x model so the UI can run.
+
+    It has the real architecture and key layout (loaded through the normal single-file path) but draws noise.
+    Returns the path written, or None when checkpoints exist.
+    """
+    if app.models.list_checkpoints():
+        return None
+    from modules.models.convert import save_single_file
+    from modules.models.identity import Family, ModelIdentity
+    from modules.models.tiny import build_tiny_components
+
+    target = app.paths.checkpoints / FALLBACK_CHECKPOINT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), target)
+    log.warning("No checkpoint found in %s: created %s (random weights, for trying the UI; it draws noise)",
+                app.paths.checkpoints, target.name)
+    app.models.refresh()
+    return target
+

@@ -1,0 +1,136 @@
+"""One generation job, end to end: request -> settings -> model -> core -> infotexts -> saved images.
+
+This is the job function the queue's worker runs (`App.submit`). The generation core (`modules.core.generate`)
+knows nothing about settings files, checkpoint titles, infotexts or output folders; this module is where those
+meet. Steps:
+
+1. the settings snapshot for this job (`override_settings` applied to a copy, never to the shared store);
+2. styles applied to the prompts; the sampler resolved by the registry (unknown names are refused here);
+3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job;
+4. the core runs, reporting progress and honouring the job's cancel token;
+5. one A1111 infotext per image; images saved (PNG `parameters` chunk) when saving is on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from modules import images, infotext
+from modules.core.generate import CoreOutput, generate
+from modules.core.plan import CoreOptions
+from modules.models.manager import ModelOptions, Selection
+from modules.types import GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:
+    from modules.app import App
+    from modules.jobs import JobContext
+    from modules.samplers.registry import ResolvedSampler
+    from modules.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "sdwebui-0.1"
+
+
+def job_settings(app: "App", request: GenerationRequest) -> "Settings":
+    """The settings in force for one job: the current snapshot with the request's overrides on a copy."""
+    return app.settings.get().with_overrides(request.overrides)
+
+
+def effective_request(app: "App", request: GenerationRequest, settings: Mapping[str, Any]) -> GenerationRequest:
+    """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
+    changes: dict[str, Any] = {}
+    if request.styles:
+        prompt, negative = app.styles.apply(request.prompt, request.negative_prompt, list(request.styles))
+        changes.update(prompt=prompt, negative_prompt=negative, styles=())
+    if request.clip_skip <= 1:
+        changes["clip_skip"] = max(1, int(settings.get("CLIP_stop_at_last_layers", 1)))
+    if request.eta is None:
+        changes["eta"] = float(settings.get("eta_ddim", 0.0))
+    return request.with_changes(**changes) if changes else request
+
+
+def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
+                   ) -> GenerationResult:
+    """Run `request` on the job's worker thread; see the module docstring for the steps."""
+    # 1. settings for this job
+    settings = job_settings(app, request)
+    # 2. prompts and sampler
+    request = effective_request(app, request, settings)
+    sampler = app.samplers.resolve(request.sampler, request.schedule)
+    # 3. model
+    model_options = ModelOptions.from_mapping(settings)
+    selection = app.models.select(request.checkpoint, request.vae, options=model_options)
+    refiner_selection = app.models.select(request.refiner_checkpoint, None, options=model_options) \
+        if request.refiner_checkpoint else None
+    core_options = CoreOptions.from_mapping(settings)
+    with app.models.use(selection) as components:
+        # 4. the core
+        if refiner_selection is not None:
+            with app.models.use(refiner_selection) as refiner:
+                output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=ctx.report,
+                                  refiner=refiner, options=core_options)
+        else:
+            output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=ctx.report,
+                              options=core_options)
+    # 5. infotexts and saving
+    texts = build_infotexts(request, output, selection, sampler, refiner_selection)
+    if save if save is not None else bool(settings.get("samples_save", True)):
+        save_outputs(app, request, output, texts, settings)
+    return GenerationResult(
+        images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
+        negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
+        interrupted=output.interrupted,
+    )
+
+
+def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,
+                    sampler: "ResolvedSampler", refiner: Selection | None = None) -> tuple[str, ...]:
+    """One A1111 `parameters` text per image, from the request and the values the core actually used."""
+    record = selection.checkpoint
+    vae = selection.vae
+    extra: dict[str, Any] = {}
+    if refiner is not None:
+        extra["Refiner"] = refiner.checkpoint.title
+        extra["Refiner switch at"] = request.refiner_switch_at
+    texts = []
+    for seed, subseed, prompt, negative in zip(output.seeds, output.subseeds, output.prompts,
+                                               output.negative_prompts):
+        params = infotext.request_params(
+            request, seed=seed, subseed=subseed, model_name=record.model_name, model_hash=record.shorthash,
+            sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
+            vae_name=vae.name if vae is not None else None,
+            vae_hash=vae.shorthash if vae is not None else None, extra=extra, rng="CPU", version=VERSION,
+        )
+        texts.append(infotext.build(prompt, negative, params))
+    return tuple(texts)
+
+
+def output_directory(app: "App", mode: str, settings: Mapping[str, Any]) -> Path:
+    """`outputs/<txt2img|img2img>-images/<date>` under the data directory, following the outdir_* options."""
+    key = "outdir_txt2img_samples" if mode == "txt2img" else "outdir_img2img_samples"
+    configured = str(settings.get("outdir_samples") or "") or str(settings.get(key) or "")
+    if configured:
+        base = Path(configured)
+        base = base if base.is_absolute() else app.paths.data_dir / base
+        return base / datetime.date.today().isoformat()
+    return images.outputs_dir_for(app.paths.outputs, mode, datetime.date.today())
+
+
+def save_outputs(app: "App", request: GenerationRequest, output: CoreOutput, texts: tuple[str, ...],
+                 settings: Mapping[str, Any]) -> list[Path]:
+    """Save every image with its infotext; never overwrites (see `images.save_image`)."""
+    directory = output_directory(app, request.mode, settings)
+    extension = str(settings.get("samples_format", "png"))
+    quality = int(settings.get("jpeg_quality", 80))
+    with_info = bool(settings.get("enable_pnginfo", True))
+    saved = []
+    for image, seed, text in zip(output.images, output.seeds, texts):
+        path = images.save_image(image, directory, seed=seed, infotext=text if with_info else None,
+                                 extension=extension, jpeg_quality=quality)
+        saved.append(path)
+        log.info("Saved %s", path)
+    return saved

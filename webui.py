@@ -1,0 +1,93 @@
+"""Composition root: parse flags -> build the App -> serve the UI and/or the API on one uvicorn server.
+
+    python webui.py [--listen] [--port 7860] [--api] [--nowebui] ...   (see --help)
+
+The page comes up before any model is loaded: checkpoints load lazily on the first generation (or in the
+background when the checkpoint is changed in the UI), so start-up takes seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+STARTED = time.perf_counter()
+log = logging.getLogger("webui")
+
+
+def build_server(app, launch):  # noqa: ANN001, ANN201 - typed in create_server
+    """The FastAPI application serving the UI at / (unless --nowebui) and /sdapi/v1 (with --api/--nowebui)."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from modules.api.mount import mount_api
+
+    server = FastAPI(title="sdwebui", docs_url="/docs", redoc_url="/redoc")
+    if launch.api_enabled:
+        mount_api(server, app)
+    if launch.webui_enabled:
+        from modules.ui import build_ui, launch_kwargs
+
+        blocks = build_ui(app)
+        auth = list(launch.gradio_auth) or None
+        server = gr.mount_gradio_app(server, blocks, path="/", auth=auth, **launch_kwargs(app))
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modules.cli import parse_args
+
+    launch = parse_args(argv)
+    logging.basicConfig(level=launch.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for flag in launch.ignored_flags:
+        log.warning("Flag %s is accepted for A1111 compatibility but has no effect here", flag)
+
+    import uvicorn
+
+    from modules.bootstrap import build_app, ensure_a_checkpoint
+
+    app = build_app(launch)
+    ensure_a_checkpoint(app)
+    server = build_server(app, launch)
+    config = uvicorn.Config(server, host=launch.host, port=launch.port, log_level="warning")
+    uvicorn_server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not uvicorn_server.started:
+            time.sleep(0.05)
+        what = "API" if not launch.webui_enabled else "web UI"
+        log.info("%s ready at http://%s:%d in %.1fs", what, launch.host, launch.port,
+                 time.perf_counter() - STARTED)
+        if not launch.skip_load_model_at_start:
+            threading.Thread(target=_preload, args=(app,), name="preload", daemon=True).start()
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    try:
+        uvicorn_server.run()
+    finally:
+        app.close()
+    return 0
+
+
+def _preload(app) -> None:  # noqa: ANN001
+    """Load the current checkpoint in the background so the first generation does not wait for it."""
+    from modules.errors import UserError
+
+    try:
+        with app.models.get():
+            pass
+    except UserError as error:
+        log.warning("Checkpoint not loaded at start: %s", error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
