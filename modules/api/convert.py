@@ -135,7 +135,8 @@ def find_vae(app: "App", name: str) -> str:
 
 def _overrides(body: GenerationFields, app: "App") -> tuple[dict[str, Any], dict[str, Any]]:
     """(validated per-job overrides, request field changes they imply)."""
-    overrides = dict(body.override_settings or {})
+    # A null value overrides nothing (it would otherwise mean "no checkpoint" / the option's null value).
+    overrides = {key: given for key, given in (body.override_settings or {}).items() if given is not None}
     for name in _OPTION_FIELDS:
         if getattr(body, name, None) is not None:
             overrides[name] = getattr(body, name)

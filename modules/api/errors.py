@@ -7,7 +7,7 @@ Every error under the API prefixes is answered as `{"error": <exception type>, "
 - request validation (wrong JSON types) is a 422 whose detail is pydantic's error list (what FastAPI's own 422
   carries, so FastAPI clients keep working) and whose body is the request body as received;
 - `HTTPException` keeps its status and headers (401 with `WWW-Authenticate` from the auth dependency);
-- anything else is a real fault: 500, logged with its traceback by the server.
+- anything else is a real fault: 500, logged with its traceback (`FaultMiddleware`).
 Paths outside the API (the web UI mounted on the same server) keep FastAPI's default handling.
 """
 
@@ -20,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modules.errors import UserError
 
@@ -67,16 +68,40 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(status_code=422, content=error_content(exc, exc.errors(), exc.body))
 
 
-async def _fault(request: Request, exc: Exception) -> Response:
-    # Starlette re-raises the exception after this response, so the server logs the traceback once.
-    if not is_api_path(request):
-        return PlainTextResponse("Internal Server Error", status_code=500)
-    return JSONResponse(status_code=500, content=error_content(exc, f"{type(exc).__name__}: {exc}"))
+class FaultMiddleware:
+    """Answers an unexpected exception of an API route with a 500 in the A1111 shape and logs its traceback.
+
+    A plain ASGI middleware inside Starlette's ServerErrorMiddleware: that one re-raises after answering, which
+    makes the server drop the (keep-alive) connection; catching here keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(API_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - every fault becomes a 500 answer
+            log.error("API error: %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if started:
+                raise
+            response = JSONResponse(status_code=500, content=error_content(exc, f"{type(exc).__name__}: {exc}"))
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers above on the FastAPI application."""
+    """Register the handlers and the fault middleware above (before the server starts)."""
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _fault)
+    app.add_middleware(FaultMiddleware)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from modules import infotext
 from modules.api.codec import encode_png
@@ -36,8 +36,9 @@ def _first(values: tuple[Any, ...], fallback: Any) -> Any:
     return values[0] if values else fallback
 
 
-def info_object(result: GenerationResult, timestamp: str) -> dict[str, Any]:
-    """A1111 `Processed.js()` as a dict (see the module doc)."""
+def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] | None = None) -> dict[str, Any]:
+    """A1111 `Processed.js()` as a dict (see the module doc). `styles`: the style names the client asked for (the
+    result's request has them merged into the prompts already)."""
     request = result.request
     parsed = infotext.parse(result.infotexts[0]) if result.infotexts else None
     params = parsed.written_params() if parsed is not None else {}
@@ -71,7 +72,7 @@ def info_object(result: GenerationResult, timestamp: str) -> dict[str, Any]:
         "extra_generation_params": {key: text for key, text in params.items() if key not in _CORE_KEYS},
         "index_of_first_image": 0,
         "infotexts": list(result.infotexts),
-        "styles": list(request.styles),
+        "styles": list(styles if styles is not None else request.styles),
         "job_timestamp": timestamp,
         "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": "Conditional mask weight" in params,
@@ -101,5 +102,5 @@ def generation_response(body: GenerationFields, result: GenerationResult, job: J
                         embed_infotext: bool) -> GenerationResponse:
     """The txt2img / img2img response for a finished job."""
     images = encode_images(result, embed_infotext) if send_images else []
-    info = info_object(result, job_timestamp(job))
+    info = info_object(result, job_timestamp(job), styles=body.styles or [])
     return GenerationResponse(images=images, parameters=echo_parameters(body), info=json.dumps(info))

@@ -50,7 +50,7 @@ async def wait_until_finished(queue: JobQueue, job: Job) -> None:
             pass
 
 
-async def run_generation(app: "App", body: GenerationFields, mode: str, user: Optional[str]) -> GenerationResponse:
+async def generate_and_answer(app: "App", body: GenerationFields, mode: str, user: Optional[str]) -> GenerationResponse:
     """Convert, queue, wait, answer: the whole of txt2img / img2img."""
     api_job = await run_in_threadpool(build_job, body, app, mode)
     job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images)
@@ -101,12 +101,12 @@ def _add_generation_routes(router: APIRouter, app: "App", auth: Authenticator) -
     @router.post("/txt2img", response_model=GenerationResponse)
     async def txt2img(body: Txt2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
         """Generate images from a prompt (A1111 fields and defaults)."""
-        return await run_generation(app, body, "txt2img", user)
+        return await generate_and_answer(app, body, "txt2img", user)
 
     @router.post("/img2img", response_model=GenerationResponse)
     async def img2img(body: Img2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
         """Transform `init_images[0]`; with a `mask`, inpaint (white = repaint)."""
-        return await run_generation(app, body, "img2img", user)
+        return await generate_and_answer(app, body, "img2img", user)
 
     @router.get("/progress", response_model=ProgressResponse)
     def progress(skip_current_image: bool = False) -> ProgressResponse:

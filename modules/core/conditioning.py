@@ -4,8 +4,9 @@
 replace its body later without changing its callers.
 
 - SD1/SD2: last hidden state of the CLIP text model. Clip skip N > 1 takes `hidden_states[-N]` and applies the
-  final layer norm, as A1111 does (A1111 "Clip skip 2" == diffusers `clip_skip=1`). A1111 ignores clip skip for
-  SD2 (OpenCLIP, already penultimate); here it applies to SD2 as diffusers applies it.
+  final layer norm, as A1111 does (A1111 "Clip skip 2" == diffusers `clip_skip=1`; diffusers 0.42's own clip_skip
+  path reaches for `text_encoder.text_model`, which transformers 5's CLIPTextModel no longer has). A1111 ignores
+  clip skip for SD2 (OpenCLIP, already penultimate); here it applies to SD2 as diffusers applies it.
 - SDXL: penultimate hidden states of both encoders concatenated, the pooled `text_embeds` of the second encoder.
   A1111 ignores clip skip for SDXL unless the `sdxl_clip_l_skip` option is on, which applies `hidden_states[-N]`
   to CLIP-L only (diffusers' `clip_skip` moves both encoders; not followed). The refiner has only the second
@@ -59,7 +60,7 @@ def _encode_sd(components: ComponentSet, text: str, clip_skip: int) -> tuple[tor
     if clip_skip <= 1:
         return encoder(ids)[0], None
     hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
-    return encoder.text_model.final_layer_norm(hidden), None
+    return encoder.final_layer_norm(hidden), None  # transformers 5: no `text_model` wrapper
 
 
 def _encode_sdxl(

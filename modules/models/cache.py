@@ -7,7 +7,8 @@ The cache is the only long-lived owner of model weights (design §7.4, "memory h
   entry is in use (one job holding an SDXL base while it loads its refiner), the cache goes over its limit for
   that moment and shrinks back when the entries are released;
 - at most one entry is active on the compute device: when another one is used, the others that are not in use
-  are moved to `offload_device` (the CPU) and stay cached in RAM (A1111 keeps extra checkpoints in RAM the same way);
+  are moved to `offload_device` (the CPU) and stay cached in RAM (A1111's `sd_checkpoints_keep_in_cpu`, on by
+  default; `one_on_device=False` keeps them all on the device);
 - loads are serialized by one lock, so two jobs never load the same model twice nor push RAM over the budget;
 - evicting drops the cache's reference, runs `gc.collect()` and empties the CUDA cache; a `weakref.finalize` on
   every value counts frees (`freed`), and a test proves that evicted models are really gone (A1111 #5691).
@@ -55,8 +56,9 @@ class ModelCache(Generic[V]):
     """Keeps up to `limit` loaded values; see the module doc for the rules."""
 
     def __init__(self, limit: int = 1, device: torch.device | str = "cpu", offload_device: torch.device | str = "cpu",
-                 name: str = "models") -> None:
+                 name: str = "models", one_on_device: bool = True) -> None:
         self.limit = max(1, int(limit))
+        self.one_on_device = one_on_device
         self.device = torch.device(device)
         self.offload_device = torch.device(offload_device)
         self.name = name
@@ -121,7 +123,7 @@ class ModelCache(Generic[V]):
         self._entries.move_to_end(key)
         if self.device != self.offload_device and not entry.on_device:
             for other_key, other in self._entries.items():
-                if other is not entry and other.on_device and other.users == 0:
+                if self.one_on_device and other is not entry and other.on_device and other.users == 0:
                     other.value.to(self.offload_device)
                     other.on_device = False
                     log.debug("%s: moved %s to %s", self.name, other_key, self.offload_device)

@@ -54,6 +54,7 @@ class ModelOptions:
     sd_model_checkpoint: str | None = None
     sd_vae: str = VAE_AUTOMATIC
     sd_checkpoints_limit: int = 1
+    sd_checkpoints_keep_in_cpu: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
@@ -109,8 +110,9 @@ class ModelManager:
         self.no_hashing = no_hashing
         self._load_fn = load_fn
         self._vae_load_fn = vae_load_fn
-        self.checkpoints: ModelCache[ComponentSet] = ModelCache(self.options.sd_checkpoints_limit, self.plan.device,
-                                                                name="checkpoints")
+        self.checkpoints: ModelCache[ComponentSet] = ModelCache(
+            self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
+            one_on_device=self.options.sd_checkpoints_keep_in_cpu)
         self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
         self._lock = threading.Lock()
 
@@ -141,6 +143,7 @@ class ModelManager:
         """Apply changed settings (a new checkpoint budget takes effect now)."""
         with self._lock:
             self.options = self._coerce(options)
+            self.checkpoints.one_on_device = self.options.sd_checkpoints_keep_in_cpu
             self.checkpoints.set_limit(self.options.sd_checkpoints_limit)
 
     # -- resolving -------------------------------------------------------------------------------------------
@@ -165,10 +168,10 @@ class ModelManager:
 
     def _fallback_checkpoint(self) -> CheckpointRecord:
         ckpt = self.catalog.roots.ckpt_file
+        from_flag = self.catalog.find_path(ckpt) if ckpt is not None else None
+        if from_flag is not None:
+            return from_flag
         records = self.catalog.checkpoints()
-        for record in records:
-            if ckpt is not None and record.path == ckpt:
-                return record
         if not records:
             raise ModelNotFound(self.catalog.available_summary())
         return records[0]

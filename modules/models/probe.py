@@ -26,7 +26,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import yaml
@@ -35,6 +35,9 @@ from safetensors import SafetensorError, safe_open
 from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
 from modules.paths import family_config_dir
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +107,12 @@ _PICKLE_ALLOWLIST: list[Any] = [
 
 
 def _numpy_allowlist() -> list[Any]:
+    """numpy's scalar reconstructor (under its numpy 1 name too) and dtype classes: data, not code."""
     import numpy as np
 
-    scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]
-    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, type(np.dtype("float64"))]
+    scalar = np.dtype("float64").type(0).__reduce__()[0]
+    dtypes = [type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32")]
+    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, *dtypes]
 
 
 def load_pickle_state_dict(path: Path, *, mmap: bool = True) -> dict[str, torch.Tensor]:
@@ -266,10 +271,10 @@ def sd2_unet_config() -> dict[str, Any]:
     return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
-def unet_from_ldm_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Any:
+def unet_from_ldm_state(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> UNet2DConditionModel:
     """A diffusers UNet (fp32, CPU) from the `model.diffusion_model.*` tensors of an original checkpoint."""
     from diffusers import UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint  # diffusers' own key mapping
 
     converted = convert_ldm_unet_checkpoint(dict(state), dict(config))
     with torch.device("meta"):
@@ -279,7 +284,7 @@ def unet_from_ldm_state(state: Mapping[str, torch.Tensor], config: Mapping[str, 
 
 
 @torch.no_grad()
-def predicts_v(unet: Any) -> bool:
+def predicts_v(unet: UNet2DConditionModel) -> bool:
     """A1111's criterion: on constant input 0.5 at t=999, a v-model's output minus input averages below -1."""
     x = torch.full((1, 4, 8, 8), 0.5)
     cond = torch.full((1, 2, int(unet.config.cross_attention_dim)), 0.5)

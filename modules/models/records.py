@@ -284,12 +284,17 @@ class ModelCatalog:
             seen.add(root.resolve())
             yield from scan_checkpoint_dir(root)
         ckpt = self.roots.ckpt_file
-        if ckpt is not None:
-            if ckpt.exists():
-                roots = [r for r in self.roots.checkpoint_dirs if ckpt.resolve().is_relative_to(r.resolve())]
-                yield ckpt, _relative_name(ckpt.resolve(), roots[0].resolve()) if roots else ckpt.name
-            else:
-                log.warning("Checkpoint in --ckpt not found: %s", ckpt)
+        if ckpt is None:
+            return
+        if not ckpt.exists():
+            log.warning("Checkpoint in --ckpt not found: %s", ckpt)
+        elif not any(ckpt.resolve().is_relative_to(root) for root in seen):  # else the scan found it already
+            yield ckpt.resolve(), ckpt.name
+
+    def find_path(self, path: Path) -> CheckpointRecord | None:
+        """The record of a file or folder, by path (e.g. `--ckpt`)."""
+        target = path.resolve()
+        return next((record for record in self.checkpoints() if record.path.resolve() == target), None)
 
     @staticmethod
     def _unique_titles(records: Iterable[CheckpointRecord]) -> list[CheckpointRecord]:

@@ -69,10 +69,10 @@ TOOLTIPS: dict[str, str] = {
 """Hover texts of the icon buttons, keyed by icon; set as `title` attributes by the page script (layout.py)."""
 
 
-def tool_button(icon: str, elem_id: str | None = None) -> gr.Button:
+def tool_button(icon: str, elem_id: str | None = None, visible: bool = True) -> gr.Button:
     """A small square icon button (A1111's ToolButton); its hover text comes from `TOOLTIPS`."""
     return gr.Button(icon, elem_id=elem_id, elem_classes=["tool"], size="sm", min_width=40, scale=0,
-                     variant="secondary")
+                     variant="secondary", visible=visible)
 
 
 # --- prompts ------------------------------------------------------------------------------------------------------
@@ -113,8 +113,8 @@ def _prompt_box(ctx: UiContext, tab: str, label: str, negative: bool) -> tuple[g
     return box, counter
 
 
-def build_prompt_row(ctx: UiContext, tab: str, steps: gr.Slider | None = None) -> PromptRow:
-    """The top row of a generation tab. `steps` (if known) makes prompt-editing schedules count correctly."""
+def build_prompt_row(ctx: UiContext, tab: str) -> PromptRow:
+    """The top row of a generation tab: prompts with token counters, run buttons, paste and style tools."""
     with gr.Row(elem_id=f"{tab}_toprow", equal_height=False):
         with gr.Column(scale=6, min_width=300):
             prompt, prompt_tokens = _prompt_box(ctx, tab, "Prompt", negative=False)
@@ -124,11 +124,11 @@ def build_prompt_row(ctx: UiContext, tab: str, steps: gr.Slider | None = None) -
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", visible=False, variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", visible=False)
                 generate = gr.Button("Generate", elem_id=f"{tab}_generate", variant="primary", size="lg")
+            names = ctx.app.styles.names()
             with gr.Row(elem_classes=["tools-row"]):
                 paste = tool_button(PASTE_ICON, f"{tab}_paste")
                 clear = tool_button(CLEAR_ICON, f"{tab}_clear_prompt")
-                apply_styles = tool_button(APPLY_STYLE_ICON, f"{tab}_apply_styles")
-            names = ctx.app.styles.names()
+                apply_styles = tool_button(APPLY_STYLE_ICON, f"{tab}_apply_styles", visible=bool(names))
             styles = gr.Dropdown(label="Styles", choices=names, value=[], multiselect=True, elem_id=f"{tab}_styles",
                                  visible=bool(names), show_label=True, filterable=True)
     row = PromptRow(prompt, negative, prompt_tokens, negative_tokens, generate, interrupt, skip, paste, clear,

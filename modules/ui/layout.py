@@ -41,7 +41,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
     ctx = UiContext(app, tokens or TokenCounter(backtrack=int(settings["comma_padding_backtrack"])))
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         top = build_top_row(app)
-        with gr.Tabs(elem_id="tabs") as main_tabs:
+        with gr.Tabs(elem_id="tabs", overflow_behavior="wrap") as main_tabs:
             txt2img = build_txt2img_tab(ctx, top.named())
             img2img = build_img2img_tab(ctx, top.named())
             pnginfo = build_pnginfo_tab()

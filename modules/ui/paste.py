@@ -76,7 +76,12 @@ def normalise_sampler(registry: "SamplerRegistry", request: GenerationRequest,
 
 
 def _schedule_in_name(registry: "SamplerRegistry", written: str, canonical: str) -> str:
-    """The schedule a combined name carries ("DPM++ 2M Karras" -> "Karras"), else "Automatic"."""
+    """The schedule a combined name carries ("DPM++ 2M Karras" -> "Karras", "k_dpmpp_2m_ka" -> "Karras"),
+    else "Automatic"."""
+    suffix = written[len(canonical):].strip().lower() if written.lower().startswith(canonical.lower()) else ""
+    for label in registry.schedule_labels():
+        if suffix and suffix == label.lower():
+            return label
     try:
         from_name = registry.resolve(written).schedule_label
         default = registry.resolve(canonical).schedule_label

@@ -11,12 +11,11 @@ import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from modules.errors import CorruptFile, UserError
+from modules.errors import CorruptFile
 from modules.images import read_infotext
 
 log = logging.getLogger(__name__)
@@ -82,13 +81,7 @@ def build_pnginfo_tab() -> PngInfoTab:
                     send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint", size="sm")
     tab = PngInfoTab(image, info, parameters, send_txt2img, send_img2img, send_inpaint)
 
-    def on_upload(path: Any) -> tuple[str, str]:
-        try:
-            return describe_file(path)
-        except UserError as error:
-            raise gr.Error(str(error), print_exception=False) from error
-
-    image.upload(on_upload, inputs=image, outputs=[info, parameters], show_progress="hidden")
+    image.upload(describe_file, inputs=image, outputs=[info, parameters], show_progress="hidden")
     image.clear(lambda: ("", ""), outputs=[info, parameters], show_progress="hidden", queue=False)
     return tab
 

@@ -9,6 +9,7 @@ stays usable and shows the load's progress; a paste that changes CLIP skip chang
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -114,8 +115,6 @@ def load_checkpoint_updates(app: "App", title: str | None, owner: str | None,
 
 
 def _short(title: str) -> str:
-    import html
-
     return html.escape(title if len(title) <= 40 else title[:37] + "...")
 
 

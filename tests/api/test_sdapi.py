@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import seed_colour, write_safetensors
+from api_helpers import seed_colour, write_safetensors
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -124,6 +124,24 @@ def test_bad_requests_get_a1111_error_bodies(make_server, path: str, body: dict,
     data = response.json()
     assert data["error"] == error and set(data) == {"error", "detail", "body", "errors"}
     assert data["detail"]
+
+
+def test_a_fault_is_a_500_with_the_a1111_error_body(make_server) -> None:
+    _, client = make_server()
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "explode", **SMALL})
+    assert response.status_code == 500
+    assert response.json()["error"] == "RuntimeError" and "fault inside" in response.json()["detail"]
+    assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 200  # the queue carries on
+
+
+def test_null_values_mean_defaults(make_server) -> None:
+    _, client = make_server()
+    body = {"prompt": None, "steps": None, "sampler_name": None, "override_settings": {"sd_model_checkpoint": None},
+            "width": 64, "height": 64, "batch_size": None}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert (info["steps"], info["sampler_name"], info["sd_model_name"], info["prompt"]) == (50, "Euler", "alpha", "")
 
 
 def test_duplicate_force_task_id_is_refused(make_server) -> None:

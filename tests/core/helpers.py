@@ -75,7 +75,7 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
 
-def test_image(width: int = 64, height: int = 64, seed: int = 0) -> Image.Image:
+def sample_image(width: int = 64, height: int = 64, seed: int = 0) -> Image.Image:
     """A smooth deterministic RGB picture (gradients plus a few blobs)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

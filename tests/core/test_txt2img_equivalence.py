@@ -80,13 +80,22 @@ def test_decoded_images_equal_diffusers(monkeypatch):
     assert np.array_equal(np.asarray(output.images[0]), expected)
 
 
-def test_clip_skip_two_equals_diffusers_clip_skip_one(monkeypatch):
+def test_clip_skip_two_is_the_normed_penultimate_layer(monkeypatch):
+    """A1111 "Clip skip 2" (diffusers clip_skip=1): hidden_states[-2] through the final layer norm. diffusers 0.42
+    cannot run its own clip_skip path with transformers 5, so the reference gets the embeddings precomputed."""
     sampler = REGISTRY.resolve("Euler")
     _, latents = _ours(monkeypatch, SD1, sampler, clip_skip=2)
     components = tiny(SD1)
+    encoder, tokenizer = components.text_encoders[0], components.tokenizers[0]
+
+    def embed(text):
+        ids = tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            return encoder.final_layer_norm(encoder(ids, output_hidden_states=True).hidden_states[-2])
+
     pipeline = sd_pipeline(components, reference_scheduler(sampler, components))
-    reference = pipeline(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=6.0, clip_skip=1,
-                         generator=generators([11]), output_type="latent").images
+    reference = pipeline(prompt_embeds=embed(PROMPT), negative_prompt_embeds=embed(NEGATIVE), num_inference_steps=4,
+                         guidance_scale=6.0, generator=generators([11]), output_type="latent").images
     assert torch.equal(latents, reference)
 
 

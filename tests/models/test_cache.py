@@ -135,3 +135,25 @@ def test_set_limit_shrinks_now() -> None:
     cache.set_limit(1)
     assert cache.keys() == ["c"] and sorted(loader.finalized) == ["a", "b"]
     assert cache.clear() == 1 and len(cache) == 0
+
+
+def test_eviction_warns_when_someone_else_keeps_the_model(caplog) -> None:
+    cache: ModelCache[FakeModel] = ModelCache(limit=1)
+    loader = Loader()
+    with cache.use("a", loader("a")) as leaked:
+        pass
+    with caplog.at_level("WARNING"):
+        use_once(cache, "b", loader)
+    assert "still holds it" in caplog.text and loader.finalized == []
+    del leaked
+    assert loader.finalized == ["a"]
+
+
+def test_all_on_device_when_asked() -> None:
+    cache: ModelCache[FakeModel] = ModelCache(limit=2, device="meta", one_on_device=False)
+    loader = Loader()
+    models = []
+    for key in ("a", "b"):
+        with cache.use(key, loader(key)) as model:
+            models.append(model)
+    assert [m.device.type for m in models] == ["meta", "meta"]

@@ -130,6 +130,19 @@ def test_current_checkpoint_is_a_setting_resolved_per_job(data_dir: DataPaths, c
     assert fallback.name == "a.safetensors" and "gone.safetensors" in caplog.text
 
 
+def test_ckpt_flag_is_the_default_checkpoint(data_dir: DataPaths, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "z.safetensors"
+    outside.parent.mkdir()
+    outside.write_bytes(b"z")
+    manager = ModelManager(data_dir, load_fn=TinyLoader(), device_plan=CPU_PLAN, hash_cache=HashCache(None),
+                           ckpt=outside)
+    assert manager.resolve_checkpoint().path == outside.resolve()
+    inside = ModelManager(data_dir, load_fn=TinyLoader(), device_plan=CPU_PLAN, hash_cache=HashCache(None),
+                          ckpt=data_dir.checkpoints / "b.safetensors")
+    assert inside.resolve_checkpoint().name == "b.safetensors"
+    assert [r.name for r in inside.list_checkpoints()] == ["a.safetensors", "b.safetensors", "c.safetensors"]
+
+
 def test_no_checkpoints_explains_where_to_put_them(tmp_path: Path) -> None:
     manager = make_manager(DataPaths(tmp_path), TinyLoader())
     with pytest.raises(ModelNotFound, match="Stable-diffusion"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -148,6 +151,29 @@ def test_unsafe_pickle_is_refused_and_never_executed(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_lightning_era_ckpt_with_callbacks_and_numpy_scalars(tmp_path: Path, monkeypatch) -> None:
+    """Original SD training checkpoints pickle a ModelCheckpoint callback and numpy scalars beside the weights."""
+    module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:
+        def __init__(self) -> None:
+            self.best_model_score = torch.tensor(0.5)
+            self.monitor = "val/loss"
+
+    ModelCheckpoint.__module__ = module.__name__
+    ModelCheckpoint.__qualname__ = "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    path = tmp_path / "sd-v1-4-full-ema.ckpt"
+    state = {UNET_IN: torch.zeros(320, 4, 3, 3), "cond_stage_model.transformer.x": torch.zeros(2)}
+    with monkeypatch.context() as patch:
+        for name in ("pytorch_lightning", "pytorch_lightning.callbacks"):
+            patch.setitem(sys.modules, name, types.ModuleType(name))
+        patch.setitem(sys.modules, module.__name__, module)
+        torch.save({"state_dict": state, "callbacks": {"cb": ModelCheckpoint()}, "global_step": 470000,
+                    "loss": np.float64(0.1)}, path)
+    assert probe(path) == ModelIdentity(Family.SD1)
+
+
 def test_legacy_non_zip_pickle_without_mmap(tmp_path: Path) -> None:
     path = tmp_path / "old.ckpt"
     state = {UNET_IN: torch.zeros(320, 4, 3, 3), "cond_stage_model.transformer.x": torch.zeros(2)}
@@ -164,6 +190,11 @@ def test_corrupt_and_unknown_files(tmp_path: Path) -> None:
     other.write_text("hello")
     with pytest.raises(UnsupportedModel, match="unknown file type"):
         probe(other)
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {UNET_IN: torch.zeros(8)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(CorruptFile, match="truncated.ckpt"):
+        probe(truncated)
     lora = tmp_path / "lora.safetensors"
     save_file({"lora_te_text_model_encoder_layers_0.alpha": torch.zeros(())}, str(lora))
     with pytest.raises(UnsupportedModel, match="LoRA"):

@@ -82,7 +82,7 @@ def test_infotext_to_widget_values() -> None:
     assert pasted["prompt"] == "a castle on a hill" and pasted["negative_prompt"] == "fog"
     assert (pasted["sampler"], pasted["schedule"]) == ("DPM++ 2M", "Karras")  # legacy combined name split
     assert (pasted["steps"], pasted["cfg_scale"], pasted["seed"]) == (33, 4.5, 987)
-    assert (pasted["width"], pasted["height"]) == (768, 512)
+    assert pasted["width"] == 768 and "height" not in pasted  # 512 already: only changed widgets get updates
     assert (pasted["seed_extra"], pasted["subseed"], pasted["subseed_strength"]) == (True, 5, 0.3)
     assert (pasted["clip_skip"], pasted["denoising_strength"], pasted["mask_blur"]) == (2, 0.4, 6)
     assert pasted["inpainting_fill"] == "fill"

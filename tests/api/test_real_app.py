@@ -1,0 +1,221 @@
+"""The API over real HTTP on the real App (`bootstrap.build_app`) with two tiny SD1 checkpoints: the whole path from
+JSON to the generation core and back. 64x64 images, 2-3 steps."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from api_helpers import LiveServer, fastapi_for
+from modules.app import App
+from modules.bootstrap import build_app
+from modules.cli import LaunchOptions
+from modules.models.convert import save_single_file
+from modules.models.identity import Family, ModelIdentity
+from modules.models.tiny import build_tiny_components
+
+SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "cfg_scale": 5}
+
+
+def b64_png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def decode(text: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(text)))
+    image.load()
+    return image
+
+
+def make_real_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) -> App:
+    folder = data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    for seed, name in enumerate(("tiny-a.safetensors", "tiny-b.safetensors")):
+        save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=seed), folder / name)
+    return build_app(LaunchOptions(data_dir=data_dir, api=True, api_auth=api_auth))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, httpx.Client]]:
+    app = make_real_app(tmp_path_factory.mktemp("real_api"))
+    server = LiveServer(fastapi_for(app)).start()
+    client = httpx.Client(base_url=server.url, timeout=120)
+    yield app, client
+    client.close()
+    server.stop()
+    app.close()
+
+
+def txt2img(client: httpx.Client, **fields: object) -> tuple[list[Image.Image], dict]:
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, **fields})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    return [decode(text) for text in data["images"]], json.loads(data["info"])
+
+
+def test_txt2img_through_the_core(real) -> None:
+    _, client = real
+    images, info = txt2img(client, prompt="red square", seed=42, batch_size=2, steps=3)
+    assert [image.size for image in images] == [(64, 64), (64, 64)]
+    assert info["all_seeds"] == [42, 43] and info["sd_model_name"] == "tiny-a"
+    assert len(info["sd_model_hash"]) == 10 and info["version"]
+    assert info["sampler_name"] == "Euler" and info["steps"] == 3
+    assert "Seed: 43" in images[1].info["parameters"] and images[1].info["parameters"] == info["infotexts"][1]
+    assert images[0].tobytes() != images[1].tobytes()
+    png_info = client.post("/sdapi/v1/png-info", json={"image": b64_png_with_info(images[0])}).json()
+    assert png_info["parameters"]["Seed"] == "42" and png_info["parameters"]["Prompt"] == "red square"
+
+
+def b64_png_with_info(image: Image.Image) -> str:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", image.info["parameters"])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _poll_progress(client: httpx.Client, stop: threading.Event, seen: list[dict]) -> None:
+    while not stop.is_set():
+        response = client.get("/sdapi/v1/progress")
+        assert response.status_code == 200
+        seen.append(response.json())
+        time.sleep(0.02)
+
+
+def test_eight_concurrent_requests_while_progress_is_polled(real) -> None:
+    _, client = real
+    seeds = [1000 + 17 * i for i in range(8)]
+    results: dict[int, httpx.Response] = {}
+    polls: list[dict] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_progress, args=(client, stop, polls))
+    poller.start()
+    workers = [threading.Thread(target=lambda s=s: results.__setitem__(s, client.post(
+        "/sdapi/v1/txt2img", json={**SMALL, "seed": s, "prompt": f"prompt {s}"}))) for s in seeds]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    stop.set()
+    poller.join(10)
+    pixels = set()
+    for seed in seeds:
+        assert results[seed].status_code == 200, results[seed].text
+        data = results[seed].json()
+        info = json.loads(data["info"])
+        assert info["seed"] == seed and info["prompt"] == f"prompt {seed}"
+        assert f"Seed: {seed}," in info["infotexts"][0]
+        image = decode(data["images"][0])
+        assert image.size == (64, 64) and f"Seed: {seed}," in image.info["parameters"]
+        pixels.add(image.tobytes())
+    assert len(pixels) == len(seeds)
+    assert all(0 <= poll["progress"] <= 1 for poll in polls)
+    assert any(poll["state"]["job_count"] > 0 for poll in polls)
+    again, _ = txt2img(client, seed=seeds[0], prompt=f"prompt {seeds[0]}")
+    assert again[0].tobytes() == decode(results[seeds[0]].json()["images"][0]).tobytes()
+
+
+def test_checkpoint_switch_through_options(real) -> None:
+    app, client = real
+    before, info_a = txt2img(client, seed=7)
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"}).status_code == 200
+    try:
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"].startswith("tiny-b.safetensors")
+        after, info_b = txt2img(client, seed=7)
+        assert (info_a["sd_model_name"], info_b["sd_model_name"]) == ("tiny-a", "tiny-b")
+        assert before[0].tobytes() != after[0].tobytes()
+        override = {"override_settings": {"sd_model_checkpoint": "tiny-a"}}
+        _, info_override = txt2img(client, seed=7, **override)
+        assert info_override["sd_model_name"] == "tiny-a"
+    finally:
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-a"})
+    titles = [model["title"] for model in client.get("/sdapi/v1/sd-models").json()]
+    assert titles[0].startswith("tiny-a.safetensors [") and titles[1].startswith("tiny-b.safetensors [")
+
+
+def test_img2img_and_inpaint_through_the_core(real) -> None:
+    _, client = real
+    init = b64_png(Image.new("RGB", (64, 64), (200, 30, 30)))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = {**SMALL, "init_images": [init], "denoising_strength": 0.6, "seed": 3}
+    plain = client.post("/sdapi/v1/img2img", json=body)
+    assert plain.status_code == 200, plain.text
+    assert json.loads(plain.json()["info"])["denoising_strength"] == 0.6
+    inpaint = client.post("/sdapi/v1/img2img", json={**body, "mask": b64_png(mask), "inpainting_fill": 1,
+                                                     "inpaint_full_res": False, "mask_blur": 0})
+    assert inpaint.status_code == 200, inpaint.text
+    result = decode(inpaint.json()["images"][0]).convert("RGB")
+    assert result.size == (64, 64) and result.getpixel((2, 2)) == (200, 30, 30)  # unmasked pixels kept
+    assert "Mask blur" not in json.loads(inpaint.json()["info"])["extra_generation_params"]
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    ({"sampler_name": "not a sampler"}, 400, "UnknownSampler"),
+    ({"steps": 0}, 422, "InvalidRequest"),
+    ({"width": 65}, 422, "InvalidRequest"),
+    ({"override_settings": {"sd_model_checkpoint": "nope"}}, 404, "ModelNotFound"),
+])
+def test_errors_from_the_real_core(real, body: dict, status: int, error: str) -> None:
+    _, client = real
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, **body})
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+
+
+def test_bad_base64_from_the_real_app(real) -> None:
+    _, client = real
+    response = client.post("/sdapi/v1/img2img", json={**SMALL, "init_images": ["%%%"]})
+    assert response.status_code == 400 and response.json()["error"] == "InvalidImage"
+
+
+def test_model_management_routes(real) -> None:
+    app, client = real
+    assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+    assert len(app.models.checkpoints.keys()) == 0
+    assert client.post("/sdapi/v1/reload-checkpoint").json() == {}
+    assert len(app.models.checkpoints.keys()) == 1
+    assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+    assert client.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
+    assert any(s["name"] == "Euler" for s in client.get("/sdapi/v1/samplers").json())
+
+
+def test_job_api_through_the_core(real) -> None:
+    _, client = real
+    created = client.post("/api/v1/jobs", json={**SMALL, "mode": "txt2img", "seed": 5, "steps": 3})
+    assert created.status_code == 202
+    job_id = created.json()["job_id"]
+    kinds = []
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+        kinds = [line[len("event: "):] for line in stream.iter_lines() if line.startswith("event: ")]
+    assert kinds[0] == "status" and kinds[-1] == "finished"
+    status = client.get(f"/api/v1/jobs/{job_id}").json()
+    assert status["state"] == "done" and status["result"]["info"]["seed"] == 5
+    assert decode(status["result"]["images"][0]).size == (64, 64)
+
+
+def test_auth_on_the_real_app(tmp_path: Path) -> None:
+    app = make_real_app(tmp_path, api_auth=(("ann", "pw"),))
+    server = LiveServer(fastapi_for(app)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 401
+            response = client.post("/sdapi/v1/txt2img", json=SMALL, auth=("ann", "pw"))
+            assert response.status_code == 200 and len(response.json()["images"]) == 1
+            assert [job.owner for job in app.jobs.list()] == ["ann"]
+    finally:
+        server.stop()
+        app.close()

@@ -1,0 +1,103 @@
+"""The real page in headless Chromium: tabs, token counter, CFG slider, Generate -> picture and infotext.
+
+The UI runs in-process on a free local port with the fake App of `fakes.py` (solid-colour pictures). Skipped when
+/usr/bin/chromium is missing (install with `apt-get install -y chromium`; never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from modules.ui.layout import build_ui, launch_kwargs
+from modules.ui.tokens import TokenCounter
+from tests.ui.fakes import FakeApp, make_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-quic", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, FakeApp]]:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    app = make_app(tmp_path, step_delay=0.05)
+    blocks = build_ui(app, tokens=token_counter)
+    port = _free_port()
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                  **launch_kwargs(app))
+    try:
+        yield f"http://127.0.0.1:{port}/", app
+    finally:
+        blocks.close()
+        app.close()
+
+
+@pytest.fixture
+def browser_page(served: tuple[str, FakeApp]) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    url, _ = served
+    external: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.on("request", lambda request: external.append(request.url)
+                if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
+        page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+        try:
+            yield page
+        finally:
+            shots = os.environ.get("UI_SCREENSHOT_DIR")
+            if shots:
+                page.screenshot(path=str(Path(shots) / "browser-test-end.png"), full_page=True)
+            browser.close()
+    assert not external, f"the page fetched external resources: {external}"
+
+
+def test_tabs_prompt_cfg_generate(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    expect(page.locator("#img2img_generate")).to_be_visible()
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    expect(page.locator("#img2maskimg")).to_be_visible()
+    page.get_by_role("tab", name="PNG Info").click()
+    expect(page.locator("#pnginfo_image")).to_be_visible()
+    page.get_by_role("tab", name="txt2img").click()
+
+    page.locator("#txt2img_prompt textarea").fill("a cat, sitting")
+    expect(page.locator("#txt2img_prompt_token_counter")).to_contain_text("4/75", timeout=15_000)
+
+    cfg = page.locator("#txt2img_cfg_scale input[type='number']")
+    cfg.fill("4.5")
+    cfg.press("Enter")
+    steps = page.locator("#txt2img_sampling_steps input[type='number']")
+    steps.fill("4")
+    steps.press("Enter")
+
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#html_info_txt2img")).to_contain_text("CFG scale: 4.5", timeout=10_000)
+    expect(page.locator("#html_info_txt2img")).to_contain_text("a cat, sitting")
+    expect(page.locator("#txt2img_generate")).to_be_visible()
+    request = app.requests[-1]
+    assert (request.prompt, request.cfg_scale, request.steps) == ("a cat, sitting", 4.5, 4)
