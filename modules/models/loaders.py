@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -38,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, PreTrainedModel
 
 from modules import paths
-from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
+from modules.errors import CorruptFile, UnsupportedModel
 from modules.models.components import ComponentSet
 from modules.models.convert import (
     CONFIGS_METADATA_KEY,
@@ -48,7 +47,9 @@ from modules.models.convert import (
     sidecar_path,
     text_encoder_layouts,
 )
-from modules.models.identity import Family, ModelIdentity, Prediction, Variant
+from modules.models.identity import ModelIdentity
+from modules.models.pickles import load_pickle_state_dict
+from modules.models.probe import identify_diffusers_folder
 
 log = logging.getLogger(__name__)
 
@@ -131,55 +132,10 @@ def read_safetensors(path: Path) -> RawCheckpoint:
     return RawCheckpoint(state_dict, configs)
 
 
-class _LightningCallbackStandIn:
-    """Inert stand-in for pytorch_lightning's ModelCheckpoint inside old training checkpoints (state kept as data)."""
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-def _benign_globals() -> list[Any]:
-    import numpy
-
-    scalar = numpy.dtype("float64").type(0).__reduce__()[0]  # numpy's scalar reconstructor (moved in numpy 2)
-    allowed: list[Any] = [
-        (_LightningCallbackStandIn, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
-        numpy.dtype,
-        (scalar, "numpy.core.multiarray.scalar"),
-        scalar,
-    ]
-    allowed += [type(numpy.dtype(name)) for name in ("float64", "float32", "int64", "int32")]
-    return allowed
-
-
-def load_pickle(path: Path) -> Any:
-    """torch.load with the restricted unpickler; code-executing pickles -> UnsafeCheckpoint, never run."""
-    try:
-        with torch.serialization.safe_globals(_benign_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "global" in message.lower() or "Unsupported operand" in message:
-            raise UnsafeCheckpoint(
-                f"{path.name}: this pickle needs to run code to load, so it was refused (not executed). "
-                "Convert it to .safetensors with a trusted tool, or use a safetensors release of the model."
-            ) from exc
-        raise CorruptFile(f"{path.name}: damaged or incomplete checkpoint ({message.splitlines()[0]}).") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        raise CorruptFile(f"{path.name}: damaged or incomplete checkpoint ({detail}).") from exc
-
-
 @register(".ckpt", ".pt", ".pth", ".bin")
 def read_pickle_checkpoint(path: Path) -> RawCheckpoint:
     """Pickled checkpoints: unwrap nested "state_dict" entries; keep only tensors."""
-    data = load_pickle(path)
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise UnsupportedModel(f"{path.name}: does not contain a state dict.")
-    state_dict = {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
-    return RawCheckpoint(state_dict, _sidecar_configs(path))
+    return RawCheckpoint(load_pickle_state_dict(path, mmap=False), _sidecar_configs(path))
 
 
 # ---------------------------------------------------------------- configs and module construction
@@ -356,23 +312,6 @@ def _weights_variant(folder: Path) -> str | None:
     return None
 
 
-def infer_folder_identity(folder: Path) -> ModelIdentity:
-    """Identity of a diffusers folder from its model_index.json and component configs."""
-    index = _read_json(folder / "model_index.json")
-    unet = _read_json(folder / "unet" / "config.json")
-    scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else {}
-    variant = Variant.INPAINT if unet.get("in_channels") == 9 else Variant.NORMAL
-    prediction = Prediction.V if scheduler.get("prediction_type") == Prediction.V.value else Prediction.EPSILON
-    if unet.get("addition_embed_type") == "text_time":
-        has_first_encoder = bool((index.get("text_encoder") or [None])[0])
-        family = Family.SDXL if has_first_encoder else Family.SDXL_REFINER
-    else:
-        text_encoder = _read_json(folder / "text_encoder" / "config.json")
-        family = Family.SD2 if text_encoder.get("hidden_act") == "gelu" else Family.SD1
-    return ModelIdentity(family, variant, prediction)
-
-
 def _from_pretrained(cls: Any, folder: Path, label: str) -> Any:
     try:
         return cls.from_pretrained(str(folder), local_files_only=True, variant=_weights_variant(folder))
@@ -392,7 +331,7 @@ def load_diffusers_folder(
     folder = Path(path)
     if not (folder / "model_index.json").is_file():
         raise UnsupportedModel(f"{folder.name}: not a diffusers model folder (no model_index.json).")
-    identity = identity or infer_folder_identity(folder)
+    identity = identity or identify_diffusers_folder(folder)
     label = folder.name
     layouts = text_encoder_layouts(identity)
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", label)

@@ -106,6 +106,7 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     ("txt2img", {"scheduler": "wobbly"}, 400, "UnknownSampler"),
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "missing"}}, 404, "ModelNotFound"),
     ("txt2img", {"override_settings": {"no_such_option": 1}}, 422, "InvalidRequest"),
+    ("txt2img", {"override_settings": {"sd_vae": "missing.pt"}}, 404, "ModelNotFound"),
     ("txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 99}}, 422, "InvalidRequest"),
     ("txt2img", {"steps": 0}, 422, "InvalidRequest"),
     ("txt2img", {"steps": "many"}, 422, "RequestValidationError"),
