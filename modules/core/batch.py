@@ -117,7 +117,9 @@ def _encode(job: BatchJob, components: ComponentSet, index: slice) -> Conditioni
     return conditioning
 
 
-def _passes(job: BatchJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor) -> list:
+def _passes(
+    job: BatchJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor
+) -> list[tuple[int, UNetPass]]:
     """Base pass from step 0, and the refiner's from the switch step when a refiner runs in this job."""
     passes = [(0, _unet_pass(job, job.components, _encode(job, job.components, index), job.init.image_cond))]
     refiner, switch_at = job.refiner, job.request.refiner_switch_at
@@ -237,7 +239,7 @@ def run_batch(job: BatchJob, batch_no: int) -> list[tuple[int, Image.Image]]:
     """Generate batch `batch_no`; returns (image index in the job, image) pairs, empty if stopped before step 1."""
     index = job.plan.batch_slice(batch_no)
     if job.plan.steps.is_noop:
-        return list(zip(range(index.start, index.stop), _unchanged(job)))
+        return list(zip(range(index.start, index.stop), _unchanged(job), strict=True))
     loop = _loop_inputs(job, batch_no, index)
     # 6. denoise
     started = time.perf_counter()
@@ -247,4 +249,4 @@ def run_batch(job: BatchJob, batch_no: int) -> list[tuple[int, Image.Image]]:
         return []
     refined = len(loop.passes) > 1 and result.steps_done > loop.passes[-1][0]
     images = _decode(job, _final_latents(loop, result), refined)
-    return list(zip(range(index.start, index.stop), images))
+    return list(zip(range(index.start, index.stop), images, strict=True))

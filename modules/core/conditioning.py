@@ -69,7 +69,7 @@ def _encode_sdxl(
     has_clip_l = components.identity.family is Family.SDXL
     states = []
     pooled = None
-    for index, (encoder, tokenizer) in enumerate(zip(components.text_encoders, components.tokenizers)):
+    for index, (encoder, tokenizer) in enumerate(zip(components.text_encoders, components.tokenizers, strict=True)):
         output = encoder(_token_ids(tokenizer, text, encoder.device), output_hidden_states=True)
         is_clip_l = has_clip_l and index == 0
         layer = -clip_skip if is_clip_l and clip_l_skip else -2

@@ -2,8 +2,9 @@
 
 `generate()` is a plain function with no global state: the caller (the job worker) passes the loaded
 `ComponentSet` (and optionally a refiner's), the `SamplingMethod` the registry resolved, the options in force
-for this job and a cancel token. It does not format infotexts or save files; `CoreOutput.plan` carries the values
-the infotext is built from.
+for this job (`CoreOptions.from_mapping(settings)`; the request's `overrides` are applied here) and a cancel
+token. The prompts are used as given (styles are applied by the caller). It does not format infotexts or save
+files; `CoreOutput.plan` carries the values the infotext is built from.
 
 Flow (design.md §7.6):
 1. options for this job (settings + request overrides), validation, plan (seeds, prompts, steps);

@@ -100,7 +100,7 @@ def batch_noise(
     seeds: tuple[int, ...], subseeds: tuple[int, ...], spec: NoiseSpec
 ) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Noise of a batch, stacked to (B, C, h, w) float32, and one generator per image."""
-    pairs = [image_noise(seed, subseed, spec) for seed, subseed in zip(seeds, subseeds)]
+    pairs = [image_noise(seed, subseed, spec) for seed, subseed in zip(seeds, subseeds, strict=True)]
     return torch.stack([noise for noise, _ in pairs]), [generator for _, generator in pairs]
 
 

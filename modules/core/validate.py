@@ -41,15 +41,19 @@ def _check_numbers(request: GenerationRequest) -> None:
         raise InvalidRequest(f"n_iter (batch count) must be at least 1, got {request.n_iter}")
     if not math.isfinite(request.cfg_scale) or request.cfg_scale < 0:
         raise InvalidRequest(f"cfg_scale must be a non-negative number, got {request.cfg_scale}")
+    _check_seeds(request)
+    if request.clip_skip < 1:
+        raise InvalidRequest(f"clip_skip must be at least 1, got {request.clip_skip}")
+    if request.eta is not None and not (math.isfinite(request.eta) and request.eta >= 0):
+        raise InvalidRequest(f"eta must be a non-negative number, got {request.eta}")
+
+
+def _check_seeds(request: GenerationRequest) -> None:
     if not 0.0 <= request.subseed_strength <= 1.0:
         raise InvalidRequest(f"subseed_strength must be between 0 and 1, got {request.subseed_strength}")
     for name, seed in (("seed", request.seed), ("subseed", request.subseed)):
         if not -1 <= seed <= MAX_SEED - request.batch_size * request.n_iter:
             raise InvalidRequest(f"{name} must be -1 (random) or a non-negative integer below 2**63, got {seed}")
-    if request.clip_skip < 1:
-        raise InvalidRequest(f"clip_skip must be at least 1, got {request.clip_skip}")
-    if request.eta is not None and not (math.isfinite(request.eta) and request.eta >= 0):
-        raise InvalidRequest(f"eta must be a non-negative number, got {request.eta}")
     for name, value in (("seed_resize_from_w", request.seed_resize_from_w),
                         ("seed_resize_from_h", request.seed_resize_from_h)):
         if value > MAX_SIDE:

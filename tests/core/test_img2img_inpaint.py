@@ -110,3 +110,10 @@ def test_inpaint_without_overlay_option_keeps_generated_pixels_everywhere():
 def test_strength_zero_returns_the_init_image():
     output = generate(_request("img2img", denoising_strength=0.0), tiny(SD1), EULER)
     assert np.array_equal(np.asarray(output.images[0]), np.asarray(sample_image()))
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+def test_inpainting_models_also_run_txt2img_and_img2img(mode):
+    """A1111 conditions them on a full mask (txt2img: of a black image, img2img: of the zeroed init image)."""
+    output = generate(_request(mode, steps=2), tiny(SD1_INPAINT), EULER)
+    assert output.images[0].size == (64, 64)

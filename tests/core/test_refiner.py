@@ -11,7 +11,9 @@ from modules.core.generate import generate
 from modules.errors import InvalidRequest
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest
-from tests.core.helpers import SD1, SDXL, SDXL_REFINER, LatentCapture, generators, reference_scheduler, sdxl_pipeline, tiny
+from tests.core.helpers import (
+    SD1, SDXL, SDXL_REFINER, LatentCapture, generators, reference_scheduler, sdxl_pipeline, tiny,
+)
 
 EULER = default_registry().resolve("Euler")
 PROMPT, NEGATIVE = "a red cube", "blurry"
