@@ -31,6 +31,7 @@ PASTE_ICON = "\u2199\ufe0f"  # ↙️
 CLEAR_ICON = "\U0001f5d1\ufe0f"  # 🗑️
 APPLY_STYLE_ICON = "\U0001f4cb"  # 📋
 REFRESH_ICON = "\U0001f504"  # 🔄
+DETECT_SIZE_ICON = "\U0001f4d0"  # 📐
 
 
 @dataclass
@@ -65,6 +66,7 @@ TOOLTIPS: dict[str, str] = {
     CLEAR_ICON: "Clear the prompt and the negative prompt",
     APPLY_STYLE_ICON: "Write the selected styles into the prompts and clear the selection",
     REFRESH_ICON: "Refresh the lists",
+    DETECT_SIZE_ICON: "Take width and height from the image (rounded to multiples of 8)",
 }
 """Hover texts of the icon buttons, keyed by icon; set as `title` attributes by the page script (layout.py)."""
 
@@ -172,6 +174,7 @@ class SamplingRows:
     batch_count: gr.Slider
     batch_size: gr.Slider
     cfg_scale: gr.Slider
+    detect_size: gr.Button | None = None
 
     def named(self) -> dict[str, gr.components.Component]:
         return {"sampler": self.sampler, "schedule": self.schedule, "steps": self.steps, "width": self.width,
@@ -212,21 +215,23 @@ def build_sampler_row(ctx: UiContext, tab: str) -> tuple[gr.Dropdown, gr.Dropdow
     return sampler, schedule, steps
 
 
-def build_sampling_rows(ctx: UiContext, tab: str) -> SamplingRows:
-    """Sampler + schedule + steps, width/height with swap, batch count/size and CFG scale."""
+def build_sampling_rows(ctx: UiContext, tab: str, detect_size: bool = False) -> SamplingRows:
+    """Sampler + schedule + steps, width/height with swap (and "size from image"), batch count/size and CFG."""
     sampler, schedule, steps = build_sampler_row(ctx, tab)
     with gr.Row(elem_id=f"{tab}_dimensions_row"):
         with gr.Column(scale=4):
             width = ctx.slider(tab, "Width")
             height = ctx.slider(tab, "Height")
-        swap = tool_button(SWAP_ICON, f"{tab}_res_switch_btn")
+        with gr.Column(scale=0, min_width=48):
+            swap = tool_button(SWAP_ICON, f"{tab}_res_switch_btn")
+            detect = tool_button(DETECT_SIZE_ICON, f"{tab}_detect_image_size_btn") if detect_size else None
         with gr.Column(scale=2):
             batch_count = ctx.slider(tab, "Batch count")
             batch_size = ctx.slider(tab, "Batch size")
     cfg_scale = ctx.slider(tab, "CFG Scale")
     swap.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], show_progress="hidden",
                queue=False)
-    return SamplingRows(sampler, schedule, steps, width, height, swap, batch_count, batch_size, cfg_scale)
+    return SamplingRows(sampler, schedule, steps, width, height, swap, batch_count, batch_size, cfg_scale, detect)
 
 
 # --- seed ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from modules.errors import InvalidRequest
 from modules.types import GenerationRequest
 from modules.ui.bind import INPAINT_AREA_LABELS, MASK_MODE_LABELS, MASKED_CONTENT_LABELS, RESIZE_MODE_LABELS, \
     request_from_values
-from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows, tool_button
+from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
 from modules.ui.generation import GenerationTab, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
@@ -28,7 +28,6 @@ SOURCE_INPAINT = "inpaint"
 SOURCE_INPAINT_UPLOAD = "inpaint_upload"
 SUB_TAB_IDS = {SOURCE_IMG2IMG: "img2img_img2img_tab", SOURCE_INPAINT: "img2img_inpaint_tab",
                SOURCE_INPAINT_UPLOAD: "img2img_inpaint_upload_tab"}
-DETECT_SIZE_ICON = "\U0001f4d0"  # 📐
 
 
 @dataclass
@@ -148,8 +147,8 @@ def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.compo
 
 def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Component]) -> Img2ImgTab:
     """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
-    source = gr.State(SOURCE_IMG2IMG)
     with gr.Tab("img2img", id=TAB, elem_id=f"tab_{TAB}"):
+        source = gr.State(SOURCE_IMG2IMG)  # inside the tab: a bare child of gr.Tabs confuses its tab list
         prompt_row = build_prompt_row(ctx, TAB)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
@@ -157,8 +156,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
                                        value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
                 inpaint_group, inpaint_inputs = _build_inpaint_options(ctx)
-                sampling = build_sampling_rows(ctx, TAB)
-                detect_size = tool_button(DETECT_SIZE_ICON, "img2img_detect_image_size_btn")
+                sampling = build_sampling_rows(ctx, TAB, detect_size=True)
                 denoising = ctx.slider(TAB, "Denoising strength")
                 seeds = build_seed_rows(ctx, TAB)
             with gr.Column(scale=1):
@@ -177,7 +175,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     wire_generation_tab(ctx, generation)
     tab = Img2ImgTab(generation, init_image, editor, upload_image, upload_mask, source, sub_tabs, inpaint_group)
     _wire_sources(tab, source_tabs)
-    _wire_detect_size(tab, detect_size)
+    _wire_detect_size(tab)
     return tab
 
 
@@ -204,8 +202,10 @@ def _round8(value: int) -> int:
     return max(64, int(round(value / 8)) * 8)
 
 
-def _wire_detect_size(tab: Img2ImgTab, button: gr.Button) -> None:
+def _wire_detect_size(tab: Img2ImgTab) -> None:
     sampling = tab.generation.sampling
+    if sampling.detect_size is None:
+        return
 
     def detect(source: str, image: Any, editor: Any, upload: Any) -> tuple[Any, Any]:
         picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload}.get(source, image)
@@ -214,6 +214,6 @@ def _wire_detect_size(tab: Img2ImgTab, button: gr.Button) -> None:
             return gr.skip(), gr.skip()
         return _round8(picture.width), _round8(picture.height)
 
-    button.click(detect, inputs=[tab.source, tab.init_image, tab.editor, tab.upload_image],
+    sampling.detect_size.click(detect, inputs=[tab.source, tab.init_image, tab.editor, tab.upload_image],
                  outputs=[sampling.width, sampling.height], show_progress="hidden")
 

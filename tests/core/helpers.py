@@ -1,62 +1,20 @@
-"""Test helpers for the core: a minimal `SamplingMethod` over diffusers schedulers, cached tiny models, and
-diffusers reference pipelines built from the same components."""
+"""Test helpers for the core: cached tiny models, sample images/masks, and diffusers reference pipelines built
+from the same components (schedulers come from the sampler registry, so the oracle uses the same config)."""
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    SchedulerMixin,
-)
+from diffusers import SchedulerMixin
 from PIL import Image
 
 from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
 from modules.models.tiny import build_tiny_components
 
-
-@dataclass(frozen=True)
-class LocalSampler:
-    """`SamplingMethod` for tests: a diffusers scheduler class plus config overrides."""
-
-    scheduler_cls: type[SchedulerMixin]
-    config: Mapping[str, Any] = field(default_factory=dict)
-    label: str = "test"
-    schedule_label: str = "Automatic"
-    uses_eta: bool = False
-
-    def make(self, base_config: Mapping[str, Any]) -> SchedulerMixin:
-        return self.scheduler_cls.from_config(dict(base_config), **dict(self.config))
-
-    def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str) -> SchedulerMixin:
-        scheduler = self.make(base_config)
-        scheduler.set_timesteps(steps, device=device)
-        return scheduler
-
-    def step_kwargs(self, eta: float | None, generator: Any) -> dict[str, Any]:
-        accepted = set(inspect.signature(self.scheduler_cls.step).parameters)
-        kwargs: dict[str, Any] = {}
-        if "eta" in accepted and eta is not None:
-            kwargs["eta"] = eta
-        if "generator" in accepted:
-            kwargs["generator"] = generator
-        return kwargs
-
-
-EULER = LocalSampler(EulerDiscreteScheduler, label="Euler")
-EULER_A = LocalSampler(EulerAncestralDiscreteScheduler, label="Euler a")
-DDIM = LocalSampler(DDIMScheduler, label="DDIM", uses_eta=True)
-DPMPP_2M = LocalSampler(DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                        label="DPM++ 2M")
 
 SD1 = ModelIdentity(Family.SD1)
 SD1_INPAINT = ModelIdentity(Family.SD1, Variant.INPAINT)

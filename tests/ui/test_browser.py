@@ -101,3 +101,21 @@ def test_tabs_prompt_cfg_generate(browser_page, served) -> None:
     expect(page.locator("#txt2img_generate")).to_be_visible()
     request = app.requests[-1]
     assert (request.prompt, request.cfg_scale, request.steps) == ("a cat, sitting", 4.5, 4)
+    assert app.jobs.list()[-1].owner  # the browser session owns its job
+
+
+def test_progress_then_interrupt(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    steps = page.locator("#txt2img_sampling_steps input[type='number']")
+    steps.fill("150")
+    steps.press("Enter")
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_progress .progress-bar")).to_be_visible(timeout=15_000)
+    expect(page.locator("#txt2img_progress")).to_contain_text("/150")
+    page.locator("#txt2img_interrupt").click()
+    expect(page.get_by_text("Interrupted:").first).to_be_visible(timeout=15_000)
+    expect(page.locator("#txt2img_generate")).to_be_visible()
+    assert app.jobs.list()[-1].cancel_token.interrupted

@@ -15,6 +15,7 @@ from modules.prompts.parser import (
     BREAK_WEIGHT,
     ComposablePart,
     ConditioningPlan,
+    MAX_SCHEDULE_BRACKETS,
     ExtraNetworkRef,
     ScheduledPrompt,
     ScheduleParser,
@@ -105,7 +106,9 @@ SCHEDULE_GOLDEN = [
     ("a[b:[c:d:2]:1]e", 10, None, False, [[1, "abe"], [2, "ace"], [10, "ade"]]),
     ("a [unbalanced", 10, None, False, [[10, "a [unbalanced"]]),
     ("a [b:.5] c", 10, None, False, [[5, "a  c"], [10, "a b c"]]),
-    ("a [{b|d{:.5] c", 10, None, False, [[5, "a  c"], [10, "a {b|d{ c"]]),
+    # A1111's doctest expects [[5, "a  c"], [10, "a {b|d{ c"]] ("not handling this right now"), but its own
+    # function returns the literal prompt since `|` became alternation syntax; we match the function.
+    ("a [{b|d{:.5] c", 10, None, False, [[10, "a [{b|d{:.5] c"]]),
     ("((a][:b:c [d:3]", 10, None, False, [[3, "((a][:b:c "], [10, "((a][:b:c d"]]),
     ("[a|(b:1.1)]", 10, None, False, [[s, "a" if s % 2 else "(b:1.1)"] for s in range(1, 11)]),
     ("[fe|]male", 10, None, False, [[s, "female" if s % 2 else "male"] for s in range(1, 11)]),
@@ -171,10 +174,25 @@ def test_overflowing_step_number_does_not_raise(parser: ScheduleParser) -> None:
     assert schedule(parser, "[a:b:-1e999]", 5) == [[5, "b"]]
 
 
-def test_deep_nesting_falls_back_to_literal(parser: ScheduleParser) -> None:
-    prompt = "[" * 3000 + "a:b:2" + "]" * 3000
-    result = schedule(parser, prompt, 4)
-    assert result[-1][0] == 4 and all(isinstance(text, str) for _, text in result)
+def test_deep_nesting_is_parsed_up_to_the_bracket_limit(parser: ScheduleParser) -> None:
+    depth = MAX_SCHEDULE_BRACKETS // 2 - 1
+    prompt = "[" * depth + "a:b:2" + "]" * depth
+    inner = "[" * (depth - 1) + "a" + "]" * (depth - 1)
+    assert schedule(parser, prompt, 4) == [[2, inner], [4, inner.replace("a", "b")]]
+
+
+def test_too_many_brackets_keep_the_prompt_literally(parser: ScheduleParser) -> None:
+    prompt = "(c:1.2) " * MAX_SCHEDULE_BRACKETS + "[a:b:2]"
+    assert schedule(parser, prompt, 4) == [[4, prompt]]
+    deep = "[" * 5000 + "a:b:2" + "]" * 5000
+    assert schedule(parser, deep, 4) == [[4, deep]]
+    assert schedule(ScheduleParser(max_brackets=2), "x [a:b:2]", 4) == [[2, "x a"], [4, "x b"]]
+
+
+def test_prompts_without_edit_syntax_skip_the_parser(parser: ScheduleParser) -> None:
+    # far above the bracket limit, yet exact: without '[', or without ':' and '|', there is nothing to schedule
+    assert schedule(parser, "(c:1.2), " * 400, 4) == [[4, "(c:1.2), " * 400]]
+    assert schedule(parser, "[x] (y) " * 400, 4) == [[4, "[x] (y) " * 400]]
 
 
 def test_select_scheduled_uses_a1111_step_rule() -> None:
@@ -262,14 +280,14 @@ def test_strip_comments() -> None:
 def test_random_strings_never_raise(parser: ScheduleParser) -> None:
     alphabet = list("[]():|\\ ab,.0123<>-e\n") + ["AND", "BREAK", ":0.5", ":2", "1e999", "<lora:a:1>", "\\("]
     rng = random.Random(1234)
-    prompts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    prompts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
     for prompt in prompts:
         text, _ = extract_extra_networks(strip_comments(prompt))
         assert isinstance(parse_attention(text), list)
         assert isinstance(split_composable(text), list)
-    plan = build_conditioning(prompts, 6, parser=parser)
-    assert len(plan.prompts) == len(prompts)
+    plan = build_conditioning(prompts[:800], 6, parser=parser)  # Earley parsing is the slow part
+    assert len(plan.prompts) == 800
     for text in plan.texts():
         assert parse_attention(text)
-    hires = build_conditioning(prompts[:300], 6, hires_steps=4, parser=parser)
+    hires = build_conditioning(prompts[800:1000], 6, hires_steps=4, use_old_scheduling=False, parser=parser)
     assert all(part.schedule[-1].end_at_step == 4 for p in hires.prompts for part in p.parts)
