@@ -33,15 +33,25 @@ from modules.types import GenerationRequest  # noqa: E402
 
 def real_sd1_random(device: torch.device, dtype: torch.dtype) -> ComponentSet:
     """Full-size SD 1.x components (bundled configs) with random weights."""
-    from modules.models.loaders import build_empty, bundled_configs  # local: only this mode needs it
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from modules.models.loaders import bundled_configs
+    from modules.models.tiny import load_tokenizer
 
     identity = ModelIdentity(Family.SD1)
-    components = build_empty(identity, bundled_configs(identity))
+    configs = bundled_configs(identity)
+    torch.manual_seed(0)
+    components = ComponentSet(
+        identity=identity,
+        unet=UNet2DConditionModel.from_config(configs["unet"]),
+        vae=AutoencoderKL.from_config(configs["vae"]),
+        text_encoders=(CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"])),),
+        tokenizers=(load_tokenizer("clip_l"),),
+        scheduler_config=configs["scheduler"],
+    )
     for module in components.modules():
-        module.to_empty(device=device)
-        for parameter in module.parameters():
-            torch.nn.init.normal_(parameter, std=0.02)
-        module.to(dtype)
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
     components.device, components.dtype, components.vae_dtype = device, dtype, dtype
     return components
 

@@ -171,7 +171,7 @@ def _loop_inputs(job: BatchJob, batch_no: int, index: slice) -> LoopInputs:
     noise, generators = batch_noise(seeds, subseeds, spec)
     noise = noise.to(device)
     # 3. scheduler: the plan's tail of the schedule
-    scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device)
+    scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds)
     start = plan.steps.start_index * scheduler.order
     timesteps = scheduler.timesteps[start:]
     _set_begin_index(scheduler, start)

@@ -7,7 +7,7 @@ state such as `_step_index`, so instances are never shared between jobs).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 from diffusers import SchedulerMixin
@@ -28,8 +28,12 @@ class SamplingMethod(Protocol):
     def uses_eta(self) -> bool:
         """True when `eta` changes the result (DDIM, ancestral samplers); the infotext then records it."""
 
-    def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str) -> SchedulerMixin:
-        """New scheduler from the checkpoint's base config, with `set_timesteps` already called for `steps`."""
+    def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str, *,
+              noise_seeds: Sequence[int] | None = None) -> SchedulerMixin:
+        """New scheduler from the checkpoint's base config, with `set_timesteps` already called for `steps`.
+
+        `noise_seeds` (one per image) seed noise that a scheduler draws internally rather than from the step
+        generator (DPM++ SDE's Brownian tree), so that it follows the image seeds as in A1111."""
 
     def step_kwargs(self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
         """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts."""
