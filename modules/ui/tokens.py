@@ -69,7 +69,7 @@ def count_chunked(token_ids: Sequence[Sequence[int]], break_flags: Sequence[bool
     count = 0
     chunk: list[int] = []
     last_comma = -1
-    for ids, is_break in zip(token_ids, break_flags):
+    for ids, is_break in zip(token_ids, break_flags, strict=True):
         if is_break:
             count += CHUNK_LENGTH
             chunk, last_comma = [], -1

@@ -79,7 +79,7 @@ def fake_result(request: GenerationRequest, count: int | None = None) -> Generat
         infotext.build(request.prompt, request.negative_prompt, infotext.request_params(
             request, seed=s, subseed=sub, model_name="tiny", model_hash="0123456789",
             sampler_label=request.sampler, schedule_label=request.schedule))
-        for s, sub in zip(seeds, subseeds)
+        for s, sub in zip(seeds, subseeds, strict=True)
     )
     images = tuple(Image.new("RGB", (request.width, request.height), COLOUR) for _ in range(count))
     return GenerationResult(images=images, seeds=seeds, subseeds=subseeds, prompts=(request.prompt,) * count,

@@ -1,0 +1,197 @@
+"""Which module of a loaded model each tensor of a LoRA file belongs to.
+
+A LoRA file names the layers it changes in one of these layouts (all are read; one file may mix them):
+
+* kohya / A1111 ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", ".lora_up.weight", ".alpha",
+  LyCORIS LoCon ".lora_mid.weight"): a prefix plus the module path with every '.' written as '_'. The UNet path is in
+  diffusers naming for SD1/SD2 (kohya trains those on the diffusers UNet) and in original LDM/SGM naming for SDXL
+  ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"); text encoders use Hugging Face CLIP naming
+  ("lora_te_text_model_encoder_layers_0_self_attn_q_proj"; "lora_te1_"/"lora_te2_" on SDXL).
+* diffusers / PEFT ("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", ".lora_B.weight";
+  "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"; "text_encoder_2." on SDXL), and the
+  older diffusers spellings ".lora.down.weight", ".lora_linear_layer.down.weight" and attention processors
+  ("attn1.processor.to_q_lora.down.weight").
+
+Rather than rewrite names with string heuristics (diffusers' `_convert_non_diffusers_lora_to_diffusers` does that
+and assumes full-size SDXL block numbering), `ModuleIndex` lists every Linear/Conv2d of *our* model under all the
+names a LoRA may use for it, as A1111 does with its `network_layer_mapping`: the diffusers path, the same path
+flattened with '_', and for the UNet the LDM path computed by `modules.models.convert` (our exact reverse of
+diffusers' single-file conversion, so it follows the real block layout of any config, tiny models included).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from modules.errors import UnsupportedModel
+from modules.models.components import ComponentSet
+from modules.models.convert import UNET_PREFIX, unet_to_original
+from modules.models.identity import Family
+
+log = logging.getLogger(__name__)
+
+UNET = "unet"
+TEXT_ENCODER = "text_encoder"
+
+# Tensor roles inside one LoRA module: "down" (A), "up" (B), "alpha", "mid" (LoCon CP decomposition).
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".lora_down.weight", "down"),
+    (".lora_up.weight", "up"),
+    (".lora_mid.weight", "mid"),
+    (".lora_A.default.weight", "down"),
+    (".lora_B.default.weight", "up"),
+    (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"),
+    (".lora_linear_layer.up.weight", "up"),
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".down.weight", "down"),
+    (".up.weight", "up"),
+    (".alpha", "alpha"),
+)
+# diffusers attention processors: "attn1.processor.to_q_lora" -> "attn1.to_q", "to_out_lora" -> "to_out.0".
+_PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora$")
+
+
+@dataclass
+class LoraModule:
+    """The tensors a LoRA file holds for one layer, under the name the file uses for it."""
+
+    name: str
+    down: torch.Tensor | None = None
+    up: torch.Tensor | None = None
+    mid: torch.Tensor | None = None
+    alpha: float | None = None
+
+
+@dataclass
+class GroupedKeys:
+    """LoRA tensors grouped per layer, plus the keys that are not LoRA up/down/alpha tensors (DoRA scales, ...)."""
+
+    modules: dict[str, LoraModule] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    for suffix, role in _SUFFIXES:
+        if key.endswith(suffix):
+            name = key[: -len(suffix)]
+            processor = _PROCESSOR.search(name)
+            if processor:
+                target = "to_out.0" if processor.group(1) == "to_out" else processor.group(1)
+                name = f"{name[: processor.start()]}.{target}"
+            return name, role
+    return None
+
+
+def group_lora_keys(state_dict: dict[str, torch.Tensor]) -> GroupedKeys:
+    """Group a LoRA state dict by layer name (as written in the file)."""
+    grouped = GroupedKeys()
+    for key, tensor in state_dict.items():
+        split = _split(key)
+        if split is None:
+            grouped.unknown.append(key)
+            continue
+        name, role = split
+        module = grouped.modules.setdefault(name, LoraModule(name))
+        if role == "alpha":
+            module.alpha = float(tensor.float().reshape(-1)[0].item())
+        else:
+            setattr(module, role, tensor)
+    return grouped
+
+
+@dataclass(frozen=True)
+class Target:
+    """A layer of our model that a LoRA can change: which component, its module path there, and the module."""
+
+    component: str  # "unet" | "text_encoder"
+    index: int  # text encoder index in ComponentSet.text_encoders (0 for the UNet)
+    path: str
+    module: torch.nn.Module
+
+    @property
+    def weight(self) -> torch.nn.Parameter:
+        weight = self.module.weight
+        assert isinstance(weight, torch.nn.Parameter)
+        return weight
+
+
+def _layers(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
+    for path, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            yield path, module
+
+
+def _flat(path: str) -> str:
+    return path.replace(".", "_")
+
+
+def _ldm_paths(unet: torch.nn.Module, paths: list[str]) -> dict[str, str]:
+    """diffusers UNet module path -> original LDM path ("input_blocks.1.1.proj_in"), where one exists."""
+    try:
+        original = unet_to_original({f"{p}.weight": torch.empty(0) for p in paths}, dict(unet.config))
+    except UnsupportedModel as exc:
+        log.debug("No LDM names for this UNet: %s", exc)
+        return {}
+    ldm = [key[len(UNET_PREFIX) : -len(".weight")] for key in original]
+    return dict(zip(paths, ldm, strict=True))
+
+
+def _text_encoder_prefixes(family: Family) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """Per text encoder (ComponentSet order): (kohya prefixes, diffusers prefixes)."""
+    if family is Family.SDXL:
+        return ((("lora_te1_",), ("text_encoder",)), (("lora_te2_",), ("text_encoder_2",)))
+    if family is Family.SDXL_REFINER:
+        return ((("lora_te2_",), ("text_encoder_2",)),)
+    return ((("lora_te_",), ("text_encoder",)),)
+
+
+class ModuleIndex:
+    """Every LoRA-targetable layer of a ComponentSet under each name a LoRA file may give it."""
+
+    def __init__(self, components: ComponentSet) -> None:
+        self._targets: dict[str, Target] = {}
+        self._index_unet(components.unet)
+        prefixes = _text_encoder_prefixes(components.identity.family)
+        for index, (encoder, (kohya, diffusers)) in enumerate(zip(components.text_encoders, prefixes, strict=True)):
+            self._index_text_encoder(index, encoder, kohya, diffusers)
+
+    def _add(self, names: list[str], target: Target) -> None:
+        for name in names:
+            self._targets.setdefault(name, target)
+
+    def _index_unet(self, unet: torch.nn.Module) -> None:
+        layers = dict(_layers(unet))
+        ldm = _ldm_paths(unet, list(layers))
+        for path, module in layers.items():
+            target = Target(UNET, 0, path, module)
+            names = [f"lora_unet_{_flat(path)}", f"unet.{path}"]
+            if path in ldm:
+                names.append(f"lora_unet_{_flat(ldm[path])}")
+            self._add(names, target)
+
+    def _index_text_encoder(
+        self, index: int, encoder: torch.nn.Module, kohya: tuple[str, ...], diffusers: tuple[str, ...]
+    ) -> None:
+        for path, module in _layers(encoder):
+            target = Target(TEXT_ENCODER, index, path, module)
+            inner = path.removeprefix("text_model.")  # CLIPTextModelWithProjection nests the transformer
+            names = [f"{prefix}text_model_{_flat(inner)}" for prefix in kohya]
+            names += [f"{prefix}{_flat(inner)}" for prefix in kohya if inner.startswith("text_projection")]
+            names += [f"{prefix}.text_model.{inner}" for prefix in diffusers]
+            names += [f"{prefix}.{inner}" for prefix in diffusers]
+            self._add(names, target)
+
+    def find(self, name: str) -> Target | None:
+        """The layer a LoRA module name refers to, or None when this model has no such layer."""
+        return self._targets.get(name)
+
+    def __len__(self) -> int:
+        return len(self._targets)
