@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from modules.cli import LaunchOptions
 from modules.errors import InvalidRequest, UserError
+from modules.fileio import set_aside, write_text_atomic
 from modules.options import OptionTable, OptionValueError, default_table
 
 log = logging.getLogger(__name__)
@@ -35,16 +33,6 @@ class SettingsNotSaved(UserError):
     """The new settings are in effect but could not be written to disk (message names the file and reason)."""
 
     http_status = 500
-
-
-def _backup_path(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = path.with_name(f"{path.name}.bak-{stamp}")
-    counter = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.bak-{stamp}-{counter}")
-        counter += 1
-    return candidate
 
 
 def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -66,9 +54,8 @@ def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         data, reason = None, f"it is not valid JSON: {exc}"
     if reason is None:
         return data, None
-    backup = _backup_path(path)
     try:
-        os.replace(path, backup)
+        backup = set_aside(path, "bak")
     except OSError as exc:
         return None, f"{path.name} could not be used ({reason}) nor moved aside ({exc}); defaults are used."
     return None, f"{path.name} could not be used ({reason}). It was moved to {backup} and defaults are used."
@@ -76,32 +63,7 @@ def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON so that a crash leaves either the old or the new file, never a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=4, ensure_ascii=False)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform (Windows); the file itself is already synced
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_text_atomic(path, json.dumps(data, indent=4, ensure_ascii=False))
 
 
 def _json_value(value: Any) -> Any:

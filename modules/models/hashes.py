@@ -8,7 +8,7 @@
   so an existing A1111 cache.json is reused as is and other sections in it are preserved. We also record the
   file size; an entry is valid while the file's mtime and size are unchanged (A1111 entries without a size are
   checked by mtime only). Writes are atomic (temp file + `os.replace`) and the object is thread safe. A cache file
-  that is not valid JSON is moved aside to `<name>.corrupt` and rebuilt.
+  that is not valid JSON is moved aside to `<name>.corrupt-<timestamp>` and rebuilt.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from modules.fileio import set_aside, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +76,14 @@ class HashCache:
                 raise ValueError("top level is not an object")
             return data
         except (OSError, ValueError) as exc:
-            backup = self.path.with_name(self.path.name + ".corrupt")
+            backup = set_aside(self.path, "corrupt")
             log.warning("Hash cache %s is unreadable (%s); moved to %s and rebuilding it", self.path, exc, backup)
-            os.replace(self.path, backup)
             return {}
 
     def _write(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps(self._data, indent=4), encoding="utf8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(self._data, indent=4))
 
     def _section(self) -> dict[str, Any]:
         section = self._data.get(SECTION)

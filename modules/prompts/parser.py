@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 import lark
 
@@ -167,17 +167,14 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
 
     `(x)` multiplies by 1.1, `[x]` divides by 1.1, `(x:w)` multiplies by w; `\\(` `\\)` `\\[` `\\]` `\\\\` are
     literal characters. Brackets still open at the end apply their multiplier; closing brackets that close nothing
-    are plain text. `BREAK` becomes the piece `("BREAK", -1.0)`; adjacent pieces of equal weight merge; an empty
-    prompt gives `[("", 1.0)]`. A1111 raises on a malformed weight like `(a:1.2.3)`; we read `:1.2.3)` as text.
+    are plain text. `BREAK` becomes the piece `("BREAK", -1.0)`; inside brackets that marker is multiplied too
+    (`(a BREAK b)` gives `("BREAK", -1.1)`), and A1111's encoder then no longer treats it as a break. Adjacent
+    pieces of equal weight merge; an empty prompt gives `[("", 1.0)]`. A1111 raises on a malformed weight like
+    `(a:1.2.3)`; we read `:1.2.3)` as text.
     """
     pieces: list[list] = []
     round_open: list[int] = []
     square_open: list[int] = []
-
-    def multiply_from(start: int, multiplier: float) -> None:
-        for piece in pieces[start:]:
-            piece[1] *= multiplier
-
     for match in _ATTENTION_TOKEN.finditer(text):
         token, weight = match.group(0), _to_float(match.group(1))
         if token.startswith("\\"):
@@ -185,18 +182,23 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
         elif token in ("(", "["):
             (round_open if token == "(" else square_open).append(len(pieces))
         elif weight is not None and round_open:
-            multiply_from(round_open.pop(), weight)
+            _multiply_from(pieces, round_open.pop(), weight)
         elif token == ")" and round_open:
-            multiply_from(round_open.pop(), ROUND_MULTIPLIER)
+            _multiply_from(pieces, round_open.pop(), ROUND_MULTIPLIER)
         elif token == "]" and square_open:
-            multiply_from(square_open.pop(), SQUARE_MULTIPLIER)
+            _multiply_from(pieces, square_open.pop(), SQUARE_MULTIPLIER)
         else:
             _append_plain(pieces, token)
     for start in round_open:
-        multiply_from(start, ROUND_MULTIPLIER)
+        _multiply_from(pieces, start, ROUND_MULTIPLIER)
     for start in square_open:
-        multiply_from(start, SQUARE_MULTIPLIER)
+        _multiply_from(pieces, start, SQUARE_MULTIPLIER)
     return _merge_equal_weights(pieces or [["", 1.0]])
+
+
+def _multiply_from(pieces: list[list], start: int, multiplier: float) -> None:
+    for piece in pieces[start:]:
+        piece[1] *= multiplier
 
 
 def _merge_equal_weights(pieces: list[list]) -> list[tuple[str, float]]:
@@ -242,7 +244,7 @@ class _Alternation:
     options: tuple[tuple[_Piece, ...], ...]
 
 
-_Piece = Union[str, _Edit, _Alternation]
+_Piece = str | _Edit | _Alternation
 
 
 def _join(children: Iterable[object]) -> tuple[_Piece, ...]:
@@ -426,11 +428,11 @@ def build_conditioning(prompts: Sequence[str], steps: int, *, hires_steps: int |
     parser = parser or ScheduleParser()
     split = [split_composable(p) if composable else [(p, 1.0)] for p in prompts]
     texts = list(dict.fromkeys(text for parts in split for text, _ in parts))
-    schedules = dict(zip(texts, parser.schedules(texts, steps, hires_steps, use_old_scheduling)))
+    schedules = dict(zip(texts, parser.schedules(texts, steps, hires_steps, use_old_scheduling), strict=True))
     return ConditioningPlan(
         prompts=tuple(
             PromptConditioning(prompt, tuple(ComposablePart(weight, tuple(schedules[text])) for text, weight in parts))
-            for prompt, parts in zip(prompts, split)
+            for prompt, parts in zip(prompts, split, strict=True)
         ),
         steps=steps,
     )

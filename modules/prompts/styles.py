@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
-import tempfile
 import threading
-import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from modules.errors import UserError
+from modules.fileio import aside_path, atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -174,31 +172,12 @@ def write_styles_csv(path: Path, styles: Iterable[PromptStyle], extra_columns: S
     columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
     for style in rows:
         columns += [c for c, _ in style.extra if c not in columns]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns, restval="")
-            writer.writeheader()
-            for style in rows:
-                writer.writerow({"name": style.name, "prompt": style.prompt,
-                                 "negative_prompt": style.negative_prompt, **dict(style.extra)})
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _corrupt_copy_path(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
-    counter = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
-        counter += 1
-    return candidate
+    with atomic_writer(path, encoding="utf-8-sig", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        for style in rows:
+            writer.writerow({"name": style.name, "prompt": style.prompt,
+                             "negative_prompt": style.negative_prompt, **dict(style.extra)})
 
 
 class StyleDatabase:
@@ -235,7 +214,7 @@ class StyleDatabase:
 
     def _set_aside(self, reason: str) -> None:
         """Copy a corrupt file aside so that a later save cannot lose it."""
-        backup = _corrupt_copy_path(self.path)
+        backup = aside_path(self.path, "corrupt")
         try:
             shutil.copy2(self.path, backup)
         except OSError as exc:
@@ -294,7 +273,7 @@ class StyleDatabase:
         """Styles by name; an unknown name acts as an empty style, as in A1111 (the prompt is only stripped)."""
         with self._lock:
             found = [self._styles.get(name) for name in names]
-        missing = [name for name, style in zip(names, found) if style is None]
+        missing = [name for name, style in zip(names, found, strict=True) if style is None]
         if missing:
             log.warning("unknown styles ignored: %s", ", ".join(missing))
         return [style or PromptStyle(name="") for style in found]

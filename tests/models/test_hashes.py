@@ -79,7 +79,8 @@ def test_corrupt_cache_is_backed_up_and_rebuilt(model_file: Path, tmp_path: Path
     cache_file = tmp_path / "cache.json"
     cache_file.write_text("{ not json")
     cache = HashCache(cache_file)
-    assert (tmp_path / "cache.json.corrupt").read_text() == "{ not json"
+    (backup,) = tmp_path.glob("cache.json.corrupt-*")
+    assert backup.read_text() == "{ not json"
     value = cache.sha256("checkpoint/model.safetensors", model_file)
     assert json.loads(cache_file.read_text())["hashes"]["checkpoint/model.safetensors"]["sha256"] == value
 

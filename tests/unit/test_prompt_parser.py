@@ -13,9 +13,9 @@ import pytest
 from modules.prompts.parser import (
     BREAK_TEXT,
     BREAK_WEIGHT,
+    MAX_SCHEDULE_BRACKETS,
     ComposablePart,
     ConditioningPlan,
-    MAX_SCHEDULE_BRACKETS,
     ExtraNetworkRef,
     ScheduledPrompt,
     ScheduleParser,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def test_database_applies_to_both_prompts(tmp_path: Path) -> None:
 # --- extracting ---------------------------------------------------------------------------------------------------
 
 def test_extract_style_text() -> None:
-    assert extract_style_text_from_prompt("masterpiece", "1girl, art by greg, masterpiece") == (True, "1girl, art by greg")
+    assert extract_style_text_from_prompt("masterpiece", "1girl, art by greg, masterpiece") == (
+        True, "1girl, art by greg")
     assert extract_style_text_from_prompt("masterpiece, {prompt}", "masterpiece, 1girl, art by greg") == (
         True, "1girl, art by greg")
     assert extract_style_text_from_prompt("masterpiece, {prompt}", "exquisite, 1girl") == (False, "exquisite, 1girl")
@@ -189,7 +191,7 @@ def test_failed_write_leaves_the_file_and_no_temp_file(tmp_path: Path, monkeypat
     def fail(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("modules.prompts.styles.os.replace", fail)
+    monkeypatch.setattr("modules.fileio.os.replace", fail)
     with pytest.raises(StylesFileError, match="disk full"):
         db.save()
     assert path.read_bytes().decode("utf-8") == A1111_FILE

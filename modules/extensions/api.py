@@ -1,0 +1,325 @@
+"""THE public surface for extensions (API version 1). Extension code imports this module and nothing else of ours.
+
+An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
+``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
+(`ext.on(Hook.X, fn, order=0)` or the `@ext.hook(...)` decorator) and adds scripts (`ext.add_script(...)`).
+
+Every hook is a member of the closed `Hook` enum and passes one typed context object to its callbacks. Callbacks run
+in ascending `order`, then in extension load order, then in registration order. An exception in a callback is
+logged with the extension's name, recorded in the extension's error list (shown in the Extensions tab) and otherwise
+ignored: the application and the generation go on as if the callback had not been registered for that call.
+
+Porting from AUTOMATIC1111: `A1111_EQUIVALENTS` maps A1111's callback/Script method names onto these hooks.
+
+Compatibility promise: within `API_VERSION` 1, names here are only added, never removed or changed in meaning. An
+extension declares the version it was written for in metadata.ini (`Api = 1`); an extension asking for another
+major version is not loaded.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+
+from PIL import Image
+
+from modules import infotext as _infotext
+from modules.errors import UserError
+from modules.options import OptionSpec
+from modules.types import GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from modules.samplers.registry import SamplerSpec
+
+API_VERSION = 1
+"""The version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
+
+ScriptMode = Literal["txt2img", "img2img"]
+
+__all__ = [
+    "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
+    "ExtensionContext", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext", "ModelLoadedContext",
+    "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext",
+    "UiBuilder", "UiTab", "UiTabsContext", "UserError", "sampler_spec", "with_infotext_params",
+]
+
+
+class Hook(enum.Enum):
+    """Every point where extensions are called. The context type each one passes is named in its comment."""
+
+    APP_STARTED = "app_started"  # AppStartedContext; once, after the HTTP routes are mounted (add your own routes)
+    MODEL_LOADED = "model_loaded"  # ModelLoadedContext; each time a checkpoint is read from disk
+    UI_TABS = "ui_tabs"  # UiTabsContext -> UiTab | Sequence[UiTab]; while the page is built
+    UI_SETTINGS = "ui_settings"  # SettingsContext -> Sequence[OptionSpec]; once at start (rows of the settings tab)
+    SAMPLERS = "samplers"  # SamplersContext -> Sequence[SamplerSpec]; once at start (rows of the sampler registry)
+    BEFORE_JOB = "before_job"  # BeforeJobContext -> GenerationRequest | None; before a generation is planned
+    POST_CFG = "post_cfg"  # StepContext; every denoising step, after CFG, before the scheduler step
+    AFTER_IMAGE = "after_image"  # AfterImageContext; per decoded image, before it is saved or returned
+    IMAGE_SAVED = "image_saved"  # ImageSavedContext; per image file written
+
+
+A1111_EQUIVALENTS: Mapping[str, str] = {
+    "Script.process / Script.before_process": "Hook.BEFORE_JOB (return a changed request)",
+    "Script.process_batch / before_process_batch": "Hook.BEFORE_JOB (batches share one request here)",
+    "Script.postprocess_image / postprocess_batch": "Hook.AFTER_IMAGE (set ctx.image / ctx.infotext)",
+    "Script.postprocess": "Hook.AFTER_IMAGE (called once per image)",
+    "on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg": "Hook.POST_CFG (ctx.noise_pred, ctx.latents)",
+    "on_image_saved": "Hook.IMAGE_SAVED",
+    "on_ui_tabs": "Hook.UI_TABS (return UiTab(build, title, id))",
+    "on_ui_settings": "Hook.UI_SETTINGS (return OptionSpec rows)",
+    "on_app_started": "Hook.APP_STARTED (ctx.fastapi)",
+    "on_model_loaded": "Hook.MODEL_LOADED",
+    "sd_samplers.add_sampler / all_samplers.append": "Hook.SAMPLERS (return SamplerSpec rows)",
+    "Script.title/show/ui/run (selectable)": "ext.add_script(title, ui=..., run=...)",
+    "Script.show -> AlwaysVisible + ui": "ext.add_script(title, ui=..., always_on=True)",
+}
+"""Porting table: AUTOMATIC1111 names (left) -> this API (right). Documented in extensions/README.md."""
+
+
+# -- app hooks --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppStartedContext:
+    """`fastapi` is the FastAPI application serving the UI and the API; add routes with `fastapi.add_api_route`."""
+
+    fastapi: Any
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class ModelLoadedContext:
+    """A checkpoint was just loaded. `components` is the loaded component set (read-only: do not patch it)."""
+
+    title: str
+    family: str
+    components: Any
+
+
+@dataclass(frozen=True)
+class UiTabsContext:
+    """Building the page. Return one `UiTab` or a sequence of them."""
+
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class UiTab:
+    """A top-level tab: `build()` creates Gradio components inside the tab (called within its `gr.Tab`)."""
+
+    build: Callable[[], None]
+    title: str
+    id: str
+
+
+@dataclass(frozen=True)
+class SettingsContext:
+    """Declaring settings. Return `OptionSpec` rows; `section` is the suggested section label (the extension name).
+
+    Values are read from config.json and appear in `BeforeJobContext.options` (and the other job contexts)."""
+
+    section: str
+
+
+@dataclass(frozen=True)
+class SamplersContext:
+    """Adding samplers. Return `SamplerSpec` rows (see `sampler_spec`); `known` lists the names already taken."""
+
+    known: tuple[str, ...]
+
+
+def sampler_spec(name: str, scheduler_cls: type, config: Mapping[str, Any] | None = None, *,
+                 aliases: Sequence[str] = (), default_schedule: str = "uniform") -> "SamplerSpec":
+    """Build a sampler row: a diffusers scheduler class plus the config that makes it this sampler."""
+    from modules.samplers.registry import SamplerSpec
+
+    return SamplerSpec(name=name, scheduler_cls=scheduler_cls, config=dict(config or {}), aliases=tuple(aliases),
+                       default_schedule=default_schedule)
+
+
+# -- generation hooks -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BeforeJobContext:
+    """A generation is about to be planned. Return a changed request (`ctx.request.with_changes(...)`) or None.
+
+    `args` are this extension's values from `request.extension_args[<extension name>]` (empty when not sent);
+    `options` is the settings snapshot of this job."""
+
+    request: GenerationRequest
+    args: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+@dataclass
+class StepContext:
+    """One denoising step after classifier-free guidance and before the scheduler step.
+
+    Assign `noise_pred` (the guided model output the scheduler will use) or `latents` to change the step; the other
+    fields are information. `noise_pred_uncond` is None when the uncond pass was skipped (CFG scale 1). `sigma` is
+    the k-diffusion sigma of `timestep` (NaN for schedulers without alphas)."""
+
+    step: int
+    total: int
+    timestep: "torch.Tensor"
+    sigma: float
+    latents: "torch.Tensor"
+    noise_pred: "torch.Tensor"
+    noise_pred_cond: "torch.Tensor"
+    noise_pred_uncond: "torch.Tensor | None"
+    cfg_scale: float
+    request: GenerationRequest
+    args: Mapping[str, Any]
+
+
+@dataclass
+class AfterImageContext:
+    """One finished image, before it is saved and returned. Assign `image` and/or `infotext` to change them
+    (`with_infotext_params` adds `Key: value` pairs)."""
+
+    image: Image.Image
+    infotext: str
+    index: int
+    seed: int
+    request: GenerationRequest
+    args: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageSavedContext:
+    """An image file was written to `path` (with `infotext` embedded when PNG info is on)."""
+
+    path: Path
+    image: Image.Image
+    infotext: str
+    request: GenerationRequest
+    args: Mapping[str, Any]
+
+
+def with_infotext_params(text: str, params: Mapping[str, Any]) -> str:
+    """`text` with `params` added to (or replacing keys of) its A1111 parameter line; None values remove keys."""
+    parsed = _infotext.parse(text)
+    merged: dict[str, Any] = dict(parsed.written_params())
+    for key, value in params.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return _infotext.build(parsed.prompt, parsed.negative_prompt, merged)
+
+
+# -- scripts ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UiBuilder:
+    """Passed to a script's `ui` function, which runs inside the Gradio layout of one tab.
+
+    The function creates Gradio components and returns them by name: ``{"phi": gr.Slider(...)}``. The names become
+    the keys of `request.extension_args[<extension name>]`; their order is the order of A1111's positional
+    `script_args`. `choices(kind)` lists "samplers" or "checkpoints" for dropdowns."""
+
+    mode: ScriptMode
+    extension: str
+    choices: Callable[[str], list[str]] = field(default=lambda kind: [])
+
+    @property
+    def is_img2img(self) -> bool:
+        return self.mode == "img2img"
+
+    def elem_id(self, name: str) -> str:
+        """A page-unique HTML id for a component of this script."""
+        return f"script_{self.mode}_{self.extension}_{name}".replace(" ", "_").lower()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a selectable script's `run(ctx, request)` gets. `generate(request)` runs one normal generation (with
+    every always-on extension and saving as configured) and returns its result; call it as often as needed.
+
+    `resolve_sampler` / `resolve_checkpoint` return the canonical name or raise `UserError` (validate before a long
+    run); `save_grid(image, infotext)` saves a grid when grid saving is on; `interrupted()` is True once the user
+    pressed Interrupt (stop launching generations then)."""
+
+    args: Mapping[str, Any]
+    options: Mapping[str, Any]
+    generate: Callable[[GenerationRequest], GenerationResult]
+    resolve_sampler: Callable[[str], str]
+    resolve_checkpoint: Callable[[str], str]
+    save_grid: Callable[[Image.Image, str], None]
+    interrupted: Callable[[], bool]
+
+
+UiFunction = Callable[[UiBuilder], Mapping[str, Any]]
+RunFunction = Callable[[RunContext, GenerationRequest], GenerationResult]
+
+
+@dataclass(frozen=True)
+class Script:
+    """A script with UI controls in txt2img/img2img.
+
+    Selectable (A1111 "Script" dropdown): has `run`, which takes over the generation when the user selects it.
+    Always-on (`always_on=True`): its controls are always shown and its values reach the extension's hooks as
+    `ctx.args`; it has no `run`."""
+
+    title: str
+    ui: UiFunction | None = None
+    run: RunFunction | None = None
+    always_on: bool = False
+    modes: tuple[ScriptMode, ...] = ("txt2img", "img2img")
+
+    def __post_init__(self) -> None:
+        if not self.title.strip():
+            raise ValueError("a script needs a title")
+        if self.always_on and self.run is not None:
+            raise ValueError(f"script {self.title!r}: always-on scripts cannot take over the run (drop `run`)")
+        if not self.always_on and self.run is None:
+            raise ValueError(f"script {self.title!r}: a selectable script needs `run` (or set always_on=True)")
+        if not set(self.modes) <= {"txt2img", "img2img"} or not self.modes:
+            raise ValueError(f"script {self.title!r}: modes must be a non-empty subset of ('txt2img', 'img2img')")
+
+
+Callback = Callable[[Any], Any]
+
+
+class ExtensionContext:
+    """The handle `register(ext)` receives: this extension's identity and the ways to plug into the application."""
+
+    def __init__(self, name: str, path: Path, version: str,
+                 add_callback: Callable[[Hook, Callback, int], None],
+                 add_script: Callable[[Script], None]) -> None:
+        self.name = name
+        self.path = path
+        self.version = version
+        self.log = logging.getLogger(f"extensions.{name}")
+        self._add_callback = add_callback
+        self._add_script = add_script
+
+    def on(self, hook: Hook, callback: Callback, *, order: int = 0) -> None:
+        """Call `callback(context)` at `hook`; lower `order` runs first (default 0)."""
+        if not isinstance(hook, Hook):
+            raise TypeError(f"{hook!r} is not a Hook")
+        if not callable(callback):
+            raise TypeError(f"callback for {hook.name} is not callable")
+        self._add_callback(hook, callback, int(order))
+
+    def hook(self, hook: Hook, *, order: int = 0) -> Callable[[Callback], Callback]:
+        """Decorator form of `on`."""
+        def decorate(callback: Callback) -> Callback:
+            self.on(hook, callback, order=order)
+            return callback
+        return decorate
+
+    def add_script(self, title: str, *, ui: UiFunction | None = None, run: RunFunction | None = None,
+                   always_on: bool = False, modes: Sequence[ScriptMode] = ("txt2img", "img2img")) -> Script:
+        """Add a selectable (`run=...`) or always-on (`always_on=True`) script; see `Script`."""
+        script = Script(title=title, ui=ui, run=run, always_on=always_on, modes=tuple(modes))
+        self._add_script(script)
+        return script
