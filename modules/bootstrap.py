@@ -25,7 +25,8 @@ def build_app(launch: LaunchOptions) -> App:
     settings = SettingsStore.open(launch.settings_file, launch=launch)
     for problem in settings.problems:
         log.warning("config.json: %s", problem)
-    device_plan = plan_devices(launch.device, launch.precision, launch.no_half, launch.no_half_vae)
+    device_plan = plan_devices(launch.device, launch.precision, launch.no_half, launch.no_half_vae,
+                               medvram=launch.medvram, lowvram=launch.lowvram)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
                           ckpt=launch.ckpt, vae_dir=launch.vae_dir)
     settings.subscribe(lambda _old, new: models.update_options(new))

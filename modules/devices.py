@@ -43,6 +43,11 @@ class Capabilities:
         return cls(cuda=cuda, mps=mps, cuda_count=torch.cuda.device_count() if cuda else 0)
 
 
+OFFLOAD_NONE = "none"
+OFFLOAD_MODEL = "model"  # --medvram: each component moves to the device for its forward pass, then back
+OFFLOAD_SEQUENTIAL = "sequential"  # --lowvram: weights move submodule by submodule
+
+
 @dataclass(frozen=True)
 class DevicePlan:
     """Where models run and in which dtypes."""
@@ -51,11 +56,13 @@ class DevicePlan:
     dtype: torch.dtype
     vae_dtype: torch.dtype
     autocast: bool = False
+    offload: str = OFFLOAD_NONE
 
     def describe(self) -> str:
         vae = "" if self.vae_dtype == self.dtype else f", VAE {_dtype_name(self.vae_dtype)}"
         auto = ", autocast" if self.autocast else ""
-        return f"{self.device} {_dtype_name(self.dtype)}{vae}{auto}"
+        offload = "" if self.offload == OFFLOAD_NONE else f", {self.offload} offload"
+        return f"{self.device} {_dtype_name(self.dtype)}{vae}{auto}{offload}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -93,13 +100,24 @@ def choose_dtypes(device: torch.device, precision: str = "autocast", no_half: bo
     return torch.float16, (torch.float32 if no_half_vae else torch.float16)
 
 
+def choose_offload(device: torch.device, medvram: bool = False, lowvram: bool = False) -> str:
+    """A1111's --medvram (one model on the GPU at a time) and --lowvram (layer by layer); nothing to do on CPU."""
+    if device.type == "cpu":
+        return OFFLOAD_NONE
+    if lowvram:
+        return OFFLOAD_SEQUENTIAL
+    return OFFLOAD_MODEL if medvram else OFFLOAD_NONE
+
+
 def plan_devices(device: str | None = None, precision: str = "autocast", no_half: bool = False,
-                 no_half_vae: bool = False, caps: Capabilities | None = None) -> DevicePlan:
-    """Device and dtypes from the launch flags; `caps` defaults to what this process detects."""
+                 no_half_vae: bool = False, caps: Capabilities | None = None, *, medvram: bool = False,
+                 lowvram: bool = False) -> DevicePlan:
+    """Device, dtypes and offload policy from the launch flags; `caps` defaults to what this process detects."""
     caps = caps if caps is not None else Capabilities.detect()
     chosen = choose_device(device, caps)
     dtype, vae_dtype = choose_dtypes(chosen, precision, no_half, no_half_vae)
-    plan = DevicePlan(chosen, dtype, vae_dtype, autocast=precision == "autocast" and dtype == torch.float16)
+    plan = DevicePlan(chosen, dtype, vae_dtype, autocast=precision == "autocast" and dtype == torch.float16,
+                      offload=choose_offload(chosen, medvram, lowvram))
     log.info("Models run on %s", plan.describe())
     return plan
 

@@ -45,8 +45,17 @@ __all__ = [
     "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
     "ExtensionContext", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext", "ModelLoadedContext",
     "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext",
-    "UiBuilder", "UiTab", "UiTabsContext", "UserError", "sampler_spec", "with_infotext_params",
+    "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UserError", "sampler_spec", "with_infotext_params",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`SamplerSpec` is imported on first use (the sampler registry imports diffusers)."""
+    if name == "SamplerSpec":
+        from modules.samplers.registry import SamplerSpec
+
+        return SamplerSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Hook(enum.Enum):

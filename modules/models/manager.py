@@ -27,15 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import torch
 from diffusers import AutoencoderKL
 
-from modules.devices import DevicePlan, plan_devices
+from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
 from modules.errors import ModelNotFound
 from modules.models.cache import ModelCache
 from modules.models.components import ComponentSet
 from modules.models.hashes import HashCache
 from modules.models.probe import probe
-from modules.models.records import CheckpointRecord, Format, ModelCatalog, ProbeFn, ScanRoots, VaeRecord, format_of
+from modules.models.records import (
+    CheckpointRecord,
+    Format,
+    ModelCatalog,
+    ProbeFn,
+    ScanRoots,
+    VaeRecord,
+    format_of,
+)
 from modules.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -74,9 +83,12 @@ class Selection:
 def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
     """Load through `modules.models.loaders` (single file or diffusers folder)."""
     from modules.models import loaders
+    from modules.models.offload import apply_offload
 
     load = loaders.load_diffusers_folder if record.format is Format.DIFFUSERS else loaders.load_checkpoint
-    return load(record.path, record.identity, device=plan.device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+    device = plan.device if plan.offload == OFFLOAD_NONE else torch.device("cpu")
+    components = load(record.path, record.identity, device=device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
+    return apply_offload(components, plan.offload, plan.device)
 
 
 def default_vae_load_fn(record: VaeRecord, base_config: Mapping[str, Any], plan: DevicePlan) -> AutoencoderKL:
