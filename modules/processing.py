@@ -16,13 +16,15 @@ from __future__ import annotations
 import datetime
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from tqdm import tqdm
 
 from modules import images, infotext
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.models.manager import ModelOptions, Selection
-from modules.types import GenerationRequest, GenerationResult
+from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -67,14 +69,14 @@ def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *,
     refiner_selection = app.models.select(request.refiner_checkpoint, None, options=model_options) \
         if request.refiner_checkpoint else None
     core_options = CoreOptions.from_mapping(settings)
-    with app.models.use(selection) as components:
+    with app.models.use(selection) as components, ConsoleProgress(ctx.report) as report:
         # 4. the core
         if refiner_selection is not None:
             with app.models.use(refiner_selection) as refiner:
-                output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=ctx.report,
+                output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=report,
                                   refiner=refiner, options=core_options)
         else:
-            output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=ctx.report,
+            output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=report,
                               options=core_options)
     # 5. infotexts and saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection)
@@ -85,6 +87,30 @@ def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *,
         negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
         interrupted=output.interrupted,
     )
+
+
+class ConsoleProgress:
+    """Forwards progress events to the job and draws them as one tqdm bar on the console (A1111's console bar)."""
+
+    def __init__(self, forward: Callable[[ProgressEvent], None]) -> None:
+        self._forward = forward
+        self._bar: tqdm | None = None
+
+    def __enter__(self) -> "ConsoleProgress":
+        return self
+
+    def __call__(self, event: ProgressEvent) -> None:
+        total = event.total_steps * event.job_count
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc="Generating", unit="step", leave=False, dynamic_ncols=True)
+        self._bar.total = total
+        self._bar.n = min(total, event.job_no * event.total_steps + event.step)
+        self._bar.refresh()
+        self._forward(event)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,

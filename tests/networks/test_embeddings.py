@@ -57,10 +57,10 @@ def folder(tmp_path: Path) -> Path:
     torch.save({"string_to_param": legacy}, root / "sub" / "legacy.pt")
     torch.save({"<cat-toy>": torch.randn(TINY_HIDDEN, generator=gen)}, root / "cat.bin")
     save_file({"emb_params": torch.randn(3, TINY_HIDDEN, generator=gen)}, str(root / "neg.safetensors"))
-    save_file({"clip_l": torch.randn(2, TINY_HIDDEN, generator=gen), "clip_g": torch.randn(2, TINY_HIDDEN, generator=gen)},
-              str(root / "xl_pair.safetensors"))
+    pair = {"clip_l": torch.randn(2, TINY_HIDDEN, generator=gen), "clip_g": torch.randn(2, TINY_HIDDEN, generator=gen)}
+    save_file(pair, str(root / "xl_pair.safetensors"))
     save_file({"emb_params": torch.randn(1, 768, generator=gen)}, str(root / "wide.safetensors"))
-    (root / "evil.pt").write_bytes(pickle.dumps({"string_to_param": _Boom()}))
+    (root / "evil.pt").write_bytes(pickle.dumps({"string_to_param": _Boom()}, protocol=2))
     (root / "empty.pt").write_bytes(b"")
     (root / "notes.txt").write_text("not an embedding")
     return root
@@ -73,7 +73,7 @@ def test_database_reads_all_formats_and_refuses_pickled_code(folder: Path, sd1: 
     assert db.embeddings["sks style"].n_vectors == 2 and db.embeddings["cat"].n_vectors == 1
     assert db.embeddings["neg"].vectors["*"].shape == (3, TINY_HIDDEN)
     assert set(db.errors) == {str(folder / "evil.pt")}
-    assert "os.system" in db.errors[str(folder / "evil.pt")] or "posix.system" in db.errors[str(folder / "evil.pt")]
+    assert "not executed" in db.errors[str(folder / "evil.pt")]
     assert not Path("/tmp/networks_test_pwned").exists()
     listing = db.listing(sd1)
     assert set(listing["loaded"]) == {"cat", "legacy", "neg", "sks style"}

@@ -48,7 +48,8 @@ def sdxl() -> ComponentSet:
 
 def snapshot(components: ComponentSet) -> dict[str, torch.Tensor]:
     state = {}
-    for prefix, module in [("unet", components.unet), *((f"te{i}", te) for i, te in enumerate(components.text_encoders))]:
+    modules = [("unet", components.unet), *((f"te{i}", te) for i, te in enumerate(components.text_encoders))]
+    for prefix, module in modules:
         state.update({f"{prefix}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
     return state
 
