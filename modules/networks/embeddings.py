@@ -148,9 +148,10 @@ def _vectors_from_data(data: Mapping[str, Any], path: Path) -> dict[str, torch.T
     if "string_to_param" in data:
         params = data["string_to_param"]
         params = getattr(params, "_parameters", params)
-        if not isinstance(params, Mapping) or len(params) != 1:
+        values = list(params.values()) if isinstance(params, Mapping) else []
+        if len(values) != 1 or not isinstance(values[0], torch.Tensor):
             raise EmbeddingFormatError(f"{path}: an embedding file must hold exactly one term in string_to_param.")
-        return {SINGLE_KEY: _as_2d(next(iter(params.values())))}
+        return {SINGLE_KEY: _as_2d(values[0])}
     if isinstance(data.get("clip_l"), torch.Tensor) and isinstance(data.get("clip_g"), torch.Tensor):
         vectors = {key: _as_2d(data[key]) for key in SDXL_KEYS}
         if vectors["clip_l"].shape[0] != vectors["clip_g"].shape[0]:

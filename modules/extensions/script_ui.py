@@ -1,0 +1,97 @@
+"""Drawing the scripts of one generation tab with Gradio, and turning their values into a request.
+
+`render_script_area(host, mode)` is called inside the tab's layout. It draws every always-on script in its own
+accordion, then A1111's "Script" dropdown with each selectable script's controls in a group that is visible only
+while that script is selected. It returns a `ScriptArea` whose `inputs` are named components (the UI binder adds
+them to the generate handler's inputs) and whose `apply(request, values)` puts the values into
+`request.extension_args` (see modules.extensions.scripts for the layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from modules.extensions.api import ScriptMode
+from modules.extensions.scripts import SCRIPT_KEY, ScriptEntry
+from modules.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from modules.extensions.host import ExtensionHost
+
+SELECTOR = "script_name"
+"""Input name of the "Script" dropdown."""
+NO_SCRIPT = "None"
+
+
+def input_name(entry: ScriptEntry, component: str) -> str:
+    """Input name of one script control: '<extension>/<component>'."""
+    return f"{entry.name}/{component}"
+
+
+@dataclass
+class ScriptArea:
+    """The drawn script controls of one tab; `inputs` maps input names to Gradio components."""
+
+    mode: ScriptMode
+    inputs: dict[str, Any] = field(default_factory=dict)
+    always_on: list[tuple[ScriptEntry, list[str]]] = field(default_factory=list)
+    selectable: dict[str, tuple[ScriptEntry, list[str]]] = field(default_factory=dict)
+
+    def apply(self, request: GenerationRequest, values: Mapping[str, Any]) -> GenerationRequest:
+        """`request` with the always-on values, the selected script and its values (by input name)."""
+        ext_args: dict[str, Any] = {key: dict(value) for key, value in request.extension_args.items()}
+        chosen = self.selectable.get(str(values.get(SELECTOR) or NO_SCRIPT))
+        groups = list(self.always_on) + ([chosen] if chosen else [])
+        for entry, names in groups:
+            target = ext_args.setdefault(entry.name, {})
+            for name in names:
+                key = input_name(entry, name)
+                if key in values:
+                    target[name] = values[key]
+        if chosen:
+            ext_args[SCRIPT_KEY] = {"title": chosen[0].title}
+        else:
+            ext_args.pop(SCRIPT_KEY, None)
+        return request.with_changes(extension_args=ext_args)
+
+
+def _add_controls(area: ScriptArea, host: "ExtensionHost", entry: ScriptEntry) -> list[str]:
+    import gradio as gr
+
+    components = host.scripts.build(entry, area.mode)
+    if not components and entry.extension.errors:
+        gr.Markdown(f"Extension **{entry.name}** could not draw '{entry.title}': {entry.extension.errors[-1].message}")
+    names = []
+    for name, component in components.items():
+        key = input_name(entry, name)
+        if key in area.inputs:
+            entry.extension.record_error(f"ui() of script '{entry.title}'",
+                                         ValueError(f"control name {name!r} is used twice in this extension"))
+            continue
+        area.inputs[key] = component
+        names.append(name)
+    return names
+
+
+def render_script_area(host: "ExtensionHost", mode: ScriptMode) -> ScriptArea:
+    """Draw the scripts of `mode` in the current Gradio layout (see the module doc)."""
+    import gradio as gr
+
+    area = ScriptArea(mode)
+    for entry in host.scripts.entries(mode, always_on=True):
+        with gr.Accordion(entry.title, open=False, elem_id=f"{mode}_script_{entry.name}"):
+            area.always_on.append((entry, _add_controls(area, host, entry)))
+    selectable = host.scripts.entries(mode, always_on=False)
+    if not selectable:
+        return area
+    titles = [entry.title for entry in selectable]
+    selector = gr.Dropdown([NO_SCRIPT, *titles], value=NO_SCRIPT, label="Script", elem_id=f"{mode}_script_select")
+    area.inputs[SELECTOR] = selector
+    groups = []
+    for entry in selectable:
+        with gr.Group(visible=False) as group:
+            area.selectable[entry.title] = (entry, _add_controls(area, host, entry))
+        groups.append(group)
+    selector.change(lambda title: [gr.update(visible=title == t) for t in titles], inputs=selector, outputs=groups)
+    return area
