@@ -13,17 +13,24 @@ import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modules.app import App
+    from modules.cli import LaunchOptions
+
 STARTED = time.perf_counter()
 log = logging.getLogger("webui")
 
 
-def build_server(app, launch):  # noqa: ANN001, ANN201 - typed in create_server
+def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
     """The FastAPI application serving the UI at / (unless --nowebui) and /sdapi/v1 (with --api/--nowebui)."""
     import gradio as gr
     from fastapi import FastAPI
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _preload(app) -> None:  # noqa: ANN001
+def _preload(app: "App") -> None:
     """Load the current checkpoint in the background so the first generation does not wait for it."""
     from modules.errors import UserError
 

@@ -7,9 +7,10 @@ base holds process-wide state. Gradio handlers and FastAPI routes are closures o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modules.cli import LaunchOptions
+from modules.extensions.host import ExtensionHost
 from modules.jobs import Job, JobQueue
 from modules.models.manager import ModelManager
 from modules.paths import DataPaths
@@ -33,6 +34,7 @@ class App:
     samplers: SamplerRegistry
     jobs: JobQueue
     styles: StyleDatabase
+    extensions: ExtensionHost = field(default_factory=ExtensionHost)
 
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
                save: bool | None = None) -> Job:

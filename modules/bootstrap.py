@@ -8,10 +8,11 @@ from pathlib import Path
 from modules.app import App
 from modules.cli import LaunchOptions
 from modules.devices import plan_devices
+from modules.extensions.host import ExtensionHost
 from modules.jobs import JobQueue
-from modules.models.manager import ModelManager
+from modules.models.manager import ModelManager, default_load_fn
 from modules.prompts.styles import StyleDatabase
-from modules.samplers.registry import default_registry
+from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.settings import SettingsStore, UiConfig
 
 log = logging.getLogger(__name__)
@@ -25,21 +26,37 @@ def build_app(launch: LaunchOptions) -> App:
     settings = SettingsStore.open(launch.settings_file, launch=launch)
     for problem in settings.problems:
         log.warning("config.json: %s", problem)
+    extensions = ExtensionHost.for_launch(launch, settings)
+    extensions.load()
     device_plan = plan_devices(launch.device, launch.precision, launch.no_half, launch.no_half_vae,
                                medvram=launch.medvram, lowvram=launch.lowvram)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
-                          ckpt=launch.ckpt, vae_dir=launch.vae_dir)
+                          ckpt=launch.ckpt, vae_dir=launch.vae_dir,
+                          load_fn=extensions.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
+    samplers = default_registry()
+    extensions.setup(samplers, settings)
+    extensions.scripts.choices = lambda kind: _choices(kind, models, samplers)
     return App(
         launch=launch,
         paths=paths,
         settings=settings,
         ui_config=UiConfig.load(launch.ui_config_path),
         models=models,
-        samplers=default_registry(),
+        samplers=samplers,
         jobs=JobQueue("default"),
         styles=StyleDatabase(paths.styles_file),
+        extensions=extensions,
     )
+
+
+def _choices(kind: str, models: ModelManager, samplers: SamplerRegistry) -> list[str]:
+    """Dynamic choice lists offered to extension UIs ("samplers", "checkpoints")."""
+    if kind == "samplers":
+        return samplers.visible()
+    if kind == "checkpoints":
+        return [record.title for record in models.list_checkpoints()]
+    return []
 
 
 def ensure_a_checkpoint(app: App) -> Path | None:

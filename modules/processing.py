@@ -9,10 +9,16 @@ meet. Steps:
 3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job;
 4. the core runs, reporting progress and honouring the job's cancel token;
 5. one A1111 infotext per image; images saved (PNG `parameters` chunk) when saving is on.
+
+Extensions (`app.extensions`, modules/extensions/host.py) take part at fixed points: BEFORE_JOB after step 2's
+prompt/style handling, POST_CFG inside the core (step 4), AFTER_IMAGE before saving, IMAGE_SAVED after each file. A
+request that selects a script (A1111's "Script" dropdown) runs that script instead; it may call `generate_once`
+many times (X/Y/Z plot).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from pathlib import Path
@@ -23,6 +29,7 @@ from tqdm import tqdm
 from modules import images, infotext
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
+from modules.extensions.host import RunServices
 from modules.models.manager import ModelOptions, Selection
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
@@ -57,12 +64,30 @@ def effective_request(app: "App", request: GenerationRequest, settings: Mapping[
 
 def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
                    ) -> GenerationResult:
-    """Run `request` on the job's worker thread; see the module docstring for the steps."""
+    """Run `request` on the job's worker thread: the selected extension script, or one plain generation."""
+    script = app.extensions.selected_script(request)
+    if script is None:
+        return generate_once(app, request, ctx, save=save)
+    settings = job_settings(app, request)
+    services = RunServices(
+        generate=lambda inner: generate_once(app, inner, ctx, save=save),
+        resolve_sampler=lambda name: app.samplers.resolve(name).label,
+        resolve_checkpoint=lambda name: app.models.resolve_checkpoint(name).title,
+        save_grid=lambda image, text: save_grid(app, request, image, text, settings, save),
+        interrupted=lambda: ctx.cancel.interrupted,
+    )
+    return app.extensions.run_script(script, request, services, settings)
+
+
+def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
+                  ) -> GenerationResult:
+    """One generation; see the module docstring for the steps."""
     # 1. settings for this job
     settings = job_settings(app, request)
-    # 2. prompts and sampler
-    request = effective_request(app, request, settings)
+    # 2. prompts, extensions' BEFORE_JOB, sampler
+    request = app.extensions.before_job(effective_request(app, request, settings), settings)
     sampler = app.samplers.resolve(request.sampler, request.schedule)
+    hooks = app.extensions.step_hooks(request)
     # 3. model
     model_options = ModelOptions.from_mapping(settings)
     selection = app.models.select(request.checkpoint, request.vae, options=model_options)
@@ -73,13 +98,15 @@ def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *,
         # 4. the core
         if refiner_selection is not None:
             with app.models.use(refiner_selection) as refiner:
-                output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=report,
-                                  refiner=refiner, options=core_options)
+                output = generate(request, components, sampler, hooks=hooks, cancel=ctx.cancel,
+                                  on_progress=report, refiner=refiner, options=core_options)
         else:
-            output = generate(request, components, sampler, cancel=ctx.cancel, on_progress=report,
+            output = generate(request, components, sampler, hooks=hooks, cancel=ctx.cancel, on_progress=report,
                               options=core_options)
-    # 5. infotexts and saving
+    # 5. infotexts, extensions' AFTER_IMAGE, saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection)
+    pictures, texts = app.extensions.after_images(request, output.images, texts, output.seeds, settings)
+    output = dataclasses.replace(output, images=pictures)
     if save if save is not None else bool(settings.get("samples_save", True)):
         save_outputs(app, request, output, texts, settings)
     return GenerationResult(
@@ -159,4 +186,21 @@ def save_outputs(app: "App", request: GenerationRequest, output: CoreOutput, tex
                                  extension=extension, jpeg_quality=quality)
         saved.append(path)
         log.info("Saved %s", path)
+        app.extensions.image_saved(request, path, image, text)
     return saved
+
+
+def save_grid(app: "App", request: GenerationRequest, image: Any, text: str, settings: Mapping[str, Any],
+              save: bool | None) -> Path | None:
+    """Save a grid made by a script (X/Y/Z plot) when grid saving is on: `outputs/<mode>-grids/<date>`."""
+    if save is False or not bool(settings.get("grid_save", True)):
+        return None
+    key = "outdir_txt2img_grids" if request.mode == "txt2img" else "outdir_img2img_grids"
+    configured = str(settings.get("outdir_grids") or "") or str(settings.get(key) or "")
+    base = Path(configured) if configured else app.paths.outputs / key.removeprefix("outdir_").replace("_", "-")
+    base = base if base.is_absolute() else app.paths.data_dir / base
+    directory = base / datetime.date.today().isoformat()
+    path = images.save_image(image, directory, seed=request.seed, infotext=text,
+                             extension=str(settings.get("grid_format", "png")))
+    log.info("Saved grid %s", path)
+    return path

@@ -135,6 +135,8 @@ def git_details(folder: Path) -> tuple[str | None, str | None]:
                                   env=_git_env())
         except (OSError, subprocess.TimeoutExpired):
             return None
-        return done.stdout.strip() or None if done.returncode == 0 else None
+        if done.returncode != 0:
+            return None
+        return done.stdout.strip() or None
 
     return ask("remote", "get-url", "origin"), ask("rev-parse", "HEAD")

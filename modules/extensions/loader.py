@@ -206,8 +206,9 @@ def import_extension(record: ExtensionRecord, load_index: int, next_seq: Callabl
     """Import `record`'s scripts and keep their registrations; on any failure keep nothing (state FAILED)."""
     package = f"{PACKAGE_ROOT}.{_identifier(record.name)}"
     if PACKAGE_ROOT not in sys.modules:
-        _package(PACKAGE_ROOT, Path())
-        sys.modules[PACKAGE_ROOT].__path__ = []
+        root = types.ModuleType(PACKAGE_ROOT)
+        root.__path__ = []  # a namespace for extension packages; nothing is imported from disk through it
+        sys.modules[PACKAGE_ROOT] = root
     _forget_modules(package)
     _package(package, record.path)
     _package(f"{package}.scripts", record.path / "scripts")

@@ -1,0 +1,93 @@
+"""Pixel classifier for demo-model images: background colour, foreground colour and shape of one image.
+
+It is the ground truth of the evaluation, so it works on any RGB image of the demo's kind (generated or drawn):
+
+* background: the median colour of the border pixels, snapped to the nearest palette colour;
+* foreground: the largest 4-connected region of pixels far from the background colour; its median colour,
+  snapped to the palette;
+* shape: how much of the region's bounding box it fills (circle ~0.785, square 1.0, triangle 0.5), split at the
+  midpoints between those values.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from tools.demo_model.dataset import COLOUR_NAMES, COLOURS
+
+FOREGROUND_DISTANCE = 60.0  # RGB distance from the background colour that marks a foreground pixel
+MIN_REGION = 16  # pixels: smaller regions are noise, not a shape
+SQUARE_ABOVE = (np.pi / 4 + 1.0) / 2
+TRIANGLE_BELOW = (np.pi / 4 + 0.5) / 2
+
+_PALETTE = np.array([COLOURS[name] for name in COLOUR_NAMES], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What the classifier sees; foreground/shape are None when no shape-sized region differs from the background."""
+
+    background: str
+    foreground: str | None
+    shape: str | None
+    fill_ratio: float
+    region_pixels: int
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """Name of the palette colour closest (Euclidean RGB) to one colour."""
+    distances = np.linalg.norm(_PALETTE - np.asarray(rgb, dtype=np.float64), axis=1)
+    return COLOUR_NAMES[int(np.argmin(distances))]
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+
+
+def largest_region(mask: np.ndarray) -> np.ndarray:
+    """Boolean mask of the largest 4-connected True region of `mask` (all False when there is none)."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    best_label, best_size, label = 0, 0, 0
+    height, width = mask.shape
+    for start_y, start_x in zip(*np.nonzero(mask)):
+        if labels[start_y, start_x]:
+            continue
+        label += 1
+        labels[start_y, start_x] = label
+        queue, size = deque([(start_y, start_x)]), 0
+        while queue:
+            y, x = queue.popleft()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    queue.append((ny, nx))
+        if size > best_size:
+            best_label, best_size = label, size
+    return labels == best_label if best_label else np.zeros_like(mask)
+
+
+def shape_from_fill(ratio: float) -> str:
+    if ratio >= SQUARE_ABOVE:
+        return "square"
+    return "circle" if ratio >= TRIANGLE_BELOW else "triangle"
+
+
+def classify(image: np.ndarray) -> Classification:
+    """Classify one (H, W, 3) RGB image (uint8 or float 0-255)."""
+    pixels = np.asarray(image, dtype=np.float64)[..., :3]
+    background_rgb = np.median(_border(pixels), axis=0)
+    background = nearest_colour(background_rgb)
+    distance = np.linalg.norm(pixels - _PALETTE[COLOUR_NAMES.index(background)], axis=-1)
+    region = largest_region(distance > FOREGROUND_DISTANCE)
+    count = int(region.sum())
+    if count < MIN_REGION:
+        return Classification(background, None, None, 0.0, count)
+    foreground = nearest_colour(np.median(pixels[region], axis=0))
+    ys, xs = np.nonzero(region)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    ratio = count / box
+    return Classification(background, foreground, shape_from_fill(ratio), ratio, count)
