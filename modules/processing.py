@@ -200,7 +200,8 @@ def save_grid(app: "App", request: GenerationRequest, image: Any, text: str, set
     base = Path(configured) if configured else app.paths.outputs / key.removeprefix("outdir_").replace("_", "-")
     base = base if base.is_absolute() else app.paths.data_dir / base
     directory = base / datetime.date.today().isoformat()
-    path = images.save_image(image, directory, seed=request.seed, infotext=text,
-                             extension=str(settings.get("grid_format", "png")))
+    seed = infotext.parse(text).get("Seed") or str(request.seed)
+    path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
+                             infotext=text, extension=str(settings.get("grid_format", "png")))
     log.info("Saved grid %s", path)
     return path

@@ -35,6 +35,7 @@ from modules.extensions.loader import ExtensionRecord, ExtensionRoot, ExtensionS
     import_extension
 from modules.extensions.metadata import VersionLookup, api_problem, installed_version, order_extensions, \
     requirement_problems
+from modules.extensions.script_ui import as_tab, guarded_build, tab_items
 from modules.extensions.scripts import SCRIPT_KEY, ScriptCatalog, ScriptEntry
 from modules.options import OptionSpec
 from modules.paths import REPO_ROOT
@@ -100,9 +101,12 @@ class ExtensionHost:
 
     def __init__(self, roots: Sequence[ExtensionRoot] = (), *, settings: "SettingsStore | None" = None,
                  disable_all: bool = False, installs_allowed: bool = False, data_dir: Path | None = None,
-                 version_lookup: VersionLookup = installed_version, api_version: int = api.API_VERSION) -> None:
+                 install_dir: Path | None = None, version_lookup: VersionLookup = installed_version,
+                 api_version: int = api.API_VERSION) -> None:
         self.roots = tuple(roots)
         self.installs_allowed = installs_allowed
+        user_roots = [root.path for root in self.roots if not root.builtin]
+        self.install_dir = install_dir or (user_roots[-1] if user_roots else None)
         self.data_dir = data_dir or Path.cwd()
         self.records: list[ExtensionRecord] = []
         self.scripts = ScriptCatalog(self)
@@ -115,13 +119,14 @@ class ExtensionHost:
 
     @classmethod
     def for_launch(cls, launch: "LaunchOptions", settings: "SettingsStore | None" = None) -> "ExtensionHost":
-        """Built-in extensions (<repo>/extensions) plus the data directory's extensions folder."""
+        """Built-in extensions (<repo>/extensions) plus the data directory's extensions folder (where installs go;
+        when both are the same folder, git checkouts in it count as user extensions, see loader.discover)."""
         roots = [ExtensionRoot(BUILTIN_ROOT, builtin=True)]
         user = launch.paths.extensions
         if user.resolve() != BUILTIN_ROOT.resolve():
             roots.append(ExtensionRoot(user))
         return cls(roots, settings=settings, disable_all=launch.disable_all_extensions,
-                   installs_allowed=launch.extension_installs_allowed, data_dir=launch.data_dir)
+                   installs_allowed=launch.extension_installs_allowed, data_dir=launch.data_dir, install_dir=user)
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -303,13 +308,12 @@ class ExtensionHost:
             ok, result = self._invoke(cb, api.UiTabsContext(self.data_dir))
             if not ok or result is None:
                 continue
-            items = [result] if isinstance(result, (api.UiTab, tuple)) and not _is_tab_list(result) else result
-            for item in items:
-                tab = _as_tab(item)
+            for item in tab_items(result):
+                tab = as_tab(item)
                 if tab is None:
                     self._reject(cb, f"UI_TABS must return UiTab(build, title, id), got {item!r}")
                 else:
-                    tabs.append(api.UiTab(_guarded_build(cb.extension, tab), tab.title, tab.id))
+                    tabs.append(api.UiTab(guarded_build(cb.extension, tab), tab.title, tab.id))
         return tabs
 
     def javascript_files(self) -> list[Path]:
@@ -359,7 +363,8 @@ class ExtensionHost:
         return [hook]
 
     def after_images(self, request: GenerationRequest, images: Sequence[Image.Image], infotexts: Sequence[str],
-                     seeds: Sequence[int], options: Mapping[str, Any]) -> tuple[tuple[Image.Image, ...], tuple[str, ...]]:
+                     seeds: Sequence[int], options: Mapping[str, Any]
+                     ) -> tuple[tuple[Image.Image, ...], tuple[str, ...]]:
         """AFTER_IMAGE for every image; returns the (possibly replaced) images and infotexts."""
         callbacks = self.callbacks(api.Hook.AFTER_IMAGE)
         out_images, out_texts = list(images), list(infotexts)
@@ -446,10 +451,9 @@ class ExtensionHost:
         """Install from a git URL into the user extensions folder (installer.py rules); loaded at the next start."""
         from modules.extensions.installer import install_from_git
 
-        target_root = next((root.path for root in reversed(self.roots) if not root.builtin), None)
-        if target_root is None:
+        if self.install_dir is None:
             raise ExtensionNotFound("No folder for user extensions is configured.")
-        outcome = install_from_git(url, target_root, allowed=self.installs_allowed, name=name)
+        outcome = install_from_git(url, self.install_dir, allowed=self.installs_allowed, name=name)
         self.refresh()
         return next(info for info in self.list_extensions() if info.path.resolve() == outcome.path.resolve())
 
@@ -461,28 +465,3 @@ def _args(request: GenerationRequest, cb: RegisteredCallback) -> Mapping[str, An
 def _same_shapes(context: api.StepContext, core: "CoreStepContext") -> bool:
     return (tuple(context.noise_pred.shape) == tuple(core.noise_pred.shape)
             and tuple(context.latents.shape) == tuple(core.latents.shape))
-
-
-def _is_tab_list(value: Any) -> bool:
-    """A tuple of tabs (rather than one A1111-style (blocks, title, id) tuple)."""
-    return isinstance(value, tuple) and bool(value) and all(isinstance(v, (api.UiTab, tuple)) for v in value)
-
-
-def _as_tab(item: Any) -> api.UiTab | None:
-    if isinstance(item, api.UiTab):
-        return item
-    if isinstance(item, tuple) and len(item) == 3 and callable(item[0]):
-        return api.UiTab(item[0], str(item[1]), str(item[2]))
-    return None
-
-
-def _guarded_build(record: ExtensionRecord, tab: api.UiTab) -> Callable[[], None]:
-    def build() -> None:
-        try:
-            tab.build()
-        except Exception as exc:  # noqa: BLE001
-            record.record_error(f"UI tab '{tab.title}'", exc)
-            import gradio as gr
-
-            gr.Markdown(f"Extension **{record.name}** failed to draw this tab: {type(exc).__name__}: {exc}")
-    return build

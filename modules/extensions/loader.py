@@ -3,7 +3,8 @@
 Discovery keeps A1111's layout: every folder under an extensions root that has a `scripts/` folder or a
 metadata.ini (folders starting with '.' or '_' are ignored). Roots are searched in order (the built-in
 `<repo>/extensions` first, then the data directory's), folders in name order; a second folder with a canonical name
-already seen is skipped.
+already seen is skipped. A git checkout inside the built-in root (an extension a user installed there, the default
+when the data directory is the repository) is not built-in.
 
 Import: each extension becomes a package `sdwebui_extensions.<name>` rooted at its folder, so scripts can import
 their own helpers relatively (`from ..mylib import x`) without touching `sys.path` or clashing with another
@@ -131,7 +132,8 @@ def discover(roots: Sequence[ExtensionRoot]) -> list[ExtensionRecord]:
                 continue
             if not (folder / "scripts").is_dir() and not (folder / "metadata.ini").is_file():
                 continue
-            record = ExtensionRecord(read_metadata(folder), folder, root.builtin)
+            builtin = root.builtin and not (folder / ".git").exists()  # a clone in the built-in folder is a user's
+            record = ExtensionRecord(read_metadata(folder), folder, builtin)
             record.messages.extend(record.meta.problems)
             if record.name in seen:
                 record.messages.append(f"another extension named {record.name!r} is already loaded from "
@@ -221,7 +223,8 @@ def import_extension(record: ExtensionRecord, load_index: int, next_seq: Callabl
         record.messages.append(f"not loaded: {where} failed ({type(exc).__name__}: {exc})")
         record.record_error(where, exc)
         return False
-    record.callbacks = [RegisteredCallback(record, hook, fn, order, next_seq()) for hook, fn, order in staging.callbacks]
+    record.callbacks = [RegisteredCallback(record, hook, fn, order, next_seq())
+                        for hook, fn, order in staging.callbacks]
     record.scripts = list(staging.scripts)
     record.load_index = load_index
     record.state = ExtensionState.LOADED

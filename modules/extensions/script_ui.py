@@ -1,4 +1,5 @@
-"""Drawing the scripts of one generation tab with Gradio, and turning their values into a request.
+"""Drawing extension UI with Gradio: the scripts of a generation tab (and turning their values into a request),
+and the guarded builders of extension tabs.
 
 `render_script_area(host, mode)` is called inside the tab's layout. It draws every always-on script in its own
 accordion, then A1111's "Script" dropdown with each selectable script's controls in a group that is visible only
@@ -10,9 +11,10 @@ them to the generate handler's inputs) and whose `apply(request, values)` puts t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from modules.extensions.api import ScriptMode
+from modules.extensions.api import ScriptMode, UiTab
+from modules.extensions.loader import ExtensionRecord
 from modules.extensions.scripts import SCRIPT_KEY, ScriptEntry
 from modules.types import GenerationRequest
 
@@ -95,3 +97,31 @@ def render_script_area(host: "ExtensionHost", mode: ScriptMode) -> ScriptArea:
         groups.append(group)
     selector.change(lambda title: [gr.update(visible=title == t) for t in titles], inputs=selector, outputs=groups)
     return area
+
+
+def tab_items(result: Any) -> list[Any]:
+    """UI_TABS results as a list: one UiTab, one A1111-style (build, title, id) tuple, or a sequence of them."""
+    if isinstance(result, UiTab) or (isinstance(result, tuple) and len(result) == 3 and callable(result[0])):
+        return [result]
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def as_tab(item: Any) -> UiTab | None:
+    if isinstance(item, UiTab):
+        return item
+    if isinstance(item, tuple) and len(item) == 3 and callable(item[0]):
+        return UiTab(item[0], str(item[1]), str(item[2]))
+    return None
+
+
+def guarded_build(record: ExtensionRecord, tab: UiTab) -> Callable[[], None]:
+    """`tab.build`, drawing an error message inside the tab (and recording the error) when it raises."""
+    def build() -> None:
+        try:
+            tab.build()
+        except Exception as exc:  # noqa: BLE001 - isolated per extension
+            record.record_error(f"UI tab '{tab.title}'", exc)
+            import gradio as gr
+
+            gr.Markdown(f"Extension **{record.name}** failed to draw this tab: {type(exc).__name__}: {exc}")
+    return build

@@ -1,0 +1,202 @@
+"""X/Y/Z plot (A1111's built-in script, rewritten on the extension API): one generation per combination of up to
+three axis values, assembled into a labelled grid.
+
+Controls (in this order, which is the order of positional `script_args`): x_type, x_values, y_type, y_values,
+z_type, z_values, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, margin_size. Axis types are
+labels ("Steps") or indexes into the list of axis types of the tab (see xyz/axes.py for types and value syntax).
+
+Semantics follow A1111: a random seed (-1) is fixed once for the whole plot unless "Keep -1 for seeds" is on (and
+-1 on a Seed axis becomes a random seed); values are validated before the first generation; the slowest axis
+(checkpoint) is the outer loop; each cell uses the first image of its generation; an interrupt stops the plot and
+the cells not generated stay black. Results: the grid first, then the per-Z grids ("Include Sub Grids", when there
+are several), then every image ("Include Sub Images", on by default here, off in A1111).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from modules.extensions.api import ExtensionContext, GenerationRequest, GenerationResult, RunContext, UiBuilder, \
+    with_infotext_params
+
+from ..xyz.axes import SEED_AXES, Axis, AxisError, axes_for, find_axis
+from ..xyz.draw import annotated_grid, titled_row
+
+TITLE = "X/Y/Z plot"
+MAX_GRID_PIXELS = 250_000_000
+AXIS_NAMES = ("x", "y", "z")
+
+log = logging.getLogger("extensions.xyz_grid")
+
+
+def ui(builder: UiBuilder) -> dict[str, Any]:
+    """The controls, named as listed in the module doc."""
+    import gradio as gr
+
+    labels = [axis.label for axis in axes_for(builder.mode)]
+    controls: dict[str, Any] = {}
+    for name, default in zip(AXIS_NAMES, ("Seed", "Nothing", "Nothing")):
+        with gr.Row():
+            controls[f"{name}_type"] = gr.Dropdown(labels, value=default, label=f"{name.upper()} type",
+                                                   elem_id=builder.elem_id(f"{name}_type"))
+            controls[f"{name}_values"] = gr.Textbox("", label=f"{name.upper()} values", lines=1,
+                                                    elem_id=builder.elem_id(f"{name}_values"))
+    with gr.Row():
+        controls["draw_legend"] = gr.Checkbox(True, label="Draw legend", elem_id=builder.elem_id("draw_legend"))
+        controls["include_lone_images"] = gr.Checkbox(True, label="Include Sub Images",
+                                                      elem_id=builder.elem_id("include_lone_images"))
+        controls["include_sub_grids"] = gr.Checkbox(False, label="Include Sub Grids",
+                                                    elem_id=builder.elem_id("include_sub_grids"))
+        controls["no_fixed_seeds"] = gr.Checkbox(False, label="Keep -1 for seeds",
+                                                 elem_id=builder.elem_id("no_fixed_seeds"))
+    controls["margin_size"] = gr.Slider(0, 500, value=0, step=2, label="Grid margins (px)",
+                                        elem_id=builder.elem_id("margin_size"))
+    return controls
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The three axes with their validated values and the text the user typed (for the infotext)."""
+
+    axes: tuple[Axis, Axis, Axis]
+    values: tuple[list[Any], list[Any], list[Any]]
+    texts: tuple[str, str, str]
+
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.values[0]), len(self.values[1]), len(self.values[2])
+
+    def index(self, ix: int, iy: int, iz: int) -> int:
+        nx, ny, _ = self.counts()
+        return ix + iy * nx + iz * nx * ny
+
+    def cell_order(self) -> list[tuple[int, int, int]]:
+        """(ix, iy, iz) in generation order: the costliest axis outermost, then Z, Y, X (A1111's default)."""
+        nest = sorted((2, 1, 0), key=lambda axis: -self.axes[axis].cost)  # stable: ties keep z, y, x
+        ranges = [range(n) for n in self.counts()]
+        order: list[tuple[int, int, int]] = []
+        for a in ranges[nest[0]]:
+            for b in ranges[nest[1]]:
+                for c in ranges[nest[2]]:
+                    position = {nest[0]: a, nest[1]: b, nest[2]: c}
+                    order.append((position[0], position[1], position[2]))
+        return order
+
+    def apply(self, request: GenerationRequest, cell: tuple[int, int, int]) -> GenerationRequest:
+        for axis, values, index in zip(self.axes, self.values, cell):
+            request = axis.apply(request, values[index], values)
+        return request
+
+    def labels(self, axis: int) -> list[str]:
+        return [self.axes[axis].format(value) for value in self.values[axis]]
+
+
+def _random_seed() -> int:
+    return random.randrange(4294967294)
+
+
+def make_plan(ctx: RunContext, request: GenerationRequest) -> Plan:
+    """Parse and validate the three axes (before anything is generated)."""
+    args = ctx.args
+    fixed_seeds = not bool(args.get("no_fixed_seeds", False))
+    axes, values, texts = [], [], []
+    for name in AXIS_NAMES:
+        axis = find_axis(args.get(f"{name}_type", "Seed" if name == "x" else "Nothing"), request.mode)
+        text = str(args.get(f"{name}_values") or "")
+        parsed = axis.parse(text)
+        if axis.confirm is not None:
+            parsed = axis.confirm(ctx, request, parsed)
+        if fixed_seeds and axis.label in SEED_AXES:
+            parsed = [_random_seed() if value == -1 else value for value in parsed]
+        axes.append(axis)
+        values.append(parsed)
+        texts.append(text)
+    plan = Plan((axes[0], axes[1], axes[2]), (values[0], values[1], values[2]), (texts[0], texts[1], texts[2]))
+    nx, ny, nz = plan.counts()
+    if nx * ny * nz * request.width * request.height > MAX_GRID_PIXELS:
+        raise AxisError(f"The X/Y/Z plot would be too large ({nx}x{ny}x{nz} images of {request.width}x"
+                        f"{request.height}); use fewer values or a smaller size.")
+    return plan
+
+
+def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
+    """Generate every cell, then assemble the grid(s)."""
+    plan = make_plan(ctx, request)
+    if not bool(ctx.args.get("no_fixed_seeds", False)):
+        request = request.with_changes(seed=_random_seed() if request.seed == -1 else request.seed,
+                                       subseed=_random_seed() if request.subseed == -1 else request.subseed)
+    log.info("%s: %d x %d x %d cells", TITLE, *plan.counts())
+    results: dict[int, GenerationResult] = {}
+    interrupted = False
+    for cell in plan.cell_order():
+        if ctx.interrupted():
+            interrupted = True
+            break
+        result = ctx.generate(plan.apply(request, cell))
+        results[plan.index(*cell)] = result
+        if result.interrupted:
+            interrupted = True
+            break
+    return assemble(ctx, plan, request, results, interrupted)
+
+
+def _grid_infotext(plan: Plan, first: GenerationResult) -> str:
+    params: dict[str, Any] = {"Script": TITLE}
+    for name, axis, text in zip(AXIS_NAMES, plan.axes, plan.texts):
+        if axis.label != "Nothing":
+            params[f"{name.upper()} Type"] = axis.label
+            params[f"{name.upper()} Values"] = text
+    return with_infotext_params(first.infotexts[0], params)
+
+
+def _grids(ctx: RunContext, plan: Plan, results: dict[int, GenerationResult], size: tuple[int, int]
+           ) -> list[Image.Image]:
+    """One annotated grid per Z value."""
+    nx, ny, nz = plan.counts()
+    blank = Image.new("RGB", size)
+    legend = bool(ctx.args.get("draw_legend", True))
+    margin = int(ctx.args.get("margin_size", 0) or 0)
+
+    def cell(index: int) -> Image.Image:
+        result = results.get(index)
+        return result.images[0] if result is not None and result.images else blank
+
+    return [annotated_grid([[cell(plan.index(ix, iy, iz)) for ix in range(nx)] for iy in range(ny)],
+                           plan.labels(0), plan.labels(1), margin, legend) for iz in range(nz)]
+
+
+def assemble(ctx: RunContext, plan: Plan, request: GenerationRequest, results: dict[int, GenerationResult],
+             interrupted: bool) -> GenerationResult:
+    """The result: main grid, optional sub-grids, optional individual images (see the module doc)."""
+    done = [results[index] for index in sorted(results) if results[index].images]
+    if not done:
+        return GenerationResult((), (), (), (), (), (), request, interrupted=interrupted)
+    first = done[0]
+    grids = _grids(ctx, plan, results, first.images[0].size)
+    margin = int(ctx.args.get("margin_size", 0) or 0)
+    main = grids[0] if len(grids) == 1 else titled_row(grids, plan.labels(2), margin,
+                                                       bool(ctx.args.get("draw_legend", True)), first.images[0].size)
+    info = _grid_infotext(plan, first)
+    ctx.save_grid(main, info)
+    pictures = [main] + (grids if len(grids) > 1 and ctx.args.get("include_sub_grids", False) else [])
+    n_grids = len(pictures)
+    seeds, subseeds = [first.seeds[0]] * n_grids, [first.subseeds[0]] * n_grids
+    prompts, negatives, texts = [first.prompts[0]] * n_grids, [first.negative_prompts[0]] * n_grids, [info] * n_grids
+    if ctx.args.get("include_lone_images", True):
+        for result in done:
+            pictures += result.images
+            seeds += result.seeds
+            subseeds += result.subseeds
+            prompts += result.prompts
+            negatives += result.negative_prompts
+            texts += result.infotexts
+    return GenerationResult(tuple(pictures), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
+                            tuple(texts), request, interrupted=interrupted)
+
+
+def register(ext: ExtensionContext) -> None:
+    ext.add_script(TITLE, ui=ui, run=run)

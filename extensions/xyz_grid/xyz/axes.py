@@ -1,0 +1,185 @@
+"""Axis types of the X/Y/Z plot and A1111's value syntax.
+
+Values are a comma-separated list read like CSV (so `"a, b", c` is two values); each item is trimmed. Number axes
+also accept ranges, as in A1111:
+
+- `1-5`         -> 1, 2, 3, 4, 5 (ends included)
+- `1-10 (+2)`   -> 1, 3, 5, 7, 9 (step in parentheses, with its sign; `10-1 (-3)` counts down: 10, 7, 4, 1)
+- `10-20 [3]`   -> 10, 15, 20 (count in brackets: evenly spaced, ends included; whole numbers truncated)
+- floats alike: `0.5-1.5 (+0.5)` -> 0.5, 1.0, 1.5; `1-2 [3]` -> 1.0, 1.5, 2.0
+
+Difference from A1111: a range with a negative step includes its end (A1111 adds 1 to the end whatever the sign,
+so `5-1 (-1)` gives 5, 4, 3 there and 5, 4, 3, 2, 1 here).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from modules.extensions.api import GenerationRequest, RunContext, UserError
+
+_INT = r"[+-]?\s*\d+"
+_FLOAT = r"[+-]?\s*\d+(?:\.\d*)?"
+_RANGE_STEP = re.compile(rf"\s*({_INT})\s*-\s*({_INT})(?:\s*\(\s*([+-]\s*\d+)\s*\))?\s*")
+_RANGE_COUNT = re.compile(rf"\s*({_INT})\s*-\s*({_INT})\s*\[\s*(\d+)\s*\]\s*")
+_FRANGE_STEP = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})(?:\s*\(\s*([+-]\s*\d+(?:\.\d*)?)\s*\))?\s*")
+_FRANGE_COUNT = re.compile(rf"\s*({_FLOAT})\s*-\s*({_FLOAT})\s*\[\s*(\d+)\s*\]\s*")
+
+
+class AxisError(UserError):
+    """Bad axis values (the message names the axis and the value)."""
+
+    http_status = 422
+
+
+def split_values(text: str) -> list[str]:
+    """CSV-style split with quotes; items trimmed, empty items dropped."""
+    rows = csv.reader(io.StringIO(text), skipinitialspace=True)
+    return [item.strip() for row in rows for item in row if item.strip()]
+
+
+def _num(text: str) -> str:
+    return text.replace(" ", "")
+
+
+def _linspace(start: float, end: float, count: int) -> list[float]:
+    if count <= 1:
+        return [start]
+    return [start + (end - start) * i / (count - 1) for i in range(count)]
+
+
+def _int_range(start: int, end: int, step: int) -> list[int]:
+    if step == 0:
+        raise ValueError("a range step cannot be 0")
+    return list(range(start, end + (1 if step > 0 else -1), step))
+
+
+def _float_range(start: float, end: float, step: float) -> list[float]:
+    if step == 0:
+        raise ValueError("a range step cannot be 0")
+    count = int((end - start) / step + 1e-9) + 1
+    return [round(start + i * step, 10) for i in range(max(0, count))]
+
+
+def expand_ints(items: Sequence[str]) -> list[int]:
+    values: list[int] = []
+    for item in items:
+        if (m := _RANGE_COUNT.fullmatch(item)) is not None:
+            values += [int(v) for v in _linspace(int(_num(m[1])), int(_num(m[2])), int(m[3]))]
+        elif (m := _RANGE_STEP.fullmatch(item)) is not None:
+            values += _int_range(int(_num(m[1])), int(_num(m[2])), int(_num(m[3] or "+1")))
+        else:
+            values.append(int(item))
+    return values
+
+
+def expand_floats(items: Sequence[str]) -> list[float]:
+    values: list[float] = []
+    for item in items:
+        if (m := _FRANGE_COUNT.fullmatch(item)) is not None:
+            values += _linspace(float(_num(m[1])), float(_num(m[2])), int(m[3]))
+        elif (m := _FRANGE_STEP.fullmatch(item)) is not None:
+            values += _float_range(float(_num(m[1])), float(_num(m[2])), float(_num(m[3] or "+1")))
+        else:
+            values.append(float(item))
+    return values
+
+
+Apply = Callable[[GenerationRequest, Any, Sequence[Any]], GenerationRequest]
+Confirm = Callable[[RunContext, GenerationRequest, list[Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis type: how values are parsed (`kind`), applied to a request, validated and labelled.
+
+    `cost` > 0 marks axes that are slow to switch (checkpoints): they become the outermost loop."""
+
+    label: str
+    kind: type
+    apply: Apply
+    confirm: Confirm | None = None
+    with_label: bool = True
+    cost: float = 0.0
+    modes: tuple[str, ...] = ("txt2img", "img2img")
+
+    def parse(self, text: str) -> list[Any]:
+        if self.kind is type(None):
+            return [None]
+        items = split_values(text)
+        try:
+            values = expand_ints(items) if self.kind is int else expand_floats(items) if self.kind is float \
+                else list(items)
+        except ValueError as exc:
+            raise AxisError(f"{self.label} values {text!r} are not valid: {exc}") from exc
+        if not values:
+            raise AxisError(f"Enter at least one value for the {self.label} axis.")
+        return values
+
+    def format(self, value: Any) -> str:
+        if value is None:
+            return ""
+        shown = round(value, 8) if isinstance(value, float) else value
+        return f"{self.label}: {shown}" if self.with_label else str(shown)
+
+
+def _field(name: str) -> Apply:
+    return lambda request, value, values: request.with_changes(**{name: value})
+
+
+def _prompt_sr(request: GenerationRequest, value: Any, values: Sequence[Any]) -> GenerationRequest:
+    search = str(values[0])
+    return request.with_changes(prompt=request.prompt.replace(search, str(value)),
+                                negative_prompt=request.negative_prompt.replace(search, str(value)))
+
+
+def _confirm_prompt_sr(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    search = str(values[0])
+    if search not in request.prompt and search not in request.negative_prompt:
+        raise AxisError(f"Prompt S/R did not find '{search}' in the prompt or the negative prompt.")
+    return values
+
+
+def _confirm_samplers(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    return [ctx.resolve_sampler(str(value)) for value in values]
+
+
+def _confirm_checkpoints(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    return [ctx.resolve_checkpoint(str(value)) for value in values]
+
+
+AXES: tuple[Axis, ...] = (
+    Axis("Nothing", type(None), lambda request, value, values: request),
+    Axis("Seed", int, _field("seed")),
+    Axis("Var. seed", int, _field("subseed")),
+    Axis("Var. strength", float, _field("subseed_strength")),
+    Axis("Steps", int, _field("steps")),
+    Axis("CFG Scale", float, _field("cfg_scale")),
+    Axis("Prompt S/R", str, _prompt_sr, confirm=_confirm_prompt_sr, with_label=False),
+    Axis("Sampler", str, _field("sampler"), confirm=_confirm_samplers, with_label=False),
+    Axis("Schedule type", str, _field("schedule")),
+    Axis("Checkpoint name", str, _field("checkpoint"), confirm=_confirm_checkpoints, with_label=False, cost=1.0),
+    Axis("Denoising", float, _field("denoising_strength"), modes=("img2img",)),
+    Axis("Clip skip", int, _field("clip_skip")),
+)
+SEED_AXES = ("Seed", "Var. seed")
+
+
+def axes_for(mode: str) -> list[Axis]:
+    return [axis for axis in AXES if mode in axis.modes]
+
+
+def find_axis(choice: Any, mode: str) -> Axis:
+    """An axis by label (case-insensitive) or by index into `axes_for(mode)` (A1111 sends indexes)."""
+    available = axes_for(mode)
+    if isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < len(available):
+        return available[choice]
+    wanted = str(choice or "Nothing").strip().lower()
+    for axis in available:
+        if axis.label.lower() == wanted:
+            return axis
+    raise AxisError(f"Unknown X/Y/Z axis type {choice!r}; choose one of: {', '.join(a.label for a in available)}.")

@@ -1,0 +1,44 @@
+"""Generation helpers for extension tests: tiny-model generations through the core with a host's hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modules import infotext
+from modules.core.generate import generate
+from modules.extensions.host import ExtensionHost
+from modules.models.components import ComponentSet
+from modules.models.identity import Family, ModelIdentity
+from modules.models.tiny import build_tiny_components
+from modules.samplers.registry import default_registry
+from modules.types import GenerationRequest, GenerationResult
+
+REGISTRY = default_registry()
+_TINY: dict[str, ComponentSet] = {}
+
+
+def tiny_sd1() -> ComponentSet:
+    if "sd1" not in _TINY:
+        _TINY["sd1"] = build_tiny_components(ModelIdentity(Family.SD1), seed=0)
+    return _TINY["sd1"]
+
+
+def small_request(**fields: Any) -> GenerationRequest:
+    values: dict[str, Any] = {"prompt": "a red cube", "negative_prompt": "blurry", "seed": 3, "steps": 2,
+                              "width": 64, "height": 64, "cfg_scale": 6.0, "sampler": "Euler"}
+    values.update(fields)
+    return GenerationRequest(**values)
+
+
+def run_with_host(host: ExtensionHost, request: GenerationRequest) -> GenerationResult:
+    """What modules.processing does with a host, minus models/settings/saving: hooks around the core."""
+    request = host.before_job(request, {})
+    sampler = REGISTRY.resolve(request.sampler, request.schedule)
+    output = generate(request, tiny_sd1(), sampler, hooks=host.step_hooks(request))
+    texts = tuple(
+        infotext.build(prompt, negative, {"Steps": request.steps, "Sampler": sampler.label,
+                                          "CFG scale": request.cfg_scale, "Seed": seed})
+        for prompt, negative, seed in zip(output.prompts, output.negative_prompts, output.seeds))
+    images, texts = host.after_images(request, output.images, texts, output.seeds, {})
+    return GenerationResult(images, output.seeds, output.subseeds, output.prompts, output.negative_prompts, texts,
+                            request, interrupted=output.interrupted)
