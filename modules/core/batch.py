@@ -7,7 +7,7 @@ the init latents noised to the plan's first timestep), the inpaint blend and the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -16,13 +16,25 @@ from PIL import Image
 
 from modules.cancel import CancelToken
 from modules.core import masks
-from modules.core.conditioning import Conditioning, encode_prompts, sdxl_added_cond
-from modules.core.denoise import InpaintBlend, LoopInputs, LoopResult, StepHook, UNetPass, pass_for, run_denoise
+from modules.core.conditioning import Conditioning, ConditioningSchedule, encode_prompts, sdxl_added_cond
+from modules.core.denoise import (
+    InpaintBlend,
+    LoopInputs,
+    LoopResult,
+    StepHook,
+    TextInputs,
+    UNetCall,
+    UNetPass,
+    pass_for,
+    run_denoise,
+)
 from modules.core.init_image import InitImage
 from modules.core.latents import NoiseSpec, batch_noise, decode_latents, seed_noise, tensor_to_pil, vae_scale_factor
 from modules.core.plan import JobPlan
 from modules.core.preview import cheap_preview
 from modules.models.components import ComponentSet
+from modules.prompts.encode import EncodeOptions, PromptEncoder, TextualInversion
+from modules.prompts.parser import ScheduleParser
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, InpaintFill, ProgressEvent
 
@@ -52,6 +64,11 @@ class BatchJob:
     cancel: CancelToken
     on_progress: Callable[[ProgressEvent], None] | None
     timings: dict[str, float]
+    textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None]] | None = None
+    """Seam for textual inversion: the lookups (one per text encoder) for a model, or None for none."""
+    encoders: dict[int, PromptEncoder] = field(default_factory=dict)
+    """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
+    parser: ScheduleParser = field(default_factory=ScheduleParser)
 
     def add_time(self, key: str, since: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - since
@@ -86,45 +103,103 @@ def _switch_index(scheduler: SchedulerMixin, timesteps: torch.Tensor, switch_at:
     return int((timesteps >= cutoff).sum())
 
 
-def _unet_pass(
-    job: BatchJob, components: ComponentSet, conditioning: Conditioning, image_cond: torch.Tensor | None
-) -> UNetPass:
-    guided = job.request.cfg_scale != 1.0
+def _call(components: ComponentSet, rows: torch.Tensor, states: torch.Tensor,
+          added: dict[str, torch.Tensor] | None) -> UNetCall:
     dtype, device = components.unet.dtype, components.device
-    cond, uncond = conditioning.cond, conditioning.uncond
-    states = (torch.cat([uncond, cond]) if guided else cond).to(device=device, dtype=dtype)
-    added = None
-    if components.identity.is_sdxl:
-        added = sdxl_added_cond(components.identity, conditioning, job.plan.width, job.plan.height,
-                                job.plan.options, guided)
+    if added is not None:
         added = {key: value.to(device=device, dtype=dtype) for key, value in added.items()}
+    return UNetCall(rows, states.to(device=device, dtype=dtype), added)
+
+
+def _text_inputs(job: BatchJob, components: ComponentSet, conditioning: Conditioning) -> TextInputs:
+    """The UNet calls of a step: one for [uncond, cond] (or cond alone without guidance), two when prompt and
+    negative prompt have different lengths; AND parts add one cond row per part."""
+    cond, uncond, parts = conditioning.cond, conditioning.uncond, conditioning.parts
+    images = torch.arange(uncond.shape[0], device=components.device)
+    rows = images if parts is None else torch.tensor(
+        [image for image, image_parts in enumerate(parts) for _ in image_parts], device=components.device)
+    guided = job.request.cfg_scale != 1.0 or parts is not None
+    cond_added = uncond_added = None
+    if components.identity.is_sdxl:
+        assert conditioning.pooled is not None and conditioning.uncond_pooled is not None
+        plan, identity = job.plan, components.identity
+        cond_added = sdxl_added_cond(identity, conditioning.pooled, plan.width, plan.height, plan.options, False)
+        uncond_added = sdxl_added_cond(identity, conditioning.uncond_pooled, plan.width, plan.height, plan.options,
+                                       True)
+    if not guided:
+        calls = (_call(components, rows, cond, cond_added),)
+    elif cond.shape[1] == uncond.shape[1]:
+        added = None if cond_added is None or uncond_added is None else {
+            key: torch.cat([uncond_added[key], cond_added[key]]) for key in cond_added}
+        calls = (_call(components, torch.cat([images, rows]), torch.cat([uncond, cond]), added),)
+    else:
+        calls = (_call(components, images, uncond, uncond_added), _call(components, rows, cond, cond_added))
+    return TextInputs(conditioning, calls, guided)
+
+
+class _StepText:
+    """`UNetPass.text`: the text inputs of a step, rebuilt only when the schedule selects other embeddings."""
+
+    def __init__(self, schedule: ConditioningSchedule, build: Callable[[Conditioning], TextInputs]) -> None:
+        self._schedule, self._build = schedule, build
+        self._key: tuple[object, ...] = ()
+        self._inputs: TextInputs | None = None
+
+    def __call__(self, step: int) -> TextInputs:
+        key = self._schedule.selection(step)
+        if self._inputs is None or key != self._key:
+            self._key, self._inputs = key, self._build(self._schedule.at_step(step))
+        return self._inputs
+
+
+def _unet_pass(job: BatchJob, components: ComponentSet, schedule: ConditioningSchedule,
+               image_cond: torch.Tensor | None) -> UNetPass:
     if image_cond is not None:
-        batch = cond.shape[0]
-        image_cond = image_cond.to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1)
-    return UNetPass(components.unet, conditioning, states, added, image_cond)
+        batch = len(schedule.negatives)
+        image_cond = image_cond.to(device=components.device, dtype=torch.float32).expand(batch, -1, -1, -1)
+    text = _StepText(schedule, lambda conditioning: _text_inputs(job, components, conditioning))
+    return UNetPass(components.unet, text, image_cond)
 
 
-def _encode(job: BatchJob, components: ComponentSet, index: slice) -> Conditioning:
+def _encoder(job: BatchJob, components: ComponentSet) -> PromptEncoder:
+    encoder = job.encoders.get(id(components))
+    if encoder is None:
+        options = job.plan.options
+        settings = EncodeOptions(job.request.clip_skip, options.emphasis, options.comma_padding_backtrack,
+                                 options.sdxl_clip_l_skip)
+        lookups = None if job.textual_inversion is None else job.textual_inversion(components)
+        encoder = job.encoders[id(components)] = PromptEncoder(components, settings, lookups)
+    return encoder
+
+
+def _encode(job: BatchJob, components: ComponentSet, index: slice, steps: int) -> ConditioningSchedule:
+    """Step 1: the batch's conditioning schedule over `steps` model calls (cached per job by prompt)."""
     started = time.perf_counter()
-    conditioning = encode_prompts(
-        components,
-        list(job.plan.prompts[index]),
-        list(job.plan.negative_prompts[index]),
-        job.request.clip_skip,
-        sdxl_clip_l_skip=job.plan.options.sdxl_clip_l_skip,
+    schedule = encode_prompts(
+        _encoder(job, components),
+        job.plan.prompts[index],
+        job.plan.negative_prompts[index],
+        steps,
+        pad_cond_uncond=job.plan.options.pad_cond_uncond,
+        parser=job.parser,
     )
     job.add_time("encode_prompts", started)
-    return conditioning
+    return schedule
 
 
 def _passes(
     job: BatchJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor
 ) -> list[tuple[int, UNetPass]]:
-    """Base pass from step 0, and the refiner's from the switch step when a refiner runs in this job."""
-    passes = [(0, _unet_pass(job, job.components, _encode(job, job.components, index), job.init.image_cond))]
+    """Base pass from step 0, and the refiner's from the switch step when a refiner runs in this job.
+
+    Prompt schedules count model calls over the steps the user asked for (A1111 `total_steps`), also for img2img,
+    where fewer run: `scheduler.order` is the number of model calls per step."""
+    steps = job.request.steps * scheduler.order
+    schedule = _encode(job, job.components, index, steps)
+    passes = [(0, _unet_pass(job, job.components, schedule, job.init.image_cond))]
     refiner, switch_at = job.refiner, job.request.refiner_switch_at
     if refiner is not None and switch_at < 1.0:
-        refiner_pass = _unet_pass(job, refiner, _encode(job, refiner, index), job.init.refiner_image_cond)
+        refiner_pass = _unet_pass(job, refiner, _encode(job, refiner, index, steps), job.init.refiner_image_cond)
         passes.append((_switch_index(scheduler, timesteps, switch_at), refiner_pass))
     return passes
 

@@ -1,19 +1,33 @@
-"""Text conditioning of plain prompts, equal to diffusers' `encode_prompt` (one 77-token window per prompt).
+"""Text conditioning of a batch: A1111 prompts (weights, 75-token chunks, editing, AND) -> per-step embeddings.
 
-`encode_prompts` is the single entry point: the A1111 prompt syntax (weights, 75-token chunks, editing) will
-replace its body later without changing its callers.
+`encode_prompts` is the single entry point. It strips extra-network tags (`<lora:...>`) from the prompts, plans
+the per-step texts with the prompt parser (`[from:to:when]`, `[a|b]`, `AND`), encodes every group of texts once
+with `modules.prompts.encode.PromptEncoder`, and returns a `ConditioningSchedule`; `at_step(i)` gives the
+`Conditioning` the UNet uses at sampler step i (0-based, counting UNet evaluations, A1111's CFG-denoiser count).
 
-- SD1/SD2: last hidden state of the CLIP text model. Clip skip N > 1 takes `hidden_states[-N]` and applies the
-  final layer norm, as A1111 does (A1111 "Clip skip 2" == diffusers `clip_skip=1`; diffusers 0.42's own clip_skip
-  path reaches for `text_encoder.text_model`, which transformers 5's CLIPTextModel no longer has). A1111 ignores
-  clip skip for SD2 (OpenCLIP, already penultimate); here it applies to SD2 as diffusers applies it.
-- SDXL: penultimate hidden states of both encoders concatenated, the pooled `text_embeds` of the second encoder.
-  A1111 ignores clip skip for SDXL unless the `sdxl_clip_l_skip` option is on, which applies `hidden_states[-N]`
-  to CLIP-L only (diffusers' `clip_skip` moves both encoders; not followed). The refiner has only the second
-  encoder.
+- Steps: schedules are planned for the number of steps the user asked for times the model calls per step
+  (A1111 `total_steps`: twice for second-order samplers such as Heun), for img2img too, while the step counter
+  starts at 0 with the first step that actually runs (A1111 plans img2img with `p.steps` and counts denoiser
+  calls from the first one). With 10 steps, `[a:b:0.5]` ends `a` at step 5: steps 0-5 use `a`, 6-9 `b`
+  (A1111's `current_step <= end_at_step`).
+- Layers: for SD1/SD2 the last hidden state of the CLIP text model; clip skip N > 1 takes `hidden_states[-N]`
+  through the final layer norm, as A1111 does (A1111 "Clip skip 2" == diffusers `clip_skip=1`; diffusers 0.42's own
+  clip_skip path reaches for `text_encoder.text_model`, which transformers 5's CLIPTextModel no longer has). A1111
+  ignores clip skip for SD2 (OpenCLIP, already penultimate); here it applies to SD2 as diffusers applies it.
+- SDXL: penultimate hidden states of both encoders concatenated, the pooled `text_embeds` of the second encoder
+  (of the first chunk). A1111 ignores clip skip for SDXL unless `sdxl_clip_l_skip` is on, which applies
+  `hidden_states[-N]` to CLIP-L only (diffusers' `clip_skip` moves both encoders; not followed). The refiner has
+  only the second encoder.
 - Empty negative prompt on SDXL: A1111 (like diffusers' `force_zeros_for_empty_prompt`) uses all-zero embeddings
   and pooled vector instead of encoding "". diffusers does so only when `negative_prompt` is None and, for the
   refiner, not at all (its config turns the flag off); A1111's rule is used for both here.
+- A prompt of at most 75 tokens without any syntax gives exactly diffusers' `encode_prompt` embeddings.
+- Lengths: prompts of one batch with different chunk counts are brought to the longest by repeating their last
+  vector (A1111 `reconstruct_multicond_batch`). Prompt and negative prompt of different lengths are run through
+  the UNet in separate calls, A1111's default; with `pad_cond_uncond` (A1111's option of that name) the shorter
+  side is padded with chunks of the empty prompt's embedding instead, so one call serves both.
+- Extra networks are stripped from the positive prompts only (A1111 `parse_extra_network_prompts`; a tag in the
+  negative prompt stays text, as there). The first prompt's references are returned for the caller to apply.
 - SDXL micro-conditioning (`time_ids`): original size, crop top/left, target size for the base model; original
   size, crop and aesthetic score (6.0 for the prompt, 2.5 for the negative) for the refiner.
 """
@@ -21,99 +35,139 @@ replace its body later without changing its callers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
-from transformers import CLIPTokenizer, PreTrainedModel
 
 from modules.core.plan import CoreOptions
-from modules.errors import InvalidRequest
-from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity
+from modules.prompts.encode import EncodedText, PromptEncoder
+from modules.prompts.parser import (
+    ExtraNetworkRef,
+    ScheduledPrompt,
+    ScheduleParser,
+    build_conditioning,
+    extract_extra_networks_batch,
+    select_scheduled,
+)
+
+PartRows = tuple[tuple[tuple[int, float], ...], ...]
+"""Per image, the `(row of cond, weight)` of each of its AND parts."""
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Per-image text embeddings of one batch (B rows); pooled vectors only for SDXL-family models."""
+    """Text embeddings of one batch at one step; pooled vectors only for SDXL-family models.
+
+    `uncond` has one row per image. `cond` has one row per image too, unless a prompt has several weighted `AND`
+    parts: then it has one row per part and `parts` says which rows belong to which image with what weight
+    (`parts` is None exactly when every image has one part of weight 1, the plain CFG case).
+    """
 
     cond: torch.Tensor
     uncond: torch.Tensor
     pooled: torch.Tensor | None = None
     uncond_pooled: torch.Tensor | None = None
+    parts: PartRows | None = None
 
 
-def _token_ids(tokenizer: CLIPTokenizer, text: str, device: torch.device) -> torch.Tensor:
-    tokens = tokenizer(
-        text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return tokens.input_ids.to(device)
+@dataclass(frozen=True)
+class ScheduledText:
+    """One prompt (or AND part) over the steps: its weight, schedule and the embedding of each scheduled text."""
+
+    weight: float
+    schedule: tuple[ScheduledPrompt, ...]
+    encoded: Mapping[str, EncodedText]
+
+    def at(self, step: int) -> EncodedText:
+        return self.encoded[select_scheduled(self.schedule, step).text]
 
 
-def _check_clip_skip(encoder: PreTrainedModel, clip_skip: int) -> None:
-    layers = encoder.config.num_hidden_layers
-    if clip_skip > layers:
-        raise InvalidRequest(f"clip_skip must be at most {layers} for this model's text encoder, got {clip_skip}")
+def _stack(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack (T, C) rows into (N, T, C), repeating the last vector of shorter rows (A1111)."""
+    length = max(row.shape[0] for row in rows)
+    padded = [row if row.shape[0] == length else torch.cat([row, row[-1:].expand(length - row.shape[0], -1)])
+              for row in rows]
+    return torch.stack(padded)
 
 
-def _encode_sd(components: ComponentSet, text: str, clip_skip: int) -> tuple[torch.Tensor, None]:
-    encoder, tokenizer = components.text_encoders[0], components.tokenizers[0]
-    ids = _token_ids(tokenizer, text, encoder.device)
-    if clip_skip <= 1:
-        return encoder(ids)[0], None
-    hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
-    return encoder.final_layer_norm(hidden), None  # transformers 5: no `text_model` wrapper
+def _pad_to(tensor: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
+    """Append copies of the empty prompt's embedding (A1111 `pad_cond`)."""
+    repeats = (length - tensor.shape[1]) // empty.shape[0]
+    if repeats <= 0:
+        return tensor
+    return torch.cat([tensor, empty.unsqueeze(0).repeat(tensor.shape[0], repeats, 1)], dim=1)
 
 
-def _encode_sdxl(
-    components: ComponentSet, text: str, clip_skip: int, clip_l_skip: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    has_clip_l = components.identity.family is Family.SDXL
-    states = []
-    pooled = None
-    for index, (encoder, tokenizer) in enumerate(zip(components.text_encoders, components.tokenizers, strict=True)):
-        output = encoder(_token_ids(tokenizer, text, encoder.device), output_hidden_states=True)
-        is_clip_l = has_clip_l and index == 0
-        layer = -clip_skip if is_clip_l and clip_l_skip else -2
-        states.append(output.hidden_states[layer])
-        if index == len(components.text_encoders) - 1:
-            pooled = output.text_embeds
-    assert pooled is not None
-    return torch.cat(states, dim=-1), pooled
+@dataclass(frozen=True)
+class ConditioningSchedule:
+    """The encoded conditioning of a batch over all steps: per image its AND parts, and its negative prompt."""
+
+    prompts: tuple[tuple[ScheduledText, ...], ...]
+    negatives: tuple[ScheduledText, ...]
+    extra_networks: tuple[ExtraNetworkRef, ...] = ()
+    empty: EncodedText | None = None
+    """The empty prompt's embedding when `pad_cond_uncond` is on, else None."""
+
+    @property
+    def part_rows(self) -> PartRows | None:
+        """`Conditioning.parts` (constant over the steps: editing changes texts, never the AND structure)."""
+        if all(len(parts) == 1 and parts[0].weight == 1.0 for parts in self.prompts):
+            return None
+        rows, next_row = [], 0
+        for parts in self.prompts:
+            rows.append(tuple((next_row + index, part.weight) for index, part in enumerate(parts)))
+            next_row += len(parts)
+        return tuple(rows)
+
+    def selection(self, step: int) -> tuple[EncodedText, ...]:
+        """The embeddings used at `step` (equal tuples give equal conditionings)."""
+        return tuple(part.at(step) for parts in self.prompts for part in parts) + tuple(
+            negative.at(step) for negative in self.negatives)
+
+    def at_step(self, step: int) -> Conditioning:
+        """The conditioning the UNet uses at sampler step `step`."""
+        chosen = self.selection(step)
+        conds, unconds = chosen[:len(chosen) - len(self.negatives)], chosen[len(chosen) - len(self.negatives):]
+        cond, uncond = _stack([c.states for c in conds]), _stack([u.states for u in unconds])
+        if self.empty is not None and cond.shape[1] != uncond.shape[1]:
+            length = max(cond.shape[1], uncond.shape[1])
+            cond, uncond = _pad_to(cond, length, self.empty.states), _pad_to(uncond, length, self.empty.states)
+        pooled = uncond_pooled = None
+        if conds[0].pooled is not None:
+            pooled = torch.stack([c.pooled for c in conds])  # type: ignore[misc]
+            uncond_pooled = torch.stack([u.pooled for u in unconds])  # type: ignore[misc]
+        return Conditioning(cond, uncond, pooled, uncond_pooled, self.part_rows)
 
 
-def _encode_texts(
-    components: ComponentSet, texts: list[str], clip_skip: int, clip_l_skip: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Encode each distinct text once (alone, so the result does not depend on the batch) and stack per row."""
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for text in dict.fromkeys(texts):
-        if components.identity.is_sdxl:
-            cache[text] = _encode_sdxl(components, text, clip_skip, clip_l_skip)
-        else:
-            cache[text] = _encode_sd(components, text, clip_skip)
-    embeds = torch.cat([cache[text][0] for text in texts])
-    pooled_rows = [cache[text][1] for text in texts]
-    pooled = torch.cat(pooled_rows) if pooled_rows[0] is not None else None  # type: ignore[arg-type]
-    return embeds, pooled
+def _scheduled(encoder: PromptEncoder, weight: float, schedule: Sequence[ScheduledPrompt],
+               negative: bool) -> ScheduledText:
+    texts = [entry.text for entry in schedule]
+    encoded = encoder.encode(texts, negative)
+    return ScheduledText(weight, tuple(schedule), dict(zip(texts, encoded, strict=True)))
 
 
 def encode_prompts(
-    components: ComponentSet,
-    prompts: list[str],
-    negative_prompts: list[str],
-    clip_skip: int,
+    encoder: PromptEncoder,
+    prompts: Sequence[str],
+    negative_prompts: Sequence[str],
+    steps: int,
     *,
-    sdxl_clip_l_skip: bool = False,
-) -> Conditioning:
-    """Embeddings of `prompts` and `negative_prompts` (one per image) with the model's text encoders."""
-    clip_l_skip = sdxl_clip_l_skip and components.identity.family is Family.SDXL
-    if not components.identity.is_sdxl or clip_l_skip:
-        _check_clip_skip(components.text_encoders[0], clip_skip)
-    cond, pooled = _encode_texts(components, prompts, clip_skip, clip_l_skip)
-    if components.identity.is_sdxl and all(text == "" for text in negative_prompts):
-        assert pooled is not None
-        return Conditioning(cond, torch.zeros_like(cond), pooled, torch.zeros_like(pooled))
-    uncond, uncond_pooled = _encode_texts(components, negative_prompts, clip_skip, clip_l_skip)
-    return Conditioning(cond, uncond, pooled, uncond_pooled)
+    pad_cond_uncond: bool = False,
+    parser: ScheduleParser | None = None,
+) -> ConditioningSchedule:
+    """The conditioning schedule of `prompts` and `negative_prompts` (one each per image) for `steps` model calls.
+
+    `encoder` holds the model, the encode options and the per-job cache (see `PromptEncoder`)."""
+    parser = parser or ScheduleParser()
+    stripped, networks = extract_extra_networks_batch(list(prompts))
+    plan = build_conditioning(stripped, steps, parser=parser)
+    negative_plan = build_conditioning(list(negative_prompts), steps, composable=False, parser=parser)
+    images = tuple(tuple(_scheduled(encoder, part.weight, part.schedule, False) for part in prompt.parts)
+                   for prompt in plan.prompts)
+    negatives = tuple(_scheduled(encoder, 1.0, prompt.parts[0].schedule, True) for prompt in negative_plan.prompts)
+    empty = encoder.encode([""])[0] if pad_cond_uncond else None
+    return ConditioningSchedule(images, negatives, tuple(networks), empty)
 
 
 def sdxl_time_ids(
@@ -129,21 +183,13 @@ def sdxl_time_ids(
 
 def sdxl_added_cond(
     identity: ModelIdentity,
-    conditioning: Conditioning,
+    pooled: torch.Tensor,
     width: int,
     height: int,
     options: CoreOptions,
-    guided: bool,
+    negative: bool,
 ) -> dict[str, torch.Tensor]:
-    """UNet `added_cond_kwargs` (text_embeds, time_ids); rows ordered [uncond x B, cond x B] when `guided`."""
-    assert conditioning.pooled is not None and conditioning.uncond_pooled is not None
-    batch = conditioning.cond.shape[0]
-    dtype, device = conditioning.cond.dtype, conditioning.cond.device
-    ids = torch.tensor([sdxl_time_ids(identity, width, height, options, False)], dtype=dtype, device=device)
-    if not guided:
-        return {"text_embeds": conditioning.pooled, "time_ids": ids.repeat(batch, 1)}
-    neg = torch.tensor([sdxl_time_ids(identity, width, height, options, True)], dtype=dtype, device=device)
-    return {
-        "text_embeds": torch.cat([conditioning.uncond_pooled, conditioning.pooled]),
-        "time_ids": torch.cat([neg.repeat(batch, 1), ids.repeat(batch, 1)]),
-    }
+    """UNet `added_cond_kwargs` (text_embeds, time_ids) for rows of one side (prompt or negative)."""
+    values = [sdxl_time_ids(identity, width, height, options, negative)]
+    ids = torch.tensor(values, dtype=pooled.dtype, device=pooled.device)
+    return {"text_embeds": pooled, "time_ids": ids.repeat(pooled.shape[0], 1)}

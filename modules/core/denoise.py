@@ -3,11 +3,16 @@
 One iteration per scheduler timestep, in the order of diffusers' pipelines (so the results are equal to them):
 
 1. stop check (interrupt / skip): the loop ends before the next UNet call;
-2. model input: latents (doubled for CFG), `scheduler.scale_model_input`, plus the 9-channel inpaint
-   conditioning (mask + masked-image latents) for inpainting UNets;
-3. one UNet call for the uncond and cond halves together; skipped uncond half when `cfg_scale == 1` (the CFG
-   formula is then the identity; diffusers skips it for every scale <= 1, A1111 never skips);
-4. CFG: `eps = eps_uncond + s * (eps_cond - eps_uncond)` (the negative prompt is the uncond half);
+2. text inputs of this step (`UNetPass.text`: prompt editing and alternation switch them between steps);
+   model input: latents (one row per UNet row: doubled for CFG), `scheduler.scale_model_input`, plus the
+   9-channel inpaint conditioning (mask + masked-image latents) for inpainting UNets;
+3. one UNet call for the uncond and cond halves together, or two when prompt and negative prompt have different
+   lengths (A1111's default); skipped uncond half when `cfg_scale == 1` and the prompt has no weighted `AND`
+   parts (the CFG formula is then the identity; diffusers skips it for every scale <= 1, A1111 never skips);
+4. CFG: `eps = eps_uncond + s * (eps_cond - eps_uncond)` (the negative prompt is the uncond half); a prompt
+   with `AND` parts runs one cond row per part and combines them as A1111's CFG denoiser does:
+   `eps = eps_uncond + sum_i (eps_i - eps_uncond) * (w_i * s)` (in noise space, which is equivalent to A1111's
+   combination of denoised images since both are affine in the model output with the same latents);
 5. step hooks (`StepContext`), which may replace `noise_pred` or `latents`;
 6. `scheduler.step` (with per-image generators for ancestral/SDE samplers);
 7. inpaint blend for 4-channel UNets: the unmasked area is reset to the init latents noised to the next
@@ -37,6 +42,8 @@ class StepContext:
 
     Hooks may assign `noise_pred` (the guided prediction the scheduler will use) or `latents`; every other field
     is information only. `noise_pred_uncond` is None when the uncond pass was skipped (cfg_scale == 1).
+    `conditioning` is the one used at this step. With `AND` parts, `noise_pred_cond` is their combination
+    `eps_uncond + sum_i w_i (eps_i - eps_uncond)`, so `noise_pred = uncond + cfg_scale * (cond - uncond)` holds.
     """
 
     step: int
@@ -54,18 +61,36 @@ class StepContext:
 StepHook = Callable[[StepContext], None]
 
 
+@dataclass(frozen=True)
+class UNetCall:
+    """One UNet evaluation of a step: the latents rows it takes (`rows`: image index of each row) and the text
+    inputs of those rows, already on the UNet's device and dtype."""
+
+    rows: torch.Tensor
+    encoder_states: torch.Tensor
+    added_cond: dict[str, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class TextInputs:
+    """The UNet's text inputs at one step. The calls' outputs, concatenated in order, are `[uncond x B, cond x N]`
+    when `guided` (N = one row per image, or per AND part), `[cond x B]` otherwise."""
+
+    conditioning: Conditioning
+    calls: tuple[UNetCall, ...]
+    guided: bool
+
+
 @dataclass
 class UNetPass:
     """One model's inputs: the base model, or the refiner from the switch step on.
 
-    `encoder_states` and `added_cond` are already batched as the UNet gets them ([uncond x B, cond x B] with
-    CFG); `image_cond` is the (B, 5, h, w) conditioning of a 9-channel inpainting UNet, None otherwise.
+    `text(step)` gives the text inputs of a step (the same object for as long as the prompt schedule selects the
+    same embeddings); `image_cond` is the (B, 5, h, w) conditioning of a 9-channel inpainting UNet, else None.
     """
 
     unet: UNet2DConditionModel
-    conditioning: Conditioning
-    encoder_states: torch.Tensor
-    added_cond: dict[str, torch.Tensor] | None = None
+    text: Callable[[int], TextInputs]
     image_cond: torch.Tensor | None = None
 
 
@@ -122,26 +147,47 @@ def _sigma(scheduler: SchedulerMixin, timestep: torch.Tensor) -> float:
     return ((1.0 - alpha) / alpha) ** 0.5
 
 
-def _predict(loop: LoopInputs, unet_pass: UNetPass, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Steps 2-3: (eps_cond, eps_uncond or None) for the current latents."""
-    guided = loop.cfg_scale != 1.0
-    model_input = torch.cat([loop.latents] * 2) if guided else loop.latents
-    model_input = loop.scheduler.scale_model_input(model_input, t)
+def _unet(unet_pass: UNetPass, scaled: torch.Tensor, call: UNetCall, t: torch.Tensor) -> torch.Tensor:
+    model_input = scaled[call.rows]
     if unet_pass.image_cond is not None:
-        image_cond = torch.cat([unet_pass.image_cond] * 2) if guided else unet_pass.image_cond
-        model_input = torch.cat([model_input, image_cond], dim=1)
+        model_input = torch.cat([model_input, unet_pass.image_cond[call.rows]], dim=1)
     unet = unet_pass.unet
-    output = unet(
+    return unet(
         model_input.to(unet.dtype),
         t,
-        encoder_hidden_states=unet_pass.encoder_states,
-        added_cond_kwargs=unet_pass.added_cond,
+        encoder_hidden_states=call.encoder_states,
+        added_cond_kwargs=call.added_cond,
         return_dict=False,
     )[0].float()
-    if not guided:
+
+
+def _predict(loop: LoopInputs, unet_pass: UNetPass, text: TextInputs,
+             t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Steps 2-3: (eps of the cond rows, eps_uncond or None) for the current latents."""
+    scaled = loop.scheduler.scale_model_input(loop.latents, t)
+    outputs = [_unet(unet_pass, scaled, call, t) for call in text.calls]
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    if not text.guided:
         return output, None
-    uncond, cond = output.chunk(2)
-    return cond, uncond
+    batch = loop.latents.shape[0]
+    return output[batch:], output[:batch]
+
+
+def _guide(loop: LoopInputs, text: TextInputs, cond: torch.Tensor,
+           uncond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 4: (guided eps, eps_cond per image); AND parts are combined with their weights (A1111)."""
+    if uncond is None:
+        return cond, cond
+    parts = text.conditioning.parts
+    if parts is None:
+        return uncond + loop.cfg_scale * (cond - uncond), cond
+    guided, combined = uncond.clone(), uncond.clone()
+    for image, image_parts in enumerate(parts):
+        for row, weight in image_parts:
+            delta = cond[row] - uncond[image]
+            guided[image] += delta * (weight * loop.cfg_scale)
+            combined[image] += delta * weight
+    return guided, combined
 
 
 def _blend(loop: LoopInputs, index: int) -> torch.Tensor:
@@ -157,14 +203,15 @@ def _blend(loop: LoopInputs, index: int) -> torch.Tensor:
 def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
     """Steps 2-7 of one timestep; updates `loop.latents` and returns the clean-latent estimate."""
     unet_pass = pass_for(loop.passes, index)
-    # 2-3. UNet (uncond and cond in one call)
-    cond, uncond = _predict(loop, unet_pass, t)
-    # 4. classifier-free guidance
-    noise_pred = cond if uncond is None else uncond + loop.cfg_scale * (cond - uncond)
+    text = unet_pass.text(index)
+    # 2-3. UNet (uncond and cond in one call when their lengths allow)
+    cond, uncond = _predict(loop, unet_pass, text, t)
+    # 4. classifier-free guidance (with AND parts: their weighted sum)
+    noise_pred, cond = _guide(loop, text, cond, uncond)
     # 5. hooks
     if loop.hooks:
         ctx = StepContext(index, len(loop.timesteps), t, _sigma(loop.scheduler, t), loop.latents, noise_pred,
-                          cond, uncond, unet_pass.conditioning, loop.cfg_scale)
+                          cond, uncond, text.conditioning, loop.cfg_scale)
         for hook in loop.hooks:
             hook(ctx)
         noise_pred, loop.latents = ctx.noise_pred, ctx.latents

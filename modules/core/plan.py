@@ -42,6 +42,9 @@ class CoreOptions:
     sdxl_refiner_high_aesthetic_score: float = 6.0
     sdxl_refiner_low_aesthetic_score: float = 2.5
     sdxl_clip_l_skip: bool = False
+    emphasis: str = "Original"
+    comma_padding_backtrack: int = 20
+    pad_cond_uncond: bool = False
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10
 
