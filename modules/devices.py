@@ -153,3 +153,14 @@ def memory_stats(device: torch.device) -> dict[str, Any]:
         "events": {"retries": raw.get("num_alloc_retries", 0), "oom": raw.get("num_ooms", 0)},
     }
     return stats
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where `module` computes: the device of its weights, or, when accelerate offload hooks manage it (--lowvram
+    keeps weights on the meta device between calls), the hooks' execution device."""
+    for part in module.modules():  # the hook may sit on a submodule only (cpu_offload)
+        hook = getattr(part, "_hf_hook", None)  # set by accelerate.cpu_offload / cpu_offload_with_hook
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return next(module.parameters()).device

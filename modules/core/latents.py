@@ -21,6 +21,8 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
+from modules.devices import execution_device
+
 
 @dataclass(frozen=True)
 class NoiseSpec:
@@ -126,7 +128,7 @@ def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:
 
 def encode_images(vae: AutoencoderKL, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, 3, H, W) pixels in [-1, 1] -> float32 latents scaled for the UNet (posterior mean, one image at a time)."""
-    device = vae.device
+    device = execution_device(vae)
     latents = []
     for pixel in pixels:
         posterior = vae.encode(pixel[None].to(device=device, dtype=dtype)).latent_dist
@@ -140,7 +142,7 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, dtype: torch.dtype
     images = []
     for latent in latents:
         scaled = latent[None] / vae.config.scaling_factor + shift
-        decoded = vae.decode(scaled.to(device=vae.device, dtype=dtype), return_dict=False)[0]
+        decoded = vae.decode(scaled.to(device=execution_device(vae), dtype=dtype), return_dict=False)[0]
         images.append(decoded.float().cpu())
     return torch.clamp((torch.cat(images) + 1.0) / 2.0, min=0.0, max=1.0)
 

@@ -32,7 +32,7 @@ def apply_offload(components: ComponentSet, mode: str, execution_device: torch.d
             _, previous_hook = cpu_offload_with_hook(module, execution_device, prev_module_hook=previous_hook)
     elif mode == OFFLOAD_SEQUENTIAL:
         for module in modules:
-            cpu_offload(module, execution_device)
+            cpu_offload(module, execution_device, offload_buffers=True)
     else:
         raise ValueError(f"unknown offload mode {mode!r}")
     components.device = torch.device(execution_device)

@@ -40,6 +40,7 @@ from typing import ContextManager, Protocol, Sequence
 import torch
 from transformers import PreTrainedModel
 
+from modules.devices import execution_device
 from modules.errors import InvalidRequest
 from modules.models.components import ComponentSet
 from modules.models.identity import Family
@@ -189,7 +190,7 @@ class PromptEncoder:
 
     def _encode_chunks(self, index: int, batch: list[PromptChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
         encoder, spec = self.components.text_encoders[index], self._specs[index]
-        ids = torch.tensor([padded_ids(chunk, spec) for chunk in batch], device=encoder.device)
+        ids = torch.tensor([padded_ids(chunk, spec) for chunk in batch], device=execution_device(encoder))
         fixes = [chunk.fixes for chunk in batch]
         lookup = self._embeddings[index]
         applied = contextlib.nullcontext() if lookup is None or not any(fixes) else lookup.apply(encoder, fixes)
