@@ -119,15 +119,37 @@ class PageWatch:
         return [url for url in self.requests if not url.startswith(LOCAL_PREFIXES)]
 
 
+# Gradio shows no sign that the page's load event (which refreshes the top bar and the Settings values) has run.
+# Its status tracker inside the checkpoint dropdown does show the event as pending (".progress-text"), so this
+# script, installed before the page's own, records that it appeared and then went away.
+_LOAD_WATCH_JS = """
+window.__sdwebuiLoad = {seen: false, done: false};
+new MutationObserver(() => {
+    const block = document.getElementById("setting_sd_model_checkpoint");
+    if (!block || window.__sdwebuiLoad.done) return;
+    const pending = block.querySelector("[data-testid='status-tracker'] .progress-text") !== null;
+    if (pending) window.__sdwebuiLoad.seen = true;
+    else if (window.__sdwebuiLoad.seen) window.__sdwebuiLoad.done = true;
+}).observe(document, {subtree: true, childList: true, attributes: true});
+"""
+
+
 def open_page(browser: Any, url: str) -> tuple[Any, PageWatch]:
-    """A new 1280x900 page at `url`, watched from its first request, once the txt2img tab is up."""
+    """A new 1280x900 page at `url`, watched from its first request, returned once its load event has run."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport=VIEWPORT)
     watch = PageWatch()
     watch.attach(page)
+    page.add_init_script(_LOAD_WATCH_JS)
     page.goto(url, wait_until="domcontentloaded", timeout=60_000)
     expect(page.locator("#txt2img_generate")).to_be_visible(timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("() => window.__sdwebuiLoad.done", timeout=30_000)
+    except PlaywrightTimeout:
+        log.warning("did not see the page's load event finish; going on")
     return page, watch
 
 
@@ -173,13 +195,102 @@ def split_test_image(size: int = 64) -> Image.Image:
     return image
 
 
-def paint_stroke(page: Any, canvas_selector: str, points: Sequence[tuple[float, float]]) -> None:
-    """Drag the mouse over the canvas through `points`, given as fractions (0..1) of its width and height."""
-    box = page.locator(canvas_selector).first.bounding_box()
-    assert box, f"{canvas_selector} is not on screen"
-    coords = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+def choose_checkpoint(page: Any, file_name: str) -> None:
+    """Pick a checkpoint in the top bar by file name and wait until the page reports it loaded.
+
+    Titles gain the short hash ("name.safetensors [0123456789]") once the file has been hashed, so options are
+    matched by their beginning.
+    """
+    from playwright.sync_api import expect
+
+    box = page.locator("#setting_sd_model_checkpoint input")
+    if box.input_value().startswith(file_name + " ") or box.input_value() == file_name:
+        return
+    box.click()
+    page.locator(f"[role='option'][aria-label^='{file_name}']").click()
+    expect(page.locator("#quicksettings_status")).to_contain_text(f"Loaded {file_name}", timeout=60_000)
+
+
+def upload(page: Any, elem_id: str, path: Path) -> None:
+    """Give a file to the upload input of an image widget (what dropping a file does)."""
+    page.locator(f"#{elem_id} input[type='file']").first.set_input_files(str(path))
+
+
+def upload_to_editor(page: Any, elem_id: str, path: Path) -> None:
+    """Load a picture into an ImageEditor and wait until it is drawn (the editor zooms to fit it)."""
+    zoom = page.locator(f"#{elem_id} .zoom-number").first
+    before = zoom.inner_text().strip()
+    upload(page, elem_id, path)
+    page.wait_for_function(
+        "([selector, before]) => { const el = document.querySelector(selector);"
+        " return el && el.textContent.trim() !== before; }",
+        arg=[f"#{elem_id} .zoom-number", before], timeout=30_000)
+
+
+def set_brush_radius(page: Any, elem_id: str, radius: int) -> None:
+    """Select the brush of an ImageEditor and set its radius (image pixels) with the size slider."""
+    page.locator(f"#{elem_id} button[aria-label='Brush']").click()
+    page.locator(f"#{elem_id} button[aria-label='Brush Size']").click()
+    size = page.locator(f"#{elem_id} input[type='range']").first
+    size.evaluate("(el, value) => { el.value = String(value); el.dispatchEvent(new Event('input', {bubbles: true}));"
+                  " el.dispatchEvent(new Event('change', {bubbles: true})); }", radius)
+    page.locator(f"#{elem_id} button[aria-label='Brush']").click()
+
+
+@dataclass(frozen=True)
+class EditorView:
+    """Where an ImageEditor shows its picture on screen: top-left corner and screen pixels per image pixel."""
+
+    left: float
+    top: float
+    scale: float
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """Screen position of the centre of image pixel (x, y)."""
+        return self.left + (x + 0.5) * self.scale, self.top + (y + 0.5) * self.scale
+
+
+def editor_view(page: Any, elem_id: str, image_size: tuple[int, int]) -> EditorView:
+    """The picture is drawn centred on the editor's canvas at the zoom the editor displays (e.g. "716%")."""
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    assert box, f"#{elem_id} has no canvas on screen"
+    zoom_text = page.locator(f"#{elem_id} .zoom-number").first.inner_text().strip().rstrip("%")
+    scale = float(zoom_text) / 100
+    width, height = image_size
+    left = box["x"] + box["width"] / 2 - width * scale / 2
+    top = box["y"] + box["height"] / 2 - height * scale / 2
+    return EditorView(left, top, scale)
+
+
+def paint_stroke(page: Any, view: EditorView, points: Sequence[tuple[float, float]]) -> None:
+    """Drag the mouse (button held) through `points`, given in image pixels."""
+    coords = [view.point(x, y) for x, y in points]
     page.mouse.move(*coords[0])
     page.mouse.down()
     for x, y in coords[1:]:
-        page.mouse.move(x, y, steps=8)
+        page.mouse.move(x, y, steps=3)
     page.mouse.up()
+
+
+def txt2img_generate(page: Any, prompt: str, *, seed: int, steps: int = 3, size: int = 64,
+                     cfg_presses: int = 3) -> str:
+    """Fill the txt2img tab like a user (CFG moved with the slider's arrow keys), generate, wait for the picture.
+
+    Returns the CFG value the slider shows after moving it.
+    """
+    from playwright.sync_api import expect
+
+    main_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill(prompt)
+    for elem_id, value in (("txt2img_width", size), ("txt2img_height", size), ("txt2img_sampling_steps", steps),
+                           ("txt2img_seed", seed)):
+        set_number(page, elem_id, value)
+    slider = page.locator("#txt2img_cfg_scale input[type='range']")
+    slider.focus()
+    for _ in range(cfg_presses):
+        slider.press("ArrowRight")
+    cfg = page.locator("#txt2img_cfg_scale input[type='number']").input_value()
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#html_info_txt2img")).to_contain_text("Steps:", timeout=30_000)
+    return cfg
