@@ -31,7 +31,9 @@ log = logging.getLogger("webui")
 
 
 def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
-    """The FastAPI application serving the UI at / (unless --nowebui) and /sdapi/v1 (with --api/--nowebui)."""
+    """The FastAPI application serving the UI at / (unless --nowebui) and /sdapi/v1 (with --api/--nowebui).
+
+    Extensions' APP_STARTED callbacks run last, with this application (they may add routes)."""
     import gradio as gr
     from fastapi import FastAPI
 
@@ -46,7 +48,21 @@ def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
         blocks = build_ui(app)
         auth = list(launch.gradio_auth) or None
         server = gr.mount_gradio_app(server, blocks, path="/", auth=auth, **launch_kwargs(app))
+    app.extensions.app_started(server)  # after every route is mounted, so extensions can add their own
+    _keep_ui_mount_last(server)
     return server
+
+
+def _keep_ui_mount_last(server: "FastAPI") -> None:
+    """Move the web UI's mount at "/" behind every other route: a mount matches every path below it, so routes that
+    extensions add after it (APP_STARTED) would otherwise never be reached."""
+    from starlette.routing import Mount
+
+    def is_root_mount(route: object) -> bool:
+        return isinstance(route, Mount) and route.path in ("", "/")
+
+    routes = server.router.routes
+    routes[:] = sorted(routes, key=is_root_mount)  # stable: the order within both groups is kept
 
 
 def main(argv: list[str] | None = None) -> int:

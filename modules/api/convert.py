@@ -15,9 +15,12 @@ What is honoured, and how (A1111 1.10 semantics unless said otherwise):
   another size is resized to the init image), `mask_blur` (or equal `mask_blur_x`/`mask_blur_y`),
   `inpainting_fill` 0-3, `inpaint_full_res`, `inpaint_full_res_padding`, `inpainting_mask_invert`, `resize_mode` 0-2,
   `denoising_strength`. `seed_resize_from_*` of -1 means "off".
+- `script_name` + `script_args` (A1111's positional list, or an object of named values) select a script of an
+  installed extension, and `alwayson_scripts` (`{"<title or extension name>": {"args": [...] or {...}}}`) set the
+  always-on scripts' values: `ExtensionHost.request_from_api` turns them into `request.extension_args` by name.
+  An unknown script is a 422 "Script '<name>' not found ..." (A1111's message), bad arguments a 422.
 - Refused with a 422 that names the field, because this program has no such feature (A1111 would change the
-  picture; silently ignoring them would not): `enable_hr`, `restore_faces`, `tiling`, `script_name`,
-  `alwayson_scripts` (no scripts are installed, so A1111 would answer "script not found" too), `firstpass_image`,
+  picture; silently ignoring them would not): `enable_hr`, `restore_faces`, `tiling`, `firstpass_image`,
   `latent_mask`, `s_min_uncond` > 0, more than one init image, different X/Y mask blur, `resize_mode` 3.
 - Accepted and without effect: `override_settings_restore_afterwards`, `do_not_save_samples`/`do_not_save_grid`
   (`save_images` decides), `comments`, `disable_extra_networks`, `mask_round` (masks are thresholded at 128 as in
@@ -96,9 +99,6 @@ def _refusals(body: GenerationFields) -> list[str]:
     checks: list[tuple[str, Callable[[GenerationFields], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
         ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
-        ("script_name", lambda b: bool(b.script_name), "no scripts are installed"),
-        ("alwayson_scripts", lambda b: bool(b.alwayson_scripts),
-         f"always-on script(s) {', '.join(sorted(body.alwayson_scripts or {}))} not found (no scripts are installed)"),
         ("firstpass_image", lambda b: bool(b.firstpass_image), "it belongs to hires fix, which is not available"),
         ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
     ]
@@ -245,6 +245,7 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
             raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
     request = _apply_infotext(body, GenerationRequest(**changes))
     app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
+    request = app.extensions.request_from_api(body.script_name, body.script_args, body.alwayson_scripts, request)
     return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),
                   task_id=body.force_task_id or None)
 

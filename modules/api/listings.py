@@ -3,27 +3,29 @@ command-line flags, PNG info) in A1111's JSON shapes, built from the App's servi
 
 What is answered where this program differs from A1111:
 - upscalers: only what exists here, "None" and the PIL resamplers "Lanczos" and "Nearest" (no model upscalers).
-- embeddings: there is no textual-inversion service, so no embedding is applied to prompts. The files found in
-  models/embeddings are listed under "skipped" (A1111's list of embeddings not loaded for the current model), with
-  vector count and length read from safetensors headers; other formats are pickles and are not opened.
-- loras: the files in models/Lora (A1111's Lora extension shape: name, alias, path, metadata). The metadata is
-  the safetensors header's `__metadata__` (JSON values decoded), read without loading any tensor.
+- embeddings: the App's embedding database (`modules.networks`): "loaded" are those compatible with the current
+  checkpoint (loaded for the answer when it is not in memory yet, as A1111 always holds it), "skipped" the rest;
+  unreadable files are in neither (A1111 logs them). When no checkpoint can be loaded, every embedding is listed
+  under "skipped". Folders are rescanned first when their files changed.
+- loras: the App's LoRA database (A1111's Lora extension shape: name, alias, path, metadata); the metadata is
+  the safetensors header's `__metadata__` (JSON values decoded).
 - cmd-flags: the launch options under A1111's argparse names; passwords in --api-auth/--gradio-auth are masked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from modules import infotext
 from modules.cli import IGNORED_A1111_FLAGS, Credentials, LaunchOptions
+from modules.errors import UserError
 from modules.images import read_infotext
+from modules.models.manager import ModelOptions, Selection
 from modules.samplers.registry import SamplerRegistry, SamplerSpec
 from modules.samplers.schedules import AUTOMATIC, AUTOMATIC_LABEL, SCHEDULES
 
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 UPSCALERS = ("None", "Lanczos", "Nearest")
 # A1111's metadata for its schedule rows: Karras and Polyexponential have a rho; the timestep-based schedules need
 # the model's own sigma table (A1111's `need_inner_model`).
@@ -94,71 +94,24 @@ def upscalers() -> list[dict[str, Any]]:
             for name in UPSCALERS]
 
 
-def _files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
-    if not root.is_dir():
-        return
-    for path in sorted(root.rglob("*"), key=lambda p: str(p).lower()):
-        if path.is_file() and path.suffix.lower() in suffixes:
-            yield path
-
-
-def _safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(tensor entries, __metadata__) of a safetensors file, reading only its JSON header; empty when unreadable."""
-    try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if not 0 < size <= 100_000_000:
-                return {}, {}
-            header = json.loads(handle.read(size))
-    except (OSError, ValueError) as exc:
-        log.warning("Cannot read the header of %s: %s", path, exc)
-        return {}, {}
-    if not isinstance(header, dict):
-        return {}, {}
-    metadata = header.pop("__metadata__", None)
-    return header, metadata if isinstance(metadata, dict) else {}
-
-
-def _decode_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    decoded: dict[str, Any] = {}
-    for key, text in metadata.items():
-        if isinstance(text, str) and text[:1] in ("{", "["):
-            try:
-                decoded[key] = json.loads(text)
-                continue
-            except ValueError:
-                pass
-        decoded[key] = text
-    return decoded
-
-
-def _embedding_item(path: Path) -> dict[str, Any]:
-    item: dict[str, Any] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
-                            "vectors": None}
-    if path.suffix.lower() != ".safetensors":
-        return item
-    tensors, _ = _safetensors_header(path)
-    shapes = [entry.get("shape") for entry in tensors.values() if isinstance(entry, dict)]
-    if len(shapes) == 1 and isinstance(shapes[0], list) and len(shapes[0]) == 2:
-        item["vectors"], item["shape"] = shapes[0]
-    return item
-
-
 def embeddings(app: "App") -> dict[str, Any]:
     """GET /sdapi/v1/embeddings (see the module doc)."""
-    found = {path.stem: _embedding_item(path) for path in _files(app.paths.embeddings, EMBEDDING_SUFFIXES)}
-    return {"loaded": {}, "skipped": found}
+    app.networks.refresh_embeddings()
+    database = app.networks.embeddings
+    try:
+        options = ModelOptions.from_mapping(app.settings.get())
+        record = app.models.resolve_checkpoint(None, options)
+        with app.models.use(Selection(record, None)) as components:
+            return database.listing(components)
+    except UserError as exc:
+        log.warning("Embeddings listed without a model (none counts as loaded): %s", exc)
+        return {"loaded": {}, "skipped": {name: item.listing() for name, item in database.embeddings.items()}}
 
 
 def loras(app: "App") -> list[dict[str, Any]]:
     """GET /sdapi/v1/loras (see the module doc)."""
-    items = []
-    for path in _files(app.paths.lora, LORA_SUFFIXES):
-        metadata = _decode_metadata(_safetensors_header(path)[1]) if path.suffix.lower() == ".safetensors" else {}
-        alias = metadata.get("ss_output_name")
-        items.append({"name": path.stem, "alias": alias if isinstance(alias, str) and alias else path.stem,
-                      "path": str(path), "metadata": metadata})
-    return items
+    app.networks.refresh_loras()
+    return app.networks.loras.listing()
 
 
 def _masked(credentials: Credentials) -> str | None:

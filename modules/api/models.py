@@ -214,6 +214,34 @@ class LoraItem(BaseModel):
     metadata: dict[str, Any]
 
 
+class ScriptsList(BaseModel):
+    """GET /sdapi/v1/scripts: lower-case titles of the selectable scripts ("Script" dropdown) per tab."""
+
+    txt2img: list[str] = Field(default_factory=list)
+    img2img: list[str] = Field(default_factory=list)
+
+
+class ScriptArg(BaseModel):
+    """One control of a script, in order (A1111 `ScriptArg`, plus `name`: the key for named args)."""
+
+    name: str
+    label: Optional[str] = None
+    value: Optional[Any] = None
+    minimum: Optional[Any] = None
+    maximum: Optional[Any] = None
+    step: Optional[Any] = None
+    choices: Optional[list[Any]] = None
+
+
+class ScriptInfo(BaseModel):
+    """GET /sdapi/v1/script-info: one row per script and tab (A1111 `ScriptInfo`)."""
+
+    name: str
+    is_alwayson: bool
+    is_img2img: bool
+    args: list[ScriptArg]
+
+
 class MemoryResponse(BaseModel):
     ram: dict[str, Any]
     cuda: dict[str, Any]

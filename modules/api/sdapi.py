@@ -8,7 +8,9 @@ before the interrupt, as A1111 does; a failed job answers with its error (4xx fo
 `progress`, `interrupt` and `skip` act on the job that is running now, whoever submitted it, as in A1111 (the job
 API under /api/v1 is the per-user, per-job interface). Options are the App's settings store: `POST options`
 validates everything first (unknown keys and bad values are a 422, an unknown `sd_model_checkpoint` a 404) and
-then applies and saves all of it; the checkpoint named there is used from the next job on.
+then applies and saves all of it; the checkpoint named there is used from the next job on. `scripts` and
+`script-info` describe the scripts of the loaded extensions (`ExtensionHost.scripts`), which txt2img/img2img select
+with `script_name`/`script_args` and set with `alwayson_scripts` (see `convert`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from modules.api.codec import decode_image, encode_png
 from modules.api.convert import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
 from modules.api.models import (
     EmbeddingsResponse, GenerationFields, GenerationResponse, Img2ImgRequest, LoraItem, MemoryResponse,
-    PngInfoRequest, PngInfoResponse, ProgressResponse, SamplerItem, SchedulerItem, SDModelItem, SDVaeItem,
-    Txt2ImgRequest, UpscalerItem,
+    PngInfoRequest, PngInfoResponse, ProgressResponse, SamplerItem, SchedulerItem, ScriptInfo, ScriptsList,
+    SDModelItem, SDVaeItem, Txt2ImgRequest, UpscalerItem,
 )
 from modules.api.results import generation_response, job_timestamp
 from modules.jobs import Job, JobQueue
@@ -183,6 +185,14 @@ def _add_model_routes(router: APIRouter, app: "App") -> None:
     def refresh_checkpoints() -> None:
         app.models.refresh()
 
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings() -> None:
+        app.networks.refresh_embeddings(force=True)
+
+    @router.post("/refresh-loras")
+    def refresh_loras() -> None:
+        app.networks.refresh_loras(force=True)
+
     @router.post("/refresh-vae")
     def refresh_vae() -> None:
         app.models.refresh()
@@ -198,10 +208,23 @@ def _add_model_routes(router: APIRouter, app: "App") -> None:
         return {}
 
 
+def _add_script_routes(router: APIRouter, app: "App") -> None:
+    @router.get("/scripts", response_model=ScriptsList)
+    def scripts() -> dict[str, list[str]]:
+        """Selectable scripts of the loaded extensions (the values `script_name` accepts), per tab."""
+        return app.extensions.scripts.api_scripts()
+
+    @router.get("/script-info", response_model=list[ScriptInfo])
+    def script_info() -> list[dict[str, Any]]:
+        """Every script (selectable and always-on) per tab with its controls, in `script_args` order."""
+        return app.extensions.scripts.api_script_info()
+
+
 def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
     """All /sdapi/v1 routes, each behind `auth`."""
     router = APIRouter(prefix=PREFIX, tags=["sdapi"], dependencies=[Depends(auth)])
     _add_generation_routes(router, app, auth)
     _add_option_routes(router, app)
     _add_model_routes(router, app)
+    _add_script_routes(router, app)
     return router

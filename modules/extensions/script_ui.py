@@ -95,7 +95,9 @@ def render_script_area(host: "ExtensionHost", mode: ScriptMode) -> ScriptArea:
         with gr.Group(visible=False) as group:
             area.selectable[entry.title] = (entry, _add_controls(area, host, entry))
         groups.append(group)
-    selector.change(lambda title: [gr.update(visible=title == t) for t in titles], inputs=selector, outputs=groups)
+    # a dict answer: with a single output, Gradio would take a returned list as that one output's value
+    selector.change(lambda title: {group: gr.update(visible=title == t) for group, t in zip(groups, titles)},
+                    inputs=selector, outputs=groups)
     return area
 
 

@@ -3,8 +3,9 @@ reuse-seed and "read generation parameters".
 
 Handlers receive Gradio's ``{component: value}`` dict (set-style `inputs`) and re-key it by binder names with
 `bind.named_values`; the request is built by the tab's own `make_request(values, data)`, which adds what only
-that tab has (init image, mask, sub-tab). The session hash of the browser (`gr.Request.session_hash`) is the job
-owner, so Interrupt and Skip reach only this session's job.
+that tab has (init image, mask, sub-tab). The extensions' "Script" area of the tab (`build_script_area`) then puts
+its values, by name, into `request.extension_args` (`ScriptArea.apply`). The session hash of the browser
+(`gr.Request.session_hash`) is the job owner, so Interrupt and Skip reach only this session's job.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import gradio as gr
 
 from modules.errors import UserError
+from modules.extensions.api import ScriptMode
+from modules.extensions.script_ui import ScriptArea, render_script_area
 from modules.types import GenerationRequest, GenerationResult
 from modules.ui.bind import named_values
 from modules.ui.common import PromptRow, SamplingRows, SeedRows, UiContext
@@ -44,13 +47,22 @@ class GenerationTab:
     inputs: dict[str, gr.components.Component]
     make_request: RequestBuilder
     extra_inputs: list[gr.components.Component] = field(default_factory=list)
+    scripts: ScriptArea | None = None
 
     @property
     def buttons(self) -> RunButtons:
         return RunButtons(self.prompt_row.generate, self.prompt_row.interrupt, self.prompt_row.skip)
 
     def request_inputs(self) -> set[gr.components.Component]:
-        return {*self.inputs.values(), *self.extra_inputs}
+        script_inputs = self.scripts.inputs.values() if self.scripts is not None else ()
+        return {*self.inputs.values(), *self.extra_inputs, *script_inputs}
+
+    def build_request(self, data: Mapping[Any, Any]) -> GenerationRequest:
+        """The request for Gradio's input dict `data`: the tab's own fields, then the extension scripts' values."""
+        request = self.make_request(named_values(self.inputs, data), data)
+        if self.scripts is not None:
+            request = self.scripts.apply(request, named_values(self.scripts.inputs, data))
+        return request
 
     def outputs(self) -> list[Any]:
         panel, buttons = self.panel, self.buttons
@@ -69,6 +81,13 @@ def collect_inputs(*groups: Mapping[str, gr.components.Component]) -> dict[str, 
     return merged
 
 
+def build_script_area(ctx: UiContext, mode: ScriptMode) -> ScriptArea:
+    """The extensions' script controls of a generation tab (always-on accordions, then the "Script" dropdown),
+    drawn in the current layout; see modules.extensions.script_ui."""
+    with gr.Column(elem_id=f"{mode}_script_container"):
+        return render_script_area(ctx.app.extensions, mode)
+
+
 def _owner(request: gr.Request | None) -> str | None:
     return request.session_hash if request is not None else None
 
@@ -78,9 +97,8 @@ def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     app = ctx.app
 
     def generate(data: dict, request: gr.Request) -> Iterator[dict]:
-        values = named_values(tab.inputs, data)
         try:
-            generation_request = tab.make_request(values, data)
+            generation_request = tab.build_request(data)
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
         yield from stream_generation(app, tab.panel, tab.buttons, generation_request, _owner(request))

@@ -19,7 +19,7 @@ from modules.types import GenerationRequest
 from modules.ui.bind import INPAINT_AREA_LABELS, MASK_MODE_LABELS, MASKED_CONTENT_LABELS, RESIZE_MODE_LABELS, \
     request_from_values
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
-from modules.ui.generation import GenerationTab, collect_inputs, wire_generation_tab
+from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
 TAB = "img2img"
@@ -159,6 +159,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 sampling = build_sampling_rows(ctx, TAB, detect_size=True)
                 denoising = ctx.slider(TAB, "Denoising strength")
                 seeds = build_seed_rows(ctx, TAB)
+                scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named(), inpaint_inputs,
@@ -171,7 +172,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         return img2img_request(data.get(source) or SOURCE_IMG2IMG, values, images)
 
     generation = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, make_request,
-                               extra_inputs=[source, *image_inputs.values()])
+                               extra_inputs=[source, *image_inputs.values()], scripts=scripts)
     wire_generation_tab(ctx, generation)
     tab = Img2ImgTab(generation, init_image, editor, upload_image, upload_mask, source, sub_tabs, inpaint_group)
     _wire_sources(tab, source_tabs)

@@ -1,15 +1,19 @@
-"""`build_ui(app)`: the whole Gradio page, and `launch_kwargs(app)`: its theme, CSS and script.
+"""`build_ui(app)`: the whole Gradio page, and `launch_kwargs(app)`: its theme, CSS and scripts.
 
 Page layout (A1111's): the quicksettings bar (checkpoint, VAE, Clip skip) above the tabs txt2img, img2img (with
-img2img / Inpaint / Inpaint upload), PNG Info and Settings. Each tab lives in its own module; this one only puts
-them together, wires the "send to" buttons between tabs and refreshes per-page values when a browser loads it.
+img2img / Inpaint / Inpaint upload), PNG Info, the tabs extensions add, Settings and Extensions. Each tab lives
+in its own module; this one only puts them together, wires the "send to" buttons between tabs and refreshes
+per-page values when a browser loads it.
 
-Gradio 6 takes theme, css and js as `launch()` (or `mount_gradio_app`) arguments, not `Blocks` ones, so they come
-from `launch_kwargs()`; everything is served locally (Gradio's bundled fonts, no CDN).
+Gradio 6 takes theme, css, js and head as `launch()` (or `mount_gradio_app`) arguments, not `Blocks` ones, so they
+come from `launch_kwargs()`; everything is served locally (Gradio's bundled fonts, no CDN). The style.css and
+javascript/*.js files of the loaded extensions are added there: the CSS after ours, the scripts inline in the page
+head as document-level `<script>` elements (A1111 adds them to the head too).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from modules.ui.common import TOOLTIPS, UiContext
+from modules.ui.extensions_tab import build_extension_tabs, build_extensions_tab
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.sendto import SendTargets, wire_pnginfo, wire_results_panel
@@ -45,7 +50,9 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
             txt2img = build_txt2img_tab(ctx, top.named())
             img2img = build_img2img_tab(ctx, top.named())
             pnginfo = build_pnginfo_tab()
+            build_extension_tabs(app)
             settings_tab = build_settings_tab(app)
+            build_extensions_tab(app)
         targets = SendTargets(main_tabs, txt2img, img2img, pnginfo)
         wire_results_panel(app, txt2img.panel, targets)
         wire_results_panel(app, img2img.generation.panel, targets)
@@ -70,10 +77,39 @@ def page_js(theme: str | None) -> str:
     return script.replace("__TOOLTIPS__", json.dumps(TOOLTIPS)).replace("__THEME__", json.dumps(theme))
 
 
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("Extension file %s not added to the page: %s", path, error)
+        return None
+
+
+def extension_css(paths: list[Path]) -> str:
+    """The extensions' style.css files, each after a comment naming it."""
+    parts = [f"/* extension {path.parent.name} */\n{text}" for path in paths if (text := _read_text(path)) is not None]
+    return "\n".join(parts)
+
+
+def extension_head(paths: list[Path]) -> str:
+    """The extensions' javascript files as inline `<script>` elements for the page head."""
+    scripts = []
+    for path in paths:
+        text = _read_text(path)
+        if text is not None:  # "</script" inside the code would end the element early; "<\/" means the same in JS
+            code = text.replace("</script", "<\\/script")
+            name = html.escape(f"{path.parent.parent.name}/{path.name}", quote=True)
+            scripts.append(f"<script type='text/javascript' data-extension-file='{name}'>\n{code}\n</script>")
+    return "\n".join(scripts)
+
+
 def launch_kwargs(app: "App") -> dict[str, Any]:
-    """Keyword arguments for `blocks.launch()` / `gr.mount_gradio_app()`: theme, css and js."""
+    """Keyword arguments for `blocks.launch()` / `gr.mount_gradio_app()`: theme, css, js and head."""
+    css = (UI_DIR / "style.css").read_text(encoding="utf-8")
+    extra_css = extension_css(app.extensions.style_files())
     return {
         "theme": gr.themes.Default(primary_hue="orange", secondary_hue="gray", neutral_hue="gray"),
-        "css": (UI_DIR / "style.css").read_text(encoding="utf-8"),
+        "css": f"{css}\n{extra_css}" if extra_css else css,
         "js": page_js(app.launch.theme),
+        "head": extension_head(app.extensions.javascript_files()),
     }

@@ -5,7 +5,8 @@ only what changed; Gradio streams every yield to the browser. The job id is kept
 Interrupt and Skip act on this browser session's job only (the queue checks the owner, the session hash).
 
 Failures follow `modules.errors`: a `UserError` message is shown as is in a `gr.Error`; any other failure shows
-the queue's one-line "internal error: ..." summary (the traceback goes to the server log only).
+the queue's one-line "internal error: ..." summary (the traceback goes to the server log only). Errors that
+extensions raised during the job (their hooks were skipped, the job went on) are shown as `gr.Warning` toasts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 from modules.errors import UserError
 from modules.jobs import Job, JobState, UnknownJob
 from modules.types import GenerationRequest, GenerationResult
+from modules.ui.extensions_tab import warn_extension_errors
 from modules.ui.results import ResultPanel, show_result
 
 if TYPE_CHECKING:
@@ -149,6 +151,7 @@ def stream_generation(app: "App", panel: ResultPanel, buttons: RunButtons, reque
             update[panel.preview] = gr.Image(value=view.preview, visible=True)
         if not view.finished:
             yield update
+    warn_extension_errors(app.extensions, job)
     result = raise_for_job(job)
     yield {panel.progress: "", panel.preview: gr.Image(value=None, visible=False), panel.job: None,
            **buttons.idle(), **show_result(panel, result, bool(settings["do_not_show_images"]))}

@@ -1,4 +1,5 @@
-"""The txt2img tab: prompts, sampling settings and seeds on the left, results on the right (A1111 layout)."""
+"""The txt2img tab: prompts, sampling settings, seeds and extension scripts on the left, results on the right
+(A1111 layout)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import gradio as gr
 from modules.types import GenerationRequest
 from modules.ui.bind import request_from_values
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
-from modules.ui.generation import GenerationTab, collect_inputs, wire_generation_tab
+from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
 TAB = "txt2img"
@@ -28,9 +29,10 @@ def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
                 sampling = build_sampling_rows(ctx, TAB)
                 seeds = build_seed_rows(ctx, TAB)
+                scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named())
-    tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request)
+    tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request, scripts=scripts)
     wire_generation_tab(ctx, tab)
     return tab

@@ -38,7 +38,7 @@ def test_page_has_tabs_top_row_and_generation_widgets(page: Page) -> None:
 
 def test_launch_kwargs_are_local(app: FakeApp) -> None:
     kwargs = launch_kwargs(app)
-    assert set(kwargs) == {"theme", "css", "js"}
+    assert set(kwargs) == {"theme", "css", "js", "head"}
     assert "http" not in kwargs["css"] and "googleapis" not in kwargs["js"]
     assert "__TOOLTIPS__" not in kwargs["js"]
 

@@ -1,0 +1,154 @@
+"""Extensions over real HTTP on the server webui.py builds (`build_server`: API + UI, then APP_STARTED): A1111's
+/sdapi/v1/scripts and script-info, script_name/script_args and alwayson_scripts in txt2img and img2img, a route an
+extension adds at start-up, with the real App and a tiny SD1 checkpoint (64 px, 1-2 steps)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import textwrap
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from modules.app import App
+from modules.bootstrap import build_app
+from modules.cli import LaunchOptions
+from modules.models.convert import save_single_file
+from modules.models.identity import Family, ModelIdentity
+from modules.models.tiny import build_tiny_components
+from tests.api.api_helpers import LiveServer
+
+SMALL = {"prompt": "a cube", "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "cfg_scale": 7,
+         "seed": 11}
+PINGER = '''
+from modules.extensions.api import Hook
+
+
+def register(ext):
+    ext.on(Hook.APP_STARTED, lambda ctx: ctx.fastapi.add_api_route("/pinger/v1/ping", lambda: {"pong": ext.name},
+                                                                    methods=["GET"]))
+'''
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, httpx.Client]]:
+    import webui
+
+    data = tmp_path_factory.mktemp("wiring_api")
+    folder = data / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
+    (data / "extensions" / "pinger" / "scripts").mkdir(parents=True)
+    (data / "extensions" / "pinger" / "scripts" / "main.py").write_text(textwrap.dedent(PINGER))
+    launch = LaunchOptions(data_dir=data, api=True)
+    app = build_app(launch)
+    server = LiveServer(webui.build_server(app, launch)).start()
+    client = httpx.Client(base_url=server.url, timeout=120)
+    yield app, client
+    client.close()
+    server.stop()
+    app.close()
+
+
+def _decode(text: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(text)))
+    image.load()
+    return image
+
+
+def _txt2img(client: httpx.Client, **fields: object) -> tuple[list[Image.Image], dict]:
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, **fields})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    return [_decode(text) for text in data["images"]], json.loads(data["info"])
+
+
+def test_scripts_lists_xyz_for_both_tabs(served) -> None:
+    _, client = served
+    response = client.get("/sdapi/v1/scripts")
+    assert response.status_code == 200
+    assert response.json() == {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]}
+
+
+def test_script_info_shape(served) -> None:
+    _, client = served
+    info = client.get("/sdapi/v1/script-info").json()
+    rows = {(row["name"], row["is_img2img"]): row for row in info}
+    assert set(rows) == {("x/y/z plot", False), ("x/y/z plot", True), ("cfg rescale", False), ("cfg rescale", True)}
+    assert rows[("cfg rescale", False)]["is_alwayson"] is True and rows[("x/y/z plot", True)]["is_alwayson"] is False
+    phi = rows[("cfg rescale", False)]["args"][0]
+    assert phi == {"name": "phi", "label": "CFG Rescale phi (0 = off)", "value": 0.0, "minimum": 0.0,
+                   "maximum": 1.0, "step": 0.05, "choices": None}
+    xyz_args = rows[("x/y/z plot", False)]["args"]
+    assert [arg["name"] for arg in xyz_args[:4]] == ["x_type", "x_values", "y_type", "y_values"]
+    assert "Steps" in xyz_args[0]["choices"] and "Denoising" not in xyz_args[0]["choices"]
+    assert "Denoising" in rows[("x/y/z plot", True)]["args"][0]["choices"]
+
+
+def test_txt2img_with_xyz_plot_returns_grid_and_images(served) -> None:
+    _, client = served
+    images, info = _txt2img(client, script_name="x/y/z plot", script_args=["Seed", "1, 2", "Steps", "1, 2"])
+    assert len(images) == 1 + 4
+    grid, cells = images[0], images[1:]
+    assert grid.width > 2 * 64 and grid.height > 2 * 64
+    assert all(cell.size == (64, 64) for cell in cells)
+    assert "X Type: Seed" in info["infotexts"][0] and "Y Type: Steps" in info["infotexts"][0]
+    assert sorted(info["all_seeds"][1:]) == [1, 1, 2, 2]
+
+
+def test_alwayson_cfg_rescale_changes_the_image(served) -> None:
+    _, client = served
+    plain, plain_info = _txt2img(client)
+    rescaled, info = _txt2img(client, alwayson_scripts={"cfg rescale": {"args": [0.7]}})
+    assert info["infotexts"][0].endswith("CFG Rescale phi: 0.7")
+    assert "CFG Rescale" not in plain_info["infotexts"][0]
+    assert not np.array_equal(np.asarray(plain[0]), np.asarray(rescaled[0]))
+    named, _ = _txt2img(client, alwayson_scripts={"cfg_rescale": {"args": {"phi": 0.7}}})
+    assert np.array_equal(np.asarray(named[0]), np.asarray(rescaled[0]))
+
+
+def test_img2img_takes_scripts_too(served) -> None:
+    _, client = served
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(buffer, format="PNG")
+    body = {**SMALL, "init_images": [base64.b64encode(buffer.getvalue()).decode()], "denoising_strength": 0.6,
+            "script_name": "X/Y/Z plot", "script_args": ["Denoising", "0.5, 0.8"],
+            "alwayson_scripts": {"CFG Rescale": {"args": [0.5]}}}
+    response = client.post("/sdapi/v1/img2img", json=body)
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert len(response.json()["images"]) == 1 + 2
+    assert all(text.endswith("CFG Rescale phi: 0.5") for text in info["infotexts"][1:])
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    ({"script_name": "no such script"}, "Script 'no such script' not found"),
+    ({"alwayson_scripts": {"controlnet": {"args": []}}}, "Always-on script 'controlnet' not found"),
+    ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 11 argument"),
+    ({"alwayson_scripts": {"cfg rescale": [0.7]}}, "must be an object with \"args\""),
+])
+def test_bad_scripts_are_a1111_422s(served, body: dict, detail: str) -> None:
+    _, client = served
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, **body})
+    assert response.status_code == 422, response.text
+    data = response.json()
+    assert set(data) == {"error", "detail", "body", "errors"} and detail in data["detail"]
+
+
+def test_extension_route_added_at_start_is_reachable(served) -> None:
+    _, client = served
+    assert client.get("/pinger/v1/ping").json() == {"pong": "pinger"}
+    page = client.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()  # the UI mount still serves the page
+    assert client.get("/sdapi/v1/scripts").status_code == 200
+
+
+def test_extensions_are_listed_by_the_app(served) -> None:
+    app, _ = served
+    states = {row.name: row.state for row in app.extensions.list_extensions()}
+    assert states == {"cfg_rescale": "loaded", "xyz_grid": "loaded", "pinger": "loaded"}
