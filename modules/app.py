@@ -13,6 +13,7 @@ from modules.cli import LaunchOptions
 from modules.extensions.host import ExtensionHost
 from modules.jobs import Job, JobQueue
 from modules.models.manager import ModelManager
+from modules.networks.service import ExtraNetworks
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry
@@ -24,7 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class App:
-    """Settings, model manager, sampler registry, job queue and styles of one running web UI."""
+    """Settings, model manager, sampler registry, job queue, styles and extra networks of one running web UI.
+
+    `networks` (textual inversion embeddings and LoRAs) defaults to unscanned databases over `paths`' folders,
+    which scan themselves on first use; `build_app` passes scanned ones.
+    """
 
     launch: LaunchOptions
     paths: DataPaths
@@ -35,6 +40,11 @@ class App:
     jobs: JobQueue
     styles: StyleDatabase
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
+    networks: ExtraNetworks = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.networks is None:
+            self.networks = ExtraNetworks.for_folders(self.paths.embeddings, self.paths.lora)
 
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
                save: bool | None = None) -> Job:

@@ -11,6 +11,7 @@ from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
 from modules.jobs import JobQueue
 from modules.models.manager import ModelManager, default_load_fn
+from modules.networks.service import ExtraNetworks
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.settings import SettingsStore, UiConfig
@@ -21,7 +22,7 @@ FALLBACK_CHECKPOINT = "tiny-sd1-random.safetensors"
 
 
 def build_app(launch: LaunchOptions) -> App:
-    """Settings (config.json), model manager, sampler registry, job queue and styles for `launch`."""
+    """Settings (config.json), model manager, sampler registry, job queue, styles and extra networks for `launch`."""
     paths = launch.paths
     settings = SettingsStore.open(launch.settings_file, launch=launch)
     for problem in settings.problems:
@@ -37,6 +38,8 @@ def build_app(launch: LaunchOptions) -> App:
     samplers = default_registry()
     extensions.setup(samplers, settings)
     extensions.scripts.choices = lambda kind: _choices(kind, models, samplers)
+    networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)
+    networks.refresh()
     return App(
         launch=launch,
         paths=paths,
@@ -47,6 +50,7 @@ def build_app(launch: LaunchOptions) -> App:
         jobs=JobQueue("default"),
         styles=StyleDatabase(paths.styles_file),
         extensions=extensions,
+        networks=networks,
     )
 
 

@@ -6,9 +6,14 @@ meet. Steps:
 
 1. the settings snapshot for this job (`override_settings` applied to a copy, never to the shared store);
 2. styles applied to the prompts; the sampler resolved by the registry (unknown names are refused here);
-3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job;
-4. the core runs, reporting progress and honouring the job's cancel token;
-5. one A1111 infotext per image; images saved (PNG `parameters` chunk) when saving is on.
+3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job; the first
+   prompt's `<lora:...>` references resolved (A1111 applies them to the whole job; unknown names are logged and
+   skipped) and merged into the model for the job (`apply_loras` restores it bit-exactly afterwards, also on
+   errors; the refiner is left as it is);
+4. the core runs, reporting progress and honouring the job's cancel token; textual-inversion embeddings
+   compatible with each model reach the prompt encoder through `ExtraNetworks.textual_inversion`;
+5. one A1111 infotext per image (with "Lora hashes" / "TI hashes" when networks were used); images saved (PNG
+   `parameters` chunk) when saving is on.
 
 Extensions (`app.extensions`, modules/extensions/host.py) take part at fixed points: BEFORE_JOB after step 2's
 prompt/style handling, POST_CFG inside the core (step 4), AFTER_IMAGE before saving, IMAGE_SAVED after each file. A
@@ -22,15 +27,19 @@ import dataclasses
 import datetime
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
 from modules import images, infotext
+from modules.core.denoise import StepHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.extensions.host import RunServices
 from modules.models.manager import ModelOptions, Selection
+from modules.networks.lora import LoraUse, apply_loras
+from modules.networks.service import job_infotext
+from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
 if TYPE_CHECKING:
@@ -88,23 +97,19 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     request = app.extensions.before_job(effective_request(app, request, settings), settings)
     sampler = app.samplers.resolve(request.sampler, request.schedule)
     hooks = app.extensions.step_hooks(request)
-    # 3. model
+    # 3. model, extra networks
     model_options = ModelOptions.from_mapping(settings)
     selection = app.models.select(request.checkpoint, request.vae, options=model_options)
     refiner_selection = app.models.select(request.refiner_checkpoint, None, options=model_options) \
         if request.refiner_checkpoint else None
-    core_options = CoreOptions.from_mapping(settings)
-    with app.models.use(selection) as components, ConsoleProgress(ctx.report) as report:
-        # 4. the core
-        if refiner_selection is not None:
-            with app.models.use(refiner_selection) as refiner:
-                output = generate(request, components, sampler, hooks=hooks, cancel=ctx.cancel,
-                                  on_progress=report, refiner=refiner, options=core_options)
-        else:
-            output = generate(request, components, sampler, hooks=hooks, cancel=ctx.cancel, on_progress=report,
-                              options=core_options)
+    uses = app.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
+    app.networks.refresh_embeddings()
+    # 4. the core
+    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses)
+    output = run_core(app, core, ctx, selection, refiner_selection)
     # 5. infotexts, extensions' AFTER_IMAGE, saving
-    texts = build_infotexts(request, output, selection, sampler, refiner_selection)
+    texts = build_infotexts(request, output, selection, sampler, refiner_selection,
+                            networks=job_infotext(uses, output.used_embeddings))
     pictures, texts = app.extensions.after_images(request, output.images, texts, output.seeds, settings)
     output = dataclasses.replace(output, images=pictures)
     if save if save is not None else bool(settings.get("samples_save", True)):
@@ -114,6 +119,30 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
         negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
         interrupted=output.interrupted,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreCall:
+    """What `run_core` passes to the generation core besides the models."""
+
+    request: GenerationRequest
+    sampler: "ResolvedSampler"
+    hooks: Sequence[StepHook]
+    options: CoreOptions
+    loras: Sequence[LoraUse] = ()
+
+
+def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection,
+             refiner_selection: Selection | None) -> CoreOutput:
+    """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile."""
+    with app.models.use(selection) as components, apply_loras(components, core.loras), \
+            ConsoleProgress(ctx.report) as report:
+        kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
+                                  "options": core.options, "textual_inversion": app.networks.textual_inversion}
+        if refiner_selection is None:
+            return generate(core.request, components, core.sampler, **kwargs)
+        with app.models.use(refiner_selection) as refiner:
+            return generate(core.request, components, core.sampler, refiner=refiner, **kwargs)
 
 
 class ConsoleProgress:
@@ -141,14 +170,18 @@ class ConsoleProgress:
 
 
 def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,
-                    sampler: "ResolvedSampler", refiner: Selection | None = None) -> tuple[str, ...]:
-    """One A1111 `parameters` text per image, from the request and the values the core actually used."""
+                    sampler: "ResolvedSampler", refiner: Selection | None = None,
+                    networks: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """One A1111 `parameters` text per image, from the request and the values the core actually used.
+
+    `networks` holds the "Lora hashes" / "TI hashes" values (`modules.networks.service.job_infotext`)."""
     record = selection.checkpoint
     vae = selection.vae
     extra: dict[str, Any] = {}
     if refiner is not None:
         extra["Refiner"] = refiner.checkpoint.title
         extra["Refiner switch at"] = request.refiner_switch_at
+    extra.update(networks or {})
     texts = []
     for seed, subseed, prompt, negative in zip(output.seeds, output.subseeds, output.prompts,
                                                output.negative_prompts):

@@ -64,8 +64,8 @@ class BatchJob:
     cancel: CancelToken
     on_progress: Callable[[ProgressEvent], None] | None
     timings: dict[str, float]
-    textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None]] | None = None
-    """Seam for textual inversion: the lookups (one per text encoder) for a model, or None for none."""
+    textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None] | None] | None = None
+    """Seam for textual inversion: the lookups (one per text encoder) for a model; None (or a None result): none."""
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)

@@ -6,6 +6,11 @@ for this job (`CoreOptions.from_mapping(settings)`; the request's `overrides` ar
 token. The prompts are used as given (styles are applied by the caller). It does not format infotexts or save
 files; `CoreOutput.plan` carries the values the infotext is built from.
 
+Extra networks: `<lora:...>` tags are stripped from the prompts before encoding; applying the LoRAs is the
+caller's (`modules.networks.lora.apply_loras` around the call). Textual inversion comes in as
+`textual_inversion`, a function giving one lookup per text encoder for a model (the `TextualInversion` seam of
+`modules.prompts.encode`); the embedding objects that reached an encoder come back in `used_embeddings`.
+
 Flow (design.md §7.6):
 1. options for this job (settings + request overrides), validation, plan (seeds, prompts, steps);
 2. img2img/inpaint: init image, mask and overlay; init latents; 9-channel inpaint conditioning;
@@ -34,6 +39,7 @@ from modules.core.plan import CoreOptions, JobPlan, plan_job, random_seed
 from modules.core.validate import validate_request
 from modules.errors import OutOfMemory
 from modules.models.components import ComponentSet
+from modules.prompts.encode import TextualInversion
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, ProgressEvent
 
@@ -52,6 +58,12 @@ class CoreOutput:
     plan: JobPlan
     interrupted: bool = False
     timings: Mapping[str, float] = field(default_factory=dict)
+    used_embeddings: tuple[object, ...] = ()
+    """Textual-inversion embeddings found in the prompts (the lookups' `source` objects), for "TI hashes"."""
+
+
+TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
+"""One textual-inversion lookup per text encoder of a model (None: no embeddings for that model)."""
 
 
 def _inpainting_unet(components: ComponentSet) -> bool:
@@ -105,6 +117,14 @@ def _run_job(job: BatchJob) -> tuple[list[tuple[int, Image.Image]], bool]:
     return images, cancel.interrupted
 
 
+def _used_embeddings(job: BatchJob) -> tuple[object, ...]:
+    """Embeddings any of the job's prompt encoders applied (base and refiner), each once, in order of first use."""
+    used: dict[int, object] = {}
+    for encoder in job.encoders.values():
+        used.update(encoder.used_embeddings)
+    return tuple(used.values())
+
+
 def generate(
     request: GenerationRequest,
     components: ComponentSet,
@@ -116,6 +136,7 @@ def generate(
     refiner: ComponentSet | None = None,
     options: CoreOptions | None = None,
     seed_resolver: Callable[[], int] = random_seed,
+    textual_inversion: TextualInversionFor | None = None,
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
     too small; an interrupt returns what was finished with `interrupted=True`."""
@@ -137,7 +158,7 @@ def generate(
             timings["prepare"] = time.perf_counter() - prepare_started
             # 3-4. batches
             job = BatchJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
-                           cancel or CancelToken(), on_progress, timings)
+                           cancel or CancelToken(), on_progress, timings, textual_inversion)
             images, interrupted = _run_job(job)
     except torch.OutOfMemoryError as error:
         raise OutOfMemory(
@@ -155,5 +176,6 @@ def generate(
         plan=plan,
         interrupted=interrupted,
         timings=timings,
+        used_embeddings=_used_embeddings(job),
     )
 

@@ -19,6 +19,7 @@ from modules.types import GenerationRequest
 from modules.ui.bind import INPAINT_AREA_LABELS, MASK_MODE_LABELS, MASKED_CONTENT_LABELS, RESIZE_MODE_LABELS, \
     request_from_values
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
+from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
@@ -150,6 +151,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     with gr.Tab("img2img", id=TAB, elem_id=f"tab_{TAB}"):
         source = gr.State(SOURCE_IMG2IMG)  # inside the tab: a bare child of gr.Tabs confuses its tab list
         prompt_row = build_prompt_row(ctx, TAB)
+        build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
                 sub_tabs, source_tabs, init_image, editor, upload_image, upload_mask = _build_sources(ctx)

@@ -43,7 +43,8 @@ TITLE = "Stable Diffusion"
 def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
     """Build the page for `app` (nothing is launched). `tokens` lets tests pass a prepared token counter."""
     settings = app.settings.get()
-    ctx = UiContext(app, tokens or TokenCounter(backtrack=int(settings["comma_padding_backtrack"])))
+    ctx = UiContext(app, tokens or TokenCounter(backtrack=int(settings["comma_padding_backtrack"]),
+                                                embeddings=app.networks.counting_lookup))
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         top = build_top_row(app)
         with gr.Tabs(elem_id="tabs", overflow_behavior="wrap") as main_tabs:

@@ -24,6 +24,7 @@ from modules.prompts.chunks import (
     CHUNK_LENGTH,
     ChunkSpec,
     ChunkTokenizer,
+    EmbeddingLookup,
     TokenPiece,
     chunk_limit,
     chunk_tokens,
@@ -76,8 +77,12 @@ def count_chunked(token_ids: Sequence[Sequence[int]], break_flags: Sequence[bool
 class TokenCounter:
     """Counts prompt tokens the way A1111's counter does; thread-safe, tokenizer loaded on first use."""
 
-    def __init__(self, load_tokenizer: Callable[[], Tokenizer] = load_bundled_tokenizer, backtrack: int = 20) -> None:
+    def __init__(self, load_tokenizer: Callable[[], Tokenizer] = load_bundled_tokenizer, backtrack: int = 20,
+                 embeddings: Callable[[Tokenizer], EmbeddingLookup | None] | None = None) -> None:
+        """`embeddings` gives the textual-inversion lookup for the tokenizer: an embedding's name then counts as
+        its vectors, as in A1111 (`ExtraNetworks.counting_lookup`)."""
         self._load_tokenizer = load_tokenizer
+        self._embeddings = embeddings
         self._tokenizer: Tokenizer | None = None
         self._lock = threading.Lock()
         self._parser: ScheduleParser | None = None
@@ -94,7 +99,8 @@ class TokenCounter:
     def count_text(self, text: str) -> int:
         """Token count of one already-scheduled text (attention syntax and BREAK still in it)."""
         tokenizer, _ = self._ready()
-        return count_tokens(tokenizer, text, backtrack=self.backtrack)[0]
+        lookup = self._embeddings(tokenizer) if self._embeddings is not None else None
+        return count_tokens(tokenizer, text, backtrack=self.backtrack, embeddings=lookup)[0]
 
     def count(self, prompt: str, steps: int = 20, composable: bool = True) -> TokenCount:
         """Count for a whole prompt (negative prompts: `composable=False`, as `AND` stays text there)."""

@@ -10,6 +10,7 @@ import gradio as gr
 from modules.types import GenerationRequest
 from modules.ui.bind import request_from_values
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
+from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
@@ -25,6 +26,7 @@ def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
     with gr.Tab("txt2img", id=TAB, elem_id=f"tab_{TAB}"):
         prompt_row = build_prompt_row(ctx, TAB)
+        build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
                 sampling = build_sampling_rows(ctx, TAB)

@@ -7,6 +7,8 @@ from typing import Iterator
 
 import httpx
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from api_helpers import LiveServer, fastapi_for
 from modules.app import App
@@ -41,9 +43,6 @@ def test_embeddings_are_listed_as_loaded_for_the_current_model(served) -> None:
 def test_an_embedding_for_another_model_is_skipped_after_a_refresh(served) -> None:
     app, client, _ = served
     wide = app.paths.embeddings / "wide.safetensors"
-    from safetensors.torch import save_file
-    import torch
-
     save_file({"emb_params": torch.zeros(3, 768)}, str(wide))
     try:
         assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200
@@ -63,7 +62,7 @@ def test_loras_are_listed_and_refreshed(served) -> None:
     extra.write_bytes(files.lora.read_bytes())
     try:
         assert client.post("/sdapi/v1/refresh-loras").status_code == 200
-        assert [item["name"] for item in client.get("/sdapi/v1/loras").json()] == [LORA, "other"]
+        assert sorted(item["name"] for item in client.get("/sdapi/v1/loras").json()) == ["other", LORA]
     finally:
         extra.unlink()
         client.post("/sdapi/v1/refresh-loras")

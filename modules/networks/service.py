@@ -1,0 +1,188 @@
+"""The extra-networks service the App owns: both databases, and what one job needs from them.
+
+`ExtraNetworks` holds the textual inversion (`models/embeddings`) and LoRA (`models/Lora`) databases and answers
+the questions of the generation path (`modules.processing`), the API listings and the UI:
+
+* `textual_inversion(components)`: one lookup per text encoder (the `modules.prompts.encode.TextualInversion`
+  seam) over the embeddings compatible with that model, or None when there are none. The core calls it for each
+  model it encodes with (base, refiner); it never sees the databases.
+* `lora_uses(refs)`: the `<lora:...>` references of a prompt resolved to `LoraUse`s. A name that is in no file is
+  left out with a warning, as A1111 does ("Networks not found: ..."); other kinds of extra network
+  (`<hypernet:...>`) are logged and skipped.
+* `job_infotext(uses, used_embeddings)`: the "Lora hashes" / "TI hashes" infotext values;
+* `counting_lookup(tokenizer)`: every embedding, for the UI's token counter (an embedding counts as its vectors).
+
+Folders are rescanned when their contents change (file names, sizes, modification times), checked before each job
+and each listing: A1111 reloads embeddings when their folder changes and rescans LoRAs when a name is missing, so a
+file dropped in works without a restart.
+`refresh()` rescans unconditionally (the API's refresh routes, the UI's refresh button).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ContextManager, Iterable, Sequence
+
+from transformers import CLIPTokenizer, PreTrainedModel
+
+from modules.models.components import ComponentSet
+from modules.networks.embeddings import (
+    EMBEDDING_EXTENSIONS,
+    Embedding,
+    EmbeddingDatabase,
+    EmbeddingMatcher,
+    embedding_keys,
+    ti_hashes_infotext,
+    token_fixes,
+)
+from modules.networks.lora import LORA_EXTENSIONS, LoraDatabase, LoraUse, lora_hashes_infotext, lora_multipliers
+from modules.prompts.chunks import ChunkFix, EmbeddingHit
+from modules.prompts.parser import ExtraNetworkRef
+
+log = logging.getLogger(__name__)
+
+LORA_KINDS = ("lora", "lyco")  # A1111's Lora extension also answers the old LyCORIS tag
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def folder_signature(folder: Path, extensions: Iterable[str]) -> Signature:
+    """(path, size, mtime_ns) of every file with one of `extensions` under `folder`: changes when files do."""
+    if not folder.is_dir():
+        return ()
+    wanted = tuple(extensions)
+    rows = []
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.lower().endswith(wanted):
+                path = os.path.join(root, name)
+                with contextlib.suppress(OSError):
+                    stat = os.stat(path)
+                    rows.append((path, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(rows))
+
+
+@dataclass(frozen=True)
+class EncoderEmbeddings:
+    """Textual inversion for one text encoder: finds embedding names in token ids and applies their vectors.
+
+    `key` picks the vector set (`embedding_keys`); None takes any (the UI's token counter, which only counts them).
+    """
+
+    matcher: EmbeddingMatcher
+    key: str | None
+
+    def find(self, token_ids: Sequence[int], offset: int) -> EmbeddingHit | None:
+        found = self.matcher.match(token_ids, offset)
+        if found is None:
+            return None
+        embedding, name_tokens = found
+        vectors = embedding.vectors[self.key] if self.key is not None else next(iter(embedding.vectors.values()))
+        return EmbeddingHit(name_tokens, vectors, embedding)
+
+    def apply(self, encoder: PreTrainedModel, fixes: Sequence[Sequence[ChunkFix]]) -> ContextManager[None]:
+        # ChunkFix carries `position` and `vectors`, all `token_fixes` reads.
+        return token_fixes(encoder, fixes)  # type: ignore[arg-type]
+
+
+@dataclass
+class ExtraNetworks:
+    """The embedding and LoRA databases of one App; see the module doc."""
+
+    embeddings: EmbeddingDatabase
+    loras: LoraDatabase
+    _signatures: dict[str, Signature] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _counting: tuple[object, object, EncoderEmbeddings] | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_folders(cls, embeddings_dir: str | os.PathLike[str], lora_dir: str | os.PathLike[str]) -> "ExtraNetworks":
+        """Databases for two folders, not scanned yet (the first use scans them)."""
+        return cls(EmbeddingDatabase(embeddings_dir), LoraDatabase(lora_dir))
+
+    def refresh(self) -> None:
+        """Rescan both folders now."""
+        with self._lock:
+            self._refresh_embeddings(force=True)
+            self._refresh_loras(force=True)
+
+    def refresh_embeddings(self, force: bool = False) -> None:
+        """Rescan `models/embeddings` (only when its files changed, unless `force`)."""
+        with self._lock:
+            self._refresh_embeddings(force)
+
+    def refresh_loras(self, force: bool = False) -> None:
+        """Rescan `models/Lora` (only when its files changed, unless `force`)."""
+        with self._lock:
+            self._refresh_loras(force)
+
+    def _refresh_embeddings(self, force: bool) -> None:
+        signature = folder_signature(self.embeddings.folder, EMBEDDING_EXTENSIONS)
+        if force or self._signatures.get("embeddings") != signature:
+            self.embeddings.refresh()
+            self._signatures["embeddings"] = signature
+
+    def _refresh_loras(self, force: bool) -> None:
+        signature = folder_signature(self.loras.folder, LORA_EXTENSIONS)
+        if force or self._signatures.get("loras") != signature:
+            self.loras.refresh()
+            self._signatures["loras"] = signature
+
+    # -- textual inversion ---------------------------------------------------------------------------------------
+
+    def textual_inversion(self, components: ComponentSet) -> tuple[EncoderEmbeddings, ...] | None:
+        """One lookup per text encoder over the embeddings compatible with `components`; None when none are."""
+        compatible = self.embeddings.compatible(components)
+        if not compatible:
+            return None
+        keys = embedding_keys(components.identity)
+        return tuple(EncoderEmbeddings(EmbeddingMatcher(tokenizer, compatible), key)
+                     for tokenizer, key in zip(components.tokenizers, keys, strict=True))
+
+    def counting_lookup(self, tokenizer: CLIPTokenizer) -> EncoderEmbeddings | None:
+        """For the UI token counter, which has no model: every embedding, each counting its vectors."""
+        embeddings = self.embeddings.embeddings
+        if not embeddings:
+            return None
+        cached = self._counting
+        if cached is None or cached[0] is not embeddings or cached[1] is not tokenizer:
+            cached = (embeddings, tokenizer, EncoderEmbeddings(EmbeddingMatcher(tokenizer, embeddings), None))
+            self._counting = cached
+        return cached[2]
+
+    # -- LoRA ----------------------------------------------------------------------------------------------------
+
+    def lora_uses(self, refs: Sequence[ExtraNetworkRef]) -> list[LoraUse]:
+        """`<lora:...>` references -> LoraUse, in prompt order; unknown names are logged and left out (A1111)."""
+        for ref in refs:
+            if ref.kind not in LORA_KINDS:
+                log.warning("Skipping unknown extra network: <%s:%s>", ref.kind, ref.name)
+        wanted = [ref for ref in refs if ref.kind in LORA_KINDS]
+        if wanted:
+            self.refresh_loras()
+        uses, missing = [], []
+        for ref in wanted:
+            lora = self.loras.find(ref.name)
+            if lora is None:
+                missing.append(ref.name)
+                continue
+            te, unet = lora_multipliers(ref.name, ref.args)
+            uses.append(LoraUse(lora, te, unet, mentioned_name=ref.name))
+        if missing:
+            log.warning("Networks not found: %s (looked in %s)", ", ".join(missing), self.loras.folder)
+        return uses
+
+
+def job_infotext(uses: Sequence[LoraUse], used_embeddings: Iterable[object]) -> dict[str, str]:
+    """A1111's "Lora hashes" and "TI hashes" infotext values of one job (keys only when non-empty)."""
+    values: dict[str, str] = {}
+    if uses:  # A1111 adds it when the networks activate, before the prompts are encoded
+        values["Lora hashes"] = lora_hashes_infotext(uses)
+    embeddings = [item for item in used_embeddings if isinstance(item, Embedding)]
+    if embeddings:
+        values["TI hashes"] = ti_hashes_infotext(embeddings)
+    return values

@@ -1,0 +1,102 @@
+"""Textual inversion and LoRA through the real App (`bootstrap.build_app`): prompt -> job -> images + infotext."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Iterator
+
+import pytest
+import torch
+
+from modules import infotext
+from modules.app import App
+from modules.bootstrap import build_app
+from modules.cli import LaunchOptions
+from modules.networks.lora import addnet_sha256
+from modules.types import GenerationRequest, GenerationResult
+from tests.networks.app_data import EMBEDDING, LORA, NetworkFiles, write_network_data
+
+SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "Euler", "cfg_scale": 5.0, "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, NetworkFiles]]:
+    data_dir = tmp_path_factory.mktemp("networks_app")
+    files = write_network_data(data_dir)
+    app = build_app(LaunchOptions(data_dir=data_dir))
+    yield app, files
+    app.close()
+
+
+def run(app: App, prompt: str, **fields: object) -> GenerationResult:
+    request = GenerationRequest(mode="txt2img", prompt=prompt, **{**SMALL, **fields})  # type: ignore[arg-type]
+    return app.submit(request, save=False).outcome(timeout=120)
+
+
+def weights(app: App) -> dict[str, torch.Tensor]:
+    with app.models.get() as components:
+        modules = [("unet", components.unet), *((f"te{i}", te) for i, te in enumerate(components.text_encoders))]
+        return {f"{name}.{key}": value.detach().clone()
+                for name, module in modules for key, value in module.state_dict().items()}
+
+
+def test_lora_changes_the_image_writes_its_hash_and_restores_the_model(world) -> None:
+    app, files = world
+    plain = run(app, "red square")
+    before = weights(app)
+    with_lora = run(app, f"red square <lora:{LORA}:1>")
+    after = weights(app)
+    assert with_lora.images[0].tobytes() != plain.images[0].tobytes()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    text = with_lora.infotexts[0]
+    assert f'Lora hashes: "{LORA}: {addnet_sha256(files.lora)[:12]}"' in text
+    assert text.startswith(f"red square <lora:{LORA}:1>\n")  # the infotext keeps the tag (A1111)
+    assert "Lora hashes" not in plain.infotexts[0]
+    assert run(app, "red square").images[0].tobytes() == plain.images[0].tobytes()
+
+
+def test_lora_multipliers_follow_the_tag(world) -> None:
+    app, _ = world
+    full = run(app, f"red square <lora:{LORA}:1>")
+    half = run(app, f"red square <lora:{LORA}:0.5>")
+    off = run(app, f"red square <lora:{LORA}:0>")
+    assert half.images[0].tobytes() != full.images[0].tobytes()
+    assert off.images[0].tobytes() == run(app, "red square").images[0].tobytes()
+
+
+def test_embedding_in_the_prompt_changes_the_image_and_writes_its_hash(world) -> None:
+    app, files = world
+    without = run(app, "a photo in style")
+    with_embedding = run(app, f"a photo in {EMBEDDING}")
+    assert with_embedding.images[0].tobytes() != without.images[0].tobytes()
+    expected = hashlib.sha256(files.embedding.read_bytes()).hexdigest()[:12]
+    params = infotext.parse(with_embedding.infotexts[0]).params
+    assert params["TI hashes"] == f"{EMBEDDING}: {expected}"
+    assert "TI hashes" not in without.infotexts[0]
+
+
+def test_embedding_in_the_negative_prompt_is_reported_too(world) -> None:
+    app, _ = world
+    result = run(app, "a photo", negative_prompt=f"{EMBEDDING}, blurry")
+    assert f'TI hashes: "{EMBEDDING}: ' in result.infotexts[0]
+
+
+def test_unknown_lora_is_logged_and_the_job_still_runs(world, caplog: pytest.LogCaptureFixture) -> None:
+    app, _ = world
+    with caplog.at_level(logging.WARNING, logger="modules.networks.service"):
+        result = run(app, "red square <lora:no_such_lora:1>")
+    assert len(result.images) == 1 and "Lora hashes" not in result.infotexts[0]
+    assert any("Networks not found: no_such_lora" in record.getMessage() for record in caplog.records)
+    assert result.images[0].tobytes() == run(app, "red square ").images[0].tobytes()
+
+
+def test_files_added_later_are_found_without_a_restart(world) -> None:
+    app, files = world
+    copy = files.lora.with_name("second.safetensors")
+    copy.write_bytes(files.lora.read_bytes())
+    try:
+        result = run(app, "red square <lora:second:1>")
+        assert 'Lora hashes: "second: ' in result.infotexts[0]
+    finally:
+        copy.unlink()
