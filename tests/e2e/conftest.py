@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.harness import CHROMIUM, PageWatch, RealServer, launch_browser, open_page, start_real_server
+from tests.e2e.harness import CHROMIUM, PageWatch, RealServer, open_page, start_real_server
 
 
 @pytest.fixture(scope="session")
@@ -26,15 +26,9 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
 
 
 @pytest.fixture(scope="session")
-def browser(real_server: RealServer) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_browser(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+def browser(real_server: RealServer, chromium: Any) -> Any:
+    """The session's shared Chromium (tests/conftest.py), once the server is up."""
+    return chromium
 
 
 @pytest.fixture(scope="session")

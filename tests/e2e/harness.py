@@ -23,9 +23,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-quic", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+from tests.browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (shared with tests/conftest.py)
 VIEWPORT = {"width": 1280, "height": 900}
 NORMAL_CHECKPOINT = "tiny-sd1.safetensors"
 INPAINT_CHECKPOINT = "tiny-sd1-inpaint.safetensors"

@@ -17,9 +17,7 @@ from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.ui.fakes import FakeApp, make_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-quic", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+from tests.browser import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,24 +47,20 @@ def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, F
 
 
 @pytest.fixture
-def browser_page(served: tuple[str, FakeApp]) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
+def browser_page(served: tuple[str, FakeApp], chromium: object) -> Iterator[object]:
     url, _ = served
     external: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.on("request", lambda request: external.append(request.url)
-                if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
-        page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-        try:
-            yield page
-        finally:
-            shots = os.environ.get("UI_SCREENSHOT_DIR")
-            if shots:
-                page.screenshot(path=str(Path(shots) / "browser-test-end.png"), full_page=True)
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1600, "height": 1000})
+    page.on("request", lambda request: external.append(request.url)
+            if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
+    page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+    try:
+        yield page
+    finally:
+        shots = os.environ.get("UI_SCREENSHOT_DIR")
+        if shots:
+            page.screenshot(path=str(Path(shots) / "browser-test-end.png"), full_page=True)
+        page.close()
     assert not external, f"the page fetched external resources: {external}"
 
 

@@ -16,7 +16,8 @@ from modules.extensions.loader import ExtensionRoot
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.ui.fakes import make_app
-from tests.ui.test_browser import CHROMIUM, LAUNCH_ARGS, _free_port
+from tests.browser import CHROMIUM
+from tests.ui.test_browser import _free_port
 
 pytestmark = [
     pytest.mark.browser,
@@ -53,28 +54,26 @@ def page_url(tmp_path: Path, token_counter: TokenCounter) -> Iterator[str]:
         app.close()
 
 
-def test_extension_assets_script_area_and_extensions_tab(page_url: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_extension_assets_script_area_and_extensions_tab(page_url: str, chromium: object) -> None:
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page()
-        page.goto(page_url, wait_until="domcontentloaded", timeout=60_000)
-        try:
-            expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
-            page.wait_for_function("window.markerExtensionLoaded === true", timeout=10_000)
-            select = page.locator("#txt2img_script_select")
-            expect(select).to_be_visible()
-            assert "rgb(1, 2, 3)" in select.evaluate("el => getComputedStyle(el).outlineColor")
-            expect(page.locator("#script_txt2img_xyz_grid_x_values")).to_be_hidden()
-            select.locator("input").click()
-            page.get_by_role("option", name="X/Y/Z plot").click()
-            expect(page.locator("#script_txt2img_xyz_grid_x_values")).to_be_visible(timeout=10_000)
+    page = chromium.new_page()
+    page.goto(page_url, wait_until="domcontentloaded", timeout=60_000)
+    try:
+        expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+        page.wait_for_function("window.markerExtensionLoaded === true", timeout=10_000)
+        select = page.locator("#txt2img_script_select")
+        expect(select).to_be_visible()
+        assert "rgb(1, 2, 3)" in select.evaluate("el => getComputedStyle(el).outlineColor")
+        expect(page.locator("#script_txt2img_xyz_grid_x_values")).to_be_hidden()
+        select.locator("input").click()
+        page.get_by_role("option", name="X/Y/Z plot").click()
+        expect(page.locator("#script_txt2img_xyz_grid_x_values")).to_be_visible(timeout=10_000)
 
-            page.get_by_role("tab", name="Extensions", exact=True).click()
-            table = page.locator("#extensions_table")
-            expect(table).to_contain_text("xyz_grid")
-            expect(table).to_contain_text("cfg_rescale")
-            expect(table).to_contain_text("marker")
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Extensions", exact=True).click()
+        table = page.locator("#extensions_table")
+        expect(table).to_contain_text("xyz_grid")
+        expect(table).to_contain_text("cfg_rescale")
+        expect(table).to_contain_text("marker")
+    finally:
+        page.close()

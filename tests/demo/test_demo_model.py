@@ -1,0 +1,44 @@
+"""The shipped demo checkpoint loads like any real one (SD 1.x) and draws the background the prompt names.
+
+Skipped when models/Stable-diffusion/demo-shapes.safetensors is absent (it is produced by
+`python -m tools.demo_model.train`)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from modules.models.components import ComponentSet
+from modules.models.identity import Family, ModelIdentity
+from modules.models.probe import probe
+from modules.paths import REPO_ROOT
+from tools.demo_model.classify import classify
+from tools.demo_model.dataset import caption
+from tools.demo_model.evaluate import Painter, open_demo
+
+DEMO = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
+
+pytestmark = pytest.mark.skipif(not DEMO.is_file(), reason=f"{DEMO.name} is not installed")
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[ComponentSet]:
+    with open_demo(DEMO) as components:
+        yield components
+
+
+def test_file_is_a_small_sd1_checkpoint(demo: ComponentSet) -> None:
+    assert DEMO.stat().st_size <= 30 * 2**20
+    assert probe(DEMO) == ModelIdentity(Family.SD1)
+    assert demo.identity == ModelIdentity(Family.SD1)
+    assert demo.unet.config.cross_attention_dim == demo.text_encoders[0].config.hidden_size
+    assert 2 ** (len(demo.vae.config.block_out_channels) - 1) == 8
+
+
+@pytest.mark.parametrize(("combination", "seed"), [(("white", "black", "square"), 1), (("yellow", "blue", "circle"), 2)])
+def test_draws_the_background_colour_of_the_prompt(demo: ComponentSet, combination: tuple[str, str, str],
+                                                    seed: int) -> None:
+    image = Painter(demo).txt2img(caption(*combination), seed)
+    assert image.shape == (64, 64, 3)
+    assert classify(image).background == combination[1]
