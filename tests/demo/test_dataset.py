@@ -7,7 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tools.demo_model.classify import classify, largest_region, nearest_colour, shape_from_fill
+from tools.demo_model.classify import (
+    classify,
+    largest_region,
+    nearest_colour,
+    shape_from_fill,
+)
 from tools.demo_model.dataset import (
     COLOUR_NAMES,
     COLOURS,

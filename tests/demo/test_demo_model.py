@@ -5,7 +5,7 @@ Skipped when models/Stable-diffusion/demo-shapes.safetensors is absent (it is pr
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,7 +36,10 @@ def test_file_is_a_small_sd1_checkpoint(demo: ComponentSet) -> None:
     assert 2 ** (len(demo.vae.config.block_out_channels) - 1) == 8
 
 
-@pytest.mark.parametrize(("combination", "seed"), [(("white", "black", "square"), 1), (("yellow", "blue", "circle"), 2)])
+EASY_PROMPTS = [(("white", "black", "square"), 1), (("yellow", "blue", "circle"), 2)]
+
+
+@pytest.mark.parametrize(("combination", "seed"), EASY_PROMPTS)
 def test_draws_the_background_colour_of_the_prompt(demo: ComponentSet, combination: tuple[str, str, str],
                                                     seed: int) -> None:
     image = Painter(demo).txt2img(caption(*combination), seed)

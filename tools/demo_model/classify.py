@@ -76,13 +76,18 @@ def shape_from_fill(ratio: float) -> str:
     return "circle" if ratio >= TRIANGLE_BELOW else "triangle"
 
 
+def foreground_region(image: np.ndarray) -> tuple[str, np.ndarray]:
+    """(background colour name, boolean mask of the largest region far from it) of one RGB image."""
+    pixels = np.asarray(image, dtype=np.float64)[..., :3]
+    background = nearest_colour(np.median(_border(pixels), axis=0))
+    distance = np.linalg.norm(pixels - _PALETTE[COLOUR_NAMES.index(background)], axis=-1)
+    return background, largest_region(distance > FOREGROUND_DISTANCE)
+
+
 def classify(image: np.ndarray) -> Classification:
     """Classify one (H, W, 3) RGB image (uint8 or float 0-255)."""
     pixels = np.asarray(image, dtype=np.float64)[..., :3]
-    background_rgb = np.median(_border(pixels), axis=0)
-    background = nearest_colour(background_rgb)
-    distance = np.linalg.norm(pixels - _PALETTE[COLOUR_NAMES.index(background)], axis=-1)
-    region = largest_region(distance > FOREGROUND_DISTANCE)
+    background, region = foreground_region(pixels)
     count = int(region.sum())
     if count < MIN_REGION:
         return Classification(background, None, None, 0.0, count)
@@ -91,3 +96,10 @@ def classify(image: np.ndarray) -> Classification:
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
     ratio = count / box
     return Classification(background, foreground, shape_from_fill(ratio), ratio, count)
+
+
+def region_iou(first: np.ndarray, second: np.ndarray) -> float:
+    """Intersection over union of the foreground regions of two images (1.0 = the shape stayed in place)."""
+    a, b = foreground_region(first)[1], foreground_region(second)[1]
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
