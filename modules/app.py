@@ -54,7 +54,8 @@ class App:
         def work(ctx):  # runs on the queue's worker thread
             return run_generation(self, request, ctx, save=save)
 
-        return self.jobs.submit(work, owner=owner, task_id=task_id, description=f"{request.mode}: {request.prompt[:60]}")
+        description = f"{request.mode}: {request.prompt[:60]}"
+        return self.jobs.submit(work, owner=owner, task_id=task_id, description=description)
 
     def close(self) -> None:
         """Stop the worker and release models (used by tests and on shutdown)."""

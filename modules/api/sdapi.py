@@ -27,9 +27,23 @@ from modules.api.auth import Authenticator
 from modules.api.codec import decode_image, encode_png
 from modules.api.convert import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
 from modules.api.models import (
-    EmbeddingsResponse, GenerationFields, GenerationResponse, Img2ImgRequest, LoraItem, MemoryResponse,
-    PngInfoRequest, PngInfoResponse, ProgressResponse, SamplerItem, SchedulerItem, ScriptInfo, ScriptsList,
-    SDModelItem, SDVaeItem, Txt2ImgRequest, UpscalerItem,
+    EmbeddingsResponse,
+    GenerationFields,
+    GenerationResponse,
+    Img2ImgRequest,
+    LoraItem,
+    MemoryResponse,
+    PngInfoRequest,
+    PngInfoResponse,
+    ProgressResponse,
+    SamplerItem,
+    SchedulerItem,
+    ScriptInfo,
+    ScriptsList,
+    SDModelItem,
+    SDVaeItem,
+    Txt2ImgRequest,
+    UpscalerItem,
 )
 from modules.api.results import generation_response, job_timestamp
 from modules.jobs import Job, JobQueue
@@ -181,6 +195,10 @@ def _add_model_routes(router: APIRouter, app: "App") -> None:
     def loras() -> list[dict[str, Any]]:
         return listings.loras(app)
 
+    _add_refresh_routes(router, app)
+
+
+def _add_refresh_routes(router: APIRouter, app: "App") -> None:
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints() -> None:
         app.models.refresh()

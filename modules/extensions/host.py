@@ -31,10 +31,21 @@ from PIL import Image
 
 from modules.errors import UserError
 from modules.extensions import api
-from modules.extensions.loader import ExtensionRecord, ExtensionRoot, ExtensionState, RegisteredCallback, discover, \
-    import_extension
-from modules.extensions.metadata import VersionLookup, api_problem, installed_version, order_extensions, \
-    requirement_problems
+from modules.extensions.loader import (
+    ExtensionRecord,
+    ExtensionRoot,
+    ExtensionState,
+    RegisteredCallback,
+    discover,
+    import_extension,
+)
+from modules.extensions.metadata import (
+    VersionLookup,
+    api_problem,
+    installed_version,
+    order_extensions,
+    requirement_problems,
+)
 from modules.extensions.script_ui import as_tab, guarded_build, tab_items
 from modules.extensions.scripts import SCRIPT_KEY, ScriptCatalog, ScriptEntry
 from modules.options import OptionSpec

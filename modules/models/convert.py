@@ -297,14 +297,16 @@ def sidecar_path(path: Path) -> Path:
 
 
 def save_single_file(
-    components: ComponentSet, path: Path, *, embed_configs: bool = True, dtype: torch.dtype | None = None
+    components: ComponentSet, path: Path, *, embed_configs: bool = True, dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write `components` as one A1111-layout checkpoint (`.safetensors`, or `.ckpt` as {"state_dict": ...}).
 
     With `embed_configs`, the component configs go into the safetensors metadata under "sdwebui.configs" (JSON),
     or for `.ckpt` into `<stem>.configs.json`; loaders prefer them over the bundled family configs, which is how
     models with a non-standard architecture (tiny test models, the demo model) stay loadable. `dtype` optionally
-    casts floating-point weights (e.g. torch.float16 for a half-size file).
+    casts floating-point weights (e.g. torch.float16 for a half-size file). `metadata` adds header entries to a
+    `.safetensors` file (e.g. {"modelspec.resolution": "64x64"}).
     """
     path = Path(path)
     state_dict = {}
@@ -318,10 +320,10 @@ def save_single_file(
     if suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        metadata = {"format": "pt"}
+        header = {"format": "pt", **(metadata or {})}
         if configs is not None:
-            metadata[CONFIGS_METADATA_KEY] = configs
-        save_file(state_dict, str(path), metadata=metadata)
+            header[CONFIGS_METADATA_KEY] = configs
+        save_file(state_dict, str(path), metadata=header)
     elif suffix == ".ckpt":
         torch.save({"state_dict": state_dict}, path)
         if configs is not None:

@@ -31,6 +31,21 @@ from modules.models.hashes import HashCache, legacy_model_hash, shorthash
 from modules.models.identity import ModelIdentity
 from modules.models.probe import probe
 
+RESOLUTION_METADATA_KEY = "modelspec.resolution"
+
+
+def read_resolution(path: Path) -> tuple[int, int] | None:
+    """The "WxH" resolution in a safetensors header's metadata, or None (missing, malformed or unreadable)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {}).get(RESOLUTION_METADATA_KEY, "")
+    except (SafetensorError, OSError):
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -136,6 +151,14 @@ class CheckpointRecord:
         if self._legacy_hash is None:
             self._legacy_hash = "" if self.format is Format.DIFFUSERS else legacy_model_hash(self.path)
         return self._legacy_hash
+
+    @property
+    def native_resolution(self) -> tuple[int, int] | None:
+        """(width, height) the checkpoint was trained at, when its safetensors header states it (Stability's
+        ModelSpec key "modelspec.resolution", e.g. "64x64" in the bundled demo model); None when unknown."""
+        if self.format is not Format.SAFETENSORS:
+            return None
+        return read_resolution(self.path)
 
     def calculate_sha256(self) -> str | None:
         """Hash the file now if needed (slow for big files; cached). None for diffusers folders or no cache."""

@@ -35,7 +35,9 @@ class SamplingMethod(Protocol):
         `noise_seeds` (one per image) seed noise that a scheduler draws internally rather than from the step
         generator (DPM++ SDE's Brownian tree), so that it follows the image seeds as in A1111."""
 
-    def step_kwargs(self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
+    def step_kwargs(
+        self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None
+    ) -> dict[str, Any]:
         """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts."""
 
 

@@ -21,15 +21,32 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from diffusers import (
-    DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSDEScheduler, EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
-    LCMScheduler, LMSDiscreteScheduler, PNDMScheduler, SchedulerMixin, UniPCMultistepScheduler,
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+    LCMScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    SchedulerMixin,
+    UniPCMultistepScheduler,
 )
 
 from modules.errors import InvalidRequest, UnknownSampler
 from modules.samplers.schedules import (
-    AUTOMATIC, AUTOMATIC_LABEL, CONFIG_RESETS, EULER_CUSTOM_SIGMAS, EULER_FAMILY, MULTISTEP_FAMILY, SCHEDULES,
-    SPACING_ONLY, ScheduleSpec,
+    AUTOMATIC,
+    AUTOMATIC_LABEL,
+    CONFIG_RESETS,
+    EULER_CUSTOM_SIGMAS,
+    EULER_FAMILY,
+    MULTISTEP_FAMILY,
+    SCHEDULES,
+    SPACING_ONLY,
+    ScheduleSpec,
 )
 
 log = logging.getLogger(__name__)

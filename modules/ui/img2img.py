@@ -16,8 +16,13 @@ from PIL import Image, ImageChops
 
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest
-from modules.ui.bind import INPAINT_AREA_LABELS, MASK_MODE_LABELS, MASKED_CONTENT_LABELS, RESIZE_MODE_LABELS, \
-    request_from_values
+from modules.ui.bind import (
+    INPAINT_AREA_LABELS,
+    MASK_MODE_LABELS,
+    MASKED_CONTENT_LABELS,
+    RESIZE_MODE_LABELS,
+    request_from_values,
+)
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab

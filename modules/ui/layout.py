@@ -28,7 +28,7 @@ from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.sendto import SendTargets, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
 from modules.ui.tokens import TokenCounter
-from modules.ui.toprow import build_top_row, page_load_values
+from modules.ui.toprow import build_top_row, current_checkpoint, page_load_values, size_updates
 from modules.ui.txt2img import build_txt2img_tab
 
 if TYPE_CHECKING:
@@ -59,14 +59,20 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         wire_results_panel(app, img2img.generation.panel, targets)
         wire_pnginfo(app, targets)
 
+        sizes = [txt2img.sampling.width, txt2img.sampling.height,
+                 img2img.generation.sampling.width, img2img.generation.sampling.height]
+        top.checkpoint.input(lambda title: size_updates(app, title, 2), inputs=top.checkpoint, outputs=sizes,
+                             show_progress="hidden")
+
         def on_page_load() -> dict:
             for problem in (*app.settings.problems, *app.ui_config.problems):
                 gr.Warning(problem)
+            native = size_updates(app, current_checkpoint(app), 2)
             return {**page_load_values(app, top), **current_values(app, settings_tab.widgets),
-                    settings_tab.problems: problems_html(app)}
+                    settings_tab.problems: problems_html(app), **dict(zip(sizes, native))}
 
         load_outputs = [top.checkpoint, top.vae, top.clip_skip, settings_tab.problems,
-                        *settings_tab.widgets.values()]
+                        *settings_tab.widgets.values(), *sizes]
         blocks.load(on_page_load, outputs=load_outputs, show_progress="hidden")
     app.ui_config.save_if_changed()
     return blocks

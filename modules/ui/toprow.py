@@ -136,6 +136,23 @@ def _wire(app: "App", row: TopRow) -> None:
     row.refresh.click(refresh, outputs=[row.checkpoint, row.vae], show_progress="hidden")
 
 
+def native_size(app: "App", title: str | None) -> tuple[int, int] | None:
+    """The resolution a checkpoint declares it was trained at (the bundled demo model: 64x64), if any."""
+    record = app.models.catalog.match(title) if title else None
+    return record.native_resolution if record is not None else None
+
+
+def size_updates(app: "App", title: str | None, count: int) -> list[Any]:
+    """New values for `count` width/height pairs when `title` declares its resolution; otherwise leave them.
+
+    A1111 keeps the sliders as they are on a checkpoint change; we do the same unless the checkpoint states its
+    native size (a model trained at 64 px draws repeating patterns at 512)."""
+    size = native_size(app, title)
+    if size is None:
+        return [gr.skip()] * (2 * count)
+    return [value for _ in range(count) for value in size]
+
+
 def page_load_values(app: "App", row: TopRow) -> dict[Any, Any]:
     """Fresh top-row values for a page that just loaded (settings may have changed since the UI was built)."""
     return {row.checkpoint: gr.Dropdown(choices=checkpoint_choices(app), value=current_checkpoint(app)),

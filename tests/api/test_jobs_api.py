@@ -9,9 +9,8 @@ import threading
 import time
 
 import httpx
-from PIL import Image
-
 from api_helpers import seed_colour
+from PIL import Image
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 

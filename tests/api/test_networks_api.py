@@ -8,9 +8,9 @@ from typing import Iterator
 import httpx
 import pytest
 import torch
+from api_helpers import LiveServer, fastapi_for
 from safetensors.torch import save_file
 
-from api_helpers import LiveServer, fastapi_for
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions

@@ -13,9 +13,9 @@ from typing import Iterator
 
 import httpx
 import pytest
+from api_helpers import LiveServer, fastapi_for
 from PIL import Image
 
-from api_helpers import LiveServer, fastapi_for
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, PngImagePlugin
-
 from api_helpers import seed_colour, write_safetensors
+from PIL import Image, PngImagePlugin
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 

@@ -15,7 +15,6 @@ from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
 from modules.models.tiny import build_tiny_components
 
-
 SD1 = ModelIdentity(Family.SD1)
 SD1_INPAINT = ModelIdentity(Family.SD1, Variant.INPAINT)
 SD2_V = ModelIdentity(Family.SD2, prediction=Prediction.V)

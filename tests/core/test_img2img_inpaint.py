@@ -14,7 +14,15 @@ from modules.core.masks import blur_mask
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest, InpaintFill
 from tests.core.helpers import (
-    SD1, SD1_INPAINT, LatentCapture, block_mask, generators, reference_scheduler, sd_pipeline, sample_image, tiny,
+    SD1,
+    SD1_INPAINT,
+    LatentCapture,
+    block_mask,
+    generators,
+    reference_scheduler,
+    sample_image,
+    sd_pipeline,
+    tiny,
 )
 
 REGISTRY = default_registry()

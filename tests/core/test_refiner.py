@@ -12,7 +12,14 @@ from modules.errors import InvalidRequest
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest
 from tests.core.helpers import (
-    SD1, SDXL, SDXL_REFINER, LatentCapture, generators, reference_scheduler, sdxl_pipeline, tiny,
+    SD1,
+    SDXL,
+    SDXL_REFINER,
+    LatentCapture,
+    generators,
+    reference_scheduler,
+    sdxl_pipeline,
+    tiny,
 )
 
 EULER = default_registry().resolve("Euler")

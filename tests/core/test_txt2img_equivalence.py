@@ -11,7 +11,15 @@ from modules.core.latents import decode_latents
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest
 from tests.core.helpers import (
-    SD1, SD2_V, SDXL, LatentCapture, generators, reference_scheduler, sd_pipeline, sdxl_pipeline, tiny,
+    SD1,
+    SD2_V,
+    SDXL,
+    LatentCapture,
+    generators,
+    reference_scheduler,
+    sd_pipeline,
+    sdxl_pipeline,
+    tiny,
 )
 
 REGISTRY = default_registry()

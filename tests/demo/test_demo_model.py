@@ -12,6 +12,7 @@ import pytest
 from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity
 from modules.models.probe import probe
+from modules.models.records import read_resolution
 from modules.paths import REPO_ROOT
 from tools.demo_model.classify import classify
 from tools.demo_model.dataset import caption
@@ -34,6 +35,7 @@ def test_file_is_a_small_sd1_checkpoint(demo: ComponentSet) -> None:
     assert demo.identity == ModelIdentity(Family.SD1)
     assert demo.unet.config.cross_attention_dim == demo.text_encoders[0].config.hidden_size
     assert 2 ** (len(demo.vae.config.block_out_channels) - 1) == 8
+    assert read_resolution(DEMO) == (64, 64)  # the UI sets width/height from it
 
 
 EASY_PROMPTS = [(("white", "black", "square"), 1), (("yellow", "blue", "circle"), 2)]

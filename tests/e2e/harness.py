@@ -24,6 +24,7 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 from tests.browser import CHROMIUM, LAUNCH_ARGS  # noqa: E402  (shared with tests/conftest.py)
+
 VIEWPORT = {"width": 1280, "height": 900}
 NORMAL_CHECKPOINT = "tiny-sd1.safetensors"
 INPAINT_CHECKPOINT = "tiny-sd1-inpaint.safetensors"

@@ -18,9 +18,24 @@ from typing import Any
 
 from PIL import Image
 
-from tests.e2e.harness import (INPAINT_CHECKPOINT, NORMAL_CHECKPOINT, RealServer, choose_checkpoint, editor_view,
-                               launch_browser, main_tab, open_page, paint_stroke, set_brush_radius, set_number,
-                               start_real_server, sub_tab, txt2img_generate, upload, upload_to_editor)
+from tests.e2e.harness import (
+    INPAINT_CHECKPOINT,
+    NORMAL_CHECKPOINT,
+    RealServer,
+    choose_checkpoint,
+    editor_view,
+    launch_browser,
+    main_tab,
+    open_page,
+    paint_stroke,
+    set_brush_radius,
+    set_number,
+    start_real_server,
+    sub_tab,
+    txt2img_generate,
+    upload,
+    upload_to_editor,
+)
 
 log = logging.getLogger("screenshots")
 

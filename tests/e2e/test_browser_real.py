@@ -15,10 +15,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.harness import (CHROMIUM, INPAINT_CHECKPOINT, NORMAL_CHECKPOINT, PageWatch, RealServer,
-                               choose_checkpoint, editor_view, fetch_image, gallery_image_url, main_tab, paint_stroke,
-                               set_brush_radius, set_number, split_test_image, sub_tab, txt2img_generate, upload,
-                               upload_to_editor)
+from tests.e2e.harness import (
+    CHROMIUM,
+    INPAINT_CHECKPOINT,
+    NORMAL_CHECKPOINT,
+    PageWatch,
+    RealServer,
+    choose_checkpoint,
+    editor_view,
+    fetch_image,
+    gallery_image_url,
+    main_tab,
+    paint_stroke,
+    set_brush_radius,
+    set_number,
+    split_test_image,
+    sub_tab,
+    txt2img_generate,
+    upload,
+    upload_to_editor,
+)
 
 pytestmark = [
     pytest.mark.browser,

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
 
+import ext_test_events
 import pytest
 
-import ext_test_events
 from modules.extensions.host import ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.settings import SettingsStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers_ext import REGISTRY, run_with_host, small_request, tiny_sd1
+
 from modules.core.generate import generate
 from modules.errors import UserError
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost

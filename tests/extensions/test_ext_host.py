@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from helpers_ext import run_with_host, small_request
 from PIL import Image
 
-from helpers_ext import run_with_host, small_request
 from modules.extensions.api import Hook
 from modules.extensions.host import ExtensionHost
 from modules.extensions.loader import ExtensionRoot, ExtensionState

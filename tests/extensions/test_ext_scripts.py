@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
 from helpers_ext import run_with_host, small_request
+
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.extensions.script_ui import SELECTOR, render_script_area

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers_ext import REGISTRY, run_with_host, small_request
 from PIL import Image
 
-from helpers_ext import REGISTRY, run_with_host, small_request
 from modules.errors import UnknownSampler, UserError
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost, RunServices
 from modules.extensions.loader import ExtensionRoot

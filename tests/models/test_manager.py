@@ -17,12 +17,12 @@ from diffusers import AutoencoderKL
 
 from modules.devices import DevicePlan
 from modules.errors import ModelNotFound
+from modules.models import tiny
 from modules.models.components import ComponentSet
 from modules.models.hashes import HashCache
 from modules.models.identity import Family, ModelIdentity
 from modules.models.manager import ModelManager, ModelOptions
 from modules.models.records import CheckpointRecord, VaeRecord
-from modules.models import tiny
 from modules.models.tiny import ALL_TINY_IDENTITIES, build_tiny_components
 from modules.paths import DataPaths
 

@@ -11,8 +11,7 @@ from modules.errors import InvalidRequest
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
 from modules.ui import bind
-from modules.ui.img2img import SOURCE_IMG2IMG, SOURCE_INPAINT, SOURCE_INPAINT_UPLOAD, img2img_request, \
-    mask_from_editor
+from modules.ui.img2img import SOURCE_IMG2IMG, SOURCE_INPAINT, SOURCE_INPAINT_UPLOAD, img2img_request, mask_from_editor
 from modules.ui.paste import values_from_infotext
 from modules.ui.tokens import TokenCounter, count_chunked
 

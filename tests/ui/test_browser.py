@@ -15,9 +15,8 @@ import pytest
 
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
-from tests.ui.fakes import FakeApp, make_app
-
 from tests.browser import CHROMIUM
+from tests.ui.fakes import FakeApp, make_app
 
 pytestmark = [
     pytest.mark.browser,

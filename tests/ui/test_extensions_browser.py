@@ -15,8 +15,8 @@ from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
-from tests.ui.fakes import make_app
 from tests.browser import CHROMIUM
+from tests.ui.fakes import make_app
 from tests.ui.test_browser import _free_port
 
 pytestmark = [

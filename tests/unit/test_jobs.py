@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from modules.errors import InvalidRequest, UserError
-from modules.jobs import (Job, JobCancelled, JobContext, JobQueue, JobState, QueueStopped, UnknownJob,
-                          _fraction)
+from modules.jobs import Job, JobCancelled, JobContext, JobQueue, JobState, QueueStopped, UnknownJob, _fraction
 from modules.types import ProgressEvent
 
 WAIT = 10.0  # generous upper bound for thread hand-offs; tests never assert durations

@@ -6,7 +6,13 @@ import pytest
 
 from modules.errors import InvalidRequest
 from modules.samplers.steps import (
-    StepConvention, StepPlan, a1111_fix_steps_plan, a1111_plan, diffusers_plan, plan_img2img, txt2img_plan,
+    StepConvention,
+    StepPlan,
+    a1111_fix_steps_plan,
+    a1111_plan,
+    diffusers_plan,
+    plan_img2img,
+    txt2img_plan,
 )
 
 

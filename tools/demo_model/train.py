@@ -318,7 +318,8 @@ def save_model(vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLI
     )
     dtype = torch.float16 if components.nbytes() > MAX_FILE_BYTES else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_single_file(components, out, dtype=dtype)
+    save_single_file(components, out, dtype=dtype,
+                     metadata={"modelspec.resolution": f"{RESOLUTION}x{RESOLUTION}"})
     log.info("saved %s (%.1f MB, %s)", out, out.stat().st_size / 2**20, "float16" if dtype else "float32")
     return components
 

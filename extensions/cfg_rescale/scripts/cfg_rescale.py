@@ -16,8 +16,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from modules.extensions.api import AfterImageContext, BeforeJobContext, ExtensionContext, Hook, StepContext, \
-    UiBuilder, UserError, with_infotext_params
+from modules.extensions.api import (
+    AfterImageContext,
+    BeforeJobContext,
+    ExtensionContext,
+    Hook,
+    StepContext,
+    UiBuilder,
+    UserError,
+    with_infotext_params,
+)
 
 TITLE = "CFG Rescale"
 INFOTEXT_KEY = "CFG Rescale phi"

@@ -21,8 +21,14 @@ from typing import Any
 
 from PIL import Image
 
-from modules.extensions.api import ExtensionContext, GenerationRequest, GenerationResult, RunContext, UiBuilder, \
-    with_infotext_params
+from modules.extensions.api import (
+    ExtensionContext,
+    GenerationRequest,
+    GenerationResult,
+    RunContext,
+    UiBuilder,
+    with_infotext_params,
+)
 
 from ..xyz.axes import SEED_AXES, Axis, AxisError, axes_for, find_axis
 from ..xyz.draw import annotated_grid, titled_row
