@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from modules.app import App
@@ -12,6 +14,7 @@ from modules.extensions.host import ExtensionHost
 from modules.jobs import JobQueue
 from modules.models.manager import ModelManager, default_load_fn
 from modules.networks.service import ExtraNetworks
+from modules.paths import REPO_ROOT
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.settings import SettingsStore, UiConfig
@@ -19,6 +22,7 @@ from modules.settings import SettingsStore, UiConfig
 log = logging.getLogger(__name__)
 
 FALLBACK_CHECKPOINT = "tiny-sd1-random.safetensors"
+BUNDLED_DEMO = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
 
 
 def build_app(launch: LaunchOptions) -> App:
@@ -64,22 +68,31 @@ def _choices(kind: str, models: ModelManager, samplers: SamplerRegistry) -> list
 
 
 def ensure_a_checkpoint(app: App) -> Path | None:
-    """With no checkpoint installed, write a tiny randomly initialised SD 1.x model so the UI can run.
+    """With no checkpoint installed, provide one so the UI can run; returns the file added, or None.
 
-    It has the real architecture and key layout (loaded through the normal single-file path) but draws noise.
-    Returns the path written, or None when checkpoints exist.
+    The bundled demo model (models/Stable-diffusion/demo-shapes.safetensors in the repository) is linked or copied
+    into a separate --data-dir. Without it (a checkout that dropped the file), a tiny randomly initialised SD 1.x
+    model with the real architecture is written instead: it loads through the normal path but draws noise.
     """
     if app.models.list_checkpoints():
         return None
-    from modules.models.convert import save_single_file
-    from modules.models.identity import Family, ModelIdentity
-    from modules.models.tiny import build_tiny_components
+    target_dir = app.paths.checkpoints
+    target_dir.mkdir(parents=True, exist_ok=True)
+    if BUNDLED_DEMO.is_file():
+        target = target_dir / BUNDLED_DEMO.name
+        try:
+            os.link(BUNDLED_DEMO, target)
+        except OSError:
+            shutil.copy2(BUNDLED_DEMO, target)
+        log.info("No checkpoint found in %s: added the bundled demo model %s", target_dir, target.name)
+    else:
+        from modules.models.convert import save_single_file
+        from modules.models.identity import Family, ModelIdentity
+        from modules.models.tiny import build_tiny_components
 
-    target = app.paths.checkpoints / FALLBACK_CHECKPOINT
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), target)
-    log.warning("No checkpoint found in %s: created %s (random weights, for trying the UI; it draws noise)",
-                app.paths.checkpoints, target.name)
+        target = target_dir / FALLBACK_CHECKPOINT
+        save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), target)
+        log.warning("No checkpoint found in %s: created %s (random weights, for trying the UI; it draws noise)",
+                    target_dir, target.name)
     app.models.refresh()
     return target
-
