@@ -41,9 +41,9 @@ log = logging.getLogger("screenshots")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 300_000
-PROMPT = "a red circle on a blue background, simple shapes"
-NEGATIVE = "blurry, lowres"
-SIZE = 256
+PROMPT = "a red circle on a blue background"
+NEGATIVE = "green"
+SIZE = 64  # the bundled demo model's native size
 
 
 def save_screenshot(page: Any, path: Path) -> None:
@@ -59,7 +59,7 @@ def save_screenshot(page: Any, path: Path) -> None:
 def _txt2img(page: Any, server: RealServer, checkpoint: str, out: Path) -> Path:
     choose_checkpoint(page, checkpoint)
     page.locator("#txt2img_negative_prompt textarea").fill(NEGATIVE)
-    txt2img_generate(page, PROMPT, seed=1234, steps=8, size=SIZE, cfg_presses=0)
+    txt2img_generate(page, PROMPT, seed=1234, steps=20, size=SIZE, cfg_presses=0)
     page.mouse.move(0, 0)
     save_screenshot(page, out / "txt2img.png")
     folder = server.data_dir / "outputs" / "txt2img-images"
@@ -71,7 +71,7 @@ def _img2img(page: Any, picture: Path, out: Path) -> None:
     sub_tab(page, "img2img")
     upload(page, "img2img_image", picture)
     page.locator("#img2img_image img").first.wait_for()
-    page.locator("#img2img_prompt textarea").fill(PROMPT + ", watercolor")
+    page.locator("#img2img_prompt textarea").fill("a yellow circle on a blue background")
     for elem_id in ("img2img_width", "img2img_height"):
         set_number(page, elem_id, SIZE)
     save_screenshot(page, out / "img2img.png")
@@ -81,8 +81,9 @@ def _inpaint(page: Any, picture: Path, out: Path) -> None:
     main_tab(page, "img2img")
     sub_tab(page, "Inpaint")
     upload_to_editor(page, "img2maskimg", picture)
-    set_brush_radius(page, "img2maskimg", 20)
-    paint_stroke(page, editor_view(page, "img2maskimg", (SIZE, SIZE)), [(60, 90), (128, 128), (196, 150)])
+    set_brush_radius(page, "img2maskimg", max(4, SIZE // 12))
+    stroke = [(x * SIZE // 256, y * SIZE // 256) for x, y in [(60, 90), (128, 128), (196, 150)]]
+    paint_stroke(page, editor_view(page, "img2maskimg", (SIZE, SIZE)), stroke)
     page.locator("#img2img_inpainting_fill").get_by_text("latent noise", exact=True).click()
     page.mouse.move(0, 0)
     save_screenshot(page, out / "inpaint.png")
