@@ -9,9 +9,12 @@ import pytest
 from tests.browser import CHROMIUM, LAUNCH_ARGS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """A headless Chromium for the whole session (skips the test when Debian's chromium is not installed)."""
+    """A headless Chromium for one test module (skips the test when Debian's chromium is not installed).
+
+    Module scope, not session: while Playwright's sync API is active it keeps an event loop running in this
+    thread, which would break later tests that call `asyncio.run`."""
     if not CHROMIUM.exists():
         pytest.skip("needs /usr/bin/chromium (Debian package chromium)")
     from playwright.sync_api import sync_playwright

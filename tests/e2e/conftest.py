@@ -25,7 +25,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(real_server: RealServer, chromium: Any) -> Any:
     """The session's shared Chromium (tests/conftest.py), once the server is up."""
     return chromium
