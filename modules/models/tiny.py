@@ -16,9 +16,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from modules import paths
 from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
+from modules.models.loaders import load_tokenizer
 
 TINY_HIDDEN = 32
 TINY_TIME_EMBED = 8
@@ -126,11 +126,6 @@ def tiny_configs(identity: ModelIdentity) -> dict[str, dict[str, Any]]:
     else:
         configs["text_encoder_2"] = tiny_text_encoder_config(openclip=True, with_projection=True)
     return configs
-
-
-def load_tokenizer(name: str) -> CLIPTokenizer:
-    """Bundled tokenizer: 'clip_l' (pads with <|endoftext|>) or 'openclip' (pads with '!')."""
-    return CLIPTokenizer.from_pretrained(str(paths.tokenizer_dir(name)), local_files_only=True)
 
 
 def build_tiny_components(identity: ModelIdentity, seed: int = 0) -> ComponentSet:
