@@ -49,7 +49,7 @@ from modules.models.convert import (
 )
 from modules.models.identity import ModelIdentity
 from modules.models.pickles import load_pickle_state_dict
-from modules.models.probe import identify_diffusers_folder
+from modules.models.probe import identify_diffusers_folder, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +141,6 @@ def read_pickle_checkpoint(path: Path) -> RawCheckpoint:
 # ---------------------------------------------------------------- configs and module construction
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFile(f"{path}: cannot read config ({exc}).") from exc
-
-
 def component_names(identity: ModelIdentity) -> tuple[str, ...]:
     """Config keys a family needs: unet, vae, its text encoder folder names, scheduler."""
     return ("unet", "vae", *(layout.component for layout in text_encoder_layouts(identity)), "scheduler")
@@ -159,7 +152,7 @@ def bundled_configs(identity: ModelIdentity) -> Configs:
     configs: Configs = {}
     for name in component_names(identity):
         filename = "scheduler_config.json" if name == "scheduler" else "config.json"
-        configs[name] = _read_json(folder / name / filename)
+        configs[name] = read_json_object(folder / name / filename)
     return configs
 
 
@@ -342,7 +335,7 @@ def load_diffusers_folder(
         own = folder / layout.component.replace("text_encoder", "tokenizer")
         tokenizers.append(load_tokenizer(layout, own if (own / "vocab.json").is_file() else None))
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else bundled_configs(identity)["scheduler"]
+    scheduler = read_json_object(scheduler_file) if scheduler_file.is_file() else bundled_configs(identity)["scheduler"]
     scheduler["prediction_type"] = identity.prediction.value
     for module in (unet, vae, *encoders):
         module.eval().requires_grad_(False)

@@ -261,7 +261,8 @@ def sd2_runtime_v_test(path: Path, unet_config: Mapping[str, Any] | None = None)
     return result
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a config file; CorruptFile naming the file otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf8"))
     except (OSError, ValueError) as exc:
@@ -284,7 +285,7 @@ def _folder_family(folder: Path, index: Mapping[str, Any], unet: Mapping[str, An
         raise UnsupportedModel(f"{folder}: a diffusers {pipeline or 'folder'}, not a {SUPPORTED} pipeline.")
     if has_te2:
         return Family.SDXL if has_te1 else Family.SDXL_REFINER
-    te_config = _read_json(folder / "text_encoder" / "config.json")
+    te_config = read_json_object(folder / "text_encoder" / "config.json")
     if te_config.get("hidden_act") == "gelu" or unet.get("cross_attention_dim") == 1024:
         return Family.SD2
     return Family.SD1
@@ -292,12 +293,12 @@ def _folder_family(folder: Path, index: Mapping[str, Any], unet: Mapping[str, An
 
 def identify_diffusers_folder(folder: Path) -> ModelIdentity:
     """Identity of a diffusers pipeline folder from model_index.json and the unet/scheduler configs."""
-    index = _read_json(folder / "model_index.json")
-    unet = _read_json(folder / "unet" / "config.json")
+    index = read_json_object(folder / "model_index.json")
+    unet = read_json_object(folder / "unet" / "config.json")
     family = _folder_family(folder, index, unet)
     variant = _variant_of(int(unet.get("in_channels", 4)), family, str(folder))
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else {}
+    scheduler = read_json_object(scheduler_file) if scheduler_file.is_file() else {}
     prediction = Prediction.V if scheduler.get("prediction_type") == Prediction.V.value else Prediction.EPSILON
     return ModelIdentity(family, variant, prediction)
 
