@@ -8,6 +8,7 @@ import pytest
 
 from modules import bootstrap
 from modules.cli import parse_args
+from modules.ui.toprow import size_updates
 
 
 def test_empty_data_dir_gets_the_bundled_demo(tmp_path: Path) -> None:
@@ -20,6 +21,9 @@ def test_empty_data_dir_gets_the_bundled_demo(tmp_path: Path) -> None:
         assert added.read_bytes() == bootstrap.BUNDLED_DEMO.read_bytes()
         assert [record.name for record in app.models.list_checkpoints()] == ["demo-shapes.safetensors"]
         assert bootstrap.ensure_a_checkpoint(app) is None  # only when none is installed
+        # the demo declares its native size; the UI's width/height follow it (txt2img and img2img)
+        title = app.models.list_checkpoints()[0].title
+        assert size_updates(app, title, 2) == [64, 64, 64, 64]
     finally:
         app.close()
 
@@ -30,6 +34,8 @@ def test_without_the_demo_a_tiny_model_is_written(tmp_path: Path, monkeypatch: p
     try:
         added = bootstrap.ensure_a_checkpoint(app)
         assert added is not None and added.name == bootstrap.FALLBACK_CHECKPOINT
-        assert app.models.list_checkpoints()[0].identity.family.value == "sd1"
+        record = app.models.list_checkpoints()[0]
+        assert record.identity.family.value == "sd1"
+        assert record.native_resolution is None  # no declared size: the UI leaves width/height alone
     finally:
         app.close()
