@@ -11,7 +11,7 @@ from tools.demo_model.classify import (
     classify,
     largest_region,
     nearest_colour,
-    shape_from_fill,
+    shape_of,
 )
 from tools.demo_model.dataset import (
     COLOUR_NAMES,
@@ -70,13 +70,31 @@ def test_scenes_cycle_through_every_training_combination_evenly() -> None:
 
 
 @pytest.mark.parametrize(("shape", "ratio"), [("square", 1.0), ("circle", np.pi / 4), ("triangle", 0.5)])
-def test_shape_masks_fill_their_box_as_the_classifier_expects(shape: str, ratio: float) -> None:
+def test_shape_masks_fill_their_box_and_classify_as_themselves(shape: str, ratio: float) -> None:
     mask = shape_mask(shape, 40, 10, 12)
     ys, xs = np.nonzero(mask)
     assert (ys.min(), xs.min()) >= (12, 10) and (ys.max(), xs.max()) <= (51, 49)
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
     assert mask.sum() / box == pytest.approx(ratio, abs=0.03)
-    assert shape_from_fill(mask.sum() / box) == shape
+    assert shape_of(mask) == shape
+
+
+def test_a_square_with_pinched_or_rounded_sides_stays_a_square() -> None:
+    """What a small model draws for "square": corners filled, sides bowed in by a few pixels (fill ratio ~0.8,
+    nearer a circle's 0.785 than a square's 1.0) or corners rounded off."""
+    cy, cx = np.mgrid[0:64, 0:64] + 0.5
+    u, v = (cx - 12) / 40, (cy - 12) / 40
+    inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    # each side bowed in by up to 6 % of the box, deepest at its middle
+    pinched = (inside & (np.minimum(v, 1 - v) >= 0.06 * np.sin(np.pi * u))
+               & (np.minimum(u, 1 - u) >= 0.06 * np.sin(np.pi * v)))
+    assert 0.8 < pinched.sum() / inside.sum() < 0.89  # the old fill-ratio rule said "circle"
+    assert shape_of(pinched) == "square"
+    rounded = inside & ~((np.minimum(u, 1 - u) < 0.15) & (np.minimum(v, 1 - v) < 0.15)
+                         & (np.hypot(0.15 - np.minimum(u, 1 - u), 0.15 - np.minimum(v, 1 - v)) > 0.15))
+    assert shape_of(rounded) == "square"
+    octagon = inside & (np.abs(u - 0.5) + np.abs(v - 0.5) <= 0.7)
+    assert shape_of(octagon) == "circle"
 
 
 def test_classifier_is_exact_on_clean_images_of_every_combination() -> None:

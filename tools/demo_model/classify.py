@@ -5,8 +5,11 @@ It is the ground truth of the evaluation, so it works on any RGB image of the de
 * background: the median colour of the border pixels, snapped to the nearest palette colour;
 * foreground: the largest 4-connected region of pixels far from the background colour; its median colour,
   snapped to the palette;
-* shape: how much of the region's bounding box it fills (circle ~0.785, square 1.0, triangle 0.5), split at the
-  midpoints between those values.
+* shape: the region's bounding box is cut into a 4 x 4 grid and the fraction of each cell the region fills is
+  compared with the same grid of each ideal shape (`dataset.shape_mask`); the nearest (mean absolute difference)
+  wins. Corners tell a square (filled) from a circle (mostly empty), the top row tells a triangle; a square with
+  slightly rounded or pinched sides, as a small model draws it, stays a square. (How much of the box the region
+  fills, `fill_ratio`, is reported too: circle ~0.785, square 1.0, triangle 0.5.)
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from tools.demo_model.dataset import COLOUR_NAMES, COLOURS
+from tools.demo_model.dataset import COLOUR_NAMES, COLOURS, SHAPES, shape_mask
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background colour that marks a foreground pixel
 MIN_REGION = 16  # pixels: smaller regions are noise, not a shape
-SQUARE_ABOVE = (np.pi / 4 + 1.0) / 2
-TRIANGLE_BELOW = (np.pi / 4 + 0.5) / 2
+SHAPE_GRID = 4  # cells per side of the bounding-box occupancy grid
+_TEMPLATE_SIZE = 256  # pixels per side when the ideal shapes' grids are computed
 
 _PALETTE = np.array([COLOURS[name] for name in COLOUR_NAMES], dtype=np.float64)
 
@@ -70,10 +74,24 @@ def largest_region(mask: np.ndarray) -> np.ndarray:
     return labels == best_label if best_label else np.zeros_like(mask)
 
 
-def shape_from_fill(ratio: float) -> str:
-    if ratio >= SQUARE_ABOVE:
-        return "square"
-    return "circle" if ratio >= TRIANGLE_BELOW else "triangle"
+def occupancy_grid(mask: np.ndarray, cells: int = SHAPE_GRID) -> np.ndarray:
+    """(cells, cells) fraction of each cell of the mask's bounding box that the mask fills (area-averaged)."""
+    ys, xs = np.nonzero(mask)
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
+    return np.asarray(Image.fromarray(crop, mode="F").resize((cells, cells), Image.Resampling.BOX))
+
+
+def _templates() -> dict[str, np.ndarray]:
+    return {shape: occupancy_grid(shape_mask(shape, _TEMPLATE_SIZE, 0, 0, _TEMPLATE_SIZE)) for shape in SHAPES}
+
+
+_TEMPLATES = _templates()
+
+
+def shape_of(mask: np.ndarray) -> str:
+    """The ideal shape whose occupancy grid is nearest to the region's (mean absolute difference)."""
+    grid = occupancy_grid(mask)
+    return min(SHAPES, key=lambda shape: float(np.abs(grid - _TEMPLATES[shape]).mean()))
 
 
 def foreground_region(image: np.ndarray) -> tuple[str, np.ndarray]:
@@ -95,7 +113,7 @@ def classify(image: np.ndarray) -> Classification:
     ys, xs = np.nonzero(region)
     box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
     ratio = count / box
-    return Classification(background, foreground, shape_from_fill(ratio), ratio, count)
+    return Classification(background, foreground, shape_of(region), ratio, count)
 
 
 def region_iou(first: np.ndarray, second: np.ndarray) -> float:

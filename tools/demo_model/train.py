@@ -47,13 +47,22 @@ from modules.models.convert import save_single_file
 from modules.models.identity import Family, ModelIdentity
 from modules.models.loaders import load_tokenizer
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
-from tools.demo_model.dataset import RESOLUTION, make_dataset
+from tools.demo_model.dataset import (
+    COLOUR_NAMES,
+    RESOLUTION,
+    SHAPES,
+    Scene,
+    caption,
+    make_dataset,
+    training_combinations,
+)
 
 log = logging.getLogger("tools.demo_model.train")
 
 DEFAULT_OUT = Path("models/Stable-diffusion/demo-shapes.safetensors")
 MAX_FILE_BYTES = 30 * 2**20
 CAPTION_DROPOUT = 0.1
+CAPTION_NOISE = 0.1  # per attribute (colour, background, shape): chance that the caption names a wrong one
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.999
 VAE_CROP_FRACTION = 0.8
@@ -114,6 +123,7 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 0  # also write the EMA model every N UNet steps (0: only at the end)
     threads: int = 0  # CPU threads for torch (0: torch's default)
+    caption_noise: float = CAPTION_NOISE
 
 
 def _setup(config: TrainConfig) -> torch.device:
@@ -219,17 +229,49 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, device: torch.devic
     return latents * scaling
 
 
-def caption_ids(tokenizer: CLIPTokenizer, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids of each distinct caption, per-image row into them, ids of the empty caption), tokenised as the core
-    tokenises prompts (padded to 77 with <|endoftext|>)."""
-    distinct = sorted(set(captions))
-    row = {text: i for i, text in enumerate(distinct)}
+class CaptionSampler:
+    """Token ids of each training image's caption, with 10 % of captions empty (so that CFG has an unconditional
+    model) and, independently per attribute, a 10 % chance that the caption names a wrong colour or shape.
 
-    def ids(texts: list[str]) -> torch.Tensor:
+    The wrong words play the part of web captions' mistakes: the conditional model learns that a caption is usually
+    but not always right, so (1) guidance (CFG > 1) is what makes it follow every word, as with real checkpoints,
+    and (2) where the noisy image already shows its colours (low noise: img2img at low denoising strength) it trusts
+    the image over the prompt instead of repainting. Swapped captions stay training combinations (never a held-out
+    one, never the same colour twice)."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, scenes: Sequence[Scene], seed: int,
+                 noise: float = CAPTION_NOISE) -> None:
+        self.noise = noise
+        self.combinations = training_combinations()
+        self.index = {combo: i for i, combo in enumerate(self.combinations)}
+        self.ids = self._tokenize(tokenizer, [caption(*combo) for combo in self.combinations])
+        self.empty = self._tokenize(tokenizer, [""])[0]
+        self.rows = torch.tensor([self.index[scene.combination] for scene in scenes])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @staticmethod
+    def _tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+        """Padded to 77 with <|endoftext|>, as the core tokenises prompts."""
         return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                          return_tensors="pt").input_ids
 
-    return ids(distinct), torch.tensor([row[text] for text in captions]), ids([""])[0]
+    def _mistake(self, combo: tuple[str, str, str]) -> tuple[str, str, str]:
+        words = list(combo)
+        for slot, vocabulary in enumerate((COLOUR_NAMES, COLOUR_NAMES, SHAPES)):
+            if float(torch.rand((), generator=self.generator)) >= self.noise:
+                continue
+            choice = vocabulary[int(torch.randint(len(vocabulary), (), generator=self.generator))]
+            candidate = (*words[:slot], choice, *words[slot + 1:])
+            if candidate in self.index:  # a training combination with two different colours
+                words = list(candidate)
+        return (words[0], words[1], words[2])
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, 77) ids for the images at `index`."""
+        rows = [self.index[self._mistake(self.combinations[int(row)])] for row in self.rows[index]]
+        ids = self.ids[torch.tensor(rows)].clone()
+        ids[torch.rand(len(index), generator=self.generator) < CAPTION_DROPOUT] = self.empty
+        return ids
 
 
 class Ema:
@@ -268,10 +310,10 @@ def _denoiser_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, sche
     return (per_image * _snr_weights(scheduler, timesteps)).mean()
 
 
-def train_denoiser(latents: torch.Tensor, captions: Sequence[str], tokenizer: CLIPTokenizer, config: TrainConfig,
+def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CLIPTokenizer, config: TrainConfig,
                    device: torch.device, on_save: Callable[[Ema], None] | None = None
                    ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    """Stage 2: UNet + text encoder on cached latents, 10 % empty captions; returns the EMA weights.
+    """Stage 2: UNet + text encoder on cached latents, captions from `CaptionSampler`; returns the EMA weights.
 
     With `config.save_every`, `on_save(ema)` is called every that many steps (to write intermediate models)."""
     torch.manual_seed(config.seed + 2)
@@ -279,7 +321,7 @@ def train_denoiser(latents: torch.Tensor, captions: Sequence[str], tokenizer: CL
     torch.manual_seed(config.seed + 3)
     unet = UNet2DConditionModel(**UNET_CONFIG).to(device).train()
     scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
-    distinct_ids, rows, empty_ids = caption_ids(tokenizer, captions)
+    captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.unet_steps, 200))
@@ -288,9 +330,7 @@ def train_denoiser(latents: torch.Tensor, captions: Sequence[str], tokenizer: CL
     timer = StepTimer("unet", config.unet_steps, config.log_every)
     batches = _batches(len(latents), config.unet_batch, config.unet_steps, config.seed + 22)
     for step, index in enumerate(batches):
-        ids = distinct_ids[rows[index]].clone()
-        ids[torch.rand(len(index), generator=generator) < CAPTION_DROPOUT] = empty_ids
-        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids.to(device), generator)
+        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], captions(index).to(device), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -338,7 +378,7 @@ def train(config: TrainConfig) -> ComponentSet:
     def save_intermediate(ema: Ema) -> None:
         save_model(vae, ema.shadow[0], ema.shadow[1], tokenizer, config.out)
 
-    unet, text_encoder = train_denoiser(latents, dataset.captions, tokenizer, config, device, save_intermediate)
+    unet, text_encoder = train_denoiser(latents, dataset.scenes, tokenizer, config, device, save_intermediate)
     components = save_model(vae, unet, text_encoder, tokenizer, config.out)
     log.info("total training time %.0f s (%d threads, device %s)", time.perf_counter() - started,
              torch.get_num_threads(), device)
@@ -361,11 +401,14 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         help="also write the (EMA) model every N UNet steps, so a stopped run leaves a usable file")
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch CPU threads (1 is fastest on a machine whose cores are busy with other work)")
+    parser.add_argument("--caption-noise", type=float, default=defaults.caption_noise,
+                        help="chance per caption attribute of naming a wrong colour or shape")
     args = parser.parse_args(argv)
     return TrainConfig(out=args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        device=args.device, images=args.images, vae_batch=args.vae_batch,
                        unet_batch=args.unet_batch, log_every=args.log_every,
-                       save_every=args.save_every, threads=args.threads)
+                       save_every=args.save_every, threads=args.threads,
+                       caption_noise=args.caption_noise)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
