@@ -46,7 +46,8 @@ def _reference(identity, sampler, seeds, negative=NEGATIVE, eta=0.0, output_type
 
 @pytest.mark.parametrize(
     ("identity", "name"),
-    [(SD1, "Euler"), (SD1, "Euler a"), (SD1, "DDIM"), (SD1, "DPM++ 2M"), (SD2_V, "Euler"), (SD2_V, "DDIM")],
+    [(SD1, "Euler"), (SD1, "Euler a"), (SD1, "DDIM"), (SD1, "DPM++ 2M"), (SD1, "UniPC"), (SD2_V, "Euler"),
+     (SD2_V, "DDIM")],
 )
 def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
     sampler = REGISTRY.resolve(name)
