@@ -9,7 +9,8 @@ meet. Steps:
 3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job; the first
    prompt's `<lora:...>` references resolved (A1111 applies them to the whole job; unknown names are logged and
    skipped) and merged into the model for the job (`apply_loras` restores it bit-exactly afterwards, also on
-   errors; the refiner is left as it is);
+   errors; the refiner is left as it is); a LoRA that does not fit the model is skipped and reported in the
+   result's `comments` ("Networks with errors: name (count)", as A1111);
 4. the core runs, reporting progress and honouring the job's cancel token; textual-inversion embeddings
    compatible with each model reach the prompt encoder through `ExtraNetworks.textual_inversion`;
 5. one A1111 infotext per image (with "Lora hashes" / "TI hashes" when networks were used); images saved (PNG
@@ -106,7 +107,7 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     app.networks.refresh_embeddings()
     # 4. the core
     core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses)
-    output = run_core(app, core, ctx, selection, refiner_selection)
+    output, comments = run_core(app, core, ctx, selection, refiner_selection)
     # 5. infotexts, extensions' AFTER_IMAGE, saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection,
                             networks=job_infotext(uses, output.used_embeddings))
@@ -117,7 +118,7 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     return GenerationResult(
         images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
         negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
-        interrupted=output.interrupted,
+        interrupted=output.interrupted, comments=comments,
     )
 
 
@@ -133,16 +134,17 @@ class CoreCall:
 
 
 def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection,
-             refiner_selection: Selection | None) -> CoreOutput:
-    """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile."""
-    with app.models.use(selection) as components, apply_loras(components, core.loras), \
+             refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
+    """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
+    Returns the output and the comments for the user (LoRAs that could not be applied)."""
+    with app.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
             ConsoleProgress(ctx.report) as report:
         kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
                                   "options": core.options, "textual_inversion": app.networks.textual_inversion}
         if refiner_selection is None:
-            return generate(core.request, components, core.sampler, **kwargs)
+            return generate(core.request, components, core.sampler, **kwargs), loras.comments()
         with app.models.use(refiner_selection) as refiner:
-            return generate(core.request, components, core.sampler, refiner=refiner, **kwargs)
+            return generate(core.request, components, core.sampler, refiner=refiner, **kwargs), loras.comments()
 
 
 class ConsoleProgress:

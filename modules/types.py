@@ -98,6 +98,7 @@ class GenerationResult:
     request: GenerationRequest
     timings: Mapping[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    comments: tuple[str, ...] = ()  # notes for the user about the job (A1111's `Processed.comments`)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ and all seeds, subseeds, prompts, negative prompts and infotexts of the images, 
 and `job_timestamp`. Values the core resolved (sampler label, schedule, model, VAE, version) are read back from the
 first image's infotext, which the core wrote from the values it really used. Fields that describe A1111 features
 this program does not have (face restoration) are present with their "off" value so clients find every key.
+Additions: `interrupted`, and `comments` (A1111's `Processed.comments`, which its UI shows but its API leaves out:
+one line per note, e.g. "Networks with errors: name (count)"; "" when there are none).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] 
         "is_using_inpainting_conditioning": "Conditional mask weight" in params,
         "version": params.get("Version"),
         "interrupted": result.interrupted,
+        "comments": "".join(f"{comment}\n" for comment in result.comments),
     }
 
 

@@ -7,8 +7,12 @@ before the interrupt, as A1111 does; a failed job answers with its error (4xx fo
 
 `progress`, `interrupt` and `skip` act on the job that is running now, whoever submitted it, as in A1111 (the job
 API under /api/v1 is the per-user, per-job interface). Options are the App's settings store: `POST options`
-validates everything first (unknown keys and bad values are a 422, an unknown `sd_model_checkpoint` a 404) and
-then applies and saves all of it; the checkpoint named there is used from the next job on. `scripts` and
+validates everything first (unknown keys and bad values are a 422, an unknown `sd_model_checkpoint` a 404 with
+A1111's "model '<name>' not found") and then applies and saves all of it. A changed `sd_model_checkpoint` is
+loaded during the POST, as in A1111: a job on the queue (the one place that loads weights, after the jobs queued
+before it) loads the checkpoint (with the VAE the new settings choose) and then applies the settings, and the POST
+answers once that job has finished; if the load fails the settings stay as they were and the POST answers with
+the error. `scripts` and
 `script-info` describe the scripts of the loaded extensions (`ExtensionHost.scripts`), which txt2img/img2img select
 with `script_name`/`script_args` and set with `alwayson_scripts` (see `convert`).
 """
@@ -16,7 +20,7 @@ with `script_name`/`script_args` and set with `alwayson_scripts` (see `convert`)
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fastapi import APIRouter, Body, Depends
 from starlette.concurrency import run_in_threadpool
@@ -46,7 +50,8 @@ from modules.api.models import (
     UpscalerItem,
 )
 from modules.api.results import generation_response, job_timestamp
-from modules.jobs import Job, JobQueue
+from modules.errors import ModelNotFound
+from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
 
 if TYPE_CHECKING:
@@ -98,13 +103,48 @@ def progress_of(job: Job | None, skip_current_image: bool) -> ProgressResponse:
                             textinfo=progress.textinfo or None)
 
 
-def _set_options(app: "App", changes: dict[str, Any]) -> None:
+def _checkpoint_title(app: "App", name: str) -> str:
+    try:
+        return find_checkpoint(app, name)
+    except ModelNotFound as exc:  # A1111's words for it
+        raise ModelNotFound(f"model {name!r} not found. {app.models.catalog.available_summary()}") from exc
+
+
+def prepare_options(app: "App", changes: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(`changes` with checkpoint and VAE names resolved, whether they switch the checkpoint). Raises for unknown
+    names, keys or bad values; applies nothing."""
     changes = dict(changes)
     if changes.get(CHECKPOINT_KEY):
-        changes[CHECKPOINT_KEY] = find_checkpoint(app, str(changes[CHECKPOINT_KEY]))
+        changes[CHECKPOINT_KEY] = _checkpoint_title(app, str(changes[CHECKPOINT_KEY]))
     if changes.get(VAE_KEY):
         changes[VAE_KEY] = find_vae(app, str(changes[VAE_KEY]))
-    app.settings.update(changes)
+    current = app.settings.get()
+    current.with_overrides(changes)  # validation only (InvalidRequest, 422)
+    switch = bool(changes.get(CHECKPOINT_KEY)) and changes[CHECKPOINT_KEY] != current[CHECKPOINT_KEY]
+    return changes, switch
+
+
+def switch_checkpoint_job(app: "App", changes: dict[str, Any]) -> Callable[[JobContext], None]:
+    """The queue job of a checkpoint switch: load the checkpoint the new settings name, then apply them."""
+    def switch(ctx: JobContext) -> None:
+        options = ModelOptions.from_mapping(app.settings.get().with_overrides(changes))
+        with app.models.get(options=options):
+            pass
+        app.settings.update(changes)
+
+    return switch
+
+
+async def set_options(app: "App", changes: dict[str, Any]) -> None:
+    """`POST options`: see the module doc."""
+    prepared, switch = await run_in_threadpool(prepare_options, app, changes)
+    if not switch:
+        await run_in_threadpool(app.settings.update, prepared)
+        return
+    job = app.jobs.submit(switch_checkpoint_job(app, prepared),
+                          description=f"load checkpoint {prepared[CHECKPOINT_KEY]}")
+    await wait_until_finished(app.jobs, job)
+    job.outcome(timeout=0)  # re-raises the load's error
 
 
 def _reload_checkpoint(app: "App") -> None:
@@ -153,9 +193,10 @@ def _add_option_routes(router: APIRouter, app: "App") -> None:
         return app.settings.get().to_json()
 
     @router.post("/options")
-    def set_options(changes: dict[str, Any] = Body(...)) -> None:
-        """Change settings; all are validated before any is applied, then they are saved."""
-        _set_options(app, changes)
+    async def post_options(changes: dict[str, Any] = Body(...)) -> None:
+        """Change settings; all are validated before any is applied, then they are saved. A new checkpoint is
+        loaded before the answer."""
+        await set_options(app, changes)
 
     @router.get("/cmd-flags")
     def cmd_flags() -> dict[str, Any]:

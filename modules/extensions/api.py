@@ -268,6 +268,7 @@ class RunContext:
 
 UiFunction = Callable[[UiBuilder], Mapping[str, Any]]
 RunFunction = Callable[[RunContext, GenerationRequest], GenerationResult]
+PositionalFunction = Callable[[Sequence[Any]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -276,13 +277,18 @@ class Script:
 
     Selectable (A1111 "Script" dropdown): has `run`, which takes over the generation when the user selects it.
     Always-on (`always_on=True`): its controls are always shown and its values reach the extension's hooks as
-    `ctx.args`; it has no `run`."""
+    `ctx.args`; it has no `run`.
+
+    `positional` (optional) turns an API client's positional `script_args` list into named values, for a script
+    whose positional layout is not simply its controls in order (one that accepts an older layout too); the
+    names it returns must be control names. Without it the list is zipped with the controls."""
 
     title: str
     ui: UiFunction | None = None
     run: RunFunction | None = None
     always_on: bool = False
     modes: tuple[ScriptMode, ...] = ("txt2img", "img2img")
+    positional: PositionalFunction | None = None
 
     def __post_init__(self) -> None:
         if not self.title.strip():
@@ -327,8 +333,9 @@ class ExtensionContext:
         return decorate
 
     def add_script(self, title: str, *, ui: UiFunction | None = None, run: RunFunction | None = None,
-                   always_on: bool = False, modes: Sequence[ScriptMode] = ("txt2img", "img2img")) -> Script:
+                   always_on: bool = False, modes: Sequence[ScriptMode] = ("txt2img", "img2img"),
+                   positional: PositionalFunction | None = None) -> Script:
         """Add a selectable (`run=...`) or always-on (`always_on=True`) script; see `Script`."""
-        script = Script(title=title, ui=ui, run=run, always_on=always_on, modes=tuple(modes))
+        script = Script(title=title, ui=ui, run=run, always_on=always_on, modes=tuple(modes), positional=positional)
         self._add_script(script)
         return script

@@ -184,18 +184,20 @@ class ScriptCatalog:
         names = [info.name for info in infos]
         if given is None:
             return values
+        if isinstance(given, (list, tuple)):
+            if len(given) > len(names):
+                raise BadScriptArgs(f"Script '{entry.title}' takes at most {len(names)} argument(s) "
+                                    f"({', '.join(names) or 'none'}), got {len(given)}.")
+            if entry.script.positional is None:
+                values.update(zip(names, given))
+                return values
+            given = entry.script.positional(list(given))  # the script's own layout(s); names checked below
         if isinstance(given, Mapping):
             unknown = sorted(set(given) - set(names))
             if unknown:
                 raise BadScriptArgs(f"Script '{entry.title}' has no argument(s) {', '.join(unknown)}; its "
                                     f"arguments are: {', '.join(names) or 'none'}.")
             values.update(given)
-            return values
-        if isinstance(given, (list, tuple)):
-            if len(given) > len(names):
-                raise BadScriptArgs(f"Script '{entry.title}' takes at most {len(names)} argument(s) "
-                                    f"({', '.join(names) or 'none'}), got {len(given)}.")
-            values.update(zip(names, given))
             return values
         raise BadScriptArgs(f"Arguments of script '{entry.title}' must be a list or an object, "
                             f"got {type(given).__name__}.")

@@ -14,7 +14,9 @@ A1111 behaviour kept:
 * scale: alpha / rank, or 1.0 when the file has no alpha; diffusers/PEFT files carry alpha in the
   "lora_adapter_metadata" JSON ("unet.lora_alpha", "text_encoder.lora_alpha", ...) or have scale 1.0;
 * hashes: "Lora hashes: name: shorthash, ..." where shorthash is the first 12 hex digits of the sha256 of the
-  tensor data after the safetensors header (kohya's "addnet" hash) for .safetensors, of the whole file otherwise.
+  tensor data after the safetensors header (kohya's "addnet" hash) for .safetensors, of the whole file otherwise;
+* a LoRA that does not fit the loaded model (another family, unreadable file, layers of another shape) is skipped,
+  not fatal: the job goes on and reports "Networks with errors: name (count)" (`AppliedLoras.comments`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from modules.errors import CorruptFile, InvalidRequest, ModelNotFound, UnsupportedModel
+from modules.errors import CorruptFile, InvalidRequest, ModelNotFound
 from modules.models.components import ComponentSet
 from modules.models.pickles import load_pickle_state_dict
 from modules.networks.lora_keys import TEXT_ENCODER, LoraModule, ModuleIndex, Target, group_lora_keys
@@ -276,8 +278,9 @@ class _Patch:
     scale: float
 
 
-def _plan_patches(lora: LoraFile, index: ModuleIndex) -> list[_Patch]:
-    """Layers of `lora` that exist in the model; raises UnsupportedModel when there are none."""
+def _plan_patches(lora: LoraFile, index: ModuleIndex) -> tuple[list[_Patch], int]:
+    """(layers of `lora` that exist in the model, how many layers the file has); logs the entries that match none
+    when some do."""
     grouped = group_lora_keys(lora.load_state_dict())
     peft = _peft_alphas(lora.metadata)
     patches: list[_Patch] = []
@@ -290,23 +293,61 @@ def _plan_patches(lora: LoraFile, index: ModuleIndex) -> list[_Patch]:
         alpha = _module_alpha(module, peft)
         rank = module.down.shape[0]
         patches.append(_Patch(target, module, alpha / rank if alpha is not None else 1.0))
-    if not patches:
-        raise UnsupportedModel(
-            f"LoRA {lora.path}: none of its {len(grouped.modules)} layers exist in the loaded model; it was made "
-            f"for a different model family or is not a LoRA format this program reads."
-        )
-    if unmatched:
+    if patches and unmatched:
         log.warning(
             "LoRA %s: %d of its entries match no layer of the loaded model and were skipped (e.g. %s)",
             lora.name, len(unmatched), ", ".join(sorted(unmatched)[:3]),
         )
-    return patches
+    return patches, len(patches) + len(unmatched)
+
+
+def networks_with_errors(errors: Mapping[str, int]) -> str:
+    """A1111's comment for LoRAs that could not be applied: "Networks with errors: name (count), ..."."""
+    return "Networks with errors: " + ", ".join(f"{name} ({count})" for name, count in errors.items())
+
+
+@dataclass
+class AppliedLoras:
+    """What `apply_loras` did: the LoRAs merged (`uses`), and for each LoRA that could not be applied in full the
+    number of its layers that failed, by the name the prompt used (A1111's `errors` of its Lora extension)."""
+
+    uses: list[LoraUse] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_errors(self, use: LoraUse, count: int) -> None:
+        name = use.mentioned_name or use.lora.name
+        self.errors[name] = self.errors.get(name, 0) + count
+
+    def comments(self) -> tuple[str, ...]:
+        """Messages for the user ("Networks with errors: ..."), none when every LoRA was applied."""
+        return (networks_with_errors(self.errors),) if self.errors else ()
 
 
 def _as_use(item: LoraUse | tuple[LoraFile, float, float]) -> LoraUse:
     return item if isinstance(item, LoraUse) else LoraUse(item[0], float(item[1]), float(item[2]))
 
 
+def _plan_all(components: ComponentSet, uses: Sequence[LoraUse], report: AppliedLoras
+              ) -> list[tuple[LoraUse, list[_Patch]]]:
+    """The patches of every LoRA that has layers in this model; the others are logged and counted as errors."""
+    index = ModuleIndex(components) if uses else None
+    plans = []
+    for use in uses:
+        assert index is not None
+        try:
+            patches, total = _plan_patches(use.lora, index)
+        except CorruptFile as exc:
+            log.warning("LoRA %s skipped: %s", use.lora.name, exc)
+            report.add_errors(use, 1)
+            continue
+        if not patches:
+            log.warning("LoRA %s skipped: none of its %d layers exist in the loaded %s model (it was made for "
+                        "another model family, or is not a LoRA format this program reads)",
+                        use.lora.path, total, components.identity.describe())
+            report.add_errors(use, max(1, total))
+            continue
+        plans.append((use, patches))
+    return plans
 @torch.no_grad()
 def _merge(patch: _Patch, multiplier: float, backups: dict[int, tuple[torch.nn.Parameter, torch.Tensor]]) -> bool:
     weight = patch.target.weight
@@ -332,28 +373,33 @@ def _restore(backups: dict[int, tuple[torch.nn.Parameter, torch.Tensor]]) -> Non
 @contextlib.contextmanager
 def apply_loras(
     components: ComponentSet, uses: Sequence[LoraUse | tuple[LoraFile, float, float]]
-) -> Iterator[list[LoraUse]]:
+) -> Iterator[AppliedLoras]:
     """Merge LoRAs into `components` for the duration of the block; the originals come back on exit, bit-exact.
 
     `uses` holds LoraUse values or `(lora, te_weight, unet_weight)` tuples. A multiplier of 0 leaves that part of
-    the model untouched. A LoRA none of whose layers exist in the model raises UnsupportedModel (before any
-    weight is changed); layers that match nothing, or whose shapes differ, are logged and skipped. Yields the
-    applied uses (for `lora_hashes_infotext`).
+    the model untouched. As in A1111, a LoRA that does not fit the model never fails the job: one none of whose
+    layers exist in the model (made for another family) or whose file cannot be read is skipped, a layer whose
+    shape differs is skipped; both are logged and counted in the yielded `AppliedLoras.errors` (whose
+    `comments()` give A1111's "Networks with errors: name (count)"). Entries that match no layer while others do
+    are only logged, as A1111 does. `AppliedLoras.uses` lists the LoRAs merged.
     """
-    applied = [_as_use(item) for item in uses]
-    index = ModuleIndex(components) if applied else None
-    plans = [_plan_patches(use.lora, index) for use in applied] if index is not None else []
+    report = AppliedLoras()
+    plans = _plan_all(components, [_as_use(item) for item in uses], report)
     backups: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
     try:
-        for use, patches in zip(applied, plans, strict=True):
-            merged = 0
+        for use, patches in plans:
+            merged = failed = 0
             for patch in patches:
                 is_te = patch.target.component == TEXT_ENCODER
                 multiplier = use.te_weight if is_te else use.unet_weight
                 if multiplier != 0.0:
-                    merged += _merge(patch, multiplier, backups)
+                    done = _merge(patch, multiplier, backups)
+                    merged, failed = merged + done, failed + (not done)
+            if failed:
+                report.add_errors(use, failed)
+            report.uses.append(use)
             log.info("LoRA %s: merged %d layers (te %g, unet %g)", use.lora.name, merged, use.te_weight,
                      use.unet_weight)
-        yield applied
+        yield report
     finally:
         _restore(backups)

@@ -93,7 +93,8 @@ def infotext_html(result: GenerationResult | None, index: int | None = 0) -> str
     timing = _timing_html(result.timings)
     note = "<p class='interrupted'>Interrupted: the pictures finished before the interrupt are shown.</p>" \
         if result.interrupted else ""
-    return f"<div class='infotext'><p>{body}</p>{note}{timing}</div>"
+    comments = "".join(f"<p class='comments'>{html.escape(comment)}</p>" for comment in result.comments)
+    return f"<div class='infotext'><p>{body}</p>{comments}{note}{timing}</div>"
 
 
 def _timing_html(timings: Mapping[str, float]) -> str:

@@ -1,9 +1,10 @@
 """Helpers for the API tests: a live uvicorn server, and an App whose generation is fake (fast, controllable).
 
 The fake App is the real `App` class with the real settings store, sampler registry, job queue and model manager
-(scanning made-up checkpoint files, never loading them); only `submit` runs a stand-in generation that reports
-progress, honours interrupt/skip, can be held at a gate, and returns solid pictures whose colour encodes the seed,
-with A1111 infotexts naming the checkpoint it resolved.
+(scanning made-up checkpoint files; "loading" one caches a `StandInModel`, and fails for a file whose name starts
+with "broken"); only `submit` runs a stand-in generation that reports progress, honours interrupt/skip, can be held
+at a gate, and returns solid pictures whose colour encodes the seed, with A1111 infotexts naming the checkpoint it
+resolved.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,9 +25,11 @@ from modules import infotext
 from modules.api import mount_api
 from modules.app import App
 from modules.cli import LaunchOptions
-from modules.errors import InvalidRequest
+from modules.errors import CorruptFile, InvalidRequest
 from modules.jobs import Job, JobContext, JobQueue
+from modules.models.identity import Family, ModelIdentity
 from modules.models.manager import ModelManager, ModelOptions
+from modules.models.records import CheckpointRecord
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import default_registry
@@ -149,13 +153,33 @@ class FakeApp(App):
                                 interrupted=ctx.cancel.interrupted)
 
 
+class StandInModel:
+    """What the fake App's model manager loads: an SD1 "model" named after the checkpoint whose one text encoder
+    has width 0 (so no embedding fits it); the model cache moves it between devices."""
+
+    identity = ModelIdentity(Family.SD1)
+    text_encoders = (SimpleNamespace(config=SimpleNamespace(hidden_size=0)),)
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+
+    def to(self, device: object) -> "StandInModel":
+        return self
+
+
+def stand_in_load(record: CheckpointRecord, plan: object) -> StandInModel:
+    if record.path.name.startswith("broken"):
+        raise CorruptFile(f"{record.path}: not a readable checkpoint (test stand-in).")
+    return StandInModel(record.title)
+
+
 def build_fake_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) -> FakeApp:
     for name in CHECKPOINTS:
         write_safetensors(data_dir / "models" / "Stable-diffusion" / name, {"x": [1]})
     launch = LaunchOptions(data_dir=data_dir, api=True, api_auth=api_auth)
     paths = DataPaths(data_dir)
     settings = SettingsStore(Settings(launch=launch), paths.config_file)
-    models = ModelManager(paths, no_hashing=True)
+    models = ModelManager(paths, no_hashing=True, load_fn=stand_in_load)  # type: ignore[arg-type]
     app = FakeApp(launch=launch, paths=paths, settings=settings, ui_config=UiConfig(), models=models,
                   samplers=default_registry(), jobs=JobQueue(), styles=StyleDatabase(paths.styles_file))
     app.gate = Gate()

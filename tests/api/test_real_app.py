@@ -131,8 +131,12 @@ def test_eight_concurrent_requests_while_progress_is_polled(real) -> None:
 def test_checkpoint_switch_through_options(real) -> None:
     app, client = real
     before, info_a = txt2img(client, seed=7)
-    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"}).status_code == 200
+    assert [record.name for record in app.models.checkpoints.keys()] == ["tiny-a.safetensors"]
+    response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"})
+    assert response.status_code == 200 and response.json() is None
     try:
+        # loaded during the POST, as in A1111 (the cache keeps one checkpoint by default)
+        assert [record.name for record in app.models.checkpoints.keys()] == ["tiny-b.safetensors"]
         assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"].startswith("tiny-b.safetensors")
         after, info_b = txt2img(client, seed=7)
         assert (info_a["sd_model_name"], info_b["sd_model_name"]) == ("tiny-a", "tiny-b")
@@ -142,6 +146,9 @@ def test_checkpoint_switch_through_options(real) -> None:
         assert info_override["sd_model_name"] == "tiny-a"
     finally:
         client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-a"})
+    assert [record.name for record in app.models.checkpoints.keys()] == ["tiny-a.safetensors"]
+    missing = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-c"})
+    assert missing.status_code == 404 and "model 'tiny-c' not found" in missing.json()["detail"]
     titles = [model["title"] for model in client.get("/sdapi/v1/sd-models").json()]
     assert titles[0].startswith("tiny-a.safetensors [") and titles[1].startswith("tiny-b.safetensors [")
 

@@ -157,7 +157,9 @@ def test_options_switch_checkpoint_between_requests(make_server) -> None:
     options = client.get("/sdapi/v1/options").json()
     assert options["sd_model_checkpoint"] is None and options["samples_format"] == "png"
     first = json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])
+    assert app.models.checkpoints.keys() == []  # the stand-in generation loads nothing
     assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "beta"}).status_code == 200
+    assert [record.name for record in app.models.checkpoints.keys()] == ["beta.safetensors"]  # loaded by the POST
     assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "beta.safetensors"
     second = json.loads(client.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])
     override = {"override_settings": {"sd_model_checkpoint": "alpha.safetensors"}, **SMALL}
@@ -171,6 +173,9 @@ def test_options_are_validated_before_anything_is_applied(make_server) -> None:
     app, client = make_server()
     missing = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "gamma", "jpeg_quality": 50})
     assert missing.status_code == 404 and missing.json()["error"] == "ModelNotFound"
+    assert missing.json()["detail"].startswith("model 'gamma' not found. Available: alpha.safetensors")
+    bad_switch = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "beta", "jpeg_quality": 1000})
+    assert bad_switch.status_code == 422 and app.models.checkpoints.keys() == []  # checked before loading
     unknown = client.post("/sdapi/v1/options", json={"jpeg_quality": 50, "made_up": True})
     assert unknown.status_code == 422 and "made_up" in unknown.json()["detail"]
     bad = client.post("/sdapi/v1/options", json={"jpeg_quality": 1000})
@@ -178,6 +183,30 @@ def test_options_are_validated_before_anything_is_applied(make_server) -> None:
     assert app.settings.get()["jpeg_quality"] == 80
     assert client.post("/sdapi/v1/options", json={"jpeg_quality": 50}).json() is None
     assert client.get("/sdapi/v1/options").json()["jpeg_quality"] == 50
+
+
+def test_checkpoint_switch_waits_for_the_queue_and_a_failed_load_changes_nothing(make_server) -> None:
+    app, client = make_server()
+    app.gate.close()
+    held, held_out = _post_in_thread(client, "/sdapi/v1/txt2img", {"seed": 1, **SMALL})
+    assert app.gate.reached.wait(10)
+    switch, switch_out = _post_in_thread(client, "/sdapi/v1/options", {"sd_model_checkpoint": "beta"})
+    switch.join(0.5)
+    assert switch.is_alive() and app.settings.get()["sd_model_checkpoint"] is None  # queued behind the job
+    app.gate.release()
+    held.join(10)
+    switch.join(10)
+    assert switch_out[0].status_code == 200 and switch_out[0].json() is None
+    assert json.loads(held_out[0].json()["info"])["sd_model_name"] == "alpha"  # the job queued before: old model
+    assert app.settings.get()["sd_model_checkpoint"] == "beta.safetensors"
+    write_safetensors(app.paths.models / "Stable-diffusion" / "broken.safetensors", {"x": [1]})
+    failed = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "broken", "jpeg_quality": 55})
+    assert failed.status_code == 400 and failed.json()["error"] == "CorruptFile"
+    assert "broken.safetensors: not a readable checkpoint" in failed.json()["detail"]
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["sd_model_checkpoint"], options["jpeg_quality"]) == ("beta.safetensors", 80)
+    unchanged = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "beta", "jpeg_quality": 60})
+    assert unchanged.status_code == 200 and client.get("/sdapi/v1/options").json()["jpeg_quality"] == 60
 
 
 def test_model_and_sampler_listings(make_server) -> None:

@@ -131,3 +131,105 @@ def test_interrupt_keeps_what_was_done(host):
     assert result.interrupted and len(recorder.requests) == 1
     grid = np.asarray(result.images[0])
     assert grid.shape[1] == 3 * 64 and grid[-64:, -128:].max() == 0  # the two missing cells are black
+
+
+@pytest.fixture(scope="module")
+def controls(host: ExtensionHost) -> Any:
+    return sys.modules["sdwebui_extensions.xyz_grid.xyz.controls"]
+
+
+A1111_ARGS = ["x_type", "x_values", "x_values_dropdown", "y_type", "y_values", "y_values_dropdown", "z_type",
+              "z_values", "z_values_dropdown", "draw_legend", "include_lone_images", "include_sub_grids",
+              "no_fixed_seeds", "vary_seeds_x", "vary_seeds_y", "vary_seeds_z", "margin_size", "csv_mode"]
+
+
+def a1111_args(**values: Any) -> list[Any]:
+    """A1111's full positional list (its UI defaults), with some values changed by name."""
+    defaults = {"x_type": 1, "x_values": "", "x_values_dropdown": [], "y_type": 0, "y_values": "",
+                "y_values_dropdown": [], "z_type": 0, "z_values": "", "z_values_dropdown": [], "draw_legend": True,
+                "include_lone_images": False, "include_sub_grids": False, "no_fixed_seeds": False,
+                "vary_seeds_x": False, "vary_seeds_y": False, "vary_seeds_z": False, "margin_size": 0,
+                "csv_mode": False}
+    assert set(values) <= set(defaults)
+    return [values.get(name, defaults[name]) for name in A1111_ARGS]
+
+
+def test_controls_are_a1111s_positional_layout(host, controls):
+    entry = host.scripts.find_selectable("x/y/z plot", "txt2img")
+    assert [info.name for info in host.scripts.arg_info(entry, "txt2img")] == A1111_ARGS
+    assert list(controls.ARG_NAMES) == A1111_ARGS
+    assert controls.named_args(a1111_args(margin_size=4)) == dict(zip(A1111_ARGS, a1111_args(margin_size=4)))
+    assert controls.named_args([1, "1,2", []]) == {"x_type": 1, "x_values": "1,2", "x_values_dropdown": []}
+    # this program's earlier layout: the third value is an axis type, not a list of dropdown values
+    assert controls.named_args(["Steps", "1,2", "CFG Scale", "3"]) == {
+        "x_type": "Steps", "x_values": "1,2", "y_type": "CFG Scale", "y_values": "3"}
+    legacy = controls.named_args(["Seed", "1", 4, "2", "Nothing", "", False, False, True, True, 6])
+    assert (legacy["y_type"], legacy["draw_legend"], legacy["no_fixed_seeds"], legacy["margin_size"]) == (
+        4, False, True, 6)
+    with pytest.raises(UserError, match="at most 18 positional arguments"):
+        controls.named_args(list(range(19)))
+
+
+def test_axis_types_by_a1111_index(axes):
+    assert [axes.find_axis(i, "txt2img").label for i in (0, 1, 4, 6, 7, 9, 11, 17, 25)] == [
+        "Nothing", "Seed", "Steps", "CFG Scale", "Prompt S/R", "Sampler", "Checkpoint name", "Schedule type",
+        "Clip skip"]
+    assert [axes.find_axis(i, "img2img").label for i in (5, 7, 9, 10, 16, 24, 25)] == [
+        "CFG Scale", "Prompt S/R", "Sampler", "Checkpoint name", "Schedule type", "Clip skip", "Denoising"]
+    assert axes.find_axis("6", "txt2img").label == "CFG Scale"
+    with pytest.raises(UserError, match="axis type 5 \\('Hires steps'\\) is not available for txt2img"):
+        axes.find_axis(5, "txt2img")
+    with pytest.raises(UserError, match="axis type 26 \\('Denoising'\\) is not available for txt2img"):
+        axes.find_axis(26, "txt2img")
+    with pytest.raises(UserError, match="out of range"):
+        axes.find_axis(400, "img2img")
+
+
+def test_full_a1111_list_with_dropdown_values_and_varied_seeds(host):
+    args = a1111_args(x_type=9, x_values="ignored", x_values_dropdown=["Euler", "Euler a"], y_type=1,
+                      y_values="5, 20", vary_seeds_x=True, include_lone_images=True)
+    recorder = Recorder()
+    result = plot(host, recorder, args)
+    cells = [(r.sampler, r.seed) for r in recorder.requests]
+    assert cells == [("Euler", 5), ("Euler a", 6), ("Euler", 20), ("Euler a", 21)]  # Seed axis + X position
+    assert len(result.images) == 1 + 4 and list(result.seeds[1:]) == [5, 6, 20, 21]
+    assert 'X Type: Sampler, X Values: "Euler,Euler a", Y Type: Seed' in result.infotexts[0]
+
+    recorder = Recorder()
+    plot(host, recorder, a1111_args(x_values="7", y_type=4, y_values="1, 2", z_type=6, z_values="3, 4",
+                                    vary_seeds_y=True, vary_seeds_z=True, no_fixed_seeds=True))
+    assert [(r.seed, r.steps, r.cfg_scale) for r in recorder.requests] == [
+        (7, 1, 3.0), (8, 2, 3.0), (9, 1, 4.0), (10, 2, 4.0)]  # y: +iy, z: +iz * len(Y)
+
+
+def test_csv_mode_reads_the_text_and_random_seeds_stay_random(host):
+    args = a1111_args(x_type=9, x_values="Euler a, Euler", x_values_dropdown=["DDIM"], csv_mode=True,
+                      no_fixed_seeds=True, vary_seeds_x=True)
+    recorder = Recorder()
+    plot(host, recorder, args, seed=-1)
+    assert [(r.sampler, r.seed) for r in recorder.requests] == [("Euler a", -1), ("Euler", -1)]
+
+
+def test_ui_shows_the_dropdown_for_axes_with_choices(controls):
+    from modules.extensions.api import UiBuilder
+
+    builder = UiBuilder("txt2img", "xyz_grid", choices=lambda kind: ["Euler", "DDIM"] if kind == "samplers" else [])
+    update = controls.value_inputs_update(builder)
+    text, dropdown = update("Sampler", False, ["DDIM", "Gone"])
+    assert text["visible"] is False and dropdown["visible"] is True
+    assert dropdown["choices"] == ["Euler", "DDIM"] and dropdown["value"] == ["DDIM"]
+    for axis_type, csv_mode in (("Sampler", True), ("Steps", False)):
+        text, dropdown = update(axis_type, csv_mode, ["DDIM"])
+        assert text["visible"] is True and dropdown["visible"] is False and dropdown["value"] == []
+
+
+def test_comments_of_the_cells_reach_the_plot_result(host):
+    import dataclasses
+
+    class Commenting(Recorder):
+        def generate(self, request: GenerationRequest) -> GenerationResult:
+            result = super().generate(request)
+            return dataclasses.replace(result, comments=("Networks with errors: old (2)", f"seed {request.seed}"))
+
+    result = plot(host, Commenting(), ["Seed", "1, 2, 1"])
+    assert result.comments == ("Networks with errors: old (2)", "seed 1", "seed 2")

@@ -85,7 +85,8 @@ def test_script_info_shape(served) -> None:
     assert phi == {"name": "phi", "label": "CFG Rescale phi (0 = off)", "value": 0.0, "minimum": 0.0,
                    "maximum": 1.0, "step": 0.05, "choices": None}
     xyz_args = rows[("x/y/z plot", False)]["args"]
-    assert [arg["name"] for arg in xyz_args[:4]] == ["x_type", "x_values", "y_type", "y_values"]
+    assert [arg["name"] for arg in xyz_args[:4]] == ["x_type", "x_values", "x_values_dropdown", "y_type"]
+    assert len(xyz_args) == 18 and xyz_args[-1]["name"] == "csv_mode"
     assert "Steps" in xyz_args[0]["choices"] and "Denoising" not in xyz_args[0]["choices"]
     assert "Denoising" in rows[("x/y/z plot", True)]["args"][0]["choices"]
 
@@ -99,6 +100,20 @@ def test_txt2img_with_xyz_plot_returns_grid_and_images(served) -> None:
     assert all(cell.size == (64, 64) for cell in cells)
     assert "X Type: Seed" in info["infotexts"][0] and "Y Type: Steps" in info["infotexts"][0]
     assert sorted(info["all_seeds"][1:]) == [1, 1, 2, 2]
+
+
+def test_txt2img_with_a1111s_full_xyz_argument_list(served) -> None:
+    """What an A1111 1.10 client posts: 18 positional values, axis types as A1111 indexes (9 = Sampler, 1 = Seed),
+    the sampler values in the dropdown slot, "Vary seeds for X" on, no sub images."""
+    _, client = served
+    args = [9, "", ["Euler", "Euler a"], 1, "5, 9", [], 0, "", [],
+            True, False, False, False, True, False, False, 2, False]
+    images, info = _txt2img(client, script_name="x/y/z plot", script_args=args)
+    assert len(images) == 1 and images[0].width > 2 * 64 + 2 and images[0].height > 2 * 64 + 2
+    assert 'X Type: Sampler, X Values: "Euler,Euler a", Y Type: Seed, Y Values: "5, 9"' in info["infotexts"][0]
+    with_cells, info = _txt2img(client, script_name="x/y/z plot", script_args=args[:10] + [True] + args[11:])
+    assert len(with_cells) == 1 + 4 and info["all_seeds"][1:] == [5, 6, 9, 10]
+    assert ["Sampler: Euler a," in text for text in info["infotexts"][1:]] == [False, True, False, True]
 
 
 def test_alwayson_cfg_rescale_changes_the_image(served) -> None:
@@ -129,7 +144,8 @@ def test_img2img_takes_scripts_too(served) -> None:
 @pytest.mark.parametrize(("body", "detail"), [
     ({"script_name": "no such script"}, "Script 'no such script' not found"),
     ({"alwayson_scripts": {"controlnet": {"args": []}}}, "Always-on script 'controlnet' not found"),
-    ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 11 argument"),
+    ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 18 argument"),
+    ({"script_name": "x/y/z plot", "script_args": [5]}, "axis type 5 ('Hires steps') is not available"),
     ({"alwayson_scripts": {"cfg rescale": [0.7]}}, "must be an object with \"args\""),
 ])
 def test_bad_scripts_are_a1111_422s(served, body: dict, detail: str) -> None:

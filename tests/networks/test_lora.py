@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.errors import InvalidRequest, ModelNotFound, UnsupportedModel
+from modules.errors import InvalidRequest, ModelNotFound
 from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
@@ -139,15 +139,32 @@ def test_restored_even_when_the_block_raises(sd1: ComponentSet, sd1_lora: LoraFi
     assert changed(sd1, before) == set()
 
 
-def test_lora_for_another_model_is_refused_by_name(sd1: ComponentSet, tmp_path: Path) -> None:
+def test_lora_for_another_model_is_skipped_and_reported(sd1: ComponentSet, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     state = {"lora_unet_no_such_layer.lora_down.weight": torch.zeros(2, 4),
              "lora_unet_no_such_layer.lora_up.weight": torch.zeros(4, 2)}
-    lora = LoraFile.from_path(write_lora(tmp_path / "foreign.safetensors", state))
+    foreign = LoraFile.from_path(write_lora(tmp_path / "foreign.safetensors", state))
+    good = LoraFile.from_path(write_lora(tmp_path / "good.safetensors", kohya_state(sd1, SD1_UNET[:1], [])))
     before = snapshot(sd1)
-    with pytest.raises(UnsupportedModel, match="foreign.safetensors"):
-        with apply_loras(sd1, [(lora, 1.0, 1.0)]):
-            pass
+    uses = [LoraUse(foreign, mentioned_name="alien"), LoraUse(good, mentioned_name="good")]
+    with caplog.at_level(logging.WARNING), apply_loras(sd1, uses) as applied:
+        assert changed(sd1, before) == {f"unet.{SD1_UNET[0]}.weight"}  # the other LoRA still applies
+        assert applied.errors == {"alien": 1} and [use.mentioned_name for use in applied.uses] == ["good"]
+        assert applied.comments() == ("Networks with errors: alien (1)",)
     assert changed(sd1, before) == set()
+    assert "foreign.safetensors skipped: none of its 1 layers exist" in caplog.text
+
+
+def test_layers_of_another_shape_are_counted_as_errors(sd1: ComponentSet, tmp_path: Path) -> None:
+    state = kohya_state(sd1, SD1_UNET[:2], [])
+    state[f"lora_unet_{SD1_UNET[0].replace('.', '_')}.lora_down.weight"] = torch.zeros(2, 3)  # another in-width
+    lora = LoraFile.from_path(write_lora(tmp_path / "bent.safetensors", state))
+    before = snapshot(sd1)
+    with apply_loras(sd1, [(lora, 1.0, 1.0)]) as applied:
+        assert changed(sd1, before) == {f"unet.{SD1_UNET[1]}.weight"} and applied.errors == {"bent": 1}
+        assert [use.lora for use in applied.uses] == [lora]
+    with apply_loras(sd1, [(lora, 0.0, 0.0)]) as applied:  # an unused layer is no error
+        assert applied.errors == {} and applied.comments() == ()
 
 
 def test_partial_match_applies_the_rest_and_logs(sd1: ComponentSet, tmp_path: Path,
@@ -206,12 +223,21 @@ def test_sdxl_kohya_names_reach_unet_and_both_text_encoders(sdxl: ComponentSet, 
     assert changed(sdxl, before) == set()
 
 
-def test_sd1_lora_on_sdxl_is_refused(sdxl: ComponentSet, sd1: ComponentSet, tmp_path: Path) -> None:
+def test_sd1_lora_on_sdxl_is_skipped(sdxl: ComponentSet, sd1: ComponentSet, tmp_path: Path) -> None:
     state = kohya_state(sd1, ["down_blocks.0.attentions.0.proj_in"], SD1_TE)
     lora = LoraFile.from_path(write_lora(tmp_path / "sd1_only.safetensors", state))
-    with pytest.raises(UnsupportedModel, match="sd1_only"):
-        with apply_loras(sdxl, [(lora, 1.0, 1.0)]):
-            pass
+    before = snapshot(sdxl)
+    with apply_loras(sdxl, [(lora, 1.0, 1.0)]) as applied:
+        assert changed(sdxl, before) == set() and applied.uses == []
+        assert applied.comments() == ("Networks with errors: sd1_only (3)",)  # its 3 layers
+
+
+def test_unreadable_lora_file_is_skipped(sd1: ComponentSet, tmp_path: Path) -> None:
+    path = write_lora(tmp_path / "broken.safetensors", kohya_state(sd1, SD1_UNET[:1], []))
+    lora = LoraFile.from_path(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with apply_loras(sd1, [(lora, 1.0, 1.0)]) as applied:
+        assert applied.errors == {"broken": 1}
 
 
 def test_database_finds_by_stem_and_alias_and_lists(tmp_path: Path, sd1: ComponentSet) -> None:

@@ -100,3 +100,34 @@ def test_files_added_later_are_found_without_a_restart(world) -> None:
         assert 'Lora hashes: "second: ' in result.infotexts[0]
     finally:
         copy.unlink()
+
+
+def test_lora_for_another_model_family_is_skipped_and_reported(world, caplog: pytest.LogCaptureFixture) -> None:
+    """A1111: the job runs without it, the infotext is what it would be, and the result says "Networks with
+    errors"; the other LoRA of the prompt still applies."""
+    from modules.api.results import info_object
+    from modules.ui.results import infotext_html
+    from tests.networks.helpers import write_lora
+
+    app, files = world
+    foreign = files.lora.with_name("xl_style.safetensors")
+    write_lora(foreign, {"lora_unet_input_blocks_9_1_proj_in.lora_down.weight": torch.zeros(2, 8),
+                         "lora_unet_input_blocks_9_1_proj_in.lora_up.weight": torch.zeros(8, 2),
+                         "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(2, 8),
+                         "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": torch.zeros(8, 2)})
+    try:
+        with caplog.at_level(logging.WARNING, logger="modules.networks.lora"):
+            result = run(app, "red square <lora:xl_style:0.8>")
+        assert result.comments == ("Networks with errors: xl_style (2)",)
+        assert result.images[0].tobytes() == run(app, "red square").images[0].tobytes()
+        assert result.infotexts[0].startswith("red square <lora:xl_style:0.8>\n")
+        assert 'Lora hashes: "xl_style: ' in result.infotexts[0]
+        assert any("xl_style.safetensors skipped" in record.getMessage() for record in caplog.records)
+        assert info_object(result, "20240101000000")["comments"] == "Networks with errors: xl_style (2)\n"
+        assert "<p class='comments'>Networks with errors: xl_style (2)</p>" in infotext_html(result)
+        both = run(app, f"red square <lora:xl_style:1> <lora:{LORA}:1>")
+        assert both.comments == result.comments
+        assert both.images[0].tobytes() == run(app, f"red square <lora:{LORA}:1>").images[0].tobytes()
+        assert run(app, "red square").comments == ()
+    finally:
+        foreign.unlink()

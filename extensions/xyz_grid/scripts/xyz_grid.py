@@ -1,15 +1,17 @@
 """X/Y/Z plot (A1111's built-in script, rewritten on the extension API): one generation per combination of up to
 three axis values, assembled into a labelled grid.
 
-Controls (in this order, which is the order of positional `script_args`): x_type, x_values, y_type, y_values,
-z_type, z_values, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, margin_size. Axis types are
-labels ("Steps") or indexes into the list of axis types of the tab (see xyz/axes.py for types and value syntax).
+Controls: A1111's 18 positional `script_args` in A1111's order (x_type, x_values, x_values_dropdown, ..., margin_size,
+csv_mode; see xyz/controls.py, which also reads this program's earlier 11-value layout). Axis types are labels
+("Steps") or A1111's indexes (see xyz/axes.py for types and value syntax).
 
 Semantics follow A1111: a random seed (-1) is fixed once for the whole plot unless "Keep -1 for seeds" is on (and
--1 on a Seed axis becomes a random seed); values are validated before the first generation; the slowest axis
-(checkpoint) is the outer loop; each cell uses the first image of its generation; an interrupt stops the plot and
-the cells not generated stay black. Results: the grid first, then the per-Z grids ("Include Sub Grids", when there
-are several), then every image ("Include Sub Images", on by default here, off in A1111).
+-1 on a Seed axis becomes a random seed); "Vary seeds for X/Y/Z" add the cell's position along those axes to its
+seed (X: +ix, Y: +iy * len(X) when X varies too, else +iy, Z likewise), a seed of -1 stays random; values are
+validated before the first generation; the slowest axis (checkpoint) is the outer loop; each cell uses the first
+image of its generation; an interrupt stops the plot and the cells not generated stay black. Results: the grid
+first, then the per-Z grids ("Include Sub Grids", when there are several), then every image ("Include Sub Images",
+on by default here, off in A1111), with the comments of every cell's generation (e.g. LoRAs with errors).
 """
 
 from __future__ import annotations
@@ -26,43 +28,17 @@ from modules.extensions.api import (
     GenerationRequest,
     GenerationResult,
     RunContext,
-    UiBuilder,
     with_infotext_params,
 )
 
-from ..xyz.axes import SEED_AXES, Axis, AxisError, axes_for, find_axis
+from ..xyz.axes import SEED_AXES, Axis, AxisError, find_axis
+from ..xyz.controls import AXIS_NAMES, axis_text, named_args, ui
 from ..xyz.draw import annotated_grid, titled_row
 
 TITLE = "X/Y/Z plot"
 MAX_GRID_PIXELS = 250_000_000
-AXIS_NAMES = ("x", "y", "z")
 
 log = logging.getLogger("extensions.xyz_grid")
-
-
-def ui(builder: UiBuilder) -> dict[str, Any]:
-    """The controls, named as listed in the module doc."""
-    import gradio as gr
-
-    labels = [axis.label for axis in axes_for(builder.mode)]
-    controls: dict[str, Any] = {}
-    for name, default in zip(AXIS_NAMES, ("Seed", "Nothing", "Nothing")):
-        with gr.Row():
-            controls[f"{name}_type"] = gr.Dropdown(labels, value=default, label=f"{name.upper()} type",
-                                                   elem_id=builder.elem_id(f"{name}_type"))
-            controls[f"{name}_values"] = gr.Textbox("", label=f"{name.upper()} values", lines=1,
-                                                    elem_id=builder.elem_id(f"{name}_values"))
-    with gr.Row():
-        controls["draw_legend"] = gr.Checkbox(True, label="Draw legend", elem_id=builder.elem_id("draw_legend"))
-        controls["include_lone_images"] = gr.Checkbox(True, label="Include Sub Images",
-                                                      elem_id=builder.elem_id("include_lone_images"))
-        controls["include_sub_grids"] = gr.Checkbox(False, label="Include Sub Grids",
-                                                    elem_id=builder.elem_id("include_sub_grids"))
-        controls["no_fixed_seeds"] = gr.Checkbox(False, label="Keep -1 for seeds",
-                                                 elem_id=builder.elem_id("no_fixed_seeds"))
-    controls["margin_size"] = gr.Slider(0, 500, value=0, step=2, label="Grid margins (px)",
-                                        elem_id=builder.elem_id("margin_size"))
-    return controls
 
 
 @dataclass(frozen=True)
@@ -101,6 +77,21 @@ class Plan:
         return [self.axes[axis].format(value) for value in self.values[axis]]
 
 
+def seed_offset(cell: tuple[int, int, int], counts: tuple[int, int, int], vary: tuple[bool, bool, bool]) -> int:
+    """What "Vary seeds for X/Y/Z" add to a cell's seed (A1111's formula, see the module doc)."""
+    (ix, iy, iz), (nx, ny, _) = cell, counts
+    xdim, ydim = (nx if vary[0] else 1), (ny if vary[1] else 1)
+    return (ix if vary[0] else 0) + (iy * xdim if vary[1] else 0) + (iz * xdim * ydim if vary[2] else 0)
+
+
+def cell_request(plan: Plan, request: GenerationRequest, cell: tuple[int, int, int],
+                 vary: tuple[bool, bool, bool]) -> GenerationRequest:
+    """The request of one cell: the axis values applied, then the seed varied (a -1 seed stays random)."""
+    changed = plan.apply(request, cell)
+    offset = seed_offset(cell, plan.counts(), vary)
+    return changed.with_changes(seed=changed.seed + offset) if offset and changed.seed != -1 else changed
+
+
 def _random_seed() -> int:
     return random.randrange(4294967294)
 
@@ -112,7 +103,7 @@ def make_plan(ctx: RunContext, request: GenerationRequest) -> Plan:
     axes, values, texts = [], [], []
     for name in AXIS_NAMES:
         axis = find_axis(args.get(f"{name}_type", "Seed" if name == "x" else "Nothing"), request.mode)
-        text = str(args.get(f"{name}_values") or "")
+        text = axis_text(args, name)
         parsed = axis.parse(text)
         if axis.confirm is not None:
             parsed = axis.confirm(ctx, request, parsed)
@@ -136,13 +127,14 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
         request = request.with_changes(seed=_random_seed() if request.seed == -1 else request.seed,
                                        subseed=_random_seed() if request.subseed == -1 else request.subseed)
     log.info("%s: %d x %d x %d cells", TITLE, *plan.counts())
+    vary = (bool(ctx.args.get("vary_seeds_x")), bool(ctx.args.get("vary_seeds_y")), bool(ctx.args.get("vary_seeds_z")))
     results: dict[int, GenerationResult] = {}
     interrupted = False
     for cell in plan.cell_order():
         if ctx.interrupted():
             interrupted = True
             break
-        result = ctx.generate(plan.apply(request, cell))
+        result = ctx.generate(cell_request(plan, request, cell, vary))
         results[plan.index(*cell)] = result
         if result.interrupted:
             interrupted = True
@@ -200,9 +192,10 @@ def assemble(ctx: RunContext, plan: Plan, request: GenerationRequest, results: d
             prompts += result.prompts
             negatives += result.negative_prompts
             texts += result.infotexts
+    comments = tuple(dict.fromkeys(comment for result in done for comment in result.comments))
     return GenerationResult(tuple(pictures), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
-                            tuple(texts), request, interrupted=interrupted)
+                            tuple(texts), request, interrupted=interrupted, comments=comments)
 
 
 def register(ext: ExtensionContext) -> None:
-    ext.add_script(TITLE, ui=ui, run=run)
+    ext.add_script(TITLE, ui=ui, run=run, positional=named_args)

@@ -10,6 +10,10 @@ also accept ranges, as in A1111:
 
 Difference from A1111: a range with a negative step includes its end (A1111 adds 1 to the end whatever the sign,
 so `5-1 (-1)` gives 5, 4, 3 there and 5, 4, 3, 2, 1 here).
+
+Axis types are given by label or, as A1111's API clients send them, by index into A1111's (1.10) list of axis
+types for the tab (`A1111_AXIS_TYPES`: txt2img and img2img lists differ); an index naming an A1111 axis this
+program does not have is refused with its label.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Axis:
     with_label: bool = True
     cost: float = 0.0
     modes: tuple[str, ...] = ("txt2img", "img2img")
+    choices: str | None = None  # the UiBuilder.choices kind offered in a dropdown ("samplers", "checkpoints")
 
     def parse(self, text: str) -> list[Any]:
         if self.kind is type(None):
@@ -160,25 +165,62 @@ AXES: tuple[Axis, ...] = (
     Axis("Steps", int, _field("steps")),
     Axis("CFG Scale", float, _field("cfg_scale")),
     Axis("Prompt S/R", str, _prompt_sr, confirm=_confirm_prompt_sr, with_label=False),
-    Axis("Sampler", str, _field("sampler"), confirm=_confirm_samplers, with_label=False),
+    Axis("Sampler", str, _field("sampler"), confirm=_confirm_samplers, with_label=False, choices="samplers"),
     Axis("Schedule type", str, _field("schedule")),
-    Axis("Checkpoint name", str, _field("checkpoint"), confirm=_confirm_checkpoints, with_label=False, cost=1.0),
+    Axis("Checkpoint name", str, _field("checkpoint"), confirm=_confirm_checkpoints, with_label=False, cost=1.0,
+         choices="checkpoints"),
     Axis("Denoising", float, _field("denoising_strength"), modes=("img2img",)),
     Axis("Clip skip", int, _field("clip_skip")),
 )
 SEED_AXES = ("Seed", "Var. seed")
+
+_T2I, _I2I = ("txt2img",), ("img2img",)
+A1111_AXIS_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (label, modes) for label, modes in (
+        ("Nothing", ()), ("Seed", ()), ("Var. seed", ()), ("Var. strength", ()), ("Steps", ()),
+        ("Hires steps", _T2I), ("CFG Scale", ()), ("Image CFG Scale", _I2I), ("Prompt S/R", ()), ("Prompt order", ()),
+        ("Sampler", _T2I), ("Hires sampler", _T2I), ("Sampler", _I2I), ("Checkpoint name", ()),
+        ("Negative Guidance minimum sigma", ()), ("Sigma Churn", ()), ("Sigma min", ()), ("Sigma max", ()),
+        ("Sigma noise", ()), ("Schedule type", ()), ("Schedule min sigma", ()), ("Schedule max sigma", ()),
+        ("Schedule rho", ()), ("Skip Early CFG", ()), ("Beta schedule alpha", ()), ("Beta schedule beta", ()),
+        ("Eta", ()), ("Clip skip", ()), ("Denoising", ()), ("Initial noise multiplier", ()), ("Extra noise", ()),
+        ("Hires upscaler", _T2I), ("Cond. Image Mask Weight", _I2I), ("VAE", ()), ("Styles", ()), ("UniPC Order", ()),
+        ("Face restore", ()), ("Token merging ratio", ()), ("Token merging ratio high-res", ()),
+        ("Always discard next-to-last sigma", ()), ("SGM noise multiplier", ()), ("Refiner checkpoint", ()),
+        ("Refiner switch at", ()), ("RNG source", ()), ("FP8 mode", ()), ("Size", ()),
+    )
+)
+"""A1111 1.10's axis types in order; modes () = both tabs. API clients send indexes into the tab's list."""
 
 
 def axes_for(mode: str) -> list[Axis]:
     return [axis for axis in AXES if mode in axis.modes]
 
 
+def a1111_labels(mode: str) -> list[str]:
+    """A1111's axis type labels of a tab, in A1111's order (index = what its API clients send)."""
+    return [label for label, modes in A1111_AXIS_TYPES if not modes or mode in modes]
+
+
+def _from_a1111_index(index: int, mode: str, available: list[Axis]) -> Axis:
+    labels = a1111_labels(mode)
+    if not 0 <= index < len(labels):
+        raise AxisError(f"X/Y/Z axis type {index} is out of range: A1111 has {len(labels)} axis types for {mode}.")
+    for axis in available:
+        if axis.label == labels[index]:
+            return axis
+    raise AxisError(f"X/Y/Z axis type {index} ('{labels[index]}') is not available for {mode} here; choose one "
+                    f"of: {', '.join(a.label for a in available)}.")
+
+
 def find_axis(choice: Any, mode: str) -> Axis:
-    """An axis by label (case-insensitive) or by index into `axes_for(mode)` (A1111 sends indexes)."""
+    """An axis by label (case-insensitive) or by A1111 index (an int or a string of digits; see the module doc)."""
     available = axes_for(mode)
-    if isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < len(available):
-        return available[choice]
+    if isinstance(choice, int) and not isinstance(choice, bool):
+        return _from_a1111_index(choice, mode, available)
     wanted = str(choice or "Nothing").strip().lower()
+    if wanted.isdigit():
+        return _from_a1111_index(int(wanted), mode, available)
     for axis in available:
         if axis.label.lower() == wanted:
             return axis
