@@ -12,8 +12,9 @@ The model is a real Stable Diffusion 1.x architecture at toy width, trained on t
 2. UNet + text encoder, jointly: `UNet2DConditionModel` with cross-attention and a 2-layer `CLIPTextModel`
    (hidden 64) reading the real CLIP-L tokenizer's ids (77 tokens, padded with <|endoftext|>, last hidden state,
    exactly as `modules.core.conditioning` encodes prompts). Epsilon prediction on the standard SD schedule
-   (1000 steps, scaled_linear 0.00085-0.012), Min-SNR-5 loss weighting, 10 % empty captions so that
-   classifier-free guidance works, AdamW with warm-up and cosine decay, EMA weights saved.
+   (1000 steps, scaled_linear 0.00085-0.012), Min-SNR-5 loss weighting, captions from `CaptionSampler` (10 %
+   empty so that classifier-free guidance works, 10 % per attribute naming a wrong colour or shape), AdamW with
+   warm-up and cosine decay, EMA weights saved.
 3. The parts become an SD 1.x `ComponentSet` (scheduler config = `modules.models.tiny.BASE_SCHEDULER_CONFIG`, so
    every sampler of the registry works) and are written with `modules.models.convert.save_single_file` (A1111
    key layout, configs embedded in the safetensors metadata), in float16 when float32 would exceed 30 MB.
