@@ -1,4 +1,5 @@
-"""The shipped demo checkpoint loads like any real one (SD 1.x) and draws the background the prompt names.
+"""The shipped demo checkpoint loads like any real one (SD 1.x), draws the background the prompt names, keeps an
+img2img init at low strength and inpaints only inside the mask.
 
 Skipped when models/Stable-diffusion/demo-shapes.safetensors is absent (it is produced by
 `python -m tools.demo_model.train`)."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from modules.models.components import ComponentSet
@@ -15,8 +17,8 @@ from modules.models.probe import probe
 from modules.models.records import read_resolution
 from modules.paths import REPO_ROOT
 from tools.demo_model.classify import classify
-from tools.demo_model.dataset import caption
-from tools.demo_model.evaluate import Painter, open_demo
+from tools.demo_model.dataset import Scene, caption, render
+from tools.demo_model.evaluate import Painter, open_demo, shape_box_mask
 
 DEMO = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
 
@@ -47,3 +49,24 @@ def test_draws_the_background_colour_of_the_prompt(demo: ComponentSet, combinati
     image = Painter(demo).txt2img(caption(*combination), seed)
     assert image.shape == (64, 64, 3)
     assert classify(image).background == combination[1]
+
+
+INIT = Scene("white", "blue", "square", size=32, x=16, y=16)
+
+
+def test_img2img_at_low_strength_keeps_the_init_image_and_at_full_strength_follows_the_prompt(
+        demo: ComponentSet) -> None:
+    painter, init = Painter(demo), render(INIT)
+    prompt = caption("black", "yellow", "circle")
+    low = classify(painter.img2img(init, prompt, seed=3, strength=0.3))
+    assert (low.foreground, low.background) == ("white", "blue")
+    high = classify(painter.img2img(init, prompt, seed=3, strength=1.0))
+    assert high.background == "yellow"
+
+
+def test_inpaint_repaints_inside_the_mask_and_keeps_every_pixel_outside(demo: ComponentSet) -> None:
+    init = render(INIT)
+    mask = shape_box_mask(INIT)
+    result = Painter(demo).inpaint(init, mask, caption("red", "blue", "square"), seed=4)
+    assert np.array_equal(result[~mask], init[~mask])
+    assert classify(result).foreground == "red"

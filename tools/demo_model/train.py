@@ -46,7 +46,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from modules.models.components import ComponentSet
 from modules.models.convert import save_single_file
 from modules.models.identity import Family, ModelIdentity
-from modules.models.loaders import load_tokenizer
+from modules.models.loaders import load_checkpoint, load_tokenizer
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from tools.demo_model.dataset import (
     COLOUR_NAMES,
@@ -63,7 +63,9 @@ log = logging.getLogger("tools.demo_model.train")
 DEFAULT_OUT = Path("models/Stable-diffusion/demo-shapes.safetensors")
 MAX_FILE_BYTES = 30 * 2**20
 CAPTION_DROPOUT = 0.1
-CAPTION_NOISE = 0.1  # per attribute (colour, background, shape): chance that the caption names a wrong one
+CAPTION_NOISE = 0.03  # per attribute (colour, background, shape): chance that the caption names a wrong one
+CAPTION_NOISE_LOW = 0.25  # the same chance on low-noise steps (timestep < LOW_NOISE_BELOW)
+LOW_NOISE_BELOW = 400  # ~ the noise of img2img at denoising strength 0.5 (DPM++ 2M, Karras)
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.999
 VAE_CROP_FRACTION = 0.8
@@ -125,6 +127,8 @@ class TrainConfig:
     save_every: int = 0  # also write the EMA model every N UNet steps (0: only at the end)
     threads: int = 0  # CPU threads for torch (0: torch's default)
     caption_noise: float = CAPTION_NOISE
+    caption_noise_low: float = CAPTION_NOISE_LOW
+    vae_from: Path | None = None  # reuse the VAE of this checkpoint instead of training one (stage 1 skipped)
 
 
 def _setup(config: TrainConfig) -> torch.device:
@@ -216,6 +220,13 @@ def train_vae(images: torch.Tensor, config: TrainConfig, device: torch.device) -
     return vae.eval().requires_grad_(False)
 
 
+def reuse_vae(path: Path, device: torch.device) -> AutoencoderKL:
+    """The VAE of an earlier checkpoint of this script, instead of stage 1 (its scaling factor is recomputed)."""
+    components = load_checkpoint(path, ModelIdentity(Family.SD1))
+    log.info("vae stage skipped: VAE of %s", path)
+    return components.vae.to(device).eval().requires_grad_(False)
+
+
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
     """Posterior means of all images; sets the VAE's scaling_factor to 1 / their std and returns scaled latents."""
@@ -231,18 +242,20 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, device: torch.devic
 
 
 class CaptionSampler:
-    """Token ids of each training image's caption, with 10 % of captions empty (so that CFG has an unconditional
-    model) and, independently per attribute, a 10 % chance that the caption names a wrong colour or shape.
+    """Token ids of each training image's caption: 10 % of captions empty (so that CFG has an unconditional model)
+    and, independently per attribute, a small chance that the caption names a wrong colour or shape: `noise` on
+    most steps, `noise_low` on low-noise steps (timestep below `LOW_NOISE_BELOW`).
 
-    The wrong words play the part of web captions' mistakes: the conditional model learns that a caption is usually
-    but not always right, so (1) guidance (CFG > 1) is what makes it follow every word, as with real checkpoints,
-    and (2) where the noisy image already shows its colours (low noise: img2img at low denoising strength) it trusts
-    the image over the prompt instead of repainting. Swapped captions stay training combinations (never a held-out
-    one, never the same colour twice)."""
+    The wrong words play the part of web captions' mistakes. With captions that are always exactly right, the model
+    learns to paint from the caption alone, even where the noisy image already shows its colours: img2img at a low
+    denoising strength then repaints the init in the new prompt's colours. Wrong words on low-noise steps teach it
+    that there the image, not the prompt, decides; the few on other steps leave the conditional model slightly
+    unsure, so that guidance (CFG > 1) is what makes it follow every word, as with real checkpoints. Swapped
+    captions stay training combinations (never a held-out one, never the same colour twice)."""
 
     def __init__(self, tokenizer: CLIPTokenizer, scenes: Sequence[Scene], seed: int,
-                 noise: float = CAPTION_NOISE) -> None:
-        self.noise = noise
+                 noise: float = CAPTION_NOISE, noise_low: float = CAPTION_NOISE_LOW) -> None:
+        self.noise, self.noise_low = noise, noise_low
         self.combinations = training_combinations()
         self.index = {combo: i for i, combo in enumerate(self.combinations)}
         self.ids = self._tokenize(tokenizer, [caption(*combo) for combo in self.combinations])
@@ -256,10 +269,10 @@ class CaptionSampler:
         return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                          return_tensors="pt").input_ids
 
-    def _mistake(self, combo: tuple[str, str, str]) -> tuple[str, str, str]:
+    def _mistake(self, combo: tuple[str, str, str], rate: float) -> tuple[str, str, str]:
         words = list(combo)
         for slot, vocabulary in enumerate((COLOUR_NAMES, COLOUR_NAMES, SHAPES)):
-            if float(torch.rand((), generator=self.generator)) >= self.noise:
+            if float(torch.rand((), generator=self.generator)) >= rate:
                 continue
             choice = vocabulary[int(torch.randint(len(vocabulary), (), generator=self.generator))]
             candidate = (*words[:slot], choice, *words[slot + 1:])
@@ -267,9 +280,11 @@ class CaptionSampler:
                 words = list(candidate)
         return (words[0], words[1], words[2])
 
-    def __call__(self, index: torch.Tensor) -> torch.Tensor:
-        """(B, 77) ids for the images at `index`."""
-        rows = [self.index[self._mistake(self.combinations[int(row)])] for row in self.rows[index]]
+    def __call__(self, index: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """(B, 77) ids for the images at `index`, noised to `timesteps`."""
+        rows = [self.index[self._mistake(self.combinations[int(row)],
+                                         self.noise_low if int(t) < LOW_NOISE_BELOW else self.noise)]
+                for row, t in zip(self.rows[index], timesteps)]
         ids = self.ids[torch.tensor(rows)].clone()
         ids[torch.rand(len(index), generator=self.generator) < CAPTION_DROPOUT] = self.empty
         return ids
@@ -300,9 +315,9 @@ def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Ten
 
 
 def _denoiser_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, scheduler: DDPMScheduler,
-                   latents: torch.Tensor, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                   latents: torch.Tensor, ids: torch.Tensor, timesteps: torch.Tensor,
+                   generator: torch.Generator) -> torch.Tensor:
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
     timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     states = text_encoder(ids)[0]
@@ -322,7 +337,8 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     torch.manual_seed(config.seed + 3)
     unet = UNet2DConditionModel(**UNET_CONFIG).to(device).train()
     scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
-    captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise)
+    captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise,
+                              config.caption_noise_low)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.unet_steps, 200))
@@ -331,7 +347,9 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     timer = StepTimer("unet", config.unet_steps, config.log_every)
     batches = _batches(len(latents), config.unet_batch, config.unet_steps, config.seed + 22)
     for step, index in enumerate(batches):
-        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], captions(index).to(device), generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        ids = captions(index, timesteps).to(device)
+        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids, timesteps, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -372,7 +390,7 @@ def train(config: TrainConfig) -> ComponentSet:
     dataset = make_dataset(config.images, config.seed)
     images = torch.from_numpy(dataset.images)
     log.info("dataset: %d images in %.1f s", len(images), time.perf_counter() - started)
-    vae = train_vae(images, config, device)
+    vae = train_vae(images, config, device) if config.vae_from is None else reuse_vae(config.vae_from, device)
     latents = encode_latents(vae, images, device)
     tokenizer = load_tokenizer("clip_l")
 
@@ -404,12 +422,18 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         help="torch CPU threads (1 is fastest on a machine whose cores are busy with other work)")
     parser.add_argument("--caption-noise", type=float, default=defaults.caption_noise,
                         help="chance per caption attribute of naming a wrong colour or shape")
+    parser.add_argument("--caption-noise-low", type=float, default=defaults.caption_noise_low,
+                        help=f"the same chance on low-noise steps (timestep < {LOW_NOISE_BELOW})")
+    parser.add_argument("--vae-from", type=Path, default=None,
+                        help="reuse the VAE of this checkpoint (e.g. an earlier run with the same seed, whose VAE is "
+                             "identical) instead of training one: iterate on the UNet stage ~10 minutes faster")
     args = parser.parse_args(argv)
     return TrainConfig(out=args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        device=args.device, images=args.images, vae_batch=args.vae_batch,
                        unet_batch=args.unet_batch, log_every=args.log_every,
                        save_every=args.save_every, threads=args.threads,
-                       caption_noise=args.caption_noise)
+                       caption_noise=args.caption_noise, caption_noise_low=args.caption_noise_low,
+                       vae_from=args.vae_from)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
