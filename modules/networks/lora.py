@@ -330,10 +330,11 @@ def _as_use(item: LoraUse | tuple[LoraFile, float, float]) -> LoraUse:
 def _plan_all(components: ComponentSet, uses: Sequence[LoraUse], report: AppliedLoras
               ) -> list[tuple[LoraUse, list[_Patch]]]:
     """The patches of every LoRA that has layers in this model; the others are logged and counted as errors."""
-    index = ModuleIndex(components) if uses else None
+    if not uses:
+        return []
+    index = ModuleIndex(components)
     plans = []
     for use in uses:
-        assert index is not None
         try:
             patches, total = _plan_patches(use.lora, index)
         except CorruptFile as exc:
@@ -348,6 +349,8 @@ def _plan_all(components: ComponentSet, uses: Sequence[LoraUse], report: Applied
             continue
         plans.append((use, patches))
     return plans
+
+
 @torch.no_grad()
 def _merge(patch: _Patch, multiplier: float, backups: dict[int, tuple[torch.nn.Parameter, torch.Tensor]]) -> bool:
     weight = patch.target.weight

@@ -65,7 +65,7 @@ MAX_FILE_BYTES = 30 * 2**20
 CAPTION_DROPOUT = 0.1
 CAPTION_NOISE = 0.03  # per attribute (colour, background, shape): chance that the caption names a wrong one
 CAPTION_NOISE_LOW = 0.25  # the same chance on low-noise steps (timestep < LOW_NOISE_BELOW)
-LOW_NOISE_BELOW = 400  # ~ the noise of img2img at denoising strength 0.5 (DPM++ 2M, Karras)
+LOW_NOISE_BELOW = 200  # sigma 0.57; img2img at denoising strength 0.3 starts at sigma 0.40 (t ~125, 20 steps, Karras)
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.999
 VAE_CROP_FRACTION = 0.8
@@ -128,6 +128,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default)
     caption_noise: float = CAPTION_NOISE
     caption_noise_low: float = CAPTION_NOISE_LOW
+    low_noise_below: int = LOW_NOISE_BELOW
     vae_from: Path | None = None  # reuse the VAE of this checkpoint instead of training one (stage 1 skipped)
 
 
@@ -244,7 +245,7 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, device: torch.devic
 class CaptionSampler:
     """Token ids of each training image's caption: 10 % of captions empty (so that CFG has an unconditional model)
     and, independently per attribute, a small chance that the caption names a wrong colour or shape: `noise` on
-    most steps, `noise_low` on low-noise steps (timestep below `LOW_NOISE_BELOW`).
+    most steps, `noise_low` on low-noise steps (timestep below `low_below`).
 
     The wrong words play the part of web captions' mistakes. With captions that are always exactly right, the model
     learns to paint from the caption alone, even where the noisy image already shows its colours: img2img at a low
@@ -254,8 +255,9 @@ class CaptionSampler:
     captions stay training combinations (never a held-out one, never the same colour twice)."""
 
     def __init__(self, tokenizer: CLIPTokenizer, scenes: Sequence[Scene], seed: int,
-                 noise: float = CAPTION_NOISE, noise_low: float = CAPTION_NOISE_LOW) -> None:
-        self.noise, self.noise_low = noise, noise_low
+                 noise: float = CAPTION_NOISE, noise_low: float = CAPTION_NOISE_LOW,
+                 low_below: int = LOW_NOISE_BELOW) -> None:
+        self.noise, self.noise_low, self.low_below = noise, noise_low, low_below
         self.combinations = training_combinations()
         self.index = {combo: i for i, combo in enumerate(self.combinations)}
         self.ids = self._tokenize(tokenizer, [caption(*combo) for combo in self.combinations])
@@ -283,7 +285,7 @@ class CaptionSampler:
     def __call__(self, index: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """(B, 77) ids for the images at `index`, noised to `timesteps`."""
         rows = [self.index[self._mistake(self.combinations[int(row)],
-                                         self.noise_low if int(t) < LOW_NOISE_BELOW else self.noise)]
+                                         self.noise_low if int(t) < self.low_below else self.noise)]
                 for row, t in zip(self.rows[index], timesteps)]
         ids = self.ids[torch.tensor(rows)].clone()
         ids[torch.rand(len(index), generator=self.generator) < CAPTION_DROPOUT] = self.empty
@@ -338,7 +340,7 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     unet = UNet2DConditionModel(**UNET_CONFIG).to(device).train()
     scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
     captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise,
-                              config.caption_noise_low)
+                              config.caption_noise_low, config.low_noise_below)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.unet_steps, 200))
@@ -423,7 +425,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--caption-noise", type=float, default=defaults.caption_noise,
                         help="chance per caption attribute of naming a wrong colour or shape")
     parser.add_argument("--caption-noise-low", type=float, default=defaults.caption_noise_low,
-                        help=f"the same chance on low-noise steps (timestep < {LOW_NOISE_BELOW})")
+                        help="the same chance on low-noise steps (timestep < --low-noise-below)")
+    parser.add_argument("--low-noise-below", type=int, default=defaults.low_noise_below)
     parser.add_argument("--vae-from", type=Path, default=None,
                         help="reuse the VAE of this checkpoint (e.g. an earlier run with the same seed, whose VAE is "
                              "identical) instead of training one: iterate on the UNet stage ~10 minutes faster")
@@ -433,7 +436,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                        unet_batch=args.unet_batch, log_every=args.log_every,
                        save_every=args.save_every, threads=args.threads,
                        caption_noise=args.caption_noise, caption_noise_low=args.caption_noise_low,
-                       vae_from=args.vae_from)
+                       low_noise_below=args.low_noise_below, vae_from=args.vae_from)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
