@@ -63,8 +63,8 @@ log = logging.getLogger("tools.demo_model.train")
 DEFAULT_OUT = Path("models/Stable-diffusion/demo-shapes.safetensors")
 MAX_FILE_BYTES = 30 * 2**20
 CAPTION_DROPOUT = 0.1
-CAPTION_NOISE = 0.03  # per attribute (colour, background, shape): chance that the caption names a wrong one
-CAPTION_NOISE_LOW = 0.25  # the same chance on low-noise steps (timestep < LOW_NOISE_BELOW)
+CAPTION_NOISE = 0.0  # per attribute (colour, background, shape): chance that the caption names a wrong one
+CAPTION_NOISE_LOW = 0.0  # the same chance on low-noise steps (timestep < LOW_NOISE_BELOW)
 LOW_NOISE_BELOW = 200  # sigma 0.57; img2img at denoising strength 0.3 starts at sigma 0.40 (t ~125, 20 steps, Karras)
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.999
@@ -282,13 +282,13 @@ class CaptionSampler:
                 words = list(candidate)
         return (words[0], words[1], words[2])
 
-    def __call__(self, index: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """(B, 77) ids for the images at `index`, noised to `timesteps`."""
+    def __call__(self, index: torch.Tensor, timesteps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """(B, 77) ids for the images at `index`, noised to `timesteps`; empty where `dropped` (bool, B)."""
         rows = [self.index[self._mistake(self.combinations[int(row)],
                                          self.noise_low if int(t) < self.low_below else self.noise)]
                 for row, t in zip(self.rows[index], timesteps)]
         ids = self.ids[torch.tensor(rows)].clone()
-        ids[torch.rand(len(index), generator=self.generator) < CAPTION_DROPOUT] = self.empty
+        ids[dropped] = self.empty
         return ids
 
 
@@ -317,10 +317,9 @@ def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Ten
 
 
 def _denoiser_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, scheduler: DDPMScheduler,
-                   latents: torch.Tensor, ids: torch.Tensor, timesteps: torch.Tensor,
-                   generator: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    timesteps = timesteps.to(latents.device)
+                   latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor,
+                   timesteps: torch.Tensor) -> torch.Tensor:
+    noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     states = text_encoder(ids)[0]
     prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
@@ -349,9 +348,12 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     timer = StepTimer("unet", config.unet_steps, config.log_every)
     batches = _batches(len(latents), config.unet_batch, config.unet_steps, config.seed + 22)
     for step, index in enumerate(batches):
+        # one seeded stream, drawn in this order: caption dropout, noise, timesteps (caption mistakes: their own)
+        dropped = torch.rand(len(index), generator=generator) < CAPTION_DROPOUT
+        noise = torch.randn(latents[index].shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        ids = captions(index, timesteps).to(device)
-        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids, timesteps, generator)
+        ids = captions(index, timesteps, dropped).to(device)
+        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids, noise, timesteps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
