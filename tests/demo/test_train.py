@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from modules.models.identity import Family, ModelIdentity
 from modules.models.loaders import load_tokenizer
 from modules.models.probe import probe
+from tools.demo_model.compare import differences
 from tools.demo_model.dataset import HELD_OUT, make_scenes, training_combinations
 from tools.demo_model.train import CAPTION_DROPOUT, LOW_NOISE_BELOW, CaptionSampler, TrainConfig, train
 
@@ -108,3 +109,12 @@ def test_a_tiny_run_writes_the_same_loadable_sd1_file_twice_also_when_reusing_it
     for other in outputs[1:]:
         assert first.keys() == other.keys()
         assert all(torch.equal(first[key], other[key]) for key in first)
+
+
+def test_compare_tells_identical_models_from_different_ones(tmp_path: Path) -> None:
+    first = {"w": torch.arange(4.0)}
+    save_file(first, tmp_path / "a.safetensors", metadata={"x": "1", "y": "2"})
+    save_file({"w": torch.arange(4.0)}, tmp_path / "b.safetensors", metadata={"y": "2", "x": "1"})
+    save_file({"w": torch.arange(4.0) + 1e-6}, tmp_path / "c.safetensors", metadata={"x": "1", "y": "2"})
+    assert differences(tmp_path / "a.safetensors", tmp_path / "b.safetensors") == []
+    assert differences(tmp_path / "a.safetensors", tmp_path / "c.safetensors") == ["tensor w"]
