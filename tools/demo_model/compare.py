@@ -10,12 +10,15 @@ reproduces the shipped weights".
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
+log = logging.getLogger("tools.demo_model.compare")
 
 
 def differences(first: Path, second: Path) -> list[str]:
@@ -39,11 +42,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     found = differences(args.first, args.second)
     if not found:
-        print("identical: every tensor bit for bit, and the metadata")
+        log.info("identical: every tensor bit for bit, and the metadata")
         return
-    print(f"{len(found)} difference(s):\n" + "\n".join(found[:20]))
+    log.info("%d difference(s):\n%s", len(found), "\n".join(found[:20]))
     sys.exit(1)
 
 
