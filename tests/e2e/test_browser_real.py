@@ -83,7 +83,8 @@ def _generate_and_check(page: Any, server: RealServer, shared: dict[str, Any]) -
         assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(picture.convert("RGB")))
     assert parameters.startswith(PROMPT + "\n") and "Steps: 3" in parameters and "CFG scale: 8.5" in parameters
     assert picture.info.get("parameters") == parameters, "the gallery's PNG carries the same parameters"
-    assert info.inner_text().startswith(parameters.split("\n")[0])
+    # the infotext block itself (the element around it may still show Gradio's status timer, "0.1s")
+    assert info.locator("div.infotext > p").first.inner_text().startswith(parameters.split("\n")[0])
     shared["txt2img_png"] = new[0]
     return new[0]
 
