@@ -14,7 +14,20 @@ from modules.models.loaders import load_tokenizer
 from modules.models.probe import probe
 from tools.demo_model.compare import differences
 from tools.demo_model.dataset import HELD_OUT, make_scenes, training_combinations
-from tools.demo_model.train import CAPTION_DROPOUT, LOW_NOISE_BELOW, CaptionSampler, TrainConfig, train
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from modules.models.tiny import BASE_SCHEDULER_CONFIG
+from tools.demo_model.train import (
+    CAPTION_DROPOUT,
+    LOW_NOISE_BELOW,
+    TEXT_CONFIG,
+    UNET_CONFIG,
+    CaptionSampler,
+    TrainConfig,
+    _denoiser_loss,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +55,9 @@ def test_without_noise_captions_are_the_scenes_own_or_empty(scenes: list) -> Non
     sampler = CaptionSampler(load_tokenizer("clip_l"), scenes, seed=0, noise=0.0, noise_low=0.0)
     index = torch.arange(len(scenes))
     dropped = torch.arange(len(scenes)) % 10 == 0
-    seen = _combinations(sampler, sampler(index, LOW, dropped))
+    ids, mistaken = sampler(index, LOW, dropped)
+    seen = _combinations(sampler, ids)
+    assert not mistaken.any()
     assert [combo is None for combo in seen] == dropped.tolist()
     assert all(combo in (None, scene.combination) for combo, scene in zip(seen, scenes))
 
@@ -54,7 +69,9 @@ def _wrong_words(sampler: CaptionSampler, scenes: list, timesteps: torch.Tensor)
     named = 0
     for _ in range(4):
         dropped = torch.rand(len(scenes), generator=torch.Generator().manual_seed(1)) < CAPTION_DROPOUT
-        for combo, scene in zip(_combinations(sampler, sampler(index, timesteps, dropped)), scenes):
+        ids, mistaken = sampler(index, timesteps, dropped)
+        for combo, scene, flagged in zip(_combinations(sampler, ids), scenes, mistaken.tolist()):
+            assert flagged == (combo is not None and combo != scene.combination)
             if combo is None:
                 continue
             named += 1
@@ -84,7 +101,29 @@ def test_same_seed_same_captions(scenes: list) -> None:
     first, second = CaptionSampler(tokenizer, scenes, seed=5), CaptionSampler(tokenizer, scenes, seed=5)
     index = torch.arange(64)
     keep = torch.zeros(64, dtype=torch.bool)
-    assert all(torch.equal(first(index, LOW[:64], keep), second(index, LOW[:64], keep)) for _ in range(3))
+    assert all(torch.equal(first(index, LOW[:64], keep)[0], second(index, LOW[:64], keep)[0]) for _ in range(3))
+
+
+def test_spared_samples_train_the_unet_but_not_the_text_encoder() -> None:
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    ids = torch.randint(0, 49406, (2, 77))
+    timesteps = torch.tensor([100, 600])
+
+    def gradients(spared: torch.Tensor | None) -> tuple[float, float]:
+        text_encoder.zero_grad(set_to_none=True)
+        unet.zero_grad(set_to_none=True)
+        _denoiser_loss(unet, text_encoder, scheduler, latents, ids, noise, timesteps, spared).backward()
+        text = sum(float(p.grad.abs().sum()) for p in text_encoder.parameters() if p.grad is not None)
+        return text, sum(float(p.grad.abs().sum()) for p in unet.parameters() if p.grad is not None)
+
+    all_text, all_unet = gradients(None)
+    none_text, none_unet = gradients(torch.tensor([True, True]))
+    assert all_text > 0 and none_text == 0 and none_unet == pytest.approx(all_unet)
+    assert gradients(torch.tensor([False, False])) == (all_text, all_unet)
 
 
 @pytest.fixture
@@ -118,3 +157,12 @@ def test_compare_tells_identical_models_from_different_ones(tmp_path: Path) -> N
     save_file({"w": torch.arange(4.0) + 1e-6}, tmp_path / "c.safetensors", metadata={"x": "1", "y": "2"})
     assert differences(tmp_path / "a.safetensors", tmp_path / "b.safetensors") == []
     assert differences(tmp_path / "a.safetensors", tmp_path / "c.safetensors") == ["tensor w"]
+
+
+@pytest.mark.usefixtures("torch_state")
+def test_a_tiny_run_with_caption_mistakes_and_a_spared_text_encoder(tmp_path: Path) -> None:
+    config = TrainConfig(out=tmp_path / "m.safetensors", vae_steps=2, unet_steps=3, images=16, vae_batch=2,
+                         unet_batch=8, threads=1, caption_noise=0.5, caption_noise_low=0.5,
+                         spare_text_encoder=True)
+    train(config)
+    assert probe(config.out) == ModelIdentity(Family.SD1)

@@ -130,6 +130,7 @@ class TrainConfig:
     caption_noise_low: float = CAPTION_NOISE_LOW
     low_noise_below: int = LOW_NOISE_BELOW
     vae_from: Path | None = None  # reuse the VAE of this checkpoint instead of training one (stage 1 skipped)
+    spare_text_encoder: bool = False  # captions with a mistake train the UNet only (no text encoder gradient)
 
 
 def _setup(config: TrainConfig) -> torch.device:
@@ -283,14 +284,17 @@ class CaptionSampler:
                 words = list(candidate)
         return (words[0], words[1], words[2])
 
-    def __call__(self, index: torch.Tensor, timesteps: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-        """(B, 77) ids for the images at `index`, noised to `timesteps`; empty where `dropped` (bool, B)."""
-        rows = [self.index[self._mistake(self.combinations[int(row)],
-                                         self.noise_low if int(t) < self.low_below else self.noise)]
-                for row, t in zip(self.rows[index], timesteps)]
-        ids = self.ids[torch.tensor(rows)].clone()
+    def __call__(self, index: torch.Tensor, timesteps: torch.Tensor,
+                 dropped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 77) ids for the images at `index`, noised to `timesteps`, empty where `dropped` (bool, B); and which
+        of them name a wrong colour or shape (bool, B)."""
+        true_rows = self.rows[index]
+        rows = torch.tensor([self.index[self._mistake(self.combinations[int(row)],
+                                                      self.noise_low if int(t) < self.low_below else self.noise)]
+                             for row, t in zip(true_rows, timesteps)])
+        ids = self.ids[rows].clone()
         ids[dropped] = self.empty
-        return ids
+        return ids, (rows != true_rows) & ~dropped
 
 
 class Ema:
@@ -319,10 +323,13 @@ def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Ten
 
 def _denoiser_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, scheduler: DDPMScheduler,
                    latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor,
-                   timesteps: torch.Tensor) -> torch.Tensor:
+                   timesteps: torch.Tensor, spared: torch.Tensor | None = None) -> torch.Tensor:
+    """Min-SNR-weighted epsilon loss; the text encoder gets no gradient from the samples where `spared` (bool, B)."""
     noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     states = text_encoder(ids)[0]
+    if spared is not None:
+        states = torch.where(spared.to(states.device)[:, None, None], states.detach(), states)
     prediction = unet(noisy, timesteps, encoder_hidden_states=states).sample
     per_image = (prediction - noise).pow(2).mean(dim=(1, 2, 3))
     return (per_image * _snr_weights(scheduler, timesteps)).mean()
@@ -353,8 +360,9 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
         dropped = torch.rand(len(index), generator=generator) < CAPTION_DROPOUT
         noise = torch.randn(latents[index].shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        ids = captions(index, timesteps, dropped).to(device)
-        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids, noise, timesteps)
+        ids, mistaken = captions(index, timesteps, dropped)
+        loss = _denoiser_loss(unet, text_encoder, scheduler, latents[index], ids.to(device), noise, timesteps,
+                              mistaken if config.spare_text_encoder else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -433,13 +441,16 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--vae-from", type=Path, default=None,
                         help="reuse the VAE of this checkpoint (e.g. an earlier run with the same seed, whose VAE is "
                              "identical) instead of training one: iterate on the UNet stage ~10 minutes faster")
+    parser.add_argument("--spare-text-encoder", action="store_true",
+                        help="captions with a mistake train the UNet only: the text encoder gets no gradient from them")
     args = parser.parse_args(argv)
     return TrainConfig(out=args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        device=args.device, images=args.images, vae_batch=args.vae_batch,
                        unet_batch=args.unet_batch, log_every=args.log_every,
                        save_every=args.save_every, threads=args.threads,
                        caption_noise=args.caption_noise, caption_noise_low=args.caption_noise_low,
-                       low_noise_below=args.low_noise_below, vae_from=args.vae_from)
+                       low_noise_below=args.low_noise_below, vae_from=args.vae_from,
+                       spare_text_encoder=args.spare_text_encoder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
