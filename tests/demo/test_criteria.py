@@ -41,6 +41,7 @@ def test_each_bar_fails_when_its_number_misses_it() -> None:
         (("txt2img_cfg1", "all", "background"), 99.0, "CFG 1 clearly below"),  # equal to CFG 7: not lower
         (("txt2img_cfg1", "all", "all_three"), 79.0, "CFG 1 clearly below"),  # only 9 points lower
         (("negative_prompt", "colour_drawn_with_negative"), 90.0, "negative prompt"),
+        (("negative_prompt", "colour_drawn_with_negative"), 86.0, "negative prompt"),  # 4 points: noise
         (("img2img", "strength_0.3_keeps_init", "region_iou_with_init"), 0.49, "img2img 0.3"),
         (("img2img", "strength_1.0_matches_new_prompt", "background"), 75.0, "img2img 1.0"),
         (("inpaint", "max_pixel_change_outside_mask"), 1.0, "inpaint"),

@@ -24,6 +24,7 @@ from tools.demo_model.dataset import (
     caption,
     make_dataset,
     make_scenes,
+    partial_caption,
     shape_mask,
     training_combinations,
 )
@@ -130,3 +131,14 @@ def test_nearest_colour_and_largest_region() -> None:
     assert region.sum() == 9 and not region[0, 0]
     assert not largest_region(np.zeros((4, 4), dtype=bool)).any()
     assert set(SHAPES) == {"circle", "square", "triangle"}
+
+
+def test_partial_captions_name_only_the_given_attributes() -> None:
+    assert partial_caption("red", "blue", "circle") == caption("red", "blue", "circle")
+    assert partial_caption("red", None, "circle") == "a red circle"
+    assert partial_caption(None, "blue", "triangle") == "a triangle on a blue background"
+    assert partial_caption("orange", "blue", None) == "an orange shape on a blue background"
+    assert partial_caption("red", None, None) == "a red shape"
+    assert partial_caption(None, None, "square") == "a square"
+    assert partial_caption(None, "orange", None) == "an orange background"
+    assert partial_caption(None, None, None) == ""

@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from modules.models.identity import Family, ModelIdentity
 from modules.models.loaders import load_tokenizer
 from modules.models.probe import probe
+from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from tools.demo_model.compare import differences
 from tools.demo_model.dataset import HELD_OUT, make_scenes, training_combinations
-from diffusers import DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
-
-from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from tools.demo_model.train import (
     CAPTION_DROPOUT,
     LOW_NOISE_BELOW,
@@ -94,6 +93,27 @@ def test_low_noise_steps_get_their_own_rate(scenes: list) -> None:
     assert _wrong_words(sampler, scenes, HIGH)[0] == [0, 0, 0]
     wrong, named = _wrong_words(sampler, scenes, LOW)
     assert all(0.1 < count / named < 0.3 for count in wrong)
+
+
+def test_partial_captions_name_a_proper_subset_of_the_scene(scenes: list) -> None:
+    tokenizer = load_tokenizer("clip_l")
+    sampler = CaptionSampler(tokenizer, scenes, seed=0, partial=0.5)
+    index = torch.arange(len(scenes))
+    dropped = torch.arange(len(scenes)) % 10 == 0
+    ids, mistaken = sampler(index, HIGH, dropped)
+    assert not mistaken.any()
+    full = short = 0
+    for row, scene, was_dropped in zip(ids, scenes, dropped.tolist()):
+        words = tokenizer.decode(row[row != tokenizer.eos_token_id][1:]).split()
+        if was_dropped:
+            assert words == []
+        elif torch.equal(row, sampler.ids[sampler.index[scene.combination]]):
+            full += 1
+        else:
+            short += 1
+            named = [word for word in scene.combination if word in words]
+            assert 0 < len(named) < 3 and len(named) == len(set(words) - {"a", "an", "on", "shape", "background"})
+    assert 0.35 < short / (full + short) < 0.65
 
 
 def test_same_seed_same_captions(scenes: list) -> None:

@@ -4,7 +4,8 @@ Targets stated as numbers (txt2img at CFG 7: foreground and background colour >=
 least 100 prompt/seed pairs) are used as given. Qualitative ones get an explicit bar, written next to each check:
 "clearly lower" = every score lower and all three together at least 10 points lower; "keeps the init image" =
 both colours of the init in >= 80 % of images and its foreground region overlapping the output's by IoU >= 0.5;
-"follows the new prompt" = both colours of the new prompt in >= 80 %.
+"follows the new prompt" = both colours of the new prompt in >= 80 %; "makes that colour rarer" = drawn in at least
+`NEGATIVE_DROP` points fewer images (over 80 pairs one image is 1.25 points, so a drop of one or two is noise).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ATTRIBUTES = ("foreground", "background", "shape")
+NEGATIVE_DROP = 5.0  # percentage points
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ def _cfg(scores: dict[str, Any]) -> Check:
 def _negative(scores: dict[str, Any]) -> Check:
     negative = _rates(scores, "negative_prompt")
     without, named = negative["colour_drawn_without_negative"], negative["colour_drawn_with_negative"]
-    return Check("negative prompt naming the colour makes it rarer", f"{without} % -> {named} %",
-                 named < without)
+    return Check(f"negative prompt naming the colour makes it rarer (>= {NEGATIVE_DROP:g} points)",
+                 f"{without} % -> {named} %", without - named >= NEGATIVE_DROP)
 
 
 def _img2img(scores: dict[str, Any]) -> list[Check]:

@@ -60,6 +60,17 @@ def caption(foreground: str, background: str, shape: str) -> str:
     return f"{_article(foreground)} {foreground} {shape} on {_article(background)} {background} background"
 
 
+def partial_caption(foreground: str | None, background: str | None, shape: str | None) -> str:
+    """A caption naming only some of a scene's attributes (None = not named): 'a red circle', 'a circle on a blue
+    background', 'a red shape on a blue background', 'a red shape', 'a circle', 'a blue background'; all three give
+    `caption`, none the empty caption."""
+    thing = shape or "shape"
+    if foreground is None and shape is None:
+        return f"{_article(background)} {background} background" if background else ""
+    subject = f"{_article(foreground)} {foreground} {thing}" if foreground else f"{_article(thing)} {thing}"
+    return f"{subject} on {_article(background)} {background} background" if background else subject
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import logging
 import math
 import time
@@ -55,6 +56,7 @@ from tools.demo_model.dataset import (
     Scene,
     caption,
     make_dataset,
+    partial_caption,
     training_combinations,
 )
 
@@ -65,6 +67,7 @@ MAX_FILE_BYTES = 30 * 2**20
 CAPTION_DROPOUT = 0.1
 CAPTION_NOISE = 0.0  # per attribute (colour, background, shape): chance that the caption names a wrong one
 CAPTION_NOISE_LOW = 0.0  # the same chance on low-noise steps (timestep < LOW_NOISE_BELOW)
+CAPTION_PARTIAL = 0.0  # chance that a caption names only some of the scene's attributes ("a red circle")
 LOW_NOISE_BELOW = 200  # timestep (sigma 0.57); img2img at strength 0.3 starts at sigma 0.40 (t ~125, Karras)
 MIN_SNR_GAMMA = 5.0
 EMA_DECAY = 0.999
@@ -131,6 +134,7 @@ class TrainConfig:
     low_noise_below: int = LOW_NOISE_BELOW
     vae_from: Path | None = None  # reuse the VAE of this checkpoint instead of training one (stage 1 skipped)
     spare_text_encoder: bool = False  # captions with a mistake train the UNet only (no text encoder gradient)
+    caption_partial: float = CAPTION_PARTIAL
 
 
 def _setup(config: TrainConfig) -> torch.device:
@@ -258,11 +262,18 @@ class CaptionSampler:
 
     def __init__(self, tokenizer: CLIPTokenizer, scenes: Sequence[Scene], seed: int,
                  noise: float = CAPTION_NOISE, noise_low: float = CAPTION_NOISE_LOW,
-                 low_below: int = LOW_NOISE_BELOW) -> None:
-        self.noise, self.noise_low, self.low_below = noise, noise_low, low_below
+                 low_below: int = LOW_NOISE_BELOW, partial: float = CAPTION_PARTIAL) -> None:
+        self.noise, self.noise_low, self.low_below, self.partial = noise, noise_low, low_below, partial
         self.combinations = training_combinations()
         self.index = {combo: i for i, combo in enumerate(self.combinations)}
         self.ids = self._tokenize(tokenizer, [caption(*combo) for combo in self.combinations])
+        # the six ways of naming some but not all of (foreground, background, shape), per combination
+        self.subsets = [keep for keep in itertools.product((True, False), repeat=3)
+                        if any(keep) and not all(keep)]
+        texts = sorted({partial_caption(*self._named(combo, keep))
+                        for combo in self.combinations for keep in self.subsets})
+        self.partial_row = {text: i for i, text in enumerate(texts)}
+        self.partial_ids = self._tokenize(tokenizer, texts)
         self.empty = self._tokenize(tokenizer, [""])[0]
         self.rows = torch.tensor([self.index[scene.combination] for scene in scenes])
         self.generator = torch.Generator().manual_seed(seed)
@@ -272,6 +283,17 @@ class CaptionSampler:
         """Padded to 77 with <|endoftext|>, as the core tokenises prompts."""
         return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                          return_tensors="pt").input_ids
+
+    @staticmethod
+    def _named(combo: tuple[str, str, str], keep: tuple[bool, ...]) -> tuple[str | None, ...]:
+        return tuple(word if kept else None for word, kept in zip(combo, keep))
+
+    def _partial(self, combo: tuple[str, str, str]) -> torch.Tensor | None:
+        """With chance `partial`, the ids of a caption naming a random non-empty proper subset of `combo`."""
+        if float(torch.rand((), generator=self.generator)) >= self.partial:
+            return None
+        keep = self.subsets[int(torch.randint(len(self.subsets), (), generator=self.generator))]
+        return self.partial_ids[self.partial_row[partial_caption(*self._named(combo, keep))]]
 
     def _mistake(self, combo: tuple[str, str, str], rate: float) -> tuple[str, str, str]:
         words = list(combo)
@@ -293,6 +315,11 @@ class CaptionSampler:
                                                       self.noise_low if int(t) < self.low_below else self.noise)]
                              for row, t in zip(true_rows, timesteps)])
         ids = self.ids[rows].clone()
+        if self.partial > 0:  # (no draws otherwise: the default recipe's caption stream stays as it was)
+            for i, row in enumerate(rows.tolist()):
+                shortened = None if dropped[i] else self._partial(self.combinations[row])
+                if shortened is not None:
+                    ids[i] = shortened
         ids[dropped] = self.empty
         return ids, (rows != true_rows) & ~dropped
 
@@ -347,7 +374,7 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     unet = UNet2DConditionModel(**UNET_CONFIG).to(device).train()
     scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
     captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise,
-                              config.caption_noise_low, config.low_noise_below)
+                              config.caption_noise_low, config.low_noise_below, config.caption_partial)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.unet_steps, 200))
@@ -443,6 +470,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                              "identical) instead of training one: iterate on the UNet stage ~10 minutes faster")
     parser.add_argument("--spare-text-encoder", action="store_true",
                         help="captions with a mistake train the UNet only: the text encoder gets no gradient from them")
+    parser.add_argument("--caption-partial", type=float, default=defaults.caption_partial,
+                        help="chance that a caption names only some attributes ('a red circle', 'a blue background')")
     args = parser.parse_args(argv)
     return TrainConfig(out=args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        device=args.device, images=args.images, vae_batch=args.vae_batch,
@@ -450,7 +479,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                        save_every=args.save_every, threads=args.threads,
                        caption_noise=args.caption_noise, caption_noise_low=args.caption_noise_low,
                        low_noise_below=args.low_noise_below, vae_from=args.vae_from,
-                       spare_text_encoder=args.spare_text_encoder)
+                       spare_text_encoder=args.spare_text_encoder, caption_partial=args.caption_partial)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
