@@ -263,7 +263,8 @@ class CaptionSampler:
     steps foreground colours are back above 90 % (RESULTS.md).
 
     With `partial`, a caption names only some of the attributes ("a red circle", "a blue background"): an experiment
-    to make single words such as a negative prompt's "red" mean something to the model; off by default."""
+    to make single words such as a negative prompt's "red" mean something to the model; off by default (it did not
+    help, RESULTS.md run F)."""
 
     def __init__(self, tokenizer: CLIPTokenizer, scenes: Sequence[Scene], seed: int,
                  noise: float = CAPTION_NOISE, noise_low: float = CAPTION_NOISE_LOW,
