@@ -116,6 +116,28 @@ def test_partial_captions_name_a_proper_subset_of_the_scene(scenes: list) -> Non
     assert 0.35 < short / (full + short) < 0.65
 
 
+def _parse(words: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(foreground, background, shape) a full or partial caption names (None where it names none)."""
+    if "on" in words:
+        subject, background = words[: words.index("on")], words[words.index("on") + 2]
+    elif words[-1] == "background":
+        subject, background = [], words[-2]
+    else:
+        subject, background = words, None
+    shape = subject[-1] if subject and subject[-1] != "shape" else None
+    return (subject[1] if len(subject) == 3 else None), background, shape
+
+
+def test_partial_captions_flag_a_mistake_only_when_they_name_the_wrong_word(scenes: list) -> None:
+    tokenizer = load_tokenizer("clip_l")
+    sampler = CaptionSampler(tokenizer, scenes, seed=1, noise=0.3, partial=0.5)
+    ids, mistaken = sampler(torch.arange(len(scenes)), HIGH, torch.zeros(len(scenes), dtype=torch.bool))
+    for row, scene, flagged in zip(ids, scenes, mistaken.tolist()):
+        named = _parse(tokenizer.decode(row[row != tokenizer.eos_token_id][1:]).split())
+        assert flagged == any(word is not None and word != truth for word, truth in zip(named, scene.combination))
+    assert 0 < int(mistaken.sum()) < len(scenes)
+
+
 def test_same_seed_same_captions(scenes: list) -> None:
     tokenizer = load_tokenizer("clip_l")
     first, second = CaptionSampler(tokenizer, scenes, seed=5), CaptionSampler(tokenizer, scenes, seed=5)

@@ -256,11 +256,11 @@ class CaptionSampler:
     The wrong words play the part of web captions' mistakes. With captions that are always exactly right, the model
     learns to paint from the caption alone, even where the noisy image already shows its colours: img2img at a low
     denoising strength then repaints the init in the new prompt's colours. Wrong words on low-noise steps teach it
-    that there the image, not the prompt, decides; the few on other steps leave the conditional model slightly
-    unsure, so that guidance (CFG > 1) is what makes it follow every word, as with real checkpoints. Swapped
-    captions stay training combinations (never a held-out one, never the same colour twice). The shipped recipe
-    uses mistakes on low-noise steps only (0.25 per attribute below t = 200): enough for img2img, and with 7,500
-    steps foreground colours are back above 90 % (RESULTS.md).
+    that there the image, not the prompt, decides, and leave the conditional model unsure enough that guidance
+    (CFG > 1) is what makes it follow every word, as with real checkpoints. Swapped captions stay training
+    combinations (never a held-out one, never the same colour twice). The shipped recipe uses mistakes on low-noise
+    steps only (0.25 per attribute below t = 200): enough for img2img, and with 7,500 steps foreground colours are
+    back above 90 % (RESULTS.md).
 
     With `partial`, a caption names only some of the attributes ("a red circle", "a blue background"): an experiment
     to make single words such as a negative prompt's "red" mean something to the model; off by default (it did not
@@ -294,12 +294,13 @@ class CaptionSampler:
     def _named(combo: tuple[str, str, str], keep: tuple[bool, ...]) -> tuple[str | None, ...]:
         return tuple(word if kept else None for word, kept in zip(combo, keep))
 
-    def _partial(self, combo: tuple[str, str, str]) -> torch.Tensor | None:
-        """With chance `partial`, the ids of a caption naming a random non-empty proper subset of `combo`."""
+    def _partial(self, combo: tuple[str, str, str]) -> tuple[torch.Tensor, tuple[bool, ...]] | None:
+        """With chance `partial`: the ids of a caption naming a random non-empty proper subset of `combo`, and which
+        attributes it names."""
         if float(torch.rand((), generator=self.generator)) >= self.partial:
             return None
         keep = self.subsets[int(torch.randint(len(self.subsets), (), generator=self.generator))]
-        return self.partial_ids[self.partial_row[partial_caption(*self._named(combo, keep))]]
+        return self.partial_ids[self.partial_row[partial_caption(*self._named(combo, keep))]], keep
 
     def _mistake(self, combo: tuple[str, str, str], rate: float) -> tuple[str, str, str]:
         words = list(combo)
@@ -321,13 +322,16 @@ class CaptionSampler:
                                                       self.noise_low if int(t) < self.low_below else self.noise)]
                              for row, t in zip(true_rows, timesteps)])
         ids = self.ids[rows].clone()
+        mistaken = (rows != true_rows) & ~dropped
         if self.partial > 0:  # (no draws otherwise: the default recipe's caption stream stays as it was)
-            for i, row in enumerate(rows.tolist()):
+            for i, (row, true_row) in enumerate(zip(rows.tolist(), true_rows.tolist())):
                 shortened = None if dropped[i] else self._partial(self.combinations[row])
                 if shortened is not None:
-                    ids[i] = shortened
+                    ids[i], keep = shortened
+                    named = zip(self.combinations[row], self.combinations[true_row], keep)
+                    mistaken[i] = any(kept and word != truth for word, truth, kept in named)
         ids[dropped] = self.empty
-        return ids, (rows != true_rows) & ~dropped
+        return ids, mistaken
 
 
 class Ema:
@@ -473,7 +477,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--low-noise-below", type=int, default=defaults.low_noise_below)
     parser.add_argument("--vae-from", type=Path, default=None,
                         help="reuse the VAE of this checkpoint (e.g. an earlier run with the same seed, whose VAE is "
-                             "identical) instead of training one: iterate on the UNet stage ~10 minutes faster")
+                             "identical) instead of training one: iterate on the UNet stage ~6 minutes faster")
     parser.add_argument("--spare-text-encoder", action="store_true",
                         help="captions with a mistake train the UNet only: the text encoder gets no gradient from them")
     parser.add_argument("--caption-partial", type=float, default=defaults.caption_partial,
