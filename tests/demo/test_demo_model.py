@@ -56,12 +56,14 @@ INIT = Scene("white", "blue", "square", size=32, x=16, y=16)
 
 def test_img2img_at_low_strength_keeps_the_init_image_and_at_full_strength_follows_the_prompt(
         demo: ComponentSet) -> None:
-    """With the init's own caption at 0.3 (with another caption this model already repaints colours at 0.3: see
-    tools/demo_model/RESULTS.md); with another caption at 1.0."""
-    painter, init = Painter(demo), render(INIT)
+    """At 0.3 the init is kept with its own caption and with one sharing no colour or shape; at 1.0 that other
+    caption wins."""
+    painter, init, other = Painter(demo), render(INIT), caption("black", "yellow", "circle")
     low = classify(painter.img2img(init, INIT.caption, seed=3, strength=0.3))
     assert (low.foreground, low.background, low.shape) == INIT.combination
-    high = classify(painter.img2img(init, caption("black", "yellow", "circle"), seed=3, strength=1.0))
+    low_other = classify(painter.img2img(init, other, seed=3, strength=0.3))
+    assert (low_other.foreground, low_other.background) == ("white", "blue")
+    high = classify(painter.img2img(init, other, seed=3, strength=1.0))
     assert high.background == "yellow"
 
 

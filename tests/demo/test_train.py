@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from modules.models.identity import Family, ModelIdentity
 from modules.models.loaders import load_tokenizer
 from modules.models.probe import probe
-from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from tools.demo_model.compare import differences
 from tools.demo_model.dataset import HELD_OUT, make_scenes, training_combinations
 from tools.demo_model.train import (
@@ -26,6 +25,7 @@ from tools.demo_model.train import (
     TrainConfig,
     _denoiser_loss,
     train,
+    training_scheduler,
 )
 
 
@@ -150,7 +150,7 @@ def test_spared_samples_train_the_unet_but_not_the_text_encoder() -> None:
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     unet = UNet2DConditionModel(**UNET_CONFIG)
-    scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    scheduler = training_scheduler()
     latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     ids = torch.randint(0, 49406, (2, 77))
     timesteps = torch.tensor([100, 600])

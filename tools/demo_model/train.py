@@ -358,6 +358,11 @@ def _snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Ten
     return torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
 
 
+def training_scheduler() -> DDPMScheduler:
+    """The noise schedule training adds noise with: the shipped model's scheduler config, as a DDPMScheduler."""
+    return DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
+
+
 def _denoiser_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, scheduler: DDPMScheduler,
                    latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor,
                    timesteps: torch.Tensor, spared: torch.Tensor | None = None) -> torch.Tensor:
@@ -382,7 +387,7 @@ def train_denoiser(latents: torch.Tensor, scenes: Sequence[Scene], tokenizer: CL
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG)).to(device).train()
     torch.manual_seed(config.seed + 3)
     unet = UNet2DConditionModel(**UNET_CONFIG).to(device).train()
-    scheduler = DDPMScheduler.from_config({k: v for k, v in BASE_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    scheduler = training_scheduler()
     captions = CaptionSampler(tokenizer, scenes, config.seed + 23, config.caption_noise,
                               config.caption_noise_low, config.low_noise_below, config.caption_partial)
     params = list(unet.parameters()) + list(text_encoder.parameters())
