@@ -22,8 +22,9 @@ The model is a real Stable Diffusion 1.x architecture at toy width, trained on t
 
 Runs are deterministic for a given seed, device and thread count (seeded generators, deterministic algorithms).
 
-Measured (shipped model, defaults, `--threads 1` on 2 shared CPU cores, session 4): VAE ~320 s, latents ~30 s,
-UNet + text encoder 2,378 s (9,000 steps at ~0.26 s), about 45 minutes from scratch. Scores (DPM++ 2M,
+Measured (shipped model, defaults, `--threads 1` on 2 shared CPU cores, session 4): VAE 345 s, latents 32 s,
+UNet + text encoder 2,326 s (9,000 steps at ~0.26 s), total 2,705 s (45 min) from scratch, bit for bit the shipped
+file. Scores (DPM++ 2M,
 20 steps, CFG 7, 192 prompt/seed pairs): foreground colour 93.8 %, background 99.5 %, shape 97.9 %; a negative
 prompt naming the colour makes it rarer; img2img at strength 0.3 with an unrelated prompt keeps the init's colours.
 Details, every experiment and the reproduction in tools/demo_model/RESULTS.md.
