@@ -193,7 +193,7 @@ def test_a_tiny_run_writes_the_same_loadable_sd1_file_twice_also_when_reusing_it
         assert all(torch.equal(first[key], other[key]) for key in first)
 
 
-def test_the_command_line_defaults_are_the_shipped_recipe_and_each_can_be_turned_off() -> None:
+def test_the_command_line_defaults_are_the_shipped_recipe_and_can_be_overridden() -> None:
     assert parse_args([]) == TrainConfig()
     assert parse_args(["--no-spare-text-encoder"]).spare_text_encoder is False
     assert parse_args(["--caption-noise-low", "0", "--unet-steps", "10"]) == TrainConfig(caption_noise_low=0.0,

@@ -14,8 +14,7 @@ The model is a real Stable Diffusion 1.x architecture at toy width, trained on t
    exactly as `modules.core.conditioning` encodes prompts). Epsilon prediction on the standard SD schedule
    (1000 steps, scaled_linear 0.00085-0.012), Min-SNR-5 loss weighting, captions from `CaptionSampler` (10 %
    empty so that classifier-free guidance works; on low-noise steps some naming a wrong colour or shape, which
-   train the UNet only), AdamW with
-   warm-up and cosine decay, EMA weights saved.
+   train the UNet only), AdamW with warm-up and cosine decay, EMA weights saved.
 3. The parts become an SD 1.x `ComponentSet` (scheduler config = `modules.models.tiny.BASE_SCHEDULER_CONFIG`, so
    every sampler of the registry works) and are written with `modules.models.convert.save_single_file` (A1111
    key layout, configs embedded in the safetensors metadata), in float16 when float32 would exceed 30 MB.
@@ -24,10 +23,9 @@ Runs are deterministic for a given seed, device and thread count (seeded generat
 
 Measured (shipped model, defaults, `--threads 1` on 2 shared CPU cores, session 4): VAE 345 s, latents 32 s,
 UNet + text encoder 2,326 s (9,000 steps at ~0.26 s), total 2,705 s (45 min) from scratch, bit for bit the shipped
-file. Scores (DPM++ 2M,
-20 steps, CFG 7, 192 prompt/seed pairs): foreground colour 93.8 %, background 99.5 %, shape 97.9 %; a negative
-prompt naming the colour makes it rarer; img2img at strength 0.3 with an unrelated prompt keeps the init's colours.
-Details, every experiment and the reproduction in tools/demo_model/RESULTS.md.
+file. Scores (DPM++ 2M, 20 steps, CFG 7, 192 prompt/seed pairs): foreground colour 93.8 %, background 99.5 %, shape
+97.9 %; a negative prompt naming the colour makes it rarer; img2img at strength 0.3 with an unrelated prompt keeps
+the init's colours. Details, every experiment and the reproduction in tools/demo_model/RESULTS.md.
 """
 
 from __future__ import annotations
