@@ -259,8 +259,9 @@ class CaptionSampler:
     that there the image, not the prompt, decides, and leave the conditional model unsure enough that guidance
     (CFG > 1) is what makes it follow every word, as with real checkpoints. Swapped captions stay training
     combinations (never a held-out one, never the same colour twice). The shipped recipe uses mistakes on low-noise
-    steps only (0.25 per attribute below t = 200): enough for img2img, and with 7,500 steps foreground colours are
-    back above 90 % (RESULTS.md).
+    steps only (`CAPTION_NOISE_LOW` per attribute below timestep `LOW_NOISE_BELOW`), and the samples flagged as
+    mistaken train the UNet only (`TrainConfig.spare_text_encoder`), so that the text encoder keeps every colour word
+    distinct and a negative prompt still works (RESULTS.md).
 
     With `partial`, a caption names only some of the attributes ("a red circle", "a blue background"): an experiment
     to make single words such as a negative prompt's "red" mean something to the model; off by default (it did not
