@@ -36,7 +36,8 @@ def real_sd1_random(device: torch.device, dtype: torch.dtype) -> ComponentSet:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from modules.models.loaders import bundled_configs, load_tokenizer
+    from modules.models.configs import bundled_configs
+    from modules.models.loaders import load_tokenizer
 
     identity = ModelIdentity(Family.SD1)
     configs = bundled_configs(identity)

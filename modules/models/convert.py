@@ -1,24 +1,9 @@
 """diffusers components -> original LDM / A1111 single-file checkpoints (the reverse of diffusers' single-file loader).
 
 diffusers ships only the forward direction (`diffusers.loaders.single_file_utils.convert_*`). This module writes
-the original layout so that:
-
-* A1111 / Forge / ComfyUI recognise the file (`model.diffusion_model.*`, `first_stage_model.*`,
-  `cond_stage_model.*` or `conditioner.embedders.N.*`), and
-* diffusers' own forward conversion turns it back into exactly the state dict we started from (tested).
-
-Layout notes (why the mapping looks the way it does):
-* UNet: diffusers `down_blocks.i.{resnets,attentions}.j` are numbered `input_blocks.(1 + i*(L+1) + j).{0,1}` with
-  L = layers_per_block; each down block's downsampler takes the slot after its layers (`input_blocks.N.0.op`).
-  Up blocks have L+1 layers; the upsampler sits after the attention (`.2.conv`) or the resnet (`.1.conv`).
-  Transformer blocks (any depth) keep their inner names; only the block prefix changes. SDXL's `add_embedding`
-  is `label_emb.0`.
-* VAE: decoder up blocks are stored in reverse order; the mid-block attention uses `q/k/v/proj_out` 1x1 convs
-  ([C, C, 1, 1]) where diffusers uses linear layers ([C, C]).
-* OpenCLIP: q/k/v are fused into `attn.in_proj_{weight,bias}`, `text_projection` is stored transposed
-  (x @ P). diffusers keeps one resblock less than SD2's original 24 (the penultimate-layer output is used, so the
-  last block never runs); we write the layers the model has, which A1111 and ComfyUI load non-strictly.
-* v-prediction models get an empty `v_pred` tensor (the A1111-dev / Forge marker).
+the original layout (prefixes in `modules.models.keys`) so that other programs recognise the file, and so that
+diffusers' own forward conversion turns it back into exactly the state dict we started from (tested). Each
+`*_to_original` function documents its part of the layout. v-prediction models get an empty `v_pred` tensor.
 """
 
 from __future__ import annotations
@@ -26,53 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from safetensors.torch import save_file
 
 from modules.errors import UnsupportedModel
 from modules.models.components import ComponentSet
-from modules.models.identity import Family, ModelIdentity, Prediction
+from modules.models.configs import sidecar_path
+from modules.models.identity import ModelIdentity, Prediction
+from modules.models.keys import CONFIGS_METADATA_KEY, UNET_PREFIX, V_PRED_KEY, VAE_PREFIX, text_encoder_layouts
+from modules.models.loaders import load_diffusers_folder
+from modules.models.state_dict import StateDict
 
 log = logging.getLogger(__name__)
-
-CONFIGS_METADATA_KEY = "sdwebui.configs"
-V_PRED_KEY = "v_pred"
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SIDECAR_SUFFIX = ".configs.json"
-
-StateDict = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TextEncoderLayout:
-    """Where one text encoder lives in an original checkpoint, and which bundled tokenizer goes with it."""
-
-    component: str  # diffusers folder name: "text_encoder" | "text_encoder_2"
-    kind: str  # "clip_l" (HF CLIP layout) | "openclip" (OpenCLIP layout)
-    prefix: str  # key prefix in the original file
-    tokenizer: str  # bundled tokenizer folder name (modules.paths.tokenizer_dir)
-
-
-TEXT_ENCODER_LAYOUTS: Mapping[Family, tuple[TextEncoderLayout, ...]] = {
-    Family.SD1: (TextEncoderLayout("text_encoder", "clip_l", "cond_stage_model.transformer.", "clip_l"),),
-    Family.SD2: (TextEncoderLayout("text_encoder", "openclip", "cond_stage_model.model.", "openclip"),),
-    Family.SDXL: (
-        TextEncoderLayout("text_encoder", "clip_l", "conditioner.embedders.0.transformer.", "clip_l"),
-        TextEncoderLayout("text_encoder_2", "openclip", "conditioner.embedders.1.model.", "openclip"),
-    ),
-    Family.SDXL_REFINER: (
-        TextEncoderLayout("text_encoder_2", "openclip", "conditioner.embedders.0.model.", "openclip"),
-    ),
-}
-
-
-def text_encoder_layouts(identity: ModelIdentity) -> tuple[TextEncoderLayout, ...]:
-    """Text encoder layouts of a family, in ComponentSet order."""
-    return TEXT_ENCODER_LAYOUTS[identity.family]
 
 
 # ---------------------------------------------------------------- UNet
@@ -142,7 +95,13 @@ def _unet_key(key: str, rows: list[tuple[str, str, bool]]) -> str:
 
 
 def unet_to_original(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> StateDict:
-    """diffusers UNet2DConditionModel state dict -> `model.diffusion_model.*` keys."""
+    """diffusers UNet2DConditionModel state dict -> `model.diffusion_model.*` keys.
+
+    diffusers `down_blocks.i.{resnets,attentions}.j` are `input_blocks.(1 + i*(L+1) + j).{0,1}` with
+    L = layers_per_block; each downsampler takes the slot after its block's layers (`input_blocks.N.0.op`). Up
+    blocks have L+1 layers; the upsampler sits after the attention (`.2.conv`) or the resnet (`.1.conv`).
+    Transformer blocks keep their inner names; SDXL's `add_embedding` is `label_emb.0`.
+    """
     rows = _unet_block_prefixes(config, set(state_dict))
     return {UNET_PREFIX + _unet_key(key, rows): value for key, value in state_dict.items()}
 
@@ -181,7 +140,11 @@ def _vae_key(key: str, n_up: int) -> str:
 
 
 def vae_to_original(state_dict: Mapping[str, torch.Tensor], prefix: str = VAE_PREFIX) -> StateDict:
-    """diffusers AutoencoderKL state dict -> original keys (mid attention weights as 1x1 convs)."""
+    """diffusers AutoencoderKL state dict -> original keys.
+
+    Decoder up blocks are stored in reverse order; the mid-block attention uses `q/k/v/proj_out` 1x1 convs
+    ([C, C, 1, 1]) where diffusers uses linear layers ([C, C]).
+    """
     n_up = len({k.split(".")[2] for k in state_dict if k.startswith("decoder.up_blocks.")})
     out: StateDict = {}
     for key, value in state_dict.items():
@@ -225,7 +188,11 @@ def clip_l_to_original(state_dict: Mapping[str, torch.Tensor], prefix: str) -> S
 
 
 def openclip_to_original(state_dict: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
-    """HF CLIPTextModel[WithProjection] -> OpenCLIP `<prefix>{transformer.resblocks.N,token_embedding,...}`."""
+    """HF CLIPTextModel[WithProjection] -> OpenCLIP `<prefix>{transformer.resblocks.N,token_embedding,...}`.
+
+    q/k/v are fused into `attn.in_proj_{weight,bias}`; `text_projection` is stored transposed (x @ P). The layers
+    the model has are written: diffusers keeps one resblock less than SD2's original 24 (the last never runs).
+    """
     flat = _strip_text_model(state_dict)
     out: StateDict = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
@@ -291,11 +258,6 @@ def to_original_state_dict(components: ComponentSet) -> StateDict:
     return out
 
 
-def sidecar_path(path: Path) -> Path:
-    """Where the component configs of a `.ckpt` file are stored: `<stem>.configs.json` next to it."""
-    return path.with_name(path.stem + SIDECAR_SUFFIX)
-
-
 def save_single_file(
     components: ComponentSet, path: Path, *, embed_configs: bool = True, dtype: torch.dtype | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -318,8 +280,6 @@ def save_single_file(
     configs = json.dumps(component_configs(components), sort_keys=True) if embed_configs else None
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors.torch import save_file
-
         header = {"format": "pt", **(metadata or {})}
         if configs is not None:
             header[CONFIGS_METADATA_KEY] = configs
@@ -342,9 +302,6 @@ def save_diffusers_folder_as_single_file(
     dtype: torch.dtype | None = None,
 ) -> ModelIdentity:
     """Convert a diffusers folder (model_index.json) into one A1111 checkpoint; returns the identity used."""
-    # Imported here: loaders imports this module for the layout tables.
-    from modules.models.loaders import load_diffusers_folder
-
     components = load_diffusers_folder(Path(folder), identity)
     save_single_file(components, Path(path), embed_configs=embed_configs, dtype=dtype)
     return components.identity

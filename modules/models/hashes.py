@@ -40,6 +40,18 @@ def calculate_sha256(path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE)
     return digest.hexdigest()
 
 
+def addnet_sha256(path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE) -> str:
+    """sha256 of a .safetensors file's tensor data (after the 8-byte length and the JSON header): kohya's
+    "addnet" hash, which A1111 uses for LoRAs."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        header_length = int.from_bytes(handle.read(8), "little")
+        handle.seek(8 + header_length)
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def legacy_model_hash(path: str | os.PathLike[str]) -> str:
     """A1111's pre-2023 "model hash": 8 hex of sha256 over 64 KiB at offset 1 MiB ("NOFILE" if missing)."""
     try:

@@ -1,24 +1,14 @@
-"""Checkpoint files and diffusers folders -> diffusers components, offline.
+"""Checkpoint files, diffusers folders and standalone VAE files -> diffusers components, offline.
 
-Single files: a reader registered per file suffix (`@register(".safetensors")`, ...) returns the raw state dict
-and any embedded configs; each component is then built from its config on the meta device
-(`accelerate.init_empty_weights`), its weights are converted with diffusers' own forward conversion
+A single file is read by `modules.models.state_dict`; each component is built from its config (`configs`) on the
+meta device, its weights are converted with diffusers' own forward conversion
 (`diffusers.loaders.single_file_utils.convert_*`) and assigned strictly: a missing or unexpected key is an
-`UnsupportedModel` naming the file, never a half-random model. Nothing is looked up on the hub.
-
-Config precedence: the configs embedded in the file (safetensors metadata "sdwebui.configs", or the sidecar
-`<stem>.configs.json` written by `convert.save_single_file`), else the bundled
-`models/configs/<identity.config_name>/`. The identity's prediction type is applied to the scheduler config.
-Tokenizers always come from the bundled `models/configs/tokenizers/` folders (model_max_length 77).
-
-`.ckpt`/`.pt` pickles are read with `torch.load(weights_only=True)`: a pickle that needs any other code is
-refused with `UnsafeCheckpoint` and never executed. The only extra globals allowed are inert stand-ins for the
-PyTorch-Lightning callback class and numpy scalars that old training checkpoints carry next to their weights.
+`UnsupportedModel` naming the file, never a half-random model. Tokenizers come from the bundled
+`models/configs/tokenizers/` folders (model_max_length 77). Nothing is looked up on the hub.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,28 +23,20 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     convert_open_clip_checkpoint,
 )
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, PreTrainedModel
 
 from modules import paths
 from modules.errors import CorruptFile, UnsupportedModel
 from modules.models.components import ComponentSet
-from modules.models.convert import (
-    CONFIGS_METADATA_KEY,
-    UNET_PREFIX,
-    VAE_PREFIX,
-    TextEncoderLayout,
-    sidecar_path,
-    text_encoder_layouts,
-)
+from modules.models.configs import Configs, bundled_configs, embedded_configs, read_json_object, resolve_configs
 from modules.models.identity import ModelIdentity
-from modules.models.pickles import load_pickle_state_dict
-from modules.models.probe import identify_diffusers_folder, read_json_object
+from modules.models.keys import UNET_PREFIX, VAE_PREFIX, TextEncoderLayout, text_encoder_layouts
+from modules.models.probe import identify_diffusers_folder
+from modules.models.state_dict import StateDict, read_metadata, read_state_dict
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
-Configs = dict[str, dict[str, Any]]
 TOKENIZER_MAX_LENGTH = 77
 TEXT_ENCODER_CLASSES: Mapping[str, type[PreTrainedModel]] = {
     "text_encoder": CLIPTextModel,
@@ -64,110 +46,20 @@ TEXT_ENCODER_CLASSES: Mapping[str, type[PreTrainedModel]] = {
 
 @dataclass(frozen=True)
 class RawCheckpoint:
-    """What a reader found in a file: tensors, plus component configs if the file carries its own."""
+    """What a file holds: tensors, plus component configs if the file carries its own."""
 
     state_dict: StateDict
     configs: Configs | None = None
 
 
-Reader = Callable[[Path], RawCheckpoint]
-_READERS: dict[str, Reader] = {}
-
-
-def register(*suffixes: str) -> Callable[[Reader], Reader]:
-    """Register a reader for file suffixes (lower case, with the dot). One row per format."""
-
-    def add(reader: Reader) -> Reader:
-        for suffix in suffixes:
-            _READERS[suffix] = reader
-        return reader
-
-    return add
-
-
-def supported_suffixes() -> tuple[str, ...]:
-    return tuple(sorted(_READERS))
-
-
 def read_checkpoint(path: Path) -> RawCheckpoint:
-    """Read a single-file checkpoint with the reader registered for its suffix."""
+    """The tensors of a single-file checkpoint and the configs it carries (metadata entry or sidecar)."""
     path = Path(path)
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        known = ", ".join(supported_suffixes())
-        raise UnsupportedModel(f"{path.name}: unknown checkpoint format (supported: {known}).")
-    if not path.is_file():
-        raise CorruptFile(f"{path.name}: file not found.")
-    return reader(path)
-
-
-def _parse_configs(text: str, path: Path) -> Configs:
-    try:
-        configs = json.loads(text)
-    except ValueError as exc:
-        raise CorruptFile(f"{path.name}: the embedded model configs are not valid JSON ({exc}).") from exc
-    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
-        raise CorruptFile(f"{path.name}: the embedded model configs are not a mapping of component configs.")
-    return configs
-
-
-def _sidecar_configs(path: Path) -> Configs | None:
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        return None
-    return _parse_configs(sidecar.read_text(encoding="utf-8"), sidecar)
-
-
-@register(".safetensors")
-def read_safetensors(path: Path) -> RawCheckpoint:
-    """safetensors: tensors plus the "sdwebui.configs" metadata entry (or a sidecar) when present."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CorruptFile(f"{path.name}: not a readable safetensors file ({exc}).") from exc
-    embedded = metadata.get(CONFIGS_METADATA_KEY)
-    configs = _parse_configs(embedded, path) if embedded else _sidecar_configs(path)
-    return RawCheckpoint(state_dict, configs)
-
-
-@register(".ckpt", ".pt", ".pth", ".bin")
-def read_pickle_checkpoint(path: Path) -> RawCheckpoint:
-    """Pickled checkpoints: unwrap nested "state_dict" entries; keep only tensors."""
-    return RawCheckpoint(load_pickle_state_dict(path, mmap=False), _sidecar_configs(path))
+    state_dict = read_state_dict(path)
+    return RawCheckpoint(state_dict, embedded_configs(path, read_metadata(path)))
 
 
 # ---------------------------------------------------------------- configs and module construction
-
-
-def component_names(identity: ModelIdentity) -> tuple[str, ...]:
-    """Config keys a family needs: unet, vae, its text encoder folder names, scheduler."""
-    return ("unet", "vae", *(layout.component for layout in text_encoder_layouts(identity)), "scheduler")
-
-
-def bundled_configs(identity: ModelIdentity) -> Configs:
-    """The real diffusers configs of a family, from `models/configs/<identity.config_name>/`."""
-    folder = paths.family_config_dir(identity.config_name)
-    configs: Configs = {}
-    for name in component_names(identity):
-        filename = "scheduler_config.json" if name == "scheduler" else "config.json"
-        configs[name] = read_json_object(folder / name / filename)
-    return configs
-
-
-def resolve_configs(identity: ModelIdentity, embedded: Mapping[str, Mapping[str, Any]] | None = None) -> Configs:
-    """Per component: the embedded config when the file carries one, else the bundled one; prediction applied."""
-    bundled: Configs | None = None
-    configs: Configs = {}
-    for name in component_names(identity):
-        if embedded and name in embedded:
-            configs[name] = dict(embedded[name])
-            continue
-        bundled = bundled or bundled_configs(identity)
-        configs[name] = dict(bundled[name])
-    configs["scheduler"]["prediction_type"] = identity.prediction.value
-    return configs
 
 
 def build_empty(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
@@ -211,6 +103,29 @@ def _finish(module: torch.nn.Module, device: torch.device | str, dtype: torch.dt
     return torch.nn.Module.to(module, device=device, dtype=dtype)
 
 
+def _assemble(
+    identity: ModelIdentity,
+    modules: tuple[Any, Any, list[PreTrainedModel], list[CLIPTokenizer]],
+    scheduler_config: dict[str, Any],
+    device: torch.device | str,
+    dtype: torch.dtype,
+    vae_dtype: torch.dtype,
+) -> ComponentSet:
+    """The ComponentSet of (unet, vae, text encoders, tokenizers), moved to `device` and cast."""
+    unet, vae, encoders, tokenizers = modules
+    return ComponentSet(
+        identity=identity,
+        unet=_finish(unet, device, dtype),
+        vae=_finish(vae, device, vae_dtype),
+        text_encoders=tuple(_finish(encoder, device, dtype) for encoder in encoders),
+        tokenizers=tuple(tokenizers),
+        scheduler_config=scheduler_config,
+        device=torch.device(device),
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+    )
+
+
 def load_tokenizer(layout_or_name: TextEncoderLayout | str, folder: Path | None = None) -> CLIPTokenizer:
     """A CLIP tokenizer from `folder` if given, else the bundled one; model_max_length fixed to 77."""
     name = layout_or_name.tokenizer if isinstance(layout_or_name, TextEncoderLayout) else layout_or_name
@@ -233,6 +148,18 @@ def _convert(label: str, what: str, convert: Callable[[], StateDict]) -> StateDi
         return convert()
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         raise UnsupportedModel(f"{label}: the {what} weights are not in the expected layout ({exc!r}).") from exc
+
+
+def _from_original(
+    name: str, configs: Configs, weights: StateDict, convert: Callable[[StateDict, dict[str, Any]], StateDict],
+    label: str,
+) -> torch.nn.Module:
+    """The unet or vae built from its config, with its original-layout `weights` converted by diffusers."""
+    what = {"unet": "UNet", "vae": "VAE"}[name]
+    module = build_empty(name, configs[name])
+    config = dict(module.config)
+    assign_weights(module, _convert(label, what, lambda: convert(weights, config)), what, label)
+    return module
 
 
 def _text_encoder_from_original(
@@ -266,30 +193,13 @@ def load_checkpoint(
     raw = read_checkpoint(path)
     configs = resolve_configs(identity, raw.configs)
     label = path.name
-    unet = build_empty("unet", configs["unet"])
-    unet_config = dict(unet.config)
-    unet_weights = _subset(raw.state_dict, UNET_PREFIX)
-    unet_converted = _convert(label, "UNet", lambda: convert_ldm_unet_checkpoint(unet_weights, unet_config))
-    assign_weights(unet, unet_converted, "UNet", label)
-    vae = build_empty("vae", configs["vae"])
-    vae_config = dict(vae.config)
-    vae_weights = _subset(raw.state_dict, VAE_PREFIX)
-    vae_converted = _convert(label, "VAE", lambda: convert_ldm_vae_checkpoint(vae_weights, vae_config))
-    assign_weights(vae, vae_converted, "VAE", label)
+    unet = _from_original("unet", configs, _subset(raw.state_dict, UNET_PREFIX), convert_ldm_unet_checkpoint, label)
+    vae = _from_original("vae", configs, _subset(raw.state_dict, VAE_PREFIX), convert_ldm_vae_checkpoint, label)
     layouts = text_encoder_layouts(identity)
     encoders = [_text_encoder_from_original(lay, configs[lay.component], raw.state_dict, label) for lay in layouts]
     log.info("Loaded %s as %s", path, identity.describe())
-    return ComponentSet(
-        identity=identity,
-        unet=_finish(unet, device, dtype),
-        vae=_finish(vae, device, vae_dtype),
-        text_encoders=tuple(_finish(encoder, device, dtype) for encoder in encoders),
-        tokenizers=tuple(load_tokenizer(layout) for layout in layouts),
-        scheduler_config=configs["scheduler"],
-        device=torch.device(device),
-        dtype=dtype,
-        vae_dtype=vae_dtype,
-    )
+    tokenizers = [load_tokenizer(layout) for layout in layouts]
+    return _assemble(identity, (unet, vae, encoders, tokenizers), configs["scheduler"], device, dtype, vae_dtype)
 
 
 # ---------------------------------------------------------------- diffusers folders
@@ -340,17 +250,7 @@ def load_diffusers_folder(
     for module in (unet, vae, *encoders):
         module.eval().requires_grad_(False)
     log.info("Loaded diffusers folder %s as %s", folder, identity.describe())
-    return ComponentSet(
-        identity=identity,
-        unet=_finish(unet, device, dtype),
-        vae=_finish(vae, device, vae_dtype),
-        text_encoders=tuple(_finish(encoder, device, dtype) for encoder in encoders),
-        tokenizers=tuple(tokenizers),
-        scheduler_config=scheduler,
-        device=torch.device(device),
-        dtype=dtype,
-        vae_dtype=vae_dtype,
-    )
+    return _assemble(identity, (unet, vae, encoders, tokenizers), scheduler, device, dtype, vae_dtype)
 
 
 # ---------------------------------------------------------------- standalone VAE files

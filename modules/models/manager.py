@@ -32,9 +32,11 @@ from diffusers import AutoencoderKL
 
 from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
 from modules.errors import ModelNotFound
+from modules.models import loaders
 from modules.models.cache import ModelCache
 from modules.models.components import ComponentSet
 from modules.models.hashes import HashCache
+from modules.models.offload import apply_offload
 from modules.models.probe import probe
 from modules.models.records import (
     CheckpointRecord,
@@ -82,9 +84,6 @@ class Selection:
 
 def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
     """Load through `modules.models.loaders` (single file or diffusers folder)."""
-    from modules.models import loaders
-    from modules.models.offload import apply_offload
-
     load = loaders.load_diffusers_folder if record.format is Format.DIFFUSERS else loaders.load_checkpoint
     device = plan.device if plan.offload == OFFLOAD_NONE else torch.device("cpu")
     components = load(record.path, record.identity, device=device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
@@ -92,8 +91,6 @@ def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
 
 
 def default_vae_load_fn(record: VaeRecord, base_config: Mapping[str, Any], plan: DevicePlan) -> AutoencoderKL:
-    from modules.models import loaders
-
     return loaders.load_vae(record.path, base_config, device=plan.device, dtype=plan.vae_dtype)
 
 

@@ -1,26 +1,16 @@
 """Identify a checkpoint (family, variant, prediction type) from its keys and shapes, without reading tensors.
 
-Single files are read through a `KeySource` (key names, shapes, safetensors metadata): for safetensors only the
-header is parsed; `.ckpt` pickles are opened with torch's restricted unpickler (`weights_only=True`, memory
-mapped), and a pickle that needs anything else is refused with `UnsafeCheckpoint`, never executed. Tests pass
-`StrippedKeys` built from key/shape lists (InvokeAI's "stripped model" idea).
-
-Rules are structural, so they hold for the tiny test models as for the real ones:
-- family by text encoder keys: SD1 `cond_stage_model.transformer.*`, SD2 `cond_stage_model.model.*`,
-  SDXL `conditioner.embedders.0.transformer.*` + `conditioner.embedders.1.model.*`, SDXL refiner only
-  `conditioner.embedders.0.model.*`;
-- variant by the input channels of `model.diffusion_model.input_blocks.0.0.weight`: 4 normal, 9 inpaint
-  (5 = depth, 8 = instruct-pix2pix: refused with a clear message);
-- prediction, first match wins: a `v_pred` key (A1111's marker); our own embedded configs (safetensors metadata
-  "sdwebui.configs", written by `convert.save_single_file`); a sidecar `<stem>.yaml` with `parameterization: "v"`
-  (A1111's per-model config); for SD2 (not inpaint) without any marker, A1111's runtime test
-  (`is_using_v_parameterization_for_sd2`, see `sd2_runtime_v_test`) - run lazily, only for such files; else epsilon.
-Diffusers folders are identified from `model_index.json` and the component `config.json` files.
+Single files are read through a `KeySource` (key names, shapes, metadata from `state_dict.read_header`); tests
+pass `StrippedKeys` built from key/shape lists. The rules are structural, so they hold for tiny test models too:
+family by the text encoder key prefixes (`keys.TEXT_ENCODER_LAYOUTS`); variant by the input channels of the UNet
+(4 normal, 9 inpaint, others refused with a clear message); prediction, first match wins: a `v_pred` key, our
+embedded configs, a sidecar `<stem>.yaml` with `parameterization: "v"`, for a plain SD2 file A1111's runtime
+test (`sd2_runtime_v_test`, run only for such files), else epsilon. Diffusers folders are identified from
+`model_index.json` and the component `config.json` files.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +18,22 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Se
 
 import torch
 import yaml
-from safetensors import SafetensorError, safe_open
 
 from modules.errors import CorruptFile, UnsupportedModel
+from modules.models.configs import embedded_configs, read_json_object
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
-from modules.models.pickles import load_pickle_state_dict
+from modules.models.keys import (
+    REFINER_TEXT_PREFIX,
+    SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
+    SDXL_TEXT1_PREFIX,
+    SDXL_TEXT2_PREFIX,
+    UNET_INPUT_KEY,
+    UNET_PREFIX,
+    V_PRED_KEY,
+    VAE_PREFIX,
+)
+from modules.models.state_dict import read_header, read_state_dict
 from modules.paths import family_config_dir
 
 if TYPE_CHECKING:
@@ -40,13 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNET_PREFIX = "model.diffusion_model."
-UNET_INPUT_KEY = "model.diffusion_model.input_blocks.0.0.weight"
-V_PRED_KEY = "v_pred"
-CONFIGS_METADATA_KEY = "sdwebui.configs"
-CONFIGS_SIDECAR_SUFFIX = ".configs.json"
 SUPPORTED = "SD1, SD2, SDXL or SDXL refiner"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 VTest = Callable[[Path], bool]
 
@@ -63,7 +58,7 @@ class KeySource(Protocol):
 
 @dataclass(frozen=True)
 class StrippedKeys:
-    """Keys and shapes without tensors: from a safetensors header, a mmapped pickle, or a test fixture."""
+    """Keys and shapes without tensors: from a file's header (`from_file`) or a test fixture."""
 
     shapes: Mapping[str, Sequence[int]]
     meta: Mapping[str, str] = field(default_factory=dict)
@@ -78,23 +73,10 @@ class StrippedKeys:
         return self.meta
 
     @classmethod
-    def from_safetensors(cls, path: Path) -> "StrippedKeys":
-        """Header only: no tensor data is read."""
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-                meta = dict(handle.metadata() or {})
-        except (SafetensorError, OSError) as exc:
-            raise CorruptFile(f"{path}: not a readable safetensors file ({exc}).") from exc
-        return cls(shapes, meta)
-
-    @classmethod
-    def from_pickle(cls, path: Path) -> "StrippedKeys":
-        """Keys and shapes of a `.ckpt`: restricted unpickler, tensors memory-mapped (not read)."""
-        state = load_pickle_state_dict(path)
-        return cls({key: tuple(value.shape) for key, value in state.items()})
-
-
+    def from_file(cls, path: Path) -> "StrippedKeys":
+        """A safetensors header, or a `.ckpt` through the restricted unpickler with its tensors memory-mapped."""
+        header = read_header(path)
+        return cls(header.shapes, header.metadata)
 
 
 @dataclass(frozen=True)
@@ -116,12 +98,12 @@ def _guess_foreign(keys: Sequence[str]) -> str:
     guesses: list[tuple[bool, str]] = [
         (any("lora_" in k or ".lora_down" in k or ".lora_up" in k or "lora.down" in k for k in lowered),
          "it looks like a LoRA"),
-        (_has_prefix(keys, "model.diffusion_model.joint_blocks") or _has_prefix(keys, "joint_blocks"),
+        (_has_prefix(keys, UNET_PREFIX + "joint_blocks") or _has_prefix(keys, "joint_blocks"),
          "it looks like an SD3 model, which is not supported"),
         (any("double_blocks." in k for k in keys), "it looks like a Flux model, which is not supported"),
         (any(k in ("string_to_param", "emb_params", "clip_l", "clip_g") or k.startswith("string_to_param")
              for k in keys), "it looks like a textual inversion embedding"),
-        (all(k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv", "first_stage_model")
+        (all(k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv", VAE_PREFIX[:-1])
              for k in keys), "it looks like a VAE alone; put it in models/VAE"),
         (_has_prefix(keys, "down_blocks.") or _has_prefix(keys, "mid_block."),
          "it looks like a single diffusers component, not a full checkpoint"),
@@ -137,15 +119,15 @@ def _guess_foreign(keys: Sequence[str]) -> str:
 
 def _family_of(keys: Sequence[str], label: str) -> Family:
     has_unet = UNET_INPUT_KEY in keys
-    if has_unet and _has_prefix(keys, "conditioner.embedders.1.model."):
-        if not _has_prefix(keys, "conditioner.embedders.0.transformer."):
+    if has_unet and _has_prefix(keys, SDXL_TEXT2_PREFIX):
+        if not _has_prefix(keys, SDXL_TEXT1_PREFIX):
             raise UnsupportedModel(f"{label}: an SDXL checkpoint without its CLIP-L text encoder (embedders.0).")
         return Family.SDXL
-    if has_unet and _has_prefix(keys, "conditioner.embedders.0.model."):
+    if has_unet and _has_prefix(keys, REFINER_TEXT_PREFIX):
         return Family.SDXL_REFINER
-    if has_unet and _has_prefix(keys, "cond_stage_model.model."):
+    if has_unet and _has_prefix(keys, SD2_TEXT_PREFIX):
         return Family.SD2
-    if has_unet and _has_prefix(keys, "cond_stage_model.transformer."):
+    if has_unet and _has_prefix(keys, SD1_TEXT_PREFIX):
         return Family.SD1
     raise UnsupportedModel(
         f"{label}: not a {SUPPORTED} checkpoint: found {len(keys)} keys, none of the text encoder keys of "
@@ -171,19 +153,12 @@ def classify(source: KeySource, label: str) -> Structure:
     return Structure(family, _variant_of(in_channels, family, label), V_PRED_KEY in keys)
 
 
-def embedded_prediction(metadata: Mapping[str, str], path: Path | None = None) -> Prediction | None:
+def embedded_prediction(metadata: Mapping[str, str], path: Path) -> Prediction | None:
     """Prediction type from the configs that `convert.save_single_file` embeds in safetensors metadata (or, for
-    a `.ckpt`, writes to `<stem>.configs.json` beside it)."""
-    raw = metadata.get(CONFIGS_METADATA_KEY)
-    sidecar = path.with_name(path.stem + CONFIGS_SIDECAR_SUFFIX) if path is not None else None
-    if not raw and sidecar is not None and sidecar.is_file():
-        raw = sidecar.read_text(encoding="utf8")
-    if not raw:
-        return None
+    a `.ckpt`, writes to `<stem>.configs.json` beside it); None when there are none or they are unreadable."""
     try:
-        configs = json.loads(raw)
-        value = configs["scheduler"]["prediction_type"]
-    except (ValueError, KeyError, TypeError):
+        value = (embedded_configs(path, metadata) or {})["scheduler"]["prediction_type"]
+    except (CorruptFile, KeyError, TypeError):
         return None
     return Prediction.V if value == Prediction.V.value else Prediction.EPSILON
 
@@ -216,7 +191,7 @@ def identify(source: KeySource, path: Path, v_test: VTest | None = None) -> Mode
 
 def sd2_unet_config() -> dict[str, Any]:
     """The SD2 UNet architecture A1111's runtime test builds: the bundled diffusers config of the sd2 family."""
-    config = json.loads((family_config_dir("sd2") / "unet" / "config.json").read_text(encoding="utf8"))
+    config = read_json_object(family_config_dir("sd2") / "unet" / "config.json")
     return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
@@ -242,10 +217,7 @@ def predicts_v(unet: UNet2DConditionModel) -> bool:
 
 
 def _unet_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() != ".safetensors":
-        return {k: v for k, v in load_pickle_state_dict(path).items() if k.startswith(UNET_PREFIX)}
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(UNET_PREFIX)}
+    return read_state_dict(path, prefix=UNET_PREFIX)
 
 
 def sd2_runtime_v_test(path: Path, unet_config: Mapping[str, Any] | None = None) -> bool:
@@ -259,17 +231,6 @@ def sd2_runtime_v_test(path: Path, unet_config: Mapping[str, Any] | None = None)
     result = predicts_v(unet)
     del unet
     return result
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from a config file; CorruptFile naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFile(f"{path}: unreadable JSON ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise CorruptFile(f"{path}: expected a JSON object.")
-    return data
 
 
 def _component_present(index: Mapping[str, Any], name: str) -> bool:
@@ -303,15 +264,6 @@ def identify_diffusers_folder(folder: Path) -> ModelIdentity:
     return ModelIdentity(family, variant, prediction)
 
 
-def key_source(path: Path) -> StrippedKeys:
-    """Keys/shapes/metadata of a single-file checkpoint, by file type."""
-    if path.suffix.lower() == ".safetensors":
-        return StrippedKeys.from_safetensors(path)
-    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-        return StrippedKeys.from_pickle(path)
-    raise UnsupportedModel(f"{path}: unknown file type {path.suffix!r} (expected .safetensors or .ckpt).")
-
-
 def probe(path: str | Path, *, v_test: VTest | None = None) -> ModelIdentity:
     """Identify a checkpoint file or diffusers folder; raises UnsupportedModel/UnsafeCheckpoint/CorruptFile."""
     path = Path(path)
@@ -319,9 +271,7 @@ def probe(path: str | Path, *, v_test: VTest | None = None) -> ModelIdentity:
         if not (path / "model_index.json").is_file():
             raise UnsupportedModel(f"{path}: a folder without model_index.json is not a diffusers pipeline.")
         identity = identify_diffusers_folder(path)
-    elif not path.is_file():
-        raise CorruptFile(f"{path}: no such file.")
     else:
-        identity = identify(key_source(path), path, v_test)
+        identity = identify(StrippedKeys.from_file(path), path, v_test)
     log.debug("%s: %s", path, identity.describe())
     return identity

@@ -26,25 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from modules.errors import ModelNotFound
+from modules.errors import ModelNotFound, UserError
 from modules.models.hashes import HashCache, legacy_model_hash, shorthash
 from modules.models.identity import ModelIdentity
+from modules.models.keys import RESOLUTION_METADATA_KEY
 from modules.models.probe import probe
-
-RESOLUTION_METADATA_KEY = "modelspec.resolution"
+from modules.models.state_dict import read_metadata
 
 
 def read_resolution(path: Path) -> tuple[int, int] | None:
     """The "WxH" resolution in a safetensors header's metadata, or None (missing, malformed or unreadable)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            text = (handle.metadata() or {}).get(RESOLUTION_METADATA_KEY, "")
-    except (SafetensorError, OSError):
+        text = read_metadata(path).get(RESOLUTION_METADATA_KEY, "")
+    except UserError:
         return None
     found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
     return (int(found.group(1)), int(found.group(2))) if found else None
+
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ refiner; here the refiner uses their `clip_g` half.)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -32,13 +31,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file
 from transformers import CLIPTokenizer, PreTrainedModel
 
-from modules.errors import CorruptFile, UserError
+from modules.errors import UserError
 from modules.models.components import ComponentSet
+from modules.models.hashes import calculate_sha256
 from modules.models.identity import Family, ModelIdentity
-from modules.models.pickles import load_pickle_state_dict
+from modules.models.state_dict import is_safetensors, read_pickle, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +86,7 @@ class Embedding:
     def sha256(self) -> str:
         """sha256 of the file, computed once on first use (A1111 "textual_inversion/<name>" hash)."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-                    digest.update(chunk)
-            self._sha256 = digest.hexdigest()
+            self._sha256 = calculate_sha256(self.path)
         return self._sha256
 
     @property
@@ -120,20 +115,12 @@ class Embedding:
 # ---------------------------------------------------------------- reading files
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:  # safetensors raises its own error types for damaged files
-            raise CorruptFile(f"{path}: not a readable .safetensors file ({exc}).") from exc
-    # The whole pickle is read (name, step, ... are not tensors) by torch's weights-only unpickler; the original
-    # textual inversion code saved `string_to_param` as an nn.ParameterDict (plain data once unpickled).
-    try:
-        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:
-        # The shared reader refuses unsafe pickles / reports damage with complete messages, or reads the tensors.
-        return dict(load_pickle_state_dict(path, mmap=False))
+def _read_file(path: Path) -> Mapping[str, Any]:
+    """A safetensors file's tensors, or a pickle's whole dictionary (name, step, ... are not tensors)."""
+    if is_safetensors(path):
+        return read_state_dict(path)
+    # The original textual inversion code saved `string_to_param` as an nn.ParameterDict (plain data once unpickled).
+    data = read_pickle(path, allow=[torch.nn.ParameterDict])
     if not isinstance(data, dict):
         raise EmbeddingFormatError(f"{path}: holds a {type(data).__name__}, not an embedding dictionary.")
     return data

@@ -22,7 +22,6 @@ A1111 behaviour kept:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,12 +30,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from modules.errors import CorruptFile, InvalidRequest, ModelNotFound
 from modules.models.components import ComponentSet
-from modules.models.pickles import load_pickle_state_dict
+from modules.models.hashes import addnet_sha256, calculate_sha256
+from modules.models.state_dict import read_metadata, read_state_dict
 from modules.networks.lora_keys import TEXT_ENCODER, LoraModule, ModuleIndex, Target, group_lora_keys
 
 log = logging.getLogger(__name__)
@@ -44,41 +42,16 @@ log = logging.getLogger(__name__)
 LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 PEFT_METADATA_KEY = "lora_adapter_metadata"
 SHORTHASH_LENGTH = 12
-_CHUNK = 1024 * 1024
 
 
 # ---------------------------------------------------------------- files and hashes
 
 
-def addnet_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a .safetensors file's tensor data (everything after the 8-byte length and the JSON header)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        header_length = int.from_bytes(handle.read(8), "little")
-        handle.seek(8 + header_length)
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_safetensors_metadata(path: Path) -> dict[str, Any]:
     """The `__metadata__` of a safetensors header; values that are JSON objects/arrays are decoded (as A1111)."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for damaged headers
-        raise CorruptFile(f"{path}: not a readable .safetensors file ({exc}).") from exc
     metadata: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, str) and value[:1] in ("{", "["):
+    for key, value in read_metadata(path).items():
+        if value[:1] in ("{", "["):
             try:
                 value = json.loads(value)
             except ValueError:
@@ -109,7 +82,7 @@ class LoraFile:
         """A1111's LoRA hash (addnet hash for .safetensors, file sha256 otherwise); computed once, on first use."""
         if self._sha256 is None:
             is_safetensors = self.path.suffix.lower() == ".safetensors"
-            self._sha256 = addnet_sha256(self.path) if is_safetensors else file_sha256(self.path)
+            self._sha256 = addnet_sha256(self.path) if is_safetensors else calculate_sha256(self.path)
         return self._sha256
 
     @property
@@ -118,12 +91,7 @@ class LoraFile:
 
     def load_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors of the file on the CPU (pickles through the weights-only reader; never executed)."""
-        if self.path.suffix.lower() != ".safetensors":
-            return load_pickle_state_dict(self.path, mmap=False)
-        try:
-            return load_file(str(self.path), device="cpu")
-        except Exception as exc:
-            raise CorruptFile(f"{self.path}: not a readable .safetensors file ({exc}).") from exc
+        return read_state_dict(self.path)
 
     def listing(self) -> dict[str, Any]:
         """One entry of A1111's /sdapi/v1/loras."""

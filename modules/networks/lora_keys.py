@@ -30,8 +30,15 @@ import torch
 
 from modules.errors import UnsupportedModel
 from modules.models.components import ComponentSet
-from modules.models.convert import UNET_PREFIX, unet_to_original
-from modules.models.identity import Family
+from modules.models.convert import unet_to_original
+from modules.models.identity import ModelIdentity
+from modules.models.keys import (
+    LORA_TEXT_PREFIXES,
+    LORA_UNET_PREFIX,
+    PEFT_UNET_PREFIX,
+    UNET_PREFIX,
+    text_encoder_layouts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +151,11 @@ def _ldm_paths(unet: torch.nn.Module, paths: list[str]) -> dict[str, str]:
     return dict(zip(paths, ldm, strict=True))
 
 
-def _text_encoder_prefixes(family: Family) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+def _text_encoder_prefixes(identity: ModelIdentity) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
     """Per text encoder (ComponentSet order): (kohya prefixes, diffusers prefixes)."""
-    if family is Family.SDXL:
-        return ((("lora_te1_",), ("text_encoder",)), (("lora_te2_",), ("text_encoder_2",)))
-    if family is Family.SDXL_REFINER:
-        return ((("lora_te2_",), ("text_encoder_2",)),)
-    return ((("lora_te_",), ("text_encoder",)),)
+    layouts = text_encoder_layouts(identity)
+    kohya = LORA_TEXT_PREFIXES[identity.family]
+    return tuple(((prefix,), (layout.component,)) for prefix, layout in zip(kohya, layouts, strict=True))
 
 
 class ModuleIndex:
@@ -159,7 +164,7 @@ class ModuleIndex:
     def __init__(self, components: ComponentSet) -> None:
         self._targets: dict[str, Target] = {}
         self._index_unet(components.unet)
-        prefixes = _text_encoder_prefixes(components.identity.family)
+        prefixes = _text_encoder_prefixes(components.identity)
         for index, (encoder, (kohya, diffusers)) in enumerate(zip(components.text_encoders, prefixes, strict=True)):
             self._index_text_encoder(index, encoder, kohya, diffusers)
 
@@ -172,9 +177,9 @@ class ModuleIndex:
         ldm = _ldm_paths(unet, list(layers))
         for path, module in layers.items():
             target = Target(UNET, 0, path, module)
-            names = [f"lora_unet_{_flat(path)}", f"unet.{path}"]
+            names = [f"{LORA_UNET_PREFIX}{_flat(path)}", f"{PEFT_UNET_PREFIX}{path}"]
             if path in ldm:
-                names.append(f"lora_unet_{_flat(ldm[path])}")
+                names.append(f"{LORA_UNET_PREFIX}{_flat(ldm[path])}")
             self._add(names, target)
 
     def _index_text_encoder(

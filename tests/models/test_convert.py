@@ -18,17 +18,11 @@ from diffusers.loaders.single_file_utils import (
 from safetensors import safe_open
 
 from modules.models.components import ComponentSet
-from modules.models.convert import (
-    CONFIGS_METADATA_KEY,
-    V_PRED_KEY,
-    component_configs,
-    save_single_file,
-    sidecar_path,
-    text_encoder_layouts,
-    to_original_state_dict,
-)
+from modules.models.configs import resolve_configs, sidecar_path
+from modules.models.convert import component_configs, save_single_file, to_original_state_dict
 from modules.models.identity import Family, ModelIdentity, Prediction, Variant
-from modules.models.loaders import build_empty, resolve_configs
+from modules.models.keys import CONFIGS_METADATA_KEY, V_PRED_KEY, text_encoder_layouts
+from modules.models.loaders import build_empty
 from modules.models.tiny import ALL_TINY_IDENTITIES, build_tiny_components
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

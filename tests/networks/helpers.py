@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from modules.models.components import ComponentSet
-from modules.models.convert import UNET_PREFIX, unet_to_original
+from modules.models.convert import unet_to_original
 from modules.models.identity import Family
+from modules.models.keys import UNET_PREFIX
 
 
 def flat(path: str) -> str:
