@@ -24,7 +24,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, ClassVar, Iterable, Iterator
 
 from modules.errors import ModelNotFound, UserError
 from modules.models.hashes import HashCache, legacy_model_hash, shorthash
@@ -32,17 +32,6 @@ from modules.models.identity import ModelIdentity
 from modules.models.keys import RESOLUTION_METADATA_KEY
 from modules.models.probe import probe
 from modules.models.state_dict import read_metadata
-
-
-def read_resolution(path: Path) -> tuple[int, int] | None:
-    """The "WxH" resolution in a safetensors header's metadata, or None (missing, malformed or unreadable)."""
-    try:
-        text = read_metadata(path).get(RESOLUTION_METADATA_KEY, "")
-    except UserError:
-        return None
-    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +48,16 @@ class Format(str, enum.Enum):
     SAFETENSORS = "safetensors"
     CKPT = "ckpt"
     DIFFUSERS = "diffusers"
+
+
+def read_resolution(path: Path) -> tuple[int, int] | None:
+    """The "WxH" resolution in a safetensors header's metadata, or None (missing, malformed or unreadable)."""
+    try:
+        text = read_metadata(path).get(RESOLUTION_METADATA_KEY, "")
+    except UserError:
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def natural_sort_key(text: str) -> list[int | str]:
@@ -82,24 +81,51 @@ def _file_signature(path: Path) -> tuple[float, int]:
 
 
 @dataclass(eq=False, repr=False)
-class CheckpointRecord:
+class _HashedRecord:
+    """A model file or folder whose sha256 lives in the hash cache under "<HASH_SECTION>/<name>"."""
+
+    HASH_SECTION: ClassVar[str] = ""
+
+    path: Path
+    name: str
+    format: Format
+    hash_cache: HashCache | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    @property
+    def hash_title(self) -> str:
+        return f"{self.HASH_SECTION}/{self.name}"
+
+    @property
+    def sha256(self) -> str | None:
+        """The sha256 if already known (cached and the file unchanged); never hashes the file."""
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.cached(self.hash_title, self.path)
+
+    def calculate_sha256(self) -> str | None:
+        """Hash the file now if needed (slow for big files; cached). None for diffusers folders or no cache."""
+        if self.hash_cache is None or self.format is Format.DIFFUSERS:
+            return None
+        return self.hash_cache.sha256(self.hash_title, self.path)
+
+
+@dataclass(eq=False, repr=False)
+class CheckpointRecord(_HashedRecord):
     """One checkpoint on disk. `name` is the path relative to the folder it was found in, with '/' separators.
 
     Records compare by identity, so a record is also the model cache's key: a re-scan that replaces the record
     of a changed file makes its cached components unreachable by key, and the manager drops them.
     """
 
-    path: Path
-    name: str
-    format: Format
-    hash_cache: HashCache | None = None
+    HASH_SECTION: ClassVar[str] = "checkpoint"
+
     probe_fn: ProbeFn = probe
     _identity: ModelIdentity | None = field(default=None, repr=False)
     _legacy_hash: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __repr__(self) -> str:
-        return f"CheckpointRecord({self.name!r})"
 
     @property
     def id(self) -> str:
@@ -117,17 +143,6 @@ class CheckpointRecord:
         """The file name without folders and extension (A1111 `name_for_extra`)."""
         base = Path(self.name).name
         return base if self.format is Format.DIFFUSERS else os.path.splitext(base)[0]
-
-    @property
-    def hash_title(self) -> str:
-        return f"checkpoint/{self.name}"
-
-    @property
-    def sha256(self) -> str | None:
-        """The sha256 if already known (cached and the file unchanged); never hashes the file."""
-        if self.hash_cache is None or self.format is Format.DIFFUSERS:
-            return None
-        return self.hash_cache.cached(self.hash_title, self.path)
 
     @property
     def shorthash(self) -> str | None:
@@ -158,12 +173,6 @@ class CheckpointRecord:
             return None
         return read_resolution(self.path)
 
-    def calculate_sha256(self) -> str | None:
-        """Hash the file now if needed (slow for big files; cached). None for diffusers folders or no cache."""
-        if self.hash_cache is None or self.format is Format.DIFFUSERS:
-            return None
-        return self.hash_cache.sha256(self.hash_title, self.path)
-
     @property
     def identity(self) -> ModelIdentity:
         """Family/variant/prediction, probed on first access (raises UnsupportedModel etc. for bad files)."""
@@ -184,27 +193,10 @@ class CheckpointRecord:
 
 
 @dataclass(eq=False, repr=False)
-class VaeRecord:
+class VaeRecord(_HashedRecord):
     """A VAE file or diffusers VAE folder; `name` is its base name (the value of A1111's `sd_vae` setting)."""
 
-    path: Path
-    name: str
-    format: Format
-    hash_cache: HashCache | None = None
-
-    def __repr__(self) -> str:
-        return f"VaeRecord({self.name!r})"
-
-    @property
-    def sha256(self) -> str | None:
-        if self.hash_cache is None or self.format is Format.DIFFUSERS:
-            return None
-        return self.hash_cache.cached(f"vae/{self.name}", self.path)
-
-    def calculate_sha256(self) -> str | None:
-        if self.hash_cache is None or self.format is Format.DIFFUSERS:
-            return None
-        return self.hash_cache.sha256(f"vae/{self.name}", self.path)
+    HASH_SECTION: ClassVar[str] = "vae"
 
 
 @dataclass(frozen=True)
