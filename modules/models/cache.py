@@ -1,18 +1,11 @@
-"""ModelCache: loaded models with a budget, LRU eviction, in-use locks and proof that evicted models are freed.
+"""ModelCache: loaded models within a budget, LRU eviction, in-use locks, and proof that evicted models are freed.
 
-The cache is the only long-lived owner of model weights (design §7.4, "memory has one owner"):
-- at most `limit` entries are kept (A1111's `sd_checkpoints_limit`); the least recently used entry that is not
-  in use is evicted, *before* a new one is loaded so that peak RAM stays at the budget;
-- values are used through `with cache.use(key, load) as value:`; an entry in use is never evicted. If every
-  entry is in use (one job holding an SDXL base while it loads its refiner), the cache goes over its limit for
-  that moment and shrinks back when the entries are released;
-- at most one entry is active on the compute device: when another one is used, the others that are not in use
-  are moved to `offload_device` (the CPU) and stay cached in RAM (A1111's `sd_checkpoints_keep_in_cpu`, on by
-  default; `one_on_device=False` keeps them all on the device);
-- loads are serialized by one lock, so two jobs never load the same model twice nor push RAM over the budget;
-- evicting drops the cache's reference, runs `gc.collect()` and empties the CUDA cache; a `weakref.finalize` on
-  every value counts frees (`freed`), and a test proves that evicted models are really gone (A1111 #5691).
-Callers must not keep the value after the `with` block, or it cannot be freed.
+The cache is the only long-lived owner of model weights. At most `limit` entries are kept: the least recently used
+entry not in use is evicted before a new one loads, so peak RAM stays at the budget (an entry in use is never
+evicted; while every entry is in use the cache goes over its limit and shrinks back on release). At most one entry
+is on the compute device unless `one_on_device=False`; the others wait on `offload_device`. Loads are serialized by
+one lock. Evicting drops the reference, collects garbage and empties the CUDA cache; `freed` counts values really
+gone. Use a value only inside `with cache.use(key, load) as value:`, or it cannot be freed.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""A1111-compatible model hashes and their on-disk cache.
+"""Model hashes and their on-disk cache, in A1111's formats.
 
-- `calculate_sha256(path)`: sha256 of the whole file, read in 1 MiB chunks. Its first 10 hex digits are the
-  "shorthash" that A1111 shows in checkpoint titles and writes as "Model hash" into infotexts.
-- `legacy_model_hash(path)`: A1111's old 8-hex hash (`sd_models.model_hash`): sha256 of the 0x10000 bytes at
-  offset 0x100000, or "NOFILE" when the file is missing. Still accepted when matching checkpoint names.
-- `HashCache`: the A1111 `cache.json` layout, `{"hashes": {"checkpoint/<name>": {"mtime": ..., "sha256": ...}}}`,
-  so an existing A1111 cache.json is reused as is and other sections in it are preserved. We also record the
-  file size; an entry is valid while the file's mtime and size are unchanged (A1111 entries without a size are
-  checked by mtime only). Writes are atomic (temp file + `os.replace`) and the object is thread safe. A cache file
-  that is not valid JSON is moved aside to `<name>.corrupt-<timestamp>` and rebuilt.
+`calculate_sha256` hashes a whole file (its first 10 hex digits are the "shorthash" of titles and infotexts);
+`addnet_sha256` hashes a safetensors file's tensor data (the LoRA hash); `legacy_model_hash` is the old 8-hex hash.
+`HashCache` keeps sha256 values in A1111's `cache.json` layout ({"hashes": {"checkpoint/<name>": ...}}), so an
+existing cache.json is reused and its other sections kept. An entry is valid while the file's mtime and size are
+unchanged. Writes are atomic and thread safe; an unreadable cache file is moved aside and rebuilt.
 """
 
 from __future__ import annotations

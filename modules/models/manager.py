@@ -1,19 +1,14 @@
-"""ModelManager: the one owner of checkpoints and VAEs for the App (design §7.4).
+"""ModelManager: the one owner of checkpoints and VAEs for the App.
 
-It combines the catalog (records on disk), the hash cache and two `ModelCache`s (checkpoints, budget
-`sd_checkpoints_limit`; VAE overrides, one kept). Generation code asks for components per job:
+It combines the catalog (records on disk), the hash cache and two `ModelCache`s (checkpoints within
+`sd_checkpoints_limit`; one override VAE). Generation code asks for components per job and does not keep them:
 
     with manager.get(request.checkpoint, request.vae, options=job_options) as components:
-        ...  # use components; do not keep them after the block
+        ...
 
-There is no "current model" object: the current checkpoint is the `sd_model_checkpoint` setting, resolved for each
-job (`None` in a request means "the setting"). VAE choice follows A1111's `sd_vae` setting:
-- "Automatic": a VAE named after the checkpoint (`<stem>.vae.pt`, ... see `ModelCatalog.vae_near`), else the
-  checkpoint's own VAE;
-- "None": the checkpoint's own VAE;
-- a file name from models/VAE: that VAE; `--vae-path` overrides all of these.
-An override VAE is loaded once (with the checkpoint's VAE config as its base) and swapped into a *copy* of the
-component set, so the cached checkpoint keeps its own VAE and txt2img/img2img/inpaint share the same modules.
+There is no "current model" object: the current checkpoint is the `sd_model_checkpoint` setting, resolved per job.
+The VAE follows `sd_vae` (see `resolve_vae`); an override VAE is swapped into a copy of the component set, so the
+cached checkpoint keeps its own VAE.
 """
 
 from __future__ import annotations
@@ -187,7 +182,11 @@ class ModelManager:
 
     def resolve_vae(self, checkpoint: CheckpointRecord, vae: str | None = None,
                     options: ModelOptions | None = None) -> VaeRecord | None:
-        """The override VAE for `checkpoint` (None = its own VAE), from `vae` or the `sd_vae` setting."""
+        """The override VAE for `checkpoint` (None = its own VAE), from `vae` or the `sd_vae` setting.
+
+        "Automatic": a VAE named after the checkpoint (`<stem>.vae.pt`, ...; `ModelCatalog.vae_near`), else its own;
+        "None": its own; a file name from models/VAE: that VAE. `--vae-path` overrides all of these.
+        """
         if self.forced_vae is not None:
             return self.forced_vae
         choice = vae if vae is not None else (options or self.options).sd_vae

@@ -1,17 +1,11 @@
-"""Checkpoint and VAE records, the scanner that finds them, and A1111's name matching.
+"""Checkpoint and VAE records, the scanner that finds them, and checkpoint name matching.
 
-A `CheckpointRecord` is what the UI lists and the API reports: the A1111 title ("sub/name.safetensors
-[shorthash]" once the sha256 is known, else "sub/name.safetensors"), the model_name ("sub_name"), the format, the
-identity (probed lazily, once) and the hashes (sha256 lazily through the `HashCache`, the legacy 8-hex hash on
-demand). Records hold no weights.
-
-`ModelCatalog` scans (A1111 layout):
-- checkpoints: `--ckpt-dir` and models/Stable-diffusion recursively (`.safetensors`, `.ckpt`, not `*.vae.*`),
-  diffusers pipeline folders (any folder with `model_index.json`, not descended into), and a single `--ckpt` file;
-- VAEs: models/VAE and `--vae-dir` recursively (`.safetensors`, `.ckpt`, `.pt`), `*.vae.{safetensors,ckpt,pt}`
-  beside checkpoints, and diffusers VAE folders (`config.json` of an AutoencoderKL). A VAE's name is its file
-  name, as A1111's `sd_vae` setting stores it.
-`refresh()` re-scans without a restart; records of unchanged files are kept, with their identity and hashes.
+A `CheckpointRecord` is what the UI lists and the API reports: title ("sub/name.safetensors [shorthash]" once the
+sha256 is known), model_name, format, identity (probed lazily, once) and hashes; it holds no weights.
+`ModelCatalog` scans the checkpoint folders recursively (`.safetensors`, `.ckpt`, not `*.vae.*`; diffusers folders
+with `model_index.json`, not descended into; one `--ckpt` file) and the VAE folders (`.safetensors`, `.ckpt`, `.pt`,
+diffusers AutoencoderKL folders, and `*.vae.*` files beside checkpoints); a VAE's name is its file name.
+`refresh()` re-scans without a restart, keeping the records of unchanged files with their identity and hashes.
 """
 
 from __future__ import annotations

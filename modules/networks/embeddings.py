@@ -1,24 +1,12 @@
 """Textual inversion embeddings: the `models/embeddings` database and putting their vectors into a prompt.
 
-File formats read (A1111 `create_embedding_from_data`):
-* A1111 `.pt`/`.bin`/`.safetensors`: {"string_to_param": {"*": tensor[n, dim]}, "name", "step", "sd_checkpoint",
-  "sd_checkpoint_name", ...};
-* diffusers concepts: one tensor under any key ({"<cat-toy>": tensor[dim]}, {"emb_params": tensor[n, dim]});
-* SDXL: {"clip_l": tensor[n, 768], "clip_g": tensor[n, 1280]}.
-Pickles go through torch's weights-only unpickler (`modules.models.pickles`) and are never executed. An embedding's
-name is its file stem (A1111), later files of the same name replacing earlier ones in a sorted walk.
-
-How vectors reach the text encoder (A1111 `EmbeddingsWithFixes`): the tokenized prompt is searched for each
-embedding's name tokenized the same way (longest match first); the name's tokens are replaced by one placeholder
-token per vector (`expand_tokens`), and while the encoder runs, the token-embedding rows at those positions are
-overwritten with the vectors (`token_fixes`, a forward hook on the encoder's input embedding layer that is always
-removed; transformers 5's CLIPTextModel takes no `inputs_embeds`, so the rows are substituted at the layer's
-output). The causal attention mask means positions before an embedding are not affected at all.
-
-Which vectors go to which encoder: `embedding_keys(identity)` = ("*",) for SD1/SD2, ("clip_l", "clip_g") for SDXL,
-("clip_g",) for the SDXL refiner. An embedding is compatible when it has a vector set for every key of the model
-whose width equals that encoder's hidden size. (A1111 compares one summed width, so it also skips SDXL pairs on the
-refiner; here the refiner uses their `clip_g` half.)
+Files are read by `modules.models.state_dict` (pickles are never executed): {"string_to_param": {"*": [n, dim]}}
+with name/step/checkpoint fields, diffusers concepts (one tensor under any key), or SDXL pairs {"clip_l": [n, 768],
+"clip_g": [n, 1280]}. An embedding's name is its file stem. In a prompt, the name's tokens (longest match first)
+are replaced by one placeholder token per vector (`expand_tokens`); while the encoder runs, a forward hook on its
+token-embedding layer overwrites those rows with the vectors (`token_fixes`) and is always removed.
+`embedding_keys(identity)` says which vector set goes to which encoder: "*" for SD1/SD2, "clip_l" and "clip_g" for
+SDXL, "clip_g" for the refiner.
 """
 
 from __future__ import annotations
@@ -94,6 +82,7 @@ class Embedding:
         return self.sha256[:SHORTHASH_LENGTH]
 
     def is_compatible(self, components: ComponentSet) -> bool:
+        """True when it has a vector set for every key of the model, as wide as that encoder's hidden size."""
         keys = embedding_keys(components.identity)
         for key, encoder in zip(keys, components.text_encoders, strict=True):
             tensor = self.vectors.get(key)
@@ -182,7 +171,8 @@ class EmbeddingDatabase:
         self.errors: dict[str, str] = {}
 
     def refresh(self) -> None:
-        """Rescan and reload every embedding file; unreadable ones are logged and listed in `errors`."""
+        """Rescan and reload every embedding file; unreadable ones are logged and listed in `errors`. Of two files
+        with the same stem, the later one in a sorted walk wins."""
         embeddings: dict[str, Embedding] = {}
         errors: dict[str, str] = {}
         if self.folder.is_dir():
@@ -311,7 +301,9 @@ def embed_tokens(
 @contextlib.contextmanager
 def token_fixes(text_encoder: PreTrainedModel, fixes: Sequence[Sequence[TokenFix]]) -> Iterator[None]:
     """While active, the encoder's token embeddings carry `fixes` (one list per batch row, positions into the
-    input ids the encoder is called with, BOS included). The hook is removed on exit, whatever happens."""
+    input ids the encoder is called with, BOS included). The hook is removed on exit, whatever happens.
+
+    transformers 5's CLIPTextModel takes no `inputs_embeds`, so the rows are substituted at the layer's output."""
     layer = text_encoder.get_input_embeddings()
 
     def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:

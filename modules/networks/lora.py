@@ -1,22 +1,11 @@
 """LoRA files: the `models/Lora` database, `<lora:...>` multipliers, hashes, and merging into a loaded model.
 
-`apply_loras(components, uses)` is a context manager. On entry it merges, for every layer a LoRA names,
-`delta W = up @ down * (alpha / rank) * multiplier` into the weights of our diffusers modules (text-encoder
-multiplier for text-encoder layers, UNet multiplier for UNet layers); on exit it copies the saved original tensors
-back, so the model is bit-identical to before (never restored by subtracting). Merging (not a forward hook) costs
-nothing per step and is what A1111 does for its default "Lora" network type.
-
-A1111 behaviour kept:
-* names: a LoRA is found by file stem or by the alias in its metadata ("ss_output_name"); an alias shared by two
-  files is ignored (the file stems still work);
-* multipliers: `<lora:name>` = 1.0; `<lora:name:w>` sets both; `<lora:name:te:unet>`; named `te=`, `unet=`;
-  `dyn=` (dynamic rank) is not supported and is ignored with a warning;
-* scale: alpha / rank, or 1.0 when the file has no alpha; diffusers/PEFT files carry alpha in the
-  "lora_adapter_metadata" JSON ("unet.lora_alpha", "text_encoder.lora_alpha", ...) or have scale 1.0;
-* hashes: "Lora hashes: name: shorthash, ..." where shorthash is the first 12 hex digits of the sha256 of the
-  tensor data after the safetensors header (kohya's "addnet" hash) for .safetensors, of the whole file otherwise;
-* a LoRA that does not fit the loaded model (another family, unreadable file, layers of another shape) is skipped,
-  not fatal: the job goes on and reports "Networks with errors: name (count)" (`AppliedLoras.comments`).
+`apply_loras(components, uses)` is a context manager: on entry it merges `delta W = up @ down * (alpha / rank) *
+multiplier` into every layer a LoRA names (the text-encoder multiplier for text-encoder layers, the UNet one for
+UNet layers); on exit it copies the saved original tensors back, so the model is bit-identical to before (never
+restored by subtracting). A LoRA is found by file stem or metadata alias; `<lora:name:te:unet>`, `te=` and `unet=`
+set the multipliers; the scale is alpha / rank, or 1.0 without an alpha. A LoRA that does not fit the loaded model
+is skipped, never fatal: the job goes on and reports "Networks with errors: name (count)".
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """Which module of a loaded model each tensor of a LoRA file belongs to.
 
-A LoRA file names the layers it changes in one of these layouts (all are read; one file may mix them):
-
-* kohya / A1111 ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", ".lora_up.weight", ".alpha",
-  LyCORIS LoCon ".lora_mid.weight"): a prefix plus the module path with every '.' written as '_'. The UNet path is in
-  diffusers naming for SD1/SD2 (kohya trains those on the diffusers UNet) and in original LDM/SGM naming for SDXL
-  ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"); text encoders use Hugging Face CLIP naming
-  ("lora_te_text_model_encoder_layers_0_self_attn_q_proj"; "lora_te1_"/"lora_te2_" on SDXL).
-* diffusers / PEFT ("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", ".lora_B.weight";
-  "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"; "text_encoder_2." on SDXL), and the
-  older diffusers spellings ".lora.down.weight", ".lora_linear_layer.down.weight" and attention processors
-  ("attn1.processor.to_q_lora.down.weight").
-
-Rather than rewrite names with string heuristics (diffusers' `_convert_non_diffusers_lora_to_diffusers` does that
-and assumes full-size SDXL block numbering), `ModuleIndex` lists every Linear/Conv2d of *our* model under all the
-names a LoRA may use for it, as A1111 does with its `network_layer_mapping`: the diffusers path, the same path
-flattened with '_', and for the UNet the LDM path computed by `modules.models.convert` (our exact reverse of
-diffusers' single-file conversion, so it follows the real block layout of any config, tiny models included).
+LoRA files name layers in the kohya layout (`lora_unet_<path with '_'>.lora_down.weight`, `.lora_up.weight`,
+`.alpha`, LoCon `.lora_mid.weight`; `lora_te_`, `lora_te1_`, `lora_te2_` for text encoders; UNet paths in diffusers
+naming for SD1/SD2 and LDM naming for SDXL) or the diffusers/PEFT layout (`unet.<path>.lora_A.weight`,
+`text_encoder.<path>...`, and older spellings). Rather than rewrite names, `ModuleIndex` lists every Linear/Conv2d
+of our model under each name a LoRA may use for it: the diffusers path, the same path flattened with '_', and for
+the UNet the LDM path from `convert.unet_to_original`, so it follows any config, tiny models included. The
+prefixes come from `modules.models.keys`.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The extra-networks service the App owns: both databases, and what one job needs from them.
 
 `ExtraNetworks` holds the textual inversion (`models/embeddings`) and LoRA (`models/Lora`) databases and answers
-the questions of the generation path (`modules.processing`), the API listings and the UI:
-
-* `textual_inversion(components)`: one lookup per text encoder (the `modules.prompts.encode.TextualInversion`
-  seam) over the embeddings compatible with that model, or None when there are none. The core calls it for each
-  model it encodes with (base, refiner); it never sees the databases.
-* `lora_uses(refs)`: the `<lora:...>` references of a prompt resolved to `LoraUse`s. A name that is in no file is
-  left out with a warning, as A1111 does ("Networks not found: ..."); other kinds of extra network
-  (`<hypernet:...>`) are logged and skipped.
-* `job_infotext(uses, used_embeddings)`: the "Lora hashes" / "TI hashes" infotext values;
-* `counting_lookup(tokenizer)`: every embedding, for the UI's token counter (an embedding counts as its vectors).
-
-Folders are rescanned when their contents change (file names, sizes, modification times), checked before each job
-and each listing: A1111 reloads embeddings when their folder changes and rescans LoRAs when a name is missing, so a
-file dropped in works without a restart.
-`refresh()` rescans unconditionally (the API's refresh routes, the UI's refresh button).
+the generation path, the API listings and the UI: `textual_inversion(components)` (one lookup per text encoder, or
+None), `lora_uses(refs)` (`<lora:...>` references resolved; unknown names are left out with a warning),
+`job_infotext(...)` ("Lora hashes", "TI hashes") and `counting_lookup(tokenizer)` for the token counter.
+Folders are rescanned when their contents change (names, sizes, modification times), checked before each job and
+each listing, so a file dropped in works without a restart; `refresh()` rescans unconditionally.
 """
 
 from __future__ import annotations
