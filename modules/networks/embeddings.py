@@ -116,7 +116,8 @@ def _read_file(path: Path) -> Mapping[str, Any]:
 
 
 def _as_2d(tensor: torch.Tensor) -> torch.Tensor:
-    tensor = tensor.detach().to(torch.float32)
+    """[n, dim] float32, copied out of the (memory-mapped) file, which may be rewritten while the app runs."""
+    tensor = tensor.detach().to(torch.float32, copy=True)
     return tensor.unsqueeze(0) if tensor.ndim == 1 else tensor
 
 
