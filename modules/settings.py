@@ -408,16 +408,20 @@ class UiConfig:
         return fallback
 
     def _within_bounds(self, component_id: str, cfg: ComponentConfig, default: ComponentConfig) -> ComponentConfig:
-        if cfg.minimum is None or cfg.maximum is None:
+        low, high = cfg.minimum, cfg.maximum
+        if low is None or high is None:
             return cfg
-        if cfg.minimum > cfg.maximum:
+        if low > high:
             self._problem(f"ui-config.json: {component_id} has minimum {cfg.minimum} above maximum {cfg.maximum}; "
                           "using the default bounds.")
             cfg = ComponentConfig(cfg.value, default.minimum, default.maximum, cfg.step)
-        if isinstance(cfg.value, (int, float)) and not cfg.minimum <= cfg.value <= cfg.maximum:
+            if default.minimum is None or default.maximum is None:
+                return cfg
+            low, high = default.minimum, default.maximum
+        if isinstance(cfg.value, (int, float)) and not low <= cfg.value <= high:
             self._problem(f"ui-config.json: {component_id}/value {cfg.value} is outside {cfg.minimum}..{cfg.maximum}; "
                           "it is clamped.")
-            cfg = ComponentConfig(min(max(cfg.value, cfg.minimum), cfg.maximum), cfg.minimum, cfg.maximum, cfg.step)
+            cfg = ComponentConfig(min(max(cfg.value, low), high), low, high, cfg.step)
         return cfg
 
     def _problem(self, message: str) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from PIL import Image
+from pydantic import BaseModel
 
 from modules import infotext
 from modules.api.codec import decode_image
@@ -87,7 +88,7 @@ class ApiJob:
     task_id: str | None = None
 
 
-def value(body: GenerationFields, name: str) -> Any:
+def value(body: BaseModel, name: str) -> Any:
     """The body's value of `name`; an explicit null means the field's A1111 default."""
     given = getattr(body, name)
     if given is not None:
@@ -96,7 +97,7 @@ def value(body: GenerationFields, name: str) -> Any:
 
 
 def _refusals(body: GenerationFields) -> list[str]:
-    checks: list[tuple[str, Callable[[GenerationFields], bool], str]] = [
+    checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
         ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
         ("firstpass_image", lambda b: bool(b.firstpass_image), "it belongs to hires fix, which is not available"),

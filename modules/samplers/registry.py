@@ -145,7 +145,7 @@ def _norm(name: str) -> str:
 
 
 def _init_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.__init__).parameters)
+    return frozenset(inspect.signature(cls).parameters)
 
 
 def _call_params(fn: Any) -> frozenset[str]:

@@ -49,7 +49,9 @@ class UiContext:
 
     def slider(self, tab: str, label: str, default: ComponentConfig | None = None, **kwargs: Any) -> gr.Slider:
         cfg = self.config(f"{tab}/{label}", default)
-        return gr.Slider(label=label, value=cfg.value, minimum=cfg.minimum, maximum=cfg.maximum, step=cfg.step,
+        low = cfg.minimum if cfg.minimum is not None else 0  # Gradio's own defaults for a slider without bounds
+        high = cfg.maximum if cfg.maximum is not None else 100
+        return gr.Slider(label=label, value=cfg.value, minimum=low, maximum=high, step=cfg.step,
                          elem_id=_elem_id(tab, label), **kwargs)
 
 

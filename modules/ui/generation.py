@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import gradio as gr
+from gradio.blocks import Block
 
 from modules.errors import UserError
 from modules.extensions.api import ScriptMode
@@ -53,7 +54,7 @@ class GenerationTab:
     def buttons(self) -> RunButtons:
         return RunButtons(self.prompt_row.generate, self.prompt_row.interrupt, self.prompt_row.skip)
 
-    def request_inputs(self) -> set[gr.components.Component]:
+    def request_inputs(self) -> set[Block]:
         script_inputs = self.scripts.inputs.values() if self.scripts is not None else ()
         return {*self.inputs.values(), *self.extra_inputs, *script_inputs}
 

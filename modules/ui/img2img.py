@@ -9,7 +9,7 @@ with a fixed white brush (size adjustable in the editor), eraser, undo and clear
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Final, Mapping
 
 import gradio as gr
 from PIL import Image, ImageChops
@@ -28,7 +28,7 @@ from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
-TAB = "img2img"
+TAB: Final = "img2img"
 SOURCE_IMG2IMG = "img2img"
 SOURCE_INPAINT = "inpaint"
 SOURCE_INPAINT_UPLOAD = "inpaint_upload"

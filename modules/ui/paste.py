@@ -116,4 +116,4 @@ def _allowed_names(current: Iterable[str], send_seed: bool, send_size: bool) -> 
 
 def has_parameters(text: str | None) -> bool:
     """True when `text` ends with an A1111 parameter line (so it is an infotext, not just a prompt)."""
-    return bool(text) and bool(infotext.parse(text).params)
+    return text is not None and bool(text) and bool(infotext.parse(text).params)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
+from gradio.blocks import Block
 from PIL import Image
 
 from modules.ui.bind import named_values
@@ -92,7 +93,7 @@ def _results_to_pnginfo(panel: ResultPanel, targets: SendTargets) -> Callable[[d
 
 def wire_results_panel(app: "App", panel: ResultPanel, targets: SendTargets) -> None:
     """The three buttons under a gallery."""
-    img2img_inputs = {panel.result, panel.selected, *targets.img2img.generation.inputs.values()}
+    img2img_inputs: set[Block] = {panel.result, panel.selected, *targets.img2img.generation.inputs.values()}
     for button, source in ((panel.send_img2img, SOURCE_IMG2IMG), (panel.send_inpaint, SOURCE_INPAINT)):
         button.click(_from_results(app, panel, targets, source), inputs=img2img_inputs,
                      outputs=_img2img_outputs(targets), show_progress="hidden")
@@ -132,6 +133,6 @@ def wire_pnginfo(app: "App", targets: SendTargets) -> None:
 
         return send
 
-    inputs = {png.image, png.parameters, *targets.img2img.generation.inputs.values()}
+    inputs: set[Block] = {png.image, png.parameters, *targets.img2img.generation.inputs.values()}
     for button, source in ((png.send_img2img, SOURCE_IMG2IMG), (png.send_inpaint, SOURCE_INPAINT)):
         button.click(to_img2img(source), inputs=inputs, outputs=_img2img_outputs(targets), show_progress="hidden")

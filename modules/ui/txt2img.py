@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Final, Mapping
 
 import gradio as gr
 
@@ -14,7 +14,7 @@ from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.results import build_result_panel
 
-TAB = "txt2img"
+TAB: Final = "txt2img"
 
 
 def txt2img_request(values: Mapping[str, Any], data: Mapping[Any, Any]) -> GenerationRequest:
