@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from modules import infotext
 from modules.api.codec import encode_png
-from modules.api.models import GenerationFields, GenerationResponse, InitImageFields
+from modules.api.schemas import GenerationFields, GenerationResponse, InitImageFields
 from modules.jobs import Job
 from modules.types import GenerationResult
 

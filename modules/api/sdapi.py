@@ -1,6 +1,6 @@
 """AUTOMATIC1111-compatible routes under /sdapi/v1.
 
-Generation requests are converted (`convert.build_job`), queued on the App's job queue like UI jobs, and answered
+Generation requests are converted (`translate.build_job`), queued on the App's job queue like UI jobs, and answered
 when the job finishes; the handler waits on the job's event stream without holding a thread, so any number of
 clients can wait while the single worker runs jobs in order. An interrupted job answers with the images finished
 before the interrupt, as A1111 does; a failed job answers with its error (4xx for bad input, 500 for a fault).
@@ -14,7 +14,7 @@ before it) loads the checkpoint (with the VAE the new settings choose) and then 
 answers once that job has finished; if the load fails the settings stay as they were and the POST answers with
 the error. `scripts` and
 `script-info` describe the scripts of the loaded extensions (`ExtensionHost.scripts`), which txt2img/img2img select
-with `script_name`/`script_args` and set with `alwayson_scripts` (see `convert`).
+with `script_name`/`script_args` and set with `alwayson_scripts` (see `translate`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from modules import devices
 from modules.api import listings
 from modules.api.auth import Authenticator
 from modules.api.codec import decode_image, encode_png
-from modules.api.convert import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
-from modules.api.models import (
+from modules.api.results import generation_response, job_timestamp
+from modules.api.schemas import (
     EmbeddingsResponse,
     GenerationFields,
     GenerationResponse,
@@ -49,7 +49,7 @@ from modules.api.models import (
     Txt2ImgRequest,
     UpscalerItem,
 )
-from modules.api.results import generation_response, job_timestamp
+from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions

@@ -6,7 +6,7 @@ sampler "Euler", and for img2img `inpainting_fill=0`, `inpaint_full_res=True`, p
 generation field is optional (`null` means the default) and unknown fields are ignored (pydantic's default
 `extra="ignore"`, which A1111's generated models also use), so requests written for A1111 and its extensions are
 accepted. Which fields are honoured, and which are refused because this program has no such feature, is decided in
-`modules.api.convert`.
+`modules.api.translate`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from PIL import Image
 
 from modules import infotext
 from modules.api.codec import decode_image
-from modules.api.models import GenerationFields, HiresFields, InitImageFields
+from modules.api.schemas import GenerationFields, HiresFields, InitImageFields
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
 
