@@ -1,4 +1,4 @@
-"""AUTOMATIC1111 "infotext": the generation-parameters text stored in PNG `parameters` chunks.
+"""AUTOMATIC1111 "infotext": the generation-parameters text stored in PNG `parameters` chunks. Pure: no torch, no I/O.
 
 Format (A1111 `processing.create_infotext`, read back by `infotext_utils.parse_generation_parameters`)::
 
@@ -7,16 +7,9 @@ Format (A1111 `processing.create_infotext`, read back by `infotext_utils.parse_g
     Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x768, ...
 
 The last line holds `Key: value` pairs joined by ", ". A value containing a comma, colon, quote or line break is
-written as a JSON string (`"..."`, `json.dumps(ensure_ascii=False)`); a parameter whose value equals its key is
-written as the bare key; `None` values are left out. A1111 quotes only on ',', ':' and newline; we also quote values
-that contain '"' or '\\r' so that every value survives a round trip. A1111's parser unquotes any value written
-that way, so what we write is read identically by A1111.
-
-Parsing follows A1111: the last line is the parameter line only if the parameter pattern matches it at least three
-times (otherwise it is part of the prompt); lines are stripped; `Negative prompt:` starts the negative prompt;
-quoted values are unquoted; empty values are dropped (A1111 drops them through an exception it swallows).
-
-This module is pure: no torch, no I/O.
+written as a JSON string; a value equal to its key is written as the bare key; `None` values are left out.
+Parsing is A1111's: the last line is the parameter line only if the pair pattern matches it at least three times;
+`Negative prompt:` starts the negative prompt; quoted values are unquoted; empty values are dropped.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """The option table: every user setting as data (key, default, label, section, kind, bounds, choices).
 
-Keys and defaults are AUTOMATIC1111's (its `modules/shared_options.py`), so an A1111 `config.json` loads here and
-API clients that send `override_settings` or `POST /sdapi/v1/options` keep working. Only the options this product
-honours (or that API clients commonly set) are listed; any other key found in a config file is preserved untouched
-by `modules.settings` so the file round-trips.
-
-Deliberate differences from A1111, each documented on its row:
-- `randn_source` is "CPU" only: initial noise is drawn with a seeded CPU generator so that a seed gives the same
-  picture on every machine (A1111's default "GPU" depends on the card; a config value "GPU" falls back to "CPU"
-  with a warning).
-- `show_progress_type` offers only the preview methods that need no downloaded weights.
+Keys and defaults are AUTOMATIC1111's, so an A1111 `config.json` loads here and API clients that send
+`override_settings` or `POST /sdapi/v1/options` keep working. Only the options this program honours (or that API
+clients commonly set) are listed; any other key in a config file is preserved untouched by `modules.settings`.
+Which options have an effect, and where they differ from A1111: docs/compat.md.
 
 Extensions add their own rows with `OptionTable.with_specs()`; the table is immutable.
 """

@@ -1,15 +1,12 @@
 """Settings: immutable snapshots of option values (config.json) plus launch flags, and ui-config.json defaults.
 
-A `Settings` value never changes. A job takes `settings.with_overrides(request.overrides)` (A1111's
-`override_settings`) and gets a copy, so one request's overrides can never leak into another queued job
-(A1111 PR #5873). The App owns one `SettingsStore`, which swaps in a new snapshot when the user saves the settings
-tab or an API client posts options; readers keep the snapshot they started with.
+A `Settings` value never changes. A job takes `settings.with_overrides(request.overrides)` and gets a copy, so one
+request's overrides never leak into another job. The App owns one `SettingsStore`, which swaps in a new snapshot
+when the settings tab or an API client saves; readers keep the snapshot they started with.
 
-File handling follows A1111's formats: `config.json` is a flat JSON object `{key: value}`. Keys this program does
-not know (options of A1111 extensions, retired options) are kept and written back unchanged. A value of the wrong
-type is reported and replaced by the default. A file that is not valid JSON is moved aside to
-`config.json.bak-<timestamp>` (never deleted) and defaults are used; the message is kept in `problems` so the UI
-can show it. Writes are atomic: temp file in the same folder, fsync, `os.replace`.
+`config.json` is A1111's flat `{key: value}` object. Unknown keys are kept and written back unchanged; a value of
+the wrong type is reported and replaced by its default; a file that is not valid JSON is moved aside to
+`config.json.bak-<timestamp>` and defaults are used (`problems` holds the messages for the UI). Writes are atomic.
 """
 
 from __future__ import annotations

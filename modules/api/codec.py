@@ -1,12 +1,8 @@
 """Images in API JSON: base64 text in, base64 PNG (with the infotext embedded) out.
 
-Decoding accepts what A1111's `decode_base64_to_image` accepts from clients: plain base64 or a `data:image/...;
-base64,` URL. A1111 can also fetch http(s) URLs when an option allows it; this program never reaches the network, so
-URLs are refused with a message. Anything that is not base64 or not an image is a 400 error naming the field, not
-A1111's 500.
-
-Encoding writes PNG, as A1111 does with its default `samples_format`, with the infotext in the `parameters` text
-chunk (when `enable_pnginfo` is on) so that PNG Info and A1111 tools read the parameters back.
+`decode_image` accepts plain base64 or a `data:image/...;base64,` URL; anything else (an http URL, text that is
+not base64 or not an image) is an `InvalidImage` (400) naming the field. `encode_png` writes PNG with the infotext
+in the `parameters` text chunk (when `enable_pnginfo` is on), so PNG Info and A1111 tools read it back.
 """
 
 from __future__ import annotations

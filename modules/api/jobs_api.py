@@ -6,7 +6,7 @@
     GET    /api/v1/jobs/{id}/events  server-sent events until the job finishes (see `event_stream`)
     DELETE /api/v1/jobs/{id}         cancel a queued job, interrupt a running one
 
-The body of POST is A1111's (see `modules.api.convert`) with `mode` added; `force_task_id` chooses the job id.
+The body of POST is A1111's (see `modules.api.translate`) with `mode` added; `force_task_id` chooses the job id.
 With --api-auth each job belongs to the user who submitted it: other users get 404 for it and do not see it in
 the listing. Without auth every client sees every job.
 """
@@ -21,9 +21,9 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from modules.api.auth import Authenticator
-from modules.api.convert import build_job
-from modules.api.models import JobCancelResult, JobCreated, JobList, JobProgressModel, JobRequest, JobResult, JobStatus
 from modules.api.results import encode_images, info_object, job_timestamp
+from modules.api.schemas import JobCancelResult, JobCreated, JobList, JobProgressModel, JobRequest, JobResult, JobStatus
+from modules.api.translate import build_job
 from modules.jobs import Job, JobEvent, JobProgress, JobQueue, Subscription
 from modules.types import GenerationResult
 

@@ -1,15 +1,10 @@
 """The read-only listings of `/sdapi/v1` (models, VAEs, samplers, schedulers, upscalers, embeddings, LoRAs,
 command-line flags, PNG info) in A1111's JSON shapes, built from the App's services.
 
-What is answered where this program differs from A1111:
-- upscalers: only what exists here, "None" and the PIL resamplers "Lanczos" and "Nearest" (no model upscalers).
-- embeddings: the App's embedding database (`modules.networks`): "loaded" are those compatible with the current
-  checkpoint (loaded for the answer when it is not in memory yet, as A1111 always holds it), "skipped" the rest;
-  unreadable files are in neither (A1111 logs them). When no checkpoint can be loaded, every embedding is listed
-  under "skipped". Folders are rescanned first when their files changed.
-- loras: the App's LoRA database (A1111's Lora extension shape: name, alias, path, metadata); the metadata is
-  the safetensors header's `__metadata__` (JSON values decoded).
-- cmd-flags: the launch options under A1111's argparse names; passwords in --api-auth/--gradio-auth are masked.
+Each lists what exists here, not A1111's full catalogue: the samplers and schedule types diffusers can run, the
+PIL upscalers ("None", "Lanczos", "Nearest"), embeddings as "loaded" (compatible with the current checkpoint,
+which is loaded for the answer if needed) or "skipped" (the rest; all of them when no checkpoint can be loaded).
+Folders are rescanned first when their files changed. Launch flags keep A1111's argparse names, passwords masked.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`mount_api`: put the HTTP API on the FastAPI application that serves the web UI (or on its own with --nowebui).
 
 Routes: A1111's /sdapi/v1 (`modules.api.sdapi`) and our job API /api/v1 (`modules.api.jobs_api`). With
-`--api-auth` every API route requires HTTP basic auth; the OpenAPI page (/docs) stays readable, as in A1111.
-Errors are answered in A1111's JSON shape (`modules.api.errors`).
+`--api-auth` every API route requires HTTP basic auth; the OpenAPI page (/docs) stays readable. Errors are answered
+in A1111's JSON shape (`modules.api.error_responses`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from modules.api.auth import make_authenticator
-from modules.api.errors import install_error_handlers
+from modules.api.error_responses import install_error_handlers
 from modules.api.jobs_api import build_jobs_router
 from modules.api.sdapi import build_sdapi_router
 

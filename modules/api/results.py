@@ -1,12 +1,9 @@
 """Finished jobs -> API JSON: A1111's `info` object, base64 images, the echoed request parameters.
 
-`info_object` builds what A1111's `Processed.js()` returns (and the API sends as the JSON text `info`): the first
-and all seeds, subseeds, prompts, negative prompts and infotexts of the images, sampler, size, model name and hash,
-and `job_timestamp`. Values the core resolved (sampler label, schedule, model, VAE, version) are read back from the
-first image's infotext, which the core wrote from the values it really used. Fields that describe A1111 features
-this program does not have (face restoration) are present with their "off" value so clients find every key.
-Additions: `interrupted`, and `comments` (A1111's `Processed.comments`, which its UI shows but its API leaves out:
-one line per note, e.g. "Networks with errors: name (count)"; "" when there are none).
+`info_object` builds what A1111's `Processed.js()` returns (the API sends it as the JSON text `info`), plus
+`interrupted` and `comments`. Values the core resolved (sampler label, schedule, model, VAE, version) are read
+back from the first image's infotext, which was written from the values really used. Keys of A1111 features this
+program does not have (face restoration) are present with their "off" value so clients find every key.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from typing import Any, Sequence
 
 from modules import infotext
 from modules.api.codec import encode_png
-from modules.api.models import GenerationFields, GenerationResponse, InitImageFields
+from modules.api.schemas import GenerationFields, GenerationResponse, InitImageFields
 from modules.jobs import Job
 from modules.types import GenerationResult
 

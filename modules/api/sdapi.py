@@ -1,20 +1,13 @@
-"""AUTOMATIC1111-compatible routes under /sdapi/v1.
+"""AUTOMATIC1111-compatible routes under /sdapi/v1 (the list, and what is not served: docs/compat.md).
 
-Generation requests are converted (`convert.build_job`), queued on the App's job queue like UI jobs, and answered
-when the job finishes; the handler waits on the job's event stream without holding a thread, so any number of
-clients can wait while the single worker runs jobs in order. An interrupted job answers with the images finished
-before the interrupt, as A1111 does; a failed job answers with its error (4xx for bad input, 500 for a fault).
+txt2img/img2img are translated (`translate.build_job`), queued on the App's job queue like UI jobs and answered
+when the job finishes; the handler waits on the job's event stream without holding a thread. An interrupted job
+answers with the images finished before the interrupt; a failed one with its error (4xx bad input, 500 fault).
+`progress`, `interrupt` and `skip` act on the running job, whoever submitted it.
 
-`progress`, `interrupt` and `skip` act on the job that is running now, whoever submitted it, as in A1111 (the job
-API under /api/v1 is the per-user, per-job interface). Options are the App's settings store: `POST options`
-validates everything first (unknown keys and bad values are a 422, an unknown `sd_model_checkpoint` a 404 with
-A1111's "model '<name>' not found") and then applies and saves all of it. A changed `sd_model_checkpoint` is
-loaded during the POST, as in A1111: a job on the queue (the one place that loads weights, after the jobs queued
-before it) loads the checkpoint (with the VAE the new settings choose) and then applies the settings, and the POST
-answers once that job has finished; if the load fails the settings stay as they were and the POST answers with
-the error. `scripts` and
-`script-info` describe the scripts of the loaded extensions (`ExtensionHost.scripts`), which txt2img/img2img select
-with `script_name`/`script_args` and set with `alwayson_scripts` (see `convert`).
+`POST options` validates every change first (unknown keys and bad values: 422; unknown checkpoint: 404), then
+applies and saves them all. A changed `sd_model_checkpoint` is loaded by a job on the queue (the one place that
+loads weights) before the settings change and the POST answers; if the load fails, nothing changes.
 """
 
 from __future__ import annotations
@@ -29,8 +22,8 @@ from modules import devices
 from modules.api import listings
 from modules.api.auth import Authenticator
 from modules.api.codec import decode_image, encode_png
-from modules.api.convert import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
-from modules.api.models import (
+from modules.api.results import generation_response, job_timestamp
+from modules.api.schemas import (
     EmbeddingsResponse,
     GenerationFields,
     GenerationResponse,
@@ -49,7 +42,7 @@ from modules.api.models import (
     Txt2ImgRequest,
     UpscalerItem,
 )
-from modules.api.results import generation_response, job_timestamp
+from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions

@@ -1,28 +1,17 @@
 """Token chunks of a prompt: A1111's `FrozenCLIPEmbedderWithCustomWords.tokenize_line`, as pure functions.
 
-A CLIP text encoder sees 77 positions: a start token, 75 prompt tokens and an end token. A longer prompt is cut into
-several such chunks, each encoded on its own (`modules.prompts.encode`) and concatenated along the sequence axis.
-How the tokens are distributed over chunks, exactly as A1111 does it:
-
-1. The text is split into attention pieces (`parse_attention`: `(word:1.2)`, `[word]`, `BREAK`); with the
-   emphasis mode "None" the whole text is one piece of weight 1 and nothing is parsed. Each piece is tokenized
-   on its own, without start/end tokens; every token carries its piece's weight (its "multiplier").
-2. Tokens fill the current chunk. A `BREAK` closes it at once (the rest is padding).
-3. Comma word-wrap (`comma_padding_backtrack`, default 20): when a chunk is full, the next token is not a comma,
-   and the last comma of the chunk is at most `backtrack` tokens from its end, the tokens after that comma move to
-   the next chunk, so a phrase is not cut in two. 0 turns it off.
-4. Textual inversion (the `EmbeddingLookup` seam): an embedding's name in the tokens is replaced by one
-   placeholder token per vector, never split over two chunks; `ChunkFix` records where its vectors go.
-5. Each chunk is padded to 75 tokens with the end token and framed by start/end tokens. The token count is 75
-   per closed chunk plus the real length of the last one; the UI shows it against a limit rounded up to 75s.
-
-At encode time the ids after a chunk's first end token become the tokenizer's pad id (`padded_ids`): the end
-token itself for SD1 and SDXL's CLIP-L, id 0 ("!") for the OpenCLIP encoders of SD2 and SDXL, which is A1111's
-`id_pad` per family and what diffusers' tokenizers produce, so a prompt of at most 75 tokens gives exactly the
-ids of diffusers' `encode_prompt`.
-
-Deliberate difference: when the comma word-wrap moves tokens that include an embedding's placeholders to the next
-chunk, A1111 leaves the embedding's vectors behind at stale positions; here they move with their placeholders.
+A CLIP text encoder sees 77 positions: start token, 75 prompt tokens, end token. A longer prompt is cut into chunks,
+each encoded on its own (`modules.prompts.encode`) and concatenated. The distribution over chunks is A1111's:
+1. the text is split into attention pieces (`parse_attention`; emphasis "None": one piece of weight 1), each
+   tokenized on its own, every token carrying its piece's weight;
+2. tokens fill the current chunk; `BREAK` closes it at once;
+3. comma word-wrap (`comma_padding_backtrack`): when a chunk is full, the tokens after its last comma (if at most
+   `backtrack` tokens from the end) move to the next chunk;
+4. a textual-inversion name becomes one placeholder per vector (`EmbeddingLookup`), never split over two chunks;
+5. each chunk is padded to 75 with the end token and framed. The token count is 75 per closed chunk plus the
+   length of the last one.
+At encode time the ids after a chunk's first end token become the tokenizer's pad id (`padded_ids`), so a prompt
+of at most 75 tokens gives exactly the ids of diffusers' `encode_prompt`.
 """
 
 from __future__ import annotations

@@ -1,33 +1,18 @@
 """Text encoders -> embeddings with A1111's prompt semantics (chunks of 75, emphasis, clip skip, SDXL pooled).
 
-`PromptEncoder` encodes texts with one model's text encoders, the way A1111's `FrozenCLIPEmbedderWithCustomWords`
-does (`modules.prompts.chunks` does the tokenizing):
-
-1. every text of a group is cut into 77-token chunks; texts with fewer chunks than the longest of the group get
-   empty chunks, so the whole group has one length;
-2. chunk i of all texts is encoded as one batch, each chunk alone through the encoder (so a token attends only
-   to its own chunk), and the chunks are concatenated along the sequence axis (77, 154, ... positions);
-3. emphasis (A1111's `emphasis` option) scales each token's hidden state by its weight:
-   - "Original": `z = z * w`, then `z = z * (mean_before / mean_after)`, the means taken over the whole batch of
-     that chunk (A1111 `EmphasisOriginal`), which restores the overall mean;
-   - "No norm": `z = z * w` only; "Ignore": weights parsed and dropped; "None": no attention syntax at all;
-   a chunk whose weights are all 1 is left untouched (the formula is then the identity, bit for bit);
-4. layers: SD1/SD2 take the last hidden state, or with clip skip N > 1 `hidden_states[-N]` through the final
-   layer norm; SDXL takes the penultimate hidden states of both encoders (CLIP-L follows clip skip only with
-   `sdxl_clip_l_skip`), concatenated on the feature axis, and the pooled output of the FIRST chunk of the second
-   encoder (A1111). See `modules.core.conditioning` for why these equal diffusers' `encode_prompt`.
-
-A "group" is what A1111 encodes in one call: the scheduled texts of one prompt (or of one `AND` part), e.g. both
-sides of `[cat:dog:0.5]`, or one entry per step for `[a|b]`. The "Original" emphasis mean is shared by the group,
-as in A1111; a text repeated in the group is encoded once and counted as often as it appears. Groups are cached
-by their texts for the life of the encoder (one job), so every distinct prompt is encoded once per job.
-
-SDXL negative prompts that are empty for the whole group become all-zero embeddings and pooled vectors (A1111's
-rule, like diffusers' `force_zeros_for_empty_prompt`).
-
-Textual inversion plugs in through `TextualInversion` (one per text encoder, `modules.networks` implements it):
-`find` locates embedding names in token ids, `apply` puts their vectors into the encoder's token embeddings while
-a chunk is encoded.
+`PromptEncoder` encodes the texts of a "group" (what A1111 encodes in one call: the scheduled texts of one prompt
+or `AND` part) with one model's text encoders:
+1. every text is cut into chunks (`modules.prompts.chunks`); shorter texts get empty chunks up to the group's length;
+2. chunk i of all texts is encoded as one batch, each chunk alone, and chunks are concatenated on the sequence axis;
+3. emphasis (option `emphasis`) scales each token's hidden state by its weight: "Original" then restores the
+   group's mean, "No norm" does not, "Ignore" drops the weights, "None" parses no attention syntax at all;
+   a chunk whose weights are all 1 is untouched, bit for bit;
+4. layers: SD1/SD2 the last hidden state, or `hidden_states[-N]` through the final layer norm for clip skip N > 1;
+   SDXL the penultimate states of both encoders (CLIP-L follows clip skip only with `sdxl_clip_l_skip`) and the
+   pooled output of the first chunk of the second encoder. SDXL negatives empty for the whole group become
+   all-zero embeddings and pooled vectors (A1111's rule).
+Groups are cached by their texts for the encoder's life (one job). Textual inversion plugs in through
+`TextualInversion` (one per text encoder; `modules.networks` implements it).
 """
 
 from __future__ import annotations

@@ -1,17 +1,14 @@
 """The AUTOMATIC1111 prompt language, as pure functions and plain data (no torch).
 
 A prompt goes through these steps, in A1111's order, before any text reaches a text encoder:
-
 1. `strip_comments` (optional, A1111's "Enable comments" option): `# ...` up to the end of a line is dropped.
 2. `extract_extra_networks`: `<lora:name:0.8>`, `<hypernet:name>` ... are removed and returned as references.
-3. `build_conditioning`: the prompt is split on `AND` into weighted parts (composable diffusion; positive prompts
-   only), and each part becomes a step schedule of plain texts (prompt editing `[from:to:when]`, alternation
-   `[a|b]`). The result is a `ConditioningPlan`; the encoder encodes each of `plan.texts()` once (cache by text).
+3. `build_conditioning`: the prompt is split on `AND` into weighted parts (positive prompts only), each becoming a
+   step schedule of plain texts (prompt editing `[from:to:when]`, alternation `[a|b]`): a `ConditioningPlan`.
 4. `parse_attention`, done by the encoder on each scheduled text: `(word:1.2)`, `[word]`, `BREAK`.
 
-Every function here accepts any string and never raises on it: where A1111 falls back to the literal prompt
-(unparsable schedule syntax) we do the same, and where A1111 itself would crash (a weight such as `(a:1.2.3)`,
-an edit step such as `1e999`, thousands of nested brackets) we take the nearest fallback and say so below.
+Every function here accepts any string and never raises on it: unparsable syntax falls back to the literal text,
+as in A1111, and input on which A1111 itself crashes takes the nearest fallback (each function says which).
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """A1111 prompt styles: named prompt fragments kept in `styles.csv`, applied to prompts before generation.
 
-File format (A1111's): a CSV file in UTF-8 (a BOM is accepted and written) with a header row and the columns
-`name, prompt, negative_prompt`; A1111's oldest format `name, text` is read too. Rows whose name starts with `#`
-are comments and are skipped. Columns other than these (some forks add `description`) are ignored by A1111 and
-dropped when it saves; we keep them and write them back, so that a save never loses what the user wrote.
+File format (A1111's): UTF-8 CSV (a BOM is accepted and written) with a header and the columns `name, prompt,
+negative_prompt` (the oldest `name, text` is read too); names starting with `#` are comments. Other columns are
+kept and written back. A style text containing `{prompt}` wraps the user's prompt; any other is appended after
+`, `; several apply in the order given, and `extract_styles_from_prompt` undoes this (infotext paste).
 
-A style text containing `{prompt}` wraps the user's prompt (the placeholder is replaced by it); any other style
-text is appended after a `, `. Several styles apply in the order given. `extract_styles_from_prompt` undoes this
-(used when an infotext is pasted back), as A1111's does.
-
-Saving writes a temporary file and renames it over `styles.csv` (atomic), keeping the previous file as
-`styles.csv.bak`. A file that cannot be decoded as a styles CSV is copied aside to `styles.csv.corrupt-<time>`
-before the database starts empty; a file that cannot even be read (or copied) is never overwritten.
+Saving is atomic and keeps the previous file as `styles.csv.bak`. A file that cannot be decoded is copied aside to
+`styles.csv.corrupt-<time>` before the database starts empty; a file that cannot be read is never overwritten.
 """
 
 from __future__ import annotations

@@ -1,32 +1,16 @@
 """Schedule types (A1111's "Schedule type" dropdown) as data rows, and how each becomes a diffusers config.
 
-A1111 builds a k-diffusion sigma list per schedule (`modules/sd_schedulers.py`). diffusers schedulers choose their
-timesteps from config flags instead, so each row here says which flags reproduce A1111's list. Whether a given
-scheduler class honours a row is decided per sampler in `registry.py` (diffusers silently ignores config keys a
-class does not know, so every claim there is checked against the class signature and by tests).
+A1111 builds a k-diffusion sigma list per schedule; diffusers schedulers choose their timesteps from config flags,
+so each row names the flags that reproduce A1111's list (t = 999 is the noisiest of 1000 training steps):
+Uniform and Normal = `timestep_spacing="linspace"` (the checkpoints' usual "leading" would never reach sigma_max);
+Karras, Exponential, Polyexponential (A1111's rho 1) and Beta = their sigma flag plus "linspace" for the full
+sigma range; SGM Uniform and Simple = "trailing"; DDIM = "leading" with `steps_offset` 1; KL Optimal = a custom
+sigma list (`kl_optimal_sigmas`), which only EulerDiscreteScheduler takes. Align Your Steps is a refused row: its
+table depends on the model family, which a scheduler config does not record.
 
-Which timesteps A1111 uses (1000 training steps, t = 999 is the noisiest), and the diffusers equivalent:
-
-- Uniform / Normal: k-diffusion `get_sigmas(n)` = t linspace(999 -> 0, n) interpolated in log sigma. A1111's
-  "Normal" (sgm=False) computes the same list. diffusers `timestep_spacing="linspace"` gives the same timesteps in
-  the Euler-family classes (sigma interpolated linearly instead of in log space: a tiny difference between integer
-  timesteps). The checkpoint default "leading" (901..1 for 10 steps) would NOT reach the noisiest sigma, so this
-  also makes `init_noise_sigma` the full sigma_max, as A1111 scales txt2img noise by sigmas[0].
-- Karras / Exponential / Beta: sigma lists between the model's sigma_min (t=0) and sigma_max (t=999). diffusers
-  takes that range from the interpolated sigmas, so "linspace" spacing is set with the flag to get the full range
-  (with "leading" sigma_max would be sigma(901) = 8.4 instead of 14.6). Karras uses rho 7 and Beta alpha = beta =
-  0.6, the A1111 defaults.
-- Polyexponential: A1111's default rho is 1.0, for which the polyexponential list equals the exponential one.
-- SGM Uniform: t = linspace(999 -> 0, n + 1) without the last = "trailing" spacing (rounded to integers).
-- Simple: t = 999 - floor(i * 1000 / n) = "trailing" spacing (differs by at most one timestep for some n).
-- DDIM: every 1000 // n-th timestep from t=1 = "leading" spacing with steps_offset 1 (the same as A1111's DDIM
-  and PLMS samplers). A1111 yields one extra step when n does not divide 1000; diffusers keeps n steps.
-- KL Optimal: sigma = tan(lerp(atan(sigma_max), atan(sigma_min))) over n + 1 points, ending at sigma_min rather
-  than 0. No config flag produces it: it is passed as a custom sigma list, which only EulerDiscreteScheduler's
-  `set_timesteps(sigmas=...)` accepts.
-- Align Your Steps: A1111 picks one of two sigma tables by model family (SD1.5 or SDXL). A scheduler is built
-  from the checkpoint's scheduler config alone, which does not say which family it belongs to, so the table
-  cannot be chosen correctly: the row is rejected rather than guessing.
+Whether a class honours a row is decided per sampler in `registry.py` (diffusers silently ignores config keys a
+class does not know, so every claim there is checked against the class signature and by tests). Where these are
+close rather than exact equivalents of A1111's lists: docs/compat.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,15 @@
 """img2img step planning: how many schedule steps to build and where denoising starts. Pure functions.
 
-Three conventions exist and give different step counts for the same (steps, strength):
+Three conventions, for `steps` and denoising strength s (20 steps at 0.75 in brackets):
+- A1111 (the default): t_enc = int(min(s, 0.999) * steps); a `steps`-step schedule is built and its last
+  t_enc + 1 steps run (16). Python's int() on floats is kept, artefacts included (100 steps at 0.29: t_enc 28).
+- A1111's `img2img_fix_steps`: a schedule of int(steps / min(s, 0.999)) steps, of which the last `steps` run
+  (26 built, 20 run).
+- diffusers (`get_timesteps`): int(steps * s) of a `steps`-step schedule (15).
+Strength 0 plans no steps in every convention (`run_steps == 0`): the caller returns the init image unchanged.
 
-- A1111 (the default, because users compare against it; `sd_samplers_common.setup_img2img_steps`):
-  t_enc = int(min(strength, 0.999) * steps); a `steps`-step schedule is built and its last t_enc + 1 steps run
-  (k-diffusion keeps `sigmas[steps - t_enc - 1:]`). 20 steps at 0.75 run 16.
-- A1111 with "img2img_fix_steps" ("do exactly the amount of steps the slider specifies"): a schedule of
-  int(steps / min(strength, 0.999)) steps is built and its last `steps` run (t_enc = steps - 1). 20 at 0.75:
-  a 26-step schedule, 20 run.
-- diffusers (`StableDiffusionImg2ImgPipeline.get_timesteps`): int(steps * strength) of a `steps`-step schedule.
-  20 at 0.75 run 15.
-
-The A1111 formulas use Python's int() on floats exactly as A1111 does, so its float artefacts are kept (for
-example 0.29 * 100 = 28.999999999999996, so 100 steps at 0.29 is planned as t_enc = 28, not 29).
-
-Strength 0 plans no steps in every convention (`run_steps == 0`, start_index == schedule_steps): the caller
-returns the init image unchanged. (A1111 itself would still run one step at the smallest sigma; "no change" is
-what strength 0 asks for.) A strength so small that the diffusers convention rounds to zero steps plans the
-same.
-
-Indices count schedule *steps*. For schedulers with `order == 2` (Heun, DPM2, DPM++ SDE) the scheduler's
-timestep array holds two entries per step, so the first timestep is `scheduler.timesteps[start_index * order]`
-(as diffusers' `get_timesteps` does).
+Indices count schedule *steps*. For second-order schedulers (`order == 2`: Heun, DPM2, DPM++ SDE) the timestep
+array holds two entries per step, so the first timestep is `scheduler.timesteps[start_index * order]`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """The Extensions tab, the tabs that extensions add, and the toasts for extension errors during a generation.
 
-The Extensions tab (A1111's) has two sub-tabs:
-- **Installed**: every discovered extension with its state, version, source, messages (why it was skipped) and the
-  errors its code raised (loading, hooks, UI), newest last; and the enabled/disabled checkboxes. "Apply" stores the
-  choice (A1111's `disabled_extensions` in config.json, via `ExtensionHost.set_enabled`); as with A1111's "Apply
-  and restart UI", a restart applies it in full (disabling stops an extension's generation hooks at once, but its
-  controls, tabs and routes stay until the next start; an enabled extension loads at the next start).
-- **Install from URL**: `git clone` of a URL into the user extensions folder (`ExtensionHost.install`), loaded at the
-  next start. Refused, with the reason shown, when the server listens on the network without
-  `--enable-insecure-extension-access` (`LaunchOptions.extension_installs_allowed`, which the host was built with).
-
+Two sub-tabs (A1111's):
+- **Installed**: every discovered extension with its state, version, source, why it was skipped and the errors its
+  code raised, and enable checkboxes. "Apply" stores the choice (`disabled_extensions` in config.json, via
+  `ExtensionHost.set_enabled`): disabling stops an extension's generation hooks at once, everything else of it goes
+  at the next start; enabling takes effect at the next start.
+- **Install from URL**: `git clone` into the user extensions folder (`ExtensionHost.install`), loaded at the next
+  start; refused, with the reason shown, when the server listens on the network without
+  `--enable-insecure-extension-access`.
 The list is rebuilt whenever the tab is opened, so errors raised since the page was built are shown.
 """
 

@@ -1,15 +1,11 @@
 """The prompt token counter shown in the corner of each prompt box ("12/75", A1111 style).
 
-A1111 counts what the text encoder will actually see: extra-network tags (`<lora:...>`) are removed, the prompt
-is split on `AND` and expanded into its step schedule (prompt editing), attention syntax is resolved, and every
-scheduled text is tokenized into 75-token chunks. `BREAK` and the comma word-wrap (`comma_padding_backtrack`) pad
-a chunk to its end, so they count as the padding they add. The shown count is the largest over the scheduled
-texts, and the limit is that count rounded up to the next multiple of 75. The chunking itself is the encoder's
-(`modules.prompts.chunks`), so the counter and the generation can never disagree.
-
-The tokenizer is the bundled CLIP ViT-L/14 tokenizer (`models/configs/tokenizers/clip_l`). SD1, SD2 and SDXL all
-use this BPE vocabulary, so the count is right for every supported family without loading a model. It is loaded
-lazily, once, by the `TokenCounter` object the UI owns (no module-level state).
+It counts what the text encoder will see, as A1111 does: extra-network tags removed, the prompt split on `AND` and
+expanded into its step schedule, attention syntax resolved, each scheduled text cut into 75-token chunks (`BREAK`
+and the comma word-wrap count as the padding they add). The count is the largest over the scheduled texts; the
+limit is that count rounded up to a multiple of 75. The chunking is the encoder's (`modules.prompts.chunks`), so
+counter and generation never disagree. The tokenizer is the bundled CLIP ViT-L/14 one, whose vocabulary SD1, SD2
+and SDXL share; the `TokenCounter` object the UI owns loads it lazily, once.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def _modules_imported(path: Path) -> list[str]:
 
 
 def test_extensions_import_only_the_api():
-    """design.md 7.7: extension code may import `modules.extensions.api` and nothing else of `modules`."""
+    """Extension code may import `modules.extensions.api` and nothing else of `modules`."""
     files = sorted(BUILTIN_ROOT.rglob("*.py"))
     assert files, "no extension code found"
     offenders = [f"{path.relative_to(BUILTIN_ROOT)}: {name}" for path in files for name in _modules_imported(path)

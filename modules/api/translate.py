@@ -1,32 +1,13 @@
-"""A1111 API request bodies -> `GenerationRequest` (plus the API-only switches: send/save images, task id).
+"""A1111 API request bodies -> `GenerationRequest`, plus the API-only switches (send/save images, task id).
 
-What is honoured, and how (A1111 1.10 semantics unless said otherwise):
-- `sampler_name` (or the deprecated `sampler_index`, default "Euler") in any spelling the sampler registry knows,
-  including combined names such as "DPM++ 2M Karras"; `scheduler` is the schedule type. Unknown names are a 400.
-- `override_settings` apply to this job only: they go into `request.overrides` (validated against the option
-  table: unknown keys or bad values are a 422). `sd_model_checkpoint` also selects `request.checkpoint` (unknown
-  names are a 404, after one re-scan of the model folders as A1111 does), `sd_vae` selects `request.vae` and
-  `CLIP_stop_at_last_layers` sets `request.clip_skip`. Nothing global changes, so
-  `override_settings_restore_afterwards` is accepted and has nothing to restore.
-- `s_churn`, `s_tmin`, `s_tmax`, `s_noise` and `initial_noise_multiplier` are A1111 options that the request can
-  set for one job; they are added to the overrides.
-- `infotext`: its values fill every field the body does not set (A1111's `apply_infotext`).
-- img2img: one of `init_images` (base64), `mask` (white = repaint; a mask makes it an inpaint job; a mask of
-  another size is resized to the init image), `mask_blur` (or equal `mask_blur_x`/`mask_blur_y`),
-  `inpainting_fill` 0-3, `inpaint_full_res`, `inpaint_full_res_padding`, `inpainting_mask_invert`, `resize_mode` 0-2,
-  `denoising_strength`. `seed_resize_from_*` of -1 means "off".
-- `script_name` + `script_args` (A1111's positional list, or an object of named values) select a script of an
-  installed extension, and `alwayson_scripts` (`{"<title or extension name>": {"args": [...] or {...}}}`) set the
-  always-on scripts' values: `ExtensionHost.request_from_api` turns them into `request.extension_args` by name.
-  An unknown script is a 422 "Script '<name>' not found ..." (A1111's message), bad arguments a 422.
-- Refused with a 422 that names the field, because this program has no such feature (A1111 would change the
-  picture; silently ignoring them would not): `enable_hr`, `restore_faces`, `tiling`, `firstpass_image`,
-  `latent_mask`, `s_min_uncond` > 0, more than one init image, different X/Y mask blur, `resize_mode` 3.
-- Accepted and without effect: `override_settings_restore_afterwards`, `do_not_save_samples`/`do_not_save_grid`
-  (`save_images` decides), `comments`, `disable_extra_networks`, `mask_round` (masks are thresholded at 128 as in
-  A1111), `image_cfg_scale` (only for instruct-pix2pix models, which are not supported) and the hires-fix fields
-  while `enable_hr` is false.
-Range checks (steps >= 1, sizes, strengths) are the generation core's (`modules.core.validate`, 422).
+`build_job(body, app, mode)` is the one entry point for txt2img, img2img and the job API. Rules:
+- a field asking for a feature this program does not have (`enable_hr`, `restore_faces`, ...) is refused with a
+  422 naming it (`refuse_unsupported`); fields that would change nothing here are accepted and ignored;
+- `override_settings` go into `request.overrides` for this job only (validated against the option table);
+  `sd_model_checkpoint`, `sd_vae` and `CLIP_stop_at_last_layers` there also select checkpoint, VAE and clip skip;
+- `infotext` fills every field the body does not set; scripts (`script_name`, `script_args`,
+  `alwayson_scripts`) become `request.extension_args` through the extension host.
+Range checks are the generation core's (`modules.core.validate`). The field-by-field status is in docs/compat.md.
 """
 
 from __future__ import annotations
@@ -40,7 +21,7 @@ from pydantic import BaseModel
 
 from modules import infotext
 from modules.api.codec import decode_image
-from modules.api.models import GenerationFields, HiresFields, InitImageFields
+from modules.api.schemas import GenerationFields, HiresFields, InitImageFields
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
 

@@ -1,12 +1,9 @@
-"""Pydantic mirrors of AUTOMATIC1111's `/sdapi/v1` JSON (request bodies and response shapes).
+"""Pydantic mirrors of AUTOMATIC1111's `/sdapi/v1` JSON (request bodies and response shapes), plus the job API's.
 
-Field names, types and defaults are A1111 1.10's (`modules/api/models.py` there generates them from the
-`StableDiffusionProcessing*` dataclasses, so the API defaults are the dataclass defaults, not the UI's: 50 steps,
-sampler "Euler", and for img2img `inpainting_fill=0`, `inpaint_full_res=True`, padding 0). As in A1111 every
-generation field is optional (`null` means the default) and unknown fields are ignored (pydantic's default
-`extra="ignore"`, which A1111's generated models also use), so requests written for A1111 and its extensions are
-accepted. Which fields are honoured, and which are refused because this program has no such feature, is decided in
-`modules.api.convert`.
+Field names, types and defaults are A1111 1.10's API models, whose defaults are its processing dataclass
+defaults, not its UI's (50 steps, sampler "Euler"). Every generation field is optional (`null` means the default)
+and unknown fields are ignored, so requests written for A1111 and its extensions validate. Which fields are
+honoured or refused is decided in `modules.api.translate`.
 """
 
 from __future__ import annotations
