@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_clip_checkpoint,
     convert_ldm_unet_checkpoint,
@@ -62,14 +62,23 @@ def read_checkpoint(path: Path) -> RawCheckpoint:
 # ---------------------------------------------------------------- configs and module construction
 
 
-def build_empty(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
+def build_empty(name: str, config: Mapping[str, Any]) -> ModelMixin | PreTrainedModel:
     """A component with its parameters on the meta device (no memory): unet, vae, text_encoder[_2]."""
+    if name in ("unet", "vae"):
+        return build_empty_diffusers(name, config)
+    return build_empty_text_encoder(name, config)
+
+
+def build_empty_text_encoder(name: str, config: Mapping[str, Any]) -> PreTrainedModel:
+    """text_encoder or text_encoder_2 on the meta device."""
     with init_empty_weights():
-        if name == "unet":
-            return UNet2DConditionModel.from_config(dict(config))
-        if name == "vae":
-            return AutoencoderKL.from_config(dict(config))
         return TEXT_ENCODER_CLASSES[name](CLIPTextConfig.from_dict(dict(config)))
+
+
+def build_empty_diffusers(name: str, config: Mapping[str, Any]) -> ModelMixin:
+    """The unet or vae on the meta device."""
+    with init_empty_weights():
+        return (UNet2DConditionModel if name == "unet" else AutoencoderKL).from_config(dict(config))
 
 
 def _describe_keys(keys: list[str]) -> str:
@@ -156,7 +165,7 @@ def _from_original(
 ) -> torch.nn.Module:
     """The unet or vae built from its config, with its original-layout `weights` converted by diffusers."""
     what = {"unet": "UNet", "vae": "VAE"}[name]
-    module = build_empty(name, configs[name])
+    module = build_empty_diffusers(name, configs[name])
     config = dict(module.config)
     assign_weights(module, _convert(label, what, lambda: convert(weights, config)), what, label)
     return module
@@ -165,7 +174,7 @@ def _from_original(
 def _text_encoder_from_original(
     layout: TextEncoderLayout, config: Mapping[str, Any], state_dict: StateDict, label: str
 ) -> PreTrainedModel:
-    encoder = build_empty(layout.component, config)
+    encoder = build_empty_text_encoder(layout.component, config)
     subset = _subset(state_dict, layout.prefix)
     if layout.kind == "clip_l":
         converted = _convert(label, layout.component, lambda: convert_ldm_clip_checkpoint(subset))
@@ -285,7 +294,7 @@ def load_vae(
     config = dict(raw.configs["vae"]) if raw.configs and "vae" in raw.configs else dict(base_vae_config)
     config = {key: value for key, value in config.items() if not key.startswith("_")}
     weights = {k: v for k, v in raw.state_dict.items() if not k.startswith(("loss.", "model_ema."))}
-    vae = build_empty("vae", config)
+    vae = build_empty_diffusers("vae", config)
     if any(".down_blocks." in key or ".mid_block." in key for key in weights):
         converted = _diffusers_vae_weights(weights)
     else:

@@ -105,6 +105,11 @@ class _HashedRecord:
             return None
         return self.hash_cache.sha256(self.hash_title, self.path)
 
+    @property
+    def shorthash(self) -> str | None:
+        """A1111's short hash (the sha256's first 10 hex digits), once the sha256 is known."""
+        return shorthash(self.sha256)
+
 
 @dataclass(eq=False, repr=False)
 class CheckpointRecord(_HashedRecord):
@@ -137,10 +142,6 @@ class CheckpointRecord(_HashedRecord):
         """The file name without folders and extension (A1111 `name_for_extra`)."""
         base = Path(self.name).name
         return base if self.format is Format.DIFFUSERS else os.path.splitext(base)[0]
-
-    @property
-    def shorthash(self) -> str | None:
-        return shorthash(self.sha256)
 
     @property
     def title(self) -> str:

@@ -26,6 +26,7 @@ from modules.models.components import ComponentSet
 from modules.models.hashes import calculate_sha256
 from modules.models.identity import Family, ModelIdentity
 from modules.models.state_dict import is_safetensors, read_pickle, read_state_dict
+from modules.prompts.chunks import ChunkTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ class EmbeddingDatabase:
 
     def listing(self, components: ComponentSet) -> dict[str, dict[str, dict[str, Any]]]:
         """A1111's /sdapi/v1/embeddings response: {"loaded": {...}, "skipped": {...}}."""
-        loaded, skipped = {}, {}
+        loaded: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, dict[str, Any]] = {}
         for name, embedding in self.embeddings.items():
             (loaded if embedding.is_compatible(components) else skipped)[name] = embedding.listing()
         return {"loaded": loaded, "skipped": skipped}
@@ -222,7 +224,7 @@ class TokenFix:
 class EmbeddingMatcher:
     """Finds embedding names in token ids (A1111 `find_embedding_at_position`), longest name first."""
 
-    def __init__(self, tokenizer: CLIPTokenizer, embeddings: Mapping[str, Embedding]) -> None:
+    def __init__(self, tokenizer: ChunkTokenizer, embeddings: Mapping[str, Embedding]) -> None:
         self._by_first: dict[int, list[tuple[list[int], Embedding]]] = {}
         for name, embedding in embeddings.items():
             ids = tokenizer(name, add_special_tokens=False, truncation=False)["input_ids"]
@@ -296,7 +298,7 @@ def embed_tokens(
     """Token embeddings [B, T, D] of `input_ids` with each row's fixes substituted (positions into `input_ids`)."""
     layer = text_encoder.get_input_embeddings()
     with torch.no_grad():
-        return _substitute(layer(input_ids.to(layer.weight.device)), fixes)
+        return _substitute(layer(input_ids.to(next(layer.parameters()).device)), fixes)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from diffusers import ModelMixin
 
 from modules.errors import UnsupportedModel
 from modules.models.components import ComponentSet
@@ -130,7 +131,7 @@ def _flat(path: str) -> str:
     return path.replace(".", "_")
 
 
-def _ldm_paths(unet: torch.nn.Module, paths: list[str]) -> dict[str, str]:
+def _ldm_paths(unet: ModelMixin, paths: list[str]) -> dict[str, str]:
     """diffusers UNet module path -> original LDM path ("input_blocks.1.1.proj_in"), where one exists."""
     try:
         original = unet_to_original({f"{p}.weight": torch.empty(0) for p in paths}, dict(unet.config))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Iterable, Sequence
 
-from transformers import CLIPTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
 from modules.models.components import ComponentSet
 from modules.networks.embeddings import (
@@ -31,7 +31,7 @@ from modules.networks.embeddings import (
     token_fixes,
 )
 from modules.networks.lora import LORA_EXTENSIONS, LoraDatabase, LoraUse, lora_hashes_infotext, lora_multipliers
-from modules.prompts.chunks import ChunkFix, EmbeddingHit
+from modules.prompts.chunks import ChunkFix, ChunkTokenizer, EmbeddingHit
 from modules.prompts.parser import ExtraNetworkRef
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ExtraNetworks:
         return tuple(EncoderEmbeddings(EmbeddingMatcher(tokenizer, compatible), key)
                      for tokenizer, key in zip(components.tokenizers, keys, strict=True))
 
-    def counting_lookup(self, tokenizer: CLIPTokenizer) -> EncoderEmbeddings | None:
+    def counting_lookup(self, tokenizer: ChunkTokenizer) -> EncoderEmbeddings | None:
         """For the UI token counter, which has no model: every embedding, each counting its vectors."""
         embeddings = self.embeddings.embeddings
         if not embeddings:

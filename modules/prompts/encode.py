@@ -192,7 +192,7 @@ class PromptEncoder:
             if clip_skip <= 1:
                 return encoder(ids)[0], None
             hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
-            return encoder.final_layer_norm(hidden), None  # transformers 5: no `text_model` wrapper
+            return encoder.get_submodule("final_layer_norm")(hidden), None  # transformers 5: no `text_model` wrapper
         output = encoder(ids, output_hidden_states=True)
         is_clip_l = identity.family is Family.SDXL and index == 0
         layer = -clip_skip if is_clip_l and self.options.sdxl_clip_l_skip else -2

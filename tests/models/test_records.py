@@ -147,3 +147,12 @@ def test_vae_lookup_and_automatic_near_checkpoint(layout: dict[str, Path]) -> No
 
 def test_natural_sort() -> None:
     assert sorted(["b10", "B2", "a"], key=natural_sort_key) == ["a", "B2", "b10"]
+
+
+def test_vae_short_hash_for_the_infotext(layout: dict[str, Path]) -> None:
+    """The infotext's "VAE hash" reads `VaeRecord.shorthash` (it once existed only on checkpoints)."""
+    vae = catalog_for(layout).find_vae("vae-ft-mse.safetensors")
+    assert vae.shorthash is None  # not hashed yet: never hashes a file just to list it
+    digest = vae.calculate_sha256()
+    assert digest == hashlib.sha256((layout["vae"] / "vae-ft-mse.safetensors").read_bytes()).hexdigest()
+    assert vae.shorthash == digest[:10]
