@@ -36,7 +36,7 @@ from modules import images, infotext
 from modules.core.denoise import StepHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
-from modules.extensions.host import RunServices
+from modules.extensions.scripts import RunServices
 from modules.models.manager import ModelOptions, Selection
 from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
@@ -75,7 +75,7 @@ def effective_request(app: "App", request: GenerationRequest, settings: Mapping[
 def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
                    ) -> GenerationResult:
     """Run `request` on the job's worker thread: the selected extension script, or one plain generation."""
-    script = app.extensions.selected_script(request)
+    script = app.extensions.scripts.selected_script(request)
     if script is None:
         return generate_once(app, request, ctx, save=save)
     settings = job_settings(app, request)
@@ -86,7 +86,7 @@ def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *,
         save_grid=lambda image, text: save_grid(app, request, image, text, settings, save),
         interrupted=lambda: ctx.cancel.interrupted,
     )
-    return app.extensions.run_script(script, request, services, settings)
+    return app.extensions.scripts.run_script(script, request, services, settings)
 
 
 def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
@@ -95,9 +95,9 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     # 1. settings for this job
     settings = job_settings(app, request)
     # 2. prompts, extensions' BEFORE_JOB, sampler
-    request = app.extensions.before_job(effective_request(app, request, settings), settings)
+    request = app.extensions.hooks.before_job(effective_request(app, request, settings), settings)
     sampler = app.samplers.resolve(request.sampler, request.schedule)
-    hooks = app.extensions.step_hooks(request)
+    hooks = app.extensions.hooks.step_hooks(request)
     # 3. model, extra networks
     model_options = ModelOptions.from_mapping(settings)
     selection = app.models.select(request.checkpoint, request.vae, options=model_options)
@@ -111,7 +111,7 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     # 5. infotexts, extensions' AFTER_IMAGE, saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection,
                             networks=job_infotext(uses, output.used_embeddings))
-    pictures, texts = app.extensions.after_images(request, output.images, texts, output.seeds, settings)
+    pictures, texts = app.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
     output = dataclasses.replace(output, images=pictures)
     if save if save is not None else bool(settings.get("samples_save", True)):
         save_outputs(app, request, output, texts, settings)
@@ -221,7 +221,7 @@ def save_outputs(app: "App", request: GenerationRequest, output: CoreOutput, tex
                                  extension=extension, jpeg_quality=quality)
         saved.append(path)
         log.info("Saved %s", path)
-        app.extensions.image_saved(request, path, image, text)
+        app.extensions.hooks.image_saved(request, path, image, text)
     return saved
 
 

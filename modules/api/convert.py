@@ -17,7 +17,7 @@ What is honoured, and how (A1111 1.10 semantics unless said otherwise):
   `denoising_strength`. `seed_resize_from_*` of -1 means "off".
 - `script_name` + `script_args` (A1111's positional list, or an object of named values) select a script of an
   installed extension, and `alwayson_scripts` (`{"<title or extension name>": {"args": [...] or {...}}}`) set the
-  always-on scripts' values: `ExtensionHost.request_from_api` turns them into `request.extension_args` by name.
+  always-on scripts' values: `ScriptCatalog.request_from_api` turns them into `request.extension_args` by name.
   An unknown script is a 422 "Script '<name>' not found ..." (A1111's message), bad arguments a 422.
 - Refused with a 422 that names the field, because this program has no such feature (A1111 would change the
   picture; silently ignoring them would not): `enable_hr`, `restore_faces`, `tiling`, `firstpass_image`,
@@ -245,7 +245,8 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
             raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
     request = _apply_infotext(body, GenerationRequest(**changes))
     app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
-    request = app.extensions.request_from_api(body.script_name, body.script_args, body.alwayson_scripts, request)
+    request = app.extensions.scripts.request_from_api(body.script_name, body.script_args, body.alwayson_scripts,
+                                                      request)
     return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),
                   task_id=body.force_task_id or None)
 
