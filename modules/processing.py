@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from tqdm import tqdm
 
 from modules import images, infotext
-from modules.core.denoise import StepHook
+from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.extensions.scripts import RunServices
@@ -98,6 +98,7 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     request = app.extensions.hooks.before_job(effective_request(app, request, settings), settings)
     sampler = app.samplers.resolve(request.sampler, request.schedule)
     hooks = app.extensions.hooks.step_hooks(request)
+    unet_hooks = app.extensions.hooks.unet_hooks(request)
     # 3. model, extra networks
     model_options = ModelOptions.from_mapping(settings)
     selection = app.models.select(request.checkpoint, request.vae, options=model_options)
@@ -106,7 +107,7 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     uses = app.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
     app.networks.refresh_embeddings()
     # 4. the core
-    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses)
+    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
     output, comments = run_core(app, core, ctx, selection, refiner_selection)
     # 5. infotexts, extensions' AFTER_IMAGE, saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection,
@@ -131,6 +132,7 @@ class CoreCall:
     hooks: Sequence[StepHook]
     options: CoreOptions
     loras: Sequence[LoraUse] = ()
+    unet_hooks: Sequence[UNetHook] = ()
 
 
 def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection,
@@ -140,7 +142,8 @@ def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection
     with app.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
             ConsoleProgress(ctx.report) as report:
         kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
-                                  "options": core.options, "textual_inversion": app.networks.textual_inversion}
+                                  "options": core.options, "textual_inversion": app.networks.textual_inversion,
+                                  "unet_hooks": core.unet_hooks}
         if refiner_selection is None:
             return generate(core.request, components, core.sampler, **kwargs), loras.comments()
         with app.models.use(refiner_selection) as refiner:

@@ -24,6 +24,7 @@ from modules.core.denoise import (
     StepHook,
     TextInputs,
     UNetCall,
+    UNetHook,
     UNetPass,
     pass_for,
     run_denoise,
@@ -67,6 +68,7 @@ class PreparedJob:
     timings: dict[str, float]
     textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None] | None] | None = None
     """Seam for textual inversion: the lookups (one per text encoder) for a model; None (or a None result): none."""
+    unet_hooks: Sequence[UNetHook] = ()
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)
@@ -105,11 +107,11 @@ def _switch_index(scheduler: SchedulerMixin, timesteps: torch.Tensor, switch_at:
 
 
 def _call(components: ComponentSet, rows: torch.Tensor, states: torch.Tensor,
-          added: dict[str, torch.Tensor] | None) -> UNetCall:
+          added: dict[str, torch.Tensor] | None, uncond_rows: int = 0) -> UNetCall:
     dtype, device = components.unet.dtype, components.device
     if added is not None:
         added = {key: value.to(device=device, dtype=dtype) for key, value in added.items()}
-    return UNetCall(rows, states.to(device=device, dtype=dtype), added)
+    return UNetCall(rows, states.to(device=device, dtype=dtype), added, uncond_rows)
 
 
 def _text_inputs(job: PreparedJob, components: ComponentSet, conditioning: Conditioning) -> TextInputs:
@@ -132,9 +134,10 @@ def _text_inputs(job: PreparedJob, components: ComponentSet, conditioning: Condi
     elif cond.shape[1] == uncond.shape[1]:
         added = None if cond_added is None or uncond_added is None else {
             key: torch.cat([uncond_added[key], cond_added[key]]) for key in cond_added}
-        calls = (_call(components, torch.cat([images, rows]), torch.cat([uncond, cond]), added),)
+        calls = (_call(components, torch.cat([images, rows]), torch.cat([uncond, cond]), added, len(images)),)
     else:
-        calls = (_call(components, images, uncond, uncond_added), _call(components, rows, cond, cond_added))
+        calls = (_call(components, images, uncond, uncond_added, len(images)),
+                 _call(components, rows, cond, cond_added))
     return TextInputs(conditioning, calls, guided)
 
 
@@ -272,6 +275,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
         step_kwargs=job.sampler.step_kwargs(plan.eta, generators),
         blend=blend,
         hooks=job.hooks,
+        unet_hooks=job.unet_hooks,
         should_stop=job.cancel.should_stop_batch,
         on_step=_progress(job, batch_no),
     )

@@ -32,7 +32,7 @@ from PIL import Image
 
 from modules.cancel import CancelToken
 from modules.core.batch import InitState, PreparedJob, run_batch
-from modules.core.denoise import StepHook
+from modules.core.denoise import StepHook, UNetHook
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
 from modules.core.latents import encode_images, pil_to_tensor
 from modules.core.plan import CoreOptions, JobPlan, plan_job, random_seed
@@ -137,9 +137,12 @@ def generate(
     options: CoreOptions | None = None,
     seed_resolver: Callable[[], int] = random_seed,
     textual_inversion: TextualInversionFor | None = None,
+    unet_hooks: Sequence[UNetHook] = (),
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
-    too small; an interrupt returns what was finished with `interrupted=True`."""
+    too small; an interrupt returns what was finished with `interrupted=True`.
+
+    `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`)."""
     started = time.perf_counter()
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
@@ -158,7 +161,8 @@ def generate(
             timings["prepare"] = time.perf_counter() - prepare_started
             # 3-4. batches
             job = PreparedJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
-                           cancel or CancelToken(), on_progress, timings, textual_inversion)
+                              cancel or CancelToken(), on_progress, timings, textual_inversion,
+                              tuple(unet_hooks))
             images, interrupted = _run_job(job)
     except torch.OutOfMemoryError as error:
         raise OutOfMemory(

@@ -2,7 +2,7 @@
 
 Callbacks run in ascending `order`, then extension load order, then registration order. Every call into extension
 code goes through `invoke`, which records an exception in the extension's error list and carries on as if the
-callback had not run; a failing per-step callback (POST_CFG) is skipped for the rest of that generation.
+callback had not run; a failing per-step callback (UNET_CALL, POST_CFG) is skipped for the rest of that generation.
 A `UserError` raised in BEFORE_JOB is the one deliberate exception: it refuses the request.
 
 The dispatcher knows nothing of discovery or enable state: it asks `records()` (the host's active extensions, in
@@ -26,6 +26,7 @@ from modules.types import GenerationRequest
 
 if TYPE_CHECKING:
     from modules.core.denoise import StepContext as CoreStepContext
+    from modules.core.denoise import UNetHook
     from modules.samplers.registry import SamplerRegistry
     from modules.settings import SettingsStore
 
@@ -55,7 +56,7 @@ def extension_args(request: GenerationRequest, cb: RegisteredCallback) -> Mappin
 
 
 class HookDispatcher:
-    """Every hook's dispatch: app hooks (start, model loaded, UI) and generation hooks (job, step, image)."""
+    """Every hook's dispatch: app hooks (start, model loaded, UI) and generation hooks (job, UNet call, step, image)."""
 
     def __init__(self, records: ActiveRecords, data_dir: Path) -> None:
         self._records = records
@@ -166,6 +167,15 @@ class HookDispatcher:
                 log.warning("Extension %s: POST_CFG callback skipped for the rest of this generation",
                             cb.extension.name)
         return [hook]
+
+    def unet_hooks(self, request: GenerationRequest) -> list["UNetHook"]:
+        """UNET_CALL callbacks adapted to the core's UNetHook (one hook for all of them; [] when there are none)."""
+        callbacks = self.callbacks(api.Hook.UNET_CALL)
+        if not callbacks:
+            return []
+        from modules.extensions.unet_call import unet_call_hook  # imports torch, which the host needs only here
+
+        return [unet_call_hook(callbacks, request, lambda cb: extension_args(request, cb))]
 
     def after_images(self, request: GenerationRequest, images: Sequence[Image.Image], infotexts: Sequence[str],
                      seeds: Sequence[int], options: Mapping[str, Any]

@@ -31,6 +31,7 @@ from modules.extensions.loader import (
 )
 from modules.extensions.metadata import (
     VersionLookup,
+    api_note,
     api_problem,
     installed_version,
     order_extensions,
@@ -83,7 +84,7 @@ class ExtensionHost:
     def __init__(self, roots: Sequence[ExtensionRoot] = (), *, settings: "SettingsStore | None" = None,
                  disable_all: bool = False, installs_allowed: bool = False, data_dir: Path | None = None,
                  install_dir: Path | None = None, version_lookup: VersionLookup = installed_version,
-                 api_version: int = api.API_VERSION) -> None:
+                 api_version: int = api.API_VERSION, api_minor: int = api.API_MINOR) -> None:
         self.roots = tuple(roots)
         self.installs_allowed = installs_allowed
         user_roots = [root.path for root in self.roots if not root.builtin]
@@ -97,6 +98,7 @@ class ExtensionHost:
         self._disable_all_flag = disable_all
         self._lookup = version_lookup
         self._api_version = api_version
+        self._api_minor = api_minor
         self._disabled_in_memory: tuple[str, ...] = ()
         self._seq = itertools.count()
 
@@ -165,7 +167,10 @@ class ExtensionHost:
             record.state = ExtensionState.DISABLED
             record.messages.append(reason)
             return False
-        problem = api_problem(record.meta, self._api_version)
+        problem = api_problem(record.meta, self._api_version, self._api_minor)
+        note = api_note(record.meta, self._api_version, self._api_minor)
+        if note:
+            record.messages.append(note)
         problems, warnings = requirement_problems(record.path, self._lookup)
         record.messages.extend(warnings)
         problems = ([problem] if problem else []) + problems

@@ -34,7 +34,8 @@ def run_with_host(host: ExtensionHost, request: GenerationRequest) -> Generation
     """What modules.processing does with a host, minus models/settings/saving: hooks around the core."""
     request = host.hooks.before_job(request, {})
     sampler = REGISTRY.resolve(request.sampler, request.schedule)
-    output = generate(request, tiny_sd1(), sampler, hooks=host.hooks.step_hooks(request))
+    output = generate(request, tiny_sd1(), sampler, hooks=host.hooks.step_hooks(request),
+                      unet_hooks=host.hooks.unet_hooks(request))
     texts = tuple(
         infotext.build(prompt, negative, {"Steps": request.steps, "Sampler": sampler.label,
                                           "CFG scale": request.cfg_scale, "Seed": seed})

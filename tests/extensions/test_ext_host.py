@@ -84,6 +84,7 @@ def test_every_hook_fires_in_order(write_extension, make_host, settings_store, c
         assert _pairs(events, hook) == ["beta", "alpha"], hook
     assert _pairs(events, "BEFORE_JOB") == ["alpha", "beta"]
     assert _pairs(events, "POST_CFG") == ["beta", "alpha"] * 2  # two steps
+    assert _pairs(events, "UNET_CALL") == ["beta", "alpha"] * 2  # one UNet call (uncond and cond rows) per step
     assert _pairs(events, "tab built") == ["beta", "alpha"]
     assert [t.title for t in tabs] == ["Beta", "Alpha"]
     # what the hooks returned took effect

@@ -147,8 +147,10 @@ def _readme_examples() -> dict[str, str]:
 
 def test_readme_example_works(tmp_path, make_host, ext_root):
     files = _readme_examples()
-    assert set(files) == {"metadata.ini", "scripts/brighten.py"}
+    assert set(files) == {"metadata.ini", "scripts/brighten.py", "scripts/scale_mid.py"}
     for relative, source in files.items():
+        if relative == "scripts/scale_mid.py":  # the model hook's example, an extension of its own (below)
+            continue
         target = ext_root / "brighten" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(source)
@@ -162,3 +164,14 @@ def test_readme_example_works(tmp_path, make_host, ext_root):
     fastapi_app = FastAPI()
     host.hooks.app_started(fastapi_app)
     assert TestClient(fastapi_app).get("/brighten/v1/ping").json() == {"ok": True}
+
+
+def test_readme_model_hook_example_works(write_extension, make_host):
+    write_extension("scale_mid", {"scale_mid.py": _readme_examples()["scripts/scale_mid.py"]}, "Api = 1.1\n")
+    host = make_host()
+    plain = run_with_host(ExtensionHost(), small_request())
+    assert run_with_host(host, small_request()).images[0].tobytes() == plain.images[0].tobytes()
+    scaled = run_with_host(host, small_request(extension_args={"scale_mid": {"factor": 1.5}}))
+    assert scaled.images[0].tobytes() != plain.images[0].tobytes()
+    assert run_with_host(ExtensionHost(), small_request()).images[0].tobytes() == plain.images[0].tobytes()
+    assert not host.get("scale_mid").errors
