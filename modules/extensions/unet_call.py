@@ -4,7 +4,8 @@ Per call, each callback gets a fresh `api.UNetCallContext` holding the inputs as
 what it changed is kept only when it returned normally and the changes fit (shapes); otherwise its changes, wrappers
 and forward hooks are dropped, the error is recorded and the callback is skipped for the rest of the generation.
 Wrappers run around the UNet call, the first callback's outermost; a wrapper that raises (outside the UNet call it
-was given) or returns a tensor of another shape is dropped the same way and the call goes on without it.
+was given) or returns a tensor of another shape is dropped with its callback's forward hooks, and the call goes on
+without it.
 
 Undo is guaranteed: nothing is assigned to the UNet; torch forward hooks registered through the context are removed
 when the call returns, also on errors.
@@ -35,7 +36,7 @@ class _Prepared:
     """The inputs after every callback, the wrappers they added, and every context made (for their torch hooks)."""
 
     inputs: "UNetInputs"
-    wrappers: list[tuple[RegisteredCallback, api.UNetWrapper]] = field(default_factory=list)
+    wrappers: list[tuple[RegisteredCallback, api.UNetCallContext, api.UNetWrapper]] = field(default_factory=list)
     contexts: list[api.UNetCallContext] = field(default_factory=list)
 
     def remove_hooks(self) -> None:
@@ -125,7 +126,7 @@ def _prepare(callbacks: Sequence[RegisteredCallback], failed: set[int], call: _C
             _record(cb, exc, failed)
             continue
         prepared.inputs = _inputs(ctx)
-        prepared.wrappers.extend((cb, wrapper) for wrapper in ctx._wrappers)
+        prepared.wrappers.extend((cb, ctx, wrapper) for wrapper in ctx._wrappers)
 
 
 class _Inner:
@@ -148,9 +149,16 @@ class _Inner:
         return self.output if self.output is not None else self()
 
 
-def _guarded(cb: RegisteredCallback, wrapper: api.UNetWrapper, inner: Callable[[], torch.Tensor],
-             shape: tuple[int, ...], failed: set[int]) -> Callable[[], torch.Tensor]:
-    """`wrapper` around `inner`; when the wrapper fails (not the UNet inside it), the call goes on without it."""
+def _guarded(cb: RegisteredCallback, ctx: api.UNetCallContext, wrapper: api.UNetWrapper,
+             inner: Callable[[], torch.Tensor], shape: tuple[int, ...], failed: set[int]) -> Callable[[], torch.Tensor]:
+    """`wrapper` around `inner`; when the wrapper fails (not the UNet inside it), its callback's forward hooks are
+    removed and the call goes on without it (with the inner output when the wrapper had got it)."""
+    def without_wrapper(exc: BaseException, call: _Inner) -> torch.Tensor:
+        for handle in ctx._handles:
+            handle.remove()
+        _record(cb, exc, failed)
+        return call.output_or_run()
+
     def run() -> torch.Tensor:
         call = _Inner(inner)
         try:
@@ -158,12 +166,10 @@ def _guarded(cb: RegisteredCallback, wrapper: api.UNetWrapper, inner: Callable[[
         except Exception as exc:
             if call.error is not None and exc is call.error:
                 raise  # the UNet (or an inner wrapper's UNet call) failed, not this wrapper
-            _record(cb, exc, failed)
-            return call.output_or_run()
+            return without_wrapper(exc, call)
         if isinstance(output, torch.Tensor) and tuple(output.shape) == shape:
             return output
-        _record(cb, TypeError(f"a UNET_CALL wrapper must return a tensor of shape {shape}"), failed)
-        return call.output_or_run()
+        return without_wrapper(TypeError(f"a UNET_CALL wrapper must return a tensor of shape {shape}"), call)
     return run
 
 
@@ -185,8 +191,8 @@ def unet_call_hook(callbacks: Sequence[RegisteredCallback], request: GenerationR
 
             run = run_unet
             shape = (final.sample.shape[0], step.unet.config.out_channels, *final.sample.shape[2:])
-            for cb, wrapper in reversed(prepared.wrappers):
-                run = _guarded(cb, wrapper, run, shape, failed)
+            for cb, ctx, wrapper in reversed(prepared.wrappers):
+                run = _guarded(cb, ctx, wrapper, run, shape, failed)
             return run()
         finally:
             prepared.remove_hooks()

@@ -100,10 +100,18 @@ def wrong_shape(ctx):
     ctx.wrap(lambda call: call()[:1])
 
 
+def hook_then_fail(ctx):
+    def wrapper(call):
+        ctx.forward_hook(ctx.unet.mid_block, lambda module, args, output: output * 0)
+        raise RuntimeError("hooked wrapper exploded")
+    ctx.wrap(wrapper)
+
+
 def register(ext):
     ext.on(Hook.UNET_CALL, spoil_then_fail)
     ext.on(Hook.UNET_CALL, failing_wrapper)
     ext.on(Hook.UNET_CALL, wrong_shape)
+    ext.on(Hook.UNET_CALL, hook_then_fail)
 '''
 
 
@@ -194,9 +202,9 @@ def test_a_failing_unet_call_extension_is_isolated(write_extension, make_host):
     raiser = host.get("raiser")
     assert raiser.state is ExtensionState.LOADED
     messages = [error.message for error in raiser.errors]
-    assert [error.where for error in raiser.errors] == ["hook UNET_CALL"] * 3  # each once, though 2 steps ran
-    assert "unet call exploded" in messages[0] and "wrapper exploded" in messages[2]
-    assert "shape" in messages[1]
+    assert [error.where for error in raiser.errors] == ["hook UNET_CALL"] * 4  # each once, though 2 steps ran
+    assert "unet call exploded" in messages[0] and "hooked wrapper exploded" in messages[1]
+    assert "shape" in messages[2] and "RuntimeError: wrapper exploded" in messages[3]
     _assert_untouched(before)
 
 
