@@ -1,8 +1,9 @@
 """`HookDispatcher`: calls the active extensions' callbacks of each `api.Hook`, in order, isolating their failures.
 
 Callbacks run in ascending `order`, then extension load order, then registration order. Every call into extension
-code goes through `invoke`, which records an exception in the extension's error list and carries on as if the
-callback had not run; a failing per-step callback (UNET_CALL, POST_CFG) is skipped for the rest of that generation.
+code goes through `invoke` (UNET_CALL's through `unet_call.py`), which records an exception in the extension's error
+list and carries on as if the callback had not run; a failing per-step callback (UNET_CALL, POST_CFG) is skipped for
+the rest of that generation.
 A `UserError` raised in BEFORE_JOB is the one deliberate exception: it refuses the request.
 
 The dispatcher knows nothing of discovery or enable state: it asks `records()` (the host's active extensions, in
