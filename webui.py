@@ -48,7 +48,7 @@ def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
         blocks = build_ui(app)
         auth = list(launch.gradio_auth) or None
         server = gr.mount_gradio_app(server, blocks, path="/", auth=auth, **launch_kwargs(app))
-    app.extensions.app_started(server)  # after every route is mounted, so extensions can add their own
+    app.extensions.hooks.app_started(server)  # after every route is mounted, so extensions can add their own
     _keep_ui_mount_last(server)
     return server
 

@@ -37,11 +37,10 @@ def build_app(launch: LaunchOptions) -> App:
                                medvram=launch.medvram, lowvram=launch.lowvram)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
                           ckpt=launch.ckpt, vae_dir=launch.vae_dir,
-                          load_fn=extensions.wrap_model_loader(default_load_fn))
+                          load_fn=extensions.hooks.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
     samplers = default_registry()
-    extensions.setup(samplers, settings)
-    extensions.scripts.choices = lambda kind: _choices(kind, models, samplers)
+    extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)
     networks.refresh()
     return App(

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from tqdm import tqdm
 
 from modules import images, infotext
-from modules.core.denoise import StepHook
+from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
-from modules.extensions.host import RunServices
+from modules.extensions.scripts import RunServices
 from modules.models.manager import ModelOptions, Selection
 from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
@@ -75,7 +75,7 @@ def effective_request(app: "App", request: GenerationRequest, settings: Mapping[
 def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
                    ) -> GenerationResult:
     """Run `request` on the job's worker thread: the selected extension script, or one plain generation."""
-    script = app.extensions.selected_script(request)
+    script = app.extensions.scripts.selected_script(request)
     if script is None:
         return generate_once(app, request, ctx, save=save)
     settings = job_settings(app, request)
@@ -86,7 +86,7 @@ def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *,
         save_grid=lambda image, text: save_grid(app, request, image, text, settings, save),
         interrupted=lambda: ctx.cancel.interrupted,
     )
-    return app.extensions.run_script(script, request, services, settings)
+    return app.extensions.scripts.run_script(script, request, services, settings)
 
 
 def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
@@ -95,9 +95,10 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     # 1. settings for this job
     settings = job_settings(app, request)
     # 2. prompts, extensions' BEFORE_JOB, sampler
-    request = app.extensions.before_job(effective_request(app, request, settings), settings)
+    request = app.extensions.hooks.before_job(effective_request(app, request, settings), settings)
     sampler = app.samplers.resolve(request.sampler, request.schedule)
-    hooks = app.extensions.step_hooks(request)
+    hooks = app.extensions.hooks.step_hooks(request)
+    unet_hooks = app.extensions.hooks.unet_hooks(request)
     # 3. model, extra networks
     model_options = ModelOptions.from_mapping(settings)
     selection = app.models.select(request.checkpoint, request.vae, options=model_options)
@@ -106,12 +107,12 @@ def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, 
     uses = app.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
     app.networks.refresh_embeddings()
     # 4. the core
-    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses)
+    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
     output, comments = run_core(app, core, ctx, selection, refiner_selection)
     # 5. infotexts, extensions' AFTER_IMAGE, saving
     texts = build_infotexts(request, output, selection, sampler, refiner_selection,
                             networks=job_infotext(uses, output.used_embeddings))
-    pictures, texts = app.extensions.after_images(request, output.images, texts, output.seeds, settings)
+    pictures, texts = app.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
     output = dataclasses.replace(output, images=pictures)
     if save if save is not None else bool(settings.get("samples_save", True)):
         save_outputs(app, request, output, texts, settings)
@@ -131,6 +132,7 @@ class CoreCall:
     hooks: Sequence[StepHook]
     options: CoreOptions
     loras: Sequence[LoraUse] = ()
+    unet_hooks: Sequence[UNetHook] = ()
 
 
 def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection,
@@ -140,7 +142,8 @@ def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection
     with app.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
             ConsoleProgress(ctx.report) as report:
         kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
-                                  "options": core.options, "textual_inversion": app.networks.textual_inversion}
+                                  "options": core.options, "textual_inversion": app.networks.textual_inversion,
+                                  "unet_hooks": core.unet_hooks}
         if refiner_selection is None:
             return generate(core.request, components, core.sampler, **kwargs), loras.comments()
         with app.models.use(refiner_selection) as refiner:
@@ -221,7 +224,7 @@ def save_outputs(app: "App", request: GenerationRequest, output: CoreOutput, tex
                                  extension=extension, jpeg_quality=quality)
         saved.append(path)
         log.info("Saved %s", path)
-        app.extensions.image_saved(request, path, image, text)
+        app.extensions.hooks.image_saved(request, path, image, text)
     return saved
 
 

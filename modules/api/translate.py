@@ -227,7 +227,8 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
             raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
     request = _apply_infotext(body, GenerationRequest(**changes))
     app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
-    request = app.extensions.request_from_api(body.script_name, body.script_args, body.alwayson_scripts, request)
+    request = app.extensions.scripts.request_from_api(body.script_name, body.script_args, body.alwayson_scripts,
+                                                      request)
     return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),
                   task_id=body.force_task_id or None)
 

@@ -24,6 +24,7 @@ from modules.core.denoise import (
     StepHook,
     TextInputs,
     UNetCall,
+    UNetHook,
     UNetPass,
     pass_for,
     run_denoise,
@@ -51,8 +52,9 @@ class InitState:
 
 
 @dataclass
-class BatchJob:
-    """What every batch of one job shares."""
+class PreparedJob:
+    """One job, planned and ready to run batch by batch: what every batch of it shares (models, sampler, plan,
+    init state, hooks) and the per-job caches (text encoders, timings)."""
 
     request: GenerationRequest
     components: ComponentSet
@@ -66,6 +68,7 @@ class BatchJob:
     timings: dict[str, float]
     textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None] | None] | None = None
     """Seam for textual inversion: the lookups (one per text encoder) for a model; None (or a None result): none."""
+    unet_hooks: Sequence[UNetHook] = ()
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)
@@ -74,7 +77,7 @@ class BatchJob:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - since
 
 
-def _noise_spec(job: BatchJob) -> NoiseSpec:
+def _noise_spec(job: PreparedJob) -> NoiseSpec:
     components, request, options = job.components, job.request, job.plan.options
     factor = vae_scale_factor(components.vae)
     device = components.device
@@ -104,14 +107,14 @@ def _switch_index(scheduler: SchedulerMixin, timesteps: torch.Tensor, switch_at:
 
 
 def _call(components: ComponentSet, rows: torch.Tensor, states: torch.Tensor,
-          added: dict[str, torch.Tensor] | None) -> UNetCall:
+          added: dict[str, torch.Tensor] | None, uncond_rows: int = 0) -> UNetCall:
     dtype, device = components.unet.dtype, components.device
     if added is not None:
         added = {key: value.to(device=device, dtype=dtype) for key, value in added.items()}
-    return UNetCall(rows, states.to(device=device, dtype=dtype), added)
+    return UNetCall(rows, states.to(device=device, dtype=dtype), added, uncond_rows)
 
 
-def _text_inputs(job: BatchJob, components: ComponentSet, conditioning: Conditioning) -> TextInputs:
+def _text_inputs(job: PreparedJob, components: ComponentSet, conditioning: Conditioning) -> TextInputs:
     """The UNet calls of a step: one for [uncond, cond] (or cond alone without guidance), two when prompt and
     negative prompt have different lengths; AND parts add one cond row per part."""
     cond, uncond, parts = conditioning.cond, conditioning.uncond, conditioning.parts
@@ -131,9 +134,10 @@ def _text_inputs(job: BatchJob, components: ComponentSet, conditioning: Conditio
     elif cond.shape[1] == uncond.shape[1]:
         added = None if cond_added is None or uncond_added is None else {
             key: torch.cat([uncond_added[key], cond_added[key]]) for key in cond_added}
-        calls = (_call(components, torch.cat([images, rows]), torch.cat([uncond, cond]), added),)
+        calls = (_call(components, torch.cat([images, rows]), torch.cat([uncond, cond]), added, len(images)),)
     else:
-        calls = (_call(components, images, uncond, uncond_added), _call(components, rows, cond, cond_added))
+        calls = (_call(components, images, uncond, uncond_added, len(images)),
+                 _call(components, rows, cond, cond_added))
     return TextInputs(conditioning, calls, guided)
 
 
@@ -152,7 +156,7 @@ class _StepText:
         return self._inputs
 
 
-def _unet_pass(job: BatchJob, components: ComponentSet, schedule: ConditioningSchedule,
+def _unet_pass(job: PreparedJob, components: ComponentSet, schedule: ConditioningSchedule,
                image_cond: torch.Tensor | None) -> UNetPass:
     if image_cond is not None:
         batch = len(schedule.negatives)
@@ -161,7 +165,7 @@ def _unet_pass(job: BatchJob, components: ComponentSet, schedule: ConditioningSc
     return UNetPass(components.unet, text, image_cond)
 
 
-def _encoder(job: BatchJob, components: ComponentSet) -> PromptEncoder:
+def _encoder(job: PreparedJob, components: ComponentSet) -> PromptEncoder:
     encoder = job.encoders.get(id(components))
     if encoder is None:
         options = job.plan.options
@@ -172,7 +176,7 @@ def _encoder(job: BatchJob, components: ComponentSet) -> PromptEncoder:
     return encoder
 
 
-def _encode(job: BatchJob, components: ComponentSet, index: slice, steps: int) -> ConditioningSchedule:
+def _encode(job: PreparedJob, components: ComponentSet, index: slice, steps: int) -> ConditioningSchedule:
     """Step 1: the batch's conditioning schedule over `steps` model calls (cached per job by prompt)."""
     started = time.perf_counter()
     schedule = encode_prompts(
@@ -188,7 +192,7 @@ def _encode(job: BatchJob, components: ComponentSet, index: slice, steps: int) -
 
 
 def _passes(
-    job: BatchJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor
+    job: PreparedJob, index: slice, scheduler: SchedulerMixin, timesteps: torch.Tensor
 ) -> list[tuple[int, UNetPass]]:
     """Base pass from step 0, and the refiner's from the switch step when a refiner runs in this job.
 
@@ -204,7 +208,7 @@ def _passes(
     return passes
 
 
-def _init_latents(job: BatchJob, seeds: tuple[int, ...], shape: tuple[int, int, int]) -> torch.Tensor:
+def _init_latents(job: PreparedJob, seeds: tuple[int, ...], shape: tuple[int, int, int]) -> torch.Tensor:
     """Init latents of the batch; inpaint "latent noise" / "latent nothing" replace the masked area first."""
     init, repaint = job.init.latents, job.init.repaint
     assert init is not None
@@ -220,7 +224,7 @@ def _init_latents(job: BatchJob, seeds: tuple[int, ...], shape: tuple[int, int, 
     return latents
 
 
-def _progress(job: BatchJob, batch_no: int) -> Callable[[int, int, torch.Tensor], None] | None:
+def _progress(job: PreparedJob, batch_no: int) -> Callable[[int, int, torch.Tensor], None] | None:
     callback, options = job.on_progress, job.plan.options
     if callback is None:
         return None
@@ -236,7 +240,7 @@ def _progress(job: BatchJob, batch_no: int) -> Callable[[int, int, torch.Tensor]
     return on_step
 
 
-def _loop_inputs(job: BatchJob, batch_no: int, index: slice) -> LoopInputs:
+def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
     """Steps 1-5 of a batch: conditioning, noise, scheduler and timesteps, initial latents, UNet passes."""
     components, plan = job.components, job.plan
     seeds, subseeds = plan.seeds[index], plan.subseeds[index]
@@ -271,6 +275,7 @@ def _loop_inputs(job: BatchJob, batch_no: int, index: slice) -> LoopInputs:
         step_kwargs=job.sampler.step_kwargs(plan.eta, generators),
         blend=blend,
         hooks=job.hooks,
+        unet_hooks=job.unet_hooks,
         should_stop=job.cancel.should_stop_batch,
         on_step=_progress(job, batch_no),
     )
@@ -287,7 +292,7 @@ def _final_latents(loop: LoopInputs, result: LoopResult) -> torch.Tensor:
     return latents
 
 
-def _decode(job: BatchJob, latents: torch.Tensor, refined: bool) -> list[Image.Image]:
+def _decode(job: PreparedJob, latents: torch.Tensor, refined: bool) -> list[Image.Image]:
     """Step 7: VAE decode (the refiner's VAE once it has run, as A1111 decodes with the model it ends on) and
     the paste-back of the original over the unmasked area."""
     components = job.refiner if refined and job.refiner is not None else job.components
@@ -300,7 +305,7 @@ def _decode(job: BatchJob, latents: torch.Tensor, refined: bool) -> list[Image.I
     return images
 
 
-def _unchanged(job: BatchJob) -> list[Image.Image]:
+def _unchanged(job: PreparedJob) -> list[Image.Image]:
     """Denoising strength 0 plans no step: the processed init image is the result (pasted back for inpaint)."""
     init = job.init.init
     assert init is not None
@@ -310,7 +315,7 @@ def _unchanged(job: BatchJob) -> list[Image.Image]:
     return images
 
 
-def run_batch(job: BatchJob, batch_no: int) -> list[tuple[int, Image.Image]]:
+def run_batch(job: PreparedJob, batch_no: int) -> list[tuple[int, Image.Image]]:
     """Generate batch `batch_no`; returns (image index in the job, image) pairs, empty if stopped before step 1."""
     index = job.plan.batch_slice(batch_no)
     if job.plan.steps.is_noop:

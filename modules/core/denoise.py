@@ -9,6 +9,7 @@ One iteration per scheduler timestep, in the order of diffusers' pipelines (so t
 3. one UNet call for the uncond and cond halves together, or two when prompt and negative prompt have different
    lengths (A1111's default); skipped uncond half when `cfg_scale == 1` and the prompt has no weighted `AND`
    parts (the CFG formula is then the identity; diffusers skips it for every scale <= 1, A1111 never skips);
+   UNet hooks (`UNetHook`) wrap each call: they may change its inputs, add residuals or change its output;
 4. CFG: `eps = eps_uncond + s * (eps_cond - eps_uncond)` (the negative prompt is the uncond half); a prompt
    with `AND` parts runs one cond row per part and combines them as A1111's CFG denoiser does:
    `eps = eps_uncond + sum_i (eps_i - eps_uncond) * (w_i * s)` (in noise space, which is equivalent to A1111's
@@ -28,6 +29,7 @@ output is cast back, so an fp16 UNet does not degrade the scheduler arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -61,14 +63,50 @@ class StepContext:
 StepHook = Callable[[StepContext], None]
 
 
+@dataclass
+class UNetInputs:
+    """The arguments of one UNet call, named as `UNet2DConditionModel.forward` names them. Residuals that are None
+    are not passed (ControlNet adds `down_block_additional_residuals` / `mid_block_additional_residual`,
+    T2I-Adapter `down_intrablock_additional_residuals`)."""
+
+    sample: torch.Tensor
+    timestep: torch.Tensor
+    encoder_hidden_states: torch.Tensor
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None
+    down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None
+    mid_block_additional_residual: torch.Tensor | None = None
+    down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass(frozen=True)
+class UNetStep:
+    """Where a UNet call happens: the step, the model, and what its rows are (`rows`: image index in the batch of
+    each row; the first `uncond_rows` rows are the negative prompt's)."""
+
+    step: int
+    total: int
+    sigma: float
+    unet: UNet2DConditionModel
+    rows: torch.Tensor
+    uncond_rows: int
+
+
+UNetFunction = Callable[[UNetInputs], torch.Tensor]
+UNetHook = Callable[[UNetStep, UNetInputs, UNetFunction], torch.Tensor]
+"""Wraps one UNet call: `hook(step, inputs, call_next)` returns the output of `call_next(inputs)` (the UNet, or the
+next hook) for the inputs it chooses, or a tensor of that shape. The first hook is the outermost."""
+
+
 @dataclass(frozen=True)
 class UNetCall:
-    """One UNet evaluation of a step: the latents rows it takes (`rows`: image index of each row) and the text
-    inputs of those rows, already on the UNet's device and dtype."""
+    """One UNet evaluation of a step: the latents rows it takes (`rows`: image index of each row; the first
+    `uncond_rows` rows use the negative prompt) and the text inputs of those rows, already on the UNet's device and
+    dtype."""
 
     rows: torch.Tensor
     encoder_states: torch.Tensor
     added_cond: dict[str, torch.Tensor] | None = None
+    uncond_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,7 @@ class LoopInputs:
     step_kwargs: dict[str, Any] = field(default_factory=dict)
     blend: InpaintBlend | None = None
     hooks: Sequence[StepHook] = ()
+    unet_hooks: Sequence[UNetHook] = ()
     should_stop: Callable[[], bool] = lambda: False
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
 
@@ -147,25 +186,49 @@ def _sigma(scheduler: SchedulerMixin, timestep: torch.Tensor) -> float:
     return ((1.0 - alpha) / alpha) ** 0.5
 
 
-def _unet(unet_pass: UNetPass, scaled: torch.Tensor, call: UNetCall, t: torch.Tensor) -> torch.Tensor:
+def call_unet(unet: UNet2DConditionModel, inputs: UNetInputs) -> torch.Tensor:
+    """The UNet's output for `inputs` (in the UNet's dtype)."""
+    residuals = {
+        name: value for name, value in (
+            ("down_block_additional_residuals", inputs.down_block_additional_residuals),
+            ("mid_block_additional_residual", inputs.mid_block_additional_residual),
+            ("down_intrablock_additional_residuals", inputs.down_intrablock_additional_residuals),
+        ) if value is not None
+    }
+    return unet(
+        inputs.sample,
+        inputs.timestep,
+        encoder_hidden_states=inputs.encoder_hidden_states,
+        added_cond_kwargs=inputs.added_cond_kwargs,
+        **residuals,
+        return_dict=False,
+    )[0]
+
+
+def _hooked(hook: UNetHook, step: UNetStep, inner: UNetFunction) -> UNetFunction:
+    return lambda inputs: hook(step, inputs, inner)
+
+
+def _unet(loop: LoopInputs, unet_pass: UNetPass, scaled: torch.Tensor, call: UNetCall, index: int,
+          t: torch.Tensor) -> torch.Tensor:
     model_input = scaled[call.rows]
     if unet_pass.image_cond is not None:
         model_input = torch.cat([model_input, unet_pass.image_cond[call.rows]], dim=1)
     unet = unet_pass.unet
-    return unet(
-        model_input.to(unet.dtype),
-        t,
-        encoder_hidden_states=call.encoder_states,
-        added_cond_kwargs=call.added_cond,
-        return_dict=False,
-    )[0].float()
+    inputs = UNetInputs(model_input.to(unet.dtype), t, call.encoder_states, call.added_cond)
+    run: UNetFunction = partial(call_unet, unet)
+    if loop.unet_hooks:
+        step = UNetStep(index, len(loop.timesteps), _sigma(loop.scheduler, t), unet, call.rows, call.uncond_rows)
+        for hook in reversed(loop.unet_hooks):
+            run = _hooked(hook, step, run)
+    return run(inputs).float()
 
 
-def _predict(loop: LoopInputs, unet_pass: UNetPass, text: TextInputs,
+def _predict(loop: LoopInputs, unet_pass: UNetPass, text: TextInputs, index: int,
              t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Steps 2-3: (eps of the cond rows, eps_uncond or None) for the current latents."""
     scaled = loop.scheduler.scale_model_input(loop.latents, t)
-    outputs = [_unet(unet_pass, scaled, call, t) for call in text.calls]
+    outputs = [_unet(loop, unet_pass, scaled, call, index, t) for call in text.calls]
     output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
     if not text.guided:
         return output, None
@@ -205,7 +268,7 @@ def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
     unet_pass = pass_for(loop.passes, index)
     text = unet_pass.text(index)
     # 2-3. UNet (uncond and cond in one call when their lengths allow)
-    cond, uncond = _predict(loop, unet_pass, text, t)
+    cond, uncond = _predict(loop, unet_pass, text, index, t)
     # 4. classifier-free guidance (with AND parts: their weighted sum)
     noise_pred, cond = _guide(loop, text, cond, uncond)
     # 5. hooks

@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from modules.cancel import CancelToken
-from modules.core.batch import BatchJob, InitState, run_batch
-from modules.core.denoise import StepHook
+from modules.core.batch import InitState, PreparedJob, run_batch
+from modules.core.denoise import StepHook, UNetHook
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
 from modules.core.latents import encode_images, pil_to_tensor
 from modules.core.plan import CoreOptions, JobPlan, plan_job, random_seed
@@ -105,7 +105,7 @@ def _prepare_init(
     )
 
 
-def _run_job(job: BatchJob) -> tuple[list[tuple[int, Image.Image]], bool]:
+def _run_job(job: PreparedJob) -> tuple[list[tuple[int, Image.Image]], bool]:
     """Steps 3-4: the batches in order; an interrupt stops before the next batch, a skip ends one batch."""
     images: list[tuple[int, Image.Image]] = []
     cancel = job.cancel
@@ -117,7 +117,7 @@ def _run_job(job: BatchJob) -> tuple[list[tuple[int, Image.Image]], bool]:
     return images, cancel.interrupted
 
 
-def _used_embeddings(job: BatchJob) -> tuple[object, ...]:
+def _used_embeddings(job: PreparedJob) -> tuple[object, ...]:
     """Embeddings any of the job's prompt encoders applied (base and refiner), each once, in order of first use."""
     used: dict[int, object] = {}
     for encoder in job.encoders.values():
@@ -137,9 +137,12 @@ def generate(
     options: CoreOptions | None = None,
     seed_resolver: Callable[[], int] = random_seed,
     textual_inversion: TextualInversionFor | None = None,
+    unet_hooks: Sequence[UNetHook] = (),
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
-    too small; an interrupt returns what was finished with `interrupted=True`."""
+    too small; an interrupt returns what was finished with `interrupted=True`.
+
+    `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`)."""
     started = time.perf_counter()
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
@@ -157,8 +160,9 @@ def generate(
             init_state = _prepare_init(request, components, refiner, options)
             timings["prepare"] = time.perf_counter() - prepare_started
             # 3-4. batches
-            job = BatchJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
-                           cancel or CancelToken(), on_progress, timings, textual_inversion)
+            job = PreparedJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
+                              cancel or CancelToken(), on_progress, timings, textual_inversion,
+                              tuple(unet_hooks))
             images, interrupted = _run_job(job)
     except torch.OutOfMemoryError as error:
         raise OutOfMemory(

@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.1). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -11,9 +11,9 @@ ignored: the application and the generation go on as if the callback had not bee
 
 Porting from AUTOMATIC1111: `A1111_EQUIVALENTS` maps A1111's callback/Script method names onto these hooks.
 
-Compatibility promise: within `API_VERSION` 1, names here are only added, never removed or changed in meaning. An
-extension declares the version it was written for in metadata.ini (`Api = 1`); an extension asking for another
-major version is not loaded.
+Compatibility promise: within `API_VERSION` 1, names here are only added, never removed or changed in meaning; each
+addition raises `API_MINOR`. An extension declares the version it was written for in metadata.ini (`Api = 1`, or
+`Api = 1.1` when it uses an addition); an extension asking for another major version is not loaded.
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ if TYPE_CHECKING:
     from modules.samplers.registry import SamplerSpec
 
 API_VERSION = 1
-"""The version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
+"""The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
+
+API_MINOR = 1
+"""Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
 __all__ = [
-    "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
+    "API_MINOR", "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
     "ExtensionContext", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext", "ModelLoadedContext",
     "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext",
-    "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UserError", "sampler_spec", "with_infotext_params",
+    "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper", "UserError",
+    "sampler_spec", "with_infotext_params",
 ]
 
 
@@ -67,6 +71,7 @@ class Hook(enum.Enum):
     UI_SETTINGS = "ui_settings"  # SettingsContext -> Sequence[OptionSpec]; once at start (rows of the settings tab)
     SAMPLERS = "samplers"  # SamplersContext -> Sequence[SamplerSpec]; once at start (rows of the sampler registry)
     BEFORE_JOB = "before_job"  # BeforeJobContext -> GenerationRequest | None; before a generation is planned
+    UNET_CALL = "unet_call"  # UNetCallContext; every UNet call of a denoising step, before it runs (API 1.1)
     POST_CFG = "post_cfg"  # StepContext; every denoising step, after CFG, before the scheduler step
     AFTER_IMAGE = "after_image"  # AfterImageContext; per decoded image, before it is saved or returned
     IMAGE_SAVED = "image_saved"  # ImageSavedContext; per image file written
@@ -78,6 +83,7 @@ A1111_EQUIVALENTS: Mapping[str, str] = {
     "Script.postprocess_image / postprocess_batch": "Hook.AFTER_IMAGE (set ctx.image / ctx.infotext)",
     "Script.postprocess": "Hook.AFTER_IMAGE (called once per image)",
     "on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg": "Hook.POST_CFG (ctx.noise_pred, ctx.latents)",
+    "ControlNet / T2I-Adapter residuals, FreeU, UNet patches": "Hook.UNET_CALL (ctx.add_residuals, ctx.wrap)",
     "on_image_saved": "Hook.IMAGE_SAVED",
     "on_ui_tabs": "Hook.UI_TABS (return UiTab(build, title, id))",
     "on_ui_settings": "Hook.UI_SETTINGS (return OptionSpec rows)",
@@ -185,6 +191,76 @@ class StepContext:
     cfg_scale: float
     request: GenerationRequest
     args: Mapping[str, Any]
+
+
+UNetWrapper = Callable[[Callable[[], "torch.Tensor"]], "torch.Tensor"]
+"""`wrapper(call)`: runs instead of one UNet call; `call()` runs it and returns its output."""
+
+
+@dataclass
+class UNetCallContext:
+    """One UNet call of a denoising step, before it runs (API 1.1). With CFG one call usually holds the uncond and
+    the cond rows together: `rows[i]` is the image (index in the batch) of row i of `sample`, `uncond[i]` is True for
+    rows of the negative prompt. A callback may, for this call only:
+
+    - assign `sample` (same shape), `encoder_hidden_states` (same number of rows), `timestep` or `added_cond_kwargs`;
+    - `add_residuals(down=..., mid=..., intrablock=...)`: ControlNet / T2I-Adapter residuals, added to those of other
+      extensions;
+    - `wrap(wrapper)`: `wrapper(call)` runs instead of the UNet call and returns `call()`'s output or a tensor of its
+      shape (the first callback's wrapper is the outermost);
+    - `forward_hook(module, fn)`: a torch forward hook on a module of `unet`, removed when the call returns.
+
+    `unet` is shared: never assign to it or its modules. `sigma` is NaN for schedulers without alphas."""
+
+    step: int
+    total: int
+    timestep: "torch.Tensor"
+    sigma: float
+    rows: tuple[int, ...]
+    uncond: tuple[bool, ...]
+    sample: "torch.Tensor"
+    encoder_hidden_states: "torch.Tensor"
+    added_cond_kwargs: "Mapping[str, torch.Tensor] | None"
+    unet: Any
+    request: GenerationRequest
+    args: Mapping[str, Any]
+    down_block_additional_residuals: "tuple[torch.Tensor, ...] | None" = None
+    mid_block_additional_residual: "torch.Tensor | None" = None
+    down_intrablock_additional_residuals: "tuple[torch.Tensor, ...] | None" = None
+    _wrappers: list[UNetWrapper] = field(default_factory=list, init=False, repr=False)  # read by the host
+    _handles: list[Any] = field(default_factory=list, init=False, repr=False)  # removed by the host
+
+    def add_residuals(self, down: "Sequence[torch.Tensor] | None" = None, mid: "torch.Tensor | None" = None, *,
+                      intrablock: "Sequence[torch.Tensor] | None" = None) -> None:
+        """Add ControlNet-style residuals (`down`: one per down-block output, `mid`: the mid block's) or T2I-Adapter
+        ones (`intrablock`); residuals already there are summed with them."""
+        if down is not None:
+            self.down_block_additional_residuals = _summed(self.down_block_additional_residuals, down)
+        if mid is not None:
+            current = self.mid_block_additional_residual
+            self.mid_block_additional_residual = mid if current is None else current + mid
+        if intrablock is not None:
+            self.down_intrablock_additional_residuals = _summed(self.down_intrablock_additional_residuals, intrablock)
+
+    def wrap(self, wrapper: UNetWrapper) -> None:
+        """Run `wrapper(call)` instead of this UNet call (see the class doc)."""
+        if not callable(wrapper):
+            raise TypeError("wrap() needs a callable wrapper(call)")
+        self._wrappers.append(wrapper)
+
+    def forward_hook(self, module: Any, fn: Callable[..., Any], *, pre: bool = False,
+                     with_kwargs: bool = False) -> None:
+        """`module.register_forward_hook(fn)` (or the pre-hook with `pre=True`) for this call only."""
+        register = module.register_forward_pre_hook if pre else module.register_forward_hook
+        self._handles.append(register(fn, with_kwargs=with_kwargs))
+
+
+def _summed(current: "tuple[torch.Tensor, ...] | None", added: "Sequence[torch.Tensor]") -> "tuple[torch.Tensor, ...]":
+    if current is None:
+        return tuple(added)
+    if len(current) != len(added):
+        raise ValueError(f"{len(added)} residuals given, {len(current)} already added by another extension")
+    return tuple(a + b for a, b in zip(current, added))
 
 
 @dataclass

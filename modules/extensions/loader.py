@@ -120,6 +120,10 @@ class ExtensionRecord:
         return error
 
 
+ActiveRecords = Callable[[], Sequence[ExtensionRecord]]
+"""The loaded, enabled extensions in load order (`ExtensionHost.active_records`), asked at each use."""
+
+
 def discover(roots: Sequence[ExtensionRoot]) -> list[ExtensionRecord]:
     """Every extension folder under `roots`, as records in discovery order (state SKIPPED until loaded)."""
     records: list[ExtensionRecord] = []

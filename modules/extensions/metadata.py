@@ -5,14 +5,15 @@
     [Extension]
     Name = cfg_rescale          ; canonical name, compared lower-case (default: the folder name)
     Version = 1.0.0
-    Api = 1                     ; API major version it was written for, or a specifier such as ">=1,<2"
+    Api = 1                     ; API version it was written for (1, 1.1), or a specifier such as ">=1.1,<2"
     Requires = other-ext, a|b   ; extensions that must be loaded first ("a|b": either one)
     Before = some-ext           ; load before these, when present
     After = another-ext         ; load after these, when present
 
 Checks, each of which skips the whole extension with a message (nothing of it is imported):
-- `api_problem`: the declared API version is not this program's `API_VERSION` (no `Api` key means "current";
-  A1111 extensions have none and fail at import instead, which is isolated too);
+- `api_problem`: the declared API major version is not this program's `API_VERSION` (no `Api` key means
+  "current"; A1111 extensions have none and fail at import instead, which is isolated too). A newer minor version
+  than `API_MINOR` still loads, with a note (`api_note`): only what it uses from that version is missing;
 - `requirement_problems`: a `requirements.txt` line that the installed packages do not satisfy. A core package
   (torch, diffusers, gradio, ...) at another version is refused as a downgrade or an upgrade of the application's own
   dependencies: requirements are never installed at start (A1111's `install.py` pip calls are not run, see
@@ -101,12 +102,16 @@ def read_metadata(folder: Path) -> ExtensionMetadata:
     )
 
 
-def api_problem(meta: ExtensionMetadata, api_version: int) -> str | None:
-    """Why `meta`'s declared API version cannot be served by `api_version`, or None when it can."""
+def _numeric(declared: str) -> bool:
+    return re.fullmatch(r"\d+(\.\d+)*", declared) is not None
+
+
+def api_problem(meta: ExtensionMetadata, api_version: int, api_minor: int = 0) -> str | None:
+    """Why `meta`'s declared API version cannot be served by `api_version`.`api_minor`, or None when it can."""
     if meta.api is None:
         return None
     declared = meta.api.strip()
-    if re.fullmatch(r"\d+(\.\d+)*", declared):
+    if _numeric(declared):
         major = int(declared.split(".")[0])
         if major == api_version:
             return None
@@ -116,9 +121,21 @@ def api_problem(meta: ExtensionMetadata, api_version: int) -> str | None:
         accepted = SpecifierSet(declared)
     except InvalidSpecifier:
         return f"its {METADATA_FILE} has an unreadable Api value {declared!r} (expected e.g. '1' or '>=1,<2')"
-    if accepted.contains(Version(str(api_version))):
+    if accepted.contains(Version(f"{api_version}.{api_minor}")):
         return None
-    return f"it needs extension API {declared}, but this program provides version {api_version}"
+    return f"it needs extension API {declared}, but this program provides version {api_version}.{api_minor}"
+
+
+def api_note(meta: ExtensionMetadata, api_version: int, api_minor: int) -> str | None:
+    """A note when `meta` was written for a newer minor version of the served major version (it still loads)."""
+    declared = (meta.api or "").strip()
+    if not _numeric(declared):
+        return None
+    parts = [int(part) for part in declared.split(".")]
+    if parts[0] != api_version or len(parts) < 2 or parts[1] <= api_minor:
+        return None
+    return (f"written for extension API {declared}; this program provides {api_version}.{api_minor}, so what the "
+            f"extension uses from the newer version is missing")
 
 
 def _requirement_lines(path: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Drawing extension UI with Gradio: the scripts of a generation tab (and turning their values into a request),
 and the guarded builders of extension tabs.
 
-`render_script_area(host, mode)` is called inside the tab's layout. It draws every always-on script in its own
+`render_script_area(scripts, mode)` is called inside the tab's layout. It draws every always-on script in its own
 accordion, then A1111's "Script" dropdown with each selectable script's controls in a group that is visible only
 while that script is selected. It returns a `ScriptArea` whose `inputs` are named components (the UI binder adds
 them to the generate handler's inputs) and whose `apply(request, values)` puts the values into
@@ -11,15 +11,12 @@ them to the generate handler's inputs) and whose `apply(request, values)` puts t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from modules.extensions.api import ScriptMode, UiTab
 from modules.extensions.loader import ExtensionRecord
-from modules.extensions.scripts import SCRIPT_KEY, ScriptEntry
+from modules.extensions.scripts import SCRIPT_KEY, ScriptCatalog, ScriptEntry
 from modules.types import GenerationRequest
-
-if TYPE_CHECKING:
-    from modules.extensions.host import ExtensionHost
 
 SELECTOR = "script_name"
 """Input name of the "Script" dropdown."""
@@ -58,10 +55,10 @@ class ScriptArea:
         return request.with_changes(extension_args=ext_args)
 
 
-def _add_controls(area: ScriptArea, host: "ExtensionHost", entry: ScriptEntry) -> list[str]:
+def _add_controls(area: ScriptArea, scripts: ScriptCatalog, entry: ScriptEntry) -> list[str]:
     import gradio as gr
 
-    components = host.scripts.build(entry, area.mode)
+    components = scripts.build(entry, area.mode)
     if not components and entry.extension.errors:
         gr.Markdown(f"Extension **{entry.name}** could not draw '{entry.title}': {entry.extension.errors[-1].message}")
     names = []
@@ -76,15 +73,15 @@ def _add_controls(area: ScriptArea, host: "ExtensionHost", entry: ScriptEntry) -
     return names
 
 
-def render_script_area(host: "ExtensionHost", mode: ScriptMode) -> ScriptArea:
+def render_script_area(scripts: ScriptCatalog, mode: ScriptMode) -> ScriptArea:
     """Draw the scripts of `mode` in the current Gradio layout (see the module doc)."""
     import gradio as gr
 
     area = ScriptArea(mode)
-    for entry in host.scripts.entries(mode, always_on=True):
+    for entry in scripts.entries(mode, always_on=True):
         with gr.Accordion(entry.title, open=False, elem_id=f"{mode}_script_{entry.name}"):
-            area.always_on.append((entry, _add_controls(area, host, entry)))
-    selectable = host.scripts.entries(mode, always_on=False)
+            area.always_on.append((entry, _add_controls(area, scripts, entry)))
+    selectable = scripts.entries(mode, always_on=False)
     if not selectable:
         return area
     titles = [entry.title for entry in selectable]
@@ -93,7 +90,7 @@ def render_script_area(host: "ExtensionHost", mode: ScriptMode) -> ScriptArea:
     groups = []
     for entry in selectable:
         with gr.Group(visible=False) as group:
-            area.selectable[entry.title] = (entry, _add_controls(area, host, entry))
+            area.selectable[entry.title] = (entry, _add_controls(area, scripts, entry))
         groups.append(group)
     # a dict answer: with a single output, Gradio would take a returned list as that one output's value
     selector.change(lambda title: {group: gr.update(visible=title == t) for group, t in zip(groups, titles)},

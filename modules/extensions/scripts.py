@@ -1,4 +1,5 @@
-"""Scripts of loaded extensions: lookup, their UI controls described as data, and A1111's API forms.
+"""Scripts of loaded extensions: lookup, their UI controls described as data, A1111's API forms, and running the
+selected one.
 
 A script's controls are the named Gradio components its `ui` function returns. Their metadata (label, default,
 bounds, choices) is read from those components, built once per mode in a throw-away `gr.Blocks` for the API (so
@@ -15,15 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.api import Script, ScriptMode, UiBuilder
-from modules.extensions.loader import ExtensionRecord
-from modules.types import GenerationRequest
-
-if TYPE_CHECKING:
-    from modules.extensions.host import ExtensionHost
+from modules.extensions.api import RunContext, Script, ScriptMode, UiBuilder
+from modules.extensions.loader import ActiveRecords, ExtensionRecord
+from modules.types import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,32 @@ class BadScriptArgs(UserError):
     """Script values that do not fit the script's controls."""
 
     http_status = 422
+
+
+class ExtensionFailed(UserError):
+    """A selectable script raised something other than a UserError (its extension's error list has the trace)."""
+
+    http_status = 500
+
+
+ChoiceProvider = Callable[[str], list[str]]
+"""Names offered to script UIs by kind ("samplers", "checkpoints"); see `api.UiBuilder.choices`."""
+
+
+def no_choices(kind: str) -> list[str]:
+    """The ChoiceProvider of a host with no model manager or sampler registry (tests, `ExtensionHost()`)."""
+    return []
+
+
+@dataclass(frozen=True)
+class RunServices:
+    """What the job runner provides to a selectable script (see api.RunContext)."""
+
+    generate: Callable[[GenerationRequest], GenerationResult]
+    resolve_sampler: Callable[[str], str]
+    resolve_checkpoint: Callable[[str], str]
+    save_grid: Callable[[Image.Image, str], None]
+    interrupted: Callable[[], bool]
 
 
 def script_mode(mode: str) -> ScriptMode:
@@ -99,19 +125,19 @@ def describe_component(name: str, component: Any) -> ArgInfo:
 
 
 class ScriptCatalog:
-    """Every script of the host's active extensions, per mode, in extension load order."""
+    """Every script of the active extensions (`records()`, in load order), per mode; `choices` feeds their UIs."""
 
-    def __init__(self, host: "ExtensionHost") -> None:
-        self._host = host
+    def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices) -> None:
+        self._records = records
+        self._choices = choices
         self._info: dict[tuple[str, str, str], list[ArgInfo]] = {}
         self._lock = threading.Lock()
-        self.choices: Callable[[str], list[str]] = lambda kind: []
 
     # -- lookup -----------------------------------------------------------------------------------------------
 
     def entries(self, mode: ScriptMode | None = None, *, always_on: bool | None = None) -> list[ScriptEntry]:
         found = []
-        for record in self._host.active_records():
+        for record in self._records():
             for script in record.scripts:
                 if mode is not None and mode not in script.modes:
                     continue
@@ -139,7 +165,7 @@ class ScriptCatalog:
         known = ", ".join(repr(e.title.lower()) for e in entries) or "none"
         raise ScriptNotFound(f"Always-on script '{key}' not found for {mode}; available: {known}.")
 
-    def selection(self, request: GenerationRequest) -> ScriptEntry | None:
+    def selected_script(self, request: GenerationRequest) -> ScriptEntry | None:
         """The selectable script a request asks for (`extension_args[SCRIPT_KEY]`), or None."""
         chosen = request.extension_args.get(SCRIPT_KEY)
         if not chosen:
@@ -155,7 +181,7 @@ class ScriptCatalog:
         """Create the script's components in the current Gradio context; {} (error recorded) when its UI fails."""
         if entry.script.ui is None:
             return {}
-        builder = UiBuilder(mode=mode, extension=entry.name, choices=self.choices)
+        builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices)
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):
@@ -241,3 +267,30 @@ class ScriptCatalog:
                                     f"(a list, or an object of named values).")
             ext_args.setdefault(entry.name, {}).update(self.args_from_api(entry, mode, payload["args"]))
         return request.with_changes(extension_args=ext_args)
+
+    # -- running ----------------------------------------------------------------------------------------------
+
+    def run_script(self, entry: ScriptEntry, request: GenerationRequest, services: RunServices,
+                   options: Mapping[str, Any]) -> GenerationResult:
+        """Run a selectable script on `request` (its selection removed, so `generate` runs plain generations).
+
+        A `UserError` from the script reaches the user; any other exception is recorded and becomes
+        `ExtensionFailed`."""
+        inner_args = {key: value for key, value in request.extension_args.items() if key != SCRIPT_KEY}
+        inner = request.with_changes(extension_args=inner_args)
+        context = RunContext(inner_args.get(entry.name, {}), options, services.generate, services.resolve_sampler,
+                             services.resolve_checkpoint, services.save_grid, services.interrupted)
+        assert entry.script.run is not None  # selectable scripts always have run (api.Script checks)
+        try:
+            result = entry.script.run(context, inner)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            entry.extension.record_error(f"run() of script '{entry.title}'", exc)
+            raise ExtensionFailed(f"The script '{entry.title}' of extension '{entry.name}' failed: "
+                                  f"{type(exc).__name__}: {exc}. See the Extensions tab for details.") from exc
+        if not isinstance(result, GenerationResult):
+            message = f"run() returned {type(result).__name__}, not a GenerationResult"
+            entry.extension.record_error(f"run() of script '{entry.title}'", TypeError(message))
+            raise ExtensionFailed(f"The script '{entry.title}' of extension '{entry.name}' failed: {message}.")
+        return result

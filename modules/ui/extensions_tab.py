@@ -188,7 +188,7 @@ def build_extension_tabs(app: "App") -> list[str]:
     """The top-level tabs of extensions (Hook.UI_TABS), inside the main `gr.Tabs`; returns their ids."""
     taken = set(RESERVED_TAB_IDS)
     ids = []
-    for tab in app.extensions.ui_tabs():
+    for tab in app.extensions.hooks.ui_tabs():
         tab_id = tab.id
         if tab_id in taken:
             tab_id = next(f"{tab.id}_{n}" for n in range(2, len(taken) + 3) if f"{tab.id}_{n}" not in taken)

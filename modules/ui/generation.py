@@ -86,7 +86,7 @@ def build_script_area(ctx: UiContext, mode: ScriptMode) -> ScriptArea:
     """The extensions' script controls of a generation tab (always-on accordions, then the "Script" dropdown),
     drawn in the current layout; see modules.extensions.script_ui."""
     with gr.Column(elem_id=f"{mode}_script_container"):
-        return render_script_area(ctx.app.extensions, mode)
+        return render_script_area(ctx.app.extensions.scripts, mode)
 
 
 def _owner(request: gr.Request | None) -> str | None:

@@ -32,13 +32,14 @@ def small_request(**fields: Any) -> GenerationRequest:
 
 def run_with_host(host: ExtensionHost, request: GenerationRequest) -> GenerationResult:
     """What modules.processing does with a host, minus models/settings/saving: hooks around the core."""
-    request = host.before_job(request, {})
+    request = host.hooks.before_job(request, {})
     sampler = REGISTRY.resolve(request.sampler, request.schedule)
-    output = generate(request, tiny_sd1(), sampler, hooks=host.step_hooks(request))
+    output = generate(request, tiny_sd1(), sampler, hooks=host.hooks.step_hooks(request),
+                      unet_hooks=host.hooks.unet_hooks(request))
     texts = tuple(
         infotext.build(prompt, negative, {"Steps": request.steps, "Sampler": sampler.label,
                                           "CFG scale": request.cfg_scale, "Seed": seed})
         for prompt, negative, seed in zip(output.prompts, output.negative_prompts, output.seeds))
-    images, texts = host.after_images(request, output.images, texts, output.seeds, {})
+    images, texts = host.hooks.after_images(request, output.images, texts, output.seeds, {})
     return GenerationResult(images, output.seeds, output.subseeds, output.prompts, output.negative_prompts, texts,
                             request, interrupted=output.interrupted)

@@ -44,7 +44,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
 def _request(app: App, **fields: object) -> GenerationRequest:
     base = GenerationRequest(prompt="a cube", seed=5, steps=1, width=64, height=64, sampler="Euler", cfg_scale=4)
-    return app.extensions.request_from_api(*fields.pop("scripts", (None, [], None)), base).with_changes(**fields)
+    request = app.extensions.scripts.request_from_api(*fields.pop("scripts", (None, [], None)), base)
+    return request.with_changes(**fields)
 
 
 def test_hooks_and_scripts_around_real_jobs(app, clear_events):

@@ -24,10 +24,9 @@ def host() -> ExtensionHost:
 
 def _ours(monkeypatch, host, phi):
     capture = LatentCapture(monkeypatch)
-    request = host.request_from_api(None, [], {"cfg rescale": {"args": [phi]}},
-                                    small_request(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=3,
-                                                  cfg_scale=9.0))
-    generate(request, tiny_sd1(), REGISTRY.resolve("Euler"), hooks=host.step_hooks(request))
+    base = small_request(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=3, cfg_scale=9.0)
+    request = host.scripts.request_from_api(None, [], {"cfg rescale": {"args": [phi]}}, base)
+    generate(request, tiny_sd1(), REGISTRY.resolve("Euler"), hooks=host.hooks.step_hooks(request))
     return capture.last
 
 
@@ -53,4 +52,4 @@ def test_phi_zero_changes_nothing_and_phi_goes_into_the_infotext(host):
 
 def test_bad_phi_is_refused_before_generating(host):
     with pytest.raises(UserError, match="between 0 and 1"):
-        host.before_job(small_request(extension_args={"cfg_rescale": {"phi": 3}}), {})
+        host.hooks.before_job(small_request(extension_args={"cfg_rescale": {"phi": 3}}), {})

@@ -68,15 +68,15 @@ def test_every_hook_fires_in_order(write_extension, make_host, settings_store, c
 
     registry = default_registry()
     host.setup(registry, settings_store)
-    host.app_started(SimpleNamespace())
-    loader = host.wrap_model_loader(lambda record, plan: SimpleNamespace(identity=ModelIdentity(Family.SD1)))
+    host.hooks.app_started(SimpleNamespace())
+    loader = host.hooks.wrap_model_loader(lambda record, plan: SimpleNamespace(identity=ModelIdentity(Family.SD1)))
     loader(SimpleNamespace(title="tiny.safetensors"), None)
-    tabs = host.ui_tabs()
+    tabs = host.hooks.ui_tabs()
     with gr.Blocks():
         for tab in tabs:
             tab.build()
     result = run_with_host(host, small_request())
-    host.image_saved(result.request, tmp_path / "x.png", result.images[0], result.infotexts[0])
+    host.hooks.image_saved(result.request, tmp_path / "x.png", result.images[0], result.infotexts[0])
 
     events = list(clear_events)
     assert {what for _, what in events} >= {hook.name for hook in Hook}
@@ -84,6 +84,7 @@ def test_every_hook_fires_in_order(write_extension, make_host, settings_store, c
         assert _pairs(events, hook) == ["beta", "alpha"], hook
     assert _pairs(events, "BEFORE_JOB") == ["alpha", "beta"]
     assert _pairs(events, "POST_CFG") == ["beta", "alpha"] * 2  # two steps
+    assert _pairs(events, "UNET_CALL") == ["beta", "alpha"] * 2  # one UNet call (uncond and cond rows) per step
     assert _pairs(events, "tab built") == ["beta", "alpha"]
     assert [t.title for t in tabs] == ["Beta", "Alpha"]
     # what the hooks returned took effect
@@ -134,7 +135,7 @@ def test_a_raising_extension_is_isolated(write_extension, make_host, clear_event
     write_extension("raiser", {"main.py": RAISER})
     write_extension("healthy", {"main.py": HEALTHY})
     host = make_host()
-    host.app_started(SimpleNamespace())
+    host.hooks.app_started(SimpleNamespace())
     result = run_with_host(host, small_request())
 
     assert result.images[0].tobytes() == baseline.images[0].tobytes()
@@ -233,7 +234,7 @@ def test_disabling_is_persisted_and_applies(write_extension, ext_root, tmp_path,
     host.load()
     host.set_enabled("beta", False)
     assert json.loads(config.read_text())["disabled_extensions"] == ["beta"]
-    assert {cb.extension.name for cb in host.callbacks(Hook.BEFORE_JOB)} == {"alpha"}  # hooks stop at once
+    assert {cb.extension.name for cb in host.hooks.callbacks(Hook.BEFORE_JOB)} == {"alpha"}  # hooks stop at once
     assert [row.enabled for row in host.list_extensions()] == [True, False]
 
     clear_events.clear()
@@ -272,7 +273,7 @@ def test_tab_build_failure_shows_a_message(write_extension, make_host):
     write_extension("tabby", {"main.py": source})
     host = make_host()
     with gr.Blocks():
-        for tab in host.ui_tabs():
+        for tab in host.hooks.ui_tabs():
             tab.build()
     assert host.get("tabby").errors[0].where == "UI tab 'Broken'"
 

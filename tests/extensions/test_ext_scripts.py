@@ -70,34 +70,34 @@ def test_scripts_listing_has_a1111_shape(host):
 
 def test_request_from_api_positional_and_named(host):
     base = small_request()
-    request = host.request_from_api("TOY SCRIPT", [1.5, "hard"], {"toy always": {"args": [False]}}, base)
+    request = host.scripts.request_from_api("TOY SCRIPT", [1.5, "hard"], {"toy always": {"args": [False]}}, base)
     assert request.extension_args["toy"] == {"strength": 1.5, "mode": "hard", "note": "", "flag": False}
     assert request.extension_args[SCRIPT_KEY] == {"title": "Toy Script"}
-    assert host.selected_script(request).title == "Toy Script"
-    named = host.request_from_api(None, [], {"toy": {"args": {"flag": False}}}, base)
+    assert host.scripts.selected_script(request).title == "Toy Script"
+    named = host.scripts.request_from_api(None, [], {"toy": {"args": {"flag": False}}}, base)
     assert named.extension_args == {"toy": {"flag": False}}
-    assert host.selected_script(named) is None
+    assert host.scripts.selected_script(named) is None
 
 
 def test_request_from_api_errors(host):
     base = small_request()
     with pytest.raises(ScriptNotFound, match="'nope' not found for txt2img; available scripts: 'Toy Script'"):
-        host.request_from_api("nope", [], None, base)
+        host.scripts.request_from_api("nope", [], None, base)
     with pytest.raises(ScriptNotFound):  # a txt2img-only script is not offered in img2img
-        host.request_from_api("toy script", [], None, small_request(mode="img2img"))
+        host.scripts.request_from_api("toy script", [], None, small_request(mode="img2img"))
     with pytest.raises(ScriptNotFound, match="Always-on script 'ghost'"):
-        host.request_from_api(None, [], {"ghost": {"args": []}}, base)
+        host.scripts.request_from_api(None, [], {"ghost": {"args": []}}, base)
     with pytest.raises(BadScriptArgs, match="at most 3 argument"):
-        host.request_from_api("toy script", [1, 2, 3, 4], None, base)
+        host.scripts.request_from_api("toy script", [1, 2, 3, 4], None, base)
     with pytest.raises(BadScriptArgs, match="no argument"):
-        host.request_from_api(None, [], {"toy always": {"args": {"bogus": 1}}}, base)
+        host.scripts.request_from_api(None, [], {"toy always": {"args": {"bogus": 1}}}, base)
     with pytest.raises(BadScriptArgs, match='"args"'):
-        host.request_from_api(None, [], {"toy always": [True]}, base)
+        host.scripts.request_from_api(None, [], {"toy always": [True]}, base)
 
 
 def test_script_area_renders_and_applies_values(host):
     with gr.Blocks():
-        area = render_script_area(host, "txt2img")
+        area = render_script_area(host.scripts, "txt2img")
     assert list(area.inputs) == ["toy/flag", SELECTOR, "toy/strength", "toy/mode", "toy/note"]
     values = {"toy/flag": True, SELECTOR: "Toy Script", "toy/strength": 2.0, "toy/mode": "soft", "toy/note": "n"}
     request = area.apply(small_request(), values)
@@ -115,7 +115,7 @@ def test_builtin_extensions_load_cleanly():
     assert all(row.state == "loaded" and not row.errors for row in rows.values())
     assert host.scripts.api_scripts()["txt2img"] == ["x/y/z plot"]
     with gr.Blocks():
-        render_script_area(host, "img2img")
+        render_script_area(host.scripts, "img2img")
     assert all(not record.errors for record in host.records)
 
 
@@ -147,18 +147,31 @@ def _readme_examples() -> dict[str, str]:
 
 def test_readme_example_works(tmp_path, make_host, ext_root):
     files = _readme_examples()
-    assert set(files) == {"metadata.ini", "scripts/brighten.py"}
+    assert set(files) == {"metadata.ini", "scripts/brighten.py", "scripts/scale_mid.py"}
     for relative, source in files.items():
+        if relative == "scripts/scale_mid.py":  # the model hook's example, an extension of its own (below)
+            continue
         target = ext_root / "brighten" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(source)
     host = make_host()
     assert host.get("brighten").loaded and not host.get("brighten").errors
-    request = host.request_from_api(None, [], {"brighten": {"args": [0.5]}}, small_request())
+    request = host.scripts.request_from_api(None, [], {"brighten": {"args": [0.5]}}, small_request())
     brighter = run_with_host(host, request)
     plain = run_with_host(ExtensionHost(), small_request())
     assert np.asarray(brighter.images[0]).mean() > np.asarray(plain.images[0]).mean()
     assert brighter.infotexts[0].endswith("Brighten: 0.5")
     fastapi_app = FastAPI()
-    host.app_started(fastapi_app)
+    host.hooks.app_started(fastapi_app)
     assert TestClient(fastapi_app).get("/brighten/v1/ping").json() == {"ok": True}
+
+
+def test_readme_model_hook_example_works(write_extension, make_host):
+    write_extension("scale_mid", {"scale_mid.py": _readme_examples()["scripts/scale_mid.py"]}, "Api = 1.1\n")
+    host = make_host()
+    plain = run_with_host(ExtensionHost(), small_request())
+    assert run_with_host(host, small_request()).images[0].tobytes() == plain.images[0].tobytes()
+    scaled = run_with_host(host, small_request(extension_args={"scale_mid": {"factor": 1.5}}))
+    assert scaled.images[0].tobytes() != plain.images[0].tobytes()
+    assert run_with_host(ExtensionHost(), small_request()).images[0].tobytes() == plain.images[0].tobytes()
+    assert not host.get("scale_mid").errors

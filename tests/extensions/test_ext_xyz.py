@@ -11,8 +11,9 @@ from helpers_ext import REGISTRY, run_with_host, small_request
 from PIL import Image
 
 from modules.errors import UnknownSampler, UserError
-from modules.extensions.host import BUILTIN_ROOT, ExtensionHost, RunServices
+from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
+from modules.extensions.scripts import RunServices
 from modules.types import GenerationRequest, GenerationResult
 
 
@@ -50,8 +51,8 @@ class Recorder:
 
 
 def plot(host: ExtensionHost, recorder: Recorder, args: Any, **fields: Any) -> GenerationResult:
-    request = host.request_from_api("x/y/z plot", args, None, small_request(steps=1, **fields))
-    return host.run_script(host.selected_script(request), request, recorder.services(), {})
+    request = host.scripts.request_from_api("x/y/z plot", args, None, small_request(steps=1, **fields))
+    return host.scripts.run_script(host.scripts.selected_script(request), request, recorder.services(), {})
 
 
 def test_value_syntax_follows_a1111(axes):
