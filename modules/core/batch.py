@@ -129,6 +129,7 @@ def _text_inputs(job: PreparedJob, components: ComponentSet, conditioning: Condi
         cond_added = sdxl_added_cond(identity, conditioning.pooled, plan.width, plan.height, plan.options, False)
         uncond_added = sdxl_added_cond(identity, conditioning.uncond_pooled, plan.width, plan.height, plan.options,
                                        True)
+    calls: tuple[UNetCall, ...]
     if not guided:
         calls = (_call(components, rows, cond, cond_added),)
     elif cond.shape[1] == uncond.shape[1]:

@@ -228,7 +228,7 @@ def _unmet_requires(metas: dict[str, ExtensionMetadata]) -> dict[str, str]:
 
 def _edges(meta: ExtensionMetadata, present: set[str]) -> list[tuple[str, str]]:
     """(first, then) pairs for one extension: required and `After` ones first, `Before` ones after it."""
-    edges = []
+    edges: list[tuple[str, str]] = []
     for alternatives in meta.requires:
         edges.extend((alt, meta.name) for alt in alternatives if alt in present)
     edges.extend((other, meta.name) for other in meta.after if other in present)
