@@ -1,10 +1,12 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and the markers' rules: a test that drives Chromium is `browser` (set
+here from its fixtures, so none can be missed); a `gpu` test is skipped where CUDA is absent."""
 
 from __future__ import annotations
 
 from typing import Any, Iterator
 
 import pytest
+import torch
 
 from tests.browser import CHROMIUM, LAUNCH_ARGS
 
@@ -25,3 +27,15 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+BROWSER_FIXTURES = frozenset({"chromium"})  # every Playwright test reaches Chromium through this fixture
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda = torch.cuda.is_available()
+    for item in items:
+        if BROWSER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
+        if item.get_closest_marker("gpu") is not None and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))

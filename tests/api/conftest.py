@@ -7,7 +7,8 @@ from typing import Callable, Iterator
 
 import httpx
 import pytest
-from api_helpers import FakeApp, LiveServer, build_fake_app, fastapi_for
+
+from tests.api.api_helpers import FakeApp, LiveServer, build_fake_app, fastapi_for
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ import threading
 import time
 
 import httpx
-from api_helpers import seed_colour
+import pytest
 from PIL import Image
+
+from tests.api.api_helpers import seed_colour
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -51,6 +53,7 @@ def test_submit_poll_and_fetch_the_result(make_server) -> None:
     assert [job["job_id"] for job in listing] == [job_id] and listing[0]["result"] is None
 
 
+@pytest.mark.slow
 def test_img2img_and_inpaint_modes(make_server) -> None:
     _, client = make_server()
     buffer = io.BytesIO()
@@ -93,6 +96,7 @@ def test_events_stream_until_the_job_finishes(make_server) -> None:
     assert [kind for kind, _ in late] == ["status", "finished"]
 
 
+@pytest.mark.slow
 def test_delete_cancels_queued_and_interrupts_running_jobs(make_server) -> None:
     app, client = make_server()
     app.gate.close()
@@ -110,6 +114,7 @@ def test_delete_cancels_queued_and_interrupts_running_jobs(make_server) -> None:
     assert client.get("/api/v1/jobs/nope").status_code == 404
 
 
+@pytest.mark.slow
 def test_users_see_and_cancel_only_their_own_jobs(make_server) -> None:
     app, client = make_server(api_auth=(("alice", "a"), ("bob", "b")))
     alice, bob = ("alice", "a"), ("bob", "b")

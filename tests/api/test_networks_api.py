@@ -8,12 +8,12 @@ from typing import Iterator
 import httpx
 import pytest
 import torch
-from api_helpers import LiveServer, fastapi_for
 from safetensors.torch import save_file
 
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions
+from tests.api.api_helpers import LiveServer, fastapi_for
 from tests.networks.app_data import EMBEDDING, LORA, NetworkFiles, write_network_data
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "cfg_scale": 5, "seed": 3}
@@ -32,6 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
     app.close()
 
 
+@pytest.mark.slow
 def test_embeddings_are_listed_as_loaded_for_the_current_model(served) -> None:
     _, client, _ = served
     listing = client.get("/sdapi/v1/embeddings").json()

@@ -13,7 +13,6 @@ from typing import Iterator
 
 import httpx
 import pytest
-from api_helpers import LiveServer, fastapi_for
 from PIL import Image
 
 from modules.app import App
@@ -22,6 +21,9 @@ from modules.cli import LaunchOptions
 from modules.models.convert import save_single_file
 from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
+from tests.api.api_helpers import LiveServer, fastapi_for
+
+pytestmark = pytest.mark.slow  # the real App on tiny checkpoints
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "cfg_scale": 5}
 
@@ -64,6 +66,7 @@ def txt2img(client: httpx.Client, **fields: object) -> tuple[list[Image.Image], 
     return [decode(text) for text in data["images"]], json.loads(data["info"])
 
 
+@pytest.mark.slow
 def test_txt2img_through_the_core(real) -> None:
     _, client = real
     images, info = txt2img(client, prompt="red square", seed=42, batch_size=2, steps=3)
@@ -95,6 +98,7 @@ def _poll_progress(client: httpx.Client, stop: threading.Event, seen: list[dict]
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_eight_concurrent_requests_while_progress_is_polled(real) -> None:
     _, client = real
     seeds = [1000 + 17 * i for i in range(8)]
@@ -128,6 +132,7 @@ def test_eight_concurrent_requests_while_progress_is_polled(real) -> None:
     assert again[0].tobytes() == decode(results[seeds[0]].json()["images"][0]).tobytes()
 
 
+@pytest.mark.slow
 def test_checkpoint_switch_through_options(real) -> None:
     app, client = real
     before, info_a = txt2img(client, seed=7)
@@ -214,6 +219,7 @@ def test_job_api_through_the_core(real) -> None:
     assert decode(status["result"]["images"][0]).size == (64, 64)
 
 
+@pytest.mark.slow
 def test_auth_on_the_real_app(tmp_path: Path) -> None:
     app = make_real_app(tmp_path, api_auth=(("ann", "pw"),))
     server = LiveServer(fastapi_for(app)).start()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import seed_colour, write_safetensors
 from PIL import Image, PngImagePlugin
+
+from tests.api.api_helpers import seed_colour, write_safetensors
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -118,6 +119,7 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     ("img2img", {"init_images": ["http://example.com/a.png"]}, 400, "InvalidImage"),
     ("img2img", {"init_images": [b64_png(Image.new("RGB", (8, 8)))], "inpainting_fill": 7}, 422, "InvalidRequest"),
 ])
+@pytest.mark.slow
 def test_bad_requests_get_a1111_error_bodies(make_server, path: str, body: dict, status: int, error: str) -> None:
     _, client = make_server()
     response = client.post(f"/sdapi/v1/{path}", json={**SMALL, **body})
@@ -152,6 +154,7 @@ def test_duplicate_force_task_id_is_refused(make_server) -> None:
     assert again.status_code == 422 and "t1" in again.json()["detail"]
 
 
+@pytest.mark.slow
 def test_options_switch_checkpoint_between_requests(make_server) -> None:
     app, client = make_server()
     options = client.get("/sdapi/v1/options").json()
@@ -169,6 +172,7 @@ def test_options_switch_checkpoint_between_requests(make_server) -> None:
     assert json.loads(app.paths.config_file.read_text())["sd_model_checkpoint"] == "beta.safetensors"
 
 
+@pytest.mark.slow
 def test_options_are_validated_before_anything_is_applied(make_server) -> None:
     app, client = make_server()
     missing = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "gamma", "jpeg_quality": 50})
@@ -185,6 +189,7 @@ def test_options_are_validated_before_anything_is_applied(make_server) -> None:
     assert client.get("/sdapi/v1/options").json()["jpeg_quality"] == 50
 
 
+@pytest.mark.slow
 def test_checkpoint_switch_waits_for_the_queue_and_a_failed_load_changes_nothing(make_server) -> None:
     app, client = make_server()
     app.gate.close()
@@ -209,6 +214,7 @@ def test_checkpoint_switch_waits_for_the_queue_and_a_failed_load_changes_nothing
     assert unchanged.status_code == 200 and client.get("/sdapi/v1/options").json()["jpeg_quality"] == 60
 
 
+@pytest.mark.slow
 def test_model_and_sampler_listings(make_server) -> None:
     app, client = make_server()
     write_safetensors(app.paths.vae / "soft.vae.safetensors", {"x": [1]})
@@ -312,6 +318,7 @@ def test_skip_marks_the_running_job(make_server) -> None:
     assert out[0].status_code == 200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_each_get_their_own_images(make_server) -> None:
     _, client = make_server()
     seeds = [100 + i for i in range(8)]
@@ -329,6 +336,7 @@ def test_concurrent_requests_each_get_their_own_images(make_server) -> None:
         assert decode(data["images"][0]).getpixel((0, 0)) == seed_colour(seed)
 
 
+@pytest.mark.slow
 def test_basic_auth_protects_every_api_route(make_server) -> None:
     _, client = make_server(api_auth=(("alice", "s3cret"), ("bob", "pa:ss")))
     denied = client.get("/sdapi/v1/sd-models")

@@ -68,6 +68,7 @@ def test_img2img_equals_diffusers_running_the_same_tail(monkeypatch):
     assert torch.equal(capture.last, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", [SD1_INPAINT, SD1], ids=["9-channel", "4-channel"])
 def test_inpaint_equals_diffusers_before_paste_back(monkeypatch, identity):
     capture = LatentCapture(monkeypatch)
@@ -86,6 +87,7 @@ def test_inpaint_equals_diffusers_before_paste_back(monkeypatch, identity):
     assert torch.equal(capture.last, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fill", list(InpaintFill))
 def test_unmasked_pixels_equal_the_original_after_paste_back(fill):
     image, mask = sample_image(), block_mask()

@@ -26,6 +26,7 @@ EULER = default_registry().resolve("Euler")
 PROMPT, NEGATIVE = "a red cube", "blurry"
 
 
+@pytest.mark.slow
 def test_refiner_continues_the_schedule_like_diffusers(monkeypatch):
     capture = LatentCapture(monkeypatch)
     used = []

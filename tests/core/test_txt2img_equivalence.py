@@ -49,6 +49,7 @@ def _reference(identity, sampler, seeds, negative=NEGATIVE, eta=0.0, output_type
     [(SD1, "Euler"), (SD1, "Euler a"), (SD1, "DDIM"), (SD1, "DPM++ 2M"), (SD1, "UniPC"), (SD2_V, "Euler"),
      (SD2_V, "DDIM")],
 )
+@pytest.mark.slow
 def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
     sampler = REGISTRY.resolve(name)
     eta = 0.5 if name == "DDIM" else None
@@ -57,6 +58,7 @@ def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
     assert torch.equal(latents, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["Euler", "Euler a"])
 def test_sdxl_txt2img_equals_diffusers(monkeypatch, name):
     sampler = REGISTRY.resolve(name)

@@ -98,6 +98,7 @@ def test_a_square_with_pinched_or_rounded_sides_stays_a_square() -> None:
     assert shape_of(octagon) == "circle"
 
 
+@pytest.mark.slow
 def test_classifier_is_exact_on_clean_images_of_every_combination() -> None:
     data = make_dataset(336, seed=5, combinations=all_combinations())
     for image, scene in zip(data.images, data.scenes):

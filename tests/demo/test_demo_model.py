@@ -43,6 +43,7 @@ def test_file_is_a_small_sd1_checkpoint(demo: ComponentSet) -> None:
 EASY_PROMPTS = [(("white", "black", "square"), 1), (("yellow", "blue", "circle"), 2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("combination", "seed"), EASY_PROMPTS)
 def test_draws_the_background_colour_of_the_prompt(demo: ComponentSet, combination: tuple[str, str, str],
                                                     seed: int) -> None:
@@ -54,6 +55,7 @@ def test_draws_the_background_colour_of_the_prompt(demo: ComponentSet, combinati
 INIT = Scene("white", "blue", "square", size=32, x=16, y=16)
 
 
+@pytest.mark.slow
 def test_img2img_at_low_strength_keeps_the_init_image_and_at_full_strength_follows_the_prompt(
         demo: ComponentSet) -> None:
     """At 0.3 the init is kept with its own caption and with one sharing no colour or shape; at 1.0 that other
@@ -67,6 +69,7 @@ def test_img2img_at_low_strength_keeps_the_init_image_and_at_full_strength_follo
     assert high.background == "yellow"
 
 
+@pytest.mark.slow
 def test_inpaint_repaints_inside_the_mask_and_keeps_every_pixel_outside(demo: ComponentSet) -> None:
     init = render(INIT)
     mask = shape_box_mask(INIT)

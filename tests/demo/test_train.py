@@ -89,6 +89,7 @@ def test_noisy_captions_change_single_attributes_within_training_combinations(sc
         assert 0.03 < count / named < 0.1
 
 
+@pytest.mark.slow
 def test_low_noise_steps_get_their_own_rate(scenes: list) -> None:
     sampler = CaptionSampler(load_tokenizer("clip_l"), scenes, seed=0, noise=0.0, noise_low=0.3)
     assert _wrong_words(sampler, scenes, HIGH)[0] == [0, 0, 0]
@@ -178,6 +179,7 @@ def torch_state() -> Iterator[None]:
     torch.use_deterministic_algorithms(deterministic)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("torch_state")
 def test_a_tiny_run_writes_the_same_loadable_sd1_file_twice_also_when_reusing_its_vae(tmp_path: Path) -> None:
     outputs = []
@@ -209,6 +211,7 @@ def test_compare_tells_identical_models_from_different_ones(tmp_path: Path) -> N
     assert differences(tmp_path / "a.safetensors", tmp_path / "c.safetensors") == ["tensor w"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("torch_state")
 def test_a_tiny_run_with_caption_mistakes_and_a_spared_text_encoder(tmp_path: Path) -> None:
     config = TrainConfig(out=tmp_path / "m.safetensors", vae_steps=2, unet_steps=3, images=16, vae_batch=2,

@@ -6,12 +6,12 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
 
-import ext_test_events
 import pytest
 
 from modules.extensions.host import ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.settings import SettingsStore
+from tests.extensions import ext_test_events
 
 WriteExtension = Callable[..., Path]
 

@@ -20,7 +20,7 @@ from modules.types import GenerationRequest
 
 WATCHER = '''
 from modules.extensions.api import Hook
-import ext_test_events
+from tests.extensions import ext_test_events
 
 
 def register(ext):
@@ -48,6 +48,7 @@ def _request(app: App, **fields: object) -> GenerationRequest:
     return request.with_changes(**fields)
 
 
+@pytest.mark.slow
 def test_hooks_and_scripts_around_real_jobs(app, clear_events):
     names = {row.name: row.state for row in app.extensions.list_extensions()}
     assert names == {"cfg_rescale": "loaded", "xyz_grid": "loaded", "watcher": "loaded"}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_ext import REGISTRY, run_with_host, small_request, tiny_sd1
 
 from modules.core.generate import generate
 from modules.errors import UserError
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from tests.core.helpers import LatentCapture, generators, reference_scheduler, sd_pipeline
+from tests.extensions.helpers import REGISTRY, run_with_host, small_request, tiny_sd1
 
 PROMPT, NEGATIVE = "a red cube", "blurry"
 
@@ -30,6 +30,7 @@ def _ours(monkeypatch, host, phi):
     return capture.last
 
 
+@pytest.mark.slow
 def test_equals_diffusers_guidance_rescale(monkeypatch, host):
     ours = _ours(monkeypatch, host, 0.7)
     components = tiny_sd1()

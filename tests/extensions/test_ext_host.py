@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-from helpers_ext import run_with_host, small_request
 from PIL import Image
 
 from modules.extensions.api import Hook
@@ -18,10 +17,11 @@ from modules.extensions.loader import ExtensionRoot, ExtensionState
 from modules.models.identity import Family, ModelIdentity
 from modules.samplers.registry import default_registry
 from modules.settings import SettingsStore
+from tests.extensions.helpers import run_with_host, small_request
 
 RECORDER = '''
 from modules.extensions.api import Hook, OptionSpec, UiTab, sampler_spec, with_infotext_params
-import ext_test_events
+from tests.extensions import ext_test_events
 
 NAME = "{name}"
 EVENTS = ext_test_events.EVENTS
@@ -122,7 +122,7 @@ def register(ext):
 
 HEALTHY = '''
 from modules.extensions.api import Hook
-import ext_test_events
+from tests.extensions import ext_test_events
 
 
 def register(ext):
@@ -154,7 +154,7 @@ def test_a_raising_extension_is_isolated(write_extension, make_host, clear_event
 def test_import_or_register_failure_keeps_nothing(write_extension, make_host, clear_events):
     ok_script = '''
     from modules.extensions.api import Hook
-    import ext_test_events
+    from tests.extensions import ext_test_events
     def register(ext):
         ext.on(Hook.BEFORE_JOB, lambda ctx: ext_test_events.EVENTS.append(("half", "BEFORE_JOB")))
     '''
@@ -173,7 +173,7 @@ def test_import_or_register_failure_keeps_nothing(write_extension, make_host, cl
 
 
 IMPORT_MARKER = '''
-import ext_test_events
+from tests.extensions import ext_test_events
 ext_test_events.EVENTS.append(("{name}", "imported"))
 def register(ext):
     pass

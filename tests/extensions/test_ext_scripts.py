@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers_ext import run_with_host, small_request
 
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.extensions.script_ui import SELECTOR, render_script_area
 from modules.extensions.scripts import SCRIPT_KEY, BadScriptArgs, ScriptNotFound
+from tests.extensions.helpers import run_with_host, small_request
 
 TOY = '''
 from modules.extensions.api import GenerationResult
@@ -79,6 +79,7 @@ def test_request_from_api_positional_and_named(host):
     assert host.scripts.selected_script(named) is None
 
 
+@pytest.mark.slow
 def test_request_from_api_errors(host):
     base = small_request()
     with pytest.raises(ScriptNotFound, match="'nope' not found for txt2img; available scripts: 'Toy Script'"):
@@ -95,6 +96,7 @@ def test_request_from_api_errors(host):
         host.scripts.request_from_api(None, [], {"toy always": [True]}, base)
 
 
+@pytest.mark.slow
 def test_script_area_renders_and_applies_values(host):
     with gr.Blocks():
         area = render_script_area(host.scripts, "txt2img")
@@ -145,6 +147,7 @@ def _readme_examples() -> dict[str, str]:
     return dict(found)
 
 
+@pytest.mark.slow
 def test_readme_example_works(tmp_path, make_host, ext_root):
     files = _readme_examples()
     assert set(files) == {"metadata.ini", "scripts/brighten.py", "scripts/scale_mid.py"}

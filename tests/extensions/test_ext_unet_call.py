@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_ext import run_with_host, small_request, tiny_sd1
 
 from modules.extensions.api import API_MINOR, API_VERSION, Hook
 from modules.extensions.host import ExtensionHost
 from modules.extensions.loader import ExtensionState
+from tests.extensions.helpers import run_with_host, small_request, tiny_sd1
 
 RESIDUALS = '''
 from modules.extensions.api import Hook
-import ext_test_events
+from tests.extensions import ext_test_events
 
 
 def residual_shapes(unet, sample):
@@ -59,7 +59,7 @@ def register(ext):
 
 WRAPPER = '''
 from modules.extensions.api import Hook
-import ext_test_events
+from tests.extensions import ext_test_events
 
 NAME = "{name}"
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_ext import REGISTRY, run_with_host, small_request
 from PIL import Image
 
 from modules.errors import UnknownSampler, UserError
@@ -15,6 +14,7 @@ from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
 from modules.extensions.scripts import RunServices
 from modules.types import GenerationRequest, GenerationResult
+from tests.extensions.helpers import REGISTRY, run_with_host, small_request
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,7 @@ def test_value_syntax_follows_a1111(axes):
         axes.find_axis("Denoising", "txt2img")  # img2img only
 
 
+@pytest.mark.slow
 def test_two_by_two_grid_with_labels(host):
     recorder = Recorder()
     result = plot(host, recorder, ["Steps", "1,2", "CFG Scale", "3, 7"], seed=-1)
@@ -95,6 +96,7 @@ def test_two_by_two_grid_with_labels(host):
     assert result.infotexts[1] != result.infotexts[0] and len(result.seeds) == 5
 
 
+@pytest.mark.slow
 def test_grid_without_legend_is_cells_and_margins(host):
     args = {"x_type": "Seed", "x_values": "1, 2", "y_type": "Prompt S/R", "y_values": "cube, ball",
             "draw_legend": False, "margin_size": 4, "include_lone_images": False}
@@ -105,6 +107,7 @@ def test_grid_without_legend_is_cells_and_margins(host):
         (1, "a red cube"), (2, "a red cube"), (1, "a red ball"), (2, "a red ball")]
 
 
+@pytest.mark.slow
 def test_z_axis_sub_grids_and_checkpoint_outer_loop(host):
     args = {"x_type": "Seed", "x_values": "1,2", "z_type": "Checkpoint name", "z_values": "a, b",
             "include_sub_grids": True}
@@ -186,6 +189,7 @@ def test_axis_types_by_a1111_index(axes):
         axes.find_axis(400, "img2img")
 
 
+@pytest.mark.slow
 def test_full_a1111_list_with_dropdown_values_and_varied_seeds(host):
     args = a1111_args(x_type=9, x_values="ignored", x_values_dropdown=["Euler", "Euler a"], y_type=1,
                       y_values="5, 20", vary_seeds_x=True, include_lone_images=True)
@@ -224,6 +228,7 @@ def test_ui_shows_the_dropdown_for_axes_with_choices(controls):
         assert text["visible"] is True and dropdown["visible"] is False and dropdown["value"] == []
 
 
+@pytest.mark.slow
 def test_comments_of_the_cells_reach_the_plot_result(host):
     import dataclasses
 

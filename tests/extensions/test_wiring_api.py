@@ -68,6 +68,7 @@ def _txt2img(client: httpx.Client, **fields: object) -> tuple[list[Image.Image],
     return [_decode(text) for text in data["images"]], json.loads(data["info"])
 
 
+@pytest.mark.slow
 def test_scripts_lists_xyz_for_both_tabs(served) -> None:
     _, client = served
     response = client.get("/sdapi/v1/scripts")
@@ -75,6 +76,7 @@ def test_scripts_lists_xyz_for_both_tabs(served) -> None:
     assert response.json() == {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]}
 
 
+@pytest.mark.slow
 def test_script_info_shape(served) -> None:
     _, client = served
     info = client.get("/sdapi/v1/script-info").json()
@@ -91,6 +93,7 @@ def test_script_info_shape(served) -> None:
     assert "Denoising" in rows[("x/y/z plot", True)]["args"][0]["choices"]
 
 
+@pytest.mark.slow
 def test_txt2img_with_xyz_plot_returns_grid_and_images(served) -> None:
     _, client = served
     images, info = _txt2img(client, script_name="x/y/z plot", script_args=["Seed", "1, 2", "Steps", "1, 2"])
@@ -102,6 +105,7 @@ def test_txt2img_with_xyz_plot_returns_grid_and_images(served) -> None:
     assert sorted(info["all_seeds"][1:]) == [1, 1, 2, 2]
 
 
+@pytest.mark.slow
 def test_txt2img_with_a1111s_full_xyz_argument_list(served) -> None:
     """What an A1111 1.10 client posts: 18 positional values, axis types as A1111 indexes (9 = Sampler, 1 = Seed),
     the sampler values in the dropdown slot, "Vary seeds for X" on, no sub images."""
@@ -116,6 +120,7 @@ def test_txt2img_with_a1111s_full_xyz_argument_list(served) -> None:
     assert ["Sampler: Euler a," in text for text in info["infotexts"][1:]] == [False, True, False, True]
 
 
+@pytest.mark.slow
 def test_alwayson_cfg_rescale_changes_the_image(served) -> None:
     _, client = served
     plain, plain_info = _txt2img(client)
@@ -127,6 +132,7 @@ def test_alwayson_cfg_rescale_changes_the_image(served) -> None:
     assert np.array_equal(np.asarray(named[0]), np.asarray(rescaled[0]))
 
 
+@pytest.mark.slow
 def test_img2img_takes_scripts_too(served) -> None:
     _, client = served
     buffer = io.BytesIO()

@@ -137,6 +137,7 @@ def test_set_limit_shrinks_now() -> None:
     assert cache.clear() == 1 and len(cache) == 0
 
 
+@pytest.mark.slow
 def test_eviction_warns_when_someone_else_keeps_the_model(caplog) -> None:
     cache: ModelCache[FakeModel] = ModelCache(limit=1)
     loader = Loader()

@@ -45,6 +45,7 @@ def forward_convert(original: dict[str, torch.Tensor], components: ComponentSet)
     return dicts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", ALL_TINY_IDENTITIES, ids=lambda i: f"{i.config_name}-{i.prediction.value}")
 def test_tiny_models_survive_the_round_trip_exactly(identity: ModelIdentity) -> None:
     components = build_tiny_components(identity)
@@ -119,6 +120,7 @@ REAL_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity,model_type,famous", REAL_CASES, ids=[case[0].config_name for case in REAL_CASES])
 def test_bundled_configs_map_to_the_famous_original_keys(
     identity: ModelIdentity, model_type: str, famous: dict[str, tuple[int, ...]]
@@ -148,6 +150,7 @@ def test_safetensors_carry_configs_and_v_marker(tmp_path: Path) -> None:
     assert configs["unet"]["block_out_channels"] == [32, 64]
 
 
+@pytest.mark.slow
 def test_ckpt_keeps_state_dict_and_sidecar(tmp_path: Path) -> None:
     components = build_tiny_components(ModelIdentity(Family.SDXL_REFINER))
     path = tmp_path / "refiner.ckpt"

@@ -46,6 +46,7 @@ def assert_same_components(loaded: ComponentSet, original: ComponentSet) -> None
     assert loaded.scheduler_config["prediction_type"] == original.identity.prediction.value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", ALL_TINY_IDENTITIES, ids=lambda i: f"{i.config_name}-{i.prediction.value}")
 def test_single_file_round_trip(identity: ModelIdentity, tmp_path: Path) -> None:
     original = build_tiny_components(identity, seed=7)
@@ -54,6 +55,7 @@ def test_single_file_round_trip(identity: ModelIdentity, tmp_path: Path) -> None
     assert_same_components(load_checkpoint(path, identity), original)
 
 
+@pytest.mark.slow
 def test_ckpt_round_trip_with_sidecar_configs(tmp_path: Path) -> None:
     identity = ModelIdentity(Family.SD1)
     original = build_tiny_components(identity, seed=3)
@@ -65,6 +67,7 @@ def test_ckpt_round_trip_with_sidecar_configs(tmp_path: Path) -> None:
     assert half.vae.dtype == torch.float32 and half.dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_bundled_configs_are_used_without_embedded_ones(tmp_path: Path) -> None:
     """A tiny file without its configs is read against the real SD1 architecture: a clear mismatch error."""
     path = tmp_path / "bare.safetensors"
@@ -73,6 +76,7 @@ def test_bundled_configs_are_used_without_embedded_ones(tmp_path: Path) -> None:
         load_checkpoint(path, ModelIdentity(Family.SD1))
 
 
+@pytest.mark.slow
 def test_missing_weights_are_named(tmp_path: Path) -> None:
     identity = ModelIdentity(Family.SDXL)
     components = build_tiny_components(identity)
@@ -103,6 +107,7 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_truncated_files_are_corrupt(tmp_path: Path) -> None:
     components = build_tiny_components(ModelIdentity(Family.SD1))
     for name in ("cut.safetensors", "cut.ckpt"):
@@ -113,6 +118,7 @@ def test_truncated_files_are_corrupt(tmp_path: Path) -> None:
             load_checkpoint(path, ModelIdentity(Family.SD1))
 
 
+@pytest.mark.slow
 def test_diffusers_folder_round_trip(tmp_path: Path) -> None:
     identity = ModelIdentity(Family.SD1, prediction=Prediction.V)
     original = build_tiny_components(identity, seed=5)
@@ -130,6 +136,7 @@ def test_diffusers_folder_round_trip(tmp_path: Path) -> None:
     assert_same_components(load_checkpoint(single, identity), original)
 
 
+@pytest.mark.slow
 def test_sdxl_diffusers_folder_identity_is_inferred(tmp_path: Path) -> None:
     identity = ModelIdentity(Family.SDXL, Variant.INPAINT)
     original = build_tiny_components(identity)
@@ -144,6 +151,7 @@ def test_sdxl_diffusers_folder_identity_is_inferred(tmp_path: Path) -> None:
         load_diffusers_folder(tmp_path / "xl" / "unet")
 
 
+@pytest.mark.slow
 def test_standalone_vae_files(tmp_path: Path) -> None:
     base = build_tiny_components(ModelIdentity(Family.SD1), seed=1)
     replacement = build_tiny_components(ModelIdentity(Family.SD1), seed=2).vae

@@ -74,6 +74,7 @@ def rss_after_gc() -> int:
     return psutil.Process().memory_info().rss
 
 
+@pytest.mark.slow
 def test_switching_checkpoints_stays_within_budget_and_frees_memory(data_dir: DataPaths, monkeypatch) -> None:
     """A1111 #5691 as a test: 20 switches between 3 checkpoints with a budget of 1 leave RSS flat.
 
@@ -104,6 +105,7 @@ def test_switching_checkpoints_stays_within_budget_and_frees_memory(data_dir: Da
     assert growth[-1] < RSS_MARGIN, f"RSS grew by {[g // 2**20 for g in growth]} MiB per 20 switches"
 
 
+@pytest.mark.slow
 def test_budget_of_two_keeps_two(data_dir: DataPaths) -> None:
     loader = TinyLoader()
     manager = make_manager(data_dir, loader, sd_checkpoints_limit=2)
@@ -231,6 +233,7 @@ def test_refresh_drops_models_whose_file_changed(data_dir: DataPaths) -> None:
     assert [vae.name for vae in manager.list_vaes()] == ["c.vae.pt", "fancy.safetensors"]
 
 
+@pytest.mark.slow
 def test_real_tiny_checkpoints_of_every_family(tmp_path: Path, tiny_checkpoints: dict) -> None:
     """save_single_file -> scan -> probe -> load through modules.models.loaders, for every family."""
     pytest.importorskip("modules.models.loaders")

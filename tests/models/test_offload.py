@@ -26,6 +26,7 @@ def test_flags_choose_offload_only_off_cpu() -> None:
     assert plan_devices(None, caps=cpu, medvram=True).offload == OFFLOAD_NONE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [OFFLOAD_MODEL, OFFLOAD_SEQUENTIAL])
 def test_offloaded_components_give_the_same_image(mode: str) -> None:
     sampler = default_registry().resolve("Euler")

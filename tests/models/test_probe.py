@@ -119,11 +119,13 @@ def test_foreign_files_get_a_clear_message(keys: dict[str, tuple[int, ...]], gue
     assert "thing.safetensors" in message and f"found {len(keys)} keys" in message and guess in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", ALL_TINY_IDENTITIES, ids=lambda i: f"{i.config_name}-{i.prediction.value}")
 def test_tiny_safetensors_of_every_family(identity: ModelIdentity, tiny_checkpoints: dict) -> None:
     assert probe(tiny_checkpoints[identity], v_test=refuse_v_test) == identity
 
 
+@pytest.mark.slow
 def test_ckpt_files_probe_through_the_restricted_unpickler(tmp_path: Path) -> None:
     identity = ModelIdentity(Family.SDXL, Variant.INPAINT)
     path = tmp_path / "model.ckpt"
@@ -225,6 +227,7 @@ def test_runtime_v_criterion_on_a_tiny_unet() -> None:
     assert predicts_v(unet) is True  # mean(out - 0.5) = -5.5 < -1
 
 
+@pytest.mark.slow
 def test_runtime_test_end_to_end_on_a_file_without_marker(tmp_path: Path) -> None:
     """An SD2 file with no marker and no configs: the UNet is rebuilt from the file and run (A1111's test)."""
     identity = ModelIdentity(Family.SD2)

@@ -13,8 +13,8 @@ from modules.networks.service import ExtraNetworks
 from modules.ui.extra_networks import lora_text, toggle_in_prompt
 from modules.ui.layout import build_ui
 from modules.ui.tokens import TokenCounter
-from tests.ui.conftest import Page
 from tests.ui.fakes import FakeApp, make_app
+from tests.ui.helpers import Page
 
 
 def write_files(data_dir: Path, embedding: str = "sksstyle", lora: str = "film") -> None:

@@ -205,6 +205,7 @@ def test_peft_format_merges_like_the_kohya_file(sd1: ComponentSet, tmp_path: Pat
     assert all(torch.equal(got[key], expected[key]) for key in expected)
 
 
+@pytest.mark.slow
 def test_sdxl_kohya_names_reach_unet_and_both_text_encoders(sdxl: ComponentSet, tmp_path: Path) -> None:
     unet_paths = ["down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k", "up_blocks.1.resnets.0.conv1",
                   "down_blocks.0.downsamplers.0.conv", "add_embedding.linear_1"]

@@ -41,6 +41,7 @@ def weights(app: App) -> dict[str, torch.Tensor]:
                 for name, module in modules for key, value in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_lora_changes_the_image_writes_its_hash_and_restores_the_model(world) -> None:
     app, files = world
     plain = run(app, "red square")
@@ -56,6 +57,7 @@ def test_lora_changes_the_image_writes_its_hash_and_restores_the_model(world) ->
     assert run(app, "red square").images[0].tobytes() == plain.images[0].tobytes()
 
 
+@pytest.mark.slow
 def test_lora_multipliers_follow_the_tag(world) -> None:
     app, _ = world
     full = run(app, f"red square <lora:{LORA}:1>")
@@ -65,6 +67,7 @@ def test_lora_multipliers_follow_the_tag(world) -> None:
     assert off.images[0].tobytes() == run(app, "red square").images[0].tobytes()
 
 
+@pytest.mark.slow
 def test_embedding_in_the_prompt_changes_the_image_and_writes_its_hash(world) -> None:
     app, files = world
     without = run(app, "a photo in style")
@@ -82,6 +85,7 @@ def test_embedding_in_the_negative_prompt_is_reported_too(world) -> None:
     assert f'TI hashes: "{EMBEDDING}: ' in result.infotexts[0]
 
 
+@pytest.mark.slow
 def test_unknown_lora_is_logged_and_the_job_still_runs(world, caplog: pytest.LogCaptureFixture) -> None:
     app, _ = world
     with caplog.at_level(logging.WARNING, logger="modules.networks.service"):
@@ -102,6 +106,7 @@ def test_files_added_later_are_found_without_a_restart(world) -> None:
         copy.unlink()
 
 
+@pytest.mark.slow
 def test_lora_for_another_model_family_is_skipped_and_reported(world, caplog: pytest.LogCaptureFixture) -> None:
     """A1111: the job runs without it, the infotext is what it would be, and the result says "Networks with
     errors"; the other LoRA of the prompt still applies."""

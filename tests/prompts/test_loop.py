@@ -3,6 +3,7 @@ AND parts combined as A1111's CFG denoiser does, prompt and negative prompt of d
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from modules.core.denoise import StepContext
@@ -46,11 +47,13 @@ def _which(seen: list[StepContext], options: dict[str, torch.Tensor]) -> list[st
             for ctx in seen]
 
 
+@pytest.mark.slow
 def test_prompt_editing_switches_conditioning_inside_the_loop() -> None:
     seen = _run("a [cat:dog:0.5]", steps=10)
     assert _which(seen, {"cat": _states("a cat"), "dog": _states("a dog")}) == ["cat"] * 6 + ["dog"] * 4
 
 
+@pytest.mark.slow
 def test_img2img_schedules_over_the_requested_steps() -> None:
     """A1111 plans the edit over `steps` (10: `[cat:dog:0.2]` ends at 2) and counts from the first step run
     (strength 0.5 runs 6)."""
@@ -58,12 +61,14 @@ def test_img2img_schedules_over_the_requested_steps() -> None:
     assert _which(seen, {"cat": _states("a cat"), "dog": _states("a dog")}) == ["cat"] * 3 + ["dog"] * 3
 
 
+@pytest.mark.slow
 def test_second_order_samplers_count_model_calls() -> None:
     """Heun: 3 steps are 5 model calls, planned as A1111's total_steps = 6 (`[cat:dog:0.5]` ends at call 3)."""
     seen = _run("a [cat:dog:0.5]", sampler="Heun", steps=3)
     assert _which(seen, {"cat": _states("a cat"), "dog": _states("a dog")}) == ["cat"] * 4 + ["dog"]
 
 
+@pytest.mark.slow
 def test_and_parts_are_combined_with_their_weights() -> None:
     seen = _run("a cat AND a dog :0.5", "blurry", sampler="DDIM", steps=2)
     first = seen[0]
@@ -84,6 +89,7 @@ def test_and_prompt_runs_the_uncond_pass_even_at_cfg_1() -> None:
     torch.testing.assert_close(seen[0].noise_pred, blurry + 0.5 * (cat - blurry), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_prompt_and_negative_of_different_lengths() -> None:
     """A1111's default runs them in separate UNet calls; `pad_cond_uncond` pads the negative with empty chunks."""
     long = "cat " * 80
@@ -96,6 +102,7 @@ def test_prompt_and_negative_of_different_lengths() -> None:
     assert not torch.equal(padded[0].noise_pred_uncond, seen[0].noise_pred_uncond)
 
 
+@pytest.mark.slow
 def test_emphasis_option_comes_from_the_job_options() -> None:
     seen = _run("(cat:1.5)", steps=1, overrides={"emphasis": "Ignore"})
     assert torch.equal(seen[0].conditioning.cond[0], _states("cat"))
@@ -103,6 +110,7 @@ def test_emphasis_option_comes_from_the_job_options() -> None:
     assert not torch.equal(weighted[0].conditioning.cond[0], _states("cat"))
 
 
+@pytest.mark.slow
 def test_sdxl_long_prompt_and_and_parts_run() -> None:
     seen = _run("cat " * 80 + "AND a dog", "", identity=SDXL, steps=1)
     conditioning = seen[0].conditioning

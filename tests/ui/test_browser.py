@@ -7,7 +7,6 @@ The UI runs in-process on a free local port with the fake App of `fakes.py` (sol
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +16,7 @@ from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
 from tests.ui.fakes import FakeApp, make_app
+from tests.ui.helpers import free_port
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,18 +24,12 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, FakeApp]]:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = make_app(tmp_path, step_delay=0.05)
     blocks = build_ui(app, tokens=token_counter)
-    port = _free_port()
+    port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                   **launch_kwargs(app))
     try:

@@ -17,10 +17,11 @@ from modules.ui.pnginfo import describe_image
 from modules.ui.progress import JobView, interrupt_job, progress_html, skip_job
 from modules.ui.settings_tab import problems_html
 from modules.ui.toprow import load_checkpoint_updates
-from tests.ui.conftest import Page, merged, run_to_end
 from tests.ui.fakes import COLOUR, FakeApp, fake_result
+from tests.ui.helpers import Page, merged, run_to_end
 
 
+@pytest.mark.slow
 def test_page_has_tabs_top_row_and_generation_widgets(page: Page) -> None:
     assert isinstance(page.blocks, gr.Blocks)
     for elem_id in ("tab_txt2img", "tab_img2img", "tab_pnginfo", "tab_settings", "setting_sd_model_checkpoint",
@@ -43,6 +44,7 @@ def test_launch_kwargs_are_local(app: FakeApp) -> None:
     assert "__TOOLTIPS__" not in kwargs["js"]
 
 
+@pytest.mark.slow
 def test_generate_submits_named_values_and_shows_result(page: Page, app: FakeApp) -> None:
     updates = run_to_end(page.call("txt2img_generate", "click", {
         "txt2img_prompt": "a red square", "txt2img_cfg_scale": 4.5, "txt2img_batch_count": 2,
@@ -60,11 +62,13 @@ def test_generate_submits_named_values_and_shows_result(page: Page, app: FakeApp
     assert final[page.find("txt2img_generate")].visible is True
 
 
+@pytest.mark.slow
 def test_user_error_is_shown_as_gradio_error(page: Page) -> None:
     with pytest.raises(gr.Error, match="img2img needs an image"):
         run_to_end(page.call("img2img_generate", "click", {"img2img_prompt": "x"}))
 
 
+@pytest.mark.slow
 def test_failed_job_shows_message_without_traceback(page: Page, app: FakeApp, monkeypatch) -> None:
     def broken_submit(request: GenerationRequest, **kwargs):
         def work(ctx):
@@ -106,6 +110,7 @@ def test_interrupt_and_skip_reach_only_the_owner(app: FakeApp) -> None:
     assert job.result == (True, True)
 
 
+@pytest.mark.slow
 def test_paste_button_fills_fields_from_prompt_box(page: Page) -> None:
     text = "a lake\nNegative prompt: rain\nSteps: 12, Sampler: Euler a, CFG scale: 3, Seed: 77, Size: 320x256"
     updates = page.call("txt2img_paste", "click", {"txt2img_prompt": text})
@@ -116,6 +121,7 @@ def test_paste_button_fills_fields_from_prompt_box(page: Page) -> None:
     assert (values["txt2img_seed"], values["txt2img_width"], values["txt2img_height"]) == (77, 320, 256)
 
 
+@pytest.mark.slow
 def test_reuse_seed_takes_the_selected_image(page: Page, app: FakeApp) -> None:
     result = fake_result(GenerationRequest(seed=10, batch_size=3, width=8, height=8))
     panel_result, panel_selected = _panel_states(page, "txt2img")
@@ -130,6 +136,7 @@ def _panel_states(page: Page, tab: str) -> tuple[gr.State, gr.State]:
     return fn.inputs[0], fn.inputs[1]
 
 
+@pytest.mark.slow
 def test_send_to_img2img_and_pnginfo(page: Page) -> None:
     result = fake_result(GenerationRequest(prompt="sent", seed=31, steps=9, width=8, height=8, batch_size=2))
     state_result, state_selected = _panel_states(page, "txt2img")
@@ -147,6 +154,7 @@ def test_send_to_img2img_and_pnginfo(page: Page) -> None:
     assert "Seed: 31" in values["State"] and values["tabs"].selected == "pnginfo"
 
 
+@pytest.mark.slow
 def test_pnginfo_reads_parameters_and_sends_to_txt2img(page: Page, tmp_path) -> None:
     image = Image.new("RGB", (8, 8))
     image.info["parameters"] = "a tree\nSteps: 7, Sampler: Euler, CFG scale: 2, Seed: 3, Size: 64x64"
@@ -160,6 +168,7 @@ def test_pnginfo_reads_parameters_and_sends_to_txt2img(page: Page, tmp_path) -> 
     assert values["tabs"].selected == "txt2img"
 
 
+@pytest.mark.slow
 def test_settings_apply_persists_and_reports(page: Page, app: FakeApp) -> None:
     updates = page.call("settings_submit", "click", {"setting_jpeg_quality": 55, "setting_samples_save": False})
     message = updates[page.find("settings_result")]

@@ -17,7 +17,7 @@ from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
 from tests.ui.fakes import make_app
-from tests.ui.test_browser import _free_port
+from tests.ui.helpers import free_port
 
 pytestmark = [
     pytest.mark.browser,
@@ -44,7 +44,7 @@ def page_url(tmp_path: Path, token_counter: TokenCounter) -> Iterator[str]:
                                    settings=app.settings, data_dir=tmp_path)
     app.extensions.load()
     blocks = build_ui(app, tokens=token_counter)
-    port = _free_port()
+    port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                   **launch_kwargs(app))
     try:

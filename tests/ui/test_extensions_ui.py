@@ -15,8 +15,10 @@ from modules.extensions.scripts import SCRIPT_KEY
 from modules.ui.extensions_tab import errors_between, install_extension
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
-from tests.ui.conftest import Page, merged, run_to_end
 from tests.ui.fakes import FakeApp, fake_result
+from tests.ui.helpers import Page, merged, run_to_end
+
+pytestmark = pytest.mark.slow  # each test builds the whole page
 
 TOY = '''
 from modules.extensions.api import Hook, UiTab

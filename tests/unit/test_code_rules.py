@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("modules", "extensions", "bench", "tools")
 MAX_LINES = 800
@@ -24,6 +26,7 @@ def test_files_stay_small() -> None:
     assert not too_long, f"files over {MAX_LINES} lines: {too_long}"
 
 
+@pytest.mark.slow
 def test_no_print_in_library_code() -> None:
     offenders = []
     for path in _python_files():
@@ -35,6 +38,7 @@ def test_no_print_in_library_code() -> None:
     assert not offenders, f"use logging instead of print: {offenders}"
 
 
+@pytest.mark.slow
 def test_no_hub_downloads() -> None:
     """Everything loads from local files: no from_pretrained without local_files_only, no hub helpers."""
     offenders = []

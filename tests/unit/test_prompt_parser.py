@@ -143,6 +143,7 @@ SCHEDULE_GOLDEN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("prompt", "steps", "hires", "old", "expected"), SCHEDULE_GOLDEN)
 def test_schedules_match_a1111(parser: ScheduleParser, prompt: str, steps: int, hires: int | None, old: bool,
                                expected: list[list]) -> None:
@@ -174,6 +175,7 @@ def test_overflowing_step_number_does_not_raise(parser: ScheduleParser) -> None:
     assert schedule(parser, "[a:b:-1e999]", 5) == [[5, "b"]]
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_parsed_up_to_the_bracket_limit(parser: ScheduleParser) -> None:
     depth = MAX_SCHEDULE_BRACKETS // 2 - 1
     prompt = "[" * depth + "a:b:2" + "]" * depth
@@ -277,6 +279,7 @@ def test_strip_comments() -> None:
 
 # --- never raise --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_random_strings_never_raise(parser: ScheduleParser) -> None:
     alphabet = list("[]():|\\ ab,.0123<>-e\n") + ["AND", "BREAK", ":0.5", ":2", "1e999", "<lora:a:1>", "\\("]
     rng = random.Random(1234)

@@ -153,6 +153,7 @@ def test_rejections_cover_the_known_gaps() -> None:
 # -- building and stepping --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", REGISTRY.visible())
 def test_v_prediction_is_kept_and_steps(sampler: str) -> None:
     method, scheduler = _build(sampler, "Automatic", 4, prediction="v_prediction")
@@ -188,6 +189,7 @@ def test_bad_step_counts_are_user_errors() -> None:
         REGISTRY.resolve("LCM").build(BASE_SCHEDULER_CONFIG, 60, "cpu")
 
 
+@pytest.mark.slow
 def test_dpmpp_sde_noise_is_seeded() -> None:
     method = REGISTRY.resolve("DPM++ SDE")
     assert method.build(BASE_SCHEDULER_CONFIG, 4, "cpu").config.noise_sampler_seed == 0
@@ -276,6 +278,7 @@ def _evaluated_timesteps(scheduler: object) -> np.ndarray:
     return np.unique(scheduler.timesteps.double().numpy())[::-1]  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sampler", "schedule"), PAIRS)
 def test_every_claimed_pair_matches_a1111_and_steps(sampler: str, schedule: str) -> None:
     """Timesteps agree with A1111's formula for the schedule, and every step gives finite samples."""
