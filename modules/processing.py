@@ -92,7 +92,9 @@ class GenerationService:
 
     def generate_once(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
                       ) -> GenerationResult:
-        """One generation; see the module docstring for the steps."""
+        """One generation; see the module docstring for the steps. The `<lora:...>` references of the first prompt
+        apply to the whole job: unknown names are logged and skipped, one that does not fit the model is reported
+        in the result's `comments`, and the refiner is left as it is."""
         # 1. settings for this job
         settings = self.job_settings(request)
         # 2. prompts, extensions' BEFORE_JOB, sampler

@@ -45,6 +45,8 @@ class LocalThreadExecutor:
         self._lock = threading.Lock()
 
     def start(self, source: JobSource) -> None:
+        if self._threads:
+            raise RuntimeError(f"executor {self.name!r} already serves a queue")
         for index in range(self._thread_count):
             suffix = "" if self._thread_count == 1 else f"-{index}"
             thread = threading.Thread(target=self._loop, args=(source,), name=f"job-worker-{self.name}{suffix}",

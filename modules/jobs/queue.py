@@ -30,6 +30,7 @@ from modules.jobs.job import (
     UnknownJob,
     progress_fraction,
 )
+from modules.jobs.local import LocalThreadExecutor
 from modules.jobs.subscription import Subscription
 from modules.types import ProgressEvent
 
@@ -45,8 +46,6 @@ class JobQueue:
 
     def __init__(self, name: str = "default", *, executor: Executor | None = None, history: int = 100,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from modules.jobs.local import LocalThreadExecutor
-
         self.name = name
         self.clock = clock
         self._cond = threading.Condition()
