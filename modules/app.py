@@ -1,7 +1,8 @@
 """The composition root's product: one `App` object that owns every long-lived service.
 
-`webui.py` builds exactly one `App` (see `build_app`) and hands it to the UI and the API; nothing else in the code
-base holds process-wide state. Gradio handlers and FastAPI routes are closures over it.
+`webui.py` builds exactly one `App` (see `modules.bootstrap.build_app`) and hands it to the UI and the API;
+nothing else holds process-wide state. Gradio handlers and FastAPI routes are closures over it. `App` is a plain
+container: a generation is queued as data (`GenerationWork`) and run by the job queue's executor.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from modules.cli import LaunchOptions
 from modules.extensions.host import ExtensionHost
-from modules.jobs import Job, JobQueue
+from modules.jobs import GenerationRunner, GenerationWork, Job, JobQueue
 from modules.models.manager import ModelManager
 from modules.networks.service import ExtraNetworks
 from modules.paths import DataPaths
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class App:
-    """Settings, model manager, sampler registry, job queue, styles and extra networks of one running web UI.
+    """Settings, model manager, sampler registry, job queue, styles, extensions and extra networks of one web UI.
 
+    `generation` runs the jobs that `submit` queues (the object the queue's executor was built with).
     `networks` (textual inversion embeddings and LoRAs) defaults to unscanned databases over `paths`' folders,
     which scan themselves on first use; `build_app` passes scanned ones.
     """
@@ -39,6 +41,7 @@ class App:
     samplers: SamplerRegistry
     jobs: JobQueue
     styles: StyleDatabase
+    generation: GenerationRunner
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
     networks: ExtraNetworks = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
 
@@ -49,13 +52,8 @@ class App:
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
                save: bool | None = None) -> Job:
         """Queue a generation; the job's result is a `GenerationResult`. `save=None` follows the samples_save option."""
-        from modules.processing import run_generation
-
-        def work(ctx):  # runs on the queue's worker thread
-            return run_generation(self, request, ctx, save=save)
-
         description = f"{request.mode}: {request.prompt[:60]}"
-        return self.jobs.submit(work, owner=owner, task_id=task_id, description=description)
+        return self.jobs.submit(GenerationWork(request, save), owner=owner, task_id=task_id, description=description)
 
     def close(self) -> None:
         """Stop the worker and release models (used by tests and on shutdown)."""

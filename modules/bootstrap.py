@@ -11,10 +11,11 @@ from modules.app import App
 from modules.cli import LaunchOptions
 from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
-from modules.jobs import JobQueue
+from modules.jobs import JobQueue, LocalThreadExecutor
 from modules.models.manager import ModelManager, default_load_fn
 from modules.networks.service import ExtraNetworks
 from modules.paths import REPO_ROOT
+from modules.processing import GenerationService
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.settings import SettingsStore, UiConfig
@@ -26,7 +27,8 @@ BUNDLED_DEMO = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetens
 
 
 def build_app(launch: LaunchOptions) -> App:
-    """Settings (config.json), model manager, sampler registry, job queue, styles and extra networks for `launch`."""
+    """Settings (config.json), model manager, sampler registry, styles, extra networks, extensions for `launch`;
+    the generation service over them, and the job queue whose local executor runs it."""
     paths = launch.paths
     settings = SettingsStore.open(launch.settings_file, launch=launch)
     for problem in settings.problems:
@@ -43,6 +45,9 @@ def build_app(launch: LaunchOptions) -> App:
     extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)
     networks.refresh()
+    styles = StyleDatabase(paths.styles_file)
+    generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,
+                                   extensions=extensions, styles=styles, paths=paths)
     return App(
         launch=launch,
         paths=paths,
@@ -50,8 +55,9 @@ def build_app(launch: LaunchOptions) -> App:
         ui_config=UiConfig.load(launch.ui_config_path),
         models=models,
         samplers=samplers,
-        jobs=JobQueue("default"),
-        styles=StyleDatabase(paths.styles_file),
+        jobs=JobQueue("default", executor=LocalThreadExecutor(generation, name="default")),
+        styles=styles,
+        generation=generation,
         extensions=extensions,
         networks=networks,
     )

@@ -1,25 +1,12 @@
 """One generation job, end to end: request -> settings -> model -> core -> infotexts -> saved images.
 
-This is the job function the queue's worker runs (`App.submit`). The generation core (`modules.core.generate`)
-knows nothing about settings files, checkpoint titles, infotexts or output folders; this module is where those
-meet. Steps:
-
-1. the settings snapshot for this job (`override_settings` applied to a copy, never to the shared store);
-2. styles applied to the prompts; the sampler resolved by the registry (unknown names are refused here);
-3. the checkpoint (and VAE) resolved and held locked in the model cache for the duration of the job; the first
-   prompt's `<lora:...>` references resolved (A1111 applies them to the whole job; unknown names are logged and
-   skipped) and merged into the model for the job (`apply_loras` restores it bit-exactly afterwards, also on
-   errors; the refiner is left as it is); a LoRA that does not fit the model is skipped and reported in the
-   result's `comments` ("Networks with errors: name (count)", as A1111);
-4. the core runs, reporting progress and honouring the job's cancel token; textual-inversion embeddings
-   compatible with each model reach the prompt encoder through `ExtraNetworks.textual_inversion`;
-5. one A1111 infotext per image (with "Lora hashes" / "TI hashes" when networks were used); images saved (PNG
-   `parameters` chunk) when saving is on.
-
-Extensions (`app.extensions`, modules/extensions/host.py) take part at fixed points: BEFORE_JOB after step 2's
-prompt/style handling, POST_CFG inside the core (step 4), AFTER_IMAGE before saving, IMAGE_SAVED after each file. A
-request that selects a script (A1111's "Script" dropdown) runs that script instead; it may call `generate_once`
-many times (X/Y/Z plot).
+`GenerationService` is what the executor runs for a `GenerationWork`; it holds its dependencies explicitly (never
+the App). The generation core (`modules.core.generate`) knows nothing about settings, checkpoint titles, infotexts
+or folders; this module is where they meet. The steps of `generate_once`: the job's settings (overrides on a
+copy), styles and the sampler, the checkpoint/VAE held in the model cache with the first prompt's LoRAs merged in
+for the job (restored afterwards, also on errors), the core with progress and the job's cancel token, one infotext
+per image, and saving. Extensions take part at fixed points (before the job, per step, after the images, after
+each save); a request that selects a script runs the script, which may call `generate_once` many times.
 """
 
 from __future__ import annotations
@@ -37,6 +24,7 @@ from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.extensions.scripts import RunServices
+from modules.job_options import OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
 from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
@@ -44,83 +32,138 @@ from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
 if TYPE_CHECKING:
-    from modules.app import App
-    from modules.jobs import JobContext
-    from modules.samplers.registry import ResolvedSampler
-    from modules.settings import Settings
+    from modules.extensions.host import ExtensionHost
+    from modules.jobs.executor import JobContext
+    from modules.models.manager import ModelManager
+    from modules.networks.service import ExtraNetworks
+    from modules.paths import DataPaths
+    from modules.prompts.styles import StyleDatabase
+    from modules.samplers.registry import ResolvedSampler, SamplerRegistry
+    from modules.settings import Settings, SettingsStore
 
 log = logging.getLogger(__name__)
 
 VERSION = "sdwebui-0.1"
 
 
-def job_settings(app: "App", request: GenerationRequest) -> "Settings":
-    """The settings in force for one job: the current snapshot with the request's overrides on a copy."""
-    return app.settings.get().with_overrides(request.overrides)
+@dataclasses.dataclass
+class GenerationService:
+    """Runs a `GenerationRequest` to a `GenerationResult` (a `GenerationRunner` for the job executor)."""
 
+    settings: "SettingsStore"
+    models: "ModelManager"
+    samplers: "SamplerRegistry"
+    networks: "ExtraNetworks"
+    extensions: "ExtensionHost"
+    styles: "StyleDatabase"
+    paths: "DataPaths"
 
-def effective_request(app: "App", request: GenerationRequest, settings: Mapping[str, Any]) -> GenerationRequest:
-    """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
-    changes: dict[str, Any] = {}
-    if request.styles:
-        prompt, negative = app.styles.apply(request.prompt, request.negative_prompt, list(request.styles))
-        changes.update(prompt=prompt, negative_prompt=negative, styles=())
-    if request.clip_skip <= 1:
-        changes["clip_skip"] = max(1, int(settings.get("CLIP_stop_at_last_layers", 1)))
-    if request.eta is None:
-        changes["eta"] = float(settings.get("eta_ddim", 0.0))
-    return request.with_changes(**changes) if changes else request
+    def run(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None) -> GenerationResult:
+        """Run `request` on the executor's worker: the selected extension script, or one plain generation."""
+        script = self.extensions.scripts.selected_script(request)
+        if script is None:
+            return self.generate_once(request, ctx, save=save)
+        settings = self.job_settings(request)
+        services = RunServices(
+            generate=lambda inner: self.generate_once(inner, ctx, save=save),
+            resolve_sampler=lambda name: self.samplers.resolve(name).label,
+            resolve_checkpoint=lambda name: self.models.resolve_checkpoint(name).title,
+            save_grid=lambda image, text: self.save_grid(request, image, text, settings, save),
+            interrupted=lambda: ctx.cancel.interrupted,
+        )
+        return self.extensions.scripts.run_script(script, request, services, settings)
 
+    def job_settings(self, request: GenerationRequest) -> "Settings":
+        """The settings in force for one job: the current snapshot with the request's overrides on a copy."""
+        return self.settings.get().with_overrides(request.overrides)
 
-def run_generation(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
-                   ) -> GenerationResult:
-    """Run `request` on the job's worker thread: the selected extension script, or one plain generation."""
-    script = app.extensions.scripts.selected_script(request)
-    if script is None:
-        return generate_once(app, request, ctx, save=save)
-    settings = job_settings(app, request)
-    services = RunServices(
-        generate=lambda inner: generate_once(app, inner, ctx, save=save),
-        resolve_sampler=lambda name: app.samplers.resolve(name).label,
-        resolve_checkpoint=lambda name: app.models.resolve_checkpoint(name).title,
-        save_grid=lambda image, text: save_grid(app, request, image, text, settings, save),
-        interrupted=lambda: ctx.cancel.interrupted,
-    )
-    return app.extensions.scripts.run_script(script, request, services, settings)
+    def effective_request(self, request: GenerationRequest, settings: Mapping[str, Any]) -> GenerationRequest:
+        """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
+        changes: dict[str, Any] = {}
+        if request.styles:
+            prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, list(request.styles))
+            changes.update(prompt=prompt, negative_prompt=negative, styles=())
+        defaults = RequestDefaults.from_mapping(settings)
+        if request.clip_skip <= 1:
+            changes["clip_skip"] = max(1, defaults.CLIP_stop_at_last_layers)
+        if request.eta is None:
+            changes["eta"] = defaults.eta_ddim
+        return request.with_changes(**changes) if changes else request
 
+    def generate_once(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
+                      ) -> GenerationResult:
+        """One generation; see the module docstring for the steps. The `<lora:...>` references of the first prompt
+        apply to the whole job: unknown names are logged and skipped, one that does not fit the model is reported
+        in the result's `comments`, and the refiner is left as it is."""
+        # 1. settings for this job
+        settings = self.job_settings(request)
+        # 2. prompts, extensions' BEFORE_JOB, sampler
+        request = self.extensions.hooks.before_job(self.effective_request(request, settings), settings)
+        sampler = self.samplers.resolve(request.sampler, request.schedule)
+        hooks = self.extensions.hooks.step_hooks(request)
+        unet_hooks = self.extensions.hooks.unet_hooks(request)
+        # 3. model, extra networks
+        model_options = ModelOptions.from_mapping(settings)
+        selection = self.models.select(request.checkpoint, request.vae, options=model_options)
+        refiner_selection = self.models.select(request.refiner_checkpoint, None, options=model_options) \
+            if request.refiner_checkpoint else None
+        uses = self.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
+        self.networks.refresh_embeddings()
+        # 4. the core
+        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
+        output, comments = self.run_core(core, ctx, selection, refiner_selection)
+        # 5. infotexts, extensions' AFTER_IMAGE, saving
+        texts = build_infotexts(request, output, selection, sampler, refiner_selection,
+                                networks=job_infotext(uses, output.used_embeddings))
+        pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
+        output = dataclasses.replace(output, images=pictures)
+        outputs = OutputOptions.from_mapping(settings)
+        if save if save is not None else outputs.samples_save:
+            self.save_outputs(request, output, texts, outputs)
+        return GenerationResult(
+            images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
+            negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
+            interrupted=output.interrupted, comments=comments,
+        )
 
-def generate_once(app: "App", request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
-                  ) -> GenerationResult:
-    """One generation; see the module docstring for the steps."""
-    # 1. settings for this job
-    settings = job_settings(app, request)
-    # 2. prompts, extensions' BEFORE_JOB, sampler
-    request = app.extensions.hooks.before_job(effective_request(app, request, settings), settings)
-    sampler = app.samplers.resolve(request.sampler, request.schedule)
-    hooks = app.extensions.hooks.step_hooks(request)
-    unet_hooks = app.extensions.hooks.unet_hooks(request)
-    # 3. model, extra networks
-    model_options = ModelOptions.from_mapping(settings)
-    selection = app.models.select(request.checkpoint, request.vae, options=model_options)
-    refiner_selection = app.models.select(request.refiner_checkpoint, None, options=model_options) \
-        if request.refiner_checkpoint else None
-    uses = app.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
-    app.networks.refresh_embeddings()
-    # 4. the core
-    core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
-    output, comments = run_core(app, core, ctx, selection, refiner_selection)
-    # 5. infotexts, extensions' AFTER_IMAGE, saving
-    texts = build_infotexts(request, output, selection, sampler, refiner_selection,
-                            networks=job_infotext(uses, output.used_embeddings))
-    pictures, texts = app.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
-    output = dataclasses.replace(output, images=pictures)
-    if save if save is not None else bool(settings.get("samples_save", True)):
-        save_outputs(app, request, output, texts, settings)
-    return GenerationResult(
-        images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
-        negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
-        interrupted=output.interrupted, comments=comments,
-    )
+    def run_core(self, core: "CoreCall", ctx: "JobContext", selection: Selection,
+                 refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
+        """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
+        Returns the output and the comments for the user (LoRAs that could not be applied)."""
+        with self.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
+                ConsoleProgress(ctx.report) as report:
+            kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
+                                      "options": core.options, "textual_inversion": self.networks.textual_inversion,
+                                      "unet_hooks": core.unet_hooks}
+            if refiner_selection is None:
+                return generate(core.request, components, core.sampler, **kwargs), loras.comments()
+            with self.models.use(refiner_selection) as refiner:
+                return generate(core.request, components, core.sampler, refiner=refiner, **kwargs), loras.comments()
+
+    def save_outputs(self, request: GenerationRequest, output: CoreOutput, texts: tuple[str, ...],
+                     options: OutputOptions) -> list[Path]:
+        """Save every image with its infotext; never overwrites (see `images.save_image`)."""
+        directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
+        saved = []
+        for image, seed, text in zip(output.images, output.seeds, texts):
+            path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
+                                     extension=options.samples_format, jpeg_quality=options.jpeg_quality)
+            saved.append(path)
+            log.info("Saved %s", path)
+            self.extensions.hooks.image_saved(request, path, image, text)
+        return saved
+
+    def save_grid(self, request: GenerationRequest, image: Any, text: str, settings: Mapping[str, Any],
+                  save: bool | None) -> None:
+        """Save a grid made by a script (X/Y/Z plot) when grid saving is on: `outputs/<mode>-grids/<date>`."""
+        options = OutputOptions.from_mapping(settings)
+        if save is False or not options.grid_save:
+            return
+        directory = output_folder(options, self.paths, request.mode, "grids", datetime.date.today())
+        seed = infotext.parse(text).get("Seed") or str(request.seed)
+        path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
+                                 infotext=text, extension=options.grid_format)
+        log.info("Saved grid %s", path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,21 +176,6 @@ class CoreCall:
     options: CoreOptions
     loras: Sequence[LoraUse] = ()
     unet_hooks: Sequence[UNetHook] = ()
-
-
-def run_core(app: "App", core: CoreCall, ctx: "JobContext", selection: Selection,
-             refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
-    """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
-    Returns the output and the comments for the user (LoRAs that could not be applied)."""
-    with app.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
-            ConsoleProgress(ctx.report) as report:
-        kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
-                                  "options": core.options, "textual_inversion": app.networks.textual_inversion,
-                                  "unet_hooks": core.unet_hooks}
-        if refiner_selection is None:
-            return generate(core.request, components, core.sampler, **kwargs), loras.comments()
-        with app.models.use(refiner_selection) as refiner:
-            return generate(core.request, components, core.sampler, refiner=refiner, **kwargs), loras.comments()
 
 
 class ConsoleProgress:
@@ -198,48 +226,3 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         )
         texts.append(infotext.build(prompt, negative, params))
     return tuple(texts)
-
-
-def output_directory(app: "App", mode: str, settings: Mapping[str, Any]) -> Path:
-    """`outputs/<txt2img|img2img>-images/<date>` under the data directory, following the outdir_* options."""
-    key = "outdir_txt2img_samples" if mode == "txt2img" else "outdir_img2img_samples"
-    configured = str(settings.get("outdir_samples") or "") or str(settings.get(key) or "")
-    if configured:
-        base = Path(configured)
-        base = base if base.is_absolute() else app.paths.data_dir / base
-        return base / datetime.date.today().isoformat()
-    return images.outputs_dir_for(app.paths.outputs, mode, datetime.date.today())
-
-
-def save_outputs(app: "App", request: GenerationRequest, output: CoreOutput, texts: tuple[str, ...],
-                 settings: Mapping[str, Any]) -> list[Path]:
-    """Save every image with its infotext; never overwrites (see `images.save_image`)."""
-    directory = output_directory(app, request.mode, settings)
-    extension = str(settings.get("samples_format", "png"))
-    quality = int(settings.get("jpeg_quality", 80))
-    with_info = bool(settings.get("enable_pnginfo", True))
-    saved = []
-    for image, seed, text in zip(output.images, output.seeds, texts):
-        path = images.save_image(image, directory, seed=seed, infotext=text if with_info else None,
-                                 extension=extension, jpeg_quality=quality)
-        saved.append(path)
-        log.info("Saved %s", path)
-        app.extensions.hooks.image_saved(request, path, image, text)
-    return saved
-
-
-def save_grid(app: "App", request: GenerationRequest, image: Any, text: str, settings: Mapping[str, Any],
-              save: bool | None) -> Path | None:
-    """Save a grid made by a script (X/Y/Z plot) when grid saving is on: `outputs/<mode>-grids/<date>`."""
-    if save is False or not bool(settings.get("grid_save", True)):
-        return None
-    key = "outdir_txt2img_grids" if request.mode == "txt2img" else "outdir_img2img_grids"
-    configured = str(settings.get("outdir_grids") or "") or str(settings.get(key) or "")
-    base = Path(configured) if configured else app.paths.outputs / key.removeprefix("outdir_").replace("_", "-")
-    base = base if base.is_absolute() else app.paths.data_dir / base
-    directory = base / datetime.date.today().isoformat()
-    seed = infotext.parse(text).get("Seed") or str(request.seed)
-    path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
-                             infotext=text, extension=str(settings.get("grid_format", "png")))
-    log.info("Saved grid %s", path)
-    return path

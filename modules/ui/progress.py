@@ -177,8 +177,6 @@ def skip_job(app: "App", job_id: str | None, owner: str | None) -> None:
     if not job_id:
         return
     try:
-        job = app.jobs.get(job_id, owner)
+        app.jobs.skip(job_id, owner)
     except UnknownJob:
         return
-    if job.state is JobState.RUNNING:
-        job.cancel_token.skip()

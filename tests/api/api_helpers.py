@@ -1,10 +1,10 @@
 """Helpers for the API tests: a live uvicorn server, and an App whose generation is fake (fast, controllable).
 
-The fake App is the real `App` class with the real settings store, sampler registry, job queue and model manager
+The fake App is the real `App` with the real settings store, sampler registry, job queue and model manager
 (scanning made-up checkpoint files; "loading" one caches a `StandInModel`, and fails for a file whose name starts
-with "broken"); only `submit` runs a stand-in generation that reports progress, honours interrupt/skip, can be held
-at a gate, and returns solid pictures whose colour encodes the seed, with A1111 infotexts naming the checkpoint it
-resolved.
+with "broken"); only its generation is `FakeGeneration`, plugged in where the `GenerationService` goes: it reports
+progress, honours interrupt/skip, can be held at a gate (`app.generation.gate`), and returns solid pictures whose
+colour encodes the seed, with A1111 infotexts naming the checkpoint it resolved.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from modules.api import mount_api
 from modules.app import App
 from modules.cli import LaunchOptions
 from modules.errors import CorruptFile, InvalidRequest
-from modules.jobs import Job, JobContext, JobQueue
+from modules.jobs import JobContext, JobQueue, LocalThreadExecutor
 from modules.models.identity import Family, ModelIdentity
 from modules.models.manager import ModelManager, ModelOptions
 from modules.models.records import CheckpointRecord
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
-from modules.samplers.registry import default_registry
+from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.settings import Settings, SettingsStore, UiConfig
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
@@ -114,19 +114,16 @@ class Gate:
                 return
 
 
-class FakeApp(App):
-    """The real App with a stand-in generation (see the module doc)."""
+class FakeGeneration:
+    """A `GenerationRunner` with a stand-in generation (see the module doc), over the App's real services."""
 
-    gate: Gate
+    def __init__(self, settings: SettingsStore, models: ModelManager, samplers: SamplerRegistry) -> None:
+        self.settings = settings
+        self.models = models
+        self.samplers = samplers
+        self.gate = Gate()
 
-    def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
-               save: bool | None = None) -> Job:
-        def work(ctx: JobContext) -> GenerationResult:
-            return self.fake_generation(request, ctx)
-
-        return self.jobs.submit(work, owner=owner, task_id=task_id, description=f"{request.mode}: {request.prompt}")
-
-    def fake_generation(self, request: GenerationRequest, ctx: JobContext) -> GenerationResult:
+    def run(self, request: GenerationRequest, ctx: JobContext, *, save: bool | None = None) -> GenerationResult:
         settings = self.settings.get().with_overrides(request.overrides)
         record = self.models.resolve_checkpoint(request.checkpoint, ModelOptions.from_mapping(settings))
         sampler = self.samplers.resolve(request.sampler, request.schedule)
@@ -173,17 +170,21 @@ def stand_in_load(record: CheckpointRecord, plan: object) -> StandInModel:
     return StandInModel(record.title)
 
 
-def build_fake_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) -> FakeApp:
+FakeApp = App  # the API tests' name for an App built by `build_fake_app` (its generation is a FakeGeneration)
+
+
+def build_fake_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) -> App:
     for name in CHECKPOINTS:
         write_safetensors(data_dir / "models" / "Stable-diffusion" / name, {"x": [1]})
     launch = LaunchOptions(data_dir=data_dir, api=True, api_auth=api_auth)
     paths = DataPaths(data_dir)
     settings = SettingsStore(Settings(launch=launch), paths.config_file)
     models = ModelManager(paths, no_hashing=True, load_fn=stand_in_load)  # type: ignore[arg-type]
-    app = FakeApp(launch=launch, paths=paths, settings=settings, ui_config=UiConfig(), models=models,
-                  samplers=default_registry(), jobs=JobQueue(), styles=StyleDatabase(paths.styles_file))
-    app.gate = Gate()
-    return app
+    samplers = default_registry()
+    generation = FakeGeneration(settings, models, samplers)
+    return App(launch=launch, paths=paths, settings=settings, ui_config=UiConfig(), models=models,
+               samplers=samplers, jobs=JobQueue(executor=LocalThreadExecutor(generation)),
+               styles=StyleDatabase(paths.styles_file), generation=generation)
 
 
 def fastapi_for(app: App) -> FastAPI:

@@ -25,7 +25,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., tuple[FakeApp, httpx.C
 
     yield make
     for app, server, client in started:
-        app.gate.release()
+        app.generation.gate.release()
         client.close()
         server.stop()
         app.jobs.stop()

@@ -77,16 +77,16 @@ def test_failed_job_reports_its_error(make_server) -> None:
 
 def test_events_stream_until_the_job_finishes(make_server) -> None:
     app, client = make_server()
-    app.gate.close()
+    app.generation.gate.close()
     job_id = client.post("/api/v1/jobs", json={**SMALL, "steps": 3}).json()["job_id"]
     events: list[tuple[str, dict]] = []
     reader = threading.Thread(target=read_events, args=(client, job_id, events))
     reader.start()
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     deadline = time.monotonic() + 10
     while not events and time.monotonic() < deadline:  # the stream is open (its status event arrived)
         time.sleep(0.01)
-    app.gate.release()
+    app.generation.gate.release()
     reader.join(20)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "status" and kinds[-1] == "finished" and "progress" in kinds
@@ -99,9 +99,9 @@ def test_events_stream_until_the_job_finishes(make_server) -> None:
 @pytest.mark.slow
 def test_delete_cancels_queued_and_interrupts_running_jobs(make_server) -> None:
     app, client = make_server()
-    app.gate.close()
+    app.generation.gate.close()
     running = client.post("/api/v1/jobs", json={**SMALL, "n_iter": 2}).json()["job_id"]
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     queued = client.post("/api/v1/jobs", json=SMALL).json()
     assert queued["state"] == "queued" and queued["position"] == 1
     cancelled = client.delete(f"/api/v1/jobs/{queued['job_id']}").json()
@@ -118,16 +118,16 @@ def test_delete_cancels_queued_and_interrupts_running_jobs(make_server) -> None:
 def test_users_see_and_cancel_only_their_own_jobs(make_server) -> None:
     app, client = make_server(api_auth=(("alice", "a"), ("bob", "b")))
     alice, bob = ("alice", "a"), ("bob", "b")
-    app.gate.close()
+    app.generation.gate.close()
     job_id = client.post("/api/v1/jobs", json=SMALL, auth=alice).json()["job_id"]
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     assert client.get(f"/api/v1/jobs/{job_id}", auth=bob).status_code == 404
     assert client.get(f"/api/v1/jobs/{job_id}/events", auth=bob).status_code == 404
     assert client.delete(f"/api/v1/jobs/{job_id}", auth=bob).status_code == 404
     assert client.get("/api/v1/jobs", auth=bob).json()["jobs"] == []
     mine = client.get("/api/v1/jobs", auth=alice).json()["jobs"]
     assert [(job["job_id"], job["owner"], job["state"]) for job in mine] == [(job_id, "alice", "running")]
-    app.gate.release()
+    app.generation.gate.release()
     assert wait_finished(client, job_id, auth=alice)["state"] == "done"
     assert client.get(f"/api/v1/jobs/{job_id}").status_code == 401
 

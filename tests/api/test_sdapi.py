@@ -192,13 +192,13 @@ def test_options_are_validated_before_anything_is_applied(make_server) -> None:
 @pytest.mark.slow
 def test_checkpoint_switch_waits_for_the_queue_and_a_failed_load_changes_nothing(make_server) -> None:
     app, client = make_server()
-    app.gate.close()
+    app.generation.gate.close()
     held, held_out = _post_in_thread(client, "/sdapi/v1/txt2img", {"seed": 1, **SMALL})
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     switch, switch_out = _post_in_thread(client, "/sdapi/v1/options", {"sd_model_checkpoint": "beta"})
     switch.join(0.5)
     assert switch.is_alive() and app.settings.get()["sd_model_checkpoint"] is None  # queued behind the job
-    app.gate.release()
+    app.generation.gate.release()
     held.join(10)
     switch.join(10)
     assert switch_out[0].status_code == 200 and switch_out[0].json() is None
@@ -293,9 +293,9 @@ def test_progress_and_interrupt_act_on_the_running_job(make_server) -> None:
     app, client = make_server()
     idle = client.get("/sdapi/v1/progress").json()
     assert idle["progress"] == 0 and idle["state"]["job_count"] == 0 and idle["current_image"] is None
-    app.gate.close()
+    app.generation.gate.close()
     thread, out = _post_in_thread(client, "/sdapi/v1/txt2img", {"seed": 3, "n_iter": 2, **SMALL, "steps": 4})
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     running = client.get("/sdapi/v1/progress").json()
     assert running["progress"] == pytest.approx(1 / 8) and running["textinfo"] == "step 1"
     assert running["state"]["sampling_step"] == 1 and running["state"]["sampling_steps"] == 4
@@ -309,9 +309,9 @@ def test_progress_and_interrupt_act_on_the_running_job(make_server) -> None:
 
 def test_skip_marks_the_running_job(make_server) -> None:
     app, client = make_server()
-    app.gate.close()
+    app.generation.gate.close()
     thread, out = _post_in_thread(client, "/sdapi/v1/txt2img", SMALL)
-    assert app.gate.reached.wait(10)
+    assert app.generation.gate.reached.wait(10)
     assert client.post("/sdapi/v1/skip").status_code == 200
     assert client.get("/sdapi/v1/progress").json()["state"]["skipped"] is True
     thread.join(10)

@@ -1,8 +1,9 @@
 """A real `App` wired to fake models and a fake generation, for UI tests (no weights, no torch work).
 
-Settings, ui-config, sampler registry, job queue and styles are the real classes; the model manager lists two
-made-up checkpoints and one VAE; `submit` runs a job that reports progress with a preview and returns solid-colour
-pictures with real A1111 infotexts.
+Settings, ui-config, sampler registry, job queue (with its local executor) and styles are the real classes; the
+model manager lists two made-up checkpoints and one VAE; the generation (`FakeGeneration`, plugged in where the
+`GenerationService` goes) reports progress with a preview and returns solid-colour pictures with real A1111
+infotexts. `app.generation.requests` records what the UI submitted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from modules import infotext
 from modules.app import App
 from modules.cli import LaunchOptions
 from modules.errors import ModelNotFound
-from modules.jobs import Job, JobContext, JobQueue
+from modules.jobs import JobContext, JobQueue, LocalThreadExecutor
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import default_registry
@@ -87,38 +88,35 @@ def fake_result(request: GenerationRequest, count: int | None = None) -> Generat
                             timings={"total": 0.5})
 
 
-class FakeApp(App):
-    """`App` whose generation is `fake_result`; `requests` records what the UI submitted."""
+class FakeGeneration:
+    """A `GenerationRunner` whose result is `fake_result`; `requests` records what it was asked to run."""
 
-    requests: list[GenerationRequest]
-    step_delay: float
+    def __init__(self, step_delay: float = 0.0) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.step_delay = step_delay
 
-    def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
-               save: bool | None = None) -> Job:
+    def run(self, request: GenerationRequest, ctx: JobContext, *, save: bool | None = None) -> GenerationResult:
         self.requests.append(request)
-        delay = self.step_delay
+        for step in range(1, request.steps + 1):
+            if ctx.cancel.interrupted:
+                return fake_result(request, count=0)
+            preview = Image.new("RGB", (8, 8), (step * 10 % 255, 0, 0))
+            ctx.report(ProgressEvent(step=step, total_steps=request.steps, preview=preview))
+            threading.Event().wait(self.step_delay)
+        return fake_result(request)
 
-        def work(ctx: JobContext) -> GenerationResult:
-            for step in range(1, request.steps + 1):
-                if ctx.cancel.interrupted:
-                    return fake_result(request, count=0)
-                preview = Image.new("RGB", (8, 8), (step * 10 % 255, 0, 0))
-                ctx.report(ProgressEvent(step=step, total_steps=request.steps, preview=preview))
-                threading.Event().wait(delay)
-            return fake_result(request)
 
-        return self.jobs.submit(work, owner=owner, task_id=task_id, description=f"{request.mode}: {request.prompt}")
+FakeApp = App  # the UI tests' name for an App built by `make_app` (its generation is a FakeGeneration)
 
 
 def make_app(tmp: Path, *, settings: Settings | None = None, step_delay: float = 0.0,
-             styles_csv: str | None = None) -> FakeApp:
+             styles_csv: str | None = None) -> App:
     paths = DataPaths(tmp)
     if styles_csv is not None:
         paths.styles_file.write_text(styles_csv, encoding="utf-8")
     store = SettingsStore(settings or Settings(), paths.config_file)
-    app = FakeApp(launch=LaunchOptions(data_dir=tmp), paths=paths, settings=store,
-                  ui_config=UiConfig.load(paths.ui_config_file), models=FakeModels(),  # type: ignore[arg-type]
-                  samplers=default_registry(), jobs=JobQueue(), styles=StyleDatabase(paths.styles_file))
-    app.requests = []
-    app.step_delay = step_delay
-    return app
+    generation = FakeGeneration(step_delay)
+    return App(launch=LaunchOptions(data_dir=tmp), paths=paths, settings=store,
+               ui_config=UiConfig.load(paths.ui_config_file), models=FakeModels(),  # type: ignore[arg-type]
+               samplers=default_registry(), jobs=JobQueue(executor=LocalThreadExecutor(generation)),
+               styles=StyleDatabase(paths.styles_file), generation=generation)

@@ -86,7 +86,7 @@ def test_tabs_prompt_cfg_generate(browser_page, served) -> None:
     expect(page.locator("#html_info_txt2img")).to_contain_text("CFG scale: 4.5", timeout=10_000)
     expect(page.locator("#html_info_txt2img")).to_contain_text("a cat, sitting")
     expect(page.locator("#txt2img_generate")).to_be_visible()
-    request = app.requests[-1]
+    request = app.generation.requests[-1]
     assert (request.prompt, request.cfg_scale, request.steps) == ("a cat, sitting", 4.5, 4)
     assert app.jobs.list()[-1].owner  # the browser session owns its job
 

@@ -50,7 +50,7 @@ def test_generate_submits_named_values_and_shows_result(page: Page, app: FakeApp
         "txt2img_prompt": "a red square", "txt2img_cfg_scale": 4.5, "txt2img_batch_count": 2,
         "txt2img_width": 64, "txt2img_height": 64, "txt2img_sampling_steps": 3, "txt2img_seed": 5,
     }))
-    request = app.requests[-1]
+    request = app.generation.requests[-1]
     assert (request.mode, request.prompt, request.cfg_scale, request.n_iter) == ("txt2img", "a red square", 4.5, 2)
     assert (request.width, request.height, request.steps, request.seed) == (64, 64, 3, 5)
     assert request.checkpoint == "tiny.safetensors [0123456789]" and request.vae == "Automatic"

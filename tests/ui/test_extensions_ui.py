@@ -70,14 +70,14 @@ def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
 
 def test_script_values_reach_the_request_by_name(ext_page: Page, app: FakeApp) -> None:
     run_to_end(ext_page.call("txt2img_generate", "click", {"txt2img_prompt": "plain"}))
-    plain = app.requests[-1].extension_args
+    plain = app.generation.requests[-1].extension_args
     assert plain == {"cfg_rescale": {"phi": 0.0}}  # always-on values are always sent; no script selected
 
     run_to_end(ext_page.call("txt2img_generate", "click", {
         "txt2img_prompt": "plot", "txt2img_script_select": "X/Y/Z plot", "script_txt2img_cfg_rescale_phi": 0.7,
         "script_txt2img_xyz_grid_x_type": "Steps", "script_txt2img_xyz_grid_x_values": "1,2",
     }))
-    args = app.requests[-1].extension_args
+    args = app.generation.requests[-1].extension_args
     assert args[SCRIPT_KEY] == {"title": "X/Y/Z plot"} and args["cfg_rescale"] == {"phi": 0.7}
     assert args["xyz_grid"]["x_type"] == "Steps" and args["xyz_grid"]["x_values"] == "1,2"
     assert args["xyz_grid"]["draw_legend"] is True and set(args) == {SCRIPT_KEY, "cfg_rescale", "xyz_grid"}
@@ -90,7 +90,7 @@ def test_img2img_script_values_reach_the_request(ext_page: Page, app: FakeApp) -
         "img2img_prompt": "x", "img2img_image": Image.new("RGB", (64, 64)), "img2img_script_select": "X/Y/Z plot",
         "script_img2img_xyz_grid_x_type": "Denoising", "script_img2img_xyz_grid_x_values": "0.3, 0.6",
     }))
-    request = app.requests[-1]
+    request = app.generation.requests[-1]
     assert request.mode == "img2img" and request.extension_args[SCRIPT_KEY] == {"title": "X/Y/Z plot"}
     assert request.extension_args["xyz_grid"]["x_type"] == "Denoising"
 

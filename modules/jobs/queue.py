@@ -1,0 +1,278 @@
+"""`JobQueue`: the order jobs run in and their state; an executor (a worker thread here by default) runs them.
+
+HTTP handlers and Gradio callbacks only `submit()` and then wait, poll or subscribe. Jobs run one at a time per
+executor worker, in submission order. A job whose work raises is failed and the next job runs: a `UserError`
+message is shown as is, anything else is logged with its traceback and reported as "internal error: ...".
+Finished jobs stay visible for a bounded history (default 100) so that clients can poll after completion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import replace
+from typing import Any, Callable
+
+from PIL import Image
+
+from modules.errors import InvalidRequest, UserError
+from modules.jobs.executor import Assignment, CallableWork, Control, Executor, JobContext, Outcome, WorkItem
+from modules.jobs.job import (
+    EventKind,
+    Job,
+    JobEvent,
+    JobProgress,
+    JobState,
+    QueueStopped,
+    UnknownJob,
+    progress_fraction,
+)
+from modules.jobs.local import LocalThreadExecutor
+from modules.jobs.subscription import Subscription
+from modules.types import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+JobFunction = Callable[[JobContext], Any]
+
+
+class JobQueue:
+    """FIFO queue whose jobs run on `executor` (default: one local worker thread that runs only callables).
+
+    `clock` (monotonic seconds) is injectable for ETA tests."""
+
+    def __init__(self, name: str = "default", *, executor: Executor | None = None, history: int = 100,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, Job] = {}
+        self._history: deque[str] = deque()
+        self._history_limit = history
+        self._subscriptions: list[Subscription] = []
+        self._stopping = False
+        self._executor: Executor = executor if executor is not None else LocalThreadExecutor(name=name)
+        self._executor.start(self)
+
+    # -- submitting and inspecting -------------------------------------------------------------------------
+
+    def submit(self, work: WorkItem | JobFunction, *, owner: str | None = None, task_id: str | None = None,
+               description: str = "") -> Job:
+        """Queue a work item (a plain function of the job context is wrapped as `CallableWork`); `task_id` is
+        A1111's force_task_id (the id a client chose to poll progress with)."""
+        item = CallableWork(work) if callable(work) else work
+        with self._cond:
+            if self._stopping:
+                raise QueueStopped("The server is shutting down and does not accept new jobs.")
+            if task_id is not None and task_id in self._jobs:
+                raise InvalidRequest(f"The task id {task_id!r} is already in use.")
+            job = Job(item, task_id or uuid.uuid4().hex, owner, description, self)
+            self._jobs[job.id] = job
+            self._pending.append(job)
+            self._publish_locked(job, "queued")
+            self._cond.notify_all()
+        return job
+
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with that id; with `owner` given, only that owner's jobs are visible (else UnknownJob)."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise UnknownJob(f"No job with id {job_id!r}.")
+        return job
+
+    def list(self, owner: str | None = None) -> list[Job]:
+        """Queued, running and recently finished jobs in submission order, optionally one owner's only."""
+        with self._cond:
+            jobs = list(self._jobs.values())
+        return [job for job in jobs if owner is None or job.owner == owner]
+
+    def current(self) -> Job | None:
+        """The running job (the one that started first, if several run), if any."""
+        with self._cond:
+            return next(iter(self._running.values()), None)
+
+    def pending_count(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def _position(self, job: Job) -> int | None:
+        with self._cond:
+            if job.state is not JobState.QUEUED:
+                return None
+            for index, queued in enumerate(self._pending):
+                if queued is job:
+                    return index + 1
+        return None
+
+    # -- cancelling ------------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, owner: str | None = None) -> bool:
+        """Remove a queued job (-> cancelled) or interrupt a running one. False if it had already finished."""
+        job = self.get(job_id, owner)
+        with self._cond:
+            if job.state is JobState.QUEUED:
+                self._pending.remove(job)
+                self._finish_locked(job, JobState.CANCELLED)
+                return True
+            return self._control_locked(job, Control.INTERRUPT)
+
+    def skip(self, job_id: str, owner: str | None = None) -> bool:
+        """Skip the current batch of a running job; False for a queued or finished one."""
+        job = self.get(job_id, owner)
+        with self._cond:
+            return self._control_locked(job, Control.SKIP)
+
+    def interrupt_current(self, owner: str | None = None) -> bool:
+        """A1111 "Interrupt": stop the running job now (its finished images are kept)."""
+        with self._cond:
+            job = self.current()
+            return job is not None and (owner is None or job.owner == owner) \
+                and self._control_locked(job, Control.INTERRUPT)
+
+    def skip_current(self, owner: str | None = None) -> bool:
+        """A1111 "Skip": abandon the running job's current batch and go on with the next one."""
+        with self._cond:
+            job = self.current()
+            return job is not None and (owner is None or job.owner == owner) \
+                and self._control_locked(job, Control.SKIP)
+
+    def _control_locked(self, job: Job, message: Control) -> bool:
+        """Record `message` on the job and send it to the executor; False unless the job is running."""
+        if job.state is not JobState.RUNNING:
+            return False
+        if message is Control.INTERRUPT:
+            job.cancel_token.interrupt()
+        else:
+            job.cancel_token.skip()
+        self._executor.control(job.id, message)
+        return True
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def subscribe(self, job_id: str | None = None, *, owner: str | None = None, maxlen: int = 256) -> Subscription:
+        """Events of one job (ends when it finishes; delivered at once if it already has) or of all jobs.
+        With `owner`, a single-job subscription is only allowed for that owner's job (else UnknownJob)."""
+        with self._cond:
+            job = self.get(job_id, owner) if job_id is not None else None
+            subscription = Subscription(self, job_id, maxlen)
+            self._subscriptions.append(subscription)
+            if job is not None and job.state.finished:
+                subscription._deliver(self._event(job, "finished"))
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._cond:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+
+    def _event(self, job: Job, kind: EventKind, preview: Image.Image | None = None) -> JobEvent:
+        return JobEvent(job.id, kind, job.state, job.progress, preview, job.preview_id, job.error_message or "")
+
+    def _publish_locked(self, job: Job, kind: EventKind, preview: Image.Image | None = None) -> None:
+        event = self._event(job, kind, preview)
+        for subscription in self._subscriptions:
+            if subscription.job_id is None or subscription.job_id == job.id:
+                subscription._deliver(event)
+
+    @staticmethod
+    def _estimate_eta_locked(job: Job, fraction: float, now: float) -> float | None:
+        if job._rate_origin is None:
+            job._rate_origin = (now, fraction)
+            return None
+        t0, f0 = job._rate_origin
+        if fraction <= f0 or now <= t0:
+            return job._eta_at[1] if job._eta_at else None
+        eta = (1.0 - fraction) * (now - t0) / (fraction - f0)
+        job._eta_at = (now, eta)
+        return eta
+
+    # -- the executor's side (JobSource) ---------------------------------------------------------------------
+
+    def take(self) -> Assignment | None:
+        """Block until a job is due and mark it running; None once the queue stops. Called by executor workers."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending or self._stopping)
+            if self._stopping:
+                return None
+            job = self._pending.popleft()
+            job._state = JobState.RUNNING
+            job.started = time.time()
+            self._running[job.id] = job
+            self._publish_locked(job, "started")
+            assert job.work is not None, "a job runs once"
+            return Assignment(job.id, job.work)
+
+    def progress(self, job_id: str, event: ProgressEvent) -> None:
+        """Record a running job's progress (and preview image) and notify subscribers."""
+        with self._cond:
+            job = self._running.get(job_id)
+            if job is None:
+                return
+            fraction = progress_fraction(event)
+            eta = self._estimate_eta_locked(job, fraction, self.clock())
+            job._progress = JobProgress(event.step, event.total_steps, event.job_no, event.job_count, fraction,
+                                        eta, event.textinfo)
+            if event.preview is not None:
+                job.preview = event.preview
+                job.preview_id += 1
+            self._publish_locked(job, "progress", event.preview)
+
+    def finish(self, job_id: str, outcome: Outcome) -> None:
+        """End a running job with its outcome: done, interrupted (an interrupt was requested or seen), or failed."""
+        with self._cond:
+            job = self._running.get(job_id)
+            if job is None:
+                return
+            interrupted = outcome.interrupted or job.cancel_token.interrupted
+            if outcome.error is not None:
+                job.error, job.error_message = outcome.error, self._error_message(job, outcome.error, interrupted)
+                self._finish_locked(job, JobState.INTERRUPTED if interrupted else JobState.FAILED)
+                return
+            job.result = outcome.result
+            self._finish_locked(job, JobState.INTERRUPTED if interrupted else JobState.DONE)
+
+    @staticmethod
+    def _error_message(job: Job, error: BaseException, interrupted: bool) -> str:
+        if isinstance(error, UserError):
+            return str(error)
+        if interrupted:
+            return "interrupted"
+        log.error("job %s (%s) failed", job.id, job.description, exc_info=error)
+        return f"internal error: {type(error).__name__}: {error}"
+
+    def _finish_locked(self, job: Job, state: JobState) -> None:
+        job._state = state
+        complete = state is JobState.DONE
+        job._progress = replace(job._progress, fraction=1.0 if complete else job._progress.fraction,
+                                eta=0.0 if complete else None)
+        job.finished = time.time()
+        job.work = None  # drop the work item (and the request/images it holds) right away
+        self._running.pop(job.id, None)
+        self._history.append(job.id)
+        while len(self._history) > self._history_limit:
+            self._jobs.pop(self._history.popleft(), None)
+        self._publish_locked(job, "finished")
+        job._done.set()
+
+    # -- shutdown --------------------------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Cancel queued jobs, interrupt the running ones, end the executor and all subscriptions.
+        Returns False if the executor did not end within `timeout` seconds (a job ignoring its cancel token)."""
+        with self._cond:
+            self._stopping = True
+            while self._pending:
+                self._finish_locked(self._pending.popleft(), JobState.CANCELLED)
+            for job in list(self._running.values()):
+                self._control_locked(job, Control.INTERRUPT)
+            self._cond.notify_all()
+        stopped = self._executor.shutdown(timeout)
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        return stopped
