@@ -1,35 +1,14 @@
 """Text conditioning of a batch: A1111 prompts (weights, 75-token chunks, editing, AND) -> per-step embeddings.
 
-`encode_prompts` is the single entry point. It strips extra-network tags (`<lora:...>`) from the prompts, plans
-the per-step texts with the prompt parser (`[from:to:when]`, `[a|b]`, `AND`), encodes every group of texts once
-with `modules.prompts.encode.PromptEncoder`, and returns a `ConditioningSchedule`; `at_step(i)` gives the
-`Conditioning` the UNet uses at sampler step i (0-based, counting UNet evaluations, A1111's CFG-denoiser count).
-
-- Steps: schedules are planned for the number of steps the user asked for times the model calls per step
-  (A1111 `total_steps`: twice for second-order samplers such as Heun), for img2img too, while the step counter
-  starts at 0 with the first step that actually runs (A1111 plans img2img with `p.steps` and counts denoiser
-  calls from the first one). With 10 steps, `[a:b:0.5]` ends `a` at step 5: steps 0-5 use `a`, 6-9 `b`
-  (A1111's `current_step <= end_at_step`).
-- Layers: for SD1/SD2 the last hidden state of the CLIP text model; clip skip N > 1 takes `hidden_states[-N]`
-  through the final layer norm, as A1111 does (A1111 "Clip skip 2" == diffusers `clip_skip=1`; diffusers 0.42's own
-  clip_skip path reaches for `text_encoder.text_model`, which transformers 5's CLIPTextModel no longer has). A1111
-  ignores clip skip for SD2 (OpenCLIP, already penultimate); here it applies to SD2 as diffusers applies it.
-- SDXL: penultimate hidden states of both encoders concatenated, the pooled `text_embeds` of the second encoder
-  (of the first chunk). A1111 ignores clip skip for SDXL unless `sdxl_clip_l_skip` is on, which applies
-  `hidden_states[-N]` to CLIP-L only (diffusers' `clip_skip` moves both encoders; not followed). The refiner has
-  only the second encoder.
-- Empty negative prompt on SDXL: A1111 (like diffusers' `force_zeros_for_empty_prompt`) uses all-zero embeddings
-  and pooled vector instead of encoding "". diffusers does so only when `negative_prompt` is None and, for the
-  refiner, not at all (its config turns the flag off); A1111's rule is used for both here.
-- A prompt of at most 75 tokens without any syntax gives exactly diffusers' `encode_prompt` embeddings.
-- Lengths: prompts of one batch with different chunk counts are brought to the longest by repeating their last
-  vector (A1111 `reconstruct_multicond_batch`). Prompt and negative prompt of different lengths are run through
-  the UNet in separate calls, A1111's default; with `pad_cond_uncond` (A1111's option of that name) the shorter
-  side is padded with chunks of the empty prompt's embedding instead, so one call serves both.
-- Extra networks are stripped from the positive prompts only (A1111 `parse_extra_network_prompts`; a tag in the
-  negative prompt stays text, as there). The first prompt's references are returned for the caller to apply.
-- SDXL micro-conditioning (`time_ids`): original size, crop top/left, target size for the base model; original
-  size, crop and aesthetic score (6.0 for the prompt, 2.5 for the negative) for the refiner.
+`encode_prompts` is the one entry point: it strips `<lora:...>` tags from the positive prompts, plans the per-step
+texts with the prompt parser (`[from:to:when]`, `[a|b]`, `AND`), encodes each distinct text once with
+`PromptEncoder` and returns a `ConditioningSchedule`; `at_step(i)` is the conditioning of UNet evaluation i.
+Rules: schedules are planned over A1111's `total_steps` (model calls, twice per step for second-order samplers),
+counted from the first step that runs; prompts of one batch with different chunk counts repeat their last vector
+(A1111 `reconstruct_multicond_batch`); prompt and negative of different lengths run as separate UNet calls unless
+`pad_cond_uncond`; SDXL takes both encoders' penultimate states and time_ids (size/crop, aesthetic score for the
+refiner), and an empty SDXL negative is all zeros. A prompt of at most 75 plain tokens equals diffusers'
+`encode_prompt`. Clip skip and the other differences from A1111 are in docs/compat.md.
 """
 
 from __future__ import annotations

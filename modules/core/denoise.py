@@ -1,29 +1,12 @@
-"""The denoising loop shared by txt2img, img2img and inpaint: CFG, inpaint blending, step hooks, stop checks.
+"""The denoising loop shared by txt2img, img2img and inpaint: CFG, inpaint blending, hooks, stop checks.
 
-One iteration per scheduler timestep, in the order of diffusers' pipelines (so the results are equal to them):
-
-1. stop check (interrupt / skip): the loop ends before the next UNet call;
-2. text inputs of this step (`UNetPass.text`: prompt editing and alternation switch them between steps);
-   model input: latents (one row per UNet row: doubled for CFG), `scheduler.scale_model_input`, plus the
-   9-channel inpaint conditioning (mask + masked-image latents) for inpainting UNets;
-3. one UNet call for the uncond and cond halves together, or two when prompt and negative prompt have different
-   lengths (A1111's default); skipped uncond half when `cfg_scale == 1` and the prompt has no weighted `AND`
-   parts (the CFG formula is then the identity; diffusers skips it for every scale <= 1, A1111 never skips);
-   UNet hooks (`UNetHook`) wrap each call: they may change its inputs, add residuals or change its output;
-4. CFG: `eps = eps_uncond + s * (eps_cond - eps_uncond)` (the negative prompt is the uncond half); a prompt
-   with `AND` parts runs one cond row per part and combines them as A1111's CFG denoiser does:
-   `eps = eps_uncond + sum_i (eps_i - eps_uncond) * (w_i * s)` (in noise space, which is equivalent to A1111's
-   combination of denoised images since both are affine in the model output with the same latents);
-5. step hooks (`StepContext`), which may replace `noise_pred` or `latents`;
-6. `scheduler.step` (with per-image generators for ancestral/SDE samplers);
-7. inpaint blend for 4-channel UNets: the unmasked area is reset to the init latents noised to the next
-   timestep (the final step uses the clean init latents), diffusers' inpaint pipeline rule. A1111 instead blends
-   the denoised estimate inside its CFG denoiser; both keep the unmasked area on the init image, and the
-   diffusers form needs no access to a sampler's internal x0, which diffusers schedulers do not all expose;
-8. progress callback with the latest estimate of the clean latents (for previews and interrupts).
-
-Latents stay float32 between steps (A1111 samples in fp32 under autocast): the UNet gets its own dtype and its
-output is cast back, so an fp16 UNet does not degrade the scheduler arithmetic.
+One iteration per scheduler timestep, in the order of diffusers' pipelines (the equivalence tests compare with
+them): 1. stop check; 2. this step's text inputs (prompt editing switches them) and the model input (doubled for
+CFG, plus the 9-channel inpaint conditioning); 3. the UNet call(s), through the extensions' `UNetHook`s;
+4. CFG, with `AND` parts combined as A1111's CFG denoiser does; 5. step hooks (`StepContext`); 6.
+`scheduler.step` with per-image generators; 7. the inpaint blend for 4-channel UNets; 8. progress with the latest
+clean-latent estimate. Latents stay float32 between steps whatever the UNet's dtype. Where this differs from A1111
+(CFG 1 skips the uncond half, the inpaint blend) is in docs/compat.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """The generation core: request + loaded components + resolved sampler -> images, seeds and the resolved plan.
 
-`generate()` is a plain function with no global state: the caller (the job worker) passes the loaded
-`ComponentSet` (and optionally a refiner's), the `SamplingMethod` the registry resolved, the options in force
-for this job (`CoreOptions.from_mapping(settings)`; the request's `overrides` are applied here) and a cancel
-token. The prompts are used as given (styles are applied by the caller). It does not format infotexts or save
-files; `CoreOutput.plan` carries the values the infotext is built from.
+`generate()` is a plain function with no global state: the caller passes the loaded `ComponentSet` (and a
+refiner's), the resolved sampler, the job's `CoreOptions`, hooks and a cancel token. It never reads settings
+files, formats infotexts or saves files; `CoreOutput.plan` carries what the infotext is built from. LoRAs are
+applied by the caller around the call; textual inversion comes in as a lookup per text encoder.
 
-Extra networks: `<lora:...>` tags are stripped from the prompts before encoding; applying the LoRAs is the
-caller's (`modules.networks.lora.apply_loras` around the call). Textual inversion comes in as
-`textual_inversion`, a function giving one lookup per text encoder for a model (the `TextualInversion` seam of
-`modules.prompts.encode`); the embedding objects that reached an encoder come back in `used_embeddings`.
-
-Flow (design.md §7.6):
-1. options for this job (settings + request overrides), validation, plan (seeds, prompts, steps);
-2. img2img/inpaint: init image, mask and overlay; init latents; 9-channel inpaint conditioning;
-3. per batch (`batch.run_batch`): text conditioning, seeded noise, scheduler, initial latents, the denoise loop
-   (base, then the refiner from the switch step), VAE decode, paste-back of the unmasked original;
-4. interrupt keeps the finished batches and the current one decoded from its latest estimate (as A1111 does);
-   skip ends only the current batch (also kept, as A1111 does).
+Flow: 1. options, validation, plan (seeds, prompts, steps); 2. img2img/inpaint init image, mask, init latents;
+3. per batch (`batch.run_batch`): conditioning, seeded noise, the denoise loop (base, then refiner), VAE decode,
+paste-back; 4. interrupt keeps the finished batches and the current one's latest estimate; skip ends one batch.
 """
 
 from __future__ import annotations
