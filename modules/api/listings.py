@@ -19,8 +19,11 @@ from PIL import Image
 from modules import infotext
 from modules.cli import IGNORED_A1111_FLAGS, Credentials, LaunchOptions
 from modules.errors import UserError
+from modules.extensions.host import ExtensionHost
+from modules.extensions.installer import git_head
 from modules.images import read_infotext
 from modules.models.manager import ModelOptions, Selection
+from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, SamplerSpec
 from modules.samplers.schedules import AUTOMATIC, AUTOMATIC_LABEL, SCHEDULES
 
@@ -148,3 +151,21 @@ def png_info(image: Image.Image) -> dict[str, Any]:
     for key, default in infotext.A1111_DEFAULTS.items():
         parameters.setdefault(key, default)
     return {"info": text, "items": items, "parameters": parameters}
+
+
+def prompt_styles(styles: StyleDatabase) -> list[dict[str, Any]]:
+    """A1111's `GET prompt-styles`: every style of styles.csv, in file order."""
+    return [{"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+            for style in styles.styles.values()]
+
+
+def extensions(host: ExtensionHost) -> list[dict[str, Any]]:
+    """A1111's `GET extensions`: every discovered extension; git fields are empty for folders that are no checkout
+    (the built-in ones), and `version` is the commit's first 8 digits as in A1111, else the declared version."""
+    rows = []
+    for info in host.list_extensions():
+        branch, date = git_head(info.path) if info.commit else (None, None)
+        rows.append({"name": info.name, "remote": info.remote or "", "branch": branch or "",
+                     "commit_hash": info.commit or "", "version": (info.commit or "")[:8] or info.version,
+                     "commit_date": date or 0, "enabled": info.enabled})
+    return rows

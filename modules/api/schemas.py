@@ -287,3 +287,23 @@ class JobCancelResult(BaseModel):
     job_id: str
     cancelled: bool = Field(description="False when the job had already finished.")
     state: str
+
+
+class PromptStyleItem(BaseModel):
+    """One row of `GET /sdapi/v1/prompt-styles` (A1111's shape)."""
+
+    name: str
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+
+
+class ExtensionItem(BaseModel):
+    """One row of `GET /sdapi/v1/extensions` (A1111's shape; git fields are empty for a folder that is no checkout)."""
+
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: int
+    enabled: bool

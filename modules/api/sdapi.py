@@ -25,6 +25,7 @@ from modules.api.codec import decode_image, encode_png
 from modules.api.results import generation_response, job_timestamp
 from modules.api.schemas import (
     EmbeddingsResponse,
+    ExtensionItem,
     GenerationFields,
     GenerationResponse,
     Img2ImgRequest,
@@ -33,6 +34,7 @@ from modules.api.schemas import (
     PngInfoRequest,
     PngInfoResponse,
     ProgressResponse,
+    PromptStyleItem,
     SamplerItem,
     SchedulerItem,
     ScriptInfo,
@@ -272,6 +274,18 @@ def _add_script_routes(router: APIRouter, app: "App") -> None:
         return app.extensions.scripts.api_script_info()
 
 
+def _add_library_routes(router: APIRouter, app: "App") -> None:
+    @router.get("/prompt-styles", response_model=list[PromptStyleItem])
+    def prompt_styles() -> list[dict[str, Any]]:
+        """The styles of styles.csv (the names `styles` in a generation request accepts)."""
+        return listings.prompt_styles(app.styles)
+
+    @router.get("/extensions", response_model=list[ExtensionItem])
+    def extensions() -> list[dict[str, Any]]:
+        """Every discovered extension, enabled or not."""
+        return listings.extensions(app.extensions)
+
+
 def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
     """All /sdapi/v1 routes, each behind `auth`."""
     router = APIRouter(prefix=PREFIX, tags=["sdapi"], dependencies=[Depends(auth)])
@@ -279,4 +293,5 @@ def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
     _add_option_routes(router, app)
     _add_model_routes(router, app)
     _add_script_routes(router, app)
+    _add_library_routes(router, app)
     return router

@@ -124,19 +124,29 @@ def install_from_git(url: str, extensions_dir: Path, *, allowed: bool, name: str
     return InstallOutcome(folder, target, output)
 
 
+def _git(folder: Path, *args: str) -> str | None:
+    """The trimmed output of a read-only git command in `folder`, None when git fails or prints nothing."""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10,
+                              env=_git_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
 def git_details(folder: Path) -> tuple[str | None, str | None]:
     """(remote URL, commit hash) of a git checkout, (None, None) for plain folders or when git fails."""
     if not (folder / ".git").exists():
         return None, None
+    return _git(folder, "remote", "get-url", "origin"), _git(folder, "rev-parse", "HEAD")
 
-    def ask(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10,
-                                  env=_git_env())
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if done.returncode != 0:
-            return None
-        return done.stdout.strip() or None
 
-    return ask("remote", "get-url", "origin"), ask("rev-parse", "HEAD")
+def git_head(folder: Path) -> tuple[str | None, int | None]:
+    """(branch name, commit time in Unix seconds) of a git checkout's HEAD, (None, None) where unknown."""
+    if not (folder / ".git").exists():
+        return None, None
+    branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
+    date = _git(folder, "log", "-1", "--format=%ct")
+    return branch, int(date) if date is not None and date.isdigit() else None

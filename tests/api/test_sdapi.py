@@ -357,3 +357,15 @@ def test_auth_off_needs_no_login(make_server) -> None:
     _, client = make_server()
     assert client.get("/sdapi/v1/sd-models").status_code == 200
     assert client.get("/sdapi/v1/cmd-flags").json()["api_auth"] is None
+
+
+def test_prompt_styles_lists_the_styles_file(make_server, tmp_path) -> None:
+    data = tmp_path / "data0"  # the data folder make_server gives its first app
+    data.mkdir()
+    (data / "styles.csv").write_text('name,prompt,negative_prompt\nfilm,"{prompt}, film grain",blurry\nbare,sharp,\n',
+                                     encoding="utf-8")
+    _, client = make_server()
+    assert client.get("/sdapi/v1/prompt-styles").json() == [
+        {"name": "film", "prompt": "{prompt}, film grain", "negative_prompt": "blurry"},
+        {"name": "bare", "prompt": "sharp", "negative_prompt": ""},
+    ]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
 import textwrap
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -45,6 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
     save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
     (data / "extensions" / "pinger" / "scripts").mkdir(parents=True)
     (data / "extensions" / "pinger" / "scripts" / "main.py").write_text(textwrap.dedent(PINGER))
+    _commit_folder(data / "extensions" / "pinger")
     launch = LaunchOptions(data_dir=data, api=True)
     app = build_app(launch)
     server = LiveServer(webui.build_server(app, launch)).start()
@@ -53,6 +56,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
     client.close()
     server.stop()
     app.close()
+
+
+def _commit_folder(folder: Path) -> None:
+    """Make `folder` a git checkout with one commit on branch "main", as an installed extension is."""
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "first"]):
+        subprocess.run(git + args, check=True, capture_output=True)
 
 
 def _decode(text: str) -> Image.Image:
@@ -174,3 +184,15 @@ def test_extensions_are_listed_by_the_app(served) -> None:
     app, _ = served
     states = {row.name: row.state for row in app.extensions.list_extensions()}
     assert states == {"cfg_rescale": "loaded", "xyz_grid": "loaded", "pinger": "loaded"}
+
+
+def test_extensions_listing_has_a1111_shape(served: tuple[App, httpx.Client]) -> None:
+    _, client = served
+    rows = {row["name"]: row for row in client.get("/sdapi/v1/extensions").json()}
+    assert {"pinger", "xyz_grid", "cfg_rescale"} <= set(rows)
+    pinger = rows["pinger"]
+    assert set(pinger) == {"name", "remote", "branch", "commit_hash", "version", "commit_date", "enabled"}
+    assert pinger["branch"] == "main" and len(pinger["commit_hash"]) == 40 and pinger["commit_date"] > 0
+    assert pinger["version"] == pinger["commit_hash"][:8] and pinger["enabled"] is True
+    builtin = rows["xyz_grid"]
+    assert builtin["remote"] == builtin["commit_hash"] == builtin["branch"] == "" and builtin["commit_date"] == 0
