@@ -30,6 +30,7 @@ from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.extensions.host import ExtensionHost
@@ -100,6 +101,7 @@ class GenerationService:
         # 2. prompts, extensions' BEFORE_JOB, sampler
         request = self.extensions.hooks.before_job(self.effective_request(request, settings), settings)
         sampler = self.samplers.resolve(request.sampler, request.schedule)
+        hires_sampler = self.hires_sampler(request)
         hooks = self.extensions.hooks.step_hooks(request)
         unet_hooks = self.extensions.hooks.unet_hooks(request)
         # 3. model, extra networks
@@ -110,11 +112,11 @@ class GenerationService:
         uses = self.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
         self.networks.refresh_embeddings()
         # 4. the core
-        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
+        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler)
         output, comments = self.run_core(core, ctx, selection, refiner_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
-                                networks=job_infotext(uses, output.used_embeddings))
+                                networks=job_infotext(uses, output.used_embeddings), hires_sampler=hires_sampler)
         pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
         output = dataclasses.replace(output, images=pictures)
         outputs = OutputOptions.from_mapping(settings)
@@ -126,6 +128,15 @@ class GenerationService:
             interrupted=output.interrupted, comments=comments,
         )
 
+    def hires_sampler(self, request: GenerationRequest) -> "ResolvedSampler | None":
+        """The second pass's sampler of a hires-fix request when it differs from the first's (else None)."""
+        if request.mode != "txt2img" or not request.enable_hr:
+            return None
+        if not request.hr_sampler_name and not request.hr_scheduler:
+            return None
+        return self.samplers.resolve(request.hr_sampler_name or request.sampler,
+                                     request.hr_scheduler or request.schedule)
+
     def run_core(self, core: "CoreCall", ctx: "JobContext", selection: Selection,
                  refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
         """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
@@ -134,7 +145,8 @@ class GenerationService:
                 ConsoleProgress(ctx.report) as report:
             kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
                                       "options": core.options, "textual_inversion": self.networks.textual_inversion,
-                                      "unet_hooks": core.unet_hooks}
+                                      "unet_hooks": core.unet_hooks, "hires_sampler": core.hires_sampler,
+                                      "upscalers": UpscalerRegistry(self.paths.models)}
             if refiner_selection is None:
                 return generate(core.request, components, core.sampler, **kwargs), loras.comments()
             with self.models.use(refiner_selection) as refiner:
@@ -176,6 +188,7 @@ class CoreCall:
     options: CoreOptions
     loras: Sequence[LoraUse] = ()
     unet_hooks: Sequence[UNetHook] = ()
+    hires_sampler: "ResolvedSampler | None" = None
 
 
 class ConsoleProgress:
@@ -204,7 +217,8 @@ class ConsoleProgress:
 
 def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,
                     sampler: "ResolvedSampler", refiner: Selection | None = None,
-                    networks: Mapping[str, str] | None = None) -> tuple[str, ...]:
+                    networks: Mapping[str, str] | None = None,
+                    hires_sampler: "ResolvedSampler | None" = None) -> tuple[str, ...]:
     """One A1111 `parameters` text per image, from the request and the values the core actually used.
 
     `networks` holds the "Lora hashes" / "TI hashes" values (`modules.networks.service.job_infotext`)."""
