@@ -82,8 +82,13 @@ class GenerationService:
         """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
         changes: dict[str, Any] = {}
         if request.styles:
-            prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, list(request.styles))
+            names = list(request.styles)
+            prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, names)
             changes.update(prompt=prompt, negative_prompt=negative, styles=())
+            if request.hr_prompt:  # an empty hires prompt stays empty: it means the (styled) prompt
+                changes["hr_prompt"] = self.styles.apply(request.hr_prompt, "", names)[0]
+            if request.hr_negative_prompt:
+                changes["hr_negative_prompt"] = self.styles.apply("", request.hr_negative_prompt, names)[1]
         defaults = RequestDefaults.from_mapping(settings)
         if request.clip_skip <= 1:
             changes["clip_skip"] = max(1, defaults.CLIP_stop_at_last_layers)
@@ -116,7 +121,7 @@ class GenerationService:
         output, comments = self.run_core(core, ctx, selection, refiner_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
-                                networks=job_infotext(uses, output.used_embeddings), hires_sampler=hires_sampler)
+                                networks=job_infotext(uses, output.used_embeddings))
         pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
         output = dataclasses.replace(output, images=pictures)
         outputs = OutputOptions.from_mapping(settings)
@@ -217,8 +222,7 @@ class ConsoleProgress:
 
 def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,
                     sampler: "ResolvedSampler", refiner: Selection | None = None,
-                    networks: Mapping[str, str] | None = None,
-                    hires_sampler: "ResolvedSampler | None" = None) -> tuple[str, ...]:
+                    networks: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """One A1111 `parameters` text per image, from the request and the values the core actually used.
 
     `networks` holds the "Lora hashes" / "TI hashes" values (`modules.networks.service.job_infotext`)."""
@@ -229,6 +233,8 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         extra["Refiner"] = refiner.checkpoint.title
         extra["Refiner switch at"] = request.refiner_switch_at
     extra.update(networks or {})
+    hires = output.plan.hires
+    labels = None if hires is None else infotext.HiresLabels(hires.sampler, hires.schedule, hires.upscaler)
     texts = []
     for seed, subseed, prompt, negative in zip(output.seeds, output.subseeds, output.prompts,
                                                output.negative_prompts):
@@ -237,6 +243,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
             sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
             vae_name=vae.name if vae is not None else None,
             vae_hash=vae.shorthash if vae is not None else None, extra=extra, rng="CPU", version=VERSION,
+            hires=labels,
         )
         texts.append(infotext.build(prompt, negative, params))
     return tuple(texts)
