@@ -86,6 +86,7 @@ def test_txt2img_with_hires_fix(real) -> None:
     images, info = txt2img(client, prompt="red square", seed=7, enable_hr=True, hr_upscaler="lanczos",
                            hr_second_pass_steps=3, hr_prompt="blue square", denoising_strength=0.5)
     assert [image.size for image in images] == [(128, 128)]
+    assert (info["width"], info["height"], info["denoising_strength"]) == (64, 64, 0.5)  # A1111: first-pass size
     text = info["infotexts"][0]
     assert "Size: 64x64" in text and "Denoising strength: 0.5" in text
     assert "Hires prompt: blue square, Hires upscale: 2, Hires steps: 3, Hires upscaler: Lanczos" in text
