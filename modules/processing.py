@@ -162,6 +162,13 @@ class GenerationService:
         """Save every image with its infotext; never overwrites (see `images.save_image`)."""
         directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
         saved = []
+        if options.save_images_before_highres_fix:
+            for image, seed, text in zip(output.first_pass_images, output.seeds, texts):
+                if image is not None:
+                    saved.append(images.save_image(
+                        image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
+                        extension=options.samples_format, basename_pattern="[seed]-before-highres-fix",
+                        jpeg_quality=options.jpeg_quality))
         for image, seed, text in zip(output.images, output.seeds, texts):
             path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
                                      extension=options.samples_format, jpeg_quality=options.jpeg_quality)

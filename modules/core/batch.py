@@ -71,6 +71,8 @@ class PreparedJob:
     unet_hooks: Sequence[UNetHook] = ()
     pass_index: int = 0
     """Which sampling pass of a batch this job runs (hires fix: 0 the first, 1 the second), for progress."""
+    first_pass: dict[int, Image.Image] = field(default_factory=dict)
+    """Hires fix with `save_images_before_highres_fix`: each image's first-pass picture, by index in the job."""
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)

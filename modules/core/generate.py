@@ -53,6 +53,9 @@ class CoreOutput:
     timings: Mapping[str, float] = field(default_factory=dict)
     used_embeddings: tuple[object, ...] = ()
     """Textual-inversion embeddings found in the prompts (the lookups' `source` objects), for "TI hashes"."""
+    first_pass_images: tuple[Image.Image | None, ...] = ()
+    """Hires fix with `save_images_before_highres_fix`: the picture before the second pass, one per image (None
+    where the second pass did not run); empty otherwise."""
 
 
 TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
@@ -201,5 +204,6 @@ def generate(
         interrupted=interrupted,
         timings=timings,
         used_embeddings=_used_embeddings(job),
+        first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
     )
 

@@ -119,6 +119,8 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
         return []
     if first.stopped:
         return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
+    if job.plan.options.save_images_before_highres_fix:
+        job.first_pass.update(indexed(job, batch_no, decode_batch(first_job, first.latents, False)))
     hr_job, upscaled = _second_pass_job(job, second, first.latents)
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
         return indexed(job, batch_no, upscaled or tensor_to_pil(_decode_init(hr_job)))

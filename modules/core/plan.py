@@ -47,6 +47,7 @@ class CoreOptions:
     pad_cond_uncond: bool = False
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10
+    save_images_before_highres_fix: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":

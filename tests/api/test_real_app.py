@@ -96,6 +96,19 @@ def test_txt2img_with_hires_fix(real) -> None:
     assert plain[0].size == (64, 64)
 
 
+@pytest.mark.slow
+def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> None:
+    app, client = real
+    txt2img(client, seed=424242, enable_hr=True, save_images=True,
+            override_settings={"save_images_before_highres_fix": True})
+    saved = sorted(path.name for path in app.paths.outputs.rglob("*424242*"))
+    before, final = saved  # A1111 saves the first pass first: its number is the lower one
+    assert before.endswith("-424242-before-highres-fix.png") and final.endswith("-424242.png")
+    assert int(before[:5]) + 1 == int(final[:5])
+    sizes = sorted(Image.open(path).size for path in app.paths.outputs.rglob("*424242*"))
+    assert sizes == [(64, 64), (128, 128)]
+
+
 def b64_png_with_info(image: Image.Image) -> str:
     from PIL import PngImagePlugin
 

@@ -159,3 +159,14 @@ def test_hires_fields_do_nothing_without_enable_hr():
 def test_inpainting_models_run_hires_fix(upscaler):
     request = _hires(steps=2, hr_upscaler=upscaler, hr_resize_x=128, hr_resize_y=96)
     assert generate(request, tiny(SD1_INPAINT), EULER).images[0].size == (128, 96)
+
+
+@pytest.mark.slow
+def test_the_picture_before_the_second_pass_is_kept_when_asked(monkeypatch):
+    request = _hires(hr_upscaler="Latent", batch_size=2)
+    assert generate(request, tiny(SD1), EULER).first_pass_images == ()
+    kept = generate(request.with_changes(overrides={"save_images_before_highres_fix": True}), tiny(SD1), EULER)
+    assert [image.size for image in kept.first_pass_images] == [(64, 64), (64, 64)]
+    first, _ = _first_pass(request.with_changes(batch_size=1), monkeypatch)
+    difference = np.abs(np.asarray(kept.first_pass_images[0], dtype=int) - np.asarray(first, dtype=int))
+    assert difference.max() <= 2  # the same first pass (alone instead of in a batch of two)
