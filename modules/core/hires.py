@@ -1,12 +1,12 @@
 """Hires. fix: a txt2img batch, upscaled, then denoised again as img2img at the target size (A1111 semantics).
 
 One batch runs two passes of the same batch machinery (`batch.sample_batch`): 1. the first pass at the request's
-size (without the refiner: A1111's default `hires_fix_refiner_pass` is "second pass"); 2. the upscale: a latent
-mode resizes the first pass's latents, an image upscaler decodes them, upscales with Pillow and VAE-encodes; then
-the crop of "resize to" with both sides set; 3. the second pass: img2img over the job's seeds (noise drawn at the
-target size, as A1111's new `ImageRNG`), A1111's step rule for `hr_second_pass_steps` and the denoising strength,
-the hires sampler and prompts; 4. decode. A stop during the first pass returns its (small) images, as A1111 does
-on interrupt; a stop before the second pass's first step returns them too.
+size, without the refiner (it joins in the second pass, A1111's default); 2. the upscale: a latent mode resizes the
+first pass's latents, an image upscaler decodes them, upscales with Pillow and VAE-encodes; then the crop of
+"resize to" with both sides set; 3. the second pass: img2img over the job's seeds (noise drawn at the target size),
+A1111's step rule for `hr_second_pass_steps` and the denoising strength, the hires sampler and prompts; 4. decode.
+A stop during the first pass, or before the second pass's first step, returns the first pass's (smaller) images.
+With `save_images_before_highres_fix` the first pass's pictures are kept in `PreparedJob.first_pass`.
 """
 
 from __future__ import annotations

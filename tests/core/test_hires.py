@@ -14,7 +14,7 @@ from modules.core.generate import generate
 from modules.errors import InvalidRequest
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest, ProgressEvent
-from tests.core.helpers import SD1, SD1_INPAINT, LatentCapture, tiny
+from tests.core.helpers import SD1, SD1_INPAINT, SDXL, SDXL_REFINER, LatentCapture, tiny
 
 REGISTRY = default_registry()
 EULER = REGISTRY.resolve("Euler")
@@ -170,3 +170,18 @@ def test_the_picture_before_the_second_pass_is_kept_when_asked(monkeypatch):
     first, _ = _first_pass(request.with_changes(batch_size=1), monkeypatch)
     difference = np.abs(np.asarray(kept.first_pass_images[0], dtype=int) - np.asarray(first, dtype=int))
     assert difference.max() <= 2  # the same first pass (alone instead of in a batch of two)
+
+
+@pytest.mark.slow
+def test_the_refiner_runs_in_the_second_pass_only():
+    calls: list[tuple[int, bool]] = []
+
+    def record(step, inputs, call_next):
+        calls.append((step.step, step.unet is tiny(SDXL_REFINER).unet))
+        return call_next(inputs)
+
+    request = _hires(steps=4, hr_upscaler="Lanczos", denoising_strength=0.9, refiner_checkpoint="refiner",
+                     refiner_switch_at=0.5, cfg_scale=1.0)
+    output = generate(request, tiny(SDXL), EULER, refiner=tiny(SDXL_REFINER), unet_hooks=[record])
+    assert output.images[0].size == (128, 128)
+    assert [refined for _, refined in calls] == [False] * 4 + [False, False, True, True]
