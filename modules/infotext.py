@@ -40,7 +40,7 @@ _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 _QUOTE_TRIGGERS = (",", ":", "\n", "\r", '"')
 
 # Values A1111's parser assumes for keys that a generator leaves out because they hold the default (only those that
-# change a request; A1111's hires-fix, RNG and VAE-method defaults do not apply here).
+# change a request; the hires-fix defaults are applied by `apply_to_request`; RNG and VAE-method ones do not apply).
 A1111_DEFAULTS: Mapping[str, str] = {
     "Clip skip": "1",
     "Schedule type": "Automatic",
@@ -57,6 +57,15 @@ _MASKED_CONTENT = {
     InpaintFill.LATENT_NOISE: "latent noise",
     InpaintFill.LATENT_NOTHING: "latent nothing",
 }
+
+
+@dataclass(frozen=True)
+class HiresLabels:
+    """What a hires-fix job ran its second pass with: sampler and schedule labels, the upscaler's name."""
+
+    sampler: str
+    schedule: str
+    upscaler: str
 
 
 @dataclass(frozen=True)
@@ -190,14 +199,16 @@ def request_params(
     rng: str | None = None,
     conditional_mask_weight: float | None = None,
     version: str | None = None,
+    hires: HiresLabels | None = None,
 ) -> dict[str, Any]:
     """The ordered parameters A1111 1.10 writes for one image of `request` (pass the result to `build`).
 
     `seed`/`subseed` are the resolved per-image seeds. `eta` is written only when given: pass it when A1111 would
     (the sampler uses eta and it differs from the sampler's default). `rng` is A1111's "RNG" ("CPU" when noise comes
     from a CPU generator; None for A1111's default GPU source). `conditional_mask_weight` is given for models with
-    inpainting conditioning. `extra` (extension parameters such as "Lora hashes") follows the built-in keys, as
-    A1111's `extra_generation_params` do; a key already present keeps its place and takes the new value.
+    inpainting conditioning. `hires` is given for a hires-fix job. `extra` (extension parameters such as "Lora
+    hashes") follows the built-in keys, as A1111's `extra_generation_params` do; a key already present keeps its
+    place and takes the new value.
     Integral floats are written as integers.
     """
     params: dict[str, Any] = {
@@ -217,7 +228,7 @@ def request_params(
         params["Variation seed strength"] = _number(request.subseed_strength)
     if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
         params["Seed resize from"] = f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
-    if request.mode in ("img2img", "inpaint"):
+    if request.mode in ("img2img", "inpaint") or hires is not None:
         params["Denoising strength"] = _number(request.denoising_strength)
     if conditional_mask_weight is not None:
         params["Conditional mask weight"] = _number(conditional_mask_weight)
@@ -226,11 +237,35 @@ def request_params(
     params["RNG"] = rng
     if request.mode == "inpaint":
         params.update(_inpaint_params(request))
+    if hires is not None:
+        params.update(_hires_params(request, sampler_label, schedule_label, hires))
     params.update(extra or {})
     if eta is not None:
         params["Eta"] = _number(eta)
     params["Version"] = version
     return {key: value for key, value in params.items() if value is not None}
+
+
+def _hires_params(request: GenerationRequest, sampler_label: str, schedule_label: str | None,
+                  hires: HiresLabels) -> dict[str, Any]:
+    """The hires-fix parameters in A1111's order; sampler, schedule and prompts only where they differ."""
+    params: dict[str, Any] = {}
+    if request.hr_sampler_name and hires.sampler != sampler_label:
+        params["Hires sampler"] = hires.sampler
+    if hires.schedule != schedule_label:
+        params["Hires schedule type"] = hires.schedule
+    if request.hr_prompt and request.hr_prompt != request.prompt:
+        params["Hires prompt"] = request.hr_prompt
+    if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:
+        params["Hires negative prompt"] = request.hr_negative_prompt
+    if request.hr_resize_x == 0 and request.hr_resize_y == 0:
+        params["Hires upscale"] = _number(request.hr_scale)
+    else:
+        params["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
+    if request.hr_second_pass_steps:
+        params["Hires steps"] = request.hr_second_pass_steps
+    params["Hires upscaler"] = hires.upscaler
+    return params
 
 
 def _inpaint_params(request: GenerationRequest) -> dict[str, Any]:
@@ -273,7 +308,9 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
 
     Mapped: prompt, negative prompt, steps, sampler (label kept as written, e.g. a legacy "DPM++ 2M Karras"; the
     sampler registry resolves it), schedule type, CFG scale, seed, size, denoising strength, clip skip, variation
-    seed/strength, seed resize from, eta, mask blur, mask mode, masked content, inpaint area and padding.
+    seed/strength, seed resize from, eta, mask blur, mask mode, masked content, inpaint area and padding, and the
+    hires-fix fields (enabled, as in A1111, when `Denoising strength` and an upscale, upscaler or resize are
+    stated; a hires key left out means its default: resize 0, same sampler/schedule/prompts, steps 0).
     A key the infotext leaves out keeps `base`'s value, except where leaving it out means a default: the A1111
     defaults in `A1111_DEFAULTS` (clip skip 1, schedule "Automatic", mask options), variation strength 0, no seed
     resize and no eta (A1111 writes each of these whenever it is not the default). Model and VAE are not switched
@@ -295,7 +332,25 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
         changes["eta"] = None
     changes.update(_seed_changes(parsed))
     changes.update(_mask_changes(parsed))
+    changes.update(_hires_changes(parsed))
     return base.with_changes(**changes)
+
+
+def _hires_changes(parsed: ParsedInfotext) -> dict[str, Any]:
+    params = parsed.params
+    enabled = "Denoising strength" in params and any(
+        key in params for key in ("Hires upscale", "Hires upscaler", "Hires resize"))
+    changes: dict[str, Any] = {"enable_hr": enabled}
+    _put(changes, "hr_scale", _to_float(params.get("Hires upscale")))
+    _put(changes, "hr_upscaler", params.get("Hires upscaler"))
+    resize_x, resize_y = _to_int(params.get("Hires resize-1")), _to_int(params.get("Hires resize-2"))
+    changes["hr_resize_x"], changes["hr_resize_y"] = (resize_x or 0, resize_y or 0)
+    changes["hr_second_pass_steps"] = _to_int(params.get("Hires steps")) or 0
+    changes["hr_sampler_name"] = params.get("Hires sampler", "")
+    changes["hr_scheduler"] = params.get("Hires schedule type", "")
+    changes["hr_prompt"] = params.get("Hires prompt", "")
+    changes["hr_negative_prompt"] = params.get("Hires negative prompt", "")
+    return changes
 
 
 def _seed_changes(parsed: ParsedInfotext) -> dict[str, Any]:

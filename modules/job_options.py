@@ -46,6 +46,7 @@ class OutputOptions(SettingsView):
     samples_format: str = "png"
     jpeg_quality: int = 80
     enable_pnginfo: bool = True
+    save_images_before_highres_fix: bool = False
     grid_save: bool = True
     grid_format: str = "png"
     outdir_samples: str = ""

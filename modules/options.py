@@ -236,6 +236,7 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("save_txt", False, "Create a text file next to every image with generation parameters.", SAVING),
     _number("jpeg_quality", 80, "Quality for saved jpeg images", SAVING, 1, 100, 1),
     _flag("webp_lossless", False, "Use lossless compression for webp images", SAVING),
+    _flag("save_images_before_highres_fix", False, "Save a copy of image before applying highres fix.", SAVING),
     _flag("save_incomplete_images", False, "Save incomplete images", SAVING,
           info="save images of a batch that was interrupted mid-generation"),
     _path("outdir_samples", "", "Output directory for images; if empty, defaults to the directories below"),

@@ -30,6 +30,7 @@ from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.extensions.host import ExtensionHost
@@ -81,8 +82,13 @@ class GenerationService:
         """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
         changes: dict[str, Any] = {}
         if request.styles:
-            prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, list(request.styles))
+            names = list(request.styles)
+            prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, names)
             changes.update(prompt=prompt, negative_prompt=negative, styles=())
+            if request.hr_prompt:  # an empty hires prompt stays empty: it means the (styled) prompt
+                changes["hr_prompt"] = self.styles.apply(request.hr_prompt, "", names)[0]
+            if request.hr_negative_prompt:
+                changes["hr_negative_prompt"] = self.styles.apply("", request.hr_negative_prompt, names)[1]
         defaults = RequestDefaults.from_mapping(settings)
         if request.clip_skip <= 1:
             changes["clip_skip"] = max(1, defaults.CLIP_stop_at_last_layers)
@@ -100,6 +106,7 @@ class GenerationService:
         # 2. prompts, extensions' BEFORE_JOB, sampler
         request = self.extensions.hooks.before_job(self.effective_request(request, settings), settings)
         sampler = self.samplers.resolve(request.sampler, request.schedule)
+        hires_sampler = self.hires_sampler(request)
         hooks = self.extensions.hooks.step_hooks(request)
         unet_hooks = self.extensions.hooks.unet_hooks(request)
         # 3. model, extra networks
@@ -110,7 +117,7 @@ class GenerationService:
         uses = self.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
         self.networks.refresh_embeddings()
         # 4. the core
-        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks)
+        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler)
         output, comments = self.run_core(core, ctx, selection, refiner_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
@@ -126,6 +133,15 @@ class GenerationService:
             interrupted=output.interrupted, comments=comments,
         )
 
+    def hires_sampler(self, request: GenerationRequest) -> "ResolvedSampler | None":
+        """The second pass's sampler of a hires-fix request when it differs from the first's (else None)."""
+        if request.mode != "txt2img" or not request.enable_hr:
+            return None
+        if not request.hr_sampler_name and not request.hr_scheduler:
+            return None
+        return self.samplers.resolve(request.hr_sampler_name or request.sampler,
+                                     request.hr_scheduler or request.schedule)
+
     def run_core(self, core: "CoreCall", ctx: "JobContext", selection: Selection,
                  refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
         """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
@@ -134,7 +150,8 @@ class GenerationService:
                 ConsoleProgress(ctx.report) as report:
             kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
                                       "options": core.options, "textual_inversion": self.networks.textual_inversion,
-                                      "unet_hooks": core.unet_hooks}
+                                      "unet_hooks": core.unet_hooks, "hires_sampler": core.hires_sampler,
+                                      "upscalers": UpscalerRegistry(self.paths.models)}
             if refiner_selection is None:
                 return generate(core.request, components, core.sampler, **kwargs), loras.comments()
             with self.models.use(refiner_selection) as refiner:
@@ -145,6 +162,13 @@ class GenerationService:
         """Save every image with its infotext; never overwrites (see `images.save_image`)."""
         directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
         saved = []
+        if options.save_images_before_highres_fix:
+            for image, seed, text in zip(output.first_pass_images, output.seeds, texts):
+                if image is not None:
+                    saved.append(images.save_image(
+                        image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
+                        extension=options.samples_format, basename_pattern="[seed]-before-highres-fix",
+                        jpeg_quality=options.jpeg_quality))
         for image, seed, text in zip(output.images, output.seeds, texts):
             path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
                                      extension=options.samples_format, jpeg_quality=options.jpeg_quality)
@@ -176,6 +200,7 @@ class CoreCall:
     options: CoreOptions
     loras: Sequence[LoraUse] = ()
     unet_hooks: Sequence[UNetHook] = ()
+    hires_sampler: "ResolvedSampler | None" = None
 
 
 class ConsoleProgress:
@@ -215,6 +240,8 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         extra["Refiner"] = refiner.checkpoint.title
         extra["Refiner switch at"] = request.refiner_switch_at
     extra.update(networks or {})
+    hires = output.plan.hires
+    labels = None if hires is None else infotext.HiresLabels(hires.sampler, hires.schedule, hires.upscaler)
     texts = []
     for seed, subseed, prompt, negative in zip(output.seeds, output.subseeds, output.prompts,
                                                output.negative_prompts):
@@ -223,6 +250,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
             sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
             vae_name=vae.name if vae is not None else None,
             vae_hash=vae.shorthash if vae is not None else None, extra=extra, rng="CPU", version=VERSION,
+            hires=labels,
         )
         texts.append(infotext.build(prompt, negative, params))
     return tuple(texts)

@@ -39,6 +39,8 @@ class GenerationRequest:
 
     `seed`/`subseed` of -1 mean "pick a random one" (resolved when the job is planned).
     `checkpoint` is an A1111 checkpoint title/name/hash or None for the current one.
+    With `enable_hr` (txt2img only), `denoising_strength` is the second pass's; `hr_resize_x/y` of 0 mean "from
+    `hr_scale`", `hr_second_pass_steps` 0 means the first pass's steps.
     `extension_args` is keyed by extension name; `overrides` holds A1111 `override_settings` for this job only.
     """
 
@@ -73,6 +75,17 @@ class GenerationRequest:
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = 32
     invert_mask: bool = False
+    # txt2img hires fix (A1111 names; empty sampler/schedule/prompts = the first pass's)
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_sampler_name: str = ""
+    hr_scheduler: str = ""
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
     # SDXL
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = 0.8

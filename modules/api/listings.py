@@ -2,8 +2,9 @@
 command-line flags, PNG info) in A1111's JSON shapes, built from the App's services.
 
 Each lists what exists here, not A1111's full catalogue: the samplers and schedule types diffusers can run, the
-PIL upscalers ("None", "Lanczos", "Nearest"), embeddings as "loaded" (compatible with the current checkpoint,
-which is loaded for the answer if needed) or "skipped" (the rest; all of them when no checkpoint can be loaded).
+PIL upscalers ("None", "Lanczos", "Nearest") and the latent upscale modes, embeddings as "loaded" (compatible
+with the current checkpoint, which is loaded for the answer if needed) or "skipped" (the rest; all of them when no
+checkpoint can be loaded).
 Folders are rescanned first when their files changed. Launch flags keep A1111's argparse names, passwords masked.
 """
 
@@ -26,13 +27,13 @@ from modules.models.manager import ModelOptions, Selection
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, SamplerSpec
 from modules.samplers.schedules import AUTOMATIC, AUTOMATIC_LABEL, SCHEDULES
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
 
 log = logging.getLogger(__name__)
 
-UPSCALERS = ("None", "Lanczos", "Nearest")
 # A1111's metadata for its schedule rows: Karras and Polyexponential have a rho; the timestep-based schedules need
 # the model's own sigma table (A1111's `need_inner_model`).
 _DEFAULT_RHO = {"karras": 7.0, "polyexponential": 1.0}
@@ -86,10 +87,15 @@ def schedulers(registry: SamplerRegistry) -> list[dict[str, Any]]:
     return items
 
 
-def upscalers() -> list[dict[str, Any]]:
+def upscalers(registry: UpscalerRegistry) -> list[dict[str, Any]]:
     """GET /sdapi/v1/upscalers (see the module doc)."""
-    return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
-            for name in UPSCALERS]
+    return [{"name": u.name, "model_name": None, "model_path": None, "model_url": None, "scale": u.scale}
+            for u in registry.image_upscalers()]
+
+
+def latent_upscale_modes(registry: UpscalerRegistry) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/latent-upscale-modes: the `Latent ...` names hires fix takes."""
+    return [{"name": u.name} for u in registry.latent_modes()]
 
 
 def embeddings(app: "App") -> dict[str, Any]:

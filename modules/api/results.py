@@ -67,7 +67,7 @@ def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] 
         "sd_vae_hash": params.get("VAE hash"),
         "seed_resize_from_w": resize_w if resize_w > 0 else -1,
         "seed_resize_from_h": resize_h if resize_h > 0 else -1,
-        "denoising_strength": request.denoising_strength if request.mode != "txt2img" else None,
+        "denoising_strength": request.denoising_strength if request.mode != "txt2img" or request.enable_hr else None,
         "extra_generation_params": {key: text for key, text in params.items() if key not in _CORE_KEYS},
         "index_of_first_image": 0,
         "infotexts": list(result.infotexts),

@@ -64,7 +64,7 @@ class GenerationFields(_Lenient):
 
 
 class HiresFields(_Lenient):
-    """txt2img's hires-fix fields (accepted so A1111 payloads validate; `enable_hr=true` is refused)."""
+    """txt2img's hires-fix fields (they count only with `enable_hr`)."""
 
     enable_hr: Optional[bool] = False
     denoising_strength: Optional[float] = None
@@ -171,6 +171,10 @@ class UpscalerItem(BaseModel):
     model_path: Optional[str] = None
     model_url: Optional[str] = None
     scale: Optional[float] = None
+
+
+class LatentUpscaleModeItem(BaseModel):
+    name: str
 
 
 class SDModelItem(BaseModel):

@@ -29,6 +29,7 @@ from modules.api.schemas import (
     GenerationFields,
     GenerationResponse,
     Img2ImgRequest,
+    LatentUpscaleModeItem,
     LoraItem,
     MemoryResponse,
     PngInfoRequest,
@@ -48,6 +49,7 @@ from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_check
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -221,7 +223,11 @@ def _add_model_routes(router: APIRouter, app: "App") -> None:
 
     @router.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[dict[str, Any]]:
-        return listings.upscalers()
+        return listings.upscalers(UpscalerRegistry(app.paths.models))
+
+    @router.get("/latent-upscale-modes", response_model=list[LatentUpscaleModeItem])
+    def latent_upscale_modes() -> list[dict[str, Any]]:
+        return listings.latent_upscale_modes(UpscalerRegistry(app.paths.models))
 
     @router.get("/embeddings", response_model=EmbeddingsResponse)
     def embeddings() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A1111 API request bodies -> `GenerationRequest`, plus the API-only switches (send/save images, task id).
 
 `build_job(body, app, mode)` is the one entry point for txt2img, img2img and the job API. Rules:
-- a field asking for a feature this program does not have (`enable_hr`, `restore_faces`, ...) is refused with a
-  422 naming it (`refuse_unsupported`); fields that would change nothing here are accepted and ignored;
+- a field asking for a feature this program does not have (`restore_faces`, `hr_checkpoint_name`, ...) is refused
+  with a 422 naming it (`refuse_unsupported`); fields that would change nothing here are accepted and ignored;
+- txt2img's hires-fix fields count only with `enable_hr`; its upscaler and sampler are checked before queueing;
 - `override_settings` go into `request.overrides` for this job only (validated against the option table);
   `sd_model_checkpoint`, `sd_vae` and `CLIP_stop_at_last_layers` there also select checkpoint, VAE and clip skip;
 - `infotext` fills every field the body does not set; scripts (`script_name`, `script_args`,
@@ -24,6 +25,7 @@ from modules.api.codec import decode_image
 from modules.api.schemas import GenerationFields, HiresFields, InitImageFields
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -32,6 +34,8 @@ CHECKPOINT_KEY = "sd_model_checkpoint"
 VAE_KEY = "sd_vae"
 CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
 _VAE_KEYWORDS = ("Automatic", "None")
+_SAME_MODEL = (None, "", "Use same checkpoint")
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's "empty" hires choices
 _OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "initial_noise_multiplier")
 
 # API field -> GenerationRequest field, for fields copied as they are (None = the API default).
@@ -56,6 +60,11 @@ _INFOTEXT_FIELDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("inpaint_full_res",), ("inpaint_full_res",)),
     (("inpaint_full_res_padding",), ("inpaint_full_res_padding",)),
     (("inpainting_mask_invert",), ("invert_mask",)),
+    (("enable_hr",), ("enable_hr",)), (("hr_scale",), ("hr_scale",)), (("hr_upscaler",), ("hr_upscaler",)),
+    (("hr_resize_x",), ("hr_resize_x",)), (("hr_resize_y",), ("hr_resize_y",)),
+    (("hr_second_pass_steps",), ("hr_second_pass_steps",)), (("hr_sampler_name",), ("hr_sampler_name",)),
+    (("hr_scheduler",), ("hr_scheduler",)), (("hr_prompt",), ("hr_prompt",)),
+    (("hr_negative_prompt",), ("hr_negative_prompt",)),
 )
 
 
@@ -81,11 +90,17 @@ def _refusals(body: GenerationFields) -> list[str]:
     checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
         ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
-        ("firstpass_image", lambda b: bool(b.firstpass_image), "it belongs to hires fix, which is not available"),
+        ("firstpass_image", lambda b: bool(b.firstpass_image),
+         "hires fix from a given first-pass image is not available"),
         ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
     ]
     if isinstance(body, HiresFields):
-        checks.append(("enable_hr", lambda b: bool(b.enable_hr), "hires fix is not available"))
+        checks.append(("hr_checkpoint_name", lambda b: bool(b.enable_hr) and b.hr_checkpoint_name not in _SAME_MODEL,
+                       "a second checkpoint for the hires pass is not available (send \"Use same checkpoint\")"))
+        checks.append(("firstphase_width/firstphase_height",
+                       lambda b: bool(b.firstphase_width or b.firstphase_height),
+                       "the old hires-fix first-pass size is not available; use width/height with hr_scale or "
+                       "hr_resize_x/hr_resize_y"))
     if isinstance(body, InitImageFields):
         checks.append(("latent_mask", lambda b: bool(b.latent_mask), "a separate latent mask is not available"))
     return [f"{name}: {why}" for name, failed, why in checks if failed(body)]
@@ -157,6 +172,34 @@ def _common_changes(body: GenerationFields, app: "App") -> dict[str, Any]:
     return changes
 
 
+def _same_as_first(name: str | None, keyword: str) -> str:
+    """A hires sampler/scheduler field: null, empty or A1111's "Use same ..." all mean the first pass's."""
+    return "" if not name or name == keyword else name
+
+
+def _hires_changes(body: HiresFields) -> dict[str, Any]:
+    """The hires-fix fields of a txt2img body (only with `enable_hr`; else they have no effect)."""
+    if not body.enable_hr:
+        return {}
+    return {
+        "enable_hr": True, "hr_scale": float(value(body, "hr_scale")), "hr_upscaler": body.hr_upscaler or "Latent",
+        "hr_resize_x": int(value(body, "hr_resize_x")), "hr_resize_y": int(value(body, "hr_resize_y")),
+        "hr_second_pass_steps": int(value(body, "hr_second_pass_steps")),
+        "hr_sampler_name": _same_as_first(body.hr_sampler_name, SAME_SAMPLER),
+        "hr_scheduler": _same_as_first(body.hr_scheduler, SAME_SCHEDULER),
+        "hr_prompt": body.hr_prompt or "", "hr_negative_prompt": body.hr_negative_prompt or "",
+        "denoising_strength": 0.75 if body.denoising_strength is None else body.denoising_strength,
+    }
+
+
+def _check_hires(app: "App", request: GenerationRequest) -> None:
+    """Unknown upscaler (422) or hires sampler (400) before the job is queued."""
+    if request.mode != "txt2img" or not request.enable_hr:
+        return
+    UpscalerRegistry(app.paths.models).find(request.hr_upscaler)
+    app.samplers.resolve(request.hr_sampler_name or request.sampler, request.hr_scheduler or request.schedule)
+
+
 def _enum(kind: type[InpaintFill] | type[ResizeMode], number: int, field: str) -> Any:
     try:
         return kind(number)
@@ -219,6 +262,8 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
     changes = _common_changes(body, app)
     if mode == "txt2img":
         changes["mode"] = "txt2img"
+        if isinstance(body, HiresFields):
+            changes.update(_hires_changes(body))
     else:
         if not isinstance(body, InitImageFields):
             raise InvalidRequest(f"mode {mode!r} needs the img2img fields (init_images, mask, ...).")
@@ -227,6 +272,7 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
             raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
     request = _apply_infotext(body, GenerationRequest(**changes))
     app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
+    _check_hires(app, request)
     request = app.extensions.scripts.request_from_api(body.script_name, body.script_args, body.alwayson_scripts,
                                                       request)
     return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),

@@ -69,6 +69,10 @@ class PreparedJob:
     textual_inversion: Callable[[ComponentSet], Sequence[TextualInversion | None] | None] | None = None
     """Seam for textual inversion: the lookups (one per text encoder) for a model; None (or a None result): none."""
     unet_hooks: Sequence[UNetHook] = ()
+    pass_index: int = 0
+    """Which sampling pass of a batch this job runs (hires fix: 0 the first, 1 the second), for progress."""
+    first_pass: dict[int, Image.Image] = field(default_factory=dict)
+    """Hires fix with `save_images_before_highres_fix`: each image's first-pass picture, by index in the job."""
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)
@@ -231,12 +235,14 @@ def _progress(job: PreparedJob, batch_no: int) -> Callable[[int, int, torch.Tens
         return None
     every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     text = f"Batch {batch_no + 1} out of {job.plan.n_iter}" if job.plan.n_iter > 1 else ""
+    passes = job.plan.pass_count  # A1111 counts each pass of a batch as one job
+    job_no, job_count = batch_no * passes + job.pass_index, job.plan.n_iter * passes
 
     def on_step(step: int, total: int, denoised: torch.Tensor) -> None:
         preview = None
         if every > 0 and step % every == 0:
             preview = cheap_preview(denoised[0], job.components.identity.is_sdxl)
-        callback(ProgressEvent(step, total, batch_no, job.plan.n_iter, preview, text))
+        callback(ProgressEvent(step, total, job_no, job_count, preview, text))
 
     return on_step
 
@@ -293,7 +299,7 @@ def _final_latents(loop: LoopInputs, result: LoopResult) -> torch.Tensor:
     return latents
 
 
-def _decode(job: PreparedJob, latents: torch.Tensor, refined: bool) -> list[Image.Image]:
+def decode_batch(job: PreparedJob, latents: torch.Tensor, refined: bool) -> list[Image.Image]:
     """Step 7: VAE decode (the refiner's VAE once it has run, as A1111 decodes with the model it ends on) and
     the paste-back of the original over the unmasked area."""
     components = job.refiner if refined and job.refiner is not None else job.components
@@ -316,18 +322,39 @@ def _unchanged(job: PreparedJob) -> list[Image.Image]:
     return images
 
 
-def run_batch(job: PreparedJob, batch_no: int) -> list[tuple[int, Image.Image]]:
-    """Generate batch `batch_no`; returns (image index in the job, image) pairs, empty if stopped before step 1."""
-    index = job.plan.batch_slice(batch_no)
-    if job.plan.steps.is_noop:
-        return list(zip(range(index.start, index.stop), _unchanged(job), strict=True))
-    loop = _loop_inputs(job, batch_no, index)
+@dataclass(frozen=True)
+class SampledBatch:
+    """The latents one pass left (finished, or the latest estimate after a stop) and whether the refiner ran."""
+
+    latents: torch.Tensor
+    stopped: bool
+    refined: bool
+
+
+def sample_batch(job: PreparedJob, batch_no: int) -> SampledBatch | None:
+    """Steps 1-6 of batch `batch_no`: its latents, or None when it was stopped before step 1."""
+    loop = _loop_inputs(job, batch_no, job.plan.batch_slice(batch_no))
     # 6. denoise
     started = time.perf_counter()
     result = run_denoise(loop)
     job.add_time("denoise", started)
     if result.steps_done == 0:
-        return []
+        return None
     refined = len(loop.passes) > 1 and result.steps_done > loop.passes[-1][0]
-    images = _decode(job, _final_latents(loop, result), refined)
+    return SampledBatch(_final_latents(loop, result), result.stopped, refined)
+
+
+def indexed(job: PreparedJob, batch_no: int, images: list[Image.Image]) -> list[tuple[int, Image.Image]]:
+    """(image index in the job, image) pairs of batch `batch_no`."""
+    index = job.plan.batch_slice(batch_no)
     return list(zip(range(index.start, index.stop), images, strict=True))
+
+
+def run_batch(job: PreparedJob, batch_no: int) -> list[tuple[int, Image.Image]]:
+    """Generate batch `batch_no`; returns (image index in the job, image) pairs, empty if stopped before step 1."""
+    if job.plan.steps.is_noop:
+        return indexed(job, batch_no, _unchanged(job))
+    sampled = sample_batch(job, batch_no)
+    if sampled is None:
+        return []
+    return indexed(job, batch_no, decode_batch(job, sampled.latents, sampled.refined))

@@ -7,7 +7,8 @@ applied by the caller around the call; textual inversion comes in as a lookup pe
 
 Flow: 1. options, validation, plan (seeds, prompts, steps); 2. img2img/inpaint init image, mask, init latents;
 3. per batch (`batch.run_batch`): conditioning, seeded noise, the denoise loop (base, then refiner), VAE decode,
-paste-back; 4. interrupt keeps the finished batches and the current one's latest estimate; skip ends one batch.
+paste-back (with hires fix, `hires.run_hires_batch`: the same for both passes, the upscale between them);
+4. interrupt keeps the finished batches and the current one's latest estimate; skip ends one batch.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from PIL import Image
 from modules.cancel import CancelToken
 from modules.core.batch import InitState, PreparedJob, run_batch
 from modules.core.denoise import StepHook, UNetHook
+from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
-from modules.core.latents import encode_images, pil_to_tensor
-from modules.core.plan import CoreOptions, JobPlan, plan_job, random_seed
-from modules.core.validate import validate_request
+from modules.core.latents import encode_images, pil_to_tensor, vae_scale_factor
+from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
+from modules.core.validate import validate_hires, validate_request
 from modules.errors import OutOfMemory
 from modules.models.components import ComponentSet
 from modules.prompts.encode import TextualInversion
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, ProgressEvent
+from modules.upscalers.registry import UpscalerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ class CoreOutput:
     timings: Mapping[str, float] = field(default_factory=dict)
     used_embeddings: tuple[object, ...] = ()
     """Textual-inversion embeddings found in the prompts (the lookups' `source` objects), for "TI hashes"."""
+    first_pass_images: tuple[Image.Image | None, ...] = ()
+    """Hires fix with `save_images_before_highres_fix`: the picture before the second pass, one per image (None
+    where the second pass did not run); empty otherwise."""
 
 
 TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
@@ -95,7 +101,7 @@ def _prepare_init(
     )
 
 
-def _run_job(job: PreparedJob) -> tuple[list[tuple[int, Image.Image]], bool]:
+def _run_job(job: PreparedJob, hires: HiresPass | None) -> tuple[list[tuple[int, Image.Image]], bool]:
     """Steps 3-4: the batches in order; an interrupt stops before the next batch, a skip ends one batch."""
     images: list[tuple[int, Image.Image]] = []
     cancel = job.cancel
@@ -103,8 +109,24 @@ def _run_job(job: PreparedJob) -> tuple[list[tuple[int, Image.Image]], bool]:
         cancel.clear_skip()
         if cancel.interrupted:
             break
-        images.extend(run_batch(job, batch_no))
+        images.extend(run_batch(job, batch_no) if hires is None else run_hires_batch(job, hires, batch_no))
     return images, cancel.interrupted
+
+
+def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOptions, sampler: SamplingMethod,
+           hires_sampler: SamplingMethod | None, upscalers: UpscalerRegistry | None
+           ) -> tuple[HiresPlan, HiresPass] | None:
+    """The second pass of a txt2img request with `enable_hr` (None for anything else)."""
+    if request.mode != "txt2img" or not request.enable_hr:
+        return None
+    upscaler = (upscalers or UpscalerRegistry()).find(request.hr_upscaler)
+    second = hires_sampler or sampler
+    eta = request.eta if second.uses_eta else None
+    labels = SamplerLabels(second.label, second.schedule_label, eta)
+    factor = vae_scale_factor(components.vae)
+    validate_hires(request, factor)
+    plan = plan_hires(request, options, upscaler.name, labels, factor)
+    return plan, HiresPass(upscaler, second)
 
 
 def _used_embeddings(job: PreparedJob) -> tuple[object, ...]:
@@ -113,6 +135,11 @@ def _used_embeddings(job: PreparedJob) -> tuple[object, ...]:
     for encoder in job.encoders.values():
         used.update(encoder.used_embeddings)
     return tuple(used.values())
+
+
+def _output_size(plan: JobPlan) -> str:
+    width, height = (plan.width, plan.height) if plan.hires is None else plan.hires.target.upscale_to
+    return f"{width}x{height}"
 
 
 def generate(
@@ -128,17 +155,23 @@ def generate(
     seed_resolver: Callable[[], int] = random_seed,
     textual_inversion: TextualInversionFor | None = None,
     unet_hooks: Sequence[UNetHook] = (),
+    hires_sampler: SamplingMethod | None = None,
+    upscalers: UpscalerRegistry | None = None,
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
     too small; an interrupt returns what was finished with `interrupted=True`.
 
-    `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`)."""
+    `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`).
+    With `enable_hr`, `hires_sampler` runs the second pass (None: `sampler`) and `upscalers` finds
+    `hr_upscaler` (None: the built-in ones)."""
     started = time.perf_counter()
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
     validate_request(request, components, refiner)
     eta = request.eta if sampler.uses_eta else None
-    plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver)
+    hires = _hires(request, components, options, sampler, hires_sampler, upscalers)
+    plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver,
+                    None if hires is None else hires[0])
     timings: dict[str, float] = {}
     log.info("%s %dx%d, %d x %d images, %s steps %d (start %d of %d), seed %d", request.mode, plan.width,
              plan.height, plan.n_iter, plan.batch_size, plan.sampler, plan.steps.run_steps,
@@ -153,11 +186,11 @@ def generate(
             job = PreparedJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
                               cancel or CancelToken(), on_progress, timings, textual_inversion,
                               tuple(unet_hooks))
-            images, interrupted = _run_job(job)
+            images, interrupted = _run_job(job, None if hires is None else hires[1])
     except torch.OutOfMemoryError as error:
         raise OutOfMemory(
             f"Out of memory on {components.device} generating {plan.batch_size} image(s) of "
-            f"{plan.width}x{plan.height}: lower the size or the batch size, or free memory ({error})"
+            f"{_output_size(plan)}: lower the size or the batch size, or free memory ({error})"
         ) from error
     timings["total"] = time.perf_counter() - started
     kept = [index for index, _ in images]
@@ -171,5 +204,6 @@ def generate(
         interrupted=interrupted,
         timings=timings,
         used_embeddings=_used_embeddings(job),
+        first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
     )
 

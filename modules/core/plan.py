@@ -47,6 +47,7 @@ class CoreOptions:
     pad_cond_uncond: bool = False
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10
+    save_images_before_highres_fix: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":
@@ -83,6 +84,53 @@ def random_seed() -> int:
 
 
 @dataclass(frozen=True)
+class HiresTarget:
+    """Where hires fix takes a `width` x `height` first pass (A1111 `calculate_target_resolution`): the upscaler
+    resizes to `upscale_to` (w, h); then `truncate` (x, y) latent columns/rows are cropped, half on each side."""
+
+    upscale_to: tuple[int, int]
+    truncate: tuple[int, int] = (0, 0)
+
+    def latent_size(self, factor: int) -> tuple[int, int]:
+        """(h, w) of the second pass's latents after the crop."""
+        width, height = self.upscale_to
+        return height // factor - self.truncate[1], width // factor - self.truncate[0]
+
+
+def hires_target(width: int, height: int, scale: float, resize_x: int, resize_y: int,
+                 factor: int = 8) -> HiresTarget:
+    """A1111's rules: both resize sides 0 = `scale` times the size; one side = keep the aspect ratio; both = cover
+    that size keeping the aspect ratio, then crop to it."""
+    if resize_x == 0 and resize_y == 0:
+        return HiresTarget((int(width * scale), int(height * scale)))
+    if resize_y == 0:
+        return HiresTarget((resize_x, resize_x * height // width))
+    if resize_x == 0:
+        return HiresTarget((resize_y * width // height, resize_y))
+    if width / height < resize_x / resize_y:
+        upscale_to = (resize_x, resize_x * height // width)
+    else:
+        upscale_to = (resize_y * width // height, resize_y)
+    return HiresTarget(upscale_to, ((upscale_to[0] - resize_x) // factor, (upscale_to[1] - resize_y) // factor))
+
+
+@dataclass(frozen=True)
+class HiresPlan:
+    """The second pass of hires fix: target, upscaler name, its img2img step plan over `hr_steps` requested
+    steps, sampler labels and one prompt pair per image of the job."""
+
+    target: HiresTarget
+    upscaler: str
+    steps: StepPlan
+    hr_steps: int
+    sampler: str
+    schedule: str
+    eta: float | None
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class JobPlan:
     """Resolved values of one job; tuples have one entry per image of the whole job (batch_size * n_iter)."""
 
@@ -101,6 +149,12 @@ class JobPlan:
     width: int
     height: int
     options: CoreOptions
+    hires: HiresPlan | None = None
+
+    @property
+    def pass_count(self) -> int:
+        """Sampling passes per batch: 2 with hires fix (A1111 doubles its job count), else 1."""
+        return 1 if self.hires is None else 2
 
     def batch_slice(self, batch_no: int) -> slice:
         return slice(batch_no * self.batch_size, (batch_no + 1) * self.batch_size)
@@ -121,6 +175,31 @@ def resolve_seeds(
     return seed, subseed, seeds, subseeds
 
 
+@dataclass(frozen=True)
+class SamplerLabels:
+    """The labels of a resolved sampler that a plan records, and the eta it runs with (None: not used)."""
+
+    sampler: str
+    schedule: str
+    eta: float | None = None
+
+
+def plan_hires(request: GenerationRequest, options: CoreOptions, upscaler: str, labels: SamplerLabels,
+               factor: int = 8) -> HiresPlan:
+    """The second pass of a validated txt2img request with `enable_hr`."""
+    count = request.batch_size * request.n_iter
+    hr_steps = request.hr_second_pass_steps or request.steps
+    target = hires_target(request.width, request.height, request.hr_scale, request.hr_resize_x,
+                          request.hr_resize_y, factor)
+    return HiresPlan(
+        target=target, upscaler=upscaler,
+        steps=plan_steps(hr_steps, request.denoising_strength, options.img2img_fix_steps), hr_steps=hr_steps,
+        sampler=labels.sampler, schedule=labels.schedule, eta=labels.eta,
+        prompts=(request.hr_prompt or request.prompt,) * count,
+        negative_prompts=(request.hr_negative_prompt or request.negative_prompt,) * count,
+    )
+
+
 def plan_job(
     request: GenerationRequest,
     options: CoreOptions,
@@ -128,8 +207,9 @@ def plan_job(
     schedule_label: str,
     eta: float | None,
     seed_resolver: Callable[[], int] = random_seed,
+    hires: HiresPlan | None = None,
 ) -> JobPlan:
-    """Resolve seeds, prompts and the step plan of a validated request."""
+    """Resolve seeds, prompts and the step plan of a validated request (`hires`: its second pass, if any)."""
     count = request.batch_size * request.n_iter
     seed, subseed, seeds, subseeds = resolve_seeds(
         request.seed, request.subseed, request.subseed_strength, count, seed_resolver
@@ -151,4 +231,5 @@ def plan_job(
         width=request.width,
         height=request.height,
         options=options,
+        hires=hires,
     )

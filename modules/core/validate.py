@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from modules.core.plan import MAX_SEED
+from modules.core.plan import MAX_SEED, hires_target
 from modules.errors import InvalidRequest
 from modules.models.components import ComponentSet
 from modules.types import GenerationRequest
@@ -93,3 +93,23 @@ def _check_refiner(request: GenerationRequest, components: ComponentSet, refiner
             f"the refiner ({refiner.identity.describe()}) works in a different latent space than the model "
             f"({components.identity.describe()}); choose a refiner of the same family"
         )
+
+
+def validate_hires(request: GenerationRequest, factor: int) -> None:
+    """Raise InvalidRequest for hires-fix fields out of range or a target size outside the limits."""
+    if not math.isfinite(request.hr_scale) or request.hr_scale <= 0:
+        raise InvalidRequest(f"hr_scale must be a positive number, got {request.hr_scale}")
+    for name, value in (("hr_resize_x", request.hr_resize_x), ("hr_resize_y", request.hr_resize_y)):
+        if not 0 <= value <= MAX_SIDE:
+            raise InvalidRequest(f"{name} must be 0 (from hr_scale) or up to {MAX_SIDE}, got {value}")
+    if not 0 <= request.hr_second_pass_steps <= MAX_STEPS:
+        raise InvalidRequest(f"hr_second_pass_steps must be between 0 (the first pass's) and {MAX_STEPS}, got "
+                             f"{request.hr_second_pass_steps}")
+    if not 0.0 <= request.denoising_strength <= 1.0:
+        raise InvalidRequest(f"denoising_strength must be between 0 and 1, got {request.denoising_strength}")
+    target = hires_target(request.width, request.height, request.hr_scale, request.hr_resize_x,
+                          request.hr_resize_y, factor)
+    width, height = target.upscale_to
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidRequest(f"the hires fix target {width}x{height} must be between {MIN_SIDE} and {MAX_SIDE} "
+                             f"pixels on each side: change hr_scale or hr_resize_x/hr_resize_y")

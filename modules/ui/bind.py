@@ -24,6 +24,9 @@ MASK_MODE_LABELS: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
 MASKED_CONTENT_LABELS: tuple[str, ...] = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREA_LABELS: tuple[str, ...] = ("Whole picture", "Only masked")
 
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+"""Hires fix's dropdown entries for "the first pass's" (an empty request field)."""
+
 SEED_EXTRA = "seed_extra"
 """Name of the "Extra" checkbox: when off, variation seed and seed resize are ignored (A1111 behaviour)."""
 
@@ -74,6 +77,14 @@ def _optional_name(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _same_to_empty(keyword: str) -> Callable[[Any], str]:
+    return lambda value: "" if value in (None, "", keyword) else str(value)
+
+
+def _empty_to_same(keyword: str) -> Callable[[Any], str]:
+    return lambda value: value or keyword
+
+
 @dataclass(frozen=True)
 class Binding:
     """One widget name, the request field it feeds, and the conversions between widget and field values."""
@@ -119,6 +130,16 @@ BINDINGS: tuple[Binding, ...] = (
             lambda v: bool(_label_to_index(INPAINT_AREA_LABELS, "inpaint area")(v)),
             _index_to_label(INPAINT_AREA_LABELS)),
     Binding("inpaint_padding", "inpaint_full_res_padding", _to_int, _identity),
+    Binding("enable_hr", "enable_hr", bool, _identity),
+    Binding("hr_upscaler", "hr_upscaler", str, _identity),
+    Binding("hr_second_pass_steps", "hr_second_pass_steps", _to_int, _identity),
+    Binding("hr_scale", "hr_scale", _to_float, _identity),
+    Binding("hr_resize_x", "hr_resize_x", _to_int, _identity),
+    Binding("hr_resize_y", "hr_resize_y", _to_int, _identity),
+    Binding("hr_sampler", "hr_sampler_name", _same_to_empty(SAME_SAMPLER), _empty_to_same(SAME_SAMPLER)),
+    Binding("hr_scheduler", "hr_scheduler", _same_to_empty(SAME_SCHEDULER), _empty_to_same(SAME_SCHEDULER)),
+    Binding("hr_prompt", "hr_prompt", lambda v: v or "", _identity),
+    Binding("hr_negative_prompt", "hr_negative_prompt", lambda v: v or "", _identity),
 )
 
 BINDINGS_BY_NAME: dict[str, Binding] = {binding.name: binding for binding in BINDINGS}

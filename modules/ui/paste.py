@@ -17,6 +17,7 @@ from modules import infotext
 from modules.errors import UnknownSampler, UserError
 from modules.types import GenerationRequest
 from modules.ui.bind import BINDINGS_BY_NAME, SEED_EXTRA, changed_names, values_from_request
+from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.samplers.registry import SamplerRegistry
@@ -75,6 +76,32 @@ def normalise_sampler(registry: "SamplerRegistry", request: GenerationRequest,
     return request.with_changes(sampler=spec.name, schedule=schedule), warnings
 
 
+def normalise_hires(registry: "SamplerRegistry", request: GenerationRequest,
+                    fallback: GenerationRequest) -> tuple[GenerationRequest, list[str]]:
+    """Hires upscaler, sampler and schedule as the accordion's dropdowns spell them; a name that cannot be used
+    here keeps `fallback`'s value, with a warning."""
+    changes: dict[str, Any] = {}
+    warnings: list[str] = []
+    try:
+        changes["hr_upscaler"] = UpscalerRegistry().find(request.hr_upscaler).name
+    except UserError:
+        changes["hr_upscaler"] = fallback.hr_upscaler
+        warnings.append(f"Hires upscaler '{request.hr_upscaler}' is not available here; it was not changed.")
+    if request.hr_sampler_name:
+        try:
+            spec = registry.sampler(request.hr_sampler_name)
+            if not spec.supported:
+                raise UnknownSampler(spec.name)
+            changes["hr_sampler_name"] = spec.name
+        except UnknownSampler:
+            changes["hr_sampler_name"] = fallback.hr_sampler_name
+            warnings.append(f"Hires sampler '{request.hr_sampler_name}' cannot run here; it was not changed.")
+    if request.hr_scheduler and request.hr_scheduler not in registry.schedule_labels():
+        changes["hr_scheduler"] = fallback.hr_scheduler
+        warnings.append(f"Hires schedule type '{request.hr_scheduler}' is not available; it was not changed.")
+    return request.with_changes(**changes), warnings
+
+
 def _schedule_in_name(registry: "SamplerRegistry", written: str, canonical: str) -> str:
     """The schedule a combined name carries ("DPM++ 2M Karras" -> "Karras", "k_dpmpp_2m_ka" -> "Karras"),
     else "Automatic"."""
@@ -100,6 +127,9 @@ def values_from_infotext(registry: "SamplerRegistry", text: str, current: Mappin
     base = lenient_request(current, GenerationRequest())
     pasted = infotext.apply_to_request(parsed, base)
     pasted, warnings = normalise_sampler(registry, pasted, base)
+    if "enable_hr" in current:
+        pasted, hires_warnings = normalise_hires(registry, pasted, base)
+        warnings += hires_warnings
     names = _allowed_names(current, send_seed, send_size)
     changed = changed_names(base, pasted, names)
     return PasteResult(values_from_request(pasted, changed), warnings)

@@ -1,5 +1,5 @@
-"""The txt2img tab: prompts, sampling settings, seeds and extension scripts on the left, results on the right
-(A1111 layout)."""
+"""The txt2img tab: prompts, sampling settings, the Hires. fix accordion, seeds and extension scripts on the left,
+results on the right (A1111 layout)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from modules.ui.bind import request_from_values
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
+from modules.ui.hires import build_hires_accordion
 from modules.ui.results import build_result_panel
 
 TAB: Final = "txt2img"
@@ -30,11 +31,12 @@ def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
                 sampling = build_sampling_rows(ctx, TAB)
+                hires = build_hires_accordion(ctx, TAB, sampling.width, sampling.height)
                 seeds = build_seed_rows(ctx, TAB)
                 scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB)
-    inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named())
+    inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), hires.named(), seeds.named())
     tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request, scripts=scripts)
     wire_generation_tab(ctx, tab)
     return tab

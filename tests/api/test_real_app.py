@@ -80,6 +80,35 @@ def test_txt2img_through_the_core(real) -> None:
     assert png_info["parameters"]["Seed"] == "42" and png_info["parameters"]["Prompt"] == "red square"
 
 
+@pytest.mark.slow
+def test_txt2img_with_hires_fix(real) -> None:
+    _, client = real
+    images, info = txt2img(client, prompt="red square", seed=7, enable_hr=True, hr_upscaler="lanczos",
+                           hr_second_pass_steps=3, hr_prompt="blue square", denoising_strength=0.5)
+    assert [image.size for image in images] == [(128, 128)]
+    assert (info["width"], info["height"], info["denoising_strength"]) == (64, 64, 0.5)  # A1111: first-pass size
+    text = info["infotexts"][0]
+    assert "Size: 64x64" in text and "Denoising strength: 0.5" in text
+    assert "Hires prompt: blue square, Hires upscale: 2, Hires steps: 3, Hires upscaler: Lanczos" in text
+    again, _ = txt2img(client, infotext=text)  # the infotext alone asks for the same picture
+    assert again[0].size == (128, 128) and again[0].tobytes() == images[0].tobytes()
+    plain, _ = txt2img(client, infotext=text, enable_hr=False)
+    assert plain[0].size == (64, 64)
+
+
+@pytest.mark.slow
+def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> None:
+    app, client = real
+    txt2img(client, seed=424242, enable_hr=True, save_images=True,
+            override_settings={"save_images_before_highres_fix": True})
+    saved = sorted(path.name for path in app.paths.outputs.rglob("*424242*"))
+    before, final = saved  # A1111 saves the first pass first: its number is the lower one
+    assert before.endswith("-424242-before-highres-fix.png") and final.endswith("-424242.png")
+    assert int(before[:5]) + 1 == int(final[:5])
+    sizes = sorted(Image.open(path).size for path in app.paths.outputs.rglob("*424242*"))
+    assert sizes == [(64, 64), (128, 128)]
+
+
 def b64_png_with_info(image: Image.Image) -> str:
     from PIL import PngImagePlugin
 

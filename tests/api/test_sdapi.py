@@ -110,7 +110,10 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     ("txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 99}}, 422, "InvalidRequest"),
     ("txt2img", {"steps": 0}, 422, "InvalidRequest"),
     ("txt2img", {"steps": "many"}, 422, "RequestValidationError"),
-    ("txt2img", {"enable_hr": True}, 422, "InvalidRequest"),
+    ("txt2img", {"enable_hr": True, "hr_upscaler": "4x_foolhardy_Remacri"}, 422, "InvalidRequest"),
+    ("txt2img", {"enable_hr": True, "hr_sampler_name": "DPM fast"}, 400, "UnknownSampler"),
+    ("txt2img", {"enable_hr": True, "hr_checkpoint_name": "beta"}, 422, "InvalidRequest"),
+    ("txt2img", {"firstphase_width": 256}, 422, "InvalidRequest"),
     ("txt2img", {"alwayson_scripts": {"controlnet": {"args": []}}}, 422, "ScriptNotFound"),
     ("txt2img", {"script_name": "no such script", "script_args": []}, 422, "ScriptNotFound"),
     ("img2img", {}, 422, "InvalidRequest"),
@@ -234,7 +237,12 @@ def test_model_and_sampler_listings(make_server) -> None:
     assert karras == {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
                       "need_inner_model": False}
     assert not any(s["label"] == "Align Your Steps" for s in schedulers)
-    assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == ["None", "Lanczos", "Nearest"]
+    assert client.get("/sdapi/v1/upscalers").json() == [
+        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
+        for name in ("None", "Lanczos", "Nearest")]
+    assert client.get("/sdapi/v1/latent-upscale-modes").json() == [{"name": name} for name in (
+        "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+        "Latent (nearest-exact)")]
 
 
 def test_refresh_checkpoints_finds_new_files(make_server) -> None:

@@ -22,7 +22,9 @@ WIDGET_VALUES = {
     "seed_resize_from_w": 512, "seed_resize_from_h": 384, "checkpoint": "tiny.safetensors", "vae": "None",
     "clip_skip": 2, "denoising_strength": 0.6, "resize_mode": "Crop and resize", "mask_blur": 8,
     "mask_mode": "Inpaint not masked", "inpainting_fill": "latent noise", "inpaint_area": "Only masked",
-    "inpaint_padding": 48,
+    "inpaint_padding": 48, "enable_hr": True, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 9, "hr_scale": 1.5,
+    "hr_resize_x": 0, "hr_resize_y": 768, "hr_sampler": "DDIM", "hr_scheduler": "Use same scheduler",
+    "hr_prompt": "sharp", "hr_negative_prompt": "",
 }
 
 

@@ -1,0 +1,135 @@
+"""Hires. fix: a txt2img batch, upscaled, then denoised again as img2img at the target size (A1111 semantics).
+
+One batch runs two passes of the same batch machinery (`batch.sample_batch`): 1. the first pass at the request's
+size, without the refiner (it joins in the second pass, A1111's default); 2. the upscale: a latent mode resizes the
+first pass's latents, an image upscaler decodes them, upscales with Pillow and VAE-encodes; then the crop of
+"resize to" with both sides set; 3. the second pass: img2img over the job's seeds (noise drawn at the target size),
+A1111's step rule for `hr_second_pass_steps` and the denoising strength, the hires sampler and prompts; 4. decode.
+A stop during the first pass, or before the second pass's first step, returns the first pass's (smaller) images.
+With `save_images_before_highres_fix` the first pass's pictures are kept in `PreparedJob.first_pass`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from PIL import Image
+
+from modules.core.batch import InitState, PreparedJob, decode_batch, indexed, sample_batch
+from modules.core.init_image import inpaint_conditioning
+from modules.core.latents import decode_latents, encode_images, pil_to_tensor, tensor_to_pil, vae_scale_factor
+from modules.core.plan import HiresPlan, JobPlan
+from modules.models.components import ComponentSet
+from modules.samplers.protocol import SamplingMethod
+from modules.upscalers.registry import Upscaler
+
+
+@dataclasses.dataclass(frozen=True)
+class HiresPass:
+    """What the second pass needs besides the job: the resolved upscaler and the second pass's sampler."""
+
+    upscaler: Upscaler
+    sampler: SamplingMethod
+
+
+def _crop(latents: torch.Tensor, truncate: tuple[int, int]) -> torch.Tensor:
+    """A1111's crop of the second pass's latents: `truncate` columns/rows, the odd one at the far side."""
+    tx, ty = truncate
+    return latents[:, :, ty // 2:latents.shape[2] - (ty + 1) // 2, tx // 2:latents.shape[3] - (tx + 1) // 2]
+
+
+def _inpaint_cond(components: ComponentSet, pixels: torch.Tensor | None, size: tuple[int, int], count: int,
+                  weight: float) -> torch.Tensor | None:
+    """9-channel models: the second pass's conditioning (A1111: txt2img's for latent modes, the upscaled
+    image's with a full mask for image upscalers); None for other models."""
+    if components.unet.config.in_channels != 9:
+        return None
+    if pixels is None:
+        return inpaint_conditioning(components.vae, None, None, size, weight, components.vae_dtype)
+    return torch.cat([inpaint_conditioning(components.vae, pixels[i:i + 1], None, size, weight,
+                                           components.vae_dtype) for i in range(count)])
+
+
+def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: Upscaler, latents: torch.Tensor
+              ) -> tuple[torch.Tensor, list[Image.Image] | None]:
+    """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None)."""
+    width, height = hires.target.upscale_to
+    if upscaler.is_latent:
+        factor = vae_scale_factor(job.components.vae)
+        return upscaler.upscale_latents(latents, height // factor, width // factor), None
+    images = [upscaler.upscale_image(image, width, height) for image in decode_batch(job, latents, False)]
+    started = time.perf_counter()
+    encoded = encode_images(job.components.vae, pil_to_tensor(images), job.components.vae_dtype)
+    job.add_time("encode", started)
+    return encoded, images
+
+
+def _crop_image(image: Image.Image, truncate: tuple[int, int], factor: int) -> Image.Image:
+    """The crop of `_crop` in pixels."""
+    tx, ty = truncate
+    return image.crop((tx // 2 * factor, ty // 2 * factor, image.width - (tx + 1) // 2 * factor,
+                       image.height - (ty + 1) // 2 * factor))
+
+
+def _init_state(job: PreparedJob, latents: torch.Tensor, pixels: torch.Tensor | None, size: tuple[int, int],
+                truncate: tuple[int, int]) -> InitState:
+    """The second pass's init latents (cropped) and the 9-channel conditionings (made before the crop)."""
+    weight, count = job.plan.options.inpainting_mask_weight, len(latents)
+    conds = [None if model is None else _inpaint_cond(model, pixels, size, count, weight)
+             for model in (job.components, job.refiner)]
+    base, refiner = (None if cond is None else _crop(cond, truncate) for cond in conds)
+    return InitState(latents=_crop(latents, truncate), image_cond=base, refiner_image_cond=refiner)
+
+
+def second_pass_plan(plan: JobPlan) -> JobPlan:
+    """The job plan of the second pass: hires steps, sampler, prompts; size = the upscale target."""
+    hires = plan.hires
+    assert hires is not None
+    width, height = hires.target.upscale_to
+    return dataclasses.replace(plan, prompts=hires.prompts, negative_prompts=hires.negative_prompts,
+                               steps=hires.steps, sampler=hires.sampler, schedule=hires.schedule, eta=hires.eta,
+                               width=width, height=height)
+
+
+def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor
+                     ) -> tuple[PreparedJob, list[Image.Image] | None]:
+    """The job that runs step 3: img2img from `latents` (the first pass's) upscaled and cropped; and the
+    upscaled, cropped pictures of an image upscaler."""
+    hires = job.plan.hires
+    assert hires is not None
+    upscaled, images = _upscaled(job, hires, second.upscaler, latents)
+    truncate, factor = hires.target.truncate, vae_scale_factor(job.components.vae)
+    pixels = None if images is None else pil_to_tensor(images)
+    init = _init_state(job, upscaled, pixels, (upscaled.shape[2] * factor, upscaled.shape[3] * factor), truncate)
+    assert init.latents is not None
+    height, width = init.latents.shape[2] * factor, init.latents.shape[3] * factor
+    request = job.request.with_changes(width=width, height=height, steps=hires.hr_steps)
+    hr_job = dataclasses.replace(job, request=request, plan=second_pass_plan(job.plan), sampler=second.sampler,
+                                 init=init, pass_index=1)
+    return hr_job, None if images is None else [_crop_image(image, truncate, factor) for image in images]
+
+
+def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[tuple[int, Image.Image]]:
+    """Both passes of batch `batch_no`; (image index in the job, image) pairs, empty if stopped before step 1."""
+    first_job = dataclasses.replace(job, refiner=None)
+    first = sample_batch(first_job, batch_no)
+    if first is None:
+        return []
+    if first.stopped:
+        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
+    if job.plan.options.save_images_before_highres_fix:
+        job.first_pass.update(indexed(job, batch_no, decode_batch(first_job, first.latents, False)))
+    hr_job, upscaled = _second_pass_job(job, second, first.latents)
+    if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
+        return indexed(job, batch_no, upscaled or tensor_to_pil(_decode_init(hr_job)))
+    sampled = sample_batch(hr_job, batch_no)
+    if sampled is None:
+        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
+    return indexed(job, batch_no, decode_batch(hr_job, sampled.latents, sampled.refined))
+
+
+def _decode_init(job: PreparedJob) -> torch.Tensor:
+    assert job.init.latents is not None
+    return decode_latents(job.components.vae, job.init.latents, job.components.vae_dtype)

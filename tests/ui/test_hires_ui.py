@@ -1,0 +1,58 @@
+"""The txt2img tab's Hires. fix accordion: its values reach the request by name, the size line, and paste."""
+
+from __future__ import annotations
+
+import pytest
+
+from modules.ui.hires import hires_size_text
+from tests.ui.fakes import FakeApp
+from tests.ui.helpers import Page, run_to_end
+
+ACCORDION = {
+    "txt2img_enable_hr": True, "txt2img_hr_upscaler": "Lanczos", "txt2img_hires_steps": 12,
+    "txt2img_denoising_strength": 0.45, "txt2img_upscale_by": 1.5, "txt2img_resize_width_to": 0,
+    "txt2img_resize_height_to": 768, "txt2img_hr_sampler": "DDIM", "txt2img_hr_scheduler": "Use same scheduler",
+    "txt2img_hr_prompt": "sharp", "txt2img_hr_negative_prompt": "",
+}
+
+
+@pytest.mark.slow
+def test_accordion_values_reach_the_request(page: Page, app: FakeApp) -> None:
+    assert page.find("txt2img_hr_upscaler").value == "Latent"
+    assert [c[0] for c in page.find("txt2img_hr_upscaler").choices][-3:] == ["None", "Lanczos", "Nearest"]
+    run_to_end(page.call("txt2img_generate", "click", {"txt2img_prompt": "a cat", **ACCORDION}))
+    request = app.generation.requests[-1]
+    assert (request.enable_hr, request.hr_upscaler, request.hr_second_pass_steps) == (True, "Lanczos", 12)
+    assert (request.denoising_strength, request.hr_scale, request.hr_resize_x, request.hr_resize_y) == (
+        0.45, 1.5, 0, 768)
+    assert (request.hr_sampler_name, request.hr_scheduler, request.hr_prompt, request.hr_negative_prompt) == (
+        "DDIM", "", "sharp", "")
+
+
+@pytest.mark.slow
+def test_hires_is_off_by_default(page: Page, app: FakeApp) -> None:
+    run_to_end(page.call("txt2img_generate", "click", {"txt2img_prompt": "a cat"}))
+    request = app.generation.requests[-1]
+    assert not request.enable_hr and request.hr_sampler_name == "" and request.hr_upscaler == "Latent"
+
+
+@pytest.mark.slow
+def test_paste_restores_the_accordion(page: Page) -> None:
+    text = ("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512, Denoising strength: 0.3, "
+            "Hires sampler: DDIM, Hires prompt: sharp, Hires resize: 1024x768, Hires steps: 9, "
+            "Hires upscaler: latent (nearest)")
+    updates = page.call("txt2img_paste", "click", {"txt2img_prompt": text})
+    values = {component.elem_id: value for component, value in updates.items()}
+    assert values["txt2img_enable_hr"] is True and values["txt2img_denoising_strength"] == 0.3
+    assert values["txt2img_hr_upscaler"] == "Latent (nearest)" and values["txt2img_hires_steps"] == 9
+    assert (values["txt2img_resize_width_to"], values["txt2img_resize_height_to"]) == (1024, 768)
+    assert values["txt2img_hr_sampler"] == "DDIM" and values["txt2img_hr_prompt"] == "sharp"
+
+
+def test_size_line_follows_a1111_targets() -> None:
+    assert hires_size_text(False, 512, 512, 2, 0, 0) == ""
+    assert "from <span class='resolution'>512x512</span> to <span class='resolution'>1024x1024</span>" in \
+        hires_size_text(True, 512, 512, 2, 0, 0)
+    assert "to <span class='resolution'>1024x768</span>" in hires_size_text(True, 512, 512, 2, 1024, 768)
+    assert "to <span class='resolution'>768x1152</span>" in hires_size_text(True, 512, 768, 2, 0, 1152)
+    assert hires_size_text(True, 512, 512, None, 0, 0) == ""
