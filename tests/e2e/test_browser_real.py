@@ -214,3 +214,29 @@ def test_read_generation_parameters_button(ui: tuple[Any, PageWatch]) -> None:
     assert _number(page, "txt2img_cfg_scale") == 5.5
     assert (_number(page, "txt2img_width"), _number(page, "txt2img_height")) == (96, 80)
     assert not watch.errors, watch.errors
+
+
+def test_hires_fix_doubles_the_picture_and_writes_its_keys(ui: tuple[Any, PageWatch], real_server: RealServer
+                                                            ) -> None:
+    """Open the Hires. fix accordion, enable it (Latent, upscale by 2): the picture is 128x128 and the infotext
+    and the saved PNG carry A1111's Hires keys."""
+    from playwright.sync_api import expect
+
+    page, _ = ui
+    choose_checkpoint(page, NORMAL_CHECKPOINT)
+    main_tab(page, "txt2img")
+    page.locator("#txt2img_hr").get_by_text("Hires. fix").first.click()
+    page.locator("#txt2img_enable_hr input[type='checkbox']").check()
+    before = set(_saved_pngs(real_server))
+    txt2img_generate(page, PROMPT, seed=SEED + 1, steps=3, size=64, cfg_presses=0)
+    expect(page.locator("#txt2img_hr_size_text")).to_contain_text("128x128")
+    picture = fetch_image(gallery_image_url(page, "txt2img", real_server.url))
+    assert picture.size == (128, 128)
+    info = page.locator("#html_info_txt2img")
+    for text in ("Size: 64x64", "Denoising strength:", "Hires upscale: 2", "Hires upscaler: Latent"):
+        expect(info).to_contain_text(text)
+    new = [path for path in _saved_pngs(real_server) if path not in before]
+    assert len(new) == 1
+    with Image.open(new[0]) as saved:
+        assert saved.size == (128, 128) and "Hires upscaler: Latent" in saved.info["parameters"]
+    page.locator("#txt2img_enable_hr input[type='checkbox']").uncheck()
