@@ -30,7 +30,6 @@ from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
-from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.extensions.host import ExtensionHost
@@ -151,7 +150,7 @@ class GenerationService:
             kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
                                       "options": core.options, "textual_inversion": self.networks.textual_inversion,
                                       "unet_hooks": core.unet_hooks, "hires_sampler": core.hires_sampler,
-                                      "upscalers": UpscalerRegistry(self.paths.models)}
+                                      "upscalers": self.models.upscalers}
             if refiner_selection is None:
                 return generate(core.request, components, core.sampler, **kwargs), loras.comments()
             with self.models.use(refiner_selection) as refiner:

@@ -8,10 +8,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
-# torch first, so nothing else pulls a different build: 2.13.0 is the CPU wheel on this kind of machine and the
-# default (CUDA) wheel on a Linux machine with the regular PyPI index.
-if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
-    "$VPY" -m pip install -q torch==2.13.0
+# torch and torchvision first, as a matching pair, so nothing else pulls a different build (spandrel, the upscaler
+# library, needs torchvision; docs/torch.md has why this pair). On Linux from PyPI these are CUDA builds; they run on
+# a machine without a GPU too. A venv whose torchvision does not import (an older torch) gets the pair installed.
+TORCH_PAIR="torch==2.14.1 torchvision==0.29.1"
+if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    "$VPY" -m pip install -q $TORCH_PAIR
 fi
 REQ=requirements.txt
 [ "${1:-}" = "test" ] && REQ=requirements-test.txt

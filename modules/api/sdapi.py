@@ -49,7 +49,6 @@ from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_check
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
-from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -223,11 +222,11 @@ def _add_model_routes(router: APIRouter, app: "App") -> None:
 
     @router.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[dict[str, Any]]:
-        return listings.upscalers(UpscalerRegistry(app.paths.models))
+        return listings.upscalers(app.models.upscalers)
 
     @router.get("/latent-upscale-modes", response_model=list[LatentUpscaleModeItem])
     def latent_upscale_modes() -> list[dict[str, Any]]:
-        return listings.latent_upscale_modes(UpscalerRegistry(app.paths.models))
+        return listings.latent_upscale_modes(app.models.upscalers)
 
     @router.get("/embeddings", response_model=EmbeddingsResponse)
     def embeddings() -> dict[str, Any]:

@@ -25,7 +25,6 @@ from modules.api.codec import decode_image
 from modules.api.schemas import GenerationFields, HiresFields, InitImageFields
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
-from modules.upscalers.registry import UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -196,7 +195,7 @@ def _check_hires(app: "App", request: GenerationRequest) -> None:
     """Unknown upscaler (422) or hires sampler (400) before the job is queued."""
     if request.mode != "txt2img" or not request.enable_hr:
         return
-    UpscalerRegistry(app.paths.models).find(request.hr_upscaler)
+    app.models.upscalers.find(request.hr_upscaler)
     app.samplers.resolve(request.hr_sampler_name or request.sampler, request.hr_scheduler or request.schedule)
 
 

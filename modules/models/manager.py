@@ -43,6 +43,7 @@ from modules.models.records import (
     format_of,
 )
 from modules.paths import DataPaths
+from modules.upscalers.registry import UpscalerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class ModelManager:
             self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
             one_on_device=self.options.sd_checkpoints_keep_in_cpu)
         self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
+        self.upscalers = UpscalerRegistry(paths.models)
+        """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
 
     @staticmethod

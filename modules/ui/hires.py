@@ -15,7 +15,6 @@ from modules.core.plan import hires_target
 from modules.settings import ComponentConfig
 from modules.ui.bind import SAME_SAMPLER, SAME_SCHEDULER
 from modules.ui.common import UiContext
-from modules.upscalers.registry import UpscalerRegistry
 
 _STEPS = ComponentConfig(0, 0, 150, 1)
 _DENOISING = ComponentConfig(0.7, 0.0, 1.0, 0.01)
@@ -61,7 +60,7 @@ def hires_size_text(enabled: bool, width: int, height: int, scale: float, resize
 
 def build_hires_accordion(ctx: UiContext, tab: str, width: gr.Slider, height: gr.Slider) -> HiresRows:
     """The accordion, in the current layout; the size line follows the first pass's `width`/`height`."""
-    upscalers = UpscalerRegistry(ctx.app.paths.models).names()
+    upscalers = ctx.app.models.upscalers.names()
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hr"):
         with gr.Row():
             enable = gr.Checkbox(label="Enable", value=False, elem_id=f"{tab}_enable_hr", scale=0, min_width=120)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from PIL import Image
@@ -25,6 +25,22 @@ MODEL_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")
 """A1111's folders (under `models/`) that hold upscaler model files."""
 MODEL_EXTENSIONS = (".pth", ".pt", ".safetensors", ".ckpt")
 DEFAULT_LATENT = "Latent"
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class UpscaleContext:
+    """How one image upscale runs: tiles of `tile` pixels with `overlap` pixels of context (A1111's `ESRGAN_tile`,
+    `ESRGAN_tile_overlap`; 0 = whole image), `should_stop` checked between tiles, `on_progress(done, total)`.
+    Built-in upscalers ignore it; model upscalers use all of it."""
+
+    tile: int = 192
+    overlap: int = 8
+    should_stop: Callable[[], bool] = _never
+    on_progress: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,8 @@ class Upscaler:
     def is_latent(self) -> bool:
         return self.kind == "latent"
 
-    def upscale_image(self, image: Image.Image, width: int, height: int) -> Image.Image:
+    def upscale_image(self, image: Image.Image, width: int, height: int,
+                      context: UpscaleContext | None = None) -> Image.Image:
         """`image` at `width` x `height`, as A1111's `resize_image(0, image, width, height, upscaler_name)`."""
         if self.kind == "none" or self.resample is None:
             return image.resize((width, height), resample=Image.Resampling.LANCZOS)

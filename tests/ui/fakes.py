@@ -26,6 +26,7 @@ from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import default_registry
 from modules.settings import Settings, SettingsStore, UiConfig
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
+from modules.upscalers.registry import UpscalerRegistry
 
 COLOUR = (200, 40, 40)
 
@@ -46,6 +47,7 @@ class FakeModels:
     vaes: list[FakeRecord] = field(default_factory=lambda: [FakeRecord("tiny.vae.pt", "tiny.vae.pt")])
     loaded: list[str] = field(default_factory=list)
     refreshed: int = 0
+    upscalers: UpscalerRegistry = field(default_factory=UpscalerRegistry)
 
     def list_checkpoints(self) -> list[FakeRecord]:
         return list(self.checkpoints)
