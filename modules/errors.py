@@ -45,3 +45,8 @@ class OutOfMemory(UserError):
     """The request is too large for the memory of the device it runs on."""
 
     http_status = 507
+
+
+class Interrupted(Exception):
+    """The user stopped a step that has no partial result (an upscale between tiles); callers keep what finished
+    before it. Not a `UserError`: nothing was wrong with the request."""

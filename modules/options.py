@@ -189,6 +189,7 @@ SAMPLER = "Sampler parameters"
 PREVIEWS = "Live previews"
 UI = "User interface"
 INFOTEXT = "Infotext"
+UPSCALING = "Upscaling"
 
 
 def _flag(key: str, default: bool, label: str, section: str, **extra: Any) -> OptionSpec:
@@ -249,6 +250,10 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("grid_save_to_dirs", True, "Save grids to a subdirectory", SAVING_DIRS),
     _text("directories_filename_pattern", "[date]", "Directory name pattern", SAVING_DIRS),
     _number("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", SAVING_DIRS, 1, 20, 1),
+    _number("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers.", UPSCALING, 0, 512, 16,
+            info="0 = no tiling; applies to every upscaler model file (ESRGAN, RealESRGAN, SwinIR, DAT, ...)"),
+    _number("ESRGAN_tile_overlap", 8, "Tile overlap for ESRGAN upscalers.", UPSCALING, 0, 48, 1,
+            info="pixels of context around each tile; low values = visible seams"),
     _choice("sd_model_checkpoint", None, "Stable Diffusion checkpoint", SD, source="checkpoints",
             infotext="Model hash"),
     _number("sd_checkpoints_limit", 1, "Maximum number of checkpoints loaded at the same time", SD, 1, 10, 1),

@@ -27,7 +27,7 @@ from modules.models.manager import ModelOptions, Selection
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, SamplerSpec
 from modules.samplers.schedules import AUTOMATIC, AUTOMATIC_LABEL, SCHEDULES
-from modules.upscalers.registry import UpscalerRegistry
+from modules.upscalers.registry import ModelUpscaler, UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -89,8 +89,12 @@ def schedulers(registry: SamplerRegistry) -> list[dict[str, Any]]:
 
 def upscalers(registry: UpscalerRegistry) -> list[dict[str, Any]]:
     """GET /sdapi/v1/upscalers (see the module doc)."""
-    return [{"name": u.name, "model_name": None, "model_path": None, "model_url": None, "scale": u.scale}
-            for u in registry.image_upscalers()]
+    rows = []
+    for upscaler in registry.image_upscalers():
+        model = upscaler if isinstance(upscaler, ModelUpscaler) else None
+        rows.append({"name": upscaler.name, "model_name": model.folder if model else None,
+                     "model_path": str(model.path) if model else None, "model_url": None, "scale": upscaler.scale})
+    return rows
 
 
 def latent_upscale_modes(registry: UpscalerRegistry) -> list[dict[str, Any]]:

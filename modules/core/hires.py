@@ -5,7 +5,8 @@ size, without the refiner (it joins in the second pass, A1111's default); 2. the
 first pass's latents, an image upscaler decodes them, upscales with Pillow and VAE-encodes; then the crop of
 "resize to" with both sides set; 3. the second pass: img2img over the job's seeds (noise drawn at the target size),
 A1111's step rule for `hr_second_pass_steps` and the denoising strength, the hires sampler and prompts; 4. decode.
-A stop during the first pass, or before the second pass's first step, returns the first pass's (smaller) images.
+A stop during the first pass, the upscale, or before the second pass's first step returns the first pass's (smaller)
+images.
 With `save_images_before_highres_fix` the first pass's pictures are kept in `PreparedJob.first_pass`.
 """
 
@@ -21,16 +22,17 @@ from modules.core.batch import InitState, PreparedJob, decode_batch, indexed, sa
 from modules.core.init_image import inpaint_conditioning
 from modules.core.latents import decode_latents, encode_images, pil_to_tensor, tensor_to_pil, vae_scale_factor
 from modules.core.plan import HiresPlan, JobPlan
+from modules.errors import Interrupted
 from modules.models.components import ComponentSet
 from modules.samplers.protocol import SamplingMethod
-from modules.upscalers.registry import Upscaler
+from modules.upscalers.registry import AnyUpscaler, UpscaleContext, Upscaler
 
 
 @dataclasses.dataclass(frozen=True)
 class HiresPass:
     """What the second pass needs besides the job: the resolved upscaler and the second pass's sampler."""
 
-    upscaler: Upscaler
+    upscaler: AnyUpscaler
     sampler: SamplingMethod
 
 
@@ -52,14 +54,16 @@ def _inpaint_cond(components: ComponentSet, pixels: torch.Tensor | None, size: t
                                            components.vae_dtype) for i in range(count)])
 
 
-def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: Upscaler, latents: torch.Tensor
+def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor
               ) -> tuple[torch.Tensor, list[Image.Image] | None]:
     """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None)."""
     width, height = hires.target.upscale_to
-    if upscaler.is_latent:
+    if isinstance(upscaler, Upscaler) and upscaler.is_latent:
         factor = vae_scale_factor(job.components.vae)
         return upscaler.upscale_latents(latents, height // factor, width // factor), None
-    images = [upscaler.upscale_image(image, width, height) for image in decode_batch(job, latents, False)]
+    options = job.plan.options
+    context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, job.cancel.should_stop_batch)
+    images = [upscaler.upscale_image(image, width, height, context) for image in decode_batch(job, latents, False)]
     started = time.perf_counter()
     encoded = encode_images(job.components.vae, pil_to_tensor(images), job.components.vae_dtype)
     job.add_time("encode", started)
@@ -121,7 +125,10 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
         return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
     if job.plan.options.save_images_before_highres_fix:
         job.first_pass.update(indexed(job, batch_no, decode_batch(first_job, first.latents, False)))
-    hr_job, upscaled = _second_pass_job(job, second, first.latents)
+    try:
+        hr_job, upscaled = _second_pass_job(job, second, first.latents)
+    except Interrupted:  # stopped while an upscaler model ran: the first pass's pictures
+        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
         return indexed(job, batch_no, upscaled or tensor_to_pil(_decode_init(hr_job)))
     sampled = sample_batch(hr_job, batch_no)

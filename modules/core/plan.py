@@ -48,6 +48,8 @@ class CoreOptions:
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10
     save_images_before_highres_fix: bool = False
+    ESRGAN_tile: int = 192
+    ESRGAN_tile_overlap: int = 8
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":

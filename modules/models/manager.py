@@ -1,7 +1,8 @@
-"""ModelManager: the one owner of checkpoints and VAEs for the App.
+"""ModelManager: the one owner of checkpoints, VAEs and upscaler networks for the App.
 
-It combines the catalog (records on disk), the hash cache and two `ModelCache`s (checkpoints within
-`sd_checkpoints_limit`; one override VAE). Generation code asks for components per job and does not keep them:
+It combines the catalog (records on disk), the hash cache and three `ModelCache`s (checkpoints within
+`sd_checkpoints_limit`; one override VAE; one upscaler network, lent to `upscalers` through `hold_upscaler`).
+Generation code asks for components per job and does not keep them:
 
     with manager.get(request.checkpoint, request.vae, options=job_options) as components:
         ...
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import spandrel
 import torch
 from diffusers import AutoencoderKL
 
@@ -43,6 +45,7 @@ from modules.models.records import (
     format_of,
 )
 from modules.paths import DataPaths
+from modules.upscalers.model_files import load_model
 from modules.upscalers.registry import UpscalerRegistry
 
 log = logging.getLogger(__name__)
@@ -119,7 +122,9 @@ class ModelManager:
             self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
             one_on_device=self.options.sd_checkpoints_keep_in_cpu)
         self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
-        self.upscalers = UpscalerRegistry(paths.models)
+        self.upscaler_models: ModelCache[spandrel.ImageModelDescriptor] = ModelCache(
+            1, self.plan.device, name="upscalers")
+        self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler)
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
 
@@ -247,8 +252,24 @@ class ModelManager:
         log.info("Loaded VAE %s", record.name)
         return vae
 
+    @contextmanager
+    def hold_upscaler(self, path: Path) -> Iterator[spandrel.ImageModelDescriptor]:
+        """The network of an upscaler model file (loaded on demand, one kept loaded), for a `with` block."""
+        stat = Path(path).stat()
+        key = (Path(path), stat.st_size, stat.st_mtime_ns)
+        with self.upscaler_models.use(key, lambda: self._load_upscaler(Path(path))) as model:
+            yield model
+
+    def _load_upscaler(self, path: Path) -> spandrel.ImageModelDescriptor:
+        started = time.perf_counter()
+        model = load_model(path, self.plan.device, self.plan.dtype)
+        self.upscalers.record_scale(path, model.scale)
+        log.info("Loaded upscaler %s (%s, x%d, %s) in %.1fs", path.name, model.architecture.name, model.scale,
+                 model.dtype, time.perf_counter() - started)
+        return model
+
     def unload(self) -> None:
         """Drop every cached model that is not in use (frees RAM and device memory)."""
-        dropped = self.checkpoints.clear() + self.vaes.clear()
+        dropped = self.checkpoints.clear() + self.vaes.clear() + self.upscaler_models.clear()
         log.info("Unloaded %d models", dropped)
 

@@ -140,7 +140,8 @@ def _wire_reuse_seed(tab: GenerationTab) -> None:
 def paste_updates(app: "App", text: str, inputs: Mapping[str, gr.components.Component],
                   current: Mapping[str, Any], *, send_seed: bool = True, send_size: bool = True) -> dict[Any, Any]:
     """{component: value} for the widgets of `inputs` that infotext `text` changes; warnings become toasts."""
-    pasted = values_from_infotext(app.samplers, text, current, send_seed=send_seed, send_size=send_size)
+    pasted = values_from_infotext(app.samplers, text, current, send_seed=send_seed, send_size=send_size,
+                                  upscalers=app.models.upscalers)
     for warning in pasted.warnings:
         gr.Warning(warning)
     return {inputs[name]: value for name, value in pasted.values.items()}

@@ -76,14 +76,14 @@ def normalise_sampler(registry: "SamplerRegistry", request: GenerationRequest,
     return request.with_changes(sampler=spec.name, schedule=schedule), warnings
 
 
-def normalise_hires(registry: "SamplerRegistry", request: GenerationRequest,
-                    fallback: GenerationRequest) -> tuple[GenerationRequest, list[str]]:
+def normalise_hires(registry: "SamplerRegistry", request: GenerationRequest, fallback: GenerationRequest,
+                    upscalers: UpscalerRegistry | None = None) -> tuple[GenerationRequest, list[str]]:
     """Hires upscaler, sampler and schedule as the accordion's dropdowns spell them; a name that cannot be used
-    here keeps `fallback`'s value, with a warning."""
+    here (`upscalers`: the model files too; None: built-ins only) keeps `fallback`'s value, with a warning."""
     changes: dict[str, Any] = {}
     warnings: list[str] = []
     try:
-        changes["hr_upscaler"] = UpscalerRegistry().find(request.hr_upscaler).name
+        changes["hr_upscaler"] = (upscalers or UpscalerRegistry()).find(request.hr_upscaler).name
     except UserError:
         changes["hr_upscaler"] = fallback.hr_upscaler
         warnings.append(f"Hires upscaler '{request.hr_upscaler}' is not available here; it was not changed.")
@@ -118,7 +118,8 @@ def _schedule_in_name(registry: "SamplerRegistry", written: str, canonical: str)
 
 
 def values_from_infotext(registry: "SamplerRegistry", text: str, current: Mapping[str, Any], *,
-                         send_seed: bool = True, send_size: bool = True) -> PasteResult:
+                         send_seed: bool = True, send_size: bool = True,
+                         upscalers: UpscalerRegistry | None = None) -> PasteResult:
     """Widget values that an infotext changes among the names in `current` (a tab's named widget values).
 
     `send_seed`/`send_size` are A1111's options for the "send to" buttons: when off, seeds or size stay as they are.
@@ -128,7 +129,7 @@ def values_from_infotext(registry: "SamplerRegistry", text: str, current: Mappin
     pasted = infotext.apply_to_request(parsed, base)
     pasted, warnings = normalise_sampler(registry, pasted, base)
     if "enable_hr" in current:
-        pasted, hires_warnings = normalise_hires(registry, pasted, base)
+        pasted, hires_warnings = normalise_hires(registry, pasted, base, upscalers)
         warnings += hires_warnings
     names = _allowed_names(current, send_seed, send_size)
     changed = changed_names(base, pasted, names)

@@ -3,23 +3,31 @@
 A name is matched case-insensitively. Image upscalers follow A1111's `images.resize_image` (mode "just resize"):
 `None` is one Lanczos resize to the target; `Lanczos` and `Nearest` enlarge by the scale (to a multiple of 8)
 and finish with a Lanczos resize to the exact target. Latent modes resize the latents with
-`torch.nn.functional.interpolate` in A1111's mode and antialias. A name that is not built in is looked up as a
-model file (by stem) in A1111's upscaler folders; loading such files is not available yet, so that is a clear
-`InvalidRequest` either way.
+`torch.nn.functional.interpolate` in A1111's mode and antialias. Any other name is a model file in A1111's upscaler
+folders (`models/ESRGAN`, `RealESRGAN`, ...), named by its stem: a `ModelUpscaler` enlarges by the network's own
+scale in passes as A1111 does (`modules.upscalers.model_files` loads and runs it with spandrel), holding the network
+through the model manager's cache for the call only. Files that cannot be used are listed by `broken()` with why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Union
 
+import spandrel
 import torch
 from PIL import Image
 
 from modules.errors import InvalidRequest
+from modules.upscalers.model_files import Probe, probe_file, run_model, scale_from_name
 
-UpscalerKind = Literal["none", "image", "latent"]
+log = logging.getLogger(__name__)
+
+UpscalerKind = Literal["none", "image", "latent", "model"]
 
 MODEL_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")
 """A1111's folders (under `models/`) that hold upscaler model files."""
@@ -63,27 +71,9 @@ class Upscaler:
         """`image` at `width` x `height`, as A1111's `resize_image(0, image, width, height, upscaler_name)`."""
         if self.kind == "none" or self.resample is None:
             return image.resize((width, height), resample=Image.Resampling.LANCZOS)
-        scale = max(width / image.width, height / image.height)
-        if scale > 1.0:
-            image = self._enlarge(image, scale, self.resample)
-        if image.size != (width, height):
-            image = image.resize((width, height), resample=Image.Resampling.LANCZOS)
-        return image
-
-    @staticmethod
-    def _enlarge(image: Image.Image, scale: float, resample: Image.Resampling) -> Image.Image:
-        """A1111's `Upscaler.upscale`: up to three passes by `scale`, then Lanczos to a multiple of 8."""
-        dest_w, dest_h = int((image.width * scale) // 8 * 8), int((image.height * scale) // 8 * 8)
-        for attempt in range(3):
-            if image.width >= dest_w and image.height >= dest_h and (attempt > 0 or scale != 1):
-                break
-            before = image.size
-            image = image.resize((int(image.width * scale), int(image.height * scale)), resample=resample)
-            if before == image.size:
-                break
-        if image.size != (dest_w, dest_h):
-            image = image.resize((dest_w, dest_h), resample=Image.Resampling.LANCZOS)
-        return image
+        resample = self.resample
+        return resize_with(image, width, height, lambda picture, scale: picture.resize(
+            (int(picture.width * scale), int(picture.height * scale)), resample=resample))
 
     def upscale_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, C, h, w) latents resized to (B, C, `height`, `width`) with A1111's interpolation for this mode."""
@@ -91,6 +81,72 @@ class Upscaler:
             raise ValueError(f"{self.name} is not a latent upscaler")
         return torch.nn.functional.interpolate(latents, size=(height, width), mode=self.mode,
                                                antialias=self.antialias)
+
+
+OnePass = Callable[[Image.Image, float], Image.Image]
+"""One enlargement pass of an upscaler: (picture, wanted scale) -> the picture enlarged (a model: by its own scale)."""
+
+
+def resize_with(image: Image.Image, width: int, height: int, one_pass: OnePass) -> Image.Image:
+    """A1111's `resize_image(0, ...)` with an upscaler: when `image` must grow, `enlarge`; then Lanczos to exactly
+    `width` x `height`."""
+    scale = max(width / image.width, height / image.height)
+    if scale > 1.0:
+        image = enlarge(image, scale, one_pass)
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=Image.Resampling.LANCZOS)
+    return image
+
+
+def enlarge(image: Image.Image, scale: float, one_pass: OnePass) -> Image.Image:
+    """A1111's `Upscaler.upscale`: up to three passes until the picture covers `scale` x, then Lanczos to that size
+    rounded down to a multiple of 8."""
+    dest_w, dest_h = int((image.width * scale) // 8 * 8), int((image.height * scale) // 8 * 8)
+    for attempt in range(3):
+        if image.width >= dest_w and image.height >= dest_h and (attempt > 0 or scale != 1):
+            break
+        before = image.size
+        image = one_pass(image, scale)
+        if before == image.size:
+            break
+    if image.size != (dest_w, dest_h):
+        image = image.resize((dest_w, dest_h), resample=Image.Resampling.LANCZOS)
+    return image
+
+
+ModelHolder = Callable[[Path], AbstractContextManager[spandrel.ImageModelDescriptor]]
+"""Lends the loaded network of a file for a `with` block (the model manager's `hold_upscaler`)."""
+
+
+@dataclass(frozen=True)
+class ModelUpscaler:
+    """An upscaler model file: `name` is its stem, `folder` the A1111 folder it was found in (A1111's
+    `model_name`), `scale` the scale its name announces until the network has been loaded, then its own."""
+
+    name: str
+    path: Path
+    folder: str
+    scale: float
+    hold: ModelHolder = field(compare=False, repr=False)
+    kind: UpscalerKind = "model"
+
+    @property
+    def is_latent(self) -> bool:
+        return False
+
+    def upscale_image(self, image: Image.Image, width: int, height: int,
+                      context: UpscaleContext | None = None) -> Image.Image:
+        """`image` at `width` x `height`: model passes as A1111's `Upscaler.upscale`, then Lanczos to the size.
+        Raises `modules.errors.Interrupted` when `context.should_stop()` turns true between tiles."""
+        context = context or UpscaleContext()
+        if max(width / image.width, height / image.height) <= 1.0:
+            return image.resize((width, height), resample=Image.Resampling.LANCZOS)
+        with self.hold(self.path) as model:
+            return resize_with(image, width, height, lambda picture, _scale: run_model(
+                model, picture, context.tile, context.overlap, context.should_stop, context.on_progress))
+
+
+AnyUpscaler = Union[Upscaler, ModelUpscaler]
 
 
 BUILT_IN: tuple[Upscaler, ...] = (
@@ -107,14 +163,37 @@ BUILT_IN: tuple[Upscaler, ...] = (
 
 
 @dataclass(frozen=True)
+class BrokenFile:
+    """A file in an upscaler folder that cannot be used, and why (shown in the Extras tab and in errors)."""
+
+    name: str
+    path: Path
+    reason: str
+
+
+def _no_holder(path: Path) -> AbstractContextManager[spandrel.ImageModelDescriptor]:
+    raise InvalidRequest(f"Upscaler model {path.name} cannot be loaded here: no model manager.")
+
+
 class UpscalerRegistry:
-    """Finds upscalers by name; `models_dir` is the data directory's `models/` (None: built-ins only)."""
+    """Finds upscalers by name: the built-ins, and the model files under `models_dir` (None: built-ins only).
 
-    models_dir: Path | None = None
+    Files are identified once per (size, modification time) with `probe_file` and re-checked on every listing, so a
+    file dropped into a folder is usable without a restart. `hold` lends a loaded network (the model manager's cache).
+    """
 
-    def image_upscalers(self) -> tuple[Upscaler, ...]:
-        """The rows of `/sdapi/v1/upscalers` (A1111 lists only image upscalers there)."""
-        return tuple(upscaler for upscaler in BUILT_IN if not upscaler.is_latent)
+    def __init__(self, models_dir: Path | None = None, hold: ModelHolder = _no_holder) -> None:
+        self.models_dir = models_dir
+        self.hold = hold
+        self._probes: dict[tuple[Path, int, int], Probe] = {}
+        self._scales: dict[Path, float] = {}
+        self._lock = threading.Lock()
+
+    def image_upscalers(self) -> tuple[AnyUpscaler, ...]:
+        """The rows of `/sdapi/v1/upscalers` (A1111 lists only image upscalers there): the built-ins, then the
+        usable model files by name."""
+        built_in: tuple[AnyUpscaler, ...] = tuple(u for u in BUILT_IN if not u.is_latent)
+        return built_in + self.model_upscalers()
 
     def latent_modes(self) -> tuple[Upscaler, ...]:
         return tuple(upscaler for upscaler in BUILT_IN if upscaler.is_latent)
@@ -123,31 +202,73 @@ class UpscalerRegistry:
         """Every usable name: latent modes first, then the image upscalers (A1111's hires dropdown order)."""
         return tuple(u.name for u in self.latent_modes()) + tuple(u.name for u in self.image_upscalers())
 
-    def find(self, name: str | None) -> Upscaler:
+    def model_upscalers(self) -> tuple[ModelUpscaler, ...]:
+        """The usable model files, sorted by name (case-insensitive)."""
+        usable = [self._model(path, folder) for path, folder, probe in self._scan() if probe.error is None]
+        return tuple(sorted(usable, key=lambda u: u.name.lower()))
+
+    def broken(self) -> tuple[BrokenFile, ...]:
+        """The files in the upscaler folders that cannot be used, with the reason."""
+        return tuple(BrokenFile(path.stem, path, probe.error) for path, _, probe in self._scan()
+                     if probe.error is not None)
+
+    def find(self, name: str | None) -> AnyUpscaler:
         """The upscaler called `name` (any case; empty = "Latent"); InvalidRequest for anything else."""
         wanted = (name or DEFAULT_LATENT).strip().lower()
         for upscaler in BUILT_IN:
             if upscaler.name.lower() == wanted:
                 return upscaler
-        model = self._model_file(wanted)
-        if model is not None:
-            raise InvalidRequest(f"Upscaler {name!r} is a model file ({model}); upscaler models are not available "
-                                 f"yet. Use one of: {', '.join(self.names())}.")
-        raise InvalidRequest(f"Unknown upscaler {name!r}: not built in ({', '.join(self.names())}) and no model "
-                             f"file of that name in {', '.join(str(f) for f in self.model_folders())}.")
+        for path, folder, probe in self._scan():
+            if path.stem.lower() == wanted:
+                if probe.error is not None:
+                    raise InvalidRequest(f"Upscaler {name!r} cannot be used: {probe.error}")
+                return self._model(path, folder)
+        raise InvalidRequest(f"Unknown upscaler {name!r}: not built in, and no model file of that name in "
+                             f"{', '.join(str(f) for f in self.model_folders())}. Available: "
+                             f"{', '.join(self.names())}.")
 
     def model_folders(self) -> tuple[Path, ...]:
-        if self.models_dir is None:
-            return tuple(Path("models") / folder for folder in MODEL_FOLDERS)
-        return tuple(self.models_dir / folder for folder in MODEL_FOLDERS)
+        base = self.models_dir if self.models_dir is not None else Path("models")
+        return tuple(base / folder for folder in MODEL_FOLDERS)
 
-    def _model_file(self, stem: str) -> Path | None:
+    def record_scale(self, path: Path, scale: float) -> None:
+        """The network's own scale, learnt when it was loaded (listed from then on)."""
+        with self._lock:
+            self._scales[Path(path)] = float(scale)
+
+    def _model(self, path: Path, folder: str) -> ModelUpscaler:
+        with self._lock:
+            scale = self._scales.get(path, float(scale_from_name(path.stem)))
+        return ModelUpscaler(path.stem, path, folder, scale, self.hold)
+
+    def _scan(self) -> list[tuple[Path, str, Probe]]:
+        """(file, A1111 folder, probe) for each model file; a stem already seen in an earlier folder is skipped."""
         if self.models_dir is None:
-            return None
+            return []
+        found: list[tuple[Path, str, Probe]] = []
+        seen: set[str] = set()
         for folder in self.model_folders():
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.iterdir()):
-                if path.suffix.lower() in MODEL_EXTENSIONS and path.stem.lower() == stem:
-                    return path
-        return None
+            for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
+                if path.suffix.lower() not in MODEL_EXTENSIONS or not path.is_file():
+                    continue
+                if path.stem.lower() in seen:
+                    log.warning("Upscaler %s ignored: a file of the same name was found first", path)
+                    continue
+                seen.add(path.stem.lower())
+                found.append((path, folder.name, self._probe(path)))
+        return found
+
+    def _probe(self, path: Path) -> Probe:
+        stat = path.stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            cached = self._probes.get(key)
+        if cached is None:
+            cached = probe_file(path)
+            if cached.error is not None:
+                log.warning("Upscaler file not usable: %s", cached.error)
+            with self._lock:
+                self._probes[key] = cached
+        return cached

@@ -71,10 +71,10 @@ def test_an_absent_model_name_names_the_folders_searched(tmp_path):
     assert "Lanczos" in str(error.value)
 
 
-def test_a_present_model_file_is_not_available_yet(tmp_path):
+def test_an_empty_model_file_is_refused_with_the_reason(tmp_path):
     (tmp_path / "models" / "RealESRGAN").mkdir(parents=True)
     (tmp_path / "models" / "RealESRGAN" / "RealESRGAN_x4plus.pth").write_bytes(b"")
-    with pytest.raises(InvalidRequest, match="not available yet"):
+    with pytest.raises(InvalidRequest, match="RealESRGAN_x4plus.pth"):
         UpscalerRegistry(tmp_path / "models").find("realesrgan_x4plus")
 
 
