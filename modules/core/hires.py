@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -25,6 +26,7 @@ from modules.core.plan import HiresPlan, JobPlan
 from modules.errors import Interrupted
 from modules.models.components import ComponentSet
 from modules.samplers.protocol import SamplingMethod
+from modules.types import ProgressEvent
 from modules.upscalers.registry import AnyUpscaler, UpscaleContext, Upscaler
 
 
@@ -54,7 +56,20 @@ def _inpaint_cond(components: ComponentSet, pixels: torch.Tensor | None, size: t
                                            components.vae_dtype) for i in range(count)])
 
 
-def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor
+def _tile_progress(job: PreparedJob, batch_no: int) -> Callable[[int, int], None] | None:
+    """Progress of an upscaler model, tile by tile, reported as the start of the batch's second pass."""
+    callback = job.on_progress
+    if callback is None:
+        return None
+    passes = job.plan.pass_count
+    job_no, job_count = batch_no * passes + 1, job.plan.n_iter * passes
+
+    def on_tile(done: int, total: int) -> None:
+        callback(ProgressEvent(done, total, job_no, job_count, None, f"Upscaling: tile {done} of {total}"))
+    return on_tile
+
+
+def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor, batch_no: int
               ) -> tuple[torch.Tensor, list[Image.Image] | None]:
     """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None)."""
     width, height = hires.target.upscale_to
@@ -62,8 +77,12 @@ def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents
         factor = vae_scale_factor(job.components.vae)
         return upscaler.upscale_latents(latents, height // factor, width // factor), None
     options = job.plan.options
-    context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, job.cancel.should_stop_batch)
-    images = [upscaler.upscale_image(image, width, height, context) for image in decode_batch(job, latents, False)]
+    context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, job.cancel.should_stop_batch,
+                             _tile_progress(job, batch_no))
+    decoded = decode_batch(job, latents, False)
+    started = time.perf_counter()
+    images = [upscaler.upscale_image(image, width, height, context) for image in decoded]
+    job.add_time("upscale", started)
     started = time.perf_counter()
     encoded = encode_images(job.components.vae, pil_to_tensor(images), job.components.vae_dtype)
     job.add_time("encode", started)
@@ -97,13 +116,13 @@ def second_pass_plan(plan: JobPlan) -> JobPlan:
                                width=width, height=height)
 
 
-def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor
+def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor, batch_no: int
                      ) -> tuple[PreparedJob, list[Image.Image] | None]:
     """The job that runs step 3: img2img from `latents` (the first pass's) upscaled and cropped; and the
     upscaled, cropped pictures of an image upscaler."""
     hires = job.plan.hires
     assert hires is not None
-    upscaled, images = _upscaled(job, hires, second.upscaler, latents)
+    upscaled, images = _upscaled(job, hires, second.upscaler, latents, batch_no)
     truncate, factor = hires.target.truncate, vae_scale_factor(job.components.vae)
     pixels = None if images is None else pil_to_tensor(images)
     init = _init_state(job, upscaled, pixels, (upscaled.shape[2] * factor, upscaled.shape[3] * factor), truncate)
@@ -126,7 +145,7 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
     if job.plan.options.save_images_before_highres_fix:
         job.first_pass.update(indexed(job, batch_no, decode_batch(first_job, first.latents, False)))
     try:
-        hr_job, upscaled = _second_pass_job(job, second, first.latents)
+        hr_job, upscaled = _second_pass_job(job, second, first.latents, batch_no)
     except Interrupted:  # stopped while an upscaler model ran: the first pass's pictures
         return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself

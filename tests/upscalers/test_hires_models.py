@@ -61,3 +61,18 @@ def test_a_stop_during_the_model_upscale_keeps_the_first_pass(tmp_path, monkeypa
     output = generate(request, tiny(SD1), EULER, upscalers=registry, cancel=cancel)
     assert output.images[0].size == (64, 64)
     assert np.array_equal(np.asarray(output.images[0]), np.asarray(first))
+
+
+@pytest.mark.slow
+def test_tiles_are_reported_as_progress_of_the_second_pass(tmp_path):
+    from modules.core.plan import CoreOptions
+    from modules.types import ProgressEvent
+
+    save_compact(tmp_path / "models" / "ESRGAN" / "2x-tiny.pth", scale=2)
+    events: list[ProgressEvent] = []
+    request = _hires(hr_upscaler="2x-tiny", steps=1)
+    generate(request, tiny(SD1), EULER, upscalers=_registry(tmp_path / "models"), on_progress=events.append,
+             options=CoreOptions(ESRGAN_tile=32, ESRGAN_tile_overlap=4))
+    tiles = [(e.step, e.total_steps, e.job_no, e.job_count) for e in events if e.textinfo.startswith("Upscaling")]
+    assert tiles == [(1, 4, 1, 2), (2, 4, 1, 2), (3, 4, 1, 2), (4, 4, 1, 2)]  # 64 px in 32 px tiles
+    assert events[-1].textinfo == "" and events[-1].job_no == 1
