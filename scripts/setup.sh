@@ -23,6 +23,14 @@ if [ ! -f "$STAMP" ]; then
     "$VPY" -m pip install -q -r "$REQ"
     touch "$STAMP"
 fi
+# TCMalloc, which ./webui.sh preloads (docs/performance.md): installed here when we may, else webui.sh says how.
+if [ "$(uname -s)" = "Linux" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null \
+        && ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 '; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+        || (apt-get update -qq >/dev/null 2>&1 \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1) \
+        || echo "setup: could not install libtcmalloc-minimal4; generation on the CPU will be slower" >&2
+fi
 if [ "${1:-}" = "test" ] && [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = "0" ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -1,9 +1,10 @@
 """Finished jobs -> API JSON: A1111's `info` object, base64 images, the echoed request parameters.
 
 `info_object` builds what A1111's `Processed.js()` returns (the API sends it as the JSON text `info`), plus
-`interrupted` and `comments`. Values the core resolved (sampler label, schedule, model, VAE, version) are read
-back from the first image's infotext, which was written from the values really used. Keys of A1111 features this
-program does not have (face restoration) are present with their "off" value so clients find every key.
+`interrupted`, `comments` and `timings` (seconds per stage of the core). Values the core resolved (sampler label,
+schedule, model, VAE, version) are read back from the first image's infotext, which was written from the values
+really used. Keys of A1111 features this program does not have (face restoration) are present with their "off"
+value so clients find every key.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] 
         "version": params.get("Version"),
         "interrupted": result.interrupted,
         "comments": "".join(f"{comment}\n" for comment in result.comments),
+        "timings": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
     }
 
 

@@ -74,6 +74,7 @@ def test_txt2img_through_the_core(real) -> None:
     assert info["all_seeds"] == [42, 43] and info["sd_model_name"] == "tiny-a"
     assert len(info["sd_model_hash"]) == 10 and info["version"]
     assert info["sampler_name"] == "Euler" and info["steps"] == 3
+    assert set(info["timings"]) >= {"encode_prompts", "denoise", "decode", "total"}  # an addition to A1111's info
     assert "Seed: 43" in images[1].info["parameters"] and images[1].info["parameters"] == info["infotexts"][1]
     assert images[0].tobytes() != images[1].tobytes()
     png_info = client.post("/sdapi/v1/png-info", json={"image": b64_png_with_info(images[0])}).json()
