@@ -21,9 +21,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-import spandrel
 import torch
 from diffusers import AutoencoderKL
 
@@ -45,8 +44,10 @@ from modules.models.records import (
     format_of,
 )
 from modules.paths import DataPaths
-from modules.upscalers.model_files import load_model
 from modules.upscalers.registry import UpscalerRegistry
+
+if TYPE_CHECKING:
+    from spandrel import ImageModelDescriptor
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class ModelManager:
             self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
             one_on_device=self.options.sd_checkpoints_keep_in_cpu)
         self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
-        self.upscaler_models: ModelCache[spandrel.ImageModelDescriptor] = ModelCache(
+        self.upscaler_models: ModelCache[ImageModelDescriptor] = ModelCache(
             1, self.plan.device, name="upscalers")
         self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler)
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
@@ -253,14 +254,16 @@ class ModelManager:
         return vae
 
     @contextmanager
-    def hold_upscaler(self, path: Path) -> Iterator[spandrel.ImageModelDescriptor]:
+    def hold_upscaler(self, path: Path) -> Iterator[ImageModelDescriptor]:
         """The network of an upscaler model file (loaded on demand, one kept loaded), for a `with` block."""
         stat = Path(path).stat()
         key = (Path(path), stat.st_size, stat.st_mtime_ns)
         with self.upscaler_models.use(key, lambda: self._load_upscaler(Path(path))) as model:
             yield model
 
-    def _load_upscaler(self, path: Path) -> spandrel.ImageModelDescriptor:
+    def _load_upscaler(self, path: Path) -> ImageModelDescriptor:
+        from modules.upscalers.model_files import load_model  # spandrel loads here, not at start-up
+
         started = time.perf_counter()
         model = load_model(path, self.plan.device, self.plan.dtype)
         self.upscalers.record_scale(path, model.scale)

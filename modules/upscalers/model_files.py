@@ -11,7 +11,6 @@ RestoreFormer, CodeFormer, LaMa, MAT) are not upscalers and are reported as such
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,15 +125,3 @@ def run_model(model: spandrel.ImageModelDescriptor, image: Image.Image, tile: in
         alpha = image.getchannel("A").resize(output.size, resample=Image.Resampling.LANCZOS)
         output.putalpha(alpha)
     return output
-
-
-_SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?:[^a-z0-9]|$|plus)", re.IGNORECASE)
-
-
-def scale_from_name(stem: str, default: int = 4) -> int:
-    """The scale a file name announces ("4x_foolhardy_Remacri", "RealESRGAN_x4plus", "2x-AnimeSharpV4"), else
-    `default` (A1111 lists model upscalers at 4 until one is loaded)."""
-    match = _SCALE_IN_NAME.search(stem)
-    if match is None:
-        return default
-    return int(match.group(1) or match.group(2))

@@ -12,18 +12,22 @@ through the model manager's cache for the call only. Files that cannot be used a
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
-import spandrel
 import torch
 from PIL import Image
 
 from modules.errors import InvalidRequest
-from modules.upscalers.model_files import Probe, probe_file, run_model, scale_from_name
+
+if TYPE_CHECKING:  # spandrel (and torchvision) load on the first use of a model file, not at start-up
+    from spandrel import ImageModelDescriptor
+
+    from modules.upscalers.model_files import Probe
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,18 @@ class Upscaler:
                                                antialias=self.antialias)
 
 
+_SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?:[^a-z0-9]|$|plus)", re.IGNORECASE)
+
+
+def scale_from_name(stem: str, default: int = 4) -> int:
+    """The scale a file name announces ("4x_foolhardy_Remacri", "RealESRGAN_x4plus", "2x-AnimeSharpV4"), else
+    `default` (A1111 lists model upscalers at 4 until one is loaded)."""
+    match = _SCALE_IN_NAME.search(stem)
+    if match is None:
+        return default
+    return int(match.group(1) or match.group(2))
+
+
 OnePass = Callable[[Image.Image, float], Image.Image]
 """One enlargement pass of an upscaler: (picture, wanted scale) -> the picture enlarged (a model: by its own scale)."""
 
@@ -114,7 +130,7 @@ def enlarge(image: Image.Image, scale: float, one_pass: OnePass) -> Image.Image:
     return image
 
 
-ModelHolder = Callable[[Path], AbstractContextManager[spandrel.ImageModelDescriptor]]
+ModelHolder = Callable[[Path], "AbstractContextManager[ImageModelDescriptor]"]
 """Lends the loaded network of a file for a `with` block (the model manager's `hold_upscaler`)."""
 
 
@@ -141,6 +157,8 @@ class ModelUpscaler:
         context = context or UpscaleContext()
         if max(width / image.width, height / image.height) <= 1.0:
             return image.resize((width, height), resample=Image.Resampling.LANCZOS)
+        from modules.upscalers.model_files import run_model
+
         with self.hold(self.path) as model:
             return resize_with(image, width, height, lambda picture, _scale: run_model(
                 model, picture, context.tile, context.overlap, context.should_stop, context.on_progress))
@@ -171,7 +189,7 @@ class BrokenFile:
     reason: str
 
 
-def _no_holder(path: Path) -> AbstractContextManager[spandrel.ImageModelDescriptor]:
+def _no_holder(path: Path) -> "AbstractContextManager[ImageModelDescriptor]":
     raise InvalidRequest(f"Upscaler model {path.name} cannot be loaded here: no model manager.")
 
 
@@ -185,7 +203,7 @@ class UpscalerRegistry:
     def __init__(self, models_dir: Path | None = None, hold: ModelHolder = _no_holder) -> None:
         self.models_dir = models_dir
         self.hold = hold
-        self._probes: dict[tuple[Path, int, int], Probe] = {}
+        self._probes: dict[tuple[Path, int, int], "Probe"] = {}
         self._scales: dict[Path, float] = {}
         self._lock = threading.Lock()
 
@@ -241,11 +259,11 @@ class UpscalerRegistry:
             scale = self._scales.get(path, float(scale_from_name(path.stem)))
         return ModelUpscaler(path.stem, path, folder, scale, self.hold)
 
-    def _scan(self) -> list[tuple[Path, str, Probe]]:
+    def _scan(self) -> list[tuple[Path, str, "Probe"]]:
         """(file, A1111 folder, probe) for each model file; a stem already seen in an earlier folder is skipped."""
         if self.models_dir is None:
             return []
-        found: list[tuple[Path, str, Probe]] = []
+        found: list[tuple[Path, str, "Probe"]] = []
         seen: set[str] = set()
         for folder in self.model_folders():
             if not folder.is_dir():
@@ -260,12 +278,14 @@ class UpscalerRegistry:
                 found.append((path, folder.name, self._probe(path)))
         return found
 
-    def _probe(self, path: Path) -> Probe:
+    def _probe(self, path: Path) -> "Probe":
         stat = path.stat()
         key = (path, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             cached = self._probes.get(key)
         if cached is None:
+            from modules.upscalers.model_files import probe_file
+
             cached = probe_file(path)
             if cached.error is not None:
                 log.warning("Upscaler file not usable: %s", cached.error)

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from modules.errors import Interrupted, InvalidRequest, UnsupportedModel
-from modules.upscalers.model_files import load_model, probe_file, run_model, scale_from_name
-from modules.upscalers.registry import ModelUpscaler, UpscaleContext, UpscalerRegistry
+from modules.upscalers.model_files import load_model, probe_file, run_model
+from modules.upscalers.registry import ModelUpscaler, UpscaleContext, UpscalerRegistry, scale_from_name
 from modules.upscalers.tiling import plan_tiles, run_tiled
 from tests.upscalers.helpers import compact_net, save_compact, save_esrgan
 
