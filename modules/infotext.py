@@ -241,7 +241,7 @@ def request_params(
         params.update(_hires_params(request, sampler_label, schedule_label, hires))
     params.update(extra or {})
     if eta is not None:
-        params["Eta"] = _number(eta)
+        params["Eta DDIM"] = _number(eta)  # A1111's key for DDIM's eta ("Eta" is its ancestral samplers' eta)
     params["Version"] = version
     return {key: value for key, value in params.items() if value is not None}
 
@@ -326,8 +326,9 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
         changes["width"], changes["height"] = width, height
     _put(changes, "denoising_strength", _to_float(parsed.get("Denoising strength")))
     _put(changes, "clip_skip", _to_int(parsed.get("Clip skip")))
-    if "Eta" in parsed.params:
-        _put(changes, "eta", _to_float(parsed.params["Eta"]))
+    eta_key = next((key for key in ("Eta DDIM", "Eta") if key in parsed.params), None)  # "Eta": older files here
+    if eta_key is not None:
+        _put(changes, "eta", _to_float(parsed.params[eta_key]))
     else:
         changes["eta"] = None
     changes.update(_seed_changes(parsed))

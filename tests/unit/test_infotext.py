@@ -171,10 +171,10 @@ def test_request_params_optional_fields() -> None:
     assert list(params) == [
         "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
         "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength", "Clip skip", "RNG",
-        "Lora hashes", "Eta", "Version",
+        "Lora hashes", "Eta DDIM", "Version",
     ]
     assert params["CFG scale"] == 6.5 and params["Variation seed"] == 7 and params["Variation seed strength"] == 0.3
-    assert params["Seed resize from"] == "640x512" and params["Eta"] == 0.5
+    assert params["Seed resize from"] == "640x512" and params["Eta DDIM"] == 0.5
     text = infotext.build("p", "", params)
     assert 'Lora hashes: "a: 01ab, b: 23cd"' in text
     assert "CFG scale: 6.5, Seed: 42," in text
@@ -211,6 +211,8 @@ def test_apply_to_request_maps_fields() -> None:
     assert (request.denoising_strength, request.clip_skip) == (0.4, 2)
     assert (request.subseed, request.subseed_strength) == (5, 0.25)
     assert (request.seed_resize_from_w, request.seed_resize_from_h, request.eta) == (512, 512, 0.3)
+    ddim = infotext.apply_to_request(infotext.parse(text.replace("Eta: 0.3", "Eta DDIM: 0.4")), base)
+    assert ddim.eta == 0.4  # A1111's key for DDIM's eta
     assert (request.mask_blur, request.invert_mask, request.inpainting_fill) == (6, True, InpaintFill.FILL)
     assert (request.inpaint_full_res, request.inpaint_full_res_padding) == (True, 16)
     assert request.checkpoint == "keep.safetensors" and request.mode == "inpaint"
