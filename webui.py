@@ -94,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             threading.Thread(target=_preload, args=(app,), name="preload", daemon=True).start()
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
+    app.server.attach(lambda: setattr(uvicorn_server, "should_exit", True))
     try:
         uvicorn_server.run()
     finally:
         app.close()
+    if app.server.restart_requested:
+        log.warning("Restarting")
+        arguments = sys.argv[1:] if argv is None else argv
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *arguments])
     return 0
 
 

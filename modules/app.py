@@ -18,6 +18,7 @@ from modules.networks.service import ExtraNetworks
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry
+from modules.server_control import ServerControl
 from modules.settings import SettingsStore, UiConfig
 from modules.types import GenerationRequest
 
@@ -44,6 +45,8 @@ class App:
     generation: GenerationRunner
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
     networks: ExtraNetworks = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
+    server: ServerControl = field(default_factory=ServerControl)
+    """Stop/restart/kill of the server that runs this App (webui.py attaches it; `--api-server-stop` routes)."""
 
     def __post_init__(self) -> None:
         if self.networks is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
 from modules import devices
@@ -299,4 +299,25 @@ def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
     _add_model_routes(router, app)
     _add_script_routes(router, app)
     _add_library_routes(router, app)
+    if app.launch.api_server_stop:
+        _add_server_routes(router, app)
     return router
+
+
+def _add_server_routes(router: APIRouter, app: "App") -> None:
+    """`--api-server-stop`: A1111's server-stop, server-restart (501 when no server can be restarted), server-kill."""
+    @router.post("/server-stop")
+    def server_stop() -> Response:
+        app.server.stop()
+        return Response("Stopping.")
+
+    @router.post("/server-restart")
+    def server_restart() -> Response:
+        if not app.server.restart():
+            return Response(status_code=501)
+        return Response("Restarting.")
+
+    @router.post("/server-kill")
+    def server_kill() -> Response:
+        app.server.kill()
+        return Response("Killing.")
