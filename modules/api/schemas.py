@@ -311,3 +311,32 @@ class ExtensionItem(BaseModel):
     version: str
     commit_date: int
     enabled: bool
+
+
+class CreateEmbeddingRequest(BaseModel):
+    """A1111's `POST /sdapi/v1/create/embedding` body."""
+
+    name: str
+    num_vectors_per_token: int = 1
+    overwrite_old: bool = False
+    init_text: str = "*"
+
+
+class CreateResponse(BaseModel):
+    """A1111's answer to `create/*`: what was written."""
+
+    info: str
+
+
+class HypernetworkItem(BaseModel):
+    """A1111's `GET /sdapi/v1/hypernetworks` row (none are supported here: the list is empty)."""
+
+    name: str
+    path: Optional[str] = None
+
+
+class SdModuleItem(BaseModel):
+    """A1111's `GET /sdapi/v1/sd-modules` row (alternative UNet implementations; none here: the list is empty)."""
+
+    model_name: str
+    filename: str

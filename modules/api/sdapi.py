@@ -13,6 +13,7 @@ loads weights) before the settings change and the POST answers; if the load fail
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fastapi import APIRouter, Body, Depends, Response
@@ -24,10 +25,13 @@ from modules.api.auth import Authenticator
 from modules.api.codec import decode_image, encode_png
 from modules.api.results import generation_response, job_timestamp
 from modules.api.schemas import (
+    CreateEmbeddingRequest,
+    CreateResponse,
     EmbeddingsResponse,
     ExtensionItem,
     GenerationFields,
     GenerationResponse,
+    HypernetworkItem,
     Img2ImgRequest,
     LatentUpscaleModeItem,
     LoraItem,
@@ -41,6 +45,7 @@ from modules.api.schemas import (
     ScriptInfo,
     ScriptsList,
     SDModelItem,
+    SdModuleItem,
     SDVaeItem,
     Txt2ImgRequest,
     UpscalerItem,
@@ -49,6 +54,7 @@ from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_check
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
+from modules.networks.create_embedding import create_embedding
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -289,6 +295,38 @@ def _add_library_routes(router: APIRouter, app: "App") -> None:
     def extensions() -> list[dict[str, Any]]:
         """Every discovered extension, enabled or not."""
         return listings.extensions(app.extensions)
+
+    @router.get("/hypernetworks", response_model=list[HypernetworkItem])
+    def hypernetworks() -> list[dict[str, Any]]:
+        """Hypernetworks are not supported here (docs/compat.md): always empty."""
+        return []
+
+    @router.get("/sd-modules", response_model=list[SdModuleItem])
+    def sd_modules() -> list[dict[str, Any]]:
+        """A1111's alternative UNet implementations (from extensions such as TensorRT): none here."""
+        return []
+
+    @router.post("/create/embedding", response_model=CreateResponse)
+    async def create_embedding_route(body: CreateEmbeddingRequest) -> dict[str, Any]:
+        """A new untrained embedding for the current checkpoint, made in the job queue (it needs the model)."""
+        job = app.jobs.submit(create_embedding_job(app, body), description=f"create embedding {body.name}")
+        await wait_until_finished(app.jobs, job)
+        path = job.outcome(timeout=0)
+        return {"info": f"create embedding filename: {path}"}
+
+
+def create_embedding_job(app: "App", body: CreateEmbeddingRequest) -> Callable[[JobContext], Path]:
+    """The job of `POST create/embedding`: the current checkpoint's text encoders, the file, a rescan."""
+    def create(ctx: JobContext) -> Path:
+        options = ModelOptions.from_mapping(app.settings.get())
+        record = app.models.resolve_checkpoint(options=options)
+        with app.models.get(record, options=options) as components:
+            path = create_embedding(app.paths.embeddings, body.name, components, record.shorthash, record.model_name,
+                                    body.num_vectors_per_token, body.overwrite_old, body.init_text)
+        app.networks.refresh_embeddings(force=True)
+        return path
+
+    return create
 
 
 def build_sdapi_router(app: "App", auth: Authenticator) -> APIRouter:
