@@ -55,6 +55,7 @@ class LaunchOptions:
     nowebui: bool = False
     api_auth: Credentials = field(default=(), repr=False)
     api_server_stop: bool = False
+    api_allow_path_options: bool = False
     device: str | None = None
     precision: str = "autocast"
     no_half: bool = False
@@ -189,6 +190,9 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
                        help="require HTTP basic auth for the API; comma-separate several users")
     group.add_argument("--api-server-stop", action="store_true",
                        help="allow stopping the server through the API (/sdapi/v1/server-stop)")
+    group.add_argument("--api-allow-path-options", action="store_true",
+                       help="let API clients change options that name files or folders (outdir_*, file name patterns); "
+                            "off by default: such changes are refused with a 403")
     group.add_argument("--theme", choices=("light", "dark"), default=None,
                        help="open the web UI in the light or dark theme (default: follow the browser)")
     group.add_argument("--enable-insecure-extension-access", action="store_true",

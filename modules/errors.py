@@ -19,6 +19,12 @@ class InvalidRequest(UserError):
     http_status = 422
 
 
+class Forbidden(UserError):
+    """A request the server's launch flags do not allow (an option that names a folder, changed over the API)."""
+
+    http_status = 403
+
+
 class UnknownSampler(UserError):
     """A sampler or schedule name that the registry does not know or diffusers cannot honour."""
 

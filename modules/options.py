@@ -172,10 +172,18 @@ class OptionTable(Mapping[str, OptionSpec]):
             grouped.setdefault(spec.section, []).append(spec)
         return {name: tuple(specs) for name, specs in grouped.items()}
 
+    def path_keys(self) -> frozenset[str]:
+        """Options that name files or folders (every "path" option and the file name patterns): API clients may
+        change them only when the server allows it (`--api-allow-path-options`)."""
+        return frozenset(key for key, spec in self._specs.items() if spec.kind == "path" or key in PATH_PATTERN_KEYS)
+
     def with_specs(self, specs: Iterable[OptionSpec]) -> "OptionTable":
         """A new table with extra rows appended (extension settings); duplicate keys are an error."""
         return OptionTable([*self._specs.values(), *specs])
 
+
+PATH_PATTERN_KEYS = frozenset({"samples_filename_pattern", "directories_filename_pattern"})
+"""Text options that become parts of file paths (see `OptionTable.path_keys`)."""
 
 # Section labels (A1111's names).
 SAVING = "Saving images/grids"

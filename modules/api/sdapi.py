@@ -50,7 +50,14 @@ from modules.api.schemas import (
     Txt2ImgRequest,
     UpscalerItem,
 )
-from modules.api.translate import CHECKPOINT_KEY, VAE_KEY, build_job, find_checkpoint, find_vae
+from modules.api.translate import (
+    CHECKPOINT_KEY,
+    VAE_KEY,
+    build_job,
+    find_checkpoint,
+    find_vae,
+    refuse_path_options,
+)
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
@@ -116,6 +123,7 @@ def prepare_options(app: "App", changes: dict[str, Any]) -> tuple[dict[str, Any]
     """(`changes` with checkpoint and VAE names resolved, whether they switch the checkpoint). Raises for unknown
     names, keys or bad values; applies nothing."""
     changes = dict(changes)
+    refuse_path_options(app, changes)
     if changes.get(CHECKPOINT_KEY):
         changes[CHECKPOINT_KEY] = _checkpoint_title(app, str(changes[CHECKPOINT_KEY]))
     if changes.get(VAE_KEY):

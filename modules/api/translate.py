@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from PIL import Image
 from pydantic import BaseModel
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from modules import infotext
 from modules.api.codec import decode_image
 from modules.api.schemas import GenerationFields, HiresFields, InitImageFields
-from modules.errors import InvalidRequest
+from modules.errors import Forbidden, InvalidRequest
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
 
 if TYPE_CHECKING:
@@ -129,10 +129,24 @@ def find_vae(app: "App", name: str) -> str:
     return app.models.catalog.find_vae(name).name
 
 
+def refuse_path_options(app: "App", changes: Mapping[str, Any]) -> None:
+    """Forbidden (403) when `changes` alter an option that names a file or folder and the server was not started
+    with `--api-allow-path-options`. Unchanged values pass, so clients that send back the whole options dict work."""
+    if app.launch.api_allow_path_options:
+        return
+    current = app.settings.get()
+    changed = sorted(key for key in current.table.path_keys() if key in changes and changes[key] != current[key])
+    if changed:
+        raise Forbidden(f"{', '.join(changed)}: options that name files or folders cannot be changed through the "
+                        "API; set them in the Settings tab or config.json, or start the server with "
+                        "--api-allow-path-options.")
+
+
 def _overrides(body: GenerationFields, app: "App") -> tuple[dict[str, Any], dict[str, Any]]:
     """(validated per-job overrides, request field changes they imply)."""
     # A null value overrides nothing (it would otherwise mean "no checkpoint" / the option's null value).
     overrides = {key: given for key, given in (body.override_settings or {}).items() if given is not None}
+    refuse_path_options(app, overrides)
     for name in _OPTION_FIELDS:
         if getattr(body, name, None) is not None:
             overrides[name] = getattr(body, name)
