@@ -40,6 +40,12 @@ def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
     from modules.api.mount import mount_api
 
     server = FastAPI(title="sdwebui", docs_url="/docs", redoc_url="/redoc")
+    if launch.cors_allow_origins or launch.cors_allow_origins_regex:
+        from starlette.middleware.cors import CORSMiddleware
+
+        server.add_middleware(CORSMiddleware, allow_origins=list(launch.cors_allow_origins),
+                              allow_origin_regex=launch.cors_allow_origins_regex, allow_methods=["*"],
+                              allow_headers=["*"], allow_credentials=True)
     if launch.api_enabled:
         mount_api(server, app)
     if launch.webui_enabled:
@@ -51,6 +57,19 @@ def build_server(app: "App", launch: "LaunchOptions") -> "FastAPI":
     app.extensions.hooks.app_started(server)  # after every route is mounted, so extensions can add their own
     _keep_ui_mount_last(server)
     return server
+
+
+def exposure_warnings(launch: "LaunchOptions") -> list[str]:
+    """Warnings for a server reachable from the network without a password (--listen without auth)."""
+    if launch.host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    missing = []
+    if launch.webui_enabled and not launch.gradio_auth:
+        missing.append("the web UI has no password (--gradio-auth USER:PASS)")
+    if launch.api_enabled and not launch.api_auth:
+        missing.append("the API has no password (--api-auth USER:PASS)")
+    return [f"Listening on the network and {reason}: anyone who can reach this machine can use it"
+            for reason in missing]
 
 
 def _keep_ui_mount_last(server: "FastAPI") -> None:
@@ -73,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     for flag in launch.ignored_flags:
         log.warning("Flag %s is accepted for A1111 compatibility but has no effect here", flag)
+    for warning in exposure_warnings(launch):
+        log.warning(warning)
 
     import uvicorn
 

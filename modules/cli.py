@@ -56,6 +56,8 @@ class LaunchOptions:
     api_auth: Credentials = field(default=(), repr=False)
     api_server_stop: bool = False
     api_allow_path_options: bool = False
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_origins_regex: str | None = None
     device: str | None = None
     precision: str = "autocast"
     no_half: bool = False
@@ -193,6 +195,10 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-allow-path-options", action="store_true",
                        help="let API clients change options that name files or folders (outdir_*, file name patterns); "
                             "off by default: such changes are refused with a 403")
+    group.add_argument("--cors-allow-origins", type=_origins, default=(), metavar="ORIGINS",
+                       help="comma-separated origins (https://host:port) whose pages may call the server (CORS)")
+    group.add_argument("--cors-allow-origins-regex", metavar="REGEX", default=None,
+                       help="origins matching this regular expression may call the server (CORS)")
     group.add_argument("--theme", choices=("light", "dark"), default=None,
                        help="open the web UI in the light or dark theme (default: follow the browser)")
     group.add_argument("--enable-insecure-extension-access", action="store_true",
@@ -265,6 +271,11 @@ def _resolve_device(parser: argparse.ArgumentParser, device: str | None, device_
         return device
     parser.error(f"--device-id {device_id} contradicts --device {device}")
     raise AssertionError  # parser.error exits
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """A1111's --cors-allow-origins: comma-separated origins."""
+    return tuple(origin.strip() for origin in text.split(",") if origin.strip())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
