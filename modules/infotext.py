@@ -61,11 +61,13 @@ _MASKED_CONTENT = {
 
 @dataclass(frozen=True)
 class HiresLabels:
-    """What a hires-fix job ran its second pass with: sampler and schedule labels, the upscaler's name."""
+    """What a hires-fix job ran its second pass with: sampler and schedule labels, the upscaler's name, and the
+    checkpoint's short title when it was not the first pass's (`hr_checkpoint_name`)."""
 
     sampler: str
     schedule: str
     upscaler: str
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,8 @@ def _hires_params(request: GenerationRequest, sampler_label: str, schedule_label
                   hires: HiresLabels) -> dict[str, Any]:
     """The hires-fix parameters in A1111's order; sampler, schedule and prompts only where they differ."""
     params: dict[str, Any] = {}
+    if hires.checkpoint:
+        params["Hires checkpoint"] = hires.checkpoint
     if request.hr_sampler_name and hires.sampler != sampler_label:
         params["Hires sampler"] = hires.sampler
     if hires.schedule != schedule_label:
@@ -351,6 +355,7 @@ def _hires_changes(parsed: ParsedInfotext) -> dict[str, Any]:
     changes["hr_scheduler"] = params.get("Hires schedule type", "")
     changes["hr_prompt"] = params.get("Hires prompt", "")
     changes["hr_negative_prompt"] = params.get("Hires negative prompt", "")
+    changes["hr_checkpoint_name"] = params.get("Hires checkpoint", "")
     return changes
 
 

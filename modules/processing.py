@@ -11,6 +11,7 @@ each save); a request that selects a script runs the script, which may call `gen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -113,14 +114,15 @@ class GenerationService:
         selection = self.models.select(request.checkpoint, request.vae, options=model_options)
         refiner_selection = self.models.select(request.refiner_checkpoint, None, options=model_options) \
             if request.refiner_checkpoint else None
+        hires_selection = self.hires_selection(request, selection, model_options)
         uses = self.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
         self.networks.refresh_embeddings()
         # 4. the core
         core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler)
-        output, comments = self.run_core(core, ctx, selection, refiner_selection)
+        output, comments = self.run_core(core, ctx, selection, refiner_selection, hires_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
-                                networks=job_infotext(uses, output.used_embeddings))
+                                networks=job_infotext(uses, output.used_embeddings), hires=hires_selection)
         pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
         output = dataclasses.replace(output, images=pictures)
         outputs = OutputOptions.from_mapping(settings)
@@ -141,20 +143,37 @@ class GenerationService:
         return self.samplers.resolve(request.hr_sampler_name or request.sampler,
                                      request.hr_scheduler or request.schedule)
 
+    def hires_selection(self, request: GenerationRequest, selection: Selection,
+                        options: ModelOptions) -> Selection | None:
+        """The second pass's checkpoint of a hires-fix request (`hr_checkpoint_name`), with the job's VAE choice;
+        None when there is none or it is the first pass's."""
+        if request.mode != "txt2img" or not request.enable_hr or not request.hr_checkpoint_name:
+            return None
+        chosen = self.models.select(request.hr_checkpoint_name, request.vae, options=options)
+        return None if chosen.checkpoint is selection.checkpoint else chosen
+
     def run_core(self, core: "CoreCall", ctx: "JobContext", selection: Selection,
-                 refiner_selection: Selection | None) -> tuple[CoreOutput, tuple[str, ...]]:
-        """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile.
-        Returns the output and the comments for the user (LoRAs that could not be applied)."""
-        with self.models.use(selection) as components, apply_loras(components, core.loras) as loras, \
-                ConsoleProgress(ctx.report) as report:
+                 refiner_selection: Selection | None, hires_selection: Selection | None = None
+                 ) -> tuple[CoreOutput, tuple[str, ...]]:
+        """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile
+        (into the hires checkpoint too, as A1111 applies them to whichever model runs). Returns the output and the
+        comments for the user (LoRAs that could not be applied)."""
+        with contextlib.ExitStack() as stack:
+            components = stack.enter_context(self.models.use(selection))
+            loras = stack.enter_context(apply_loras(components, core.loras))
+            report = stack.enter_context(ConsoleProgress(ctx.report))
             kwargs: dict[str, Any] = {"hooks": core.hooks, "cancel": ctx.cancel, "on_progress": report,
                                       "options": core.options, "textual_inversion": self.networks.textual_inversion,
                                       "unet_hooks": core.unet_hooks, "hires_sampler": core.hires_sampler,
                                       "upscalers": self.models.upscalers}
-            if refiner_selection is None:
-                return generate(core.request, components, core.sampler, **kwargs), loras.comments()
-            with self.models.use(refiner_selection) as refiner:
-                return generate(core.request, components, core.sampler, refiner=refiner, **kwargs), loras.comments()
+            applied = [loras]
+            if hires_selection is not None:
+                kwargs["hires_components"] = hires = stack.enter_context(self.models.use(hires_selection))
+                applied.append(stack.enter_context(apply_loras(hires, core.loras)))
+            if refiner_selection is not None:
+                kwargs["refiner"] = stack.enter_context(self.models.use(refiner_selection))
+            output = generate(core.request, components, core.sampler, **kwargs)
+            return output, tuple(dict.fromkeys(comment for each in applied for comment in each.comments()))
 
     def save_outputs(self, request: GenerationRequest, output: CoreOutput, texts: tuple[str, ...],
                      options: OutputOptions) -> list[Path]:
@@ -228,10 +247,11 @@ class ConsoleProgress:
 
 def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: Selection,
                     sampler: "ResolvedSampler", refiner: Selection | None = None,
-                    networks: Mapping[str, str] | None = None) -> tuple[str, ...]:
+                    networks: Mapping[str, str] | None = None, hires: Selection | None = None) -> tuple[str, ...]:
     """One A1111 `parameters` text per image, from the request and the values the core actually used.
 
-    `networks` holds the "Lora hashes" / "TI hashes" values (`modules.networks.service.job_infotext`)."""
+    `networks` holds the "Lora hashes" / "TI hashes" values (`modules.networks.service.job_infotext`); `hires` is
+    the second pass's checkpoint ("Hires checkpoint", A1111's short title "name [hash]")."""
     record = selection.checkpoint
     vae = selection.vae
     extra: dict[str, Any] = {}
@@ -239,8 +259,10 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         extra["Refiner"] = refiner.checkpoint.title
         extra["Refiner switch at"] = request.refiner_switch_at
     extra.update(networks or {})
-    hires = output.plan.hires
-    labels = None if hires is None else infotext.HiresLabels(hires.sampler, hires.schedule, hires.upscaler)
+    plan_hires = output.plan.hires
+    labels = None if plan_hires is None else infotext.HiresLabels(
+        plan_hires.sampler, plan_hires.schedule, plan_hires.upscaler,
+        None if hires is None else hires.checkpoint.short_title)
     texts = []
     for seed, subseed, prompt, negative in zip(output.seeds, output.subseeds, output.prompts,
                                                output.negative_prompts):

@@ -86,6 +86,8 @@ class GenerationRequest:
     hr_scheduler: str = ""
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str = ""
+    """The second pass's checkpoint (a title or name the catalog matches); empty = the first pass's."""
     # SDXL
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = 0.8

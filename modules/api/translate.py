@@ -1,7 +1,7 @@
 """A1111 API request bodies -> `GenerationRequest`, plus the API-only switches (send/save images, task id).
 
 `build_job(body, app, mode)` is the one entry point for txt2img, img2img and the job API. Rules:
-- a field asking for a feature this program does not have (`restore_faces`, `hr_checkpoint_name`, ...) is refused
+- a field asking for a feature this program does not have (`restore_faces`, `tiling`, ...) is refused
   with a 422 naming it (`refuse_unsupported`); fields that would change nothing here are accepted and ignored;
 - txt2img's hires-fix fields count only with `enable_hr`; its upscaler and sampler are checked before queueing;
 - `override_settings` go into `request.overrides` for this job only (validated against the option table);
@@ -63,7 +63,7 @@ _INFOTEXT_FIELDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("hr_resize_x",), ("hr_resize_x",)), (("hr_resize_y",), ("hr_resize_y",)),
     (("hr_second_pass_steps",), ("hr_second_pass_steps",)), (("hr_sampler_name",), ("hr_sampler_name",)),
     (("hr_scheduler",), ("hr_scheduler",)), (("hr_prompt",), ("hr_prompt",)),
-    (("hr_negative_prompt",), ("hr_negative_prompt",)),
+    (("hr_negative_prompt",), ("hr_negative_prompt",)), (("hr_checkpoint_name",), ("hr_checkpoint_name",)),
 )
 
 
@@ -94,8 +94,6 @@ def _refusals(body: GenerationFields) -> list[str]:
         ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
     ]
     if isinstance(body, HiresFields):
-        checks.append(("hr_checkpoint_name", lambda b: bool(b.enable_hr) and b.hr_checkpoint_name not in _SAME_MODEL,
-                       "a second checkpoint for the hires pass is not available (send \"Use same checkpoint\")"))
         checks.append(("firstphase_width/firstphase_height",
                        lambda b: bool(b.firstphase_width or b.firstphase_height),
                        "the old hires-fix first-pass size is not available; use width/height with hr_scale or "
@@ -201,16 +199,21 @@ def _hires_changes(body: HiresFields) -> dict[str, Any]:
         "hr_sampler_name": _same_as_first(body.hr_sampler_name, SAME_SAMPLER),
         "hr_scheduler": _same_as_first(body.hr_scheduler, SAME_SCHEDULER),
         "hr_prompt": body.hr_prompt or "", "hr_negative_prompt": body.hr_negative_prompt or "",
+        "hr_checkpoint_name": "" if body.hr_checkpoint_name in _SAME_MODEL else str(body.hr_checkpoint_name),
         "denoising_strength": 0.75 if body.denoising_strength is None else body.denoising_strength,
     }
 
 
-def _check_hires(app: "App", request: GenerationRequest) -> None:
-    """Unknown upscaler (422) or hires sampler (400) before the job is queued."""
+def _check_hires(app: "App", request: GenerationRequest) -> GenerationRequest:
+    """Unknown upscaler (422), hires sampler (400) or hires checkpoint (404) before the job is queued; the
+    checkpoint (also one an infotext named) becomes its title."""
     if request.mode != "txt2img" or not request.enable_hr:
-        return
+        return request
     app.models.upscalers.find(request.hr_upscaler)
     app.samplers.resolve(request.hr_sampler_name or request.sampler, request.hr_scheduler or request.schedule)
+    if request.hr_checkpoint_name:
+        return request.with_changes(hr_checkpoint_name=find_checkpoint(app, request.hr_checkpoint_name))
+    return request
 
 
 def _enum(kind: type[InpaintFill] | type[ResizeMode], number: int, field: str) -> Any:
@@ -285,7 +288,7 @@ def build_job(body: GenerationFields, app: "App", mode: str) -> ApiJob:
             raise InvalidRequest("mode 'inpaint' needs a mask (base64 image, white = repaint).")
     request = _apply_infotext(body, GenerationRequest(**changes))
     app.samplers.resolve(request.sampler, request.schedule)  # UnknownSampler (400) before queueing
-    _check_hires(app, request)
+    request = _check_hires(app, request)
     request = app.extensions.scripts.request_from_api(body.script_name, body.script_args, body.alwayson_scripts,
                                                       request)
     return ApiJob(request, send_images=bool(value(body, "send_images")), save_images=bool(body.save_images),

@@ -28,13 +28,13 @@ from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
 from modules.core.latents import encode_images, pil_to_tensor, vae_scale_factor
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
-from modules.core.validate import validate_hires, validate_request
+from modules.core.validate import validate_hires, validate_hires_model, validate_request
 from modules.errors import OutOfMemory
 from modules.models.components import ComponentSet
 from modules.prompts.encode import TextualInversion
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, ProgressEvent
-from modules.upscalers.registry import UpscalerRegistry
+from modules.upscalers.registry import Upscaler, UpscalerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def _run_job(job: PreparedJob, hires: HiresPass | None) -> tuple[list[tuple[int,
 
 
 def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOptions, sampler: SamplingMethod,
-           hires_sampler: SamplingMethod | None, upscalers: UpscalerRegistry | None
-           ) -> tuple[HiresPlan, HiresPass] | None:
+           hires_sampler: SamplingMethod | None, upscalers: UpscalerRegistry | None,
+           hires_components: ComponentSet | None) -> tuple[HiresPlan, HiresPass] | None:
     """The second pass of a txt2img request with `enable_hr` (None for anything else)."""
     if request.mode != "txt2img" or not request.enable_hr:
         return None
@@ -125,8 +125,11 @@ def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOp
     labels = SamplerLabels(second.label, second.schedule_label, eta)
     factor = vae_scale_factor(components.vae)
     validate_hires(request, factor)
+    if hires_components is not None:
+        validate_hires_model(request, components, hires_components,
+                             isinstance(upscaler, Upscaler) and upscaler.is_latent)
     plan = plan_hires(request, options, upscaler.name, labels, factor)
-    return plan, HiresPass(upscaler, second)
+    return plan, HiresPass(upscaler, second, hires_components)
 
 
 def _used_embeddings(job: PreparedJob) -> tuple[object, ...]:
@@ -157,19 +160,21 @@ def generate(
     unet_hooks: Sequence[UNetHook] = (),
     hires_sampler: SamplingMethod | None = None,
     upscalers: UpscalerRegistry | None = None,
+    hires_components: ComponentSet | None = None,
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
     too small; an interrupt returns what was finished with `interrupted=True`.
 
     `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`).
     With `enable_hr`, `hires_sampler` runs the second pass (None: `sampler`) and `upscalers` finds
-    `hr_upscaler` (None: the built-in ones)."""
+    `hr_upscaler` (None: the built-in ones); `hires_components` is the second pass's model (`hr_checkpoint_name`;
+    None: `components`)."""
     started = time.perf_counter()
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
     validate_request(request, components, refiner)
     eta = request.eta if sampler.uses_eta else None
-    hires = _hires(request, components, options, sampler, hires_sampler, upscalers)
+    hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components)
     plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver,
                     None if hires is None else hires[0])
     timings: dict[str, float] = {}

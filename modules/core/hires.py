@@ -6,7 +6,8 @@ first pass's latents, an image upscaler decodes them, upscales with Pillow and V
 "resize to" with both sides set; 3. the second pass: img2img over the job's seeds (noise drawn at the target size),
 A1111's step rule for `hr_second_pass_steps` and the denoising strength, the hires sampler and prompts; 4. decode.
 A stop during the first pass, the upscale, or before the second pass's first step returns the first pass's (smaller)
-images.
+images. With `hr_checkpoint_name` the second pass (its prompts' encoding, 9-channel conditioning, encode and decode)
+runs on that checkpoint's components, as A1111 switches models between the passes.
 With `save_images_before_highres_fix` the first pass's pictures are kept in `PreparedJob.first_pass`.
 """
 
@@ -32,10 +33,12 @@ from modules.upscalers.registry import AnyUpscaler, UpscaleContext, Upscaler
 
 @dataclasses.dataclass(frozen=True)
 class HiresPass:
-    """What the second pass needs besides the job: the resolved upscaler and the second pass's sampler."""
+    """What the second pass needs besides the job: the resolved upscaler, the second pass's sampler and its model
+    (`hr_checkpoint_name`; None: the first pass's)."""
 
     upscaler: AnyUpscaler
     sampler: SamplingMethod
+    components: ComponentSet | None = None
 
 
 def _crop(latents: torch.Tensor, truncate: tuple[int, int]) -> torch.Tensor:
@@ -69,12 +72,13 @@ def _tile_progress(job: PreparedJob, batch_no: int) -> Callable[[int, int], None
     return on_tile
 
 
-def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor, batch_no: int
-              ) -> tuple[torch.Tensor, list[Image.Image] | None]:
-    """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None)."""
+def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor, batch_no: int,
+              model: ComponentSet) -> tuple[torch.Tensor, list[Image.Image] | None]:
+    """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None). Pictures are decoded
+    with the first pass's VAE and encoded with the second pass's `model`'s."""
     width, height = hires.target.upscale_to
     if isinstance(upscaler, Upscaler) and upscaler.is_latent:
-        factor = vae_scale_factor(job.components.vae)
+        factor = vae_scale_factor(model.vae)
         return upscaler.upscale_latents(latents, height // factor, width // factor), None
     options = job.plan.options
     context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, job.cancel.should_stop_batch,
@@ -84,7 +88,7 @@ def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents
     images = [upscaler.upscale_image(image, width, height, context) for image in decoded]
     job.add_time("upscale", started)
     started = time.perf_counter()
-    encoded = encode_images(job.components.vae, pil_to_tensor(images), job.components.vae_dtype)
+    encoded = encode_images(model.vae, pil_to_tensor(images), model.vae_dtype)
     job.add_time("encode", started)
     return encoded, images
 
@@ -96,12 +100,13 @@ def _crop_image(image: Image.Image, truncate: tuple[int, int], factor: int) -> I
                        image.height - (ty + 1) // 2 * factor))
 
 
-def _init_state(job: PreparedJob, latents: torch.Tensor, pixels: torch.Tensor | None, size: tuple[int, int],
-                truncate: tuple[int, int]) -> InitState:
-    """The second pass's init latents (cropped) and the 9-channel conditionings (made before the crop)."""
+def _init_state(job: PreparedJob, model: ComponentSet, latents: torch.Tensor, pixels: torch.Tensor | None,
+                size: tuple[int, int], truncate: tuple[int, int]) -> InitState:
+    """The second pass's init latents (cropped) and the 9-channel conditionings (made before the crop) of its
+    `model` and the refiner."""
     weight, count = job.plan.options.inpainting_mask_weight, len(latents)
-    conds = [None if model is None else _inpaint_cond(model, pixels, size, count, weight)
-             for model in (job.components, job.refiner)]
+    conds = [None if each is None else _inpaint_cond(each, pixels, size, count, weight)
+             for each in (model, job.refiner)]
     base, refiner = (None if cond is None else _crop(cond, truncate) for cond in conds)
     return InitState(latents=_crop(latents, truncate), image_cond=base, refiner_image_cond=refiner)
 
@@ -122,15 +127,17 @@ def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor,
     upscaled, cropped pictures of an image upscaler."""
     hires = job.plan.hires
     assert hires is not None
-    upscaled, images = _upscaled(job, hires, second.upscaler, latents, batch_no)
-    truncate, factor = hires.target.truncate, vae_scale_factor(job.components.vae)
+    model = second.components or job.components
+    upscaled, images = _upscaled(job, hires, second.upscaler, latents, batch_no, model)
+    truncate, factor = hires.target.truncate, vae_scale_factor(model.vae)
     pixels = None if images is None else pil_to_tensor(images)
-    init = _init_state(job, upscaled, pixels, (upscaled.shape[2] * factor, upscaled.shape[3] * factor), truncate)
+    init = _init_state(job, model, upscaled, pixels, (upscaled.shape[2] * factor, upscaled.shape[3] * factor),
+                       truncate)
     assert init.latents is not None
     height, width = init.latents.shape[2] * factor, init.latents.shape[3] * factor
     request = job.request.with_changes(width=width, height=height, steps=hires.hr_steps)
     hr_job = dataclasses.replace(job, request=request, plan=second_pass_plan(job.plan), sampler=second.sampler,
-                                 init=init, pass_index=1)
+                                 init=init, pass_index=1, components=model)
     return hr_job, None if images is None else [_crop_image(image, truncate, factor) for image in images]
 
 

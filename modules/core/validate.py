@@ -95,6 +95,17 @@ def _check_refiner(request: GenerationRequest, components: ComponentSet, refiner
         )
 
 
+def validate_hires_model(request: GenerationRequest, components: ComponentSet, hires: ComponentSet,
+                         latent_upscale: bool) -> None:
+    """A second-pass checkpoint must share the first pass's latent space when the latents go across unchanged (a
+    latent upscaler); an image upscaler decodes and re-encodes, so any family works."""
+    if latent_upscale and hires.identity.is_sdxl != components.identity.is_sdxl:
+        raise InvalidRequest(
+            f"the hires checkpoint ({hires.identity.describe()}) works in a different latent space than the model "
+            f"({components.identity.describe()}), so the latent upscaler '{request.hr_upscaler}' cannot hand it "
+            "the first pass's latents: choose an image upscaler (e.g. Lanczos) or a checkpoint of the same family")
+
+
 def validate_hires(request: GenerationRequest, factor: int) -> None:
     """Raise InvalidRequest for hires-fix fields out of range or a target size outside the limits."""
     if not math.isfinite(request.hr_scale) or request.hr_scale <= 0:

@@ -24,7 +24,7 @@ MASK_MODE_LABELS: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
 MASKED_CONTENT_LABELS: tuple[str, ...] = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREA_LABELS: tuple[str, ...] = ("Whole picture", "Only masked")
 
-SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+SAME_SAMPLER, SAME_SCHEDULER, SAME_CHECKPOINT = "Use same sampler", "Use same scheduler", "Use same checkpoint"
 """Hires fix's dropdown entries for "the first pass's" (an empty request field)."""
 
 SEED_EXTRA = "seed_extra"
@@ -138,6 +138,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("hr_resize_y", "hr_resize_y", _to_int, _identity),
     Binding("hr_sampler", "hr_sampler_name", _same_to_empty(SAME_SAMPLER), _empty_to_same(SAME_SAMPLER)),
     Binding("hr_scheduler", "hr_scheduler", _same_to_empty(SAME_SCHEDULER), _empty_to_same(SAME_SCHEDULER)),
+    Binding("hr_checkpoint", "hr_checkpoint_name", _same_to_empty(SAME_CHECKPOINT), _empty_to_same(SAME_CHECKPOINT)),
     Binding("hr_prompt", "hr_prompt", lambda v: v or "", _identity),
     Binding("hr_negative_prompt", "hr_negative_prompt", lambda v: v or "", _identity),
 )

@@ -26,6 +26,7 @@ from modules.ui.common import PromptRow, SamplingRows, SeedRows, UiContext
 from modules.ui.paste import has_parameters, values_from_infotext
 from modules.ui.progress import RunButtons, finish_updates, interrupt_job, skip_job, stream_generation
 from modules.ui.results import ResultPanel, selected_image, selected_index
+from modules.ui.toprow import checkpoint_title
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -141,7 +142,7 @@ def paste_updates(app: "App", text: str, inputs: Mapping[str, gr.components.Comp
                   current: Mapping[str, Any], *, send_seed: bool = True, send_size: bool = True) -> dict[Any, Any]:
     """{component: value} for the widgets of `inputs` that infotext `text` changes; warnings become toasts."""
     pasted = values_from_infotext(app.samplers, text, current, send_seed=send_seed, send_size=send_size,
-                                  upscalers=app.models.upscalers)
+                                  upscalers=app.models.upscalers, checkpoints=checkpoint_title(app))
     for warning in pasted.warnings:
         gr.Warning(warning)
     return {inputs[name]: value for name, value in pasted.values.items()}

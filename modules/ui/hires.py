@@ -1,5 +1,6 @@
 """The txt2img tab's "Hires. fix" accordion (A1111 layout): enable checkbox, upscaler, hires steps, denoising
-strength, upscale by / resize to, the "from WxH to WxH" line, and the second pass's sampler, schedule and prompts.
+strength, upscale by / resize to, the "from WxH to WxH" line, and the second pass's checkpoint, sampler, schedule
+and prompts.
 
 Its widgets feed the request by binder name like every other field (`modules.ui.bind`); the upscaler list is what
 the upscaler registry can run (latent modes first, as A1111 lists them).
@@ -13,8 +14,9 @@ import gradio as gr
 
 from modules.core.plan import hires_target
 from modules.settings import ComponentConfig
-from modules.ui.bind import SAME_SAMPLER, SAME_SCHEDULER
+from modules.ui.bind import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER
 from modules.ui.common import UiContext
+from modules.ui.toprow import checkpoint_choices
 
 _STEPS = ComponentConfig(0, 0, 150, 1)
 _DENOISING = ComponentConfig(0.7, 0.0, 1.0, 0.01)
@@ -31,6 +33,7 @@ class HiresRows:
     scale: gr.Slider
     resize_x: gr.Slider
     resize_y: gr.Slider
+    checkpoint: gr.Dropdown
     sampler: gr.Dropdown
     schedule: gr.Dropdown
     prompt: gr.Textbox
@@ -40,8 +43,8 @@ class HiresRows:
     def named(self) -> dict[str, gr.components.Component]:
         return {"enable_hr": self.enable, "hr_upscaler": self.upscaler, "hr_second_pass_steps": self.steps,
                 "denoising_strength": self.denoising, "hr_scale": self.scale, "hr_resize_x": self.resize_x,
-                "hr_resize_y": self.resize_y, "hr_sampler": self.sampler, "hr_scheduler": self.schedule,
-                "hr_prompt": self.prompt, "hr_negative_prompt": self.negative_prompt}
+                "hr_resize_y": self.resize_y, "hr_checkpoint": self.checkpoint, "hr_sampler": self.sampler,
+                "hr_scheduler": self.schedule, "hr_prompt": self.prompt, "hr_negative_prompt": self.negative_prompt}
 
 
 def hires_size_text(enabled: bool, width: int, height: int, scale: float, resize_x: int, resize_y: int) -> str:
@@ -76,6 +79,8 @@ def build_hires_accordion(ctx: UiContext, tab: str, width: gr.Slider, height: gr
             resize_x = ctx.slider(tab, "Resize width to", _RESIZE)
             resize_y = ctx.slider(tab, "Resize height to", _RESIZE)
         with gr.Row(elem_id=f"{tab}_hires_fix_row3"):
+            checkpoint = gr.Dropdown(label="Hires checkpoint", choices=[SAME_CHECKPOINT, *checkpoint_choices(ctx.app)],
+                                     value=SAME_CHECKPOINT, elem_id=f"{tab}_hr_checkpoint")
             sampler = gr.Dropdown(label="Hires sampling method", choices=[SAME_SAMPLER, *ctx.app.samplers.visible()],
                                   value=SAME_SAMPLER, elem_id=f"{tab}_hr_sampler")
             schedule = gr.Dropdown(label="Hires schedule type",
@@ -88,8 +93,8 @@ def build_hires_accordion(ctx: UiContext, tab: str, width: gr.Slider, height: gr
             negative = gr.Textbox(label="Hires negative prompt", lines=2, elem_id=f"{tab}_hr_negative_prompt",
                                   placeholder="Negative prompt for hires fix pass.\nLeave empty to use the same "
                                               "negative prompt as in first pass.")
-    rows = HiresRows(enable, upscaler, steps, denoising, scale, resize_x, resize_y, sampler, schedule, prompt,
-                     negative, size_text)
+    rows = HiresRows(enable, upscaler, steps, denoising, scale, resize_x, resize_y, checkpoint, sampler, schedule,
+                     prompt, negative, size_text)
     inputs: list[gr.Checkbox | gr.Slider] = [enable, width, height, scale, resize_x, resize_y]
     for source in inputs:
         source.change(hires_size_text, inputs=inputs, outputs=size_text, show_progress="hidden", queue=False)

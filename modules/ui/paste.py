@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from modules import infotext
 from modules.errors import UnknownSampler, UserError
@@ -77,11 +77,21 @@ def normalise_sampler(registry: "SamplerRegistry", request: GenerationRequest,
 
 
 def normalise_hires(registry: "SamplerRegistry", request: GenerationRequest, fallback: GenerationRequest,
-                    upscalers: UpscalerRegistry | None = None) -> tuple[GenerationRequest, list[str]]:
-    """Hires upscaler, sampler and schedule as the accordion's dropdowns spell them; a name that cannot be used
-    here (`upscalers`: the model files too; None: built-ins only) keeps `fallback`'s value, with a warning."""
+                    upscalers: UpscalerRegistry | None = None,
+                    checkpoints: "Callable[[str], str | None] | None" = None) -> tuple[GenerationRequest, list[str]]:
+    """Hires upscaler, checkpoint, sampler and schedule as the accordion's dropdowns spell them; a name that cannot
+    be used here (`upscalers`: the model files too; None: built-ins only; `checkpoints`: a checkpoint name -> the
+    dropdown's title or None) keeps `fallback`'s value, with a warning."""
     changes: dict[str, Any] = {}
     warnings: list[str] = []
+    if request.hr_checkpoint_name and checkpoints is not None:
+        title = checkpoints(request.hr_checkpoint_name)
+        if title is None:
+            changes["hr_checkpoint_name"] = fallback.hr_checkpoint_name
+            warnings.append(f"Hires checkpoint '{request.hr_checkpoint_name}' is not in the checkpoint folders; it was "
+                            "not changed.")
+        else:
+            changes["hr_checkpoint_name"] = title
     try:
         changes["hr_upscaler"] = (upscalers or UpscalerRegistry()).find(request.hr_upscaler).name
     except UserError:
@@ -119,7 +129,8 @@ def _schedule_in_name(registry: "SamplerRegistry", written: str, canonical: str)
 
 def values_from_infotext(registry: "SamplerRegistry", text: str, current: Mapping[str, Any], *,
                          send_seed: bool = True, send_size: bool = True,
-                         upscalers: UpscalerRegistry | None = None) -> PasteResult:
+                         upscalers: UpscalerRegistry | None = None,
+                         checkpoints: Callable[[str], str | None] | None = None) -> PasteResult:
     """Widget values that an infotext changes among the names in `current` (a tab's named widget values).
 
     `send_seed`/`send_size` are A1111's options for the "send to" buttons: when off, seeds or size stay as they are.
@@ -129,7 +140,7 @@ def values_from_infotext(registry: "SamplerRegistry", text: str, current: Mappin
     pasted = infotext.apply_to_request(parsed, base)
     pasted, warnings = normalise_sampler(registry, pasted, base)
     if "enable_hr" in current:
-        pasted, hires_warnings = normalise_hires(registry, pasted, base, upscalers)
+        pasted, hires_warnings = normalise_hires(registry, pasted, base, upscalers, checkpoints)
         warnings += hires_warnings
     names = _allowed_names(current, send_seed, send_size)
     changed = changed_names(base, pasted, names)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
 
@@ -42,6 +42,17 @@ class TopRow:
 
 def checkpoint_choices(app: "App") -> list[str]:
     return [record.title for record in app.models.list_checkpoints()]
+
+
+def checkpoint_title(app: "App") -> "Callable[[str], str | None]":
+    """A checkpoint name from an infotext ("name [hash]", a file name, a hash) -> its dropdown title, or None
+    (A1111's closest-match rules, `ModelCatalog.match`)."""
+    def title(name: str) -> str | None:
+        try:
+            return app.models.resolve_checkpoint(name).title
+        except ModelNotFound:
+            return None
+    return title
 
 
 def vae_choices(app: "App") -> list[str]:

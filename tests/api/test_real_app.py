@@ -98,6 +98,23 @@ def test_txt2img_with_hires_fix(real) -> None:
 
 
 @pytest.mark.slow
+def test_hires_checkpoint_runs_the_second_pass_on_another_checkpoint(real) -> None:
+    app, client = real
+    fields = {"prompt": "red square", "seed": 11, "enable_hr": True, "hr_upscaler": "Lanczos",
+              "denoising_strength": 0.6}
+    same, _ = txt2img(client, **fields, hr_checkpoint_name="Use same checkpoint")
+    other, info = txt2img(client, **fields, hr_checkpoint_name="tiny-b")
+    assert other[0].size == (128, 128) and other[0].tobytes() != same[0].tobytes()
+    short_title = f"tiny-b [{app.models.catalog.find('tiny-b.safetensors').shorthash}]"
+    assert info["sd_model_name"] == "tiny-a"  # A1111 reports the first pass's model
+    assert f"Hires checkpoint: {short_title}, Hires upscale: 2" in info["infotexts"][0]
+    again, _ = txt2img(client, infotext=info["infotexts"][0])  # pasted back: the same picture
+    assert again[0].tobytes() == other[0].tobytes()
+    missing = client.post("/sdapi/v1/txt2img", json={**SMALL, **fields, "hr_checkpoint_name": "nowhere"})
+    assert missing.status_code == 404 and "nowhere" in missing.text
+
+
+@pytest.mark.slow
 def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> None:
     app, client = real
     txt2img(client, seed=424242, enable_hr=True, save_images=True,

@@ -112,7 +112,7 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     ("txt2img", {"steps": "many"}, 422, "RequestValidationError"),
     ("txt2img", {"enable_hr": True, "hr_upscaler": "4x_foolhardy_Remacri"}, 422, "InvalidRequest"),
     ("txt2img", {"enable_hr": True, "hr_sampler_name": "DPM fast"}, 400, "UnknownSampler"),
-    ("txt2img", {"enable_hr": True, "hr_checkpoint_name": "beta"}, 422, "InvalidRequest"),
+    ("txt2img", {"enable_hr": True, "hr_checkpoint_name": "gamma"}, 404, "ModelNotFound"),
     ("txt2img", {"firstphase_width": 256}, 422, "InvalidRequest"),
     ("txt2img", {"alwayson_scripts": {"controlnet": {"args": []}}}, 422, "ScriptNotFound"),
     ("txt2img", {"script_name": "no such script", "script_args": []}, 422, "ScriptNotFound"),

@@ -3,6 +3,8 @@ the core's public steps; target sizes, the second pass's steps, sampler and prom
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ import modules.core.generate as generate_module
 from modules.cancel import CancelToken
 from modules.core.generate import generate
 from modules.errors import InvalidRequest
+from modules.models.tiny import build_tiny_components
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest, ProgressEvent
 from tests.core.helpers import SD1, SD1_INPAINT, SDXL, SDXL_REFINER, LatentCapture, tiny
@@ -185,3 +188,37 @@ def test_the_refiner_runs_in_the_second_pass_only():
     output = generate(request, tiny(SDXL), EULER, refiner=tiny(SDXL_REFINER), unet_hooks=[record])
     assert output.images[0].size == (128, 128)
     assert [refined for _, refined in calls] == [False] * 4 + [False, False, True, True]
+
+
+@lru_cache(maxsize=None)
+def _other_sd1():
+    """A second SD1 checkpoint (other weights) for `hr_checkpoint_name`."""
+    return build_tiny_components(SD1, seed=7)
+
+
+@pytest.mark.slow
+def test_hires_checkpoint_runs_the_second_pass_with_its_model(monkeypatch):
+    request = _hires(hr_upscaler="Lanczos")
+    first, _ = _first_pass(request, monkeypatch)  # the first pass on the base model
+    upscaled = first.resize((128, 128), resample=Image.Resampling.LANCZOS)
+    by_hand = generate(_img2img_by_hand(request, upscaled), _other_sd1(), EULER)
+    output = generate(request, tiny(SD1), EULER, hires_components=_other_sd1())
+    _same(output.images[0], by_hand.images[0])
+    assert not np.array_equal(np.asarray(output.images[0]),
+                              np.asarray(generate(request, tiny(SD1), EULER).images[0]))
+
+
+@pytest.mark.slow
+def test_hires_checkpoint_takes_the_first_pass_latents_with_a_latent_upscaler(monkeypatch):
+    request = _hires(hr_upscaler="Latent")
+    _, latents = _first_pass(request, monkeypatch)
+    upscaled = torch.nn.functional.interpolate(latents, size=(16, 16), mode="bilinear")
+    monkeypatch.setattr(generate_module, "encode_images", lambda *args: upscaled)
+    by_hand = generate(_img2img_by_hand(request, Image.new("RGB", (128, 128))), _other_sd1(), EULER)
+    monkeypatch.undo()
+    _same(generate(request, tiny(SD1), EULER, hires_components=_other_sd1()).images[0], by_hand.images[0])
+
+
+def test_a_hires_checkpoint_of_another_latent_space_needs_an_image_upscaler():
+    with pytest.raises(InvalidRequest, match="different latent space.*image upscaler"):
+        generate(_hires(hr_upscaler="Latent"), tiny(SD1), EULER, hires_components=tiny(SDXL))

@@ -24,7 +24,7 @@ WIDGET_VALUES = {
     "mask_mode": "Inpaint not masked", "inpainting_fill": "latent noise", "inpaint_area": "Only masked",
     "inpaint_padding": 48, "enable_hr": True, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 9, "hr_scale": 1.5,
     "hr_resize_x": 0, "hr_resize_y": 768, "hr_sampler": "DDIM", "hr_scheduler": "Use same scheduler",
-    "hr_prompt": "sharp", "hr_negative_prompt": "",
+    "hr_prompt": "sharp", "hr_negative_prompt": "", "hr_checkpoint": "Use same checkpoint",
 }
 
 

@@ -12,7 +12,7 @@ ACCORDION = {
     "txt2img_enable_hr": True, "txt2img_hr_upscaler": "Lanczos", "txt2img_hires_steps": 12,
     "txt2img_denoising_strength": 0.45, "txt2img_upscale_by": 1.5, "txt2img_resize_width_to": 0,
     "txt2img_resize_height_to": 768, "txt2img_hr_sampler": "DDIM", "txt2img_hr_scheduler": "Use same scheduler",
-    "txt2img_hr_prompt": "sharp", "txt2img_hr_negative_prompt": "",
+    "txt2img_hr_prompt": "sharp", "txt2img_hr_negative_prompt": "", "txt2img_hr_checkpoint": "other.safetensors",
 }
 
 
@@ -27,6 +27,10 @@ def test_accordion_values_reach_the_request(page: Page, app: FakeApp) -> None:
         0.45, 1.5, 0, 768)
     assert (request.hr_sampler_name, request.hr_scheduler, request.hr_prompt, request.hr_negative_prompt) == (
         "DDIM", "", "sharp", "")
+    assert request.hr_checkpoint_name == "other.safetensors"
+    assert page.find("txt2img_hr_checkpoint").value == "Use same checkpoint"
+    assert [c[0] for c in page.find("txt2img_hr_checkpoint").choices] == [
+        "Use same checkpoint", "tiny.safetensors [0123456789]", "other.safetensors"]
 
 
 @pytest.mark.slow
@@ -34,6 +38,7 @@ def test_hires_is_off_by_default(page: Page, app: FakeApp) -> None:
     run_to_end(page.call("txt2img_generate", "click", {"txt2img_prompt": "a cat"}))
     request = app.generation.requests[-1]
     assert not request.enable_hr and request.hr_sampler_name == "" and request.hr_upscaler == "Latent"
+    assert request.hr_checkpoint_name == ""
 
 
 @pytest.mark.slow
@@ -47,6 +52,19 @@ def test_paste_restores_the_accordion(page: Page) -> None:
     assert values["txt2img_hr_upscaler"] == "Latent (nearest)" and values["txt2img_hires_steps"] == 9
     assert (values["txt2img_resize_width_to"], values["txt2img_resize_height_to"]) == (1024, 768)
     assert values["txt2img_hr_sampler"] == "DDIM" and values["txt2img_hr_prompt"] == "sharp"
+
+
+@pytest.mark.slow
+def test_paste_selects_the_hires_checkpoint_or_warns(page: Page, monkeypatch) -> None:
+    line = "a cat\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.3, Hires upscaler: Latent, "
+    updates = page.call("txt2img_paste", "click", {"txt2img_prompt": line + "Hires checkpoint: other.safetensors"})
+    values = {component.elem_id: value for component, value in updates.items()}
+    assert values["txt2img_hr_checkpoint"] == "other.safetensors"
+    warnings: list[str] = []
+    monkeypatch.setattr("modules.ui.generation.gr.Warning", warnings.append)
+    updates = page.call("txt2img_paste", "click", {"txt2img_prompt": line + "Hires checkpoint: gone [abc]"})
+    assert "txt2img_hr_checkpoint" not in {component.elem_id for component in updates}
+    assert warnings == ["Hires checkpoint 'gone [abc]' is not in the checkpoint folders; it was not changed."]
 
 
 def test_size_line_follows_a1111_targets() -> None:

@@ -26,6 +26,17 @@ def test_keys_and_order_as_a1111_writes_them():
                          "Hires prompt: big cat, Hires upscale: 2, Hires steps: 12, Hires upscaler: Latent (bicubic)")
 
 
+def test_hires_checkpoint_comes_first_and_reads_back():
+    request = GenerationRequest(prompt="cat", seed=1, sampler="Euler", enable_hr=True, hr_sampler_name="DDIM",
+                                hr_checkpoint_name="other.safetensors [0123456789]")
+    text = _text(request, infotext.HiresLabels("DDIM", "Automatic", "Latent", "other [0123456789]"))
+    assert "Denoising strength: 0.75, Hires checkpoint: other [0123456789], Hires sampler: DDIM, " in text
+    back = infotext.apply_to_request(infotext.parse(text), GenerationRequest())
+    assert back.hr_checkpoint_name == "other [0123456789]"
+    plain = infotext.apply_to_request(infotext.parse(_text(request)), GenerationRequest(hr_checkpoint_name="x"))
+    assert plain.hr_checkpoint_name == ""  # no key: the first pass's checkpoint
+
+
 def test_defaults_are_left_out_and_resize_replaces_upscale():
     request = GenerationRequest(prompt="cat", negative_prompt="dog", seed=1, enable_hr=True, hr_prompt="cat",
                                 hr_resize_x=1024, hr_resize_y=0)
