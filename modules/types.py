@@ -88,6 +88,9 @@ class GenerationRequest:
     hr_negative_prompt: str = ""
     hr_checkpoint_name: str = ""
     """The second pass's checkpoint (a title or name the catalog matches); empty = the first pass's."""
+    firstpass_image: Image.Image | None = None
+    """A1111's `firstpass_image`: a finished picture that stands in for the first pass (the "Upscale" action); the
+    job then runs only the upscale and the second pass."""
     # SDXL
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = 0.8

@@ -51,7 +51,6 @@ class GenerationFields(_Lenient):
     refiner_checkpoint: Optional[str] = None
     refiner_switch_at: Optional[float] = None
     disable_extra_networks: Optional[bool] = False
-    firstpass_image: Optional[str] = None
     comments: Optional[dict[str, Any]] = None
     force_task_id: Optional[str] = None
     sampler_index: Optional[str] = Field(default="Euler", description="Deprecated A1111 name of sampler_name.")
@@ -67,6 +66,7 @@ class HiresFields(_Lenient):
     """txt2img's hires-fix fields (they count only with `enable_hr`)."""
 
     enable_hr: Optional[bool] = False
+    firstpass_image: Optional[str] = None
     denoising_strength: Optional[float] = None
     firstphase_width: Optional[int] = 0
     firstphase_height: Optional[int] = 0

@@ -89,8 +89,6 @@ def _refusals(body: GenerationFields) -> list[str]:
     checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
         ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
-        ("firstpass_image", lambda b: bool(b.firstpass_image),
-         "hires fix from a given first-pass image is not available"),
         ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
     ]
     if isinstance(body, HiresFields):
@@ -200,6 +198,7 @@ def _hires_changes(body: HiresFields) -> dict[str, Any]:
         "hr_scheduler": _same_as_first(body.hr_scheduler, SAME_SCHEDULER),
         "hr_prompt": body.hr_prompt or "", "hr_negative_prompt": body.hr_negative_prompt or "",
         "hr_checkpoint_name": "" if body.hr_checkpoint_name in _SAME_MODEL else str(body.hr_checkpoint_name),
+        "firstpass_image": decode_image(body.firstpass_image, "firstpass_image") if body.firstpass_image else None,
         "denoising_strength": 0.75 if body.denoising_strength is None else body.denoising_strength,
     }
 

@@ -29,7 +29,7 @@ from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, p
 from modules.core.latents import encode_images, pil_to_tensor, vae_scale_factor
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
 from modules.core.validate import validate_hires, validate_hires_model, validate_request
-from modules.errors import OutOfMemory
+from modules.errors import InvalidRequest, OutOfMemory
 from modules.models.components import ComponentSet
 from modules.prompts.encode import TextualInversion
 from modules.samplers.protocol import SamplingMethod
@@ -125,9 +125,13 @@ def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOp
     labels = SamplerLabels(second.label, second.schedule_label, eta)
     factor = vae_scale_factor(components.vae)
     validate_hires(request, factor)
+    latent_upscale = isinstance(upscaler, Upscaler) and upscaler.is_latent
+    given = request.firstpass_image
+    if given is not None and latent_upscale and (given.width % factor or given.height % factor):
+        raise InvalidRequest(f"the first-pass image is {given.width}x{given.height}; a latent upscaler needs sides "
+                             f"that are multiples of {factor}: choose an image upscaler (e.g. Lanczos) or resize it")
     if hires_components is not None:
-        validate_hires_model(request, components, hires_components,
-                             isinstance(upscaler, Upscaler) and upscaler.is_latent)
+        validate_hires_model(request, components, hires_components, latent_upscale)
     plan = plan_hires(request, options, upscaler.name, labels, factor)
     return plan, HiresPass(upscaler, second, hires_components)
 

@@ -9,6 +9,7 @@ A stop during the first pass, the upscale, or before the second pass's first ste
 images. With `hr_checkpoint_name` the second pass (its prompts' encoding, 9-channel conditioning, encode and decode)
 runs on that checkpoint's components, as A1111 switches models between the passes.
 With `save_images_before_highres_fix` the first pass's pictures are kept in `PreparedJob.first_pass`.
+With `firstpass_image` (A1111's "Upscale" action on a finished picture) that picture stands in for step 1.
 """
 
 from __future__ import annotations
@@ -72,18 +73,44 @@ def _tile_progress(job: PreparedJob, batch_no: int) -> Callable[[int, int], None
     return on_tile
 
 
-def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, latents: torch.Tensor, batch_no: int,
+@dataclasses.dataclass
+class FirstPass:
+    """What the upscale starts from: the first pass's latents (decoded when an image upscaler needs pictures) or a
+    given picture per image (`firstpass_image`; VAE-encoded when a latent upscaler needs latents). `job` is the
+    first pass's job, whose VAE decodes and encodes."""
+
+    job: PreparedJob
+    latents: torch.Tensor | None = None
+    pictures: list[Image.Image] | None = None
+
+    def as_latents(self) -> torch.Tensor:
+        if self.latents is None:
+            assert self.pictures is not None
+            components = self.job.components
+            started = time.perf_counter()
+            self.latents = encode_images(components.vae, pil_to_tensor(self.pictures), components.vae_dtype)
+            self.job.add_time("encode", started)
+        return self.latents
+
+    def as_pictures(self) -> list[Image.Image]:
+        if self.pictures is None:
+            assert self.latents is not None
+            self.pictures = decode_batch(self.job, self.latents, False)
+        return self.pictures
+
+
+def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, first: FirstPass, batch_no: int,
               model: ComponentSet) -> tuple[torch.Tensor, list[Image.Image] | None]:
     """Step 2: (the second pass's init latents before the crop, the upscaled pictures or None). Pictures are decoded
     with the first pass's VAE and encoded with the second pass's `model`'s."""
     width, height = hires.target.upscale_to
     if isinstance(upscaler, Upscaler) and upscaler.is_latent:
         factor = vae_scale_factor(model.vae)
-        return upscaler.upscale_latents(latents, height // factor, width // factor), None
+        return upscaler.upscale_latents(first.as_latents(), height // factor, width // factor), None
     options = job.plan.options
     context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, job.cancel.should_stop_batch,
                              _tile_progress(job, batch_no))
-    decoded = decode_batch(job, latents, False)
+    decoded = first.as_pictures()
     started = time.perf_counter()
     images = [upscaler.upscale_image(image, width, height, context) for image in decoded]
     job.add_time("upscale", started)
@@ -121,14 +148,14 @@ def second_pass_plan(plan: JobPlan) -> JobPlan:
                                width=width, height=height)
 
 
-def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor, batch_no: int
+def _second_pass_job(job: PreparedJob, second: HiresPass, first: FirstPass, batch_no: int
                      ) -> tuple[PreparedJob, list[Image.Image] | None]:
-    """The job that runs step 3: img2img from `latents` (the first pass's) upscaled and cropped; and the
-    upscaled, cropped pictures of an image upscaler."""
+    """The job that runs step 3: img2img from the first pass upscaled and cropped; and the upscaled, cropped
+    pictures of an image upscaler."""
     hires = job.plan.hires
     assert hires is not None
     model = second.components or job.components
-    upscaled, images = _upscaled(job, hires, second.upscaler, latents, batch_no, model)
+    upscaled, images = _upscaled(job, hires, second.upscaler, first, batch_no, model)
     truncate, factor = hires.target.truncate, vae_scale_factor(model.vae)
     pixels = None if images is None else pil_to_tensor(images)
     init = _init_state(job, model, upscaled, pixels, (upscaled.shape[2] * factor, upscaled.shape[3] * factor),
@@ -137,29 +164,41 @@ def _second_pass_job(job: PreparedJob, second: HiresPass, latents: torch.Tensor,
     height, width = init.latents.shape[2] * factor, init.latents.shape[3] * factor
     request = job.request.with_changes(width=width, height=height, steps=hires.hr_steps)
     hr_job = dataclasses.replace(job, request=request, plan=second_pass_plan(job.plan), sampler=second.sampler,
-                                 init=init, pass_index=1, components=model)
+                                 init=init, pass_index=job.plan.pass_count - 1, components=model)
     return hr_job, None if images is None else [_crop_image(image, truncate, factor) for image in images]
+
+
+def _first_pass(job: PreparedJob, batch_no: int) -> tuple[FirstPass | None, bool]:
+    """Step 1: (the first pass, whether it was stopped); (None, True) when stopped before its first step. A given
+    `firstpass_image` stands in for it, one copy per image of the batch."""
+    first_job = dataclasses.replace(job, refiner=None)
+    given = job.request.firstpass_image
+    if given is not None:
+        return FirstPass(first_job, pictures=[given.convert("RGB")] * job.plan.batch_size), False
+    sampled = sample_batch(first_job, batch_no)
+    if sampled is None:
+        return None, True
+    return FirstPass(first_job, latents=sampled.latents), sampled.stopped
 
 
 def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[tuple[int, Image.Image]]:
     """Both passes of batch `batch_no`; (image index in the job, image) pairs, empty if stopped before step 1."""
-    first_job = dataclasses.replace(job, refiner=None)
-    first = sample_batch(first_job, batch_no)
+    first, stopped = _first_pass(job, batch_no)
     if first is None:
         return []
-    if first.stopped:
-        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
-    if job.plan.options.save_images_before_highres_fix:
-        job.first_pass.update(indexed(job, batch_no, decode_batch(first_job, first.latents, False)))
+    if stopped:
+        return indexed(job, batch_no, first.as_pictures())
+    if job.plan.options.save_images_before_highres_fix and first.latents is not None:
+        job.first_pass.update(indexed(job, batch_no, first.as_pictures()))
     try:
-        hr_job, upscaled = _second_pass_job(job, second, first.latents, batch_no)
+        hr_job, upscaled = _second_pass_job(job, second, first, batch_no)
     except Interrupted:  # stopped while an upscaler model ran: the first pass's pictures
-        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
+        return indexed(job, batch_no, first.as_pictures())
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
         return indexed(job, batch_no, upscaled or tensor_to_pil(_decode_init(hr_job)))
     sampled = sample_batch(hr_job, batch_no)
     if sampled is None:
-        return indexed(job, batch_no, decode_batch(first_job, first.latents, False))
+        return indexed(job, batch_no, first.as_pictures())
     return indexed(job, batch_no, decode_batch(hr_job, sampled.latents, sampled.refined))
 
 

@@ -130,6 +130,8 @@ class HiresPlan:
     eta: float | None
     prompts: tuple[str, ...]
     negative_prompts: tuple[str, ...]
+    from_image: bool = False
+    """The first pass is a given picture (`firstpass_image`): only the second pass samples."""
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ class JobPlan:
 
     @property
     def pass_count(self) -> int:
-        """Sampling passes per batch: 2 with hires fix (A1111 doubles its job count), else 1."""
-        return 1 if self.hires is None else 2
+        """Sampling passes per batch: 2 with hires fix (A1111 doubles its job count), else 1 (also hires fix from
+        a given first-pass picture)."""
+        return 1 if self.hires is None or self.hires.from_image else 2
 
     def batch_slice(self, batch_no: int) -> slice:
         return slice(batch_no * self.batch_size, (batch_no + 1) * self.batch_size)
@@ -199,6 +202,7 @@ def plan_hires(request: GenerationRequest, options: CoreOptions, upscaler: str, 
         sampler=labels.sampler, schedule=labels.schedule, eta=labels.eta,
         prompts=(request.hr_prompt or request.prompt,) * count,
         negative_prompts=(request.hr_negative_prompt or request.negative_prompt,) * count,
+        from_image=request.firstpass_image is not None,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
 from PIL import Image
@@ -136,8 +136,11 @@ class RunButtons:
 
 
 def stream_generation(app: "App", panel: ResultPanel, buttons: RunButtons, request: GenerationRequest,
-                      owner: str | None, poll_seconds: float = POLL_SECONDS) -> Iterator[dict[Any, Any]]:
-    """Submit `request` and yield panel updates until the job ends; the last update shows the result."""
+                      owner: str | None, poll_seconds: float = POLL_SECONDS, *,
+                      combine: Callable[[GenerationResult], GenerationResult] | None = None,
+                      selected: int | None = None) -> Iterator[dict[Any, Any]]:
+    """Submit `request` and yield panel updates until the job ends; the last update shows the result (passed
+    through `combine` first when given, with picture `selected` selected)."""
     try:
         job = app.submit(request, owner=owner)
     except UserError as error:
@@ -153,8 +156,10 @@ def stream_generation(app: "App", panel: ResultPanel, buttons: RunButtons, reque
             yield update
     warn_extension_errors(app.extensions, job)
     result = raise_for_job(job)
+    if result is not None and combine is not None:
+        result = combine(result)
     yield {panel.progress: "", panel.preview: gr.Image(value=None, visible=False), panel.job: None,
-           **buttons.idle(), **show_result(panel, result, bool(settings["do_not_show_images"]))}
+           **buttons.idle(), **show_result(panel, result, bool(settings["do_not_show_images"]), selected)}
 
 
 def finish_updates(panel: ResultPanel, buttons: RunButtons) -> dict[Any, Any]:

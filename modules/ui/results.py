@@ -31,10 +31,13 @@ class ResultPanel:
     result: gr.State
     selected: gr.State
     job: gr.State
+    upscale: gr.Button | None = None
+    """txt2img's "Upscale" action (hires fix on the selected picture; `modules.ui.upscale_action`)."""
 
 
-def build_result_panel(tab: str) -> ResultPanel:
-    """Create the panel inside the current layout context and wire gallery selection -> infotext."""
+def build_result_panel(tab: str, upscale: bool = False) -> ResultPanel:
+    """Create the panel inside the current layout context and wire gallery selection -> infotext; `upscale` adds
+    txt2img's "Upscale" button."""
     with gr.Column(elem_id=f"{tab}_results", elem_classes=["results-column"]):
         progress = gr.HTML("", elem_id=f"{tab}_progress", elem_classes=["job-progress"], padding=False)
         preview = gr.Image(label="Live preview", visible=False, interactive=False, format="jpeg", height=420,
@@ -46,9 +49,11 @@ def build_result_panel(tab: str) -> ResultPanel:
             send_img2img = gr.Button("Send to img2img", elem_id=f"{tab}_send_to_img2img", size="sm")
             send_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}_send_to_inpaint", size="sm")
             send_pnginfo = gr.Button("Send to PNG Info", elem_id=f"{tab}_send_to_pnginfo", size="sm")
+            upscale_button = gr.Button("\u2728 Upscale", elem_id=f"{tab}_upscale", size="sm",
+                                       elem_classes=["upscale-action"]) if upscale else None
         infotext = gr.HTML("", elem_id=f"html_info_{tab}", elem_classes=["infotext"])
     panel = ResultPanel(progress, preview, gallery, infotext, send_img2img, send_inpaint, send_pnginfo,
-                        gr.State(None), gr.State(None), gr.State(None))
+                        gr.State(None), gr.State(None), gr.State(None), upscale_button)
 
     def on_select(result: GenerationResult | None, event: gr.SelectData) -> tuple[int, str]:
         index = int(event.index) if event.index is not None else 0
@@ -118,13 +123,15 @@ def gallery_images(result: GenerationResult) -> list[Image.Image]:
     return images
 
 
-def show_result(panel: ResultPanel, result: GenerationResult | None, hide_images: bool = False) -> dict[Any, Any]:
-    """Updates that put a finished job's result into the panel."""
+def show_result(panel: ResultPanel, result: GenerationResult | None, hide_images: bool = False,
+                selected: int | None = None) -> dict[Any, Any]:
+    """Updates that put a finished job's result into the panel (picture `selected` selected, when given)."""
     if result is None:
         return {panel.result: None, panel.selected: None}
+    images = [] if hide_images else gallery_images(result)
     return {
-        panel.gallery: [] if hide_images else gallery_images(result),
-        panel.infotext: infotext_html(result, 0),
+        panel.gallery: images if selected is None else gr.Gallery(value=images, selected_index=selected),
+        panel.infotext: infotext_html(result, selected or 0),
         panel.result: result,
-        panel.selected: None,
+        panel.selected: selected,
     }

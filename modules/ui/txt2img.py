@@ -14,6 +14,7 @@ from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.hires import build_hires_accordion
 from modules.ui.results import build_result_panel
+from modules.ui.upscale_action import wire_upscale_action
 
 TAB: Final = "txt2img"
 
@@ -35,8 +36,10 @@ def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 seeds = build_seed_rows(ctx, TAB)
                 scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
-                panel = build_result_panel(TAB)
+                panel = build_result_panel(TAB, upscale=True)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), hires.named(), seeds.named())
     tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request, scripts=scripts)
     wire_generation_tab(ctx, tab)
+    assert panel.upscale is not None
+    wire_upscale_action(ctx, tab, panel.upscale)
     return tab

@@ -115,6 +115,19 @@ def test_hires_checkpoint_runs_the_second_pass_on_another_checkpoint(real) -> No
 
 
 @pytest.mark.slow
+def test_firstpass_image_runs_only_the_second_pass(real) -> None:
+    _, client = real
+    fields = {"prompt": "red square", "seed": 21, "hr_upscaler": "Lanczos", "denoising_strength": 0.5}
+    first, _ = txt2img(client, **fields)
+    whole, _ = txt2img(client, **fields, enable_hr=True)
+    upscaled, info = txt2img(client, **fields, enable_hr=True, firstpass_image=b64_png(first[0]))
+    assert upscaled[0].size == (128, 128) and upscaled[0].tobytes() == whole[0].tobytes()
+    assert "Hires upscaler: Lanczos" in info["infotexts"][0]
+    bad = client.post("/sdapi/v1/txt2img", json={**SMALL, **fields, "enable_hr": True, "firstpass_image": "xyz"})
+    assert bad.status_code == 400 and "firstpass_image" in bad.text
+
+
+@pytest.mark.slow
 def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> None:
     app, client = real
     txt2img(client, seed=424242, enable_hr=True, save_images=True,

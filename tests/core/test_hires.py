@@ -222,3 +222,39 @@ def test_hires_checkpoint_takes_the_first_pass_latents_with_a_latent_upscaler(mo
 def test_a_hires_checkpoint_of_another_latent_space_needs_an_image_upscaler():
     with pytest.raises(InvalidRequest, match="different latent space.*image upscaler"):
         generate(_hires(hr_upscaler="Latent"), tiny(SD1), EULER, hires_components=tiny(SDXL))
+
+
+@pytest.mark.slow
+def test_a_given_first_pass_picture_with_an_image_upscaler_equals_the_whole_job(monkeypatch):
+    """A1111's `firstpass_image` ("Upscale" on a finished picture): given the first pass's picture, the result is
+    the whole job's; only the second pass samples, and progress counts one pass."""
+    request = _hires(hr_upscaler="Lanczos", steps=4)
+    first, _ = _first_pass(request, monkeypatch)
+    events: list[ProgressEvent] = []
+    steps: list[int] = []
+    given = generate(request.with_changes(firstpass_image=first), tiny(SD1), EULER, on_progress=events.append,
+                     hooks=[lambda ctx: steps.append(ctx.step)])
+    _same(given.images[0], generate(request, tiny(SD1), EULER).images[0])
+    assert len(steps) == 3  # the second pass only: A1111's img2img steps for 4 steps at strength 0.6
+    assert {(event.job_no, event.job_count) for event in events} == {(0, 1)}
+
+
+@pytest.mark.slow
+def test_a_given_first_pass_picture_with_a_latent_upscaler_is_encoded_then_resized(monkeypatch):
+    request = _hires(hr_upscaler="Latent", batch_size=2)
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    components = tiny(SD1)
+    encoded = generate_module.encode_images(components.vae, generate_module.pil_to_tensor([picture]),
+                                            components.vae_dtype)
+    upscaled = torch.nn.functional.interpolate(encoded, size=(16, 16), mode="bilinear")
+    output = generate(request.with_changes(firstpass_image=picture), components, EULER)
+    monkeypatch.setattr(generate_module, "encode_images", lambda *args: upscaled)
+    by_hand = generate(_img2img_by_hand(request, Image.new("RGB", (128, 128))), components, EULER)
+    assert len(output.images) == 2 and output.seeds == (3, 4)
+    for ours, reference in zip(output.images, by_hand.images, strict=True):
+        _same(ours, reference)
+
+
+def test_a_latent_upscaler_needs_a_first_pass_picture_of_whole_latents():
+    with pytest.raises(InvalidRequest, match="multiples of 8"):
+        generate(_hires(firstpass_image=Image.new("RGB", (60, 64))), tiny(SD1), EULER)

@@ -240,3 +240,23 @@ def test_hires_fix_doubles_the_picture_and_writes_its_keys(ui: tuple[Any, PageWa
     with Image.open(new[0]) as saved:
         assert saved.size == (128, 128) and "Hires upscaler: Latent" in saved.info["parameters"]
     page.locator("#txt2img_enable_hr input[type='checkbox']").uncheck()
+
+
+def test_upscale_action_runs_hires_on_the_finished_picture(ui: tuple[Any, PageWatch], real_server: RealServer
+                                                           ) -> None:
+    """Generate without Hires. fix, then press "Upscale" under the gallery: the shown picture becomes the 128x128
+    hires result of that picture (same seed), with the Hires keys in its infotext."""
+    from playwright.sync_api import expect
+
+    page, watch = ui
+    choose_checkpoint(page, NORMAL_CHECKPOINT)
+    txt2img_generate(page, PROMPT, seed=SEED + 2, steps=3, size=64, cfg_presses=0)
+    first = gallery_image_url(page, "txt2img", real_server.url)
+    assert fetch_image(first).size == (64, 64)
+    page.locator("#txt2img_upscale").click()
+    info = page.locator("#html_info_txt2img")
+    expect(info).to_contain_text("Hires upscaler:", timeout=60_000)
+    expect(info).to_contain_text(f"Seed: {SEED + 2},")
+    picture = fetch_image(gallery_image_url(page, "txt2img", real_server.url))
+    assert picture.size == (128, 128)
+    assert not watch.errors, watch.errors

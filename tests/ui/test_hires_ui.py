@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import pytest
 
+from modules.types import GenerationRequest
 from modules.ui.hires import hires_size_text
-from tests.ui.fakes import FakeApp
-from tests.ui.helpers import Page, run_to_end
+from tests.ui.fakes import FakeApp, fake_result
+from tests.ui.helpers import Page, merged, run_to_end
 
 ACCORDION = {
     "txt2img_enable_hr": True, "txt2img_hr_upscaler": "Lanczos", "txt2img_hires_steps": 12,
@@ -74,3 +76,29 @@ def test_size_line_follows_a1111_targets() -> None:
     assert "to <span class='resolution'>1024x768</span>" in hires_size_text(True, 512, 512, 2, 1024, 768)
     assert "to <span class='resolution'>768x1152</span>" in hires_size_text(True, 512, 768, 2, 0, 1152)
     assert hires_size_text(True, 512, 512, None, 0, 0) == ""
+
+
+@pytest.mark.slow
+def test_upscale_runs_hires_on_the_selected_picture_and_replaces_it(page: Page, app: FakeApp) -> None:
+    previous = fake_result(GenerationRequest(prompt="a cat", seed=40, batch_size=3, width=8, height=8))
+    fn = page.handler(page.find("txt2img_reuse_seed"), "click")
+    state_result, state_selected = fn.inputs[0], fn.inputs[1]
+    updates = merged(run_to_end(page.call("txt2img_upscale", "click", {"txt2img_width": 512},
+                                          extra={state_result: previous, state_selected: 1})))
+    request = app.generation.requests[-1]
+    assert request.enable_hr and request.firstpass_image is previous.images[1]  # the Hires checkbox was off
+    assert (request.seed, request.subseed, request.batch_size, request.n_iter) == (41, 100, 1, 1)
+    assert (request.width, request.height) == (8, 8)  # the picture's size, not the slider's
+    assert request.overrides["save_images_before_highres_fix"] is False
+    result = updates[state_result]
+    assert len(result.images) == 3 and result.images[0] is previous.images[0] and result.images[2] is previous.images[2]
+    assert result.images[1] is not previous.images[1] and result.infotexts[0] == previous.infotexts[0]
+    assert updates[state_selected] == 1
+
+
+@pytest.mark.slow
+def test_upscale_without_a_picture_says_what_to_do(page: Page) -> None:
+    with pytest.raises(gr.Error, match="Generate a picture first"):
+        run_to_end(page.call("txt2img_upscale", "click"))
+    with pytest.raises(KeyError):
+        page.find("img2img_upscale")  # txt2img only, as in A1111
