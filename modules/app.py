@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from modules.cli import LaunchOptions
 from modules.extensions.host import ExtensionHost
@@ -47,6 +48,9 @@ class App:
     networks: ExtraNetworks = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
     server: ServerControl = field(default_factory=ServerControl)
     """Stop/restart/kill of the server that runs this App (webui.py attaches it; `--api-server-stop` routes)."""
+    admission: Callable[[GenerationRequest], None] | None = None
+    """Checks a request before it is queued (raises a UserError such as JobTooLarge); `build_app` passes
+    `modules.admission.SubmitAdmission`."""
 
     def __post_init__(self) -> None:
         if self.networks is None:
@@ -55,6 +59,8 @@ class App:
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
                save: bool | None = None) -> Job:
         """Queue a generation; the job's result is a `GenerationResult`. `save=None` follows the samples_save option."""
+        if self.admission is not None:
+            self.admission(request)
         description = f"{request.mode}: {request.prompt[:60]}"
         return self.jobs.submit(GenerationWork(request, save), owner=owner, task_id=task_id, description=description)
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from modules.admission import SubmitAdmission
 from modules.app import App
 from modules.cli import LaunchOptions
 from modules.devices import plan_devices
@@ -60,6 +61,7 @@ def build_app(launch: LaunchOptions) -> App:
         generation=generation,
         extensions=extensions,
         networks=networks,
+        admission=SubmitAdmission(models),
     )
 
 

@@ -53,6 +53,12 @@ class OutOfMemory(UserError):
     http_status = 507
 
 
+class JobTooLarge(UserError):
+    """A job whose estimated working memory exceeds what the device has (`modules.core.memory`)."""
+
+    http_status = 413
+
+
 class Interrupted(Exception):
     """The user stopped a step that has no partial result (an upscale between tiles); callers keep what finished
     before it. Not a `UserError`: nothing was wrong with the request."""

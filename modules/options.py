@@ -288,6 +288,9 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("sd_vae_overrides_per_model_preferences", True, "Selected VAE overrides per-model preferences", VAE),
     _flag("auto_vae_precision", True, "Automatically revert VAE to 32-bit floats", VAE,
           info="when a half-precision VAE produces NaNs, decode again in 32-bit instead of returning a black image"),
+    _flag("tiled_vae", False, "Decode and encode with the VAE in tiles", VAE,
+          info="less memory for large images, slightly different pixels; without it tiles are used only when the "
+               "whole image would not fit"),
     _number("inpainting_mask_weight", 1.0, "Inpainting conditioning mask strength", IMG2IMG, 0.0, 1.0, 0.01,
             infotext="Conditional mask weight"),
     _number("initial_noise_multiplier", 1.0, "Noise multiplier for img2img", IMG2IMG, 0.0, 1.5, 0.001,

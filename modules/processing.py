@@ -131,7 +131,7 @@ class GenerationService:
         return GenerationResult(
             images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
             negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
-            interrupted=output.interrupted, comments=comments,
+            interrupted=output.interrupted, comments=comments + output.notes,
         )
 
     def hires_sampler(self, request: GenerationRequest) -> "ResolvedSampler | None":

@@ -15,7 +15,7 @@ from diffusers import SchedulerMixin
 from PIL import Image
 
 from modules.cancel import CancelToken
-from modules.core import masks
+from modules.core import masks, vae
 from modules.core.conditioning import Conditioning, ConditioningSchedule, encode_prompts, sdxl_added_cond
 from modules.core.denoise import (
     InpaintBlend,
@@ -30,9 +30,10 @@ from modules.core.denoise import (
     run_denoise,
 )
 from modules.core.init_image import InitImage
-from modules.core.latents import NoiseSpec, batch_noise, decode_latents, seed_noise, tensor_to_pil, vae_scale_factor
+from modules.core.latents import NoiseSpec, batch_noise, seed_noise, tensor_to_pil, vae_scale_factor
 from modules.core.plan import JobPlan
 from modules.core.preview import cheap_preview
+from modules.core.vae import VaePolicy
 from modules.models.components import ComponentSet
 from modules.prompts.encode import EncodeOptions, PromptEncoder, TextualInversion
 from modules.prompts.parser import ScheduleParser
@@ -76,6 +77,8 @@ class PreparedJob:
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=ScheduleParser)
+    vae: VaePolicy = field(default_factory=VaePolicy)
+    """How the job's VAE passes run (tiles, the NaN fallback) and the notes of the fallbacks taken."""
 
     def add_time(self, key: str, since: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - since
@@ -304,7 +307,7 @@ def decode_batch(job: PreparedJob, latents: torch.Tensor, refined: bool) -> list
     the paste-back of the original over the unmasked area."""
     components = job.refiner if refined and job.refiner is not None else job.components
     started = time.perf_counter()
-    images = tensor_to_pil(decode_latents(components.vae, latents, components.vae_dtype))
+    images = tensor_to_pil(vae.decode(components, latents, job.vae))
     job.add_time("decode", started)
     init = job.init.init
     if init is not None and init.overlay is not None:

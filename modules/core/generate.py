@@ -22,13 +22,17 @@ import torch
 from PIL import Image
 
 from modules.cancel import CancelToken
+from modules.core import vae
 from modules.core.batch import InitState, PreparedJob, run_batch
 from modules.core.denoise import StepHook, UNetHook
 from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
-from modules.core.latents import encode_images, pil_to_tensor, vae_scale_factor
+from modules.core.latents import pil_to_tensor, vae_scale_factor
+from modules.core.memory import admission_limit, check_fits, device_memory
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
+from modules.core.vae import VaePolicy
 from modules.core.validate import validate_hires, validate_hires_model, validate_request
+from modules.devices import empty_cache
 from modules.errors import InvalidRequest, OutOfMemory
 from modules.models.components import ComponentSet
 from modules.prompts.encode import TextualInversion
@@ -56,6 +60,8 @@ class CoreOutput:
     first_pass_images: tuple[Image.Image | None, ...] = ()
     """Hires fix with `save_images_before_highres_fix`: the picture before the second pass, one per image (None
     where the second pass did not run); empty otherwise."""
+    notes: tuple[str, ...] = ()
+    """Messages for the user about fallbacks the job took (VAE in tiles or in 32-bit floats)."""
 
 
 TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
@@ -78,7 +84,8 @@ def _image_cond(
 
 
 def _prepare_init(
-    request: GenerationRequest, components: ComponentSet, refiner: ComponentSet | None, options: CoreOptions
+    request: GenerationRequest, components: ComponentSet, refiner: ComponentSet | None, options: CoreOptions,
+    policy: VaePolicy,
 ) -> InitState:
     """Step 2: processed init image, its latents, the latent repaint mask and 9-channel conditionings."""
     if request.mode == "txt2img":
@@ -87,7 +94,7 @@ def _prepare_init(
                          refiner_image_cond=refiner_cond)
     init = prepare_init_image(request, options)
     pixels = pil_to_tensor([init.image])
-    latents = encode_images(components.vae, pixels, components.vae_dtype)
+    latents = vae.encode(components, pixels, policy)
     repaint = None
     if init.mask is not None:
         repaint = latent_repaint_mask(init.mask, latents.shape[-2], latents.shape[-1])
@@ -179,28 +186,36 @@ def generate(
     validate_request(request, components, refiner)
     eta = request.eta if sampler.uses_eta else None
     hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components)
+    memory = device_memory(components.device)  # 2. admission: the job's working memory is free now
+    check_fits(request, components.identity, components.dtype, admission_limit(memory, now=True),
+               f"free in {memory.name} now", components.vae_dtype)
     plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver,
                     None if hires is None else hires[0])
     timings: dict[str, float] = {}
     log.info("%s %dx%d, %d x %d images, %s steps %d (start %d of %d), seed %d", request.mode, plan.width,
              plan.height, plan.n_iter, plan.batch_size, plan.sampler, plan.steps.run_steps,
              plan.steps.start_index, plan.steps.schedule_steps, plan.seed)
+    failure: OutOfMemory | None = None
     try:
         with torch.inference_mode():
             # 2. init image (img2img/inpaint) and inpaint conditioning
             prepare_started = time.perf_counter()
-            init_state = _prepare_init(request, components, refiner, options)
+            policy = VaePolicy(tiled=options.tiled_vae, auto_precision=options.auto_vae_precision)
+            init_state = _prepare_init(request, components, refiner, options, policy)
             timings["prepare"] = time.perf_counter() - prepare_started
             # 3-4. batches
             job = PreparedJob(request, components, sampler, plan, init_state, refiner, tuple(hooks),
                               cancel or CancelToken(), on_progress, timings, textual_inversion,
-                              tuple(unet_hooks))
+                              tuple(unet_hooks), vae=policy)
             images, interrupted = _run_job(job, None if hires is None else hires[1])
     except torch.OutOfMemoryError as error:
-        raise OutOfMemory(
+        # not chained: the error's traceback holds the job's tensors; leaving this block frees them
+        failure = OutOfMemory(
             f"Out of memory on {components.device} generating {plan.batch_size} image(s) of "
-            f"{_output_size(plan)}: lower the size or the batch size, or free memory ({error})"
-        ) from error
+            f"{_output_size(plan)}: lower the size or the batch size, or free memory ({error})")
+    if failure is not None:
+        empty_cache(components.device)
+        raise failure
     timings["total"] = time.perf_counter() - started
     kept = [index for index, _ in images]
     return CoreOutput(
@@ -214,5 +229,6 @@ def generate(
         timings=timings,
         used_embeddings=_used_embeddings(job),
         first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
+        notes=tuple(policy.notes),
     )
 

@@ -21,9 +21,10 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from modules.core import vae
 from modules.core.batch import InitState, PreparedJob, decode_batch, indexed, sample_batch
 from modules.core.init_image import inpaint_conditioning
-from modules.core.latents import decode_latents, encode_images, pil_to_tensor, tensor_to_pil, vae_scale_factor
+from modules.core.latents import pil_to_tensor, tensor_to_pil, vae_scale_factor
 from modules.core.plan import HiresPlan, JobPlan
 from modules.errors import Interrupted
 from modules.models.components import ComponentSet
@@ -86,9 +87,8 @@ class FirstPass:
     def as_latents(self) -> torch.Tensor:
         if self.latents is None:
             assert self.pictures is not None
-            components = self.job.components
             started = time.perf_counter()
-            self.latents = encode_images(components.vae, pil_to_tensor(self.pictures), components.vae_dtype)
+            self.latents = vae.encode(self.job.components, pil_to_tensor(self.pictures), self.job.vae)
             self.job.add_time("encode", started)
         return self.latents
 
@@ -115,7 +115,7 @@ def _upscaled(job: PreparedJob, hires: HiresPlan, upscaler: AnyUpscaler, first: 
     images = [upscaler.upscale_image(image, width, height, context) for image in decoded]
     job.add_time("upscale", started)
     started = time.perf_counter()
-    encoded = encode_images(model.vae, pil_to_tensor(images), model.vae_dtype)
+    encoded = vae.encode(model, pil_to_tensor(images), job.vae)
     job.add_time("encode", started)
     return encoded, images
 
@@ -204,4 +204,4 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
 
 def _decode_init(job: PreparedJob) -> torch.Tensor:
     assert job.init.latents is not None
-    return decode_latents(job.components.vae, job.init.latents, job.components.vae_dtype)
+    return vae.decode(job.components, job.init.latents, job.vae)

@@ -50,6 +50,8 @@ class CoreOptions:
     save_images_before_highres_fix: bool = False
     ESRGAN_tile: int = 192
     ESRGAN_tile_overlap: int = 8
+    auto_vae_precision: bool = True
+    tiled_vae: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":

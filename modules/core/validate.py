@@ -17,6 +17,10 @@ from modules.types import GenerationRequest
 MIN_SIDE = 64
 MAX_SIDE = 4096
 MAX_STEPS = 1000
+MAX_BATCH_SIZE = 64
+"""Images per batch (A1111's UI stops at 8; its API has no cap)."""
+MAX_BATCH_COUNT = 1000
+"""Batches per job (A1111's UI stops at 100)."""
 
 
 def validate_request(request: GenerationRequest, components: ComponentSet, refiner: ComponentSet | None) -> None:
@@ -32,13 +36,18 @@ def validate_request(request: GenerationRequest, components: ComponentSet, refin
         _check_refiner(request, components, refiner)
 
 
+def check_counts(request: GenerationRequest) -> None:
+    """Batch size and batch count within the caps (also checked before a job is queued)."""
+    if not 1 <= request.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidRequest(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {request.batch_size}")
+    if not 1 <= request.n_iter <= MAX_BATCH_COUNT:
+        raise InvalidRequest(f"n_iter (batch count) must be between 1 and {MAX_BATCH_COUNT}, got {request.n_iter}")
+
+
 def _check_numbers(request: GenerationRequest) -> None:
     if not 1 <= request.steps <= MAX_STEPS:
         raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {request.steps}")
-    if request.batch_size < 1:
-        raise InvalidRequest(f"batch_size must be at least 1, got {request.batch_size}")
-    if request.n_iter < 1:
-        raise InvalidRequest(f"n_iter (batch count) must be at least 1, got {request.n_iter}")
+    check_counts(request)
     if not math.isfinite(request.cfg_scale) or request.cfg_scale < 0:
         raise InvalidRequest(f"cfg_scale must be a non-negative number, got {request.cfg_scale}")
     _check_seeds(request)

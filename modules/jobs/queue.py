@@ -231,7 +231,8 @@ class JobQueue:
                 return
             interrupted = outcome.interrupted or job.cancel_token.interrupted
             if outcome.error is not None:
-                job.error, job.error_message = outcome.error, self._error_message(job, outcome.error, interrupted)
+                job.error_message = self._error_message(job, outcome.error, interrupted)
+                job.error = _without_tracebacks(outcome.error)
                 self._finish_locked(job, JobState.INTERRUPTED if interrupted else JobState.FAILED)
                 return
             job.result = outcome.result
@@ -276,3 +277,15 @@ class JobQueue:
         for subscription in list(self._subscriptions):
             subscription.close()
         return stopped
+
+
+def _without_tracebacks(error: BaseException) -> BaseException:
+    """`error` (and the errors it was raised from) without tracebacks, once logged: a kept traceback keeps every
+    frame of the failed job alive, with its tensors (a failed job must not hold memory)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return error

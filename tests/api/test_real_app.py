@@ -292,3 +292,20 @@ def test_auth_on_the_real_app(tmp_path: Path) -> None:
     finally:
         server.stop()
         app.close()
+
+
+@pytest.mark.slow
+def test_oversized_jobs_are_refused_at_once_and_the_server_stays_up(real) -> None:
+    """The request that once grew the server to 20 GB: refused before it is queued; so is one within the caps
+    whose working memory exceeds the machine's."""
+    app, client = real
+    queued = len(app.jobs.list())
+    huge = client.post("/sdapi/v1/txt2img", json={**SMALL, "batch_size": 100000})
+    assert huge.status_code == 422 and "batch_size must be between 1 and 64" in huge.json()["detail"]
+    too_big = client.post("/sdapi/v1/txt2img", json={**SMALL, "width": 4096, "height": 4096, "batch_size": 64,
+                                                     "n_iter": 1000})
+    assert too_big.status_code == 413, too_big.text
+    assert "working memory" in too_big.json()["detail"] and "has in all" in too_big.json()["detail"]
+    assert len(app.jobs.list()) == queued  # refused before anything was queued
+    images, _ = txt2img(client, seed=5)
+    assert images[0].size == (64, 64)

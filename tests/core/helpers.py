@@ -89,19 +89,19 @@ def sdxl_pipeline(components: ComponentSet, scheduler: SchedulerMixin, cls: Any 
 
 
 class LatentCapture:
-    """Records the latents the core hands to the VAE (monkeypatches `modules.core.batch.decode_latents`)."""
+    """Records the latents the core hands to the VAE (monkeypatches `modules.core.vae.decode_latents`)."""
 
     def __init__(self, monkeypatch: Any) -> None:
-        import modules.core.batch as batch
+        import modules.core.vae as vae
 
         self.latents: list[torch.Tensor] = []
-        original = batch.decode_latents
+        original = vae.decode_latents
 
         def capture(vae: Any, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
             self.latents.append(latents.clone())
             return original(vae, latents, dtype)
 
-        monkeypatch.setattr(batch, "decode_latents", capture)
+        monkeypatch.setattr(vae, "decode_latents", capture)
 
     @property
     def last(self) -> torch.Tensor:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import modules.core.generate as generate_module
+import modules.core.vae as vae_module
 from modules.cancel import CancelToken
 from modules.core.generate import generate
+from modules.core.latents import encode_images, pil_to_tensor
 from modules.errors import InvalidRequest
 from modules.models.tiny import build_tiny_components
 from modules.samplers.registry import default_registry
@@ -57,7 +58,7 @@ def test_latent_upscaler_equals_txt2img_resize_latents_img2img(monkeypatch, name
     _, latents = _first_pass(request, monkeypatch)
     upscaled = torch.nn.functional.interpolate(latents, size=(16, 16), mode=mode, antialias=antialias)
     # img2img through the core, with the VAE encode of its init image replaced by the upscaled latents
-    monkeypatch.setattr(generate_module, "encode_images", lambda *args: upscaled)
+    monkeypatch.setattr(vae_module, "encode_images", lambda *args: upscaled)
     by_hand = generate(_img2img_by_hand(request, Image.new("RGB", (128, 128))), tiny(SD1), EULER)
     monkeypatch.undo()
     _same(generate(request, tiny(SD1), EULER).images[0], by_hand.images[0])
@@ -213,7 +214,7 @@ def test_hires_checkpoint_takes_the_first_pass_latents_with_a_latent_upscaler(mo
     request = _hires(hr_upscaler="Latent")
     _, latents = _first_pass(request, monkeypatch)
     upscaled = torch.nn.functional.interpolate(latents, size=(16, 16), mode="bilinear")
-    monkeypatch.setattr(generate_module, "encode_images", lambda *args: upscaled)
+    monkeypatch.setattr(vae_module, "encode_images", lambda *args: upscaled)
     by_hand = generate(_img2img_by_hand(request, Image.new("RGB", (128, 128))), _other_sd1(), EULER)
     monkeypatch.undo()
     _same(generate(request, tiny(SD1), EULER, hires_components=_other_sd1()).images[0], by_hand.images[0])
@@ -244,11 +245,11 @@ def test_a_given_first_pass_picture_with_a_latent_upscaler_is_encoded_then_resiz
     request = _hires(hr_upscaler="Latent", batch_size=2)
     picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     components = tiny(SD1)
-    encoded = generate_module.encode_images(components.vae, generate_module.pil_to_tensor([picture]),
+    encoded = encode_images(components.vae, pil_to_tensor([picture]),
                                             components.vae_dtype)
     upscaled = torch.nn.functional.interpolate(encoded, size=(16, 16), mode="bilinear")
     output = generate(request.with_changes(firstpass_image=picture), components, EULER)
-    monkeypatch.setattr(generate_module, "encode_images", lambda *args: upscaled)
+    monkeypatch.setattr(vae_module, "encode_images", lambda *args: upscaled)
     by_hand = generate(_img2img_by_hand(request, Image.new("RGB", (128, 128))), components, EULER)
     assert len(output.images) == 2 and output.seeds == (3, 4)
     for ours, reference in zip(output.images, by_hand.images, strict=True):

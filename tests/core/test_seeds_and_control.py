@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
 
 import modules.core.batch as batch_module
+import modules.core.generate as generate_module
 from modules.cancel import CancelToken
 from modules.core.generate import generate
 from modules.core.latents import NoiseSpec, batch_noise, image_noise, slerp
@@ -177,3 +180,24 @@ def test_out_of_memory_becomes_a_user_error(monkeypatch):
     monkeypatch.setattr(batch_module, "run_denoise", fail)
     with pytest.raises(OutOfMemory, match="64x64"):
         generate(_request(), tiny(SD1), EULER)
+
+
+def test_an_out_of_memory_job_frees_its_tensors_and_the_next_job_runs(monkeypatch):
+    """An OOM anywhere in the loop: the tensors the failed job held are freed (the error keeps no traceback into
+    the loop), the allocator cache is emptied, and the same models generate the next job."""
+    held: list[weakref.ref] = []
+    emptied: list[object] = []
+
+    def fail(loop):
+        scratch = torch.ones(1024, 1024)
+        held.append(weakref.ref(scratch))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(generate_module, "empty_cache", emptied.append)
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_module, "run_denoise", fail)
+        with pytest.raises(OutOfMemory) as error:
+            generate(_request(), tiny(SD1), EULER)
+    assert error.value.__cause__ is None and held[0]() is None
+    assert emptied == [tiny(SD1).device]
+    assert generate(_request(), tiny(SD1), EULER).images[0].size == (64, 64)

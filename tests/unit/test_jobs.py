@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -212,6 +214,31 @@ def test_failures_are_isolated(queue: JobQueue, caplog: pytest.LogCaptureFixture
     assert isinstance(broken.error, ZeroDivisionError) and "Traceback" in caplog.text
     with pytest.raises(ZeroDivisionError):
         broken.outcome()
+
+
+def test_a_failed_job_keeps_its_error_but_not_the_frames_it_failed_in(queue: JobQueue) -> None:
+    """The error is kept for the API and UI; its traceback (and its cause's) is dropped once logged, so what the
+    job's frames held (latents, activations) is freed. (A user error: pytest's log capture would keep a logged
+    traceback alive.)"""
+    held: list[weakref.ref] = []
+
+    class Big:
+        pass
+
+    def crash(ctx: JobContext) -> None:
+        scratch = Big()
+        held.append(weakref.ref(scratch))
+        try:
+            raise KeyError("inner")
+        except KeyError as error:
+            raise UserError("outer") from error
+
+    job = queue.submit(crash)
+    assert job.wait(WAIT) and job.state is JobState.FAILED
+    assert isinstance(job.error, UserError) and job.error.__traceback__ is None
+    assert job.error.__cause__ is not None and job.error.__cause__.__traceback__ is None
+    gc.collect()
+    assert held[0]() is None
 
 
 def test_an_error_after_interrupt_counts_as_interrupted(queue: JobQueue) -> None:
