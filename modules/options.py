@@ -198,6 +198,7 @@ PREVIEWS = "Live previews"
 UI = "User interface"
 INFOTEXT = "Infotext"
 UPSCALING = "Upscaling"
+SYSTEM = "System"
 
 
 def _flag(key: str, default: bool, label: str, section: str, **extra: Any) -> OptionSpec:
@@ -258,6 +259,8 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("grid_save_to_dirs", True, "Save grids to a subdirectory", SAVING_DIRS),
     _text("directories_filename_pattern", "[date]", "Directory name pattern", SAVING_DIRS),
     _number("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", SAVING_DIRS, 1, 20, 1),
+    _number("api_max_request_mb", 100, "Largest API request or upload (MB)", SYSTEM, 1, 4096, 1,
+            info="larger request bodies are refused with a 413; uploads in the web UI take effect after a restart"),
     _number("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers.", UPSCALING, 0, 512, 16,
             info="0 = no tiling; applies to every upscaler model file (ESRGAN, RealESRGAN, SwinIR, DAT, ...)"),
     _number("ESRGAN_tile_overlap", 8, "Tile overlap for ESRGAN upscalers.", UPSCALING, 0, 48, 1,

@@ -1,7 +1,8 @@
 """`mount_api`: put the HTTP API on the FastAPI application that serves the web UI (or on its own with --nowebui).
 
 Routes: A1111's /sdapi/v1 (`modules.api.sdapi`) and our job API /api/v1 (`modules.api.jobs_api`). With
-`--api-auth` every API route requires HTTP basic auth; the OpenAPI page (/docs) stays readable. Errors are answered
+`--api-auth` every API route requires HTTP basic auth; the OpenAPI page (/docs) stays readable. Bodies above the
+`api_max_request_mb` setting are refused with a 413 (`modules.api.limits`). Errors are answered
 in A1111's JSON shape (`modules.api.error_responses`).
 """
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from modules.api.auth import make_authenticator
 from modules.api.error_responses import install_error_handlers
 from modules.api.jobs_api import build_jobs_router
+from modules.api.limits import RequestSizeLimit, max_request_bytes
 from modules.api.sdapi import build_sdapi_router
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 def mount_api(app_fastapi: FastAPI, app: "App") -> None:
     """Add the API routes and error handlers to `app_fastapi`; routes are closures over `app`."""
     auth = make_authenticator(app.launch.api_auth)
+    app_fastapi.add_middleware(RequestSizeLimit, limit=max_request_bytes(app.settings.get))  # inside the fault one
     install_error_handlers(app_fastapi)
     app_fastapi.include_router(build_sdapi_router(app, auth))
     app_fastapi.include_router(build_jobs_router(app, auth))

@@ -111,7 +111,8 @@ def extension_head(paths: list[Path]) -> str:
 
 
 def launch_kwargs(app: "App") -> dict[str, Any]:
-    """Keyword arguments for `blocks.launch()` / `gr.mount_gradio_app()`: theme, css, js and head."""
+    """Keyword arguments for `blocks.launch()` / `gr.mount_gradio_app()`: theme, css, js, head and the upload size
+    limit (the `api_max_request_mb` setting, as for the API)."""
     css = (UI_DIR / "style.css").read_text(encoding="utf-8")
     extra_css = extension_css(app.extensions.style_files())
     return {
@@ -119,4 +120,5 @@ def launch_kwargs(app: "App") -> dict[str, Any]:
         "css": f"{css}\n{extra_css}" if extra_css else css,
         "js": page_js(app.launch.theme),
         "head": extension_head(app.extensions.javascript_files()),
+        "max_file_size": f"{max(1, int(app.settings.get()['api_max_request_mb']))}mb",
     }

@@ -39,7 +39,7 @@ def test_page_has_tabs_top_row_and_generation_widgets(page: Page) -> None:
 
 def test_launch_kwargs_are_local(app: FakeApp) -> None:
     kwargs = launch_kwargs(app)
-    assert set(kwargs) == {"theme", "css", "js", "head"}
+    assert set(kwargs) == {"theme", "css", "js", "head", "max_file_size"} and kwargs["max_file_size"] == "100mb"
     assert "http" not in kwargs["css"] and "googleapis" not in kwargs["js"]
     assert "__TOOLTIPS__" not in kwargs["js"]
 
