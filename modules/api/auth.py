@@ -1,7 +1,8 @@
 """HTTP basic auth for the API (`--api-auth user:pass[,user2:pass2]`), as A1111 applies it to every API route.
 
 `make_authenticator(credentials)` returns a FastAPI dependency that answers the signed-in user name, or None when
-no credentials are configured (auth off). A wrong or missing login is a 401 with `WWW-Authenticate: Basic`, so
+no credentials are configured (auth off: then it declares no security scheme and ignores any Authorization header,
+as A1111 does). A wrong or missing login is a 401 with `WWW-Authenticate: Basic`, so
 browsers and clients know to ask. Passwords are compared in constant time, over every configured user.
 """
 
@@ -33,11 +34,13 @@ def check_login(credentials: Credentials, username: str, password: str) -> bool:
 
 def make_authenticator(credentials: Credentials) -> Authenticator:
     """The dependency for API routes; see the module doc."""
+    if not credentials:  # auth off: no security scheme at all, so an Authorization header is ignored (A1111)
+        def no_login() -> Optional[str]:
+            return None
+        return no_login
     security = HTTPBasic(auto_error=False, description="Required when the server runs with --api-auth.")
 
     def authenticate(login: Optional[HTTPBasicCredentials] = Depends(security)) -> Optional[str]:
-        if not credentials:
-            return None
         if login is None or not check_login(credentials, login.username, login.password):
             raise HTTPException(status_code=401, detail="Incorrect username or password",
                                 headers={"WWW-Authenticate": "Basic"})
