@@ -60,9 +60,9 @@ def _choices(component: gr.components.Component) -> list[str]:
 
 
 def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
-    for mode in ("txt2img", "img2img"):
+    for mode, scripts in (("txt2img", ["X/Y/Z plot"]), ("img2img", ["SD upscale", "X/Y/Z plot"])):
         select = ext_page.find(f"{mode}_script_select")
-        assert _choices(select) == ["None", "X/Y/Z plot"] and select.value == "None"
+        assert _choices(select) == ["None", *scripts] and select.value == "None"
         ext_page.find(f"{mode}_script_cfg_rescale")  # the always-on accordion
         ext_page.find(f"script_{mode}_cfg_rescale_phi")
         ext_page.find(f"script_{mode}_xyz_grid_x_values")
@@ -112,19 +112,20 @@ def test_extension_assets_go_into_the_page(app: FakeApp, tmp_path: Path) -> None
 
 def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: FakeApp) -> None:
     table = ext_page.find("extensions_table").value
-    for name in ("xyz_grid", "cfg_rescale", "toy"):
+    for name in ("xyz_grid", "cfg_rescale", "sd_upscale", "toy"):
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    assert sorted(_choices(enabled)) == ["cfg_rescale", "toy", "xyz_grid"]
-    assert sorted(enabled.value) == ["cfg_rescale", "toy", "xyz_grid"]
+    assert sorted(_choices(enabled)) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
+    assert sorted(enabled.value) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
 
-    status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": ["xyz_grid", "toy"]})
+    keep = ["xyz_grid", "sd_upscale", "toy"]
+    status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
     assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
-    assert "loaded (disabled: restart to unload)" in table and sorted(update.value) == ["toy", "xyz_grid"]
+    assert "loaded (disabled: restart to unload)" in table and sorted(update.value) == sorted(keep)
     assert app.extensions.scripts.entries("txt2img", always_on=True) == []  # hooks stop at once
-    status, _, _ = ext_page.call("extensions_apply", "click", {"extensions_enabled": ["xyz_grid", "toy"]})
+    status, _, _ = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "Nothing changed" in status
 
 
