@@ -96,8 +96,8 @@ class GenerationService:
                                  f"Hires. fix only; choose an image upscaler: {names}.")
         options = CoreOptions.from_mapping(settings)
 
-        def on_tile(done: int, total: int) -> None:
-            ctx.report(ProgressEvent(done, total, 0, 1, None, f"Upscaling: tile {done} of {total}"))
+        def on_tile(done: int, total: int) -> None:  # the job's parts start after this: no fraction of it
+            ctx.report(ProgressEvent(0, 1, 0, 1, None, f"Upscaling: tile {done} of {total}"))
 
         context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, lambda: ctx.cancel.interrupted,
                                  on_tile)

@@ -42,7 +42,8 @@ API_VERSION = 1
 API_MINOR = 2
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
-of one picture, such as SD upscale), and the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`."""
+of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
+`flatten_image`."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -51,7 +52,7 @@ __all__ = [
     "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext",
     "ModelLoadedContext", "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext",
     "StepContext", "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper",
-    "UserError", "sampler_spec", "with_infotext_params",
+    "UserError", "flatten_image", "sampler_spec", "with_infotext_params",
 ]
 
 
@@ -300,6 +301,14 @@ def with_infotext_params(text: str, params: Mapping[str, Any]) -> str:
         else:
             merged[key] = value
     return _infotext.build(parsed.prompt, parsed.negative_prompt, merged)
+
+
+def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """(API 1.2) An RGB copy of `image` with transparent parts over `background` (A1111's `images.flatten`; img2img
+    does this to init images with the `img2img_background_color` option)."""
+    from modules.core.masks import flatten
+
+    return flatten(image, background)
 
 
 # -- scripts ----------------------------------------------------------------------------------------------------

@@ -169,14 +169,15 @@ class FakeRun:
                            self.choices, self.upscale, lambda image, text, seed: self.saved.append((text, seed)))
 
 
-def run_upscale(host: ExtensionHost, fake: FakeRun, args: Any, **fields: Any) -> GenerationResult:
+def run_upscale(host: ExtensionHost, fake: FakeRun, args: Any, options: dict[str, Any] | None = None,
+                **fields: Any) -> GenerationResult:
     values: dict[str, Any] = {"mode": "img2img", "prompt": "tiles", "seed": 100, "subseed": 7, "width": 64,
                               "height": 64, "init_image": picture(96, 64, seed=2)}
     values.update(fields)
     request = host.scripts.request_from_api("SD upscale", args, None, GenerationRequest(**values))
     script = host.scripts.selected_script(request)
     assert script is not None
-    return host.scripts.run_script(script, request, fake.services(), {})
+    return host.scripts.run_script(script, request, fake.services(), options or {})
 
 
 def test_tiles_are_generated_with_a1111_seeds_and_counted_as_parts(host, tiles):
@@ -207,6 +208,17 @@ def test_upscaler_none_keeps_the_size(host):
     fake = FakeRun()
     result = run_upscale(host, fake, {"upscaler_index": "None", "overlap": 0}, init_image=picture(128, 64))
     assert result.images[0].size == (128, 64) and len(fake.requests) == 2
+
+
+def test_a_transparent_init_image_is_flattened_before_upscaling(host):
+    fake = FakeRun()
+    seen: list[Image.Image] = []
+    upscale = fake.upscale
+    fake.upscale = lambda image, name, scale: seen.append(image) or upscale(image, name, scale)  # type: ignore
+    clear = Image.new("RGBA", (96, 64), (0, 0, 255, 0))
+    run_upscale(host, fake, ["", 16, "Lanczos", 2.0], {"img2img_background_color": "#ff0000"}, init_image=clear)
+    assert seen[0].mode == "RGB" and seen[0].getpixel((5, 5)) == (255, 0, 0)
+    assert fake.requests[0].init_image is not None and fake.requests[0].init_image.getpixel((5, 5)) == (255, 0, 0)
 
 
 @pytest.mark.parametrize("args,fields,message", [

@@ -95,6 +95,21 @@ def test_img2img_script_values_reach_the_request(ext_page: Page, app: FakeApp) -
     assert request.extension_args["xyz_grid"]["x_type"] == "Denoising"
 
 
+def test_sd_upscale_controls_reach_the_img2img_request(ext_page: Page, app: FakeApp) -> None:
+    from PIL import Image
+
+    for name in ("overlap", "upscaler_index", "scale_factor"):
+        ext_page.find(f"script_img2img_sd_upscale_{name}")
+    run_to_end(ext_page.call("img2img_generate", "click", {
+        "img2img_prompt": "x", "img2img_image": Image.new("RGB", (64, 64)), "img2img_script_select": "SD upscale",
+        "script_img2img_sd_upscale_overlap": 32, "script_img2img_sd_upscale_scale_factor": 1.5,
+    }))
+    request = app.generation.requests[-1]
+    assert request.extension_args[SCRIPT_KEY] == {"title": "SD upscale"}
+    args = request.extension_args["sd_upscale"]
+    assert (args["overlap"], args["upscaler_index"], args["scale_factor"]) == (32, "None", 1.5)
+
+
 def test_extension_tabs_are_added_with_unique_ids(ext_page: Page) -> None:
     ext_page.find("tab_toy_tab")
     ext_page.find("tab_settings_2")  # an extension tab asking for a taken id gets another one

@@ -29,6 +29,7 @@ from modules.extensions.api import (
     RunContext,
     UiBuilder,
     UserError,
+    flatten_image,
     with_infotext_params,
 )
 
@@ -74,16 +75,6 @@ def upscaler_name(ctx: RunContext, choice: Any) -> str:
     raise UserError(f"SD upscale: unknown upscaler {wanted!r}; choose one of: {', '.join(names)}.")
 
 
-def flatten(image: Image.Image, background: str) -> Image.Image:
-    """RGB picture; transparent parts over `background` (A1111's `images.flatten` with img2img_background_color)."""
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background)
-        canvas.alpha_composite(rgba)
-        return canvas.convert("RGB")
-    return image.convert("RGB")
-
-
 def _checked(ctx: RunContext, request: GenerationRequest) -> tuple[Image.Image, int, str, float]:
     """(init image, overlap, upscaler name, scale factor) after the checks that need no generation."""
     if request.init_image is None:
@@ -119,7 +110,7 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
     init, overlap, upscaler, scale = _checked(ctx, request)
     seed = _random_seed() if request.seed == -1 else request.seed
     subseed = _random_seed() if request.subseed == -1 else request.subseed
-    flat = flatten(init, str(ctx.options.get("img2img_background_color", "#ffffff")))
+    flat = flatten_image(init, str(ctx.options.get("img2img_background_color", "#ffffff")))
     picture = flat if upscaler == "None" else ctx.upscale(flat, upscaler, scale)
     if picture is None:  # interrupted while the upscaler ran
         return GenerationResult((), (), (), (), (), (), request, interrupted=True)
