@@ -355,3 +355,35 @@ def test_xyz_hires_axes_by_a1111_index(served):
     response = client.post("/sdapi/v1/txt2img", json={**BODY, **hires, "script_name": "x/y/z plot",
                                                       "script_args": [29, "Lanczos, Bogus"]})
     assert response.status_code == 422 and "Hires upscaler 'Bogus' is not available" in response.text
+
+
+@pytest.mark.slow
+def test_a_real_job_counts_tiles_and_an_interrupt_stops_between_them(served):
+    """Progress of an SD upscale job is reported per tile (12 tiles x 2 pictures = 24 parts); interrupting during
+    tile 3 ends the job after that tile with one picture, marked interrupted."""
+    from modules.extensions.scripts import SCRIPT_KEY
+    from modules.jobs.executor import GenerationWork
+
+    app, _ = served
+    request = GenerationRequest(
+        mode="img2img", prompt="a cube", seed=4, steps=2, width=64, height=64, sampler="Euler", n_iter=2,
+        init_image=picture(96, 64), denoising_strength=0.5,
+        extension_args={"sd_upscale": {"overlap": 16, "upscaler_index": "Lanczos", "scale_factor": 2.0},
+                        SCRIPT_KEY: {"title": "SD upscale"}})
+    subscription = app.jobs.subscribe()
+    job = app.jobs.submit(GenerationWork(request, save=False))
+    parts: list[tuple[int, int]] = []
+    for event in subscription:
+        if event.job_id != job.id:
+            continue
+        if event.kind == "progress":
+            parts.append((event.progress.job_no, event.progress.job_count))
+            if event.progress.job_no == 2:
+                app.jobs.cancel(job.id)
+        if event.kind == "finished":
+            break
+    subscription.close()
+    result = job.outcome(60)
+    assert {count for _, count in parts} == {24}
+    assert [no for no, _ in parts] == sorted(no for no, _ in parts) and max(no for no, _ in parts) == 2
+    assert result.interrupted and len(result.images) == 1 and result.images[0].size == (192, 128)
