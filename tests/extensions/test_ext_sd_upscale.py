@@ -204,6 +204,22 @@ def test_interrupt_stops_between_tiles(host):
     assert fake.saved == []  # an unfinished picture is returned, not saved
 
 
+def test_a_tile_skipped_before_its_first_step_stays_as_upscaled(host):
+    fake = FakeRun()
+    generate = fake.generate
+
+    def skipping(request: GenerationRequest, /, **kwargs: Any) -> GenerationResult:
+        result = generate(request, **kwargs)
+        return result if len(fake.requests) != 2 else GenerationResult((), (), (), (), (), (), request)
+
+    fake.generate = skipping  # type: ignore[method-assign]
+    result = run_upscale(host, fake, ["", 0, "None", 1.0], init_image=picture(128, 64, seed=3))
+    pixels = np.asarray(result.images[0])
+    assert len(fake.requests) == 2 and not result.interrupted
+    assert np.array_equal(pixels[:, :64], 255 - np.asarray(picture(128, 64, seed=3))[:, :64])
+    assert np.array_equal(pixels[:, 64:], np.asarray(picture(128, 64, seed=3))[:, 64:])
+
+
 def test_upscaler_none_keeps_the_size(host):
     fake = FakeRun()
     result = run_upscale(host, fake, {"upscaler_index": "None", "overlap": 0}, init_image=picture(128, 64))

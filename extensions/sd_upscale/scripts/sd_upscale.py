@@ -11,7 +11,8 @@ seed + n; the tiles of one picture run in batches of the batch size, whose seeds
 each picture's infotext is its first tile's with "SD upscale overlap" and "SD upscale upscaler" added; tiles are not
 saved, the finished pictures are (when samples are saved). Here every tile is its own generation (with its seed as
 A1111's batch would give it), so progress counts tiles and an interrupt stops between tiles: the picture is then
-put together from the tiles done, the others left as upscaled.
+put together from the tiles done, the others left as upscaled (and not saved). A skip ends the current tile only; a
+tile skipped before it produced a picture stays as upscaled.
 """
 
 from __future__ import annotations
@@ -123,11 +124,12 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
     infotexts: list[str] = []
     seeds: list[int] = []
     first: GenerationResult | None = None
+    comments: dict[str, None] = {}
     interrupted = False
     for n in range(max(1, request.n_iter)):
         start = seed + n
-        done, info, interrupted = _tiles(ctx, request, grid, tile_seeds(start, subseed, request.subseed_strength,
-                                                                        count, request.batch_size), n)
+        seeds_of_tiles = tile_seeds(start, subseed, request.subseed_strength, count, request.batch_size)
+        done, info, interrupted = _tiles(ctx, request, grid, seeds_of_tiles, n, comments)
         if info is None:
             break
         first = first or info
@@ -136,21 +138,21 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
         pictures.append(combined)
         infotexts.append(text)
         seeds.append(start)
-        if not interrupted:
-            ctx.save_image(combined, text, start)
         if interrupted:
             break
+        ctx.save_image(combined, text, start)
     if first is None:
         return GenerationResult((), (), (), (), (), (), request, interrupted=True)
     n_out = len(pictures)
     return GenerationResult(tuple(pictures), tuple(seeds), (subseed,) * n_out, (first.prompts[0],) * n_out,
                             (first.negative_prompts[0],) * n_out, tuple(infotexts), request,
-                            interrupted=interrupted, comments=first.comments)
+                            interrupted=interrupted, comments=tuple(comments))
 
 
-def _tiles(ctx: RunContext, request: GenerationRequest, grid: TileGrid, seeds: list[tuple[int, int]], n: int
-           ) -> tuple[list[Image.Image], GenerationResult | None, bool]:
-    """img2img of every tile of picture `n`: (the finished tiles in order, the first tile's result, interrupted)."""
+def _tiles(ctx: RunContext, request: GenerationRequest, grid: TileGrid, seeds: list[tuple[int, int]], n: int,
+           comments: dict[str, None]) -> tuple[list[Image.Image], GenerationResult | None, bool]:
+    """img2img of every tile of picture `n`: (the finished tiles in order, the first tile's result, interrupted);
+    the tiles' comments are collected in `comments`."""
     done: list[Image.Image] = []
     first: GenerationResult | None = None
     total = grid.count * max(1, request.n_iter)
@@ -159,8 +161,12 @@ def _tiles(ctx: RunContext, request: GenerationRequest, grid: TileGrid, seeds: l
             return done, first, True
         tile_request = request.with_changes(init_image=tile, seed=seed, subseed=subseed, batch_size=1, n_iter=1)
         result = ctx.generate(tile_request, save=False, part=(n * grid.count + index, total))
-        if not result.images:
-            return done, first, True
+        comments.update(dict.fromkeys(result.comments))
+        if not result.images:  # skipped before its first step: the tile stays as upscaled
+            if result.interrupted or ctx.interrupted():
+                return done, first, True
+            done.append(tile)
+            continue
         first = first or result
         done.append(result.images[0])
         if result.interrupted:
