@@ -28,6 +28,7 @@ from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 from tests.api.api_helpers import LiveServer
+from tests.upscalers.helpers import save_compact
 
 UPSCALERS = ["None", "Lanczos", "Nearest"]
 LATENT = ["Latent", "Latent (bicubic)"]
@@ -275,6 +276,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
     folder = data / "models" / "Stable-diffusion"
     folder.mkdir(parents=True)
     save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
+    save_compact(data / "models" / "ESRGAN" / "2x-Compact.pth", scale=2)
     launch = LaunchOptions(data_dir=data, api=True)
     app = build_app(launch)
     server = LiveServer(webui.build_server(app, launch)).start()
@@ -332,6 +334,16 @@ def test_sd_upscale_over_http_equals_the_hand_composed_reference(served):
             done.append(np.asarray(out))
         expected = blend_reference((192, 128), (64, 64), 16, xs, ys, done)
         assert np.array_equal(np.asarray(image), expected), f"picture {n}"
+
+
+@pytest.mark.slow
+def test_sd_upscale_with_an_upscaler_model_file(served):
+    """Index 3 is the first model file after None, Lanczos and Nearest (A1111's order)."""
+    _, client = served
+    images, info = post(client, "img2img", init_images=[encode(picture(64, 48, seed=6))], seed=9,
+                        script_name="SD upscale", script_args=[None, 32, 3, 2.0])
+    assert [image.size for image in images] == [(128, 96)]
+    assert "SD upscale upscaler: 2x-Compact" in info["infotexts"][0]
 
 
 @pytest.mark.slow
