@@ -25,6 +25,7 @@ from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.errors import Interrupted, InvalidRequest
+from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
 from modules.job_options import OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
@@ -67,14 +68,8 @@ class GenerationService:
         if script is None:
             return self.generate_once(request, ctx, save=save)
         settings = self.job_settings(request)
-
-        def generate_part(inner: GenerationRequest, /, *, save_images: bool = True,
-                          part: tuple[int, int] | None = None) -> GenerationResult:
-            job = ctx if part is None else part_context(ctx, *part)
-            return self.generate_once(inner, job, save=save if save_images else False)
-
         services = RunServices(
-            generate=lambda inner, /, *, save=True, part=None: generate_part(inner, save_images=save, part=part),
+            generate=self.script_generate(ctx, save),
             resolve_sampler=lambda name: self.samplers.resolve(name).label,
             resolve_checkpoint=lambda name: self.models.resolve_checkpoint(name).title,
             save_grid=lambda image, text: self.save_grid(request, image, text, settings, save),
@@ -84,6 +79,15 @@ class GenerationService:
             save_image=lambda image, text, seed: self.save_script_image(request, image, text, seed, settings, save),
         )
         return self.extensions.scripts.run_script(script, request, services, settings)
+
+    def script_generate(self, ctx: "JobContext", job_save: bool | None) -> Generate:
+        """`RunContext.generate` of a script's job: one generation, saved as the job is unless `save=False`, its
+        progress reported as a part of the job's with `part=(index, count)`."""
+        def generate(inner: GenerationRequest, /, *, save: bool = True,
+                     part: tuple[int, int] | None = None) -> GenerationResult:
+            job = ctx if part is None else part_context(ctx, *part)
+            return self.generate_once(inner, job, save=job_save if save else False)
+        return generate
 
     def upscale_for_script(self, image: Image.Image, name: str, scale: float, ctx: "JobContext",
                            settings: Mapping[str, Any]) -> Image.Image | None:
