@@ -66,11 +66,16 @@ def build_app(launch: LaunchOptions) -> App:
 
 
 def _choices(kind: str, models: ModelManager, samplers: SamplerRegistry) -> list[str]:
-    """Dynamic choice lists offered to extension UIs ("samplers", "checkpoints")."""
+    """Dynamic choice lists offered to extension UIs and scripts ("samplers", "checkpoints", "upscalers": the image
+    upscalers in A1111's `sd_upscalers` order, "hires_upscalers": the latent modes, then the image upscalers)."""
     if kind == "samplers":
         return samplers.visible()
     if kind == "checkpoints":
         return [record.title for record in models.list_checkpoints()]
+    if kind == "upscalers":
+        return [upscaler.name for upscaler in models.upscalers.image_upscalers()]
+    if kind == "hires_upscalers":
+        return list(models.upscalers.names())
     return []
 
 

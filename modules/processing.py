@@ -18,12 +18,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from PIL import Image
 from tqdm import tqdm
 
 from modules import images, infotext
 from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
+from modules.errors import Interrupted, InvalidRequest
+from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
 from modules.job_options import OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
@@ -31,6 +34,7 @@ from modules.networks.lora import LoraUse, apply_loras
 from modules.networks.service import job_infotext
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
+from modules.upscalers.registry import UpscaleContext
 
 if TYPE_CHECKING:
     from modules.extensions.host import ExtensionHost
@@ -66,13 +70,58 @@ class GenerationService:
             return self.generate_once(request, ctx, save=save)
         settings = self.job_settings(request)
         services = RunServices(
-            generate=lambda inner: self.generate_once(inner, ctx, save=save),
+            generate=self.script_generate(ctx, save),
             resolve_sampler=lambda name: self.samplers.resolve(name).label,
             resolve_checkpoint=lambda name: self.models.resolve_checkpoint(name).title,
             save_grid=lambda image, text: self.save_grid(request, image, text, settings, save),
             interrupted=lambda: ctx.cancel.interrupted,
+            choices=self.extensions.choices,
+            upscale=lambda image, name, scale: self.upscale_for_script(image, name, scale, ctx, settings),
+            save_image=lambda image, text, seed: self.save_script_image(request, image, text, seed, settings, save),
         )
         return self.extensions.scripts.run_script(script, request, services, settings)
+
+    def script_generate(self, ctx: "JobContext", job_save: bool | None) -> Generate:
+        """`RunContext.generate` of a script's job: one generation, saved as the job is unless `save=False`, its
+        progress reported as a part of the job's with `part=(index, count)`."""
+        def generate(inner: GenerationRequest, /, *, save: bool = True,
+                     part: tuple[int, int] | None = None) -> GenerationResult:
+            job = ctx if part is None else part_context(ctx, *part)
+            return self.generate_once(inner, job, save=job_save if save else False)
+        return generate
+
+    def upscale_for_script(self, image: Image.Image, name: str, scale: float, ctx: "JobContext",
+                           settings: Mapping[str, Any]) -> Image.Image | None:
+        """`RunContext.upscale`: `image` enlarged by `scale` with the image upscaler `name` (A1111's
+        `Upscaler.upscale`), tiled by the `ESRGAN_tile` settings; None when interrupted between tiles."""
+        upscaler = self.models.upscalers.find(name)
+        if upscaler.is_latent:
+            names = ", ".join(u.name for u in self.models.upscalers.image_upscalers())
+            raise InvalidRequest(f"Upscaler {upscaler.name!r} is a latent upscale mode, which works on latents in "
+                                 f"Hires. fix only; choose an image upscaler: {names}.")
+        options = CoreOptions.from_mapping(settings)
+
+        def on_tile(done: int, total: int) -> None:  # the job's parts start after this: no fraction of it
+            ctx.report(ProgressEvent(0, 1, 0, 1, None, f"Upscaling: tile {done} of {total}"))
+
+        context = UpscaleContext(options.ESRGAN_tile, options.ESRGAN_tile_overlap, lambda: ctx.cancel.interrupted,
+                                 on_tile)
+        try:
+            return upscaler.upscale_by(image, scale, context)
+        except Interrupted:
+            return None
+
+    def save_script_image(self, request: GenerationRequest, image: Image.Image, text: str, seed: int,
+                          settings: Mapping[str, Any], save: bool | None) -> None:
+        """`RunContext.save_image`: save a script's finished picture as a generated one (when samples are saved)."""
+        options = OutputOptions.from_mapping(settings)
+        if not (save if save is not None else options.samples_save):
+            return
+        directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
+        path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
+                                 extension=options.samples_format, jpeg_quality=options.jpeg_quality)
+        log.info("Saved %s", path)
+        self.extensions.hooks.image_saved(request, path, image, text)
 
     def job_settings(self, request: GenerationRequest) -> "Settings":
         """The settings in force for one job: the current snapshot with the request's overrides on a copy."""
@@ -206,6 +255,18 @@ class GenerationService:
         path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
                                  infotext=text, extension=options.grid_format)
         log.info("Saved grid %s", path)
+
+
+def part_context(job: "JobContext", index: int, count: int) -> "JobContext":
+    """The job context of one part of a script's job (`RunContext.generate(..., part=(index, count))`): progress
+    is reported as part `index` of `count` equal parts; cancelling is the job's."""
+    from modules.jobs.executor import JobContext
+
+    def report(event: ProgressEvent) -> None:
+        inner = max(1, event.job_count)
+        job.report(dataclasses.replace(event, job_no=index * inner + event.job_no, job_count=max(1, count) * inner))
+
+    return JobContext(job.job_id, job.cancel, report)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.1). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.2). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -22,7 +22,7 @@ import enum
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
 
 from PIL import Image
 
@@ -39,17 +39,20 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 1
-"""Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`)."""
+API_MINOR = 2
+"""Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
+`generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
+of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
+`flatten_image`."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
 __all__ = [
     "API_MINOR", "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
-    "ExtensionContext", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext", "ModelLoadedContext",
-    "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext",
-    "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper", "UserError",
-    "sampler_spec", "with_infotext_params",
+    "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext",
+    "ModelLoadedContext", "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext",
+    "StepContext", "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper",
+    "UserError", "flatten_image", "sampler_spec", "with_infotext_params",
 ]
 
 
@@ -300,6 +303,14 @@ def with_infotext_params(text: str, params: Mapping[str, Any]) -> str:
     return _infotext.build(parsed.prompt, parsed.negative_prompt, merged)
 
 
+def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """(API 1.2) An RGB copy of `image` with transparent parts over `background` (A1111's `images.flatten`; img2img
+    does this to init images with the `img2img_background_color` option)."""
+    from modules.core.masks import flatten
+
+    return flatten(image, background)
+
+
 # -- scripts ----------------------------------------------------------------------------------------------------
 
 
@@ -309,7 +320,9 @@ class UiBuilder:
 
     The function creates Gradio components and returns them by name: ``{"phi": gr.Slider(...)}``. The names become
     the keys of `request.extension_args[<extension name>]`; their order is the order of A1111's positional
-    `script_args`. `choices(kind)` lists "samplers" or "checkpoints" for dropdowns."""
+    `script_args`. `choices(kind)` lists names for dropdowns: "samplers", "checkpoints", and (API 1.2)
+    "upscalers" (the image upscalers in A1111's `sd_upscalers` order: None, Lanczos, Nearest, then the model files)
+    and "hires_upscalers" (the latent modes, then the image upscalers: A1111's Hires. fix list)."""
 
     mode: ScriptMode
     extension: str
@@ -324,22 +337,55 @@ class UiBuilder:
         return f"script_{self.mode}_{self.extension}_{name}".replace(" ", "_").lower()
 
 
+class Generate(Protocol):
+    """`ctx.generate(request)`: one ordinary generation, its images saved as the job is configured.
+
+    API 1.2 keywords: `save=False` never saves this generation's images (a script that saves its own combined
+    picture with `ctx.save_image`); `part=(index, count)` reports this generation's progress as part `index`
+    (0-based) of `count` equal parts of the job (e.g. tile 3 of 12), so the progress bar counts the parts."""
+
+    def __call__(self, request: GenerationRequest, /, *, save: bool = True,
+                 part: tuple[int, int] | None = None) -> GenerationResult: ...
+
+
+def _no_choices(kind: str) -> list[str]:
+    return []
+
+
+def _no_upscale(image: Image.Image, name: str, scale: float) -> Image.Image | None:
+    raise UserError(f"Upscaler {name!r} is not available here.")
+
+
+def _no_save(image: Image.Image, infotext: str, seed: int) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What a selectable script's `run(ctx, request)` gets. `generate(request)` runs one normal generation (with
-    every always-on extension and saving as configured) and returns its result; call it as often as needed.
+    every always-on extension and saving as configured) and returns its result; call it as often as needed (see
+    `Generate` for its `save` and `part` keywords).
 
     `resolve_sampler` / `resolve_checkpoint` return the canonical name or raise `UserError` (validate before a long
     run); `save_grid(image, infotext)` saves a grid when grid saving is on; `interrupted()` is True once the user
-    pressed Interrupt (stop launching generations then)."""
+    pressed Interrupt (stop launching generations then).
+
+    API 1.2: `choices(kind)` lists names as `UiBuilder.choices` does ("upscalers", "hires_upscalers", ...);
+    `upscale(image, name, scale)` enlarges a picture by `scale` with the image upscaler `name` as A1111's
+    `Upscaler.upscale` does (passes of the upscaler, then Lanczos to the size rounded down to a multiple of 8),
+    raises `UserError` for an unknown or latent upscaler and returns None when the user interrupted it;
+    `save_image(image, infotext, seed)` saves a finished picture like a generated one (when the job saves them)."""
 
     args: Mapping[str, Any]
     options: Mapping[str, Any]
-    generate: Callable[[GenerationRequest], GenerationResult]
+    generate: Generate
     resolve_sampler: Callable[[str], str]
     resolve_checkpoint: Callable[[str], str]
     save_grid: Callable[[Image.Image, str], None]
     interrupted: Callable[[], bool]
+    choices: Callable[[str], list[str]] = _no_choices
+    upscale: Callable[[Image.Image, str, float], Image.Image | None] = _no_upscale
+    save_image: Callable[[Image.Image, str, int], None] = _no_save
 
 
 UiFunction = Callable[[UiBuilder], Mapping[str, Any]]

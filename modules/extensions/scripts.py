@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.api import RunContext, Script, ScriptMode, UiBuilder
+from modules.extensions.api import Generate, RunContext, Script, ScriptMode, UiBuilder
 from modules.extensions.loader import ActiveRecords, ExtensionRecord
 from modules.types import GenerationRequest, GenerationResult
 
@@ -58,15 +58,26 @@ def no_choices(kind: str) -> list[str]:
     return []
 
 
+def _no_upscale(image: Image.Image, name: str, scale: float) -> Image.Image | None:
+    raise UserError(f"Upscaler {name!r} is not available here (no upscaler registry).")
+
+
+def _no_save(image: Image.Image, infotext: str, seed: int) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class RunServices:
     """What the job runner provides to a selectable script (see api.RunContext)."""
 
-    generate: Callable[[GenerationRequest], GenerationResult]
+    generate: Generate
     resolve_sampler: Callable[[str], str]
     resolve_checkpoint: Callable[[str], str]
     save_grid: Callable[[Image.Image, str], None]
     interrupted: Callable[[], bool]
+    choices: ChoiceProvider = no_choices
+    upscale: Callable[[Image.Image, str, float], Image.Image | None] = _no_upscale
+    save_image: Callable[[Image.Image, str, int], None] = _no_save
 
 
 def script_mode(mode: str) -> ScriptMode:
@@ -279,7 +290,8 @@ class ScriptCatalog:
         inner_args = {key: value for key, value in request.extension_args.items() if key != SCRIPT_KEY}
         inner = request.with_changes(extension_args=inner_args)
         context = RunContext(inner_args.get(entry.name, {}), options, services.generate, services.resolve_sampler,
-                             services.resolve_checkpoint, services.save_grid, services.interrupted)
+                             services.resolve_checkpoint, services.save_grid, services.interrupted,
+                             services.choices, services.upscale, services.save_image)
         assert entry.script.run is not None  # selectable scripts always have run (api.Script checks)
         try:
             result = entry.script.run(context, inner)

@@ -75,9 +75,18 @@ class Upscaler:
         """`image` at `width` x `height`, as A1111's `resize_image(0, image, width, height, upscaler_name)`."""
         if self.kind == "none" or self.resample is None:
             return image.resize((width, height), resample=Image.Resampling.LANCZOS)
-        resample = self.resample
-        return resize_with(image, width, height, lambda picture, scale: picture.resize(
-            (int(picture.width * scale), int(picture.height * scale)), resample=resample))
+        return resize_with(image, width, height, self._one_pass)
+
+    def upscale_by(self, image: Image.Image, scale: float, context: UpscaleContext | None = None) -> Image.Image:
+        """A1111's `Upscaler.upscale(img, scale)` (`enlarge`); `None` makes no pass, only the final resize."""
+        if self.is_latent:
+            raise ValueError(f"{self.name} is a latent upscaler: it resizes latents, not pictures")
+        return enlarge(image, scale, self._one_pass)
+
+    def _one_pass(self, picture: Image.Image, scale: float) -> Image.Image:
+        if self.kind == "none" or self.resample is None:
+            return picture
+        return picture.resize((int(picture.width * scale), int(picture.height * scale)), resample=self.resample)
 
     def upscale_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, C, h, w) latents resized to (B, C, `height`, `width`) with A1111's interpolation for this mode."""
@@ -161,6 +170,16 @@ class ModelUpscaler:
 
         with self.hold(self.path) as model:
             return resize_with(image, width, height, lambda picture, _scale: run_model(
+                model, picture, context.tile, context.overlap, context.should_stop, context.on_progress))
+
+    def upscale_by(self, image: Image.Image, scale: float, context: UpscaleContext | None = None) -> Image.Image:
+        """A1111's `Upscaler.upscale(img, scale)`: model passes until the picture covers `scale` x (`enlarge`).
+        Raises `modules.errors.Interrupted` when `context.should_stop()` turns true between tiles."""
+        context = context or UpscaleContext()
+        from modules.upscalers.model_files import run_model
+
+        with self.hold(self.path) as model:
+            return enlarge(image, scale, lambda picture, _scale: run_model(
                 model, picture, context.tile, context.overlap, context.should_stop, context.on_progress))
 
 

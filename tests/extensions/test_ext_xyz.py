@@ -68,8 +68,8 @@ def test_value_syntax_follows_a1111(axes):
     assert axes.find_axis(4, "txt2img").label == "Steps"  # A1111 clients send indexes
     with pytest.raises(UserError, match="Steps values 'a,b' are not valid"):
         steps.parse("a,b")
-    with pytest.raises(UserError, match="Unknown X/Y/Z axis type 'Denoising'"):
-        axes.find_axis("Denoising", "txt2img")  # img2img only
+    with pytest.raises(UserError, match="Unknown X/Y/Z axis type 'Hires steps'"):
+        axes.find_axis("Hires steps", "img2img")  # txt2img only
 
 
 @pytest.mark.slow
@@ -181,10 +181,12 @@ def test_axis_types_by_a1111_index(axes):
     assert [axes.find_axis(i, "img2img").label for i in (5, 7, 9, 10, 16, 24, 25)] == [
         "CFG Scale", "Prompt S/R", "Sampler", "Checkpoint name", "Schedule type", "Clip skip", "Denoising"]
     assert axes.find_axis("6", "txt2img").label == "CFG Scale"
-    with pytest.raises(UserError, match="axis type 5 \\('Hires steps'\\) is not available for txt2img"):
-        axes.find_axis(5, "txt2img")
-    with pytest.raises(UserError, match="axis type 26 \\('Denoising'\\) is not available for txt2img"):
-        axes.find_axis(26, "txt2img")
+    assert [axes.find_axis(i, "txt2img").label for i in (5, 10, 26, 29)] == [
+        "Hires steps", "Hires sampler", "Denoising", "Hires upscaler"]
+    with pytest.raises(UserError, match="axis type 8 \\('Prompt order'\\) is not available for txt2img"):
+        axes.find_axis(8, "txt2img")
+    with pytest.raises(UserError, match="axis type 28 \\('Cond. Image Mask Weight'\\) is not available"):
+        axes.find_axis(28, "img2img")
     with pytest.raises(UserError, match="out of range"):
         axes.find_axis(400, "img2img")
 

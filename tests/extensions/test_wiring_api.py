@@ -83,7 +83,7 @@ def test_scripts_lists_xyz_for_both_tabs(served) -> None:
     _, client = served
     response = client.get("/sdapi/v1/scripts")
     assert response.status_code == 200
-    assert response.json() == {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]}
+    assert response.json() == {"txt2img": ["x/y/z plot"], "img2img": ["sd upscale", "x/y/z plot"]}
 
 
 @pytest.mark.slow
@@ -91,7 +91,8 @@ def test_script_info_shape(served) -> None:
     _, client = served
     info = client.get("/sdapi/v1/script-info").json()
     rows = {(row["name"], row["is_img2img"]): row for row in info}
-    assert set(rows) == {("x/y/z plot", False), ("x/y/z plot", True), ("cfg rescale", False), ("cfg rescale", True)}
+    assert set(rows) == {("x/y/z plot", False), ("x/y/z plot", True), ("cfg rescale", False), ("cfg rescale", True),
+                         ("sd upscale", True)}
     assert rows[("cfg rescale", False)]["is_alwayson"] is True and rows[("x/y/z plot", True)]["is_alwayson"] is False
     phi = rows[("cfg rescale", False)]["args"][0]
     assert phi == {"name": "phi", "label": "CFG Rescale phi (0 = off)", "value": 0.0, "minimum": 0.0,
@@ -99,8 +100,12 @@ def test_script_info_shape(served) -> None:
     xyz_args = rows[("x/y/z plot", False)]["args"]
     assert [arg["name"] for arg in xyz_args[:4]] == ["x_type", "x_values", "x_values_dropdown", "y_type"]
     assert len(xyz_args) == 18 and xyz_args[-1]["name"] == "csv_mode"
-    assert "Steps" in xyz_args[0]["choices"] and "Denoising" not in xyz_args[0]["choices"]
-    assert "Denoising" in rows[("x/y/z plot", True)]["args"][0]["choices"]
+    assert "Hires upscaler" in xyz_args[0]["choices"] and "Denoising" in xyz_args[0]["choices"]
+    assert "Hires steps" not in rows[("x/y/z plot", True)]["args"][0]["choices"]
+    upscale_args = rows[("sd upscale", True)]["args"]
+    assert [arg["name"] for arg in upscale_args] == ["info", "overlap", "upscaler_index", "scale_factor"]
+    assert [arg["value"] for arg in upscale_args[1:]] == [64, "None", 2.0]
+    assert upscale_args[2]["choices"] == ["None", "Lanczos", "Nearest"]
 
 
 @pytest.mark.slow
@@ -161,7 +166,7 @@ def test_img2img_takes_scripts_too(served) -> None:
     ({"script_name": "no such script"}, "Script 'no such script' not found"),
     ({"alwayson_scripts": {"controlnet": {"args": []}}}, "Always-on script 'controlnet' not found"),
     ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 18 argument"),
-    ({"script_name": "x/y/z plot", "script_args": [5]}, "axis type 5 ('Hires steps') is not available"),
+    ({"script_name": "x/y/z plot", "script_args": [8]}, "axis type 8 ('Prompt order') is not available"),
     ({"alwayson_scripts": {"cfg rescale": [0.7]}}, "must be an object with \"args\""),
 ])
 def test_bad_scripts_are_a1111_422s(served, body: dict, detail: str) -> None:
@@ -183,7 +188,7 @@ def test_extension_route_added_at_start_is_reachable(served) -> None:
 def test_extensions_are_listed_by_the_app(served) -> None:
     app, _ = served
     states = {row.name: row.state for row in app.extensions.list_extensions()}
-    assert states == {"cfg_rescale": "loaded", "xyz_grid": "loaded", "pinger": "loaded"}
+    assert states == {"cfg_rescale": "loaded", "sd_upscale": "loaded", "xyz_grid": "loaded", "pinger": "loaded"}
 
 
 def test_extensions_listing_has_a1111_shape(served: tuple[App, httpx.Client]) -> None:

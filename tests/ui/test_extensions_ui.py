@@ -60,9 +60,9 @@ def _choices(component: gr.components.Component) -> list[str]:
 
 
 def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
-    for mode in ("txt2img", "img2img"):
+    for mode, scripts in (("txt2img", ["X/Y/Z plot"]), ("img2img", ["SD upscale", "X/Y/Z plot"])):
         select = ext_page.find(f"{mode}_script_select")
-        assert _choices(select) == ["None", "X/Y/Z plot"] and select.value == "None"
+        assert _choices(select) == ["None", *scripts] and select.value == "None"
         ext_page.find(f"{mode}_script_cfg_rescale")  # the always-on accordion
         ext_page.find(f"script_{mode}_cfg_rescale_phi")
         ext_page.find(f"script_{mode}_xyz_grid_x_values")
@@ -95,6 +95,21 @@ def test_img2img_script_values_reach_the_request(ext_page: Page, app: FakeApp) -
     assert request.extension_args["xyz_grid"]["x_type"] == "Denoising"
 
 
+def test_sd_upscale_controls_reach_the_img2img_request(ext_page: Page, app: FakeApp) -> None:
+    from PIL import Image
+
+    for name in ("overlap", "upscaler_index", "scale_factor"):
+        ext_page.find(f"script_img2img_sd_upscale_{name}")
+    run_to_end(ext_page.call("img2img_generate", "click", {
+        "img2img_prompt": "x", "img2img_image": Image.new("RGB", (64, 64)), "img2img_script_select": "SD upscale",
+        "script_img2img_sd_upscale_overlap": 32, "script_img2img_sd_upscale_scale_factor": 1.5,
+    }))
+    request = app.generation.requests[-1]
+    assert request.extension_args[SCRIPT_KEY] == {"title": "SD upscale"}
+    args = request.extension_args["sd_upscale"]
+    assert (args["overlap"], args["upscaler_index"], args["scale_factor"]) == (32, "None", 1.5)
+
+
 def test_extension_tabs_are_added_with_unique_ids(ext_page: Page) -> None:
     ext_page.find("tab_toy_tab")
     ext_page.find("tab_settings_2")  # an extension tab asking for a taken id gets another one
@@ -112,19 +127,20 @@ def test_extension_assets_go_into_the_page(app: FakeApp, tmp_path: Path) -> None
 
 def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: FakeApp) -> None:
     table = ext_page.find("extensions_table").value
-    for name in ("xyz_grid", "cfg_rescale", "toy"):
+    for name in ("xyz_grid", "cfg_rescale", "sd_upscale", "toy"):
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    assert sorted(_choices(enabled)) == ["cfg_rescale", "toy", "xyz_grid"]
-    assert sorted(enabled.value) == ["cfg_rescale", "toy", "xyz_grid"]
+    assert sorted(_choices(enabled)) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
+    assert sorted(enabled.value) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
 
-    status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": ["xyz_grid", "toy"]})
+    keep = ["xyz_grid", "sd_upscale", "toy"]
+    status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
     assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
-    assert "loaded (disabled: restart to unload)" in table and sorted(update.value) == ["toy", "xyz_grid"]
+    assert "loaded (disabled: restart to unload)" in table and sorted(update.value) == sorted(keep)
     assert app.extensions.scripts.entries("txt2img", always_on=True) == []  # hooks stop at once
-    status, _, _ = ext_page.call("extensions_apply", "click", {"extensions_enabled": ["xyz_grid", "toy"]})
+    status, _, _ = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "Nothing changed" in status
 
 

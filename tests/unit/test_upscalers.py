@@ -63,6 +63,20 @@ def test_image_upscaler_reaches_a_size_that_is_not_a_multiple_of_its_scale():
     assert UpscalerRegistry().find("Nearest").upscale_image(_picture(), 50, 37).size == (50, 37)
 
 
+def test_upscale_by_follows_a1111s_upscaler_upscale():
+    """A1111's `Upscaler.upscale(img, scale)` (SD upscale): passes by the scale, then Lanczos to the size rounded
+    down to a multiple of 8; "None" makes only that resize."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8))
+    registry = UpscalerRegistry()
+    nearest = registry.find("Nearest").upscale_by(image, 2.5)
+    passed = image.resize((112, 75), resample=Image.Resampling.NEAREST)
+    assert np.array_equal(np.asarray(nearest), np.asarray(passed.resize((112, 72), Image.Resampling.LANCZOS)))
+    none = registry.find("None").upscale_by(image, 2.0)
+    assert np.array_equal(np.asarray(none), np.asarray(image.resize((88, 56), Image.Resampling.LANCZOS)))
+    with pytest.raises(ValueError, match="latent"):
+        registry.find("Latent").upscale_by(image, 2.0)
+
+
 def test_an_absent_model_name_names_the_folders_searched(tmp_path):
     with pytest.raises(InvalidRequest) as error:
         UpscalerRegistry(tmp_path / "models").find("4x_foolhardy_Remacri")

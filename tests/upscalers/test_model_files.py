@@ -103,6 +103,18 @@ def test_a_model_upscaler_reaches_the_exact_size_a1111s_way(models_dir):
     assert np.array_equal(np.asarray(result), np.asarray(expected))
 
 
+def test_upscale_by_runs_model_passes_as_a1111s_upscaler_upscale(models_dir):
+    """SD upscale's enlargement: a 2x model at scale 3 runs twice, then Lanczos to the size rounded down to 8."""
+    registry = UpscalerRegistry(models_dir, hold=_holder(models_dir))
+    upscaler = registry.find("RealESRGAN_x2plus")
+    picture = _picture()
+    model = load_model(upscaler.path, torch.device("cpu"), torch.float32)
+    twice = run_model(model, run_model(model, picture, 0, 0), 0, 0)
+    expected = twice.resize((120, 80), Image.Resampling.LANCZOS)  # 40x28 * 3 = 120x84 -> multiples of 8
+    result = upscaler.upscale_by(picture, 3.0, UpscaleContext(tile=0))
+    assert np.array_equal(np.asarray(result), np.asarray(expected))
+
+
 def test_tiled_and_untiled_agree_when_the_overlap_covers_the_receptive_field():
     net = compact_net(scale=2)
     image = torch.rand(1, 3, 37, 53)

@@ -14,6 +14,9 @@ so `5-1 (-1)` gives 5, 4, 3 there and 5, 4, 3, 2, 1 here).
 Axis types are given by label or, as A1111's API clients send them, by index into A1111's (1.10) list of axis
 types for the tab (`A1111_AXIS_TYPES`: txt2img and img2img lists differ); an index naming an A1111 axis this
 program does not have is refused with its label.
+
+The Hires axes (txt2img: "Hires steps", "Hires sampler", "Hires upscaler") set the Hires. fix fields and change
+nothing unless Hires. fix is on, as in A1111; "Denoising" is the img2img strength, and in txt2img the second pass's.
 """
 
 from __future__ import annotations
@@ -157,19 +160,48 @@ def _confirm_checkpoints(ctx: RunContext, request: GenerationRequest, values: li
     return [ctx.resolve_checkpoint(str(value)) for value in values]
 
 
+SAME_SAMPLER = "Use same sampler"
+
+
+def _hires_sampler(request: GenerationRequest, value: Any, values: Sequence[Any]) -> GenerationRequest:
+    name = str(value)
+    return request.with_changes(hr_sampler_name="" if name.lower() == SAME_SAMPLER.lower() else name)
+
+
+def _confirm_hires_samplers(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    return [SAME_SAMPLER if str(value).lower() == SAME_SAMPLER.lower() else ctx.resolve_sampler(str(value))
+            for value in values]
+
+
+def _confirm_hires_upscalers(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    """Upscaler names in their canonical spelling; unknown ones are refused (A1111 fails at generation time)."""
+    known = {name.lower(): name for name in ctx.choices("hires_upscalers")}
+    if not known:  # no upscaler registry to ask (a bare host): the generation checks the names
+        return values
+    for value in values:
+        if str(value).lower() not in known:
+            raise AxisError(f"Hires upscaler '{value}' is not available; choose one of: {', '.join(known.values())}.")
+    return [known[str(value).lower()] for value in values]
+
+
 AXES: tuple[Axis, ...] = (
     Axis("Nothing", type(None), lambda request, value, values: request),
     Axis("Seed", int, _field("seed")),
     Axis("Var. seed", int, _field("subseed")),
     Axis("Var. strength", float, _field("subseed_strength")),
     Axis("Steps", int, _field("steps")),
+    Axis("Hires steps", int, _field("hr_second_pass_steps"), modes=("txt2img",)),
     Axis("CFG Scale", float, _field("cfg_scale")),
     Axis("Prompt S/R", str, _prompt_sr, confirm=_confirm_prompt_sr, with_label=False),
     Axis("Sampler", str, _field("sampler"), confirm=_confirm_samplers, with_label=False, choices="samplers"),
+    Axis("Hires sampler", str, _hires_sampler, confirm=_confirm_hires_samplers, choices="samplers",
+         modes=("txt2img",)),
     Axis("Schedule type", str, _field("schedule")),
     Axis("Checkpoint name", str, _field("checkpoint"), confirm=_confirm_checkpoints, with_label=False, cost=1.0,
          choices="checkpoints"),
-    Axis("Denoising", float, _field("denoising_strength"), modes=("img2img",)),
+    Axis("Denoising", float, _field("denoising_strength")),
+    Axis("Hires upscaler", str, _field("hr_upscaler"), confirm=_confirm_hires_upscalers, choices="hires_upscalers",
+         modes=("txt2img",)),
     Axis("Clip skip", int, _field("clip_skip")),
 )
 SEED_AXES = ("Seed", "Var. seed")
