@@ -39,3 +39,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
         if item.get_closest_marker("gpu") is not None and not cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The API fuzzer's count of generated requests (tests/api/test_fuzz_api.py), when it ran."""
+    import sys
+
+    fuzz = sys.modules.get("tests.api.test_fuzz_api")
+    cases = getattr(fuzz, "CASES", None)
+    if cases and cases["count"]:
+        statuses = ", ".join(f"{status}: {count}" for status, count in sorted(cases["by_status"].items()))
+        terminalreporter.write_line(f"API fuzzing: {cases['count']} generated requests ({statuses})")

@@ -4,7 +4,7 @@ real server on tiny SD 1.x checkpoints: whatever a client sends, no answer is a 
 Generated sizes are capped (`_capped`; steps, width and height given small values where a body leaves them out) so
 every case runs in about a second on the CPU; everything else
 (types, missing and extra fields, odd strings, nulls) is as schemathesis draws it. The number of cases run is
-printed at the end. `FUZZ_EXAMPLES` (environment) sets the examples per operation (default 25).
+printed in the test summary (tests/conftest.py). `FUZZ_EXAMPLES` (environment) sets the examples per operation (default 25).
 """
 
 from __future__ import annotations
@@ -52,15 +52,11 @@ def _capped(value: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[str]:
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz")
     app = make_real_app(data_dir)
     server = LiveServer(fastapi_for(app)).start()
     yield server.url
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        statuses = ", ".join(f"{status}: {count}" for status, count in sorted(CASES["by_status"].items()))
-        reporter.write_line(f"\nAPI fuzzing: {CASES['count']} generated requests ({statuses})")
     server.stop()
     app.close()
 
