@@ -1,10 +1,10 @@
 """Property-based fuzzing of the whole HTTP API from its own OpenAPI schema (schemathesis, hypothesis) against a
 real server on tiny SD 1.x checkpoints: whatever a client sends, no answer is a 5xx and the server keeps answering.
 
-Generated sizes are capped (`_capped`; steps, width and height given small values where a body leaves them out) so
-every case runs in about a second on the CPU; everything else
-(types, missing and extra fields, odd strings, nulls) is as schemathesis draws it. The number of cases run is
-printed in the test summary (tests/conftest.py). `FUZZ_EXAMPLES` (environment) sets the examples per operation (default 25).
+Generated sizes are capped (`_capped`; steps, width and height get small values where a body leaves them out) so
+every case runs in about a second on the CPU; everything else (types, missing and extra fields, odd strings, nulls)
+is as schemathesis draws it. The number of requests is printed in the test summary (tests/conftest.py);
+`FUZZ_EXAMPLES` (environment) sets the examples per operation (default 25).
 """
 
 from __future__ import annotations
