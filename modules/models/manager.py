@@ -43,6 +43,7 @@ from modules.models.records import (
     VaeRecord,
     format_of,
 )
+from modules.models.weight_storage import fp8_applies, store_unet_in_fp8
 from modules.paths import DataPaths
 from modules.upscalers.registry import UpscalerRegistry
 
@@ -66,6 +67,8 @@ class ModelOptions:
     sd_vae: str = VAE_AUTOMATIC
     sd_checkpoints_limit: int = 1
     sd_checkpoints_keep_in_cpu: bool = True
+    fp8_storage: str = "Disable"
+    """A1111's "FP8 weight": store the UNet in fp8 when a checkpoint loads (`modules.models.weight_storage`)."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
@@ -153,9 +156,14 @@ class ModelManager:
                     self.checkpoints.evict(key)
 
     def update_options(self, options: ModelOptions | Mapping[str, Any]) -> None:
-        """Apply changed settings (a new checkpoint budget takes effect now)."""
+        """Apply changed settings (a new checkpoint budget takes effect now; a new FP8 weight setting drops the
+        loaded checkpoints that are not in use, so they load again with it)."""
         with self._lock:
-            self.options = self._coerce(options)
+            previous, self.options = self.options, self._coerce(options)
+            if previous.fp8_storage != self.options.fp8_storage:
+                dropped = self.checkpoints.clear()  # loaded with the old storage: the next job loads them again
+                log.info("FP8 weight is now %r: %d loaded checkpoint(s) will load again", self.options.fp8_storage,
+                         dropped)
             self.checkpoints.one_on_device = self.options.sd_checkpoints_keep_in_cpu
             self.checkpoints.set_limit(self.options.sd_checkpoints_limit)
 
@@ -242,6 +250,8 @@ class ModelManager:
             record.calculate_sha256()
         started = time.perf_counter()
         components = self._load_fn(record, self.plan)
+        if fp8_applies(self.options.fp8_storage, components.identity):
+            store_unet_in_fp8(components)
         log.info("Loaded %s (%s) on %s in %.1fs", record.title, components.identity.describe(), self.plan.describe(),
                  time.perf_counter() - started)
         return components
