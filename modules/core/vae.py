@@ -83,7 +83,7 @@ def _run(components: ComponentSet, policy: VaePolicy, pixels: int, bytes_per_pix
 
 
 def _to_fp32(components: ComponentSet, policy: VaePolicy) -> None:
-    components.vae.to(torch.float32)
+    torch.nn.Module.to(components.vae, torch.float32)  # (diffusers' `to` warns about a plain dtype change)
     components.vae_dtype = torch.float32
     policy.note(NAN_NOTE)
 

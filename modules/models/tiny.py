@@ -10,7 +10,7 @@ Weights are deterministic: `build_tiny_components(identity, seed)` gives the sam
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -130,24 +130,31 @@ def tiny_configs(identity: ModelIdentity) -> dict[str, dict[str, Any]]:
 
 def build_tiny_components(identity: ModelIdentity, seed: int = 0) -> ComponentSet:
     """Build a deterministic tiny `ComponentSet` for `identity` on the CPU in fp32."""
-    configs = tiny_configs(identity)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**configs["unet"])
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(**configs["vae"])
-    encoders: list[Any] = []
-    tokenizers: list[CLIPTokenizer] = []
-    if "text_encoder" in configs:
-        torch.manual_seed(seed + 2)
-        encoders.append(CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])))
-        tokenizers.append(load_tokenizer("clip_l" if identity.family is not Family.SD2 else "openclip"))
-    if "text_encoder_2" in configs:
-        torch.manual_seed(seed + 3)
-        encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**configs["text_encoder_2"])))
-        tokenizers.append(load_tokenizer("openclip"))
+    return build_random_components(identity, tiny_configs(identity), seed)
+
+
+def build_random_components(identity: ModelIdentity, configs: Mapping[str, Mapping[str, Any]], seed: int = 0,
+                            device: torch.device | str = "cpu") -> ComponentSet:
+    """A `ComponentSet` of `identity` with random weights (seeded) from component `configs` (tiny ones, or the
+    bundled full-size ones for benchmarks), created on `device` in fp32."""
+    with torch.device(device):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config(dict(configs["unet"]))
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL.from_config(dict(configs["vae"]))
+        encoders: list[Any] = []
+        tokenizers: list[CLIPTokenizer] = []
+        if "text_encoder" in configs:
+            torch.manual_seed(seed + 2)
+            encoders.append(CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])))
+            tokenizers.append(load_tokenizer("clip_l" if identity.family is not Family.SD2 else "openclip"))
+        if "text_encoder_2" in configs:
+            torch.manual_seed(seed + 3)
+            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**configs["text_encoder_2"])))
+            tokenizers.append(load_tokenizer("openclip"))
     for module in [unet, vae, *encoders]:
         module.eval().requires_grad_(False)
-    return ComponentSet(
+    components = ComponentSet(
         identity=identity,
         unet=unet,
         vae=vae,
@@ -155,6 +162,8 @@ def build_tiny_components(identity: ModelIdentity, seed: int = 0) -> ComponentSe
         tokenizers=tuple(tokenizers),
         scheduler_config=configs["scheduler"],
     )
+    components.device = torch.device(device)
+    return components
 
 
 ALL_TINY_IDENTITIES: tuple[ModelIdentity, ...] = (
