@@ -260,7 +260,8 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
     noise, generators = batch_noise(seeds, subseeds, spec)
     noise = noise.to(device)
     # 3. scheduler: the plan's tail of the schedule
-    scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds)
+    scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds,
+                                  sdxl=components.identity.is_sdxl)
     start = plan.steps.start_index * scheduler.order
     timesteps = scheduler.timesteps[start:]
     _set_begin_index(scheduler, start)

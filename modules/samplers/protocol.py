@@ -29,7 +29,7 @@ class SamplingMethod(Protocol):
         """True when `eta` changes the result (DDIM, ancestral samplers); the infotext then records it."""
 
     def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str, *,
-              noise_seeds: Sequence[int] | None = None) -> SchedulerMixin:
+              noise_seeds: Sequence[int] | None = None, sdxl: bool = False) -> SchedulerMixin:
         """New scheduler from the checkpoint's base config, with `set_timesteps` already called for `steps`.
 
         `noise_seeds` (one per image) seed noise that a scheduler draws internally rather than from the step

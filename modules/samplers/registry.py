@@ -190,7 +190,7 @@ class ResolvedSampler:
 
     def build(
         self, base_config: Mapping[str, Any], steps: int, device: torch.device | str,
-        *, noise_seeds: Sequence[int] | None = None,
+        *, noise_seeds: Sequence[int] | None = None, sdxl: bool = False,
     ) -> SchedulerMixin:
         """A new scheduler with `set_timesteps` done for `steps`.
 
@@ -198,6 +198,7 @@ class ResolvedSampler:
         step generator, i.e. DPM++ SDE's Brownian tree. Give one seed per image of the batch (as A1111 seeds it
         from the image seeds), or a single seed for the whole batch. Without it the tree is seeded with 0, so runs
         stay reproducible. Other samplers ignore it (their noise comes from the generator in `step_kwargs`).
+        sdxl: whether the model is SDXL (schedules whose sigma table depends on the family: Align Your Steps).
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
@@ -208,7 +209,7 @@ class ResolvedSampler:
         scheduler = self.scheduler_cls.from_config(config)
         try:
             if self.schedule.sigmas is not None:
-                sigmas = self.schedule.sigmas(scheduler.alphas_cumprod, steps)
+                sigmas = self.schedule.sigmas(scheduler.alphas_cumprod, steps, sdxl)
                 scheduler.set_timesteps(sigmas=sigmas, device=device)
             else:
                 scheduler.set_timesteps(steps, device=device)

@@ -5,8 +5,8 @@ so each row names the flags that reproduce A1111's list (t = 999 is the noisiest
 Uniform and Normal = `timestep_spacing="linspace"` (the checkpoints' usual "leading" would never reach sigma_max);
 Karras, Exponential, Polyexponential (A1111's rho 1) and Beta = their sigma flag plus "linspace" for the full
 sigma range; SGM Uniform and Simple = "trailing"; DDIM = "leading" with `steps_offset` 1; KL Optimal = a custom
-sigma list (`kl_optimal_sigmas`), which only EulerDiscreteScheduler takes. Align Your Steps is a refused row: its
-table depends on the model family, which a scheduler config does not record.
+sigma list (`kl_optimal_sigmas`), and Align Your Steps NVIDIA's table for the model's family resampled to the step
+count (`align_your_steps_sigmas`); only EulerDiscreteScheduler takes a custom list.
 
 Whether a class honours a row is decided per sampler in `registry.py` (diffusers silently ignores config keys a
 class does not know, so every claim there is checked against the class signature and by tests). Where these are
@@ -21,8 +21,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-SigmaFn = Callable[[torch.Tensor, int], list[float]]
-"""(alphas_cumprod of the scheduler, steps) -> descending sigma list of steps + 1 values."""
+SigmaFn = Callable[[torch.Tensor, int, bool], list[float]]
+"""(alphas_cumprod of the scheduler, steps, whether the model is SDXL) -> descending sigma list of steps + 1
+values."""
 
 AUTOMATIC = "automatic"
 AUTOMATIC_LABEL = "Automatic"
@@ -56,12 +57,27 @@ def model_sigmas(alphas_cumprod: torch.Tensor) -> np.ndarray:
     return np.sqrt((1.0 - ac) / ac)
 
 
-def kl_optimal_sigmas(alphas_cumprod: torch.Tensor, steps: int) -> list[float]:
+def kl_optimal_sigmas(alphas_cumprod: torch.Tensor, steps: int, sdxl: bool = False) -> list[float]:
     """A1111/ComfyUI "KL Optimal": steps + 1 sigmas from sigma_max down to sigma_min (no trailing zero)."""
     sigmas = model_sigmas(alphas_cumprod)
     atan_min, atan_max = np.arctan(sigmas[0]), np.arctan(sigmas[-1])
     frac = np.arange(steps + 1, dtype=np.float64) / steps
     return np.tan(frac * atan_min + (1.0 - frac) * atan_max).tolist()
+
+
+AYS_SD1 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+"""NVIDIA's published 10-step "Align Your Steps" sigma tables (research.nvidia.com/labs/toronto-ai/AlignYourSteps),
+the ones A1111 uses: SDXL's for SDXL models, SD 1.5's for every other family."""
+
+
+def align_your_steps_sigmas(alphas_cumprod: torch.Tensor, steps: int, sdxl: bool = False) -> list[float]:
+    """A1111's "Align Your Steps": the family's table resampled to `steps` sigmas by linear interpolation of the
+    log-sigmas over evenly spaced positions (NVIDIA's recipe for other step counts), then a final 0."""
+    table = np.log(np.array(AYS_SDXL if sdxl else AYS_SD1, dtype=np.float64))
+    positions = np.linspace(0.0, 1.0, len(table))
+    resampled = np.exp(np.interp(np.linspace(0.0, 1.0, steps), positions, table))
+    return [*resampled.tolist(), 0.0]
 
 
 # Full-range spacing, see the module docstring: Euler-family classes then span t = 999 .. 0.
@@ -74,11 +90,8 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("polyexponential", "Polyexponential", config={"use_exponential_sigmas": True, **_FULL_RANGE}),
     ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), config={"timestep_spacing": "trailing"}),
     ScheduleSpec("kl_optimal", "KL Optimal", config=_FULL_RANGE, sigmas=kl_optimal_sigmas),
-    ScheduleSpec(
-        "align_your_steps", "Align Your Steps", aliases=("ays",),
-        unsupported="its sigma table depends on the model family (SD1.5 or SDXL), which a scheduler config does "
-        "not record, so the registry cannot pick the table A1111 would use",
-    ),
+    ScheduleSpec("align_your_steps", "Align Your Steps", aliases=("ays",), config=_FULL_RANGE,
+                 sigmas=align_your_steps_sigmas),
     ScheduleSpec("simple", "Simple", config={"timestep_spacing": "trailing"}),
     ScheduleSpec("normal", "Normal", config=_FULL_RANGE),
     ScheduleSpec("ddim", "DDIM", aliases=("ddim_uniform",), config={"timestep_spacing": "leading", "steps_offset": 1}),
@@ -95,7 +108,7 @@ EULER_FAMILY = (
     "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "simple", "normal", "ddim", "beta",
 )
 """Euler, LMS, Heun, DPM2, DPM2 a, DPM++ SDE: spacing flags and the karras/exponential/beta sigma flags."""
-EULER_CUSTOM_SIGMAS = (*EULER_FAMILY, "kl_optimal")
+EULER_CUSTOM_SIGMAS = (*EULER_FAMILY, "kl_optimal", "align_your_steps")
 """EulerDiscreteScheduler also accepts a custom sigma list."""
 SPACING_ONLY = ("uniform", "sgm_uniform", "simple", "normal", "ddim")
 """Euler a, DDIM, PLMS: these classes have no sigma-conversion flags, only timestep spacing."""

@@ -34,6 +34,10 @@ A1111_AUTOMATIC = {  # sd_samplers_kdiffusion.py 'scheduler' options; timesteps 
     "LCM": "SGM Uniform",
 }
 
+AYS_SD15 = np.array([14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029])
+AYS_SDXL = np.array([14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029])
+"""NVIDIA's published Align Your Steps tables (research.nvidia.com/labs/toronto-ai/AlignYourSteps)."""
+
 REGISTRY = default_registry()
 PAIRS = [(s, sch) for s in REGISTRY.visible() for sch in REGISTRY.schedules_for(s) if sch != "Automatic"]
 REJECTED_PAIRS = [(s, sch) for s in REGISTRY.visible() for sch in ALL_SCHEDULES if sch not in REGISTRY.schedules_for(s)]
@@ -142,10 +146,11 @@ def test_rejections_cover_the_known_gaps() -> None:
     assert ("Euler a", "Karras") in rejected  # EulerAncestralDiscreteScheduler has no use_karras_sigmas
     assert ("DDIM", "Karras") in rejected and ("PLMS", "Beta") in rejected
     assert ("DPM++ 2M", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
-    assert all((s, "Align Your Steps") in rejected for s in REGISTRY.visible())
-    assert [s for s in REGISTRY.visible() if "KL Optimal" in REGISTRY.schedules_for(s)] == ["Euler"]
-    with pytest.raises(UnknownSampler, match="depends on the model family"):
-        REGISTRY.resolve("Euler Align Your Steps")
+    for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: only EulerDiscreteScheduler takes one
+        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["Euler"]
+    assert REGISTRY.resolve("Euler Align Your Steps").schedule_label == "Align Your Steps"
+    with pytest.raises(UnknownSampler, match="Align Your Steps"):
+        REGISTRY.resolve("DPM++ 2M", "Align Your Steps")
     with pytest.raises(UnknownSampler, match=r"follow the 'Karras' schedule\); choose one of: Automatic, Uniform"):
         REGISTRY.resolve("Euler a Karras")
 
@@ -266,6 +271,9 @@ A1111_SIGMAS: dict[str, Callable[[int], np.ndarray]] = {
     "Beta": lambda n: SIGMA_MIN + scipy.stats.beta.ppf(1 - np.linspace(0, 1, n), 0.6, 0.6) * (SIGMA_MAX - SIGMA_MIN),
     "KL Optimal": lambda n: np.tan(np.arange(n + 1) / n * math.atan(SIGMA_MIN)
                                    + (1 - np.arange(n + 1) / n) * math.atan(SIGMA_MAX))[:-1],
+    # A1111's loglinear_interp of NVIDIA's SD 1.5 table: interpolate the ascending log-sigmas, reverse back
+    "Align Your Steps": lambda n: np.exp(np.interp(np.linspace(0, 1, n), np.linspace(0, 1, 11),
+                                                   np.log(AYS_SD15[::-1])))[::-1],
 }
 
 
@@ -289,6 +297,15 @@ def test_every_claimed_pair_matches_a1111_and_steps(sampler: str, schedule: str)
     assert len(got) == N
     np.testing.assert_allclose(got, expected, atol=tolerance)
     assert torch.isfinite(_run(method, scheduler)).all()
+
+
+def test_align_your_steps_takes_the_table_of_the_model_family() -> None:
+    ays = REGISTRY.resolve("Euler", "Align Your Steps")
+    sd15 = ays.build(BASE_SCHEDULER_CONFIG, 11, "cpu").sigmas.double().numpy()
+    sdxl = ays.build(BASE_SCHEDULER_CONFIG, 11, "cpu", sdxl=True).sigmas.double().numpy()
+    np.testing.assert_allclose(sd15, [*AYS_SD15, 0.0], rtol=1e-5)  # 11 steps: NVIDIA's table itself, then 0
+    np.testing.assert_allclose(sdxl, [*AYS_SDXL, 0.0], rtol=1e-5)
+    assert ays.label == "Euler" and ays.schedule_label == "Align Your Steps"
 
 
 def test_kl_optimal_ends_at_sigma_min_and_starts_at_full_noise() -> None:
@@ -328,8 +345,8 @@ def test_rows_that_would_be_silently_ignored_are_refused() -> None:
     with pytest.raises(ValueError, match="custom sigma list"):
         registry.add(SamplerSpec("DDIM KL", DDIMScheduler, schedules=("kl_optimal",), default_schedule="kl_optimal"))
     with pytest.raises(ValueError, match="not a usable schedule"):
-        registry.add(SamplerSpec("Euler AYS", EulerDiscreteScheduler, schedules=("align_your_steps",),
-                                 default_schedule="align_your_steps"))
+        registry.add(SamplerSpec("Euler LQ", EulerDiscreteScheduler, schedules=("linear_quadratic",),
+                                 default_schedule="linear_quadratic"))
     with pytest.raises(ValueError, match="already belongs to 'Euler'"):
         registry.add(SamplerSpec("Other", EulerDiscreteScheduler, aliases=("k_euler",), schedules=("uniform",)))
     with pytest.raises(ValueError, match="no reason"):
