@@ -283,6 +283,8 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _choice("randn_source", "CPU", "Random number generator source.", SD, ("CPU",), infotext="RNG",
             info="initial noise is always drawn with a seeded CPU generator (like A1111's CPU setting), so a seed "
                  "gives the same picture on every machine; A1111's GPU and NV sources are not offered"),
+    _flag("sdxl_clip_l_skip", False, "Clip skip SDXL", SDXL,
+          info="enable Clip skip for the secondary clip model in SDXL; has no effect on SD 1.5 or SD 2.0/2.1"),
     _number("sdxl_crop_top", 0, "crop top coordinate", SDXL),
     _number("sdxl_crop_left", 0, "crop left coordinate", SDXL),
     _number("sdxl_refiner_low_aesthetic_score", 2.5, "SDXL low aesthetic score", SDXL,
@@ -297,6 +299,8 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("tiled_vae", False, "Decode and encode with the VAE in tiles", VAE,
           info="less memory for large images, slightly different pixels; without it tiles are used only when the "
                "whole image would not fit"),
+    _text("img2img_background_color", "#ffffff",
+          "With img2img, fill transparent parts of the input image with this color.", IMG2IMG),
     _number("inpainting_mask_weight", 1.0, "Inpainting conditioning mask strength", IMG2IMG, 0.0, 1.0, 0.01,
             infotext="Conditional mask weight"),
     _number("initial_noise_multiplier", 1.0, "Noise multiplier for img2img", IMG2IMG, 0.0, 1.5, 0.001,
@@ -310,6 +314,9 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
             info="noise multiplier; higher = more unpredictable results"),
     _number("eta_ancestral", 1.0, "Eta for k-diffusion samplers", SAMPLER, 0.0, 1.0, 0.01, infotext="Eta",
             info="noise multiplier; applies to ancestral samplers (i.e. Euler a) and SDE samplers"),
+    _flag("pad_cond_uncond", False, "Pad prompt/negative prompt", SAMPLER,
+          info="pad the shorter of prompt and negative prompt to the same length (faster with a batch of both; "
+               "the picture changes slightly)"),
     _number("s_churn", 0.0, "sigma churn", SAMPLER, 0.0, 100.0, 0.01, infotext="Sigma churn",
             info="amount of stochasticity; only applies to Euler"),
     _number("s_tmin", 0.0, "sigma tmin", SAMPLER, 0.0, 10.0, 0.01, infotext="Sigma tmin"),

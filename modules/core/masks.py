@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageColor, ImageFilter, ImageOps
 
+from modules.errors import InvalidRequest
 from modules.types import ResizeMode
 
 CropBox = tuple[int, int, int, int]  # x1, y1, x2, y2 (x2/y2 exclusive)
@@ -163,8 +164,13 @@ def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
 def flatten(image: Image.Image, background: str) -> Image.Image:
     """RGB image; transparent parts are composited over `background` (A1111 `images.flatten`)."""
     if image.mode in ("RGBA", "LA", "P"):
+        try:
+            colour = ImageColor.getrgb(background)
+        except ValueError:
+            raise InvalidRequest(f"img2img_background_color {background!r} is not a colour: use #rrggbb or a colour "
+                                 "name") from None
         rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background)
+        canvas = Image.new("RGBA", rgba.size, colour)
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
     return image.convert("RGB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from modules.core import masks
@@ -97,3 +98,14 @@ def test_latent_repaint_mask_is_binary_at_latent_size():
     assert mask.shape == (1, 1, 8, 8)
     assert set(mask.unique().tolist()) == {0.0, 1.0}
     assert mask[0, 0, 3, 3] == 1 and mask[0, 0, 0, 0] == 0
+
+
+def test_flatten_uses_the_background_colour_and_refuses_a_bad_one():
+    from modules.core.masks import flatten
+    from modules.errors import InvalidRequest
+
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert flatten(transparent, "#ff0000").getpixel((0, 0)) == (255, 0, 0)
+    assert flatten(transparent, "navy").getpixel((0, 0)) == (0, 0, 128)
+    with pytest.raises(InvalidRequest, match="not a colour"):
+        flatten(transparent, "not-a-colour")
