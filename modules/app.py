@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from modules.cli import LaunchOptions
 from modules.extensions.host import ExtensionHost
@@ -22,6 +22,9 @@ from modules.samplers.registry import SamplerRegistry
 from modules.server_control import ServerControl
 from modules.settings import SettingsStore, UiConfig
 from modules.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from modules.extras import ExtrasRequest
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,15 @@ class App:
             self.admission(request)
         description = f"{request.mode}: {request.prompt[:60]}"
         return self.jobs.submit(GenerationWork(request, save), owner=owner, task_id=task_id, description=description)
+
+    def submit_extras(self, request: "ExtrasRequest", *, owner: str | None = None) -> Job:
+        """Queue an Extras upscale (`modules.extras`); the job's result is an `ExtrasResult`. It runs as an in-process
+        function of the job context (`CallableWork`), like checkpoint switches."""
+        from modules.extras import ExtrasService
+
+        service = ExtrasService(self.models.upscalers, self.settings, self.paths)
+        return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner,
+                                description=f"extras: {len(request.images)} picture(s)")
 
     def close(self) -> None:
         """Stop the worker and release models (used by tests and on shutdown)."""

@@ -22,7 +22,7 @@ import re
 import threading
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Mapping
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
@@ -63,12 +63,14 @@ def save_image(
     extension: str = "png",
     basename_pattern: str = "[seed]",
     jpeg_quality: int = 90,
+    extra_text: Mapping[str, str] | None = None,
 ) -> Path:
     """Save `image` under a new `NNNNN-<pattern>.<extension>` name in `directory` (created if missing).
 
     `basename_pattern` replaces `[seed]` with the seed; other `[...]` tokens are kept literally (as A1111 keeps
     tokens it does not know); characters that file systems refuse become '_'. `jpeg_quality` applies to JPEG and
-    WebP. Returns the path written. Raises `InvalidRequest` for an unsupported extension.
+    WebP. `extra_text` adds PNG text chunks (the Extras tab's `extras`). Returns the path written. Raises
+    `InvalidRequest` for an unsupported extension.
     """
     image_format = _FORMATS.get(extension.lower().lstrip("."))
     if image_format is None:
@@ -83,7 +85,7 @@ def save_image(
     temp_path = directory / f".{uuid.uuid4().hex}.tmp"
     try:
         with open(temp_path, "xb") as handle:
-            _write_image(handle, image, image_format, infotext, jpeg_quality)
+            _write_image(handle, image, image_format, infotext, jpeg_quality, extra_text)
             handle.flush()
             os.fsync(handle.fileno())
         return _publish(temp_path, directory, decoration, extension)
@@ -143,15 +145,19 @@ def _link_without_overwrite(source: Path, target: Path) -> None:
     os.replace(source, target)
 
 
-def _write_image(handle: BinaryIO, image: Image.Image, image_format: str, infotext: str | None, quality: int) -> None:
+def _write_image(handle: BinaryIO, image: Image.Image, image_format: str, infotext: str | None, quality: int,
+                 extra_text: Mapping[str, str] | None = None) -> None:
     # Pillow keeps the options of a save on the Image object (`encoderinfo`), so two threads saving the same
     # object could swap metadata; each save works on its own copy.
     image = image.copy()
     if image_format == "PNG":
         pnginfo = None
-        if infotext is not None:
+        if infotext is not None or extra_text:
             pnginfo = PngImagePlugin.PngInfo()
-            pnginfo.add_text("parameters", infotext)
+            if infotext is not None:
+                pnginfo.add_text("parameters", infotext)
+            for key, value in (extra_text or {}).items():
+                pnginfo.add_text(key, value)
         image.save(handle, format="PNG", pnginfo=pnginfo)
         return
     if image.mode not in ("RGB", "L"):

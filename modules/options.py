@@ -234,6 +234,8 @@ IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp")
 DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("samples_save", True, "Always save all generated images", SAVING),
     _choice("samples_format", "png", "File format for images", SAVING, IMAGE_FORMATS),
+    _flag("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab",
+          SAVING),
     _text("samples_filename_pattern", "", "Images filename pattern", SAVING,
           info="A1111 pattern tags such as [seed], [prompt_words], [model_name]; empty = [seed]-[prompt_spaces]"),
     _flag("save_images_add_number", True, "Add number to filename when saving", SAVING),
@@ -252,6 +254,7 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _path("outdir_samples", "", "Output directory for images; if empty, defaults to the directories below"),
     _path("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images"),
     _path("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img and inpaint images"),
+    _path("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab"),
     _path("outdir_grids", "", "Output directory for grids; if empty, defaults to the directories below"),
     _path("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids"),
     _path("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids"),

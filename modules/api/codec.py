@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import logging
+from typing import Mapping
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -51,12 +52,16 @@ def decode_image(data: str, field: str) -> Image.Image:
     return image
 
 
-def encode_png(image: Image.Image, infotext: str | None = None) -> str:
-    """Base64 PNG of `image`; `infotext` (when given) goes into the `parameters` text chunk."""
+def encode_png(image: Image.Image, infotext: str | None = None, extra_text: Mapping[str, str] | None = None) -> str:
+    """Base64 PNG of `image`; `infotext` (when given) goes into the `parameters` text chunk, `extra_text` into
+    chunks of its own (the Extras tab's `extras`)."""
     pnginfo = None
-    if infotext:
+    if infotext or extra_text:
         pnginfo = PngImagePlugin.PngInfo()
-        pnginfo.add_text("parameters", infotext)
+        if infotext:
+            pnginfo.add_text("parameters", infotext)
+        for key, value in (extra_text or {}).items():
+            pnginfo.add_text(key, value)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=pnginfo)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

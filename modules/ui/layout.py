@@ -23,6 +23,7 @@ import gradio as gr
 
 from modules.ui.common import TOOLTIPS, UiContext
 from modules.ui.extensions_tab import build_extension_tabs, build_extensions_tab
+from modules.ui.extras import build_extras_tab
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.sendto import SendTargets, wire_pnginfo, wire_results_panel
@@ -50,6 +51,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         with gr.Tabs(elem_id="tabs", overflow_behavior="wrap") as main_tabs:
             txt2img = build_txt2img_tab(ctx, top.named())
             img2img = build_img2img_tab(ctx, top.named())
+            build_extras_tab(app)
             pnginfo = build_pnginfo_tab()
             build_extension_tabs(app)
             settings_tab = build_settings_tab(app)

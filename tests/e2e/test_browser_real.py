@@ -260,3 +260,22 @@ def test_upscale_action_runs_hires_on_the_finished_picture(ui: tuple[Any, PageWa
     picture = fetch_image(gallery_image_url(page, "txt2img", real_server.url))
     assert picture.size == (128, 128)
     assert not watch.errors, watch.errors
+
+
+def test_extras_upscales_an_uploaded_image(ui: tuple[Any, PageWatch], real_server: RealServer,
+                                           tmp_path: Path) -> None:
+    """Extras tab: upload a 64x48 picture, Generate with the defaults (scale by 2): the result is 128x96 and the
+    postprocessing text is shown."""
+    from playwright.sync_api import expect
+
+    page, watch = ui
+    source = tmp_path / "small.png"
+    split_test_image(64).resize((64, 48)).save(source)
+    main_tab(page, "Extras")
+    upload(page, "extras_image", source)
+    expect(page.locator("#extras_image img").first).to_be_visible(timeout=15_000)
+    page.locator("#extras_generate").click()
+    expect(page.locator("#html_info_extras")).to_contain_text("Postprocess upscale by: 2", timeout=60_000)
+    picture = fetch_image(gallery_image_url(page, "extras", real_server.url))
+    assert picture.size == (128, 96)
+    assert not watch.errors, watch.errors

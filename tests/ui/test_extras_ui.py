@@ -1,0 +1,54 @@
+"""The Extras tab: its controls reach the upscale, results show in its gallery with the postprocessing text and are
+saved to outdir_extras_samples with the source's parameters and the `extras` text; errors are messages."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.ui.fakes import FakeApp
+from tests.ui.helpers import Page, merged, run_to_end
+
+
+def _picture() -> Image.Image:
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    image.info["parameters"] = "a cat\nSteps: 3, Seed: 5"
+    return image
+
+
+@pytest.mark.slow
+def test_single_image_is_upscaled_shown_and_saved(page: Page, app: FakeApp) -> None:
+    assert [choice[0] for choice in page.find("extras_upscaler_1").choices] == ["None", "Lanczos", "Nearest"]
+    updates = merged(run_to_end(page.call("extras_generate", "click", {
+        "extras_image": _picture(), "extras_upscaler_1": "Lanczos", "extras_upscaling_resize": 2.0})))
+    pictures = updates[page.find("extras_gallery")]
+    assert [picture.size for picture in pictures] == [(80, 64)]
+    assert "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in updates[page.find("html_info_extras")]
+    saved = sorted((app.paths.data_dir / "outputs" / "extras-images").glob("*.png"))
+    assert [path.name for path in saved] == ["00000.png"]
+    with Image.open(saved[0]) as image:
+        assert image.size == (80, 64) and image.info["parameters"] == "a cat\nSteps: 3, Seed: 5"
+        assert image.info["extras"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+
+
+@pytest.mark.slow
+def test_batch_keeps_the_original_names(page: Page, app: FakeApp, tmp_path) -> None:
+    files = []
+    for name in ("first.png", "second.png"):
+        _picture().save(tmp_path / name)
+        files.append(str(tmp_path / name))
+    fn = page.handler(page.find("extras_generate"), "click")
+    source = next(component for component in fn.inputs if getattr(component, "value", None) == "single")
+    updates = merged(run_to_end(page.call("extras_generate", "click", {
+        "extras_image_batch": files, "extras_upscaler_1": "Nearest"}, extra={source: "batch"})))
+    assert len(updates[page.find("extras_gallery")]) == 2
+    names = sorted(path.name for path in (app.paths.data_dir / "outputs" / "extras-images").glob("*.png"))
+    assert names == ["00000-first.png", "00001-second.png"]
+
+
+@pytest.mark.slow
+def test_nothing_to_upscale_is_a_message(page: Page) -> None:
+    with pytest.raises(gr.Error, match="upload an image"):
+        run_to_end(page.call("extras_generate", "click"))
