@@ -55,6 +55,8 @@ class ExtrasRequest:
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
     save: bool = False
+    output_dir: Path | None = None
+    """Where to save (Batch from Directory's output folder); None: `outdir_extras_samples`."""
 
 
 @dataclass(frozen=True)
@@ -180,13 +182,13 @@ class ExtrasService:
             texts.append(text)
             if request.save:
                 name = request.names[index] if index < len(request.names) else ""
-                saved.append(str(self._save(picture, text, name, options)))
+                saved.append(str(self._save(picture, text, name, options, request.output_dir)))
         return ExtrasResult(tuple(pictures), tuple(texts), interrupted=ctx.cancel.interrupted, saved=tuple(saved))
 
-    def _save(self, picture: Image.Image, text: str, name: str, options: Any) -> Path:
+    def _save(self, picture: Image.Image, text: str, name: str, options: Any, output_dir: Path | None) -> Path:
         """Save into `outdir_extras_samples` (no date folder, as A1111), with the source's `parameters` and the
         `extras` text; batch pictures keep their file name with `use_original_name_batch`."""
-        folder = Path(str(options["outdir_extras_samples"]) or "outputs/extras-images")
+        folder = output_dir or Path(str(options["outdir_extras_samples"]) or "outputs/extras-images")
         folder = folder if folder.is_absolute() else self.paths.data_dir / folder
         basename = Path(name).stem if name and bool(options["use_original_name_batch"]) else ""
         return images.save_image(picture, folder, seed=0, infotext=picture.info.get("parameters"),

@@ -1,4 +1,5 @@
-"""The Extras tab (A1111 layout): Single Image or Batch Process (several uploads) on the left with the upscale
+"""The Extras tab (A1111 layout): Single Image, Batch Process (several uploads) or Batch from Directory (input and
+output folders inside the data directory) on the left with the upscale
 controls ("Scale by" / "Scale to" with crop to fit, Upscaler 1, Upscaler 2 and its visibility); the pictures and
 the postprocessing text on the right. A run is queued like a generation (`App.submit_extras`) and its results are
 saved to `outdir_extras_samples`, as A1111's tab saves them.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import gradio as gr
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
     from modules.app import App
 
 TAB = "extras"
-SINGLE, BATCH = "single", "batch"
+SINGLE, BATCH, DIRECTORY = "single", "batch", "directory"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclass
@@ -58,10 +61,38 @@ def _open_uploads(files: list[Any] | None) -> tuple[list[Image.Image], list[str]
     return pictures, names
 
 
-def extras_request(values: dict[str, Any]) -> ExtrasRequest:
+def folder_under(data_dir: Path, text: str, what: str, allow_any: bool = False) -> Path:
+    """A folder the user typed, relative to the data directory or absolute; it must lie under the data directory
+    unless `allow_any` (the server was started with --api-allow-path-options)."""
+    folder = Path(text.strip()).expanduser()
+    folder = (folder if folder.is_absolute() else data_dir / folder).resolve()
+    if not allow_any and not folder.is_relative_to(data_dir.resolve()):
+        raise UserError(f"The {what} folder {text!r} is outside the data directory {data_dir}; use a folder inside "
+                        "it (or start the server with --api-allow-path-options).")
+    return folder
+
+
+def _directory_pictures(folder: Path) -> tuple[list[Image.Image], list[str]]:
+    if not folder.is_dir():
+        raise UserError(f"The input folder {folder} does not exist.")
+    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    if not files:
+        raise UserError(f"The input folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return _open_uploads([str(path) for path in files])
+
+
+def extras_request(values: dict[str, Any], data_dir: Path | None = None, allow_any: bool = False) -> ExtrasRequest:
     """The request of the tab's current values (raises UserError when there is nothing to upscale)."""
+    output_dir = None
     if values["source"] == BATCH:
         pictures, names = _open_uploads(values["batch"])
+    elif values["source"] == DIRECTORY:
+        assert data_dir is not None
+        if not str(values["input_dir"] or "").strip():
+            raise UserError("Batch from Directory needs an input folder.")
+        pictures, names = _directory_pictures(folder_under(data_dir, values["input_dir"], "input", allow_any))
+        if str(values["output_dir"] or "").strip():
+            output_dir = folder_under(data_dir, values["output_dir"], "output", allow_any)
     else:
         image = values["image"]
         pictures, names = ([image] if image is not None else []), []
@@ -72,7 +103,7 @@ def extras_request(values: dict[str, Any]) -> ExtrasRequest:
         upscaling_resize=float(values["upscaling_resize"]), upscaling_resize_w=int(values["upscaling_resize_w"]),
         upscaling_resize_h=int(values["upscaling_resize_h"]), upscaling_crop=bool(values["upscaling_crop"]),
         upscaler_1=str(values["upscaler_1"] or "None"), upscaler_2=str(values["upscaler_2"] or "None"),
-        extras_upscaler_2_visibility=float(values["extras_upscaler_2_visibility"]), save=True)
+        extras_upscaler_2_visibility=float(values["extras_upscaler_2_visibility"]), save=True, output_dir=output_dir)
 
 
 def result_html(result: ExtrasResult) -> str:
@@ -95,6 +126,11 @@ def build_extras_tab(app: "App") -> ExtrasTab:
                     with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
                         batch = gr.File(label="Batch Process", file_count="multiple", file_types=["image"],
                                         elem_id="extras_image_batch")
+                    with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab") as directory_tab:
+                        input_dir = gr.Textbox(label="Input directory", elem_id="extras_batch_input_dir",
+                                               placeholder="A folder inside the data directory, e.g. inputs/to-upscale")
+                        output_dir = gr.Textbox(label="Output directory", elem_id="extras_batch_output_dir",
+                                                placeholder="Leave blank to save images to the default path.")
                 resize_mode = gr.State(SCALE_BY)
                 with gr.Tabs(elem_id="extras_resize_mode"):
                     with gr.Tab("Scale by", elem_id="extras_scale_by_tab") as scale_by_tab:
@@ -122,10 +158,12 @@ def build_extras_tab(app: "App") -> ExtrasTab:
                 info = gr.HTML("", elem_id="html_info_extras", elem_classes=["infotext"])
     single_tab.select(lambda: SINGLE, outputs=source, show_progress="hidden", queue=False)
     batch_tab.select(lambda: BATCH, outputs=source, show_progress="hidden", queue=False)
+    directory_tab.select(lambda: DIRECTORY, outputs=source, show_progress="hidden", queue=False)
     scale_by_tab.select(lambda: SCALE_BY, outputs=resize_mode, show_progress="hidden", queue=False)
     scale_to_tab.select(lambda: SCALE_TO, outputs=resize_mode, show_progress="hidden", queue=False)
 
-    named = {"image": image, "batch": batch, "source": source, "resize_mode": resize_mode,
+    named = {"image": image, "batch": batch, "input_dir": input_dir, "output_dir": output_dir, "source": source,
+             "resize_mode": resize_mode,
              "upscaling_resize": resize, "upscaling_resize_w": resize_w, "upscaling_resize_h": resize_h,
              "upscaling_crop": crop, "upscaler_1": upscaler_1, "upscaler_2": upscaler_2,
              "extras_upscaler_2_visibility": visibility}
@@ -133,7 +171,8 @@ def build_extras_tab(app: "App") -> ExtrasTab:
     def run(data: dict, request: gr.Request) -> Iterator[dict]:
         values = {name: data[component] for name, component in named.items()}
         try:
-            job = app.submit_extras(extras_request(values), owner=getattr(request, "session_hash", None))
+            built = extras_request(values, app.paths.data_dir, app.launch.api_allow_path_options)
+            job = app.submit_extras(built, owner=getattr(request, "session_hash", None))
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
         for view in watch(job):

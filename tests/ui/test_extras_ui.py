@@ -52,3 +52,24 @@ def test_batch_keeps_the_original_names(page: Page, app: FakeApp, tmp_path) -> N
 def test_nothing_to_upscale_is_a_message(page: Page) -> None:
     with pytest.raises(gr.Error, match="upload an image"):
         run_to_end(page.call("extras_generate", "click"))
+
+
+@pytest.mark.slow
+def test_batch_from_directory_reads_and_writes_folders_inside_the_data_directory(page: Page, app: FakeApp) -> None:
+    inputs = app.paths.data_dir / "to-upscale"
+    inputs.mkdir()
+    for name in ("b.png", "a.png"):
+        _picture().save(inputs / name)
+    (inputs / "notes.txt").write_text("not a picture")
+    fn = page.handler(page.find("extras_generate"), "click")
+    source = next(component for component in fn.inputs if getattr(component, "value", None) == "single")
+    updates = merged(run_to_end(page.call("extras_generate", "click", {
+        "extras_batch_input_dir": "to-upscale", "extras_batch_output_dir": "upscaled",
+        "extras_upscaler_1": "Nearest"}, extra={source: "directory"})))
+    assert len(updates[page.find("extras_gallery")]) == 2
+    names = sorted(path.name for path in (app.paths.data_dir / "upscaled").glob("*.png"))
+    assert names == ["00000-a.png", "00001-b.png"]
+    for folder, message in (("/etc", "outside the data directory"), ("missing", "does not exist"), ("", "input")):
+        with pytest.raises(gr.Error, match=message):
+            run_to_end(page.call("extras_generate", "click", {"extras_batch_input_dir": folder},
+                                 extra={source: "directory"}))
