@@ -34,6 +34,7 @@ class ExtrasTab:
     image: gr.Image
     batch: gr.File
     source: gr.State
+    sub_tabs: gr.Tabs
     resize_mode: gr.State
     generate: gr.Button
     gallery: gr.Gallery
@@ -119,8 +120,8 @@ def build_extras_tab(app: "App") -> ExtrasTab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 source = gr.State(SINGLE)
-                with gr.Tabs(elem_id="mode_extras"):
-                    with gr.Tab("Single Image", elem_id="extras_single_tab") as single_tab:
+                with gr.Tabs(elem_id="mode_extras") as sub_tabs:
+                    with gr.Tab("Single Image", id=SINGLE, elem_id="extras_single_tab") as single_tab:
                         image = gr.Image(label="Source", type="pil", image_mode=None, height=400,
                                          sources=["upload", "clipboard"], elem_id="extras_image")
                     with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as batch_tab:
@@ -187,4 +188,4 @@ def build_extras_tab(app: "App") -> ExtrasTab:
 
     generate.click(run, inputs=set(named.values()), outputs=[progress, gallery, info], show_progress="hidden",
                    concurrency_limit=None)
-    return ExtrasTab(image, batch, source, resize_mode, generate, gallery, info, progress)
+    return ExtrasTab(image, batch, source, sub_tabs, resize_mode, generate, gallery, info, progress)

@@ -31,6 +31,7 @@ class PngInfoTab:
     send_txt2img: gr.Button
     send_img2img: gr.Button
     send_inpaint: gr.Button
+    send_extras: gr.Button
 
 
 def describe_image(image: Image.Image) -> tuple[str, str]:
@@ -79,7 +80,8 @@ def build_pnginfo_tab() -> PngInfoTab:
                     send_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img", size="sm")
                     send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img", size="sm")
                     send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint", size="sm")
-    tab = PngInfoTab(image, info, parameters, send_txt2img, send_img2img, send_inpaint)
+                    send_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras", size="sm")
+    tab = PngInfoTab(image, info, parameters, send_txt2img, send_img2img, send_inpaint, send_extras)
 
     image.upload(describe_file, inputs=image, outputs=[info, parameters], show_progress="hidden")
     image.clear(lambda: ("", ""), outputs=[info, parameters], show_progress="hidden", queue=False)

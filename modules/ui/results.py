@@ -33,6 +33,7 @@ class ResultPanel:
     job: gr.State
     upscale: gr.Button | None = None
     """txt2img's "Upscale" action (hires fix on the selected picture; `modules.ui.upscale_action`)."""
+    send_extras: gr.Button | None = None
 
 
 def build_result_panel(tab: str, upscale: bool = False) -> ResultPanel:
@@ -49,11 +50,12 @@ def build_result_panel(tab: str, upscale: bool = False) -> ResultPanel:
             send_img2img = gr.Button("Send to img2img", elem_id=f"{tab}_send_to_img2img", size="sm")
             send_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}_send_to_inpaint", size="sm")
             send_pnginfo = gr.Button("Send to PNG Info", elem_id=f"{tab}_send_to_pnginfo", size="sm")
+            send_extras = gr.Button("Send to extras", elem_id=f"{tab}_send_to_extras", size="sm")
             upscale_button = gr.Button("\u2728 Upscale", elem_id=f"{tab}_upscale", size="sm",
                                        elem_classes=["upscale-action"]) if upscale else None
         infotext = gr.HTML("", elem_id=f"html_info_{tab}", elem_classes=["infotext"])
     panel = ResultPanel(progress, preview, gallery, infotext, send_img2img, send_inpaint, send_pnginfo,
-                        gr.State(None), gr.State(None), gr.State(None), upscale_button)
+                        gr.State(None), gr.State(None), gr.State(None), upscale_button, send_extras)
 
     def on_select(result: GenerationResult | None, event: gr.SelectData) -> tuple[int, str]:
         index = int(event.index) if event.index is not None else 0

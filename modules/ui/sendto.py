@@ -1,7 +1,8 @@
 """The "send to" buttons: a picture and its parameters go from one tab to another.
 
-From a results panel (txt2img or img2img) the selected picture goes to img2img, to the inpaint canvas or to PNG
-Info; from PNG Info the parameters (and the picture) go to txt2img, img2img or inpaint. Parameters are applied
+From a results panel (txt2img or img2img) the selected picture goes to img2img, to the inpaint canvas, to PNG Info or
+to Extras; from PNG Info the parameters (and the picture) go to txt2img, img2img or inpaint, and the picture to
+Extras. Parameters are applied
 like a paste (`generation.paste_updates`): only what the infotext states changes, and A1111's `send_seed` /
 `send_size` options decide whether seeds and size travel too. The target tab is selected afterwards.
 """
@@ -16,6 +17,7 @@ from gradio.blocks import Block
 from PIL import Image
 
 from modules.ui.bind import named_values
+from modules.ui.extras import SINGLE, ExtrasTab
 from modules.ui.generation import GenerationTab, paste_updates
 from modules.ui.img2img import SOURCE_IMG2IMG, SOURCE_INPAINT, Img2ImgTab, select_source_updates
 from modules.ui.pnginfo import PngInfoTab, describe_image, load_image
@@ -33,6 +35,21 @@ class SendTargets:
     txt2img: GenerationTab
     img2img: Img2ImgTab
     pnginfo: PngInfoTab
+    extras: ExtrasTab | None = None
+
+
+def image_to_extras(targets: SendTargets, image: Image.Image) -> dict[Any, Any]:
+    """Put `image` into the Extras tab's Single Image and select that tab."""
+    tab = targets.extras
+    assert tab is not None
+    return {tab.image: image, tab.source: SINGLE, tab.sub_tabs: gr.Tabs(selected=SINGLE),
+            targets.main_tabs: gr.Tabs(selected="extras")}
+
+
+def _extras_outputs(targets: SendTargets) -> list[Any]:
+    tab = targets.extras
+    assert tab is not None
+    return [tab.image, tab.source, tab.sub_tabs, targets.main_tabs]
 
 
 def _send_flags(app: "App") -> dict[str, bool]:
@@ -97,6 +114,16 @@ def wire_results_panel(app: "App", panel: ResultPanel, targets: SendTargets) -> 
     for button, source in ((panel.send_img2img, SOURCE_IMG2IMG), (panel.send_inpaint, SOURCE_INPAINT)):
         button.click(_from_results(app, panel, targets, source), inputs=img2img_inputs,
                      outputs=_img2img_outputs(targets), show_progress="hidden")
+    if panel.send_extras is not None and targets.extras is not None:
+        def to_extras(data: dict) -> dict:
+            result, index = data[panel.result], selected_index(data[panel.result], data[panel.selected])
+            if result is None or index is None:
+                gr.Warning("There is no picture to send: generate one first.")
+                return {}
+            return image_to_extras(targets, gallery_images(result)[index])
+
+        panel.send_extras.click(to_extras, inputs={panel.result, panel.selected}, outputs=_extras_outputs(targets),
+                                show_progress="hidden")
     png = targets.pnginfo
     panel.send_pnginfo.click(_results_to_pnginfo(panel, targets), inputs={panel.result, panel.selected},
                              outputs=[png.image, png.info, png.parameters, targets.main_tabs],
@@ -136,3 +163,14 @@ def wire_pnginfo(app: "App", targets: SendTargets) -> None:
     inputs: set[Block] = {png.image, png.parameters, *targets.img2img.generation.inputs.values()}
     for button, source in ((png.send_img2img, SOURCE_IMG2IMG), (png.send_inpaint, SOURCE_INPAINT)):
         button.click(to_img2img(source), inputs=inputs, outputs=_img2img_outputs(targets), show_progress="hidden")
+
+    if targets.extras is not None:
+        def to_extras(path: str | None) -> dict:
+            if not path:
+                gr.Warning("Drop an image into PNG Info first.")
+                return {}
+            with Image.open(path) as opened:
+                opened.load()
+                return image_to_extras(targets, opened.copy())  # a copy keeps the PNG's text (its infotext)
+
+        png.send_extras.click(to_extras, inputs=png.image, outputs=_extras_outputs(targets), show_progress="hidden")

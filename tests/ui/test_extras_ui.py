@@ -73,3 +73,28 @@ def test_batch_from_directory_reads_and_writes_folders_inside_the_data_directory
         with pytest.raises(gr.Error, match=message):
             run_to_end(page.call("extras_generate", "click", {"extras_batch_input_dir": folder},
                                  extra={source: "directory"}))
+
+
+@pytest.mark.slow
+def test_send_to_extras_from_results_and_png_info(page: Page, tmp_path) -> None:
+    from modules.types import GenerationRequest
+    from tests.ui.fakes import fake_result
+
+    result = fake_result(GenerationRequest(prompt="sent", seed=31, width=8, height=8, batch_size=2))
+    fn = page.handler(page.find("txt2img_reuse_seed"), "click")
+    updates = page.call("txt2img_send_to_extras", "click", extra={fn.inputs[0]: result, fn.inputs[1]: 1})
+    assert updates[page.find("extras_image")].size == (8, 8)
+    assert updates[page.find("tabs")].selected == "extras"
+    path = tmp_path / "with-info.png"
+    _picture().save(path, pnginfo=_png_text("a cat\nSteps: 3, Seed: 5"))
+    updates = page.call("pnginfo_send_to_extras", "click", {"pnginfo_image": str(path)})
+    sent = updates[page.find("extras_image")]
+    assert sent.size == (40, 32) and sent.info["parameters"] == "a cat\nSteps: 3, Seed: 5"
+
+
+def _png_text(text: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    return info
