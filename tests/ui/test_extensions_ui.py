@@ -60,7 +60,8 @@ def _choices(component: gr.components.Component) -> list[str]:
 
 
 def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
-    for mode, scripts in (("txt2img", ["X/Y/Z plot"]), ("img2img", ["SD upscale", "X/Y/Z plot"])):
+    for mode, scripts in (("txt2img", ["Prompts from file or textbox", "X/Y/Z plot"]),
+                          ("img2img", ["Prompts from file or textbox", "SD upscale", "X/Y/Z plot"])):
         select = ext_page.find(f"{mode}_script_select")
         assert _choices(select) == ["None", *scripts] and select.value == "None"
         ext_page.find(f"{mode}_script_cfg_rescale")  # the always-on accordion
@@ -131,10 +132,10 @@ def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: F
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    assert sorted(_choices(enabled)) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
-    assert sorted(enabled.value) == ["cfg_rescale", "sd_upscale", "toy", "xyz_grid"]
+    assert sorted(_choices(enabled)) == ["cfg_rescale", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
+    assert sorted(enabled.value) == ["cfg_rescale", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
 
-    keep = ["xyz_grid", "sd_upscale", "toy"]
+    keep = ["xyz_grid", "prompts_from_file", "sd_upscale", "toy"]
     status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
     assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
@@ -193,5 +194,6 @@ def test_generation_warns_about_extension_errors(ext_page: Page, app: FakeApp, m
 def test_selecting_a_script_shows_its_controls(ext_page: Page) -> None:
     shown = ext_page.call("txt2img_script_select", "change", {"txt2img_script_select": "X/Y/Z plot"})
     hidden = ext_page.call("txt2img_script_select", "change", {"txt2img_script_select": "None"})
-    assert [update["visible"] for update in shown.values()] == [True]  # one answer per selectable script's group
-    assert [update["visible"] for update in hidden.values()] == [False]
+    # one answer per selectable script's group, in the dropdown's order (Prompts from file, X/Y/Z plot)
+    assert [update["visible"] for update in shown.values()] == [False, True]
+    assert [update["visible"] for update in hidden.values()] == [False, False]
