@@ -82,6 +82,16 @@ def _run(components: ComponentSet, policy: VaePolicy, pixels: int, bytes_per_pix
         return run()
 
 
+def _with_fallbacks(components: ComponentSet, policy: VaePolicy, pixels: int, bytes_per_pixel: int,
+                    run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`run` (which reads the VAE's dtype when called) in tiles where needed, and again in fp32 after NaNs."""
+    result = _run(components, policy, pixels, bytes_per_pixel, run)
+    if policy.auto_precision and components.vae_dtype != torch.float32 and torch.isnan(result).any():
+        _to_fp32(components, policy)
+        result = _run(components, policy, pixels, bytes_per_pixel, run)
+    return result
+
+
 def _to_fp32(components: ComponentSet, policy: VaePolicy) -> None:
     torch.nn.Module.to(components.vae, torch.float32)  # (diffusers' `to` warns about a plain dtype change)
     components.vae_dtype = torch.float32
@@ -96,11 +106,7 @@ def decode(components: ComponentSet, latents: torch.Tensor, policy: VaePolicy) -
     def run() -> torch.Tensor:
         return decode_latents(components.vae, latents, components.vae_dtype)
 
-    result = _run(components, policy, pixels, VAE_DECODE_BYTES_PER_PIXEL, run)
-    if policy.auto_precision and components.vae_dtype != torch.float32 and torch.isnan(result).any():
-        _to_fp32(components, policy)
-        result = _run(components, policy, pixels, VAE_DECODE_BYTES_PER_PIXEL, run)
-    return result
+    return _with_fallbacks(components, policy, pixels, VAE_DECODE_BYTES_PER_PIXEL, run)
 
 
 def encode(components: ComponentSet, pixels: torch.Tensor, policy: VaePolicy) -> torch.Tensor:
@@ -110,8 +116,4 @@ def encode(components: ComponentSet, pixels: torch.Tensor, policy: VaePolicy) ->
     def run() -> torch.Tensor:
         return encode_images(components.vae, pixels, components.vae_dtype)
 
-    result = _run(components, policy, count, VAE_ENCODE_BYTES_PER_PIXEL, run)
-    if policy.auto_precision and components.vae_dtype != torch.float32 and torch.isnan(result).any():
-        _to_fp32(components, policy)
-        result = _run(components, policy, count, VAE_ENCODE_BYTES_PER_PIXEL, run)
-    return result
+    return _with_fallbacks(components, policy, count, VAE_ENCODE_BYTES_PER_PIXEL, run)
