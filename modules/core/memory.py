@@ -3,7 +3,8 @@
 The estimate adds the parts of a job that grow with its size, for the pass that needs most (hires fix: the second
 pass at the target size):
 - the UNet's activations: per batch row (two rows per image with CFG) and latent pixel, plus a fixed workspace;
-- the VAE decode (and encode, for img2img and image upscalers), one image at a time;
+- the VAE decode (and encode, for img2img and image upscalers), one image at a time, at most one 512x512 tile's
+  worth (the VAE falls back to tiles when the whole picture would not fit);
 - the text conditioning (prompt and negative prompt embeddings of every image of a batch);
 - the latents and the scheduler's copies of them;
 - the finished pictures of the whole job, which stay in memory until it ends (and are encoded once more for the
@@ -42,6 +43,9 @@ VAE_DECODE_BYTES_PER_PIXEL = 8 * 1024
 """VAE decode peak per output pixel, fp32 (measured 3.9-4.1 KiB at 256 and 512 px)."""
 VAE_ENCODE_BYTES_PER_PIXEL = 4 * 1024
 """VAE encode peak per input pixel, fp32 (measured 2.7 KiB at 256 px)."""
+VAE_TILE_PIXELS = 512 * 512
+"""The VAE's working set is bounded by one tile: a picture that does not fit whole is decoded in tiles of at most
+512x512 (`modules.core.vae`); its float output (12 bytes per pixel) is counted on top."""
 LATENT_COPIES = 12
 """Latent-sized tensors alive during a step: latents, noise, model outputs (x2 with CFG), denoised, the
 multistep schedulers' history, previews."""
@@ -102,11 +106,12 @@ def estimate_job(request: GenerationRequest, identity: ModelIdentity, dtype: tor
     rows = batch * (2 if request.cfg_scale != 1.0 else 1)
     chunks = 1 + max(len(request.prompt), len(request.negative_prompt)) // CHARS_PER_CHUNK
     pictures = batch * max(1, request.n_iter)
+    vae_pixels = min(width * height, VAE_TILE_PIXELS)  # larger pictures go through the VAE in tiles when needed
     encode = request.mode != "txt2img" or (request.enable_hr and not request.hr_upscaler.lower().startswith("latent"))
     parts = {
         "UNet": int(rows * latent_pixels * UNET_BYTES_PER_PIXEL_ROW * scale) + UNET_WORKSPACE,
-        "VAE decode": int(width * height * VAE_DECODE_BYTES_PER_PIXEL * vae_scale),
-        "VAE encode": int(width * height * VAE_ENCODE_BYTES_PER_PIXEL * vae_scale) if encode else 0,
+        "VAE decode": int(vae_pixels * VAE_DECODE_BYTES_PER_PIXEL * vae_scale) + width * height * 12,
+        "VAE encode": int(vae_pixels * VAE_ENCODE_BYTES_PER_PIXEL * vae_scale) if encode else 0,
         "text conditioning": rows * chunks * TOKENS_PER_CHUNK * _text_width(identity) * 4 * 3,
         "latents": batch * 4 * latent_pixels * 4 * LATENT_COPIES,
         "finished pictures": pictures * width * height * 3 * PICTURE_COPIES,

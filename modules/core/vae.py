@@ -26,6 +26,8 @@ from modules.models.components import ComponentSet
 
 log = logging.getLogger(__name__)
 
+TILE = 512
+"""Largest VAE tile side in pixels (diffusers' default is the VAE config's `sample_size`)."""
 NAN_NOTE = ("The VAE produced NaNs in half precision; it was converted to 32-bit floats and the image made again "
             "(setting: Automatically revert VAE to 32-bit floats).")
 OOM_NOTE = "The VAE ran out of memory on the whole image; it was done in tiles."
@@ -47,16 +49,23 @@ class VaePolicy:
 
 
 class _Tiling:
-    """Turns diffusers' tiling on for the `with` block (its `decode`/`encode` then tile images above a tile)."""
+    """Turns diffusers' tiling on for the `with` block (its `decode`/`encode` then tile images above a tile), with
+    tiles of at most `TILE` pixels (SDXL's config asks for 1024, which would not save memory at 1024x1024)."""
 
     def __init__(self, components: ComponentSet, on: bool) -> None:
-        self._vae, self._on, self._was = components.vae, on, bool(getattr(components.vae, "use_tiling", False))
+        vae = components.vae
+        self._vae, self._on, self._was = vae, on, bool(getattr(vae, "use_tiling", False))
+        self._sizes = (getattr(vae, "tile_sample_min_size", TILE), getattr(vae, "tile_latent_min_size", TILE // 8))
 
     def __enter__(self) -> None:
         self._vae.use_tiling = self._on or self._was
+        if self._on and isinstance(self._sizes[0], int) and self._sizes[0] > TILE:
+            factor = max(1, self._sizes[0] // max(1, int(self._sizes[1])))
+            self._vae.tile_sample_min_size, self._vae.tile_latent_min_size = TILE, TILE // factor
 
     def __exit__(self, *exc_info: object) -> None:
         self._vae.use_tiling = self._was
+        self._vae.tile_sample_min_size, self._vae.tile_latent_min_size = self._sizes
 
 
 def _too_large(components: ComponentSet, pixels: int, bytes_per_pixel: int) -> bool:

@@ -88,3 +88,14 @@ def test_the_job_reports_its_fallbacks_and_the_tiled_option_reaches_the_vae():
     tiled = generate(_request(width=128, height=128, overrides={"tiled_vae": True}), tiny(SD1), EULER)
     whole = generate(_request(width=128, height=128), tiny(SD1), EULER)
     assert not np.array_equal(np.asarray(tiled.images[0]), np.asarray(whole.images[0]))
+
+
+def test_tiles_are_at_most_512_pixels_and_the_vae_is_left_as_it_was():
+    components = build_tiny_components(SD1, seed=5)
+    vae = components.vae
+    vae.tile_sample_min_size, vae.tile_latent_min_size = 1024, 128  # SDXL's config values
+    seen: list[tuple[int, int, bool]] = []
+    with vae_module._Tiling(components, True):
+        seen.append((vae.tile_sample_min_size, vae.tile_latent_min_size, vae.use_tiling))
+    assert seen == [(512, 64, True)]
+    assert (vae.tile_sample_min_size, vae.tile_latent_min_size, vae.use_tiling) == (1024, 128, False)

@@ -29,7 +29,12 @@ def test_the_estimate_grows_with_batch_size_count_and_pixels():
     base = _total(width=512, height=512)
     assert _total(width=512, height=512, batch_size=4) > base
     assert _total(width=512, height=512, n_iter=4) > base
-    assert _total(width=1024, height=1024) > 3 * (base - memory.UNET_WORKSPACE)
+    assert _total(width=1024, height=1024) > base
+    big = estimate_job(GenerationRequest(width=1024, height=1024), ModelIdentity(Family.SD1), torch.float16)
+    small = estimate_job(GenerationRequest(width=512, height=512), ModelIdentity(Family.SD1), torch.float16)
+    assert big.parts["UNet"] - memory.UNET_WORKSPACE == 4 * (small.parts["UNet"] - memory.UNET_WORKSPACE)
+    # the VAE is bounded by one 512x512 tile (it tiles what does not fit) plus the float output picture
+    assert big.parts["VAE decode"] - small.parts["VAE decode"] == (1024 * 1024 - 512 * 512) * 12
     assert _total(width=512, height=512, cfg_scale=1.0) < base  # one UNet row per image without guidance
 
 
