@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modules.core.memory import admission_limit, check_fits, device_memory
+from modules.core.memory import admit
 from modules.core.validate import check_counts
 from modules.errors import UserError
 from modules.types import GenerationRequest
@@ -32,6 +32,4 @@ class SubmitAdmission:
         except UserError:
             return  # no such or unreadable checkpoint: the job itself reports it
         plan = self._models.plan
-        memory = device_memory(plan.device)
-        check_fits(request, identity, plan.dtype, admission_limit(memory, now=False),
-                   f"that the {memory.name} has in all", plan.vae_dtype)
+        admit(request, identity, plan.device, plan.dtype, plan.vae_dtype, now=False)

@@ -14,6 +14,7 @@ tiles); the UI and the API submit it through `App.submit_extras`.
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PIL import Image
 
-from modules import images
+from modules import images, infotext
 from modules.core.masks import flatten
 from modules.errors import Interrupted, InvalidRequest
 from modules.types import ProgressEvent
-from modules.upscalers.registry import AnyUpscaler, UpscaleContext, Upscaler, UpscalerRegistry
+from modules.upscalers.registry import AnyUpscaler, UpscaleContext, UpscalerRegistry
 
 if TYPE_CHECKING:
     from modules.jobs.executor import JobContext
@@ -68,13 +69,9 @@ class ExtrasResult:
     interrupted: bool = False
     saved: tuple[str, ...] = field(default_factory=tuple)
 
-
-def _image_upscaler(registry: UpscalerRegistry, name: str, field_name: str) -> AnyUpscaler:
-    upscaler = registry.find(name or "None")
-    if isinstance(upscaler, Upscaler) and upscaler.is_latent:
-        raise InvalidRequest(f"{field_name}: '{upscaler.name}' is a latent upscaler (for hires fix); choose an "
-                             "image upscaler such as Lanczos or an upscaler model")
-    return upscaler
+    def html_info(self) -> str:
+        """A1111's `html_info`: the last picture's postprocessing text as an HTML paragraph ("" for none)."""
+        return f"<p>{html.escape(self.infotexts[-1])}</p>" if self.infotexts else ""
 
 
 def validate(request: ExtrasRequest) -> None:
@@ -123,18 +120,18 @@ def postprocess_text(request: ExtrasRequest, first: AnyUpscaler, second: AnyUpsc
     params["Postprocess upscaler"] = first.name
     if second is not None:
         params["Postprocess upscaler 2"] = second.name
-    return ", ".join(f"{key}: {value}" for key, value in params.items())
+    return infotext.build("", "", params)  # A1111 writes it as a parameter line (values quoted where needed)
 
 
 def upscale_picture(request: ExtrasRequest, image: Image.Image, registry: UpscalerRegistry,
                     context: UpscaleContext | None = None) -> tuple[Image.Image, str]:
     """One picture upscaled as the request says, and its postprocessing text."""
     source = flatten(image, "#ffffff") if image.mode != "RGB" else image
-    first = _image_upscaler(registry, request.upscaler_1, "upscaler_1")
+    first = registry.find_image(request.upscaler_1, "upscaler_1")
     second_name = request.upscaler_2 or "None"
     second = None
     if second_name.lower() != "none" and request.extras_upscaler_2_visibility > 0:
-        second = _image_upscaler(registry, second_name, "upscaler_2")
+        second = registry.find_image(second_name, "upscaler_2")
     factor = scale_factor(request, source)
     result = first.upscale_by(source, factor, context)
     if second is not None:

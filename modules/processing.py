@@ -25,7 +25,7 @@ from modules import images, infotext
 from modules.core.denoise import StepHook, UNetHook
 from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
-from modules.errors import Interrupted, InvalidRequest
+from modules.errors import Interrupted
 from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
 from modules.job_options import OutputOptions, RequestDefaults, output_folder
@@ -94,11 +94,7 @@ class GenerationService:
                            settings: Mapping[str, Any]) -> Image.Image | None:
         """`RunContext.upscale`: `image` enlarged by `scale` with the image upscaler `name` (A1111's
         `Upscaler.upscale`), tiled by the `ESRGAN_tile` settings; None when interrupted between tiles."""
-        upscaler = self.models.upscalers.find(name)
-        if upscaler.is_latent:
-            names = ", ".join(u.name for u in self.models.upscalers.image_upscalers())
-            raise InvalidRequest(f"Upscaler {upscaler.name!r} is a latent upscale mode, which works on latents in "
-                                 f"Hires. fix only; choose an image upscaler: {names}.")
+        upscaler = self.models.upscalers.find_image(name, "Upscaler")
         options = CoreOptions.from_mapping(settings)
 
         def on_tile(done: int, total: int) -> None:  # the job's parts start after this: no fraction of it

@@ -9,7 +9,6 @@ it. As in A1111 the API returns pictures without saving them. Face restoration (
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends
@@ -91,11 +90,6 @@ def _request(body: ExtrasBaseRequest, images: list[Any], names: list[str]) -> Ex
         extras_upscaler_2_visibility=body.extras_upscaler_2_visibility, save=False)
 
 
-def html_info(texts: tuple[str, ...]) -> str:
-    """A1111's `html_info`: the last picture's postprocessing text as a paragraph."""
-    return f"<p>{html.escape(texts[-1])}</p>" if texts else ""
-
-
 def _encoded(result: ExtrasResult) -> list[str]:
     return [encode_png(image, image.info.get("parameters"), {"extras": text})
             for image, text in zip(result.images, result.infotexts, strict=True)]
@@ -121,7 +115,7 @@ def build_extras_router(app: "App", auth: Authenticator) -> APIRouter:
         image = await run_in_threadpool(decode_image, body.image, "image")
         result = await run(_request(body, [image], []), user)
         encoded = await run_in_threadpool(_encoded, result)
-        return ExtrasSingleImageResponse(html_info=html_info(result.infotexts),
+        return ExtrasSingleImageResponse(html_info=result.html_info(),
                                          image=encoded[0] if encoded else None)
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
@@ -132,7 +126,7 @@ def build_extras_router(app: "App", auth: Authenticator) -> APIRouter:
                   for index, item in enumerate(body.imageList)]
         result = await run(_request(body, images, [item.name for item in body.imageList]), user)
         encoded = await run_in_threadpool(_encoded, result)
-        return ExtrasBatchImagesResponse(html_info=html_info(result.infotexts), images=encoded)
+        return ExtrasBatchImagesResponse(html_info=result.html_info(), images=encoded)
 
     @router.get("/realesrgan-models", response_model=list[RealesrganItem])
     def realesrgan_models() -> list[dict[str, Any]]:

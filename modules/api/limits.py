@@ -6,7 +6,7 @@ body), so one upload cannot fill the server's memory. The web UI's uploads have 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -53,10 +53,11 @@ class RequestSizeLimit:
         await self.app(scope, counting_receive, send)
 
 
-def max_request_bytes(settings: Callable[[], object]) -> Callable[[], int]:
-    """The limit from the `api_max_request_mb` setting of `settings()` (a settings snapshot mapping)."""
-    def limit() -> int:
-        snapshot = settings()
-        megabytes = snapshot["api_max_request_mb"]  # type: ignore[index]
-        return max(1, int(megabytes)) * MiB
-    return limit
+def max_request_mb(snapshot: Mapping[str, Any]) -> int:
+    """The `api_max_request_mb` setting of a settings snapshot (at least 1)."""
+    return max(1, int(snapshot["api_max_request_mb"]))
+
+
+def max_request_bytes(settings: Callable[[], Mapping[str, Any]]) -> Callable[[], int]:
+    """The limit, read from the current settings at each request."""
+    return lambda: max_request_mb(settings()) * MiB

@@ -28,17 +28,17 @@ from modules.core.denoise import StepHook, UNetHook
 from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
 from modules.core.latents import pil_to_tensor, vae_scale_factor
-from modules.core.memory import admission_limit, check_fits, device_memory
+from modules.core.memory import admit
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
 from modules.core.vae import VaePolicy
-from modules.core.validate import validate_hires, validate_hires_model, validate_request
+from modules.core.validate import validate_hires, validate_hires_inputs, validate_request
 from modules.devices import empty_cache
-from modules.errors import InvalidRequest, OutOfMemory
+from modules.errors import OutOfMemory
 from modules.models.components import ComponentSet
 from modules.prompts.encode import TextualInversion
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, ProgressEvent
-from modules.upscalers.registry import Upscaler, UpscalerRegistry
+from modules.upscalers.registry import UpscalerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,7 @@ def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOp
     labels = SamplerLabels(second.label, second.schedule_label, eta)
     factor = vae_scale_factor(components.vae)
     validate_hires(request, factor)
-    latent_upscale = isinstance(upscaler, Upscaler) and upscaler.is_latent
-    given = request.firstpass_image
-    if given is not None and latent_upscale and (given.width % factor or given.height % factor):
-        raise InvalidRequest(f"the first-pass image is {given.width}x{given.height}; a latent upscaler needs sides "
-                             f"that are multiples of {factor}: choose an image upscaler (e.g. Lanczos) or resize it")
-    if hires_components is not None:
-        validate_hires_model(request, components, hires_components, latent_upscale)
+    validate_hires_inputs(request, components, hires_components, upscaler.is_latent, factor)
     plan = plan_hires(request, options, upscaler.name, labels, factor)
     return plan, HiresPass(upscaler, second, hires_components)
 
@@ -186,9 +180,8 @@ def generate(
     validate_request(request, components, refiner)
     eta = request.eta if sampler.uses_eta else None
     hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components)
-    memory = device_memory(components.device)  # 2. admission: the job's working memory is free now
-    check_fits(request, components.identity, components.dtype, admission_limit(memory, now=True),
-               f"free in {memory.name} now", components.vae_dtype)
+    # 2. admission: the job's working memory is free now
+    admit(request, components.identity, components.device, components.dtype, components.vae_dtype, now=True)
     plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver,
                     None if hires is None else hires[0])
     timings: dict[str, float] = {}

@@ -174,7 +174,12 @@ def check_fits(request: GenerationRequest, identity: ModelIdentity, dtype: torch
         f"{where}: {hint}.")
 
 
-def admission_limit(memory: DeviceMemory, *, now: bool) -> int:
-    """Bytes a job may plan for: a share of the device's total (at submission) or of what is free (at start)."""
-    return int((memory.available if now else memory.total) * SAFETY_MARGIN)
+def admit(request: GenerationRequest, identity: ModelIdentity, device: torch.device, dtype: torch.dtype,
+          vae_dtype: torch.dtype | None = None, *, now: bool) -> MemoryEstimate:
+    """Admission on `device`: the job may plan for a share of the device's total memory (`now=False`, at
+    submission) or of what is free (`now=True`, when it starts); JobTooLarge otherwise (see `check_fits`)."""
+    memory = device_memory(device)
+    limit = int((memory.available if now else memory.total) * SAFETY_MARGIN)
+    where = f"free in {memory.name} now" if now else f"that the {memory.name} has in all"
+    return check_fits(request, identity, dtype, limit, where, vae_dtype)
 

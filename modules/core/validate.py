@@ -104,11 +104,18 @@ def _check_refiner(request: GenerationRequest, components: ComponentSet, refiner
         )
 
 
-def validate_hires_model(request: GenerationRequest, components: ComponentSet, hires: ComponentSet,
-                         latent_upscale: bool) -> None:
-    """A second-pass checkpoint must share the first pass's latent space when the latents go across unchanged (a
-    latent upscaler); an image upscaler decodes and re-encodes, so any family works."""
-    if latent_upscale and hires.identity.is_sdxl != components.identity.is_sdxl:
+def validate_hires_inputs(request: GenerationRequest, components: ComponentSet, hires: ComponentSet | None,
+                          latent_upscale: bool, factor: int) -> None:
+    """What a latent upscaler needs of the second pass's inputs: a `firstpass_image` of whole latents, and a
+    second-pass checkpoint (`hires`) in the first pass's latent space, since the latents go across unchanged; an
+    image upscaler decodes and re-encodes, so any size and family work."""
+    given = request.firstpass_image
+    if not latent_upscale:
+        return
+    if given is not None and (given.width % factor or given.height % factor):
+        raise InvalidRequest(f"the first-pass image is {given.width}x{given.height}; a latent upscaler needs sides "
+                             f"that are multiples of {factor}: choose an image upscaler (e.g. Lanczos) or resize it")
+    if hires is not None and hires.identity.is_sdxl != components.identity.is_sdxl:
         raise InvalidRequest(
             f"the hires checkpoint ({hires.identity.describe()}) works in a different latent space than the model "
             f"({components.identity.describe()}), so the latent upscaler '{request.hr_upscaler}' cannot hand it "

@@ -7,7 +7,6 @@ saved to `outdir_extras_samples`, as A1111's tab saves them.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -108,9 +107,8 @@ def extras_request(values: dict[str, Any], data_dir: Path | None = None, allow_a
 
 
 def result_html(result: ExtrasResult) -> str:
-    text = "<br>".join(html.escape(line) for line in result.infotexts[-1:])
     note = "<p class='interrupted'>Interrupted.</p>" if result.interrupted else ""
-    return f"<div class='infotext'><p>{text}</p>{note}</div>"
+    return f"<div class='infotext'>{result.html_info()}{note}</div>"
 
 
 def build_extras_tab(app: "App") -> ExtrasTab:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from modules.api.limits import max_request_mb
 from modules.ui.common import TOOLTIPS, UiContext
 from modules.ui.extensions_tab import build_extension_tabs, build_extensions_tab
 from modules.ui.extras import build_extras_tab
@@ -122,5 +123,5 @@ def launch_kwargs(app: "App") -> dict[str, Any]:
         "css": f"{css}\n{extra_css}" if extra_css else css,
         "js": page_js(app.launch.theme),
         "head": extension_head(app.extensions.javascript_files()),
-        "max_file_size": f"{max(1, int(app.settings.get()['api_max_request_mb']))}mb",
+        "max_file_size": f"{max_request_mb(app.settings.get())}mb",
     }

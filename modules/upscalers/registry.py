@@ -264,6 +264,16 @@ class UpscalerRegistry:
                              f"{', '.join(str(f) for f in self.model_folders())}. Available: "
                              f"{', '.join(self.names())}.")
 
+    def find_image(self, name: str | None, what: str = "This") -> AnyUpscaler:
+        """Like `find` (empty = "None"), for a picture: a latent mode is an InvalidRequest (`what` names the field
+        or feature that asked, for the message)."""
+        upscaler = self.find(name or "None")
+        if upscaler.is_latent:
+            raise InvalidRequest(f"{what}: '{upscaler.name}' is a latent upscaler, which resizes latents in Hires. fix "
+                                 "only; choose an image upscaler: "
+                                 f"{', '.join(u.name for u in self.image_upscalers())}.")
+        return upscaler
+
     def model_folders(self) -> tuple[Path, ...]:
         base = self.models_dir if self.models_dir is not None else Path("models")
         return tuple(base / folder for folder in MODEL_FOLDERS)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import modules.core.generate as generate_module
 from modules.core import memory
 from modules.core.generate import generate
 from modules.core.memory import DeviceMemory, check_fits, estimate_job
@@ -83,7 +82,7 @@ def test_batch_caps(fields, message):
 
 
 def test_the_core_refuses_a_job_that_does_not_fit_in_free_memory_before_sampling(monkeypatch):
-    monkeypatch.setattr(generate_module, "device_memory", lambda device: DeviceMemory("test memory", 8 * GiB, GiB))
+    monkeypatch.setattr(memory, "device_memory", lambda device: DeviceMemory("test memory", 8 * GiB, GiB))
     calls: list[int] = []
     request = GenerationRequest(width=2048, height=2048, steps=1)
     with pytest.raises(JobTooLarge, match="free in test memory now: lower the image size"):
