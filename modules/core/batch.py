@@ -34,6 +34,7 @@ from modules.core.latents import NoiseSpec, batch_noise, seed_noise, tensor_to_p
 from modules.core.plan import JobPlan
 from modules.core.preview import cheap_preview
 from modules.core.vae import VaePolicy
+from modules.errors import InvalidRequest
 from modules.models.components import ComponentSet
 from modules.prompts.encode import EncodeOptions, PromptEncoder, TextualInversion
 from modules.prompts.parser import ScheduleParser
@@ -98,11 +99,20 @@ def _noise_spec(job: PreparedJob) -> NoiseSpec:
     )
 
 
-def _set_begin_index(scheduler: SchedulerMixin, index: int) -> None:
-    """Start a scheduler's step counter at `index` (schedulers without one, such as DDIM, step by timestep)."""
-    setter = getattr(scheduler, "set_begin_index", None)  # scheduler capability, as diffusers' pipelines check
+def _run_timesteps(scheduler: SchedulerMixin, start_index: int) -> torch.Tensor:
+    """The timesteps that run from schedule step `start_index` on, with the scheduler set to start there.
+
+    diffusers schedulers: the tail of `timesteps` (`order` entries per step) and their step counter moved there
+    (schedulers without one, such as DDIM, step by timestep). `SigmaScheduler` restarts its sampler on the tail of
+    its sigma list, as A1111 slices the list for img2img."""
+    begin_at = getattr(scheduler, "begin_at", None)  # scheduler capability, as diffusers' pipelines check
+    if begin_at is not None:
+        return begin_at(start_index)
+    start = start_index * scheduler.order
+    setter = getattr(scheduler, "set_begin_index", None)
     if setter is not None:
-        setter(index)
+        setter(start)
+    return scheduler.timesteps[start:]
 
 
 def _switch_index(scheduler: SchedulerMixin, timesteps: torch.Tensor, switch_at: float) -> int:
@@ -211,6 +221,9 @@ def _passes(
     passes = [(0, _unet_pass(job, job.components, schedule, job.init.image_cond))]
     refiner, switch_at = job.refiner, job.request.refiner_switch_at
     if refiner is not None and switch_at < 1.0:
+        if getattr(scheduler, "extends_timesteps", False):
+            raise InvalidRequest(f"The refiner cannot take over from '{job.sampler.label}': it decides its steps "
+                                 "while sampling, so there is no switch step; choose another sampler.")
         refiner_pass = _unet_pass(job, refiner, _encode(job, refiner, index, steps), job.init.refiner_image_cond)
         passes.append((_switch_index(scheduler, timesteps, switch_at), refiner_pass))
     return passes
@@ -262,9 +275,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
     # 3. scheduler: the plan's tail of the schedule
     scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds,
                                   sdxl=components.identity.is_sdxl)
-    start = plan.steps.start_index * scheduler.order
-    timesteps = scheduler.timesteps[start:]
-    _set_begin_index(scheduler, start)
+    timesteps = _run_timesteps(scheduler, plan.steps.start_index)
     # 4. initial latents: pure noise (txt2img) or init latents noised to the first timestep
     blend = None
     if job.init.latents is None:

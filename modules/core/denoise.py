@@ -162,6 +162,9 @@ def pass_for(passes: list[tuple[int, UNetPass]], index: int) -> UNetPass:
 
 def _sigma(scheduler: SchedulerMixin, timestep: torch.Tensor) -> float:
     """k-diffusion sigma of a timestep, sqrt((1 - alpha_bar) / alpha_bar); NaN for schedulers without alphas."""
+    sigma_of = getattr(scheduler, "sigma_of", None)  # SigmaScheduler: the exact sigma of a fractional timestep
+    if sigma_of is not None:
+        return float(sigma_of(timestep))
     alphas = getattr(scheduler, "alphas_cumprod", None)  # scheduler capability, not model duck typing
     if alphas is None:
         return float("nan")
@@ -264,6 +267,8 @@ def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
     # 6. scheduler step
     output = loop.scheduler.step(noise_pred, t, loop.latents, **loop.step_kwargs, return_dict=True)
     loop.latents = output.prev_sample
+    if getattr(loop.scheduler, "extends_timesteps", False):  # DPM adaptive: the step planned the next evaluation
+        loop.timesteps = loop.scheduler.timesteps
     denoised = output.get("pred_original_sample")
     # 7. inpaint blend (4-channel UNets only; 9-channel ones see the mask through their input)
     if loop.blend is not None and unet_pass.image_cond is None:
@@ -272,15 +277,17 @@ def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
 
 
 def run_denoise(loop: LoopInputs) -> LoopResult:
-    """Run the loop over `loop.timesteps`; a stop request ends it before the next step."""
-    total = len(loop.timesteps)
+    """Run the loop over `loop.timesteps` (which an adaptive sampler extends as it goes); a stop request ends it
+    before the next step."""
     denoised = loop.latents
-    for index, t in enumerate(loop.timesteps):
+    index = 0
+    while index < len(loop.timesteps):
         # 1. stop check
         if loop.should_stop():
             return LoopResult(loop.latents, denoised, index, stopped=True)
-        denoised = _step(loop, index, t)
+        denoised = _step(loop, index, loop.timesteps[index])
+        index += 1
         # 8. progress
         if loop.on_step is not None:
-            loop.on_step(index + 1, total, denoised)
-    return LoopResult(loop.latents, denoised, total, stopped=False)
+            loop.on_step(index, len(loop.timesteps), denoised)
+    return LoopResult(loop.latents, denoised, index, stopped=False)

@@ -1,9 +1,10 @@
 """The sampler registry: A1111 sampler names -> configured diffusers schedulers.
 
 Samplers are data: one `SamplerSpec` row per A1111 sampler, naming the diffusers class, its config, every
-accepted spelling and the schedule types the class truly honours. A1111 samplers that diffusers has no
-implementation of are rows too (`scheduler_cls=None`, with the reason), so asking for them gives a precise
-message instead of a silent substitute.
+accepted spelling and the schedule types the class truly honours. Where no diffusers scheduler reproduces A1111's
+sampler, the row names a `SigmaAlgorithm` instead: a function of `sigma_samplers.py` run over A1111's sigma list
+(`sigma_schedules.py`) by `sigma_scheduler.SigmaScheduler`. A sampler neither can honour is a row too
+(`unsupported`, with the reason), so asking for it gives a precise message instead of a silent substitute.
 
 Name parsing follows A1111's `get_sampler_and_scheduler`: a trailing schedule label is stripped from combined
 names ("DPM++ 2M Karras" -> "DPM++ 2M" + Karras), except that an explicit non-Automatic schedule argument wins
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
@@ -48,6 +50,9 @@ from modules.samplers.schedules import (
     SPACING_ONLY,
     ScheduleSpec,
 )
+from modules.samplers.sigma_samplers import dpm_adaptive, dpm_fast, dpmpp_2s_ancestral, restart
+from modules.samplers.sigma_scheduler import RunFactory, SigmaScheduler
+from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +61,23 @@ _ALIAS_SUFFIXES = {"_ka": "karras", "_exp": "exponential"}
 
 
 @dataclass(frozen=True)
+class SigmaAlgorithm:
+    """A sampler run over a sigma list (`sigma_samplers.py`): `factory(x, sigmas, noise)` starts it. `order` is
+    A1111's step multiplier for prompt schedules (2 for its "second_order" samplers); `adaptive` when the number
+    of model calls is decided while sampling (DPM adaptive)."""
+
+    factory: RunFactory
+    order: int = 1
+    adaptive: bool = False
+
+
+@dataclass(frozen=True)
 class SamplerSpec:
     """One sampler row.
 
-    name: A1111 label ("DPM++ 2M"). scheduler_cls: diffusers class, or None when diffusers has no implementation
-    (then `unsupported` says why). config: class config that makes it this sampler. aliases: A1111 `k_` aliases
+    name: A1111 label ("DPM++ 2M"). scheduler_cls: diffusers class; or None with `algorithm` (our own sampler over
+    a sigma list), or None with `unsupported` saying why it cannot run. config: class config that makes it this
+    sampler. aliases: A1111 `k_` aliases
     and ComfyUI names. default_schedule: what A1111's "Automatic" means for it. schedules: the schedule names the
     class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian").
     """
@@ -73,10 +90,11 @@ class SamplerSpec:
     schedules: tuple[str, ...] = EULER_FAMILY
     flags: frozenset[str] = frozenset()
     unsupported: str = ""
+    algorithm: SigmaAlgorithm | None = None
 
     @property
     def supported(self) -> bool:
-        return self.scheduler_cls is not None
+        return self.scheduler_cls is not None or self.algorithm is not None
 
 
 def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], **kw: Any) -> SamplerSpec:
@@ -85,7 +103,17 @@ def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], 
 
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
-_NO_DIFFUSERS = "diffusers has no scheduler implementing it"
+SIGMA_LISTS = tuple(SIGMA_SCHEDULES)
+"""Schedules of the sigma-list samplers: every A1111 schedule but Beta."""
+
+
+def _dpm_fast(x: torch.Tensor, sigmas: torch.Tensor, noise: Any) -> Any:
+    return dpm_fast(x, float(sigmas[-2]), float(sigmas[0]), len(sigmas) - 1, noise, eta=1.0)
+
+
+def _dpm_adaptive(x: torch.Tensor, sigmas: torch.Tensor, noise: Any) -> Any:
+    return dpm_adaptive(x, float(sigmas[-2]), float(sigmas[0]), noise, eta=1.0)
+
 
 A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     _row("DPM++ 2M", DPMSolverMultistepScheduler, ("k_dpmpp_2m", "dpmpp_2m"), config=_DPMPP,
@@ -99,9 +127,11 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
          ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
          config={**_DPMPP_SDE, "solver_type": "heun"}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
          flags=frozenset({"sde"})),
+    # diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, non-ancestral
+    # method): ours, with A1111's eta 1.
     _row("DPM++ 2S a", None, ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), default_schedule="karras",
-         unsupported="diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, "
-         "non-ancestral method)"),
+         schedules=SIGMA_LISTS, flags=frozenset({"ancestral", "second_order"}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2s_ancestral(x, sigmas, noise, eta=1.0), order=2)),
     # Third-order multistep SDE DPM-Solver++ (k-diffusion's 3M SDE also drops the next-to-last sigma; diffusers
     # instead takes a first-order final step to sigma 0).
     _row("DPM++ 3M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
@@ -117,9 +147,14 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
          flags=frozenset({"second_order"})),
     _row("DPM2 a", KDPM2AncestralDiscreteScheduler, ("k_dpm_2_a", "dpm_2_ancestral"), default_schedule="karras",
          flags=frozenset({"ancestral", "second_order"})),
-    _row("DPM fast", None, ("k_dpm_fast", "dpm_fast"), unsupported=_NO_DIFFUSERS),
-    _row("DPM adaptive", None, ("k_dpm_ad", "dpm_adaptive"), unsupported=_NO_DIFFUSERS + " (adaptive step size)"),
-    _row("Restart", None, ("restart",), default_schedule="karras", unsupported=_NO_DIFFUSERS),
+    # DPM fast / adaptive run between the schedule's end sigmas (the model's whole range for txt2img) on their own
+    # log-sigma grid, so only the Uniform list is offered; A1111 runs them with eta 1.
+    _row("DPM fast", None, ("k_dpm_fast", "dpm_fast"), schedules=("uniform",), flags=frozenset({"ancestral"}),
+         algorithm=SigmaAlgorithm(_dpm_fast)),
+    _row("DPM adaptive", None, ("k_dpm_ad", "dpm_adaptive"), schedules=("uniform",), flags=frozenset({"ancestral"}),
+         algorithm=SigmaAlgorithm(_dpm_adaptive, adaptive=True)),
+    _row("Restart", None, ("restart",), default_schedule="karras", schedules=SIGMA_LISTS,
+         flags=frozenset({"second_order"}), algorithm=SigmaAlgorithm(restart, order=2)),
     # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
     _row("DDIM", DDIMScheduler, ("ddim",), config={"clip_sample": False, "set_alpha_to_one": False},
          default_schedule="ddim", schedules=SPACING_ONLY),
@@ -169,6 +204,9 @@ class ResolvedSampler:
 
     @property
     def scheduler_cls(self) -> type[SchedulerMixin]:
+        """The class `build` returns: the row's diffusers class, or `SigmaScheduler` for a sigma-list sampler."""
+        if self.sampler.algorithm is not None:
+            return SigmaScheduler
         assert self.sampler.scheduler_cls is not None, "unsupported samplers are never resolved"
         return self.sampler.scheduler_cls
 
@@ -179,7 +217,7 @@ class ResolvedSampler:
 
     @property
     def uses_eta(self) -> bool:
-        """Only DDIM's step() takes eta. diffusers' ancestral samplers always use eta 1 (A1111's default)."""
+        """Only DDIM's step() takes eta. diffusers' ancestral samplers and ours always use eta 1 (A1111's default)."""
         return "eta" in self.step_params
 
     def scheduler_config(self, base_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,6 +240,8 @@ class ResolvedSampler:
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
+        if self.sampler.algorithm is not None:
+            return self._build_sigma_scheduler(self.sampler.algorithm, base_config, steps, device, sdxl)
         config = self.scheduler_config(base_config)
         if "noise_sampler_seed" in _init_params(self.scheduler_cls):
             seeds = list(noise_seeds or [0])
@@ -216,6 +256,18 @@ class ResolvedSampler:
         except ValueError as exc:
             raise InvalidRequest(f"Sampler '{self.label}' cannot run {steps} steps: {exc}") from exc
         return scheduler
+
+    def _build_sigma_scheduler(self, algorithm: SigmaAlgorithm, base_config: Mapping[str, Any], steps: int,
+                               device: torch.device | str, sdxl: bool) -> SigmaScheduler:
+        """Our sampler over A1111's sigma list of the schedule, with the checkpoint's noise levels (betas) and
+        prediction type."""
+        alphas = DDPMScheduler.from_config(dict(base_config)).alphas_cumprod
+        prediction = str(base_config.get("prediction_type", "epsilon"))
+        if prediction not in ("epsilon", "v_prediction"):
+            raise InvalidRequest(f"Sampler '{self.label}' cannot run a model that predicts {prediction!r}.")
+        sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
+        return SigmaScheduler(algorithm.factory, alphas, sigmas, prediction_type=prediction, order=algorithm.order,
+                              adaptive=algorithm.adaptive, device=device)
 
     def step_kwargs(
         self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None,
@@ -264,12 +316,17 @@ class SamplerRegistry:
 
     def _check_sampler(self, spec: SamplerSpec) -> None:
         """Every config key must be one the class accepts: diffusers silently ignores unknown keys."""
-        if spec.scheduler_cls is None:
+        if spec.scheduler_cls is None and spec.algorithm is None:
             if not spec.unsupported:
                 raise ValueError(f"sampler {spec.name!r} has no scheduler class and no reason")
             return
         if spec.default_schedule not in spec.schedules:
             raise ValueError(f"sampler {spec.name!r}: default schedule {spec.default_schedule!r} not in its schedules")
+        if spec.scheduler_cls is None:
+            missing = [name for name in spec.schedules if name not in SIGMA_SCHEDULES or name not in self._schedules]
+            if missing:
+                raise ValueError(f"sampler {spec.name!r}: no sigma list for schedules {missing}")
+            return
         accepted = _init_params(spec.scheduler_cls)
         for name in spec.schedules:
             schedule = self._schedules.get(name)
@@ -285,11 +342,11 @@ class SamplerRegistry:
     # -- listing ------------------------------------------------------------------------------------------------
 
     def visible(self) -> list[str]:
-        """Sampler names diffusers can honour, in registration (A1111 UI) order: for dropdowns."""
+        """Sampler names that can run, in registration (A1111 UI) order: for dropdowns."""
         return [s.name for s in self._samplers.values() if s.supported]
 
     def all_known(self) -> list[str]:
-        """Every known sampler name, including those rejected because diffusers cannot honour them."""
+        """Every known sampler name, including those rejected because they cannot run here."""
         return list(self._samplers)
 
     def schedule_labels(self) -> list[str]:
@@ -352,7 +409,7 @@ class SamplerRegistry:
             return spec
         shown = f"'{asked}'" if _norm(asked) == _norm(spec.name) else f"'{asked}' ({spec.name})"
         raise UnknownSampler(
-            f"Sampler {shown} is an A1111 sampler but has no diffusers implementation: {spec.unsupported}; "
+            f"Sampler {shown} is an A1111 sampler that cannot run here: {spec.unsupported}; "
             f"choose one of: {', '.join(self.visible())}."
         )
 
@@ -361,8 +418,11 @@ class SamplerRegistry:
         if sched.unsupported:
             why = f"schedule type '{sched.label}' has no diffusers implementation: {sched.unsupported}"
         else:
-            cls_name = spec.scheduler_cls.__name__ if spec.scheduler_cls else "-"
-            why = f"diffusers' {cls_name} cannot follow the '{sched.label}' schedule"
+            if spec.scheduler_cls is None:
+                why = ("it steps on its own log-sigma grid" if spec.schedules == ("uniform",)
+                       else f"'{sched.label}' has no sigma list here (A1111 computes Beta with scipy)")
+            else:
+                why = f"diffusers' {spec.scheduler_cls.__name__} cannot follow the '{sched.label}' schedule"
         return (f"Sampler '{spec.name}' with schedule type '{sched.label}' is not available ({why}); "
                 f"choose one of: {valid}.")
 

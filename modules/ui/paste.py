@@ -65,7 +65,7 @@ def normalise_sampler(registry: "SamplerRegistry", request: GenerationRequest,
     except UnknownSampler:
         return keep, [f"Sampler '{request.sampler}' from the parameters is unknown; the sampler was not changed."]
     if not spec.supported:
-        return keep, [f"Sampler '{request.sampler}' has no diffusers implementation; the sampler was not changed."]
+        return keep, [f"Sampler '{request.sampler}' cannot run here; the sampler was not changed."]
     schedule = request.schedule
     if spec.name != request.sampler and schedule == "Automatic":
         schedule = _schedule_in_name(registry, request.sampler, spec.name)

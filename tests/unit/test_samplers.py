@@ -24,7 +24,7 @@ A1111_ORDER = [
     "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC",
     "LCM",
 ]
-REJECTED = {"DPM++ 2S a", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++"}
+REJECTED = {"DDIM CFG++"}
 ALL_SCHEDULES = ["Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
                  "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
 A1111_AUTOMATIC = {  # sd_samplers_kdiffusion.py 'scheduler' options; timesteps samplers use the DDIM list
@@ -114,9 +114,9 @@ def test_spellings(name: str, schedule: str, expected: tuple[str, str]) -> None:
 # -- rejections -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REJECTED) + ["k_dpm_ad", "dpmpp_2s_ancestral", "DPM++ 2S a Karras"])
-def test_a1111_samplers_without_diffusers_implementation_are_rejected(name: str) -> None:
-    with pytest.raises(UnknownSampler, match="is an A1111 sampler but has no diffusers implementation") as info:
+@pytest.mark.parametrize("name", sorted(REJECTED) + ["ddim_cfgpp"])
+def test_a1111_samplers_that_cannot_run_are_rejected(name: str) -> None:
+    with pytest.raises(UnknownSampler, match="is an A1111 sampler that cannot run here") as info:
         REGISTRY.resolve(name)
     assert "choose one of: DPM++ 2M, DPM++ SDE" in str(info.value)
     with pytest.raises(UnknownSampler):
@@ -146,13 +146,18 @@ def test_rejections_cover_the_known_gaps() -> None:
     assert ("Euler a", "Karras") in rejected  # EulerAncestralDiscreteScheduler has no use_karras_sigmas
     assert ("DDIM", "Karras") in rejected and ("PLMS", "Beta") in rejected
     assert ("DPM++ 2M", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
-    for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: only EulerDiscreteScheduler takes one
-        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["Euler"]
+    for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: EulerDiscreteScheduler and ours
+        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["DPM++ 2S a", "Euler",
+                                                                                          "Restart"]
     assert REGISTRY.resolve("Euler Align Your Steps").schedule_label == "Align Your Steps"
     with pytest.raises(UnknownSampler, match="Align Your Steps"):
         REGISTRY.resolve("DPM++ 2M", "Align Your Steps")
     with pytest.raises(UnknownSampler, match=r"follow the 'Karras' schedule\); choose one of: Automatic, Uniform"):
         REGISTRY.resolve("Euler a Karras")
+    with pytest.raises(UnknownSampler, match=r"own log-sigma grid\); choose one of: Automatic, Uniform\.$"):
+        REGISTRY.resolve("DPM fast", "Karras")
+    with pytest.raises(UnknownSampler, match="computes Beta with scipy"):
+        REGISTRY.resolve("Restart", "Beta")
 
 
 # -- building and stepping --------------------------------------------------------------------------------------

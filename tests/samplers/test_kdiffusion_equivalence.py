@@ -1,0 +1,228 @@
+"""Our sigma-list samplers equal k-diffusion's (A1111's sampler library), row by row.
+
+1. Algorithm level, every sampler x schedule row: the same denoiser, sigmas, initial latents and noise stream give
+   the same latents to 1e-5 (the denoiser is a smooth nonlinear function of x and sigma, so every evaluation point
+   matters). Restart is A1111's own sampler (not in k-diffusion): its reference is k-diffusion's Heun step run over
+   A1111's restart step list.
+2. End to end on a tiny SD1 model: `generate()` with the sampler equals a reference that drives k-diffusion the way
+   A1111's processing does (per-image seeded noise, x = noise * sigma_0, a CFG denoiser over CompVisDenoiser with
+   fractional timesteps, per-image noise for the ancestral draws).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from modules.core.generate import generate
+from modules.models.tiny import BASE_SCHEDULER_CONFIG
+from modules.samplers import sigma_samplers as ours
+from modules.samplers.registry import default_registry
+from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
+from modules.types import GenerationRequest
+from tests.core.helpers import SD1, SD2_V, LatentCapture, tiny
+from tests.samplers import kdiffusion
+
+K = kdiffusion.sampling()
+REGISTRY = default_registry()
+ALPHAS = DDPMScheduler.from_config(BASE_SCHEDULER_CONFIG).alphas_cumprod
+SHAPE = (2, 4, 8, 8)
+
+
+def _denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A smooth stand-in for D(x, sigma), shrinking x more at high noise."""
+    s = sigma.reshape(-1)[0]
+    return torch.tanh(x) / (1 + s) + 0.1 * torch.sin(3 * x)
+
+
+def _k_model(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+    return _denoiser(x, sigma)
+
+
+def _streams(seed: int) -> tuple[Callable[[Any, Any], torch.Tensor], ours.NoiseFn]:
+    """Two identical noise streams: k-diffusion's noise_sampler(sigma, sigma_next) and our noise(x)."""
+    theirs, mine = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    return (lambda s, sn: torch.randn(SHAPE, generator=theirs)), (lambda x: torch.randn(x.shape, generator=mine))
+
+
+def _x0(sigma: float) -> torch.Tensor:
+    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(1)) * sigma
+
+
+def _close(mine: torch.Tensor, reference: torch.Tensor) -> None:
+    assert torch.isfinite(reference).all()
+    torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 6, 13])
+def test_dpmpp_2s_ancestral_equals_k_diffusion(schedule: str, steps: int) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    theirs, mine = _streams(5)
+    reference = K.sample_dpmpp_2s_ancestral(_k_model, _x0(float(sigmas[0])), sigmas, disable=True,
+                                            noise_sampler=theirs)
+    result, evaluations = ours.drive(ours.dpmpp_2s_ancestral(_x0(float(sigmas[0])), sigmas, mine), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == 2 * (len(sigmas) - 1) - (1 if sigmas[-1] == 0 else 0)
+
+
+@pytest.mark.parametrize("nfe", [2, 3, 7, 9, 10, 20])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpm_fast_equals_k_diffusion(nfe: int, eta: float) -> None:
+    sigmas = schedule_sigmas("uniform", ALPHAS, nfe)
+    low, high = float(sigmas[-2]), float(sigmas[0])
+    theirs, mine = _streams(3)
+    reference = K.sample_dpm_fast(_k_model, _x0(high), low, high, nfe, disable=True, eta=eta, noise_sampler=theirs)
+    result, evaluations = ours.drive(ours.dpm_fast(_x0(high), low, high, nfe, mine, eta=eta), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == nfe
+
+
+@pytest.mark.parametrize(("order", "eta", "rtol"), [(3, 1.0, 0.05), (3, 0.0, 0.05), (2, 0.0, 0.05), (3, 1.0, 0.01)])
+def test_dpm_adaptive_equals_k_diffusion(order: int, eta: float, rtol: float) -> None:
+    low, high = 0.0292, 14.6146
+    theirs, mine = _streams(9)
+    reference, info = K.sample_dpm_adaptive(_k_model, _x0(high), low, high, disable=True, order=order, rtol=rtol,
+                                            eta=eta, noise_sampler=theirs, return_info=True)
+    result, evaluations = ours.drive(ours.dpm_adaptive(_x0(high), low, high, mine, order=order, rtol=rtol, eta=eta),
+                                     _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == info["nfe"]
+
+
+def _restart_reference(x: torch.Tensor, sigmas: torch.Tensor,
+                       noise: Callable[[Any, Any], torch.Tensor]) -> torch.Tensor:
+    """A1111's Restart: under 20 steps plain Heun; from 20, a Karras schedule of n - k*m steps with the ladder from
+    sigma 2 down to the level nearest 0.1 (k + 1 Karras levels) run m more times, re-noising up to its top."""
+    steps = len(sigmas) - 1
+    pairs = list(zip(sigmas[:-1], sigmas[1:]))
+    if steps >= 20:
+        k, m = (steps // 4, 2) if steps >= 36 else (9, 1)
+        main = K.get_sigmas_karras(steps - k * m, sigmas[-2].item(), sigmas[0].item())
+        low = int(torch.argmin((main - 0.1).abs()))
+        top = int(torch.argmin((main - 2.0).abs()))
+        ladder = K.get_sigmas_karras(k + 1, main[low].item(), main[top].item())[:-1]
+        pairs = list(zip(main[:-1], main[1:]))
+        pairs = pairs[:low] + list(zip(ladder[:-1], ladder[1:])) * m + pairs[low:]
+    last = None
+    for sigma, sigma_next in pairs:
+        if last is not None and last < sigma:
+            x = x + noise(last, sigma) * (sigma**2 - last**2) ** 0.5
+        x = K.sample_heun(_k_model, x, torch.stack([sigma, sigma_next]), disable=True)
+        last = sigma_next
+    return x
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [5, 20, 36])
+def test_restart_equals_heun_over_a1111_restart_segments(schedule: str, steps: int) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    theirs, mine = _streams(2)
+    reference = _restart_reference(_x0(float(sigmas[0])), sigmas, theirs)
+    result, _ = ours.drive(ours.restart(_x0(float(sigmas[0])), sigmas, mine), _denoiser)
+    _close(result, reference)
+
+
+def test_restart_under_20_steps_is_k_diffusion_heun() -> None:
+    sigmas = schedule_sigmas("karras", ALPHAS, 12)
+    reference = K.sample_heun(_k_model, _x0(float(sigmas[0])), sigmas, disable=True)
+    result, evaluations = ours.drive(ours.restart(_x0(float(sigmas[0])), sigmas, torch.randn_like), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == 2 * 12 - 1
+
+
+@pytest.mark.parametrize("schedule", ["karras", "exponential", "polyexponential", "uniform"])
+def test_schedules_equal_k_diffusion_lists(schedule: str) -> None:
+    model = _k_model_sigmas()
+    expected = {
+        "karras": lambda: K.get_sigmas_karras(11, model.sigma_min.item(), model.sigma_max.item()),
+        "exponential": lambda: K.get_sigmas_exponential(11, model.sigma_min.item(), model.sigma_max.item()),
+        "polyexponential": lambda: K.get_sigmas_polyexponential(11, model.sigma_min.item(), model.sigma_max.item()),
+        "uniform": lambda: model.get_sigmas(11),
+    }[schedule]()
+    torch.testing.assert_close(schedule_sigmas(schedule, ALPHAS, 11), expected, atol=1e-5, rtol=1e-5)
+
+
+def _k_model_sigmas() -> Any:
+    """k-diffusion's discrete schedule of the test model (A1111's `model_wrap`)."""
+    return kdiffusion.external().DiscreteSchedule(((1 - ALPHAS) / ALPHAS) ** 0.5, quantize=False)
+
+
+# -- end to end: generate() against k-diffusion driven as A1111 drives it -----------------------------------------
+
+
+def _alphas(components: Any) -> torch.Tensor:
+    return DDPMScheduler.from_config(components.scheduler_config).alphas_cumprod
+
+
+class _CompVisModel(torch.nn.Module):
+    """What k-diffusion's CompVis wrappers expect: `alphas_cumprod` and `apply_model(x, t, cond)`."""
+
+    def __init__(self, components: Any) -> None:
+        super().__init__()
+        self.unet = components.unet
+        self.alphas_cumprod = _alphas(components)
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+
+def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg: float) -> torch.Tensor:
+    from tests.core.helpers import sd_pipeline
+
+    components = tiny(identity)
+    pipeline = sd_pipeline(components, DDPMScheduler.from_config(components.scheduler_config))
+    cond, uncond = pipeline.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
+    external = kdiffusion.external()
+    wrapper = (external.CompVisVDenoiser if identity.prediction.value == "v_prediction" else external.CompVisDenoiser)(
+        _CompVisModel(components), quantize=False)
+
+    def cfg_denoiser(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        rows = x.shape[0]
+        out = wrapper(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                      cond=torch.cat([uncond.expand(rows, -1, -1), cond.expand(rows, -1, -1)]))
+        unconditional, conditional = out.chunk(2)
+        return unconditional + (conditional - unconditional) * cfg
+
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    noise = torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators])
+
+    def per_image(*_: Any) -> torch.Tensor:
+        return torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators])
+
+    method = REGISTRY.resolve(name)
+    sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps)
+    with torch.no_grad():
+        if name == "DPM fast":
+            return K.sample_dpm_fast(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
+                                     wrapper.sigma_max.item(), steps, disable=True, eta=1.0, noise_sampler=per_image)
+        if name == "DPM adaptive":
+            return K.sample_dpm_adaptive(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
+                                         wrapper.sigma_max.item(), disable=True, eta=1.0, noise_sampler=per_image)
+        if name == "DPM++ 2S a":
+            return K.sample_dpmpp_2s_ancestral(cfg_denoiser, noise * sigmas[0], sigmas, disable=True,
+                                               noise_sampler=per_image)
+        assert name == "Restart" and steps < 20  # under 20 steps A1111's Restart is k-diffusion's Heun
+        return K.sample_heun(cfg_denoiser, noise * sigmas[0], sigmas, disable=True)
+
+
+PROMPT, NEGATIVE = "a red cube on a table", "blurry"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("identity", "name"), [(SD1, "DPM++ 2S a"), (SD1, "DPM fast"), (SD1, "DPM adaptive"),
+                                                (SD1, "Restart"), (SD2_V, "DPM++ 2S a")])
+def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.MonkeyPatch, identity: Any,
+                                                        name: str) -> None:
+    capture = LatentCapture(monkeypatch)
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=5, width=64, height=64,
+                                cfg_scale=6.0, batch_size=2, sampler=name)
+    generate(request, tiny(identity), REGISTRY.resolve(name))
+    reference = _a1111_reference(identity, name, [11, 12], 5, 6.0)
+    # float32 rounding of a different operation order (CFG in eps vs denoised space), relative to the latents' scale
+    # (random tiny weights give latents up to ~75)
+    scale = float(reference.abs().max())
+    torch.testing.assert_close(capture.last, reference, atol=2e-5 * scale, rtol=0)
