@@ -327,7 +327,8 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
             request, seed=seed, subseed=subseed, model_name=record.model_name, model_hash=record.shorthash,
             sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
             vae_name=vae.name if vae is not None else None,
-            vae_hash=vae.shorthash if vae is not None else None, extra=extra, rng="CPU", version=VERSION,
+            vae_hash=vae.shorthash if vae is not None else None, extra=extra,
+            rng="CPU" if output.noise_on_cpu else None, version=VERSION,
             hires=labels,
         )
         texts.append(infotext.build(prompt, negative, params))

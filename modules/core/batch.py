@@ -30,7 +30,14 @@ from modules.core.denoise import (
     run_denoise,
 )
 from modules.core.init_image import InitImage
-from modules.core.latents import NoiseSpec, batch_noise, seed_noise, tensor_to_pil, vae_scale_factor
+from modules.core.latents import (
+    NoiseSpec,
+    batch_noise,
+    noise_generator_device,
+    seed_noise,
+    tensor_to_pil,
+    vae_scale_factor,
+)
 from modules.core.plan import JobPlan
 from modules.core.preview import cheap_preview
 from modules.core.vae import VaePolicy
@@ -88,14 +95,12 @@ class PreparedJob:
 def _noise_spec(job: PreparedJob) -> NoiseSpec:
     components, request, options = job.components, job.request, job.plan.options
     factor = vae_scale_factor(components.vae)
-    device = components.device
-    on_device = options.randn_source == "GPU" and device.type != "cpu"
     return NoiseSpec(
         shape=(components.unet.config.out_channels, request.height // factor, request.width // factor),
         subseed_strength=request.subseed_strength,
         seed_resize_from=(request.seed_resize_from_w, request.seed_resize_from_h),
         eta_noise_seed_delta=options.eta_noise_seed_delta,
-        generator_device=str(device) if on_device else "cpu",
+        generator_device=noise_generator_device(options.randn_source, components.device),
     )
 
 
@@ -239,7 +244,8 @@ def _init_latents(job: PreparedJob, seeds: tuple[int, ...], shape: tuple[int, in
     repaint = repaint.to(latents.device)
     fill = job.request.inpainting_fill
     if fill is InpaintFill.LATENT_NOISE:
-        return latents * (1 - repaint) + seed_noise(seeds, shape).to(latents.device) * repaint
+        device = noise_generator_device(job.plan.options.randn_source, job.components.device)
+        return latents * (1 - repaint) + seed_noise(seeds, shape, device).to(latents.device) * repaint
     if fill is InpaintFill.LATENT_NOTHING:
         return latents * (1 - repaint)
     return latents

@@ -27,7 +27,7 @@ from modules.core.batch import InitState, PreparedJob, run_batch
 from modules.core.denoise import StepHook, UNetHook
 from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
-from modules.core.latents import pil_to_tensor, vae_scale_factor
+from modules.core.latents import noise_generator_device, pil_to_tensor, vae_scale_factor
 from modules.core.memory import admit
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
 from modules.core.vae import VaePolicy
@@ -61,7 +61,9 @@ class CoreOutput:
     """Hires fix with `save_images_before_highres_fix`: the picture before the second pass, one per image (None
     where the second pass did not run); empty otherwise."""
     notes: tuple[str, ...] = ()
-    """Messages for the user about fallbacks the job took (VAE in tiles or in 32-bit floats)."""
+    """Messages for the user about fallbacks the job took (VAE in tiles or in 32-bit floats, noise on the CPU)."""
+    noise_on_cpu: bool = True
+    """Whether the seeded noise was drawn on the CPU (infotext "RNG: CPU"); False: on the GPU (A1111's default)."""
 
 
 TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
@@ -211,6 +213,11 @@ def generate(
         raise failure
     timings["total"] = time.perf_counter() - started
     kept = [index for index, _ in images]
+    noise_on_cpu = noise_generator_device(options.randn_source, components.device) == "cpu"
+    notes = list(policy.notes)
+    if options.randn_source == "GPU" and noise_on_cpu:
+        notes.append(f"Random number generator source GPU: no CUDA device here ({components.device}), so the noise "
+                     "was drawn on the CPU (RNG: CPU).")
     return CoreOutput(
         images=tuple(image for _, image in images),
         seeds=tuple(plan.seeds[i] for i in kept),
@@ -222,6 +229,7 @@ def generate(
         timings=timings,
         used_embeddings=_used_embeddings(job),
         first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
-        notes=tuple(policy.notes),
+        notes=tuple(notes),
+        noise_on_cpu=noise_on_cpu,
     )
 

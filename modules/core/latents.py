@@ -35,6 +35,13 @@ class NoiseSpec:
     generator_device: str = "cpu"
 
 
+def noise_generator_device(source: str, device: torch.device) -> str:
+    """Where the seeded noise is drawn for A1111's "Random number generator source": "GPU" draws with a generator on
+    a CUDA device (`torch.randn` there, A1111's default); "CPU", and "GPU" on a machine without CUDA, on the CPU (A1111
+    too draws on the CPU for MPS)."""
+    return str(device) if source == "GPU" and device.type == "cuda" else "cpu"
+
+
 def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation exactly as A1111's `rng.slerp` computes it on a (C, H, W) noise tensor.
 

@@ -201,3 +201,14 @@ def test_an_out_of_memory_job_frees_its_tensors_and_the_next_job_runs(monkeypatc
     assert error.value.__cause__ is None and held[0]() is None
     assert emptied == [tiny(SD1).device]
     assert generate(_request(), tiny(SD1), EULER).images[0].size == (64, 64)
+
+
+def test_gpu_rng_source_without_cuda_draws_on_the_cpu_and_says_so():
+    sampler = default_registry().resolve("Euler a")
+    request = GenerationRequest(prompt="a cube", seed=5, steps=3, width=64, height=64)
+    on_cpu = generate(request, tiny(SD1), sampler)
+    asked_gpu = generate(request.with_changes(overrides={"randn_source": "GPU"}), tiny(SD1), sampler)
+    assert np.array_equal(np.asarray(asked_gpu.images[0]), np.asarray(on_cpu.images[0]))
+    assert asked_gpu.noise_on_cpu and on_cpu.noise_on_cpu and not on_cpu.notes
+    assert asked_gpu.notes == ("Random number generator source GPU: no CUDA device here (cpu), so the noise was "
+                               "drawn on the CPU (RNG: CPU).",)

@@ -38,3 +38,23 @@ def test_cuda_matches_cpu(identity, dtype: torch.dtype) -> None:
     assert on_gpu.shape == reference.shape
     tolerance = 2.0 if dtype is torch.float32 else 8.0  # colour levels: fp16 rounds, fp32 kernels differ a little
     assert np.abs(on_gpu - reference).mean() < tolerance
+
+
+@pytest.mark.parametrize("seed", [0, 7, 123456789])
+@pytest.mark.parametrize("shape", [(4, 8, 8), (4, 64, 64), (4, 128, 96)])
+def test_gpu_rng_source_draws_torch_randn_on_the_device(seed: int, shape: tuple[int, int, int]) -> None:
+    """A1111's default source "GPU": each image's noise is `torch.randn` from a CUDA generator seeded with its seed."""
+    from modules.core.latents import NoiseSpec, image_noise, noise_generator_device
+
+    device = noise_generator_device("GPU", torch.device("cuda"))
+    noise, generator = image_noise(seed, 0, NoiseSpec(shape=shape, generator_device=device))
+    expected = torch.randn(shape, generator=torch.Generator("cuda").manual_seed(seed), device="cuda")
+    assert noise.device.type == "cuda" and generator.device.type == "cuda"
+    assert torch.equal(noise, expected)
+
+
+def test_gpu_rng_source_generates_on_cuda_and_omits_rng_from_the_infotext() -> None:
+    components = build_tiny_components(SD1, seed=0).to(torch.device("cuda"))
+    request = dataclasses.replace(REQUEST, overrides={"randn_source": "GPU"})
+    output = generate(request, components, default_registry().resolve("Euler a"))
+    assert not output.noise_on_cpu and not output.notes
