@@ -82,7 +82,7 @@ def dpmpp_2s_ancestral(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *,
 
 class _DpmSolver:
     """The DPM-Solver (Lu et al. 2022) first-, second- and third-order single steps in lambda = -log(sigma), with
-    eps = (x - D(x, sigma)) / sigma. `eps_at` caches the evaluation at the step's start."""
+    eps = (x - D(x, sigma)) / sigma; `eps` asks for one evaluation (the caller reuses what it already has)."""
 
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> Generator[Evaluation, Reply, torch.Tensor]:
         sigma = _sigma_of(t)

@@ -4,6 +4,7 @@ from the same components (schedulers come from the sampler registry, so the orac
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,16 @@ SD1_INPAINT = ModelIdentity(Family.SD1, Variant.INPAINT)
 SD2_V = ModelIdentity(Family.SD2, prediction=Prediction.V)
 SDXL = ModelIdentity(Family.SDXL)
 SDXL_REFINER = ModelIdentity(Family.SDXL_REFINER)
+
+
+def write_tiny_checkpoint(data_dir: Path, name: str = "tiny.safetensors") -> Path:
+    """A tiny SD 1.x single-file checkpoint in `<data_dir>/models/Stable-diffusion/` (for a real application)."""
+    from modules.models.convert import save_single_file
+
+    folder = data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_single_file(build_tiny_components(SD1, seed=0), folder / name)
+    return folder / name
 
 
 @lru_cache(maxsize=None)

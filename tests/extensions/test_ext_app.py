@@ -13,10 +13,8 @@ from modules import images
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions
-from modules.models.convert import save_single_file
-from modules.models.identity import Family, ModelIdentity
-from modules.models.tiny import build_tiny_components
 from modules.types import GenerationRequest
+from tests.core.helpers import write_tiny_checkpoint
 
 WATCHER = '''
 from modules.extensions.api import Hook
@@ -32,9 +30,7 @@ def register(ext):
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     data = tmp_path_factory.mktemp("ext_app")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
+    write_tiny_checkpoint(data)
     (data / "extensions" / "watcher" / "scripts").mkdir(parents=True)
     (data / "extensions" / "watcher" / "scripts" / "main.py").write_text(textwrap.dedent(WATCHER))
     app = build_app(LaunchOptions(data_dir=data))

@@ -19,13 +19,11 @@ from modules import images
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions
-from modules.models.convert import save_single_file
-from modules.models.identity import Family, ModelIdentity
-from modules.models.tiny import build_tiny_components
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest
 from modules.ui import bind
 from modules.ui.paste import values_from_infotext
+from tests.core.helpers import write_tiny_checkpoint
 
 SAMPLERS = default_registry().visible()
 
@@ -33,9 +31,7 @@ SAMPLERS = default_registry().visible()
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     data = tmp_path_factory.mktemp("paste_app")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
+    write_tiny_checkpoint(data)
     application = build_app(LaunchOptions(data_dir=data))
     yield application
     application.close()
