@@ -1,8 +1,9 @@
 """Sampler overhead per model call: every sampler's `step` (and `scale_model_input`) on SDXL-sized latents
 (batch 1, 4x128x128) with a fake model output, so the number is what the sampler adds to each UNet call.
 
-The four samplers that run on our sigma-list functions (DPM++ 2S a, DPM fast, DPM adaptive, Restart) replace no
-diffusers scheduler; they are listed beside the diffusers samplers closest to them (Euler a, Heun, DPM2 a).
+Euler a, DDIM and PLMS replace diffusers' EulerAncestralDiscreteScheduler, DDIMScheduler and PNDMScheduler: those
+rows compare with the scheduler replaced. DPM++ 2S a, DPM fast, DPM adaptive, Restart and DDIM CFG++ replace none;
+they are listed beside the diffusers samplers closest to them.
 
     .venv/bin/python bench/samplers.py [--steps 20] [--repeat 3] [--device cpu]
 """
@@ -20,18 +21,38 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler  # noqa: E402
+
 from modules.models.tiny import BASE_SCHEDULER_CONFIG  # noqa: E402
 from modules.samplers.registry import default_registry  # noqa: E402
+
+REPLACED = {
+    "diffusers Euler a": lambda: EulerAncestralDiscreteScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "timestep_spacing": "linspace"}),
+    "diffusers DDIM": lambda: DDIMScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "clip_sample": False, "set_alpha_to_one": False}),
+    "diffusers PLMS": lambda: PNDMScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "skip_prk_steps": True, "set_alpha_to_one": False}),
+}
+"""The diffusers schedulers our Euler a, DDIM and PLMS replaced, configured as the registry configured them."""
 
 
 def per_call_ms(name: str, steps: int, device: str) -> tuple[float, int]:
     """(milliseconds per model call, model calls) of one run of `name` with a fake, cheap model output."""
-    method = default_registry().resolve(name)
     generator = torch.Generator("cpu").manual_seed(0)
     x = torch.randn(1, 4, 128, 128, generator=generator).to(device)
-    scheduler = method.build(BASE_SCHEDULER_CONFIG, steps, device)
+    step_generator = [torch.Generator("cpu").manual_seed(1)]
+    if name in REPLACED:
+        scheduler = REPLACED[name]()
+        scheduler.set_timesteps(steps, device=device)
+        kwargs: dict = {"generator": step_generator} if name != "diffusers PLMS" else {}
+    else:
+        method = default_registry().resolve(name)
+        scheduler = method.build(BASE_SCHEDULER_CONFIG, steps, device)
+        kwargs = method.step_kwargs(None, step_generator)
+        if method.needs_uncond:
+            kwargs["noise_pred_uncond"] = torch.zeros_like(x)
     x = x * float(scheduler.init_noise_sigma)
-    kwargs = method.step_kwargs(None, [torch.Generator("cpu").manual_seed(1)])
     calls, index = 0, 0
     started = time.perf_counter()
     while index < len(scheduler.timesteps):
@@ -52,8 +73,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    rows = [("DPM++ 2S a", "DPM2 a"), ("Restart", "Heun"), ("DPM fast", "Euler a"), ("DPM adaptive", "Euler a")]
-    print(f"{'sampler':<14} {'ms/call':>8} {'calls':>6}   {'nearest diffusers':<18} {'ms/call':>8} {'calls':>6}")
+    rows = [("Euler a", "diffusers Euler a"), ("DDIM", "diffusers DDIM"), ("PLMS", "diffusers PLMS"),
+            ("DPM++ 2S a", "DPM2 a"),
+            ("Restart", "Heun"), ("DPM fast", "diffusers Euler a"), ("DPM adaptive", "diffusers Euler a"),
+            ("DDIM CFG++", "diffusers DDIM")]
+    print(f"{'sampler':<14} {'ms/call':>8} {'calls':>6}   {'diffusers':<18} {'ms/call':>8} {'calls':>6}")
     for ours, theirs in rows:
         mine = [per_call_ms(ours, args.steps, args.device) for _ in range(args.repeat)]
         other = [per_call_ms(theirs, args.steps, args.device) for _ in range(args.repeat)]

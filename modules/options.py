@@ -283,10 +283,10 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _number("CLIP_stop_at_last_layers", 1, "Clip skip", SD, 1, 12, 1, infotext="Clip skip",
             info="ignore last layers of CLIP network; 1 ignores none, 2 ignores one layer"),
     _flag("upcast_attn", False, "Upcast cross attention layer to float32", SD),
-    _choice("randn_source", "CPU", "Random number generator source.", SD, ("GPU", "CPU"), infotext="RNG",
+    _choice("randn_source", "CPU", "Random number generator source.", SD, ("GPU", "CPU", "NV"), infotext="RNG",
             info="changes seeds drastically; CPU gives the same picture for a seed on every machine; GPU (A1111's "
-                 "default) draws on the CUDA device as A1111 does there, and on the CPU where there is none; "
-                 "A1111's NV source is not offered"),
+                 "default) draws on the CUDA device as A1111 does there, and on the CPU where there is none; NV "
+                 "draws the numbers an NVIDIA GPU draws, on any machine"),
     _flag("sdxl_clip_l_skip", False, "Clip skip SDXL", SDXL,
           info="enable Clip skip for the secondary clip model in SDXL; has no effect on SD 1.5 or SD 2.0/2.1"),
     _number("sdxl_crop_top", 0, "crop top coordinate", SDXL),

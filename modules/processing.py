@@ -328,7 +328,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
             sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
             vae_name=vae.name if vae is not None else None,
             vae_hash=vae.shorthash if vae is not None else None, extra=extra,
-            rng="CPU" if output.noise_on_cpu else None, version=VERSION,
+            rng=None if output.noise_source == "GPU" else output.noise_source, version=VERSION,
             hires=labels,
         )
         texts.append(infotext.build(prompt, negative, params))

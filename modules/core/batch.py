@@ -31,6 +31,8 @@ from modules.core.denoise import (
 )
 from modules.core.init_image import InitImage
 from modules.core.latents import (
+    PHILOX,
+    NoiseGenerator,
     NoiseSpec,
     batch_noise,
     noise_generator_device,
@@ -104,15 +106,24 @@ def _noise_spec(job: PreparedJob) -> NoiseSpec:
     )
 
 
-def _run_timesteps(scheduler: SchedulerMixin, start_index: int) -> torch.Tensor:
+def _step_generators(scheduler: SchedulerMixin, generators: list[NoiseGenerator], seeds: tuple[int, ...],
+                     spec: NoiseSpec) -> list[NoiseGenerator]:
+    """The per-step noise streams: each image's own. With the NV source, diffusers schedulers (which draw from
+    torch generators) get CPU generators seeded with each image's seed plus the ENSD instead (docs/compat.md)."""
+    if spec.generator_device != PHILOX or getattr(scheduler, "accepts_philox", False):
+        return generators
+    return [torch.Generator("cpu").manual_seed(seed + spec.eta_noise_seed_delta) for seed in seeds]
+
+
+def _run_timesteps(scheduler: SchedulerMixin, start_index: int, from_image: bool) -> torch.Tensor:
     """The timesteps that run from schedule step `start_index` on, with the scheduler set to start there.
 
     diffusers schedulers: the tail of `timesteps` (`order` entries per step) and their step counter moved there
-    (schedulers without one, such as DDIM, step by timestep). `SigmaScheduler` restarts its sampler on the tail of
-    its sigma list, as A1111 slices the list for img2img."""
+    (schedulers without one, such as DDIM, step by timestep). Ours (`SigmaScheduler`, `TimestepDdimScheduler`)
+    restart on the tail as A1111 slices its list for img2img (`from_image`: the job starts from init latents)."""
     begin_at = getattr(scheduler, "begin_at", None)  # scheduler capability, as diffusers' pipelines check
     if begin_at is not None:
-        return begin_at(start_index)
+        return begin_at(start_index, from_image)
     start = start_index * scheduler.order
     setter = getattr(scheduler, "set_begin_index", None)
     if setter is not None:
@@ -143,7 +154,7 @@ def _text_inputs(job: PreparedJob, components: ComponentSet, conditioning: Condi
     images = torch.arange(uncond.shape[0], device=components.device)
     rows = images if parts is None else torch.tensor(
         [image for image, image_parts in enumerate(parts) for _ in image_parts], device=components.device)
-    guided = job.request.cfg_scale != 1.0 or parts is not None
+    guided = job.request.cfg_scale != 1.0 or parts is not None or job.sampler.needs_uncond
     cond_added = uncond_added = None
     if components.identity.is_sdxl:
         assert conditioning.pooled is not None and conditioning.uncond_pooled is not None
@@ -281,7 +292,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
     # 3. scheduler: the plan's tail of the schedule
     scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds,
                                   sdxl=components.identity.is_sdxl)
-    timesteps = _run_timesteps(scheduler, plan.steps.start_index)
+    timesteps = _run_timesteps(scheduler, plan.steps.start_index, job.init.latents is not None)
     # 4. initial latents: pure noise (txt2img) or init latents noised to the first timestep
     blend = None
     if job.init.latents is None:
@@ -300,7 +311,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
         latents=latents.float(),
         cfg_scale=job.request.cfg_scale,
         passes=passes,
-        step_kwargs=job.sampler.step_kwargs(plan.eta, generators),
+        step_kwargs=job.sampler.step_kwargs(plan.eta, _step_generators(scheduler, generators, seeds, spec)),
         blend=blend,
         hooks=job.hooks,
         unet_hooks=job.unet_hooks,

@@ -222,19 +222,25 @@ def _predict(loop: LoopInputs, unet_pass: UNetPass, text: TextInputs, index: int
     return output[batch:], output[:batch]
 
 
+def _cfg_scale(loop: LoopInputs) -> float:
+    """The guidance scale in force: CFG++ samplers take one in 0..1 (A1111 divides the UI's by 12.5)."""
+    return loop.cfg_scale * getattr(loop.scheduler, "cfg_scale_multiplier", 1.0)
+
+
 def _guide(loop: LoopInputs, text: TextInputs, cond: torch.Tensor,
            uncond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: (guided eps, eps_cond per image); AND parts are combined with their weights (A1111)."""
     if uncond is None:
         return cond, cond
     parts = text.conditioning.parts
+    scale = _cfg_scale(loop)
     if parts is None:
-        return uncond + loop.cfg_scale * (cond - uncond), cond
+        return uncond + scale * (cond - uncond), cond
     guided, combined = uncond.clone(), uncond.clone()
     for image, image_parts in enumerate(parts):
         for row, weight in image_parts:
             delta = cond[row] - uncond[image]
-            guided[image] += delta * (weight * loop.cfg_scale)
+            guided[image] += delta * (weight * scale)
             combined[image] += delta * weight
     return guided, combined
 
@@ -260,12 +266,15 @@ def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
     # 5. hooks
     if loop.hooks:
         ctx = StepContext(index, len(loop.timesteps), t, _sigma(loop.scheduler, t), loop.latents, noise_pred,
-                          cond, uncond, text.conditioning, loop.cfg_scale)
+                          cond, uncond, text.conditioning, _cfg_scale(loop))
         for hook in loop.hooks:
             hook(ctx)
         noise_pred, loop.latents = ctx.noise_pred, ctx.latents
     # 6. scheduler step
-    output = loop.scheduler.step(noise_pred, t, loop.latents, **loop.step_kwargs, return_dict=True)
+    kwargs = loop.step_kwargs
+    if getattr(loop.scheduler, "needs_uncond", False):  # CFG++ steps along the unconditional prediction
+        kwargs = {**kwargs, "noise_pred_uncond": uncond}
+    output = loop.scheduler.step(noise_pred, t, loop.latents, **kwargs, return_dict=True)
     loop.latents = output.prev_sample
     if getattr(loop.scheduler, "extends_timesteps", False):  # DPM adaptive: the step planned the next evaluation
         loop.timesteps = loop.scheduler.timesteps

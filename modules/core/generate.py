@@ -27,7 +27,7 @@ from modules.core.batch import InitState, PreparedJob, run_batch
 from modules.core.denoise import StepHook, UNetHook
 from modules.core.hires import HiresPass, run_hires_batch
 from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, prepare_init_image
-from modules.core.latents import noise_generator_device, pil_to_tensor, vae_scale_factor
+from modules.core.latents import noise_generator_device, noise_source_label, pil_to_tensor, vae_scale_factor
 from modules.core.memory import admit
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
 from modules.core.vae import VaePolicy
@@ -62,8 +62,8 @@ class CoreOutput:
     where the second pass did not run); empty otherwise."""
     notes: tuple[str, ...] = ()
     """Messages for the user about fallbacks the job took (VAE in tiles or in 32-bit floats, noise on the CPU)."""
-    noise_on_cpu: bool = True
-    """Whether the seeded noise was drawn on the CPU (infotext "RNG: CPU"); False: on the GPU (A1111's default)."""
+    noise_source: str = "CPU"
+    """Where the seeded noise was drawn, as A1111's "RNG" names it: "CPU", "GPU" (its default) or "NV"."""
 
 
 TextualInversionFor = Callable[[ComponentSet], Sequence[TextualInversion | None] | None]
@@ -213,9 +213,9 @@ def generate(
         raise failure
     timings["total"] = time.perf_counter() - started
     kept = [index for index, _ in images]
-    noise_on_cpu = noise_generator_device(options.randn_source, components.device) == "cpu"
+    noise_source = noise_source_label(noise_generator_device(options.randn_source, components.device))
     notes = list(policy.notes)
-    if options.randn_source == "GPU" and noise_on_cpu:
+    if options.randn_source == "GPU" and noise_source == "CPU":
         notes.append(f"Random number generator source GPU: no CUDA device here ({components.device}), so the noise "
                      "was drawn on the CPU (RNG: CPU).")
     return CoreOutput(
@@ -230,6 +230,6 @@ def generate(
         used_embeddings=_used_embeddings(job),
         first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
         notes=tuple(notes),
-        noise_on_cpu=noise_on_cpu,
+        noise_source=noise_source,
     )
 

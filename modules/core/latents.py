@@ -4,7 +4,8 @@ Noise: every image has its own `torch.Generator` seeded with its seed and draws 
 (C, H/f, W/f), so an image does not depend on the batch it is in. The same generators then feed the per-step
 noise of ancestral/SDE samplers (diffusers accepts a list of generators in `scheduler.step`), as A1111 keeps
 drawing from each image's generator. Variation seeds blend two noises with A1111's `slerp`; "seed resize from"
-pastes noise drawn at another size into the centre, as A1111's `ImageRNG.first` does.
+pastes noise drawn at another size into the centre, as A1111's `ImageRNG.first` does. With the NV source the
+streams are Philox generators (`modules.core.philox`), which only our own samplers take for per-step noise.
 
 VAE: the scale factor comes from the VAE config (2 ** (len(block_out_channels) - 1)), latents are
 `(mean - shift_factor) * scaling_factor`. Encoding uses the posterior mean (A1111 samples it with the global RNG,
@@ -21,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
+from modules.core.philox import PhiloxGenerator
 from modules.devices import execution_device
 
 
@@ -35,11 +37,27 @@ class NoiseSpec:
     generator_device: str = "cpu"
 
 
+PHILOX = "nv"
+"""`generator_device` of A1111's "NV" source: Philox streams (`modules.core.philox`) on the CPU."""
+
+NoiseGenerator = torch.Generator | PhiloxGenerator
+"""An image's noise stream: a seeded torch generator (CPU, GPU sources) or a Philox stream (NV)."""
+
+
 def noise_generator_device(source: str, device: torch.device) -> str:
     """Where the seeded noise is drawn for A1111's "Random number generator source": "GPU" draws with a generator on
     a CUDA device (`torch.randn` there, A1111's default); "CPU", and "GPU" on a machine without CUDA, on the CPU (A1111
-    too draws on the CPU for MPS)."""
+    too draws on the CPU for MPS); "NV" with Philox streams that give CUDA's numbers on any device (`PHILOX`)."""
+    if source == "NV":
+        return PHILOX
     return str(device) if source == "GPU" and device.type == "cuda" else "cpu"
+
+
+def noise_source_label(generator_device: str) -> str:
+    """A1111's "RNG" value of where the noise was drawn: "NV", "GPU" (its default, not written) or "CPU"."""
+    if generator_device == PHILOX:
+        return "NV"
+    return "CPU" if generator_device == "cpu" else "GPU"
 
 
 def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -62,19 +80,24 @@ def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return low_weight * low + high_weight * high
 
 
-def _generator(seed: int, device: str) -> torch.Generator:
+def _generator(seed: int, device: str) -> NoiseGenerator:
+    if device == PHILOX:
+        return PhiloxGenerator(seed)
     return torch.Generator(device).manual_seed(int(seed))
 
 
-def _draw(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+def draw(generator: NoiseGenerator, shape: tuple[int, ...]) -> torch.Tensor:
+    """The next `shape` of standard normal float32 noise from an image's stream."""
+    if isinstance(generator, PhiloxGenerator):
+        return generator.randn(shape)
     return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
 
 
 def _paste_resized_noise(
-    generator: torch.Generator, seed_noise: torch.Tensor, shape: tuple[int, int, int]
+    generator: NoiseGenerator, seed_noise: torch.Tensor, shape: tuple[int, int, int]
 ) -> torch.Tensor:
     """Centre `seed_noise` (drawn at another size) into noise of `shape` drawn from the image's generator."""
-    x = _draw(generator, shape)
+    x = draw(generator, shape)
     dx = (shape[2] - seed_noise.shape[2]) // 2
     dy = (shape[1] - seed_noise.shape[1]) // 2
     w = seed_noise.shape[2] if dx >= 0 else seed_noise.shape[2] + 2 * dx
@@ -85,18 +108,18 @@ def _paste_resized_noise(
     return x
 
 
-def image_noise(seed: int, subseed: int, spec: NoiseSpec) -> tuple[torch.Tensor, torch.Generator]:
+def image_noise(seed: int, subseed: int, spec: NoiseSpec) -> tuple[torch.Tensor, NoiseGenerator]:
     """Initial noise of one image (float32, on the generator's device) and its generator for per-step noise."""
     generator = _generator(seed, spec.generator_device)
     resize_w, resize_h = spec.seed_resize_from
     resized = resize_w > 0 and resize_h > 0
     noise_shape = (spec.shape[0], resize_h // 8, resize_w // 8) if resized else spec.shape
     if noise_shape != spec.shape:
-        noise = _draw(_generator(seed, spec.generator_device), noise_shape)
+        noise = draw(_generator(seed, spec.generator_device), noise_shape)
     else:
-        noise = _draw(generator, spec.shape)
+        noise = draw(generator, spec.shape)
     if spec.subseed_strength != 0:
-        subnoise = _draw(_generator(subseed, spec.generator_device), noise_shape)
+        subnoise = draw(_generator(subseed, spec.generator_device), noise_shape)
         noise = slerp(spec.subseed_strength, noise, subnoise)
     if noise_shape != spec.shape:
         noise = _paste_resized_noise(generator, noise, spec.shape)
@@ -107,7 +130,7 @@ def image_noise(seed: int, subseed: int, spec: NoiseSpec) -> tuple[torch.Tensor,
 
 def batch_noise(
     seeds: tuple[int, ...], subseeds: tuple[int, ...], spec: NoiseSpec
-) -> tuple[torch.Tensor, list[torch.Generator]]:
+) -> tuple[torch.Tensor, list[NoiseGenerator]]:
     """Noise of a batch, stacked to (B, C, h, w) float32, and one generator per image."""
     pairs = [image_noise(seed, subseed, spec) for seed, subseed in zip(seeds, subseeds, strict=True)]
     return torch.stack([noise for noise, _ in pairs]), [generator for _, generator in pairs]
@@ -115,7 +138,7 @@ def batch_noise(
 
 def seed_noise(seeds: tuple[int, ...], shape: tuple[int, int, int], device: str = "cpu") -> torch.Tensor:
     """First noise draw of each seed without variation (A1111 `create_random_tensors` for "latent noise" fill)."""
-    return torch.stack([_draw(_generator(seed, device), shape) for seed in seeds])
+    return torch.stack([draw(_generator(seed, device), shape) for seed in seeds])
 
 
 def vae_scale_factor(vae: AutoencoderKL) -> int:

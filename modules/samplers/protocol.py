@@ -25,6 +25,11 @@ class SamplingMethod(Protocol):
         """A1111 schedule type for the infotext, e.g. 'Karras' ('Automatic' is already resolved)."""
 
     @property
+    def needs_uncond(self) -> bool:
+        """True when the sampler steps along the unconditional prediction (CFG++): it is computed at every step,
+        also at CFG scale 1."""
+
+    @property
     def uses_eta(self) -> bool:
         """True when `eta` changes the result (DDIM, ancestral samplers); the infotext then records it."""
 
@@ -35,10 +40,9 @@ class SamplingMethod(Protocol):
         `noise_seeds` (one per image) seed noise that a scheduler draws internally rather than from the step
         generator (DPM++ SDE's Brownian tree), so that it follows the image seeds as in A1111."""
 
-    def step_kwargs(
-        self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None
-    ) -> dict[str, Any]:
-        """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts."""
+    def step_kwargs(self, eta: float | None, generator: Any) -> dict[str, Any]:
+        """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts.
+        `generator`: a torch generator or one per image (our own schedulers also take Philox streams)."""
 
 
 class SamplerResolver(Protocol):

@@ -22,23 +22,21 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from diffusers import (
-    DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
-    EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
     LCMScheduler,
     LMSDiscreteScheduler,
-    PNDMScheduler,
     SchedulerMixin,
     UniPCMultistepScheduler,
 )
 
 from modules.errors import InvalidRequest, UnknownSampler
+from modules.samplers.ddim_timesteps import TimestepDdimScheduler, TimestepPlmsScheduler
 from modules.samplers.schedules import (
     AUTOMATIC,
     AUTOMATIC_LABEL,
@@ -47,10 +45,9 @@ from modules.samplers.schedules import (
     EULER_FAMILY,
     MULTISTEP_FAMILY,
     SCHEDULES,
-    SPACING_ONLY,
     ScheduleSpec,
 )
-from modules.samplers.sigma_samplers import dpm_adaptive, dpm_fast, dpmpp_2s_ancestral, restart
+from modules.samplers.sigma_samplers import dpm_adaptive, dpm_fast, dpmpp_2s_ancestral, euler_ancestral, restart
 from modules.samplers.sigma_scheduler import RunFactory, SigmaScheduler
 from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
 
@@ -72,6 +69,14 @@ class SigmaAlgorithm:
 
 
 @dataclass(frozen=True)
+class TimestepAlgorithm:
+    """One of A1111's timestep-grid samplers (`ddim_timesteps.py`): DDIM, DDIM CFG++ (`cfgpp`) or PLMS (`plms`)."""
+
+    cfgpp: bool = False
+    plms: bool = False
+
+
+@dataclass(frozen=True)
 class SamplerSpec:
     """One sampler row.
 
@@ -90,7 +95,7 @@ class SamplerSpec:
     schedules: tuple[str, ...] = EULER_FAMILY
     flags: frozenset[str] = frozenset()
     unsupported: str = ""
-    algorithm: SigmaAlgorithm | None = None
+    algorithm: SigmaAlgorithm | TimestepAlgorithm | None = None
 
     @property
     def supported(self) -> bool:
@@ -137,9 +142,11 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     _row("DPM++ 3M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
          config={**_DPMPP_SDE, "solver_order": 3}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
          flags=frozenset({"sde"})),
-    # Ancestral: diffusers always uses eta 1, A1111's default "eta_ancestral".
-    _row("Euler a", EulerAncestralDiscreteScheduler, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"),
-         schedules=SPACING_ONLY, flags=frozenset({"ancestral"})),
+    # diffusers' EulerAncestralDiscreteScheduler interpolates sigma linearly between timesteps (A1111 in log sigma)
+    # and draws its noise from torch generators only: ours, over A1111's sigma lists, with A1111's eta 1.
+    _row("Euler a", None, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"), schedules=SIGMA_LISTS,
+         flags=frozenset({"ancestral"}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: euler_ancestral(x, sigmas, noise, eta=1.0))),
     _row("Euler", EulerDiscreteScheduler, ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS),
     _row("LMS", LMSDiscreteScheduler, ("k_lms", "lms")),
     _row("Heun", HeunDiscreteScheduler, ("k_heun", "heun"), flags=frozenset({"second_order"})),
@@ -156,12 +163,15 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     _row("Restart", None, ("restart",), default_schedule="karras", schedules=SIGMA_LISTS,
          flags=frozenset({"second_order"}), algorithm=SigmaAlgorithm(restart, order=2)),
     # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
-    _row("DDIM", DDIMScheduler, ("ddim",), config={"clip_sample": False, "set_alpha_to_one": False},
-         default_schedule="ddim", schedules=SPACING_ONLY),
-    _row("DDIM CFG++", None, ("ddim_cfgpp",), default_schedule="ddim",
-         unsupported="CFG++ changes guidance inside the sampler, which no diffusers scheduler implements"),
-    _row("PLMS", PNDMScheduler, ("plms",), config={"skip_prk_steps": True, "set_alpha_to_one": False},
-         default_schedule="ddim", schedules=SPACING_ONLY),
+    # DDIM is A1111's own timestep loop (n - 1 model calls ending at t = 1), which diffusers' DDIMScheduler is not.
+    _row("DDIM", None, ("ddim",), default_schedule="ddim", schedules=("ddim",),
+         algorithm=TimestepAlgorithm(cfgpp=False)),
+    # CFG++ steps along the unconditional prediction, which no diffusers scheduler does: A1111's timestep DDIM.
+    _row("DDIM CFG++", None, ("ddim_cfgpp",), default_schedule="ddim", schedules=("ddim",),
+         flags=frozenset({"cfgpp"}), algorithm=TimestepAlgorithm(cfgpp=True)),
+    # A1111's PLMS: the timestep grid, a doubled first step, then Adams-Bashforth (diffusers' PNDM is another PLMS).
+    _row("PLMS", None, ("plms",), default_schedule="ddim", schedules=("ddim",),
+         algorithm=TimestepAlgorithm(plms=True)),
     # A1111 UniPC: order 3, time-uniform steps (evaluated at t = 999 .. 999/n, i.e. SGM Uniform). A1111's default
     # variant bh1 is not used: diffusers' bh1 divides by an infinite log-SNR step on the final step to sigma 0 and
     # returns NaN, so the variant is bh2 (diffusers' default, also an A1111 option). ComfyUI's "uni_pc" means bh1
@@ -204,7 +214,10 @@ class ResolvedSampler:
 
     @property
     def scheduler_cls(self) -> type[SchedulerMixin]:
-        """The class `build` returns: the row's diffusers class, or `SigmaScheduler` for a sigma-list sampler."""
+        """The class `build` returns: the row's diffusers class, or ours (`SigmaScheduler` for a sigma-list sampler,
+        `TimestepDdimScheduler` for A1111's timestep DDIM)."""
+        if isinstance(self.sampler.algorithm, TimestepAlgorithm):
+            return TimestepPlmsScheduler if self.sampler.algorithm.plms else TimestepDdimScheduler
         if self.sampler.algorithm is not None:
             return SigmaScheduler
         assert self.sampler.scheduler_cls is not None, "unsupported samplers are never resolved"
@@ -214,6 +227,11 @@ class ResolvedSampler:
     def step_params(self) -> frozenset[str]:
         """Keyword arguments the class's `step()` accepts (inspected once per resolved pair)."""
         return _call_params(self.scheduler_cls.step)
+
+    @property
+    def needs_uncond(self) -> bool:
+        algorithm = self.sampler.algorithm
+        return isinstance(algorithm, TimestepAlgorithm) and algorithm.cfgpp
 
     @property
     def uses_eta(self) -> bool:
@@ -240,8 +258,15 @@ class ResolvedSampler:
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
-        if self.sampler.algorithm is not None:
-            return self._build_sigma_scheduler(self.sampler.algorithm, base_config, steps, device, sdxl)
+        algorithm = self.sampler.algorithm
+        if isinstance(algorithm, TimestepAlgorithm) and algorithm.plms:
+            return TimestepPlmsScheduler(self._alphas(base_config), steps, device=device,
+                                         prediction_type=self._prediction(base_config))
+        if isinstance(algorithm, TimestepAlgorithm):
+            return TimestepDdimScheduler(self._alphas(base_config), steps, cfgpp=algorithm.cfgpp, device=device,
+                                         prediction_type=self._prediction(base_config))
+        if algorithm is not None:
+            return self._build_sigma_scheduler(algorithm, base_config, steps, device, sdxl)
         config = self.scheduler_config(base_config)
         if "noise_sampler_seed" in _init_params(self.scheduler_cls):
             seeds = list(noise_seeds or [0])
@@ -261,17 +286,23 @@ class ResolvedSampler:
                                device: torch.device | str, sdxl: bool) -> SigmaScheduler:
         """Our sampler over A1111's sigma list of the schedule, with the checkpoint's noise levels (betas) and
         prediction type."""
-        alphas = DDPMScheduler.from_config(dict(base_config)).alphas_cumprod
+        alphas = self._alphas(base_config)
+        sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
+        return SigmaScheduler(algorithm.factory, alphas, sigmas, prediction_type=self._prediction(base_config),
+                              order=algorithm.order, adaptive=algorithm.adaptive, device=device)
+
+    @staticmethod
+    def _alphas(base_config: Mapping[str, Any]) -> torch.Tensor:
+        """The checkpoint's alpha_bar per training timestep (from its betas config)."""
+        return DDPMScheduler.from_config(dict(base_config)).alphas_cumprod
+
+    def _prediction(self, base_config: Mapping[str, Any]) -> str:
         prediction = str(base_config.get("prediction_type", "epsilon"))
         if prediction not in ("epsilon", "v_prediction"):
             raise InvalidRequest(f"Sampler '{self.label}' cannot run a model that predicts {prediction!r}.")
-        sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
-        return SigmaScheduler(algorithm.factory, alphas, sigmas, prediction_type=prediction, order=algorithm.order,
-                              adaptive=algorithm.adaptive, device=device)
+        return prediction
 
-    def step_kwargs(
-        self, eta: float | None, generator: torch.Generator | list[torch.Generator] | None,
-    ) -> dict[str, Any]:
+    def step_kwargs(self, eta: float | None, generator: Any) -> dict[str, Any]:
         """eta (default 0.0, A1111's DDIM eta) and generator, each only where `step()` accepts it."""
         params = self.step_params
         kwargs: dict[str, Any] = {}
@@ -322,6 +353,10 @@ class SamplerRegistry:
             return
         if spec.default_schedule not in spec.schedules:
             raise ValueError(f"sampler {spec.name!r}: default schedule {spec.default_schedule!r} not in its schedules")
+        if isinstance(spec.algorithm, TimestepAlgorithm):
+            if spec.schedules != ("ddim",):
+                raise ValueError(f"sampler {spec.name!r}: A1111's timestep DDIM has only its own grid")
+            return
         if spec.scheduler_cls is None:
             missing = [name for name in spec.schedules if name not in SIGMA_SCHEDULES or name not in self._schedules]
             if missing:
@@ -418,7 +453,9 @@ class SamplerRegistry:
         if sched.unsupported:
             why = f"schedule type '{sched.label}' has no diffusers implementation: {sched.unsupported}"
         else:
-            if spec.scheduler_cls is None:
+            if spec.schedules == ("ddim",):
+                why = "it runs on A1111's DDIM timestep grid"
+            elif spec.scheduler_cls is None:
                 why = ("it steps on its own log-sigma grid" if spec.schedules == ("uniform",)
                        else f"'{sched.label}' has no sigma list here (A1111 computes Beta with scipy)")
             else:

@@ -110,8 +110,6 @@ EULER_FAMILY = (
 """Euler, LMS, Heun, DPM2, DPM2 a, DPM++ SDE: spacing flags and the karras/exponential/beta sigma flags."""
 EULER_CUSTOM_SIGMAS = (*EULER_FAMILY, "kl_optimal", "align_your_steps")
 """EulerDiscreteScheduler also accepts a custom sigma list."""
-SPACING_ONLY = ("uniform", "sgm_uniform", "simple", "normal", "ddim")
-"""Euler a, DDIM, PLMS: these classes have no sigma-conversion flags, only timestep spacing."""
 MULTISTEP_FAMILY = ("karras", "exponential", "polyexponential", "sgm_uniform", "simple", "beta")
 """DPMSolverMultistep / UniPC: their "linspace" spacing drops t=0 (it is SGM Uniform, not A1111's Uniform), and
 their "leading" uses 1000 // (n + 1) steps, not A1111's DDIM list, so Uniform, Normal and DDIM are not offered."""

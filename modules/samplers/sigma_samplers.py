@@ -10,6 +10,7 @@ of its paper, runs them inside the shared denoising loop (CFG, hooks, progress, 
 
 Noise for ancestral steps comes from `noise(x)`, called exactly where A1111's k-diffusion samplers draw
 `randn_like(x)` (so the per-image generators are consumed in the same order). Algorithms:
+- `euler_ancestral`: Euler steps with ancestral noise (Karras et al. 2022's Euler, k-diffusion's "Euler a").
 - `dpmpp_2s_ancestral`: DPM-Solver++(2S) single-step second order with ancestral noise (Lu et al. 2022).
 - `dpm_fast`: DPM-Solver-fast, orders 3,3,..,(2,1) on a uniform log-sigma grid with exactly `nfe` evaluations.
 - `dpm_adaptive`: DPM-Solver-23 with a PI step-size controller (error control picks the number of evaluations).
@@ -56,6 +57,19 @@ def _log_t(sigma: torch.Tensor) -> torch.Tensor:
 
 def _sigma_of(t: torch.Tensor) -> torch.Tensor:
     return (-t).exp()
+
+
+def euler_ancestral(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, eta: float = 1.0,
+                    s_noise: float = 1.0) -> SamplerRun:
+    """Euler steps to the ancestral sigma_down, then sigma_up of fresh noise (none after the last step)."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        down, up = ancestral_step(sigma, sigma_next, eta)
+        x = x + derivative(x, sigma, denoised) * (down - sigma)
+        if sigma_next > 0:
+            x = x + noise(x) * s_noise * up
+    return x
 
 
 def dpmpp_2s_ancestral(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, eta: float = 1.0,

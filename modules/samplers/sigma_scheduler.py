@@ -21,6 +21,7 @@ from diffusers import SchedulerMixin
 from diffusers.configuration_utils import FrozenDict
 from diffusers.utils import BaseOutput
 
+from modules.core.philox import PhiloxGenerator
 from modules.errors import InvalidRequest
 from modules.samplers.sigma_samplers import NoiseFn, SamplerRun, evaluation_sigmas
 from modules.samplers.sigma_schedules import ModelSigmas
@@ -37,21 +38,33 @@ class SigmaStepOutput(BaseOutput):
     pred_original_sample: torch.Tensor
 
 
-def generator_noise(generator: torch.Generator | Sequence[torch.Generator] | None) -> NoiseFn:
+StepGenerator = torch.Generator | PhiloxGenerator
+"""A per-image noise stream our schedulers draw from: a torch generator, or a Philox stream (the NV source)."""
+
+
+def _row_noise(generator: StepGenerator, shape: tuple[int, ...]) -> torch.Tensor:
+    if isinstance(generator, PhiloxGenerator):
+        return generator.randn(shape)
+    return torch.randn(shape, generator=generator, device=generator.device)
+
+
+def generator_noise(generator: StepGenerator | Sequence[StepGenerator] | None) -> NoiseFn:
     """Noise drawn as diffusers' `randn_tensor` draws it: one draw per image from its own generator, or one draw of
     the whole batch from a single generator (the global RNG without one)."""
     def noise(x: torch.Tensor) -> torch.Tensor:
         if generator is None:
             return torch.randn_like(x)
-        if isinstance(generator, torch.Generator):
-            return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
-        rows = [torch.randn((1, *x.shape[1:]), generator=g, device=g.device).to(x.device) for g in generator]
-        return torch.cat(rows)
+        if isinstance(generator, (torch.Generator, PhiloxGenerator)):
+            return _row_noise(generator, tuple(x.shape)).to(x.device)
+        return torch.cat([_row_noise(g, (1, *x.shape[1:])).to(x.device) for g in generator])
     return noise
 
 
 class SigmaScheduler(SchedulerMixin):
     """A diffusers-shaped scheduler around one sampler run (build a new one per job)."""
+
+    accepts_philox = True
+    """`step` takes Philox streams as generators (the NV source's per-step noise)."""
 
     def __init__(self, factory: RunFactory, alphas_cumprod: torch.Tensor, sigmas: torch.Tensor, *,
                  prediction_type: str = "epsilon", order: int = 1, adaptive: bool = False,
@@ -72,9 +85,9 @@ class SigmaScheduler(SchedulerMixin):
 
     # -- the evaluation plan --------------------------------------------------------------------------------------
 
-    def begin_at(self, start_index: int) -> torch.Tensor:
-        """Run from sigma `start_index` of the schedule (img2img runs the tail, as A1111 slices its sigma list) and
-        return the evaluation timesteps."""
+    def begin_at(self, start_index: int, from_image: bool = False) -> torch.Tensor:
+        """Run from sigma `start_index` of the schedule (img2img runs the tail, as A1111 slices its sigma list, and
+        txt2img the whole list: `from_image` changes nothing here) and return the evaluation timesteps."""
         self.sigmas = self._schedule[start_index:]
         self._run: SamplerRun | None = None
         self._result: torch.Tensor | None = None
@@ -126,7 +139,7 @@ class SigmaScheduler(SchedulerMixin):
         return sample / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1) ** 0.5
 
     def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor,
-             generator: torch.Generator | Sequence[torch.Generator] | None = None,
+             generator: StepGenerator | Sequence[StepGenerator] | None = None,
              return_dict: bool = True) -> SigmaStepOutput | tuple[torch.Tensor, torch.Tensor]:
         """Send the denoised latents of the pending evaluation to the sampler; return its next request."""
         if self._result is not None:

@@ -102,7 +102,7 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
 
 @pytest.mark.parametrize(("path", "body", "status", "error"), [
     ("txt2img", {"sampler_name": "no such sampler"}, 400, "UnknownSampler"),
-    ("txt2img", {"sampler_name": "DDIM CFG++"}, 400, "UnknownSampler"),
+    ("txt2img", {"sampler_name": "PLMS", "scheduler": "Karras"}, 400, "UnknownSampler"),
     ("txt2img", {"scheduler": "wobbly"}, 400, "UnknownSampler"),
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "missing"}}, 404, "ModelNotFound"),
     ("txt2img", {"override_settings": {"no_such_option": 1}}, 422, "InvalidRequest"),
@@ -111,7 +111,7 @@ def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     ("txt2img", {"steps": 0}, 422, "InvalidRequest"),
     ("txt2img", {"steps": "many"}, 422, "RequestValidationError"),
     ("txt2img", {"enable_hr": True, "hr_upscaler": "4x_foolhardy_Remacri"}, 422, "InvalidRequest"),
-    ("txt2img", {"enable_hr": True, "hr_sampler_name": "DDIM CFG++"}, 400, "UnknownSampler"),
+    ("txt2img", {"enable_hr": True, "hr_sampler_name": "DPM++ 4M"}, 400, "UnknownSampler"),
     ("txt2img", {"enable_hr": True, "hr_checkpoint_name": "gamma"}, 404, "ModelNotFound"),
     ("txt2img", {"firstphase_width": 256}, 422, "InvalidRequest"),
     ("txt2img", {"alwayson_scripts": {"controlnet": {"args": []}}}, 422, "ScriptNotFound"),
@@ -230,9 +230,9 @@ def test_model_and_sampler_listings(make_server) -> None:
         {"model_name": "soft.vae.safetensors", "filename": str(app.paths.vae / "soft.vae.safetensors")}]
     samplers = {s["name"]: s for s in client.get("/sdapi/v1/samplers").json()}
     assert samplers["DPM++ 2M"]["options"]["scheduler"] == "karras" and "k_dpmpp_2m" in samplers["DPM++ 2M"]["aliases"]
-    assert "DDIM CFG++" not in samplers and samplers["Euler a"]["options"] == {"uses_ensd": True}
+    assert samplers["Euler a"]["options"] == {"uses_ensd": True} and "DDIM CFG++" in samplers
     assert samplers["DPM++ 2S a"]["options"] == {"scheduler": "karras", "uses_ensd": True, "second_order": True}
-    assert samplers["DPM fast"]["options"] == {"uses_ensd": True} and len(samplers) == 19
+    assert samplers["DPM fast"]["options"] == {"uses_ensd": True} and len(samplers) == 20
     schedulers = client.get("/sdapi/v1/schedulers").json()
     assert schedulers[0]["name"] == "automatic"
     karras = next(s for s in schedulers if s["label"] == "Karras")

@@ -209,6 +209,6 @@ def test_gpu_rng_source_without_cuda_draws_on_the_cpu_and_says_so():
     on_cpu = generate(request, tiny(SD1), sampler)
     asked_gpu = generate(request.with_changes(overrides={"randn_source": "GPU"}), tiny(SD1), sampler)
     assert np.array_equal(np.asarray(asked_gpu.images[0]), np.asarray(on_cpu.images[0]))
-    assert asked_gpu.noise_on_cpu and on_cpu.noise_on_cpu and not on_cpu.notes
+    assert asked_gpu.noise_source == on_cpu.noise_source == "CPU" and not on_cpu.notes
     assert asked_gpu.notes == ("Random number generator source GPU: no CUDA device here (cpu), so the noise was "
                                "drawn on the CPU (RNG: CPU).",)

@@ -46,20 +46,19 @@ def _reference(identity, sampler, seeds, negative=NEGATIVE, eta=0.0, output_type
 
 @pytest.mark.parametrize(
     ("identity", "name"),
-    [(SD1, "Euler"), (SD1, "Euler a"), (SD1, "DDIM"), (SD1, "DPM++ 2M"), (SD1, "UniPC"), (SD2_V, "Euler"),
-     (SD2_V, "DDIM")],
+    [(SD1, "Euler"), (SD1, "DPM++ 2M"), (SD1, "UniPC"), (SD2_V, "Euler")],
 )
 @pytest.mark.slow
 def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
     sampler = REGISTRY.resolve(name)
-    eta = 0.5 if name == "DDIM" else None
+    eta = None  # DDIM is A1111's timestep loop, not diffusers' (tests/samplers/test_ddim_timesteps.py)
     _, latents = _ours(monkeypatch, identity, sampler, batch_size=2, eta=eta)
     reference = _reference(identity, sampler, [11, 12], eta=eta or 0.0)
     assert torch.equal(latents, reference)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["Euler", "Euler a"])
+@pytest.mark.parametrize("name", ["Euler", "DPM++ 2M"])
 def test_sdxl_txt2img_equals_diffusers(monkeypatch, name):
     sampler = REGISTRY.resolve(name)
     _, latents = _ours(monkeypatch, SDXL, sampler)

@@ -57,4 +57,14 @@ def test_gpu_rng_source_generates_on_cuda_and_omits_rng_from_the_infotext() -> N
     components = build_tiny_components(SD1, seed=0).to(torch.device("cuda"))
     request = dataclasses.replace(REQUEST, overrides={"randn_source": "GPU"})
     output = generate(request, components, default_registry().resolve("Euler a"))
-    assert not output.noise_on_cpu and not output.notes
+    assert output.noise_source == "GPU" and not output.notes
+
+
+@pytest.mark.parametrize("seed", [0, 7, 123456789, 2**40 + 3])
+@pytest.mark.parametrize("shape", [(4,), (4, 64, 64), (4, 128, 96)])
+def test_nv_source_equals_torch_randn_on_cuda(seed: int, shape: tuple[int, ...]) -> None:
+    """A1111's NV source draws, on the CPU, the numbers `torch.randn` draws on an NVIDIA GPU."""
+    from modules.core.philox import PhiloxGenerator
+
+    expected = torch.randn(shape, generator=torch.Generator("cuda").manual_seed(seed), device="cuda").cpu()
+    torch.testing.assert_close(PhiloxGenerator(seed).randn(shape), expected, atol=1e-5, rtol=0)

@@ -84,7 +84,7 @@ def test_and_parts_are_combined_with_their_weights() -> None:
 
 
 def test_and_prompt_runs_the_uncond_pass_even_at_cfg_1() -> None:
-    seen = _run("a cat :0.5", "blurry", sampler="DDIM", steps=1, cfg_scale=1.0)
+    seen = _run("a cat :0.5", "blurry", sampler="DDIM", steps=2, cfg_scale=1.0)
     cat, blurry = (_eps(seen[0].latents, seen[0].timestep, text) for text in ("a cat", "blurry"))
     torch.testing.assert_close(seen[0].noise_pred, blurry + 0.5 * (cat - blurry), rtol=0, atol=1e-5)
 
@@ -93,11 +93,11 @@ def test_and_prompt_runs_the_uncond_pass_even_at_cfg_1() -> None:
 def test_prompt_and_negative_of_different_lengths() -> None:
     """A1111's default runs them in separate UNet calls; `pad_cond_uncond` pads the negative with empty chunks."""
     long = "cat " * 80
-    seen = _run(long, "blurry", sampler="DDIM", steps=1)
+    seen = _run(long, "blurry", sampler="DDIM", steps=2)
     assert seen[0].conditioning.cond.shape[1] == 154 and seen[0].conditioning.uncond.shape[1] == 77
     cond, uncond = (_eps(seen[0].latents, seen[0].timestep, text) for text in (long, "blurry"))
     torch.testing.assert_close(seen[0].noise_pred, uncond + 5.0 * (cond - uncond), rtol=0, atol=1e-5)
-    padded = _run(long, "blurry", sampler="DDIM", steps=1, overrides={"pad_cond_uncond": True})
+    padded = _run(long, "blurry", sampler="DDIM", steps=2, overrides={"pad_cond_uncond": True})
     assert padded[0].conditioning.uncond.shape[1] == 154
     assert not torch.equal(padded[0].noise_pred_uncond, seen[0].noise_pred_uncond)
 

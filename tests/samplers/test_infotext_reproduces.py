@@ -59,3 +59,15 @@ def test_pasted_infotext_reproduces_the_pixels(app: App, sampler: str, tmp_path:
     second = app.submit(again, save=False).outcome(180)
     assert np.array_equal(_pixels(second.images[0]), _pixels(first.images[0]))
     assert second.infotexts[0] == first.infotexts[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("source", "written"), [("NV", "RNG: NV"), ("CPU", "RNG: CPU")])
+def test_rng_source_is_written_as_a1111_writes_it(app: App, source: str, written: str) -> None:
+    request = GenerationRequest(prompt="a cube", steps=3, width=64, height=64, seed=5, sampler="DPM2 a",
+                                overrides={"randn_source": source})
+    result = app.submit(request, save=False).outcome(180)
+    assert written in result.infotexts[0]
+    other = app.submit(request.with_changes(overrides={"randn_source": "CPU" if source == "NV" else "NV"}),
+                       save=False).outcome(180)
+    assert not np.array_equal(_pixels(other.images[0]), _pixels(result.images[0]))

@@ -18,6 +18,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from modules.core.generate import generate
+from modules.core.latents import draw
+from modules.core.philox import PhiloxGenerator
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from modules.samplers import sigma_samplers as ours
 from modules.samplers.registry import default_registry
@@ -55,6 +57,19 @@ def _x0(sigma: float) -> torch.Tensor:
 def _close(mine: torch.Tensor, reference: torch.Tensor) -> None:
     assert torch.isfinite(reference).all()
     torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 6, 13])
+@pytest.mark.parametrize("eta", [1.0, 0.5])
+def test_euler_ancestral_equals_k_diffusion(schedule: str, steps: int, eta: float) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    theirs, mine = _streams(6)
+    reference = K.sample_euler_ancestral(_k_model, _x0(float(sigmas[0])), sigmas, disable=True, eta=eta,
+                                         noise_sampler=theirs)
+    result, evaluations = ours.drive(ours.euler_ancestral(_x0(float(sigmas[0])), sigmas, mine, eta=eta), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == len(sigmas) - 1
 
 
 @pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
@@ -170,7 +185,8 @@ class _CompVisModel(torch.nn.Module):
         return self.unet(x, t, encoder_hidden_states=cond, return_dict=False)[0]
 
 
-def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg: float) -> torch.Tensor:
+def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg: float,
+                     nv: bool = False) -> torch.Tensor:
     from tests.core.helpers import sd_pipeline
 
     components = tiny(identity)
@@ -187,11 +203,12 @@ def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg
         unconditional, conditional = out.chunk(2)
         return unconditional + (conditional - unconditional) * cfg
 
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    noise = torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators])
+    generators: list[Any] = [PhiloxGenerator(seed) if nv else torch.Generator().manual_seed(seed) for seed in seeds]
 
     def per_image(*_: Any) -> torch.Tensor:
-        return torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators])
+        return torch.stack([draw(g, (4, 8, 8)) for g in generators])
+
+    noise = per_image()
 
     method = REGISTRY.resolve(name)
     sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps)
@@ -202,6 +219,9 @@ def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg
         if name == "DPM adaptive":
             return K.sample_dpm_adaptive(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
                                          wrapper.sigma_max.item(), disable=True, eta=1.0, noise_sampler=per_image)
+        if name == "Euler a":
+            return K.sample_euler_ancestral(cfg_denoiser, noise * sigmas[0], sigmas, disable=True,
+                                            noise_sampler=per_image)
         if name == "DPM++ 2S a":
             return K.sample_dpmpp_2s_ancestral(cfg_denoiser, noise * sigmas[0], sigmas, disable=True,
                                                noise_sampler=per_image)
@@ -213,8 +233,9 @@ PROMPT, NEGATIVE = "a red cube on a table", "blurry"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("identity", "name"), [(SD1, "DPM++ 2S a"), (SD1, "DPM fast"), (SD1, "DPM adaptive"),
-                                                (SD1, "Restart"), (SD2_V, "DPM++ 2S a")])
+@pytest.mark.parametrize(("identity", "name"), [(SD1, "Euler a"), (SD1, "DPM++ 2S a"), (SD1, "DPM fast"),
+                                                (SD1, "DPM adaptive"), (SD1, "Restart"), (SD2_V, "DPM++ 2S a"),
+                                                (SD2_V, "Euler a")])
 def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.MonkeyPatch, identity: Any,
                                                         name: str) -> None:
     capture = LatentCapture(monkeypatch)
@@ -226,3 +247,16 @@ def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.Monke
     # (random tiny weights give latents up to ~75)
     scale = float(reference.abs().max())
     torch.testing.assert_close(capture.last, reference, atol=2e-5 * scale, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["Euler a", "DPM++ 2S a"])
+def test_nv_source_draws_every_noise_from_philox_streams(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A1111's NV source: initial and per-step noise of each image from its Philox stream (CUDA's numbers)."""
+    capture = LatentCapture(monkeypatch)
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=5, width=64, height=64,
+                                cfg_scale=6.0, batch_size=2, sampler=name, overrides={"randn_source": "NV"})
+    output = generate(request, tiny(SD1), REGISTRY.resolve(name))
+    reference = _a1111_reference(SD1, name, [11, 12], 5, 6.0, nv=True)
+    torch.testing.assert_close(capture.last, reference, atol=2e-5 * float(reference.abs().max()), rtol=0)
+    assert output.noise_source == "NV"

@@ -100,10 +100,10 @@ def test_send_flags_keep_seed_and_size() -> None:
 
 def test_unusable_sampler_is_kept_with_a_warning() -> None:
     current = bind.values_from_request(GenerationRequest(), WIDGET_VALUES)
-    text = "x\nSteps: 10, Sampler: DDIM CFG++, CFG scale: 7, Seed: 1"
+    text = "x\nSteps: 10, Sampler: DPM++ 4M Turbo, CFG scale: 7, Seed: 1"
     result = values_from_infotext(default_registry(), text, current)
     assert "sampler" not in result.values and result.values["steps"] == 10
-    assert result.warnings and "DDIM CFG++" in result.warnings[0]
+    assert result.warnings and "DPM++ 4M Turbo" in result.warnings[0]
 
 
 def test_mask_from_editor_uses_painted_alpha() -> None:

@@ -15,16 +15,18 @@ from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscr
 
 from modules.errors import InvalidRequest, UnknownSampler
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
+from modules.samplers.ddim_timesteps import TimestepDdimScheduler
 from modules.samplers.protocol import SamplerResolver, SamplingMethod
 from modules.samplers.registry import A1111_SAMPLERS, SamplerRegistry, SamplerSpec, default_registry
 from modules.samplers.schedules import ScheduleSpec
+from modules.samplers.sigma_scheduler import SigmaScheduler
 
 A1111_ORDER = [
     "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler",
     "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC",
     "LCM",
 ]
-REJECTED = {"DDIM CFG++"}
+REJECTED: set[str] = set()  # every A1111 1.10 sampler runs
 ALL_SCHEDULES = ["Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
                  "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
 A1111_AUTOMATIC = {  # sd_samplers_kdiffusion.py 'scheduler' options; timesteps samplers use the DDIM list
@@ -55,7 +57,8 @@ def _run(method: Any, scheduler: Any, seed: int = 0) -> torch.Tensor:
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(x, t)
         fake_output = 0.5 * torch.tanh(model_in) + 0.1 * torch.randn(x.shape, generator=gen)
-        x = scheduler.step(fake_output, t, x, **method.step_kwargs(None, gen)).prev_sample
+        extra = {"noise_pred_uncond": 0.5 * fake_output} if method.needs_uncond else {}
+        x = scheduler.step(fake_output, t, x, **method.step_kwargs(None, gen), **extra).prev_sample
         assert torch.isfinite(x).all(), f"{method.label}/{method.schedule_label}: non-finite sample at t={float(t)}"
     return x
 
@@ -114,13 +117,16 @@ def test_spellings(name: str, schedule: str, expected: tuple[str, str]) -> None:
 # -- rejections -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REJECTED) + ["ddim_cfgpp"])
-def test_a1111_samplers_that_cannot_run_are_rejected(name: str) -> None:
-    with pytest.raises(UnknownSampler, match="is an A1111 sampler that cannot run here") as info:
-        REGISTRY.resolve(name)
-    assert "choose one of: DPM++ 2M, DPM++ SDE" in str(info.value)
+def test_a_sampler_row_that_cannot_run_is_refused_with_its_reason() -> None:
+    registry = default_registry()
+    registry.add(SamplerSpec("Future Sampler", None, aliases=("future",), unsupported="it needs a newer library"))
+    with pytest.raises(UnknownSampler, match="'future' \\(Future Sampler\\) is an A1111 sampler that cannot run "
+                                             "here: it needs a newer library; choose one of: DPM\\+\\+ 2M") as info:
+        registry.resolve("future")
+    assert "Future Sampler" not in registry.visible() and "Future Sampler" in registry.all_known()
     with pytest.raises(UnknownSampler):
-        REGISTRY.schedules_for(name)
+        registry.schedules_for("Future Sampler")
+    assert str(info.value).endswith("LCM.")
 
 
 @pytest.mark.parametrize("name", ["", "Euler b", "DPM++ 4M", "k_euler_x", "Karras", "DPM++ 2M Foo", "uni_pc"])
@@ -143,17 +149,19 @@ def test_unsupported_combinations_are_rejected(sampler: str, schedule: str) -> N
 
 def test_rejections_cover_the_known_gaps() -> None:
     rejected = set(REJECTED_PAIRS)
-    assert ("Euler a", "Karras") in rejected  # EulerAncestralDiscreteScheduler has no use_karras_sigmas
+    assert ("Euler a", "Beta") in rejected and ("Euler a", "Karras") not in rejected  # ours: A1111's sigma lists
     assert ("DDIM", "Karras") in rejected and ("PLMS", "Beta") in rejected
     assert ("DPM++ 2M", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
     for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: EulerDiscreteScheduler and ours
-        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["DPM++ 2S a", "Euler",
-                                                                                          "Restart"]
+        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["DPM++ 2S a", "Euler a",
+                                                                                          "Euler", "Restart"]
     assert REGISTRY.resolve("Euler Align Your Steps").schedule_label == "Align Your Steps"
     with pytest.raises(UnknownSampler, match="Align Your Steps"):
         REGISTRY.resolve("DPM++ 2M", "Align Your Steps")
-    with pytest.raises(UnknownSampler, match=r"follow the 'Karras' schedule\); choose one of: Automatic, Uniform"):
-        REGISTRY.resolve("Euler a Karras")
+    with pytest.raises(UnknownSampler, match=r"follow the 'Uniform' schedule\); choose one of: Automatic, Karras"):
+        REGISTRY.resolve("DPM++ 2M Uniform")
+    with pytest.raises(UnknownSampler, match=r"DDIM timestep grid\); choose one of: Automatic, DDIM\.$"):
+        REGISTRY.resolve("PLMS Karras")
     with pytest.raises(UnknownSampler, match=r"own log-sigma grid\); choose one of: Automatic, Uniform\.$"):
         REGISTRY.resolve("DPM fast", "Karras")
     with pytest.raises(UnknownSampler, match="computes Beta with scipy"):
@@ -186,10 +194,11 @@ def test_schedule_flags_in_the_base_config_are_reset() -> None:
     np.testing.assert_allclose(scheduler.timesteps.numpy(), np.linspace(999, 0, 10), atol=1e-3)
 
 
-def test_ddim_keeps_a1111_settings() -> None:
+def test_ddim_runs_a1111_timestep_grid() -> None:
     scheduler = REGISTRY.resolve("DDIM").build({**BASE_SCHEDULER_CONFIG, "clip_sample": True}, 20, "cpu")
-    assert isinstance(scheduler, DDIMScheduler) and not scheduler.config.clip_sample
-    assert scheduler.timesteps.tolist() == list(range(951, 0, -50))  # A1111: range(0, 1000, 50) + 1
+    assert isinstance(scheduler, TimestepDdimScheduler) and not scheduler.cfgpp
+    # A1111: grid range(0, 1000, 50) + 1; every point but the lowest is evaluated, stepping to the one below
+    assert scheduler.timesteps.tolist() == list(range(951, 1, -50))
 
 
 def test_bad_step_counts_are_user_errors() -> None:
@@ -299,7 +308,9 @@ def test_every_claimed_pair_matches_a1111_and_steps(sampler: str, schedule: str)
     expected = _sigma_to_t(A1111_SIGMAS[schedule](N))
     got = _evaluated_timesteps(scheduler)
     tolerance = 10.0 if sampler == "LCM" else 1.0  # LCM rounds to its 50-step grid; others to integers at most
-    assert len(got) == N
+    if sampler in ("DDIM", "DDIM CFG++", "PLMS"):  # A1111's timestep samplers evaluate all grid points but the lowest
+        expected = expected[:-1]
+    assert len(got) == len(expected)
     np.testing.assert_allclose(got, expected, atol=tolerance)
     assert torch.isfinite(_run(method, scheduler)).all()
 
@@ -370,4 +381,4 @@ def test_registry_implements_the_core_protocol() -> None:
     method: SamplingMethod = resolver.resolve("Euler a", "Automatic")
     assert (method.label, method.schedule_label, method.uses_eta) == ("Euler a", "Uniform", False)
     scheduler = method.build(BASE_SCHEDULER_CONFIG, 5, torch.device("cpu"))
-    assert isinstance(scheduler, EulerAncestralDiscreteScheduler) and len(scheduler.timesteps) == 5
+    assert isinstance(scheduler, SigmaScheduler) and len(scheduler.timesteps) == 5

@@ -112,7 +112,7 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
 
 def test_wrong_typed_values_fall_back_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"jpeg_quality": "high", "samples_save": False, "randn_source": "NV"}))
+    path.write_text(json.dumps({"jpeg_quality": "high", "samples_save": False, "randn_source": "Quantum"}))
     settings = Settings.load(path)
     assert settings.jpeg_quality == 80 and settings.samples_save is False and settings.randn_source == "CPU"
     assert len(settings.problems) == 2
