@@ -24,6 +24,8 @@ from modules.settings import SettingsStore, UiConfig
 from modules.types import GenerationRequest
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from modules.extras import ExtrasRequest
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,15 @@ class App:
         service = ExtrasService(self.models.upscalers, self.settings, self.paths)
         return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner,
                                 description=f"extras: {len(request.images)} picture(s)")
+
+    def submit_interrogate(self, image: "Image.Image", model: str = "clip", *, owner: str | None = None) -> Job:
+        """Queue a caption of `image` (`modules.interrogate`, A1111's interrogate); the job's result is the caption.
+        It runs in the queue (`CallableWork`) so it never shares the device with a generation."""
+        from modules.interrogate import InterrogateService
+
+        service = InterrogateService(self.paths.models, self.models.hold_captioner)
+        return self.jobs.submit(lambda ctx: service.interrogate(image, model), owner=owner,
+                                description=f"interrogate ({model})")
 
     def close(self) -> None:
         """Stop the worker and release models (used by tests and on shutdown)."""

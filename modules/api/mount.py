@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from modules.api.auth import make_authenticator
 from modules.api.error_responses import install_error_handlers
 from modules.api.extras_api import build_extras_router
+from modules.api.interrogate_api import build_interrogate_router
 from modules.api.jobs_api import build_jobs_router
 from modules.api.limits import RequestSizeLimit, max_request_bytes
 from modules.api.sdapi import build_sdapi_router
@@ -34,5 +35,6 @@ def mount_api(app_fastapi: FastAPI, app: "App") -> None:
     app_fastapi.include_router(build_sdapi_router(app, auth))
     app_fastapi.include_router(build_jobs_router(app, auth))
     app_fastapi.include_router(build_extras_router(app, auth))
+    app_fastapi.include_router(build_interrogate_router(app, auth))
     users = len(app.launch.api_auth)
     log.info("API mounted at /sdapi/v1 and /api/v1 (%s)", f"basic auth, {users} user(s)" if users else "no auth")

@@ -28,6 +28,7 @@ from diffusers import AutoencoderKL
 
 from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
 from modules.errors import ModelNotFound
+from modules.interrogate import CaptionModel
 from modules.models import loaders
 from modules.models.cache import ModelCache
 from modules.models.components import ComponentSet
@@ -128,6 +129,7 @@ class ModelManager:
         self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
         self.upscaler_models: ModelCache[ImageModelDescriptor] = ModelCache(
             1, self.plan.device, name="upscalers")
+        self.caption_models: ModelCache[CaptionModel] = ModelCache(1, self.plan.device, name="captioners")
         self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler)
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
@@ -281,8 +283,17 @@ class ModelManager:
                  model.dtype, time.perf_counter() - started)
         return model
 
+    @contextmanager
+    def hold_captioner(self, folder: Path) -> Iterator[CaptionModel]:
+        """The captioning model of a folder (`modules.interrogate`; loaded on demand, one kept), for a `with`."""
+        key = (Path(folder), (Path(folder) / "config.json").stat().st_mtime_ns)
+        with self.caption_models.use(key, lambda: CaptionModel.load(Path(folder), self.plan.device,
+                                                                    self.plan.dtype)) as model:
+            yield model
+
     def unload(self) -> None:
         """Drop every cached model that is not in use (frees RAM and device memory)."""
-        dropped = self.checkpoints.clear() + self.vaes.clear() + self.upscaler_models.clear()
+        dropped = (self.checkpoints.clear() + self.vaes.clear() + self.upscaler_models.clear()
+                   + self.caption_models.clear())
         log.info("Unloaded %d models", dropped)
 

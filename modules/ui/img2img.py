@@ -26,6 +26,7 @@ from modules.ui.bind import (
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
+from modules.ui.interrogate import wire_interrogate
 from modules.ui.results import build_result_panel
 
 TAB: Final = "img2img"
@@ -160,6 +161,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
                 sub_tabs, source_tabs, init_image, editor, upload_image, upload_mask = _build_sources(ctx)
+                interrogate = gr.Button("Interrogate CLIP", elem_id="interrogate", size="sm")
                 resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
                                        value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
                 inpaint_group, inpaint_inputs = _build_inpaint_options(ctx)
@@ -184,6 +186,8 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     tab = Img2ImgTab(generation, init_image, editor, upload_image, upload_mask, source, sub_tabs, inpaint_group)
     _wire_sources(tab, source_tabs)
     _wire_detect_size(tab)
+    wire_interrogate(ctx.app, interrogate, current_picture, [source, init_image, editor, upload_image],
+                     prompt_row.prompt)
     return tab
 
 
@@ -210,13 +214,19 @@ def _round8(value: int) -> int:
     return max(64, int(round(value / 8)) * 8)
 
 
+def current_picture(source: str, image: Any, editor: Any, upload: Any) -> Image.Image | None:
+    """The picture of the active sub-tab (img2img's image, the inpaint editor's background, the uploaded one)."""
+    picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload}.get(source, image)
+    return picture if isinstance(picture, Image.Image) else None
+
+
 def _wire_detect_size(tab: Img2ImgTab) -> None:
     sampling = tab.generation.sampling
     if sampling.detect_size is None:
         return
 
     def detect(source: str, image: Any, editor: Any, upload: Any) -> tuple[Any, Any]:
-        picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload}.get(source, image)
+        picture = current_picture(source, image, editor, upload)
         if picture is None:
             gr.Warning("There is no image to take the size from.")
             return gr.skip(), gr.skip()

@@ -279,3 +279,31 @@ def test_extras_upscales_an_uploaded_image(ui: tuple[Any, PageWatch], real_serve
     picture = fetch_image(gallery_image_url(page, "extras", real_server.url))
     assert picture.size == (128, 96)
     assert not watch.errors, watch.errors
+
+
+def test_interrogate_clip_puts_the_caption_into_the_img2img_prompt(ui: tuple[Any, PageWatch],
+                                                                   real_server: RealServer, tmp_path: Path) -> None:
+    """img2img's "Interrogate CLIP": without a captioning model a message names models/BLIP and the prompt stays;
+    with the (tiny) BLIP model there, the caption replaces the prompt."""
+    from playwright.sync_api import expect
+
+    from tests.captioning import WORDS, save_tiny_blip
+
+    page, watch = ui
+    source = tmp_path / "picture.png"
+    split_test_image(64).save(source)
+    main_tab(page, "img2img")
+    sub_tab(page, "img2img")
+    upload(page, "img2img_image", source)
+    expect(page.locator("#img2img_image img").first).to_be_visible(timeout=15_000)
+    prompt = page.locator("#img2img_prompt textarea")
+    prompt.fill("keep me")
+    page.locator("#interrogate").click()
+    expect(page.get_by_text("No captioning model").first).to_be_visible(timeout=30_000)
+    assert prompt.input_value() == "keep me"
+    save_tiny_blip(real_server.data_dir / "models" / "BLIP" / "blip-tiny")
+    page.locator("#interrogate").click()
+    expect(prompt).not_to_have_value("keep me", timeout=60_000)
+    words = prompt.input_value().split()
+    assert words and set(words) <= set(WORDS)
+    assert not watch.errors, watch.errors
