@@ -50,6 +50,36 @@ A1111_DEFAULTS: Mapping[str, str] = {
     "Masked area padding": "32",
 }
 
+PASTED_SETTINGS: Mapping[str, str] = {
+    "RNG": "randn_source",
+    "ENSD": "eta_noise_seed_delta",
+    "Emphasis": "emphasis",
+    "Noise multiplier": "initial_noise_multiplier",
+}
+"""Infotext keys of *settings* (not request fields) that a paste applies to the job as overrides, A1111's "Override
+settings": the noise source, the eta noise seed delta, the emphasis mode and img2img's noise multiplier."""
+
+
+def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:
+    """{option key: value} of the `PASTED_SETTINGS` among infotext `params`, checked against the options table (a
+    value the option does not accept is left out, as malformed numbers are)."""
+    from modules.options import OptionValueError, default_table
+
+    table = default_table()
+    overrides: dict[str, Any] = {}
+    for label, key in PASTED_SETTINGS.items():
+        text = params.get(label)
+        if text is None:
+            continue
+        spec = table[key]
+        try:
+            value: Any = int(float(text)) if spec.kind == "int" else float(text) if spec.kind == "float" else text
+            overrides[key] = spec.validate(value)
+        except (OptionValueError, ValueError):
+            logger.debug("infotext %s: %r is not a value of %s; skipped", label, text, key)
+    return overrides
+
+
 # A1111 "Masked content" labels (only fill 1, "original", is left out of infotexts: it is the default).
 _MASKED_CONTENT = {
     InpaintFill.FILL: "fill",
@@ -199,6 +229,7 @@ def request_params(
     vae_hash: str | None = None,
     extra: Mapping[str, Any] | None = None,
     rng: str | None = None,
+    ensd: int | None = None,
     conditional_mask_weight: float | None = None,
     version: str | None = None,
     hires: HiresLabels | None = None,
@@ -206,8 +237,9 @@ def request_params(
     """The ordered parameters A1111 1.10 writes for one image of `request` (pass the result to `build`).
 
     `seed`/`subseed` are the resolved per-image seeds. `eta` is written only when given: pass it when A1111 would
-    (the sampler uses eta and it differs from the sampler's default). `rng` is A1111's "RNG" ("CPU" when noise comes
-    from a CPU generator; None for A1111's default GPU source). `conditional_mask_weight` is given for models with
+    (the sampler uses eta and it differs from the sampler's default). `rng` is A1111's "RNG" ("CPU" or "NV"; None
+    for A1111's default GPU source). `ensd` is the eta noise seed delta, given when it is not 0 and the sampler
+    draws per-step noise (A1111's "uses_ensd" samplers). `conditional_mask_weight` is given for models with
     inpainting conditioning. `hires` is given for a hires-fix job. `extra` (extension parameters such as "Lora
     hashes") follows the built-in keys, as A1111's `extra_generation_params` do; a key already present keeps its
     place and takes the new value.
@@ -236,6 +268,7 @@ def request_params(
         params["Conditional mask weight"] = _number(conditional_mask_weight)
     if request.clip_skip > 1:
         params["Clip skip"] = request.clip_skip
+    params["ENSD"] = ensd
     params["RNG"] = rng
     if request.mode == "inpaint":
         params.update(_inpaint_params(request))
@@ -318,7 +351,9 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
     A key the infotext leaves out keeps `base`'s value, except where leaving it out means a default: the A1111
     defaults in `A1111_DEFAULTS` (clip skip 1, schedule "Automatic", mask options), variation strength 0, no seed
     resize and no eta (A1111 writes each of these whenever it is not the default). Model and VAE are not switched
-    (A1111's default `disable_weights_auto_swap`). Unknown keys are ignored and malformed numbers skipped.
+    (A1111's default `disable_weights_auto_swap`). The settings of `PASTED_SETTINGS` (RNG, ENSD, ...) become the
+    request's `overrides` (replacing earlier pasted ones), as A1111's "Override settings". Unknown keys are ignored
+    and malformed numbers skipped.
     """
     changes: dict[str, Any] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
     _put(changes, "steps", _to_int(parsed.get("Steps")))
@@ -338,6 +373,8 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
     changes.update(_seed_changes(parsed))
     changes.update(_mask_changes(parsed))
     changes.update(_hires_changes(parsed))
+    kept = {key: value for key, value in base.overrides.items() if key not in PASTED_SETTINGS.values()}
+    changes["overrides"] = {**kept, **setting_overrides(parsed.params)}
     return base.with_changes(**changes)
 
 

@@ -312,6 +312,13 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
     record = selection.checkpoint
     vae = selection.vae
     extra: dict[str, Any] = {}
+    options = output.plan.options
+    if options.emphasis != "Original":
+        extra["Emphasis"] = options.emphasis
+    if request.mode != "txt2img" and options.initial_noise_multiplier != 1.0:
+        extra["Noise multiplier"] = options.initial_noise_multiplier
+    ensd = options.eta_noise_seed_delta if options.eta_noise_seed_delta and "ancestral" in sampler.sampler.flags \
+        else None
     if refiner is not None:
         extra["Refiner"] = refiner.checkpoint.title
         extra["Refiner switch at"] = request.refiner_switch_at
@@ -328,7 +335,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
             sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
             vae_name=vae.name if vae is not None else None,
             vae_hash=vae.shorthash if vae is not None else None, extra=extra,
-            rng=None if output.noise_source == "GPU" else output.noise_source, version=VERSION,
+            rng=None if output.noise_source == "GPU" else output.noise_source, ensd=ensd, version=VERSION,
             hires=labels,
         )
         texts.append(infotext.build(prompt, negative, params))

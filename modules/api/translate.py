@@ -6,7 +6,8 @@
 - txt2img's hires-fix fields count only with `enable_hr`; its upscaler and sampler are checked before queueing;
 - `override_settings` go into `request.overrides` for this job only (validated against the option table);
   `sd_model_checkpoint`, `sd_vae` and `CLIP_stop_at_last_layers` there also select checkpoint, VAE and clip skip;
-- `infotext` fills every field the body does not set; scripts (`script_name`, `script_args`,
+- `infotext` fills every field the body does not set, and the settings it states (RNG, ENSD, ...) that
+  `override_settings` does not name; scripts (`script_name`, `script_args`,
   `alwayson_scripts`) become `request.extension_args` through the extension host.
 Range checks are the generation core's (`modules.core.validate`). The field-by-field status is in docs/compat.md.
 """
@@ -268,6 +269,8 @@ def _apply_infotext(body: GenerationFields, request: GenerationRequest) -> Gener
                for api_names, fields in _INFOTEXT_FIELDS if not given.intersection(api_names) for field in fields}
     if CLIP_SKIP_KEY not in (body.override_settings or {}):
         changes["clip_skip"] = from_text.clip_skip
+    # settings the infotext states (RNG, ENSD, ...) apply unless override_settings names them
+    changes["overrides"] = {**from_text.overrides, **request.overrides}
     return dataclasses.replace(request, **changes)
 
 

@@ -36,7 +36,6 @@ from diffusers import (
 )
 
 from modules.errors import InvalidRequest, UnknownSampler
-from modules.samplers.ddim_timesteps import TimestepDdimScheduler, TimestepPlmsScheduler
 from modules.samplers.schedules import (
     AUTOMATIC,
     AUTOMATIC_LABEL,
@@ -50,6 +49,7 @@ from modules.samplers.schedules import (
 from modules.samplers.sigma_samplers import dpm_adaptive, dpm_fast, dpmpp_2s_ancestral, euler_ancestral, restart
 from modules.samplers.sigma_scheduler import RunFactory, SigmaScheduler
 from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
+from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SigmaAlgorithm:
 
 @dataclass(frozen=True)
 class TimestepAlgorithm:
-    """One of A1111's timestep-grid samplers (`ddim_timesteps.py`): DDIM, DDIM CFG++ (`cfgpp`) or PLMS (`plms`)."""
+    """One of A1111's timestep-grid samplers (`timestep_samplers.py`): DDIM, DDIM CFG++ (`cfgpp`) or PLMS (`plms`)."""
 
     cfgpp: bool = False
     plms: bool = False

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from modules.errors import InvalidRequest
+from modules.infotext import PASTED_SETTINGS, setting_overrides
 from modules.types import GenerationRequest, InpaintFill, ResizeMode
 
 RESIZE_MODE_LABELS: tuple[str, ...] = ("Just resize", "Crop and resize", "Resize and fill")
@@ -95,6 +96,23 @@ class Binding:
     from_request: Callable[[Any], Any] = _identity
 
 
+def _overrides_to_request(entries: Any) -> dict[str, Any]:
+    """The "Override settings" entries ("RNG: NV", ...) as request overrides {option key: value}."""
+    params = {}
+    for entry in entries or ():
+        label, _, value = str(entry).partition(": ")
+        params[label.strip()] = value.strip()
+    unknown = sorted(set(params) - set(PASTED_SETTINGS))
+    if unknown:
+        raise InvalidRequest(f"Override settings: {', '.join(unknown)} cannot be overridden here; remove it.")
+    return setting_overrides(params)
+
+
+def _overrides_from_request(overrides: Mapping[str, Any]) -> list[str]:
+    labels = {key: label for label, key in PASTED_SETTINGS.items()}
+    return [f"{labels[key]}: {value}" for key, value in overrides.items() if key in labels]
+
+
 BINDINGS: tuple[Binding, ...] = (
     Binding("prompt", "prompt", lambda v: v or "", _identity),
     Binding("negative_prompt", "negative_prompt", lambda v: v or "", _identity),
@@ -141,6 +159,7 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("hr_checkpoint", "hr_checkpoint_name", _same_to_empty(SAME_CHECKPOINT), _empty_to_same(SAME_CHECKPOINT)),
     Binding("hr_prompt", "hr_prompt", lambda v: v or "", _identity),
     Binding("hr_negative_prompt", "hr_negative_prompt", lambda v: v or "", _identity),
+    Binding("override_settings", "overrides", _overrides_to_request, _overrides_from_request),
 )
 
 BINDINGS_BY_NAME: dict[str, Binding] = {binding.name: binding for binding in BINDINGS}

@@ -97,9 +97,11 @@ class PromptRow:
     clear: gr.Button
     styles: gr.Dropdown
     apply_styles: gr.Button
+    override_settings: gr.Dropdown
 
     def named(self) -> dict[str, gr.components.Component]:
-        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles}
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles,
+                "override_settings": self.override_settings}
 
 
 def _counter_html(label: str, visible: bool = True) -> str:
@@ -135,8 +137,12 @@ def build_prompt_row(ctx: UiContext, tab: str) -> PromptRow:
                 apply_styles = tool_button(APPLY_STYLE_ICON, f"{tab}_apply_styles", visible=bool(names))
             styles = gr.Dropdown(label="Styles", choices=names, value=[], multiselect=True, elem_id=f"{tab}_styles",
                                  visible=bool(names), show_label=True, filterable=True)
+            # A1111's "Override settings": settings a pasted infotext states (RNG, ENSD, ...), for this tab's jobs
+            override_settings = gr.Dropdown(label="Override settings", choices=[], value=[], multiselect=True,
+                                            allow_custom_value=True, visible=False,
+                                            elem_id=f"{tab}_override_settings")
     row = PromptRow(prompt, negative, prompt_tokens, negative_tokens, generate, interrupt, skip, paste, clear,
-                    styles, apply_styles)
+                    styles, apply_styles, override_settings)
     _wire_prompt_row(ctx, row)
     return row
 

@@ -145,7 +145,11 @@ def paste_updates(app: "App", text: str, inputs: Mapping[str, gr.components.Comp
                                   upscalers=app.models.upscalers, checkpoints=checkpoint_title(app))
     for warning in pasted.warnings:
         gr.Warning(warning)
-    return {inputs[name]: value for name, value in pasted.values.items()}
+    updates: dict[Any, Any] = {inputs[name]: value for name, value in pasted.values.items()}
+    if "override_settings" in pasted.values:  # shown only while it holds something, its entries as choices
+        entries = pasted.values["override_settings"]
+        updates[inputs["override_settings"]] = gr.Dropdown(choices=entries, value=entries, visible=bool(entries))
+    return updates
 
 
 def _wire_paste(app: "App", tab: GenerationTab) -> None:

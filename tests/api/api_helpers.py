@@ -122,8 +122,10 @@ class FakeGeneration:
         self.models = models
         self.samplers = samplers
         self.gate = Gate()
+        self.last_request: GenerationRequest | None = None
 
     def run(self, request: GenerationRequest, ctx: JobContext, *, save: bool | None = None) -> GenerationResult:
+        self.last_request = request
         settings = self.settings.get().with_overrides(request.overrides)
         record = self.models.resolve_checkpoint(request.checkpoint, ModelOptions.from_mapping(settings))
         sampler = self.samplers.resolve(request.sampler, request.schedule)

@@ -91,6 +91,16 @@ def test_img2img_without_mask_is_img2img_and_can_echo_init_images(make_server) -
     assert data["parameters"]["init_images"] == [init]
 
 
+def test_infotext_settings_become_overrides_unless_override_settings_names_them(make_server) -> None:
+    app, client = make_server()
+    text = "x\nSteps: 2, Sampler: Euler a, CFG scale: 5, Seed: 77, Size: 64x64, ENSD: 31337, RNG: NV"
+    assert client.post("/sdapi/v1/txt2img", json={"infotext": text}).status_code == 200
+    assert app.generation.last_request.overrides == {"randn_source": "NV", "eta_noise_seed_delta": 31337}
+    body = {"infotext": text, "override_settings": {"randn_source": "CPU"}}
+    assert client.post("/sdapi/v1/txt2img", json=body).status_code == 200
+    assert app.generation.last_request.overrides == {"randn_source": "CPU", "eta_noise_seed_delta": 31337}
+
+
 def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     _, client = make_server()
     text = "from infotext\nSteps: 3, Sampler: DDIM, CFG scale: 5, Seed: 77, Size: 64x128"

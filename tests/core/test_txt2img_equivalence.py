@@ -51,7 +51,7 @@ def _reference(identity, sampler, seeds, negative=NEGATIVE, eta=0.0, output_type
 @pytest.mark.slow
 def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
     sampler = REGISTRY.resolve(name)
-    eta = None  # DDIM is A1111's timestep loop, not diffusers' (tests/samplers/test_ddim_timesteps.py)
+    eta = None  # DDIM is A1111's timestep loop, not diffusers' (tests/samplers/test_timestep_samplers.py)
     _, latents = _ours(monkeypatch, identity, sampler, batch_size=2, eta=eta)
     reference = _reference(identity, sampler, [11, 12], eta=eta or 0.0)
     assert torch.equal(latents, reference)

@@ -213,6 +213,13 @@ def test_read_generation_parameters_button(ui: tuple[Any, PageWatch]) -> None:
     expect(page.locator("#txt2img_seed input[type='number']")).to_have_value("987654")
     assert _number(page, "txt2img_cfg_scale") == 5.5
     assert (_number(page, "txt2img_width"), _number(page, "txt2img_height")) == (96, 80)
+    expect(page.locator("#txt2img_override_settings")).to_be_hidden()  # the infotext states no setting
+    box.fill(A1111_INFOTEXT + ", ENSD: 31337, RNG: NV")
+    page.locator("#txt2img_paste").click()
+    settings = page.locator("#txt2img_override_settings")
+    expect(settings).to_be_visible(timeout=15_000)
+    expect(settings).to_contain_text("RNG: NV")
+    expect(settings).to_contain_text("ENSD: 31337")
     assert not watch.errors, watch.errors
 
 

@@ -71,3 +71,21 @@ def test_rng_source_is_written_as_a1111_writes_it(app: App, source: str, written
     other = app.submit(request.with_changes(overrides={"randn_source": "CPU" if source == "NV" else "NV"}),
                        save=False).outcome(180)
     assert not np.array_equal(_pixels(other.images[0]), _pixels(result.images[0]))
+
+
+@pytest.mark.slow
+def test_pasted_rng_and_ensd_reproduce_the_pixels(app: App, tmp_path: Path) -> None:
+    """A picture made with RNG NV and an ENSD: both are written to its infotext (A1111's keys), and pasting it sets
+    them as the tab's override settings, so the picture comes back."""
+    request = GenerationRequest(prompt="a cube", steps=4, width=64, height=64, seed=-1, sampler="Euler a",
+                                overrides={"randn_source": "NV", "eta_noise_seed_delta": 31337})
+    first = app.submit(request, save=False).outcome(180)
+    assert "ENSD: 31337, RNG: NV" in first.infotexts[0]
+    widgets = bind.values_from_request(GenerationRequest(), bind.BOUND_NAMES)
+    pasted = values_from_infotext(default_registry(), first.infotexts[0], widgets)
+    assert pasted.values["override_settings"] == ["RNG: NV", "ENSD: 31337"]
+    again = bind.request_from_values({**widgets, **pasted.values}, GenerationRequest())
+    second = app.submit(again, save=False).outcome(180)
+    assert np.array_equal(_pixels(second.images[0]), _pixels(first.images[0]))
+    plain = app.submit(again.with_changes(overrides={}), save=False).outcome(180)
+    assert not np.array_equal(_pixels(plain.images[0]), _pixels(first.images[0]))

@@ -25,6 +25,7 @@ WIDGET_VALUES = {
     "inpaint_padding": 48, "enable_hr": True, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 9, "hr_scale": 1.5,
     "hr_resize_x": 0, "hr_resize_y": 768, "hr_sampler": "DDIM", "hr_scheduler": "Use same scheduler",
     "hr_prompt": "sharp", "hr_negative_prompt": "", "hr_checkpoint": "Use same checkpoint",
+    "override_settings": ["RNG: NV", "ENSD: 31337"],
 }
 
 
@@ -146,3 +147,19 @@ def test_count_chunked_comma_backtrack() -> None:
     ids = [[1] * 70 + [9] + [1] * 10]
     assert count_chunked(ids, [False], comma_id=9, backtrack=20) == 75 + 10
     assert count_chunked(ids, [False], comma_id=9, backtrack=0) == 81
+
+
+def test_override_settings_entries_round_trip_and_unknown_entries_are_refused() -> None:
+    request = bind.request_from_values({"override_settings": ["RNG: NV", "ENSD: 31337"]}, GenerationRequest())
+    assert request.overrides == {"randn_source": "NV", "eta_noise_seed_delta": 31337}
+    assert bind.values_from_request(request, ["override_settings"]) == {"override_settings": ["RNG: NV",
+                                                                                             "ENSD: 31337"]}
+    with pytest.raises(InvalidRequest, match="Model hash cannot be overridden"):
+        bind.request_from_values({"override_settings": ["Model hash: abc"]}, GenerationRequest())
+
+
+def test_paste_fills_override_settings_from_an_infotext() -> None:
+    current = bind.values_from_request(GenerationRequest(), WIDGET_VALUES)
+    text = "x\nSteps: 10, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64, ENSD: 31337, RNG: CPU"
+    result = values_from_infotext(default_registry(), text, current)
+    assert result.values["override_settings"] == ["RNG: CPU", "ENSD: 31337"]  # PASTED_SETTINGS order

@@ -256,3 +256,28 @@ def test_non_string_values_are_written_with_str() -> None:
     parsed = infotext.parse(text)
     assert parsed.params["Hashes"] == "{'a': 'b'}"
     assert parsed.params["Flag"] == "True"
+
+
+def test_pasted_settings_become_overrides_and_replace_earlier_pasted_ones() -> None:
+    text = ("a cat\nSteps: 5, Sampler: Euler a, CFG scale: 7, Seed: 3, Size: 64x64, ENSD: 31337, RNG: NV, "
+            "Emphasis: No norm, Noise multiplier: 0.9")
+    base = GenerationRequest(overrides={"randn_source": "CPU", "eta_noise_seed_delta": 5, "jpeg_quality": 50})
+    pasted = infotext.apply_to_request(infotext.parse(text), base)
+    assert pasted.overrides == {"jpeg_quality": 50, "randn_source": "NV", "eta_noise_seed_delta": 31337,
+                                "emphasis": "No norm", "initial_noise_multiplier": 0.9}
+    plain = infotext.apply_to_request(infotext.parse("a cat\nSteps: 5, Seed: 3"), base)
+    assert plain.overrides == {"jpeg_quality": 50}  # no RNG/ENSD stated: nothing to override
+
+
+def test_pasted_settings_with_values_the_option_refuses_are_skipped() -> None:
+    text = "a cat\nSteps: 5, Seed: 3, RNG: Quantum, ENSD: lots, Emphasis: Original"
+    assert infotext.apply_to_request(infotext.parse(text), GenerationRequest()).overrides == {"emphasis": "Original"}
+
+
+def test_ensd_is_written_after_clip_skip_and_before_rng() -> None:
+    request = GenerationRequest(prompt="p", clip_skip=2)
+    params = infotext.request_params(request, seed=1, subseed=2, model_name="m", model_hash="h",
+                                     sampler_label="Euler a", schedule_label="Automatic", rng="NV", ensd=31337)
+    keys = list(params)
+    assert keys.index("Clip skip") < keys.index("ENSD") < keys.index("RNG")
+    assert "ENSD: 31337, RNG: NV" in infotext.build("p", "", params)

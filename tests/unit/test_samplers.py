@@ -15,11 +15,11 @@ from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscr
 
 from modules.errors import InvalidRequest, UnknownSampler
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
-from modules.samplers.ddim_timesteps import TimestepDdimScheduler
 from modules.samplers.protocol import SamplerResolver, SamplingMethod
 from modules.samplers.registry import A1111_SAMPLERS, SamplerRegistry, SamplerSpec, default_registry
 from modules.samplers.schedules import ScheduleSpec
 from modules.samplers.sigma_scheduler import SigmaScheduler
+from modules.samplers.timestep_samplers import TimestepDdimScheduler
 
 A1111_ORDER = [
     "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler",

@@ -17,8 +17,8 @@ from diffusers import DDPMScheduler
 
 from modules.core.generate import generate
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
-from modules.samplers.ddim_timesteps import TimestepDdimScheduler
 from modules.samplers.registry import default_registry
+from modules.samplers.timestep_samplers import TimestepDdimScheduler
 from modules.types import GenerationRequest
 from tests.core.helpers import SD1, SD2_V, LatentCapture, tiny
 
