@@ -1,9 +1,9 @@
 """Sampler overhead per model call: every sampler's `step` (and `scale_model_input`) on SDXL-sized latents
 (batch 1, 4x128x128) with a fake model output, so the number is what the sampler adds to each UNet call.
 
-Euler a, DDIM and PLMS replace diffusers' EulerAncestralDiscreteScheduler, DDIMScheduler and PNDMScheduler: those
-rows compare with the scheduler replaced. DPM++ 2S a, DPM fast, DPM adaptive, Restart and DDIM CFG++ replace none;
-they are listed beside the diffusers samplers closest to them.
+Euler a, DDIM, PLMS and DPM++ 2M SDE replace diffusers' EulerAncestralDiscreteScheduler, DDIMScheduler,
+PNDMScheduler and DPMSolverMultistepScheduler: those rows compare with the scheduler replaced. DPM++ 2S a, DPM fast,
+DPM adaptive, Restart and DDIM CFG++ replace none; they are listed beside the diffusers samplers closest to them.
 
     .venv/bin/python bench/samplers.py [--steps 20] [--repeat 3] [--device cpu]
 """
@@ -21,7 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler  # noqa: E402
+from diffusers import (  # noqa: E402
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    PNDMScheduler,
+)
 
 from modules.models.tiny import BASE_SCHEDULER_CONFIG  # noqa: E402
 from modules.samplers.registry import default_registry  # noqa: E402
@@ -33,8 +38,11 @@ REPLACED = {
         {**BASE_SCHEDULER_CONFIG, "clip_sample": False, "set_alpha_to_one": False}),
     "diffusers PLMS": lambda: PNDMScheduler.from_config(
         {**BASE_SCHEDULER_CONFIG, "skip_prk_steps": True, "set_alpha_to_one": False}),
+    "diffusers 2M SDE": lambda: DPMSolverMultistepScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint",
+         "use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
 }
-"""The diffusers schedulers our Euler a, DDIM and PLMS replaced, configured as the registry configured them."""
+"""The diffusers schedulers our Euler a, DDIM, PLMS and DPM++ 2M SDE replaced, configured as the registry had them."""
 
 
 def per_call_ms(name: str, steps: int, device: str) -> tuple[float, int]:
@@ -74,6 +82,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     rows = [("Euler a", "diffusers Euler a"), ("DDIM", "diffusers DDIM"), ("PLMS", "diffusers PLMS"),
+            ("DPM++ 2M SDE", "diffusers 2M SDE"),
             ("DPM++ 2S a", "DPM2 a"),
             ("Restart", "Heun"), ("DPM fast", "diffusers Euler a"), ("DPM adaptive", "diffusers Euler a"),
             ("DDIM CFG++", "diffusers DDIM")]

@@ -46,7 +46,15 @@ from modules.samplers.schedules import (
     SCHEDULES,
     ScheduleSpec,
 )
-from modules.samplers.sigma_samplers import dpm_adaptive, dpm_fast, dpmpp_2s_ancestral, euler_ancestral, restart
+from modules.samplers.sigma_samplers import (
+    dpm_adaptive,
+    dpm_fast,
+    dpmpp_2m_sde,
+    dpmpp_2s_ancestral,
+    dpmpp_3m_sde,
+    euler_ancestral,
+    restart,
+)
 from modules.samplers.sigma_scheduler import RunFactory, SigmaScheduler
 from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
 from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
@@ -66,6 +74,10 @@ class SigmaAlgorithm:
     factory: RunFactory
     order: int = 1
     adaptive: bool = False
+    brownian: bool = False
+    """Noise from a Brownian tree per image, seeded with the image seeds (A1111's SDE samplers)."""
+    discard_penultimate: bool = False
+    """A1111's "discard next to last sigma": the list is built for steps + 1 and its next-to-last sigma dropped."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,6 @@ def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], 
 
 
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-_DPMPP_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
 SIGMA_LISTS = tuple(SIGMA_SCHEDULES)
 """Schedules of the sigma-list samplers: every A1111 schedule but Beta."""
 
@@ -126,22 +137,24 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     # DPMSolverSDEScheduler draws its Brownian-tree noise from `noise_sampler_seed`, not from a step generator.
     _row("DPM++ SDE", DPMSolverSDEScheduler, ("k_dpmpp_sde", "dpmpp_sde", "dpmpp_sde_gpu"),
          default_schedule="karras", flags=frozenset({"sde", "second_order", "brownian"})),
-    _row("DPM++ 2M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_2m_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
-         config=_DPMPP_SDE, default_schedule="exponential", schedules=MULTISTEP_FAMILY, flags=frozenset({"sde"})),
-    _row("DPM++ 2M SDE Heun", DPMSolverMultistepScheduler,
-         ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
-         config={**_DPMPP_SDE, "solver_type": "heun"}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
-         flags=frozenset({"sde"})),
+    # DPM++ 2M SDE and 2M SDE Heun: ours, with A1111's Brownian-tree noise per image (diffusers draws it from the
+    # step generators, which gives other pictures).
+    _row("DPM++ 2M SDE", None, ("k_dpmpp_2m_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2m_sde(x, sigmas, noise), brownian=True)),
+    _row("DPM++ 2M SDE Heun", None, ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2m_sde(x, sigmas, noise, solver="heun"),
+                                  brownian=True)),
     # diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, non-ancestral
     # method): ours, with A1111's eta 1.
     _row("DPM++ 2S a", None, ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), default_schedule="karras",
          schedules=SIGMA_LISTS, flags=frozenset({"ancestral", "second_order"}),
          algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2s_ancestral(x, sigmas, noise, eta=1.0), order=2)),
-    # Third-order multistep SDE DPM-Solver++ (k-diffusion's 3M SDE also drops the next-to-last sigma; diffusers
-    # instead takes a first-order final step to sigma 0).
-    _row("DPM++ 3M SDE", DPMSolverMultistepScheduler, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
-         config={**_DPMPP_SDE, "solver_order": 3}, default_schedule="exponential", schedules=MULTISTEP_FAMILY,
-         flags=frozenset({"sde"})),
+    # Third-order multistep SDE DPM-Solver++ with A1111's Brownian-tree noise and its "discard next to last sigma".
+    _row("DPM++ 3M SDE", None, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
+         algorithm=SigmaAlgorithm(dpmpp_3m_sde, brownian=True, discard_penultimate=True)),
     # diffusers' EulerAncestralDiscreteScheduler interpolates sigma linearly between timesteps (A1111 in log sigma)
     # and draws its noise from torch generators only: ours, over A1111's sigma lists, with A1111's eta 1.
     _row("Euler a", None, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"), schedules=SIGMA_LISTS,
@@ -266,7 +279,7 @@ class ResolvedSampler:
             return TimestepDdimScheduler(self._alphas(base_config), steps, cfgpp=algorithm.cfgpp, device=device,
                                          prediction_type=self._prediction(base_config))
         if algorithm is not None:
-            return self._build_sigma_scheduler(algorithm, base_config, steps, device, sdxl)
+            return self._build_sigma_scheduler(algorithm, base_config, steps, device, sdxl, noise_seeds)
         config = self.scheduler_config(base_config)
         if "noise_sampler_seed" in _init_params(self.scheduler_cls):
             seeds = list(noise_seeds or [0])
@@ -283,13 +296,20 @@ class ResolvedSampler:
         return scheduler
 
     def _build_sigma_scheduler(self, algorithm: SigmaAlgorithm, base_config: Mapping[str, Any], steps: int,
-                               device: torch.device | str, sdxl: bool) -> SigmaScheduler:
+                               device: torch.device | str, sdxl: bool,
+                               noise_seeds: Sequence[int] | None) -> SigmaScheduler:
         """Our sampler over A1111's sigma list of the schedule, with the checkpoint's noise levels (betas) and
         prediction type."""
         alphas = self._alphas(base_config)
-        sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
+        if algorithm.discard_penultimate:
+            sigmas = schedule_sigmas(self.schedule.name, alphas, steps + 1, sdxl)
+            sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+        else:
+            sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
+        seeds = (list(noise_seeds) if noise_seeds else [0]) if algorithm.brownian else None
         return SigmaScheduler(algorithm.factory, alphas, sigmas, prediction_type=self._prediction(base_config),
-                              order=algorithm.order, adaptive=algorithm.adaptive, device=device)
+                              order=algorithm.order, adaptive=algorithm.adaptive, brownian_seeds=seeds,
+                              device=device)
 
     @staticmethod
     def _alphas(base_config: Mapping[str, Any]) -> torch.Tensor:

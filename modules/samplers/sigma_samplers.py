@@ -16,6 +16,8 @@ Noise for ancestral steps comes from `noise(x)`, called exactly where A1111's k-
 - `dpm_adaptive`: DPM-Solver-23 with a PI step-size controller (error control picks the number of evaluations).
 - `restart`: Restart sampling (Xu et al. 2023) as A1111 configures it: Heun steps on a Karras schedule with
   restart segments that re-noise to sigma 2 and come back down.
+- `dpmpp_2m_sde`, `dpmpp_3m_sde`: the multistep DPM-Solver++ SDE samplers, whose noise comes from a Brownian tree
+  per image (`BrownianNoise`, A1111's choice for them) through `noise_at(sigma, sigma_next)` instead of `noise(x)`.
 """
 
 from __future__ import annotations
@@ -246,6 +248,103 @@ def dpm_adaptive(x: torch.Tensor, sigma_min: float, sigma_max: float, noise: Noi
     return x
 
 
+BrownianFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Noise of the step from sigma to sigma_next, scaled to unit variance (a Brownian increment / sqrt(|dt|))."""
+
+
+class BrownianNoise:
+    """One Brownian tree (torchsde) per image over [sigma_min, sigma_max], seeded with the image's seed: the SDE
+    samplers' noise, which then depends on the seed and the noise levels only, not on the batch or the steps."""
+
+    def __init__(self, x: torch.Tensor, sigma_min: torch.Tensor, sigma_max: torch.Tensor,
+                 seeds: Sequence[int]) -> None:
+        import torchsde  # a runtime dependency; loaded with the first SDE run
+
+        low, high = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
+        self.flip = low > high
+        if self.flip:
+            low, high = high, low
+        if len(seeds) != x.shape[0]:
+            raise ValueError(f"one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
+        start = torch.zeros_like(x[0])
+        self.trees = [torchsde.BrownianTree(low, start, high, entropy=int(seed)) for seed in seeds]
+
+    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        t0, t1 = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
+        reverse = t0 > t1
+        if reverse:
+            t0, t1 = t1, t0
+        sign = -1 if bool(reverse) != bool(self.flip) else 1
+        increments = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
+        return increments / (t1 - t0).abs().sqrt()
+
+
+def dpmpp_2m_sde(x: torch.Tensor, sigmas: torch.Tensor, noise_at: BrownianFn, *, eta: float = 1.0,
+                 s_noise: float = 1.0, solver: str = "midpoint") -> SamplerRun:
+    """DPM-Solver++(2M) SDE: the exponential-integrator step with eta-scaled noise and a second-order correction
+    from the previous denoised estimate ("midpoint" or "heun" weighting); the last step to sigma 0 returns the
+    denoised latents."""
+    if solver not in ("midpoint", "heun"):
+        raise ValueError("solver must be 'midpoint' or 'heun'")
+    old_denoised: torch.Tensor | None = None
+    h: torch.Tensor | None = None
+    h_last: torch.Tensor | None = None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = _log_t(sigma_next) - _log_t(sigma)
+            eta_h = eta * h
+            decay = torch.expm1(-h - eta_h).neg()
+            x = sigma_next / sigma * (-eta_h).exp() * x + decay * denoised
+            if old_denoised is not None and h_last is not None:
+                r = h_last / h
+                if solver == "heun":
+                    x = x + (decay / (-h - eta_h) + 1) * (1 / r) * (denoised - old_denoised)
+                else:
+                    x = x + 0.5 * decay * (1 / r) * (denoised - old_denoised)
+            if eta:
+                x = x + noise_at(sigma, sigma_next) * sigma_next * torch.expm1(-2 * eta_h).neg().sqrt() * s_noise
+        old_denoised, h_last = denoised, h
+    return x
+
+
+def dpmpp_3m_sde(x: torch.Tensor, sigmas: torch.Tensor, noise_at: BrownianFn, *, eta: float = 1.0,
+                 s_noise: float = 1.0) -> SamplerRun:
+    """DPM-Solver++(3M) SDE: as 2M SDE with a third-order correction from the last two denoised estimates."""
+    denoised_1: torch.Tensor | None = None
+    denoised_2: torch.Tensor | None = None
+    h: torch.Tensor | None = None
+    h_1: torch.Tensor | None = None
+    h_2: torch.Tensor | None = None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = _log_t(sigma_next) - _log_t(sigma)
+            h_eta = h * (eta + 1)
+            x = torch.exp(-h_eta) * x + torch.expm1(-h_eta).neg() * denoised
+            phi_2 = torch.expm1(-h_eta) / h_eta + 1
+            if h_2 is not None and h_1 is not None and denoised_1 is not None and denoised_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+            elif h_1 is not None and denoised_1 is not None:
+                x = x + phi_2 * ((denoised - denoised_1) / (h_1 / h))
+            if eta:
+                x = x + noise_at(sigma, sigma_next) * sigma_next * torch.expm1(-2 * h * eta).neg().sqrt() * s_noise
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) schedule: n sigmas evenly spaced in sigma**(1/rho), then 0 (float32)."""
     ramp = torch.linspace(0, 1, n)
@@ -310,9 +409,9 @@ def drive(run: SamplerRun, denoiser: Denoiser) -> tuple[torch.Tensor, list[float
         return stop.value, sigmas
 
 
-def evaluation_sigmas(make_run: Callable[[torch.Tensor, NoiseFn], SamplerRun]) -> Sequence[float]:
-    """The sigmas a fixed-length sampler evaluates at, from a dry run on a 1-element tensor with zero noise and a
-    zero denoiser (they do not depend on the values for every sampler here but `dpm_adaptive`)."""
+def evaluation_sigmas(make_run: Callable[[torch.Tensor, Callable[..., torch.Tensor]], SamplerRun]) -> Sequence[float]:
+    """The sigmas a fixed-length sampler evaluates at, from a dry run on a 1-element tensor with zero noise (of
+    either kind) and a zero denoiser (they do not depend on the values for every sampler here but `dpm_adaptive`)."""
     x = torch.zeros(1, 1, 1, 1)
-    _, sigmas = drive(make_run(x, torch.zeros_like), lambda latents, sigma: torch.zeros_like(latents))
+    _, sigmas = drive(make_run(x, lambda *_: torch.zeros(())), lambda latents, sigma: torch.zeros_like(latents))
     return sigmas

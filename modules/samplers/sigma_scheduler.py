@@ -14,7 +14,7 @@ as it goes: then `extends_timesteps` is True and `timesteps` grows by one after 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from diffusers import SchedulerMixin
@@ -23,11 +23,12 @@ from diffusers.utils import BaseOutput
 
 from modules.core.philox import PhiloxGenerator
 from modules.errors import InvalidRequest
-from modules.samplers.sigma_samplers import NoiseFn, SamplerRun, evaluation_sigmas
+from modules.samplers.sigma_samplers import BrownianNoise, NoiseFn, SamplerRun, evaluation_sigmas
 from modules.samplers.sigma_schedules import ModelSigmas
 
-RunFactory = Callable[[torch.Tensor, torch.Tensor, NoiseFn], SamplerRun]
-"""(initial latents, descending sigma list ending with 0, noise) -> a sampler run."""
+RunFactory = Callable[[torch.Tensor, torch.Tensor, Any], SamplerRun]
+"""(initial latents, descending sigma list ending with 0, noise) -> a sampler run; the noise is a `NoiseFn`, or a
+`BrownianNoise` for the SDE samplers."""
 
 
 @dataclass
@@ -68,7 +69,9 @@ class SigmaScheduler(SchedulerMixin):
 
     def __init__(self, factory: RunFactory, alphas_cumprod: torch.Tensor, sigmas: torch.Tensor, *,
                  prediction_type: str = "epsilon", order: int = 1, adaptive: bool = False,
-                 device: torch.device | str = "cpu") -> None:
+                 brownian_seeds: Sequence[int] | None = None, device: torch.device | str = "cpu") -> None:
+        """`brownian_seeds` (one per image): the sampler's noise comes from a Brownian tree per image seeded with
+        them (`BrownianNoise`, called with the step's sigmas) instead of the step generators."""
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction type {prediction_type!r}")
         self.config = FrozenDict({"num_train_timesteps": len(alphas_cumprod), "prediction_type": prediction_type})
@@ -80,6 +83,7 @@ class SigmaScheduler(SchedulerMixin):
         self.prediction_type = prediction_type
         self.device = torch.device(device)
         self._factory = factory
+        self._brownian_seeds = None if brownian_seeds is None else list(brownian_seeds)
         self._schedule = sigmas.float().cpu()
         self.begin_at(0)
 
@@ -146,7 +150,11 @@ class SigmaScheduler(SchedulerMixin):
             raise RuntimeError("the sampler has finished; build a new scheduler for another run")
         denoised = self._denoised(model_output.float(), sample)
         if self._run is None:
-            self._run = self._factory(sample, self.sigmas.to(sample.device), generator_noise(generator))
+            sigmas = self.sigmas.to(sample.device)
+            noise: Any = generator_noise(generator)
+            if self._brownian_seeds is not None:
+                noise = BrownianNoise(sample, sigmas[sigmas > 0].min(), sigmas.max(), self._brownian_seeds)
+            self._run = self._factory(sample, sigmas, noise)
             next(self._run)
         try:
             following, sigma = self._run.send((denoised, sample))

@@ -211,8 +211,19 @@ def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg
     noise = per_image()
 
     method = REGISTRY.resolve(name)
-    sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps)
+    if name == "DPM++ 3M SDE":  # A1111's "discard next to last sigma": a list for steps + 1 without its penultimate
+        sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps + 1)
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    else:
+        sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps)
     with torch.no_grad():
+        if name in ("DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"):  # Brownian tree per image seed (A1111)
+            x = noise * sigmas[0]
+            brownian = K.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=list(seeds))
+            if name == "DPM++ 3M SDE":
+                return K.sample_dpmpp_3m_sde(cfg_denoiser, x, sigmas, disable=True, noise_sampler=brownian)
+            return K.sample_dpmpp_2m_sde(cfg_denoiser, x, sigmas, disable=True, noise_sampler=brownian,
+                                         solver_type="heun" if name.endswith("Heun") else "midpoint")
         if name == "DPM fast":
             return K.sample_dpm_fast(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
                                      wrapper.sigma_max.item(), steps, disable=True, eta=1.0, noise_sampler=per_image)
@@ -235,7 +246,8 @@ PROMPT, NEGATIVE = "a red cube on a table", "blurry"
 @pytest.mark.slow
 @pytest.mark.parametrize(("identity", "name"), [(SD1, "Euler a"), (SD1, "DPM++ 2S a"), (SD1, "DPM fast"),
                                                 (SD1, "DPM adaptive"), (SD1, "Restart"), (SD2_V, "DPM++ 2S a"),
-                                                (SD2_V, "Euler a")])
+                                                (SD2_V, "Euler a"), (SD1, "DPM++ 2M SDE"), (SD1, "DPM++ 2M SDE Heun"),
+                                                (SD1, "DPM++ 3M SDE"), (SD2_V, "DPM++ 2M SDE")])
 def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.MonkeyPatch, identity: Any,
                                                         name: str) -> None:
     capture = LatentCapture(monkeypatch)
@@ -260,3 +272,51 @@ def test_nv_source_draws_every_noise_from_philox_streams(monkeypatch: pytest.Mon
     reference = _a1111_reference(SD1, name, [11, 12], 5, 6.0, nv=True)
     torch.testing.assert_close(capture.last, reference, atol=2e-5 * float(reference.abs().max()), rtol=0)
     assert output.noise_source == "NV"
+
+
+def _brownian_pair(x: torch.Tensor, sigmas: torch.Tensor, seeds: list[int]) -> tuple[Any, Any]:
+    """k-diffusion's Brownian-tree noise sampler and ours, over the same range and seeds."""
+    low, high = sigmas[sigmas > 0].min(), sigmas.max()
+    return K.BrownianTreeNoiseSampler(x, low, high, seed=seeds), ours.BrownianNoise(x, low, high, seeds)
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "karras", "uniform", "kl_optimal"])
+@pytest.mark.parametrize("steps", [1, 2, 7])
+@pytest.mark.parametrize("solver", ["midpoint", "heun"])
+def test_dpmpp_2m_sde_equals_k_diffusion(schedule: str, steps: int, solver: str) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    x0 = _x0(float(sigmas[0]))
+    theirs, mine = _brownian_pair(x0, sigmas, [3, 4])
+    if len(sigmas) == 2 and sigmas[-1] == 0:  # k-diffusion fails on one step to 0 (h read before set); ours: D(x)
+        result, _ = ours.drive(ours.dpmpp_2m_sde(x0, sigmas, mine, solver=solver), _denoiser)
+        _close(result, _denoiser(x0, sigmas[0]))
+        return
+    reference = K.sample_dpmpp_2m_sde(_k_model, x0, sigmas, disable=True, noise_sampler=theirs, solver_type=solver)
+    result, evaluations = ours.drive(ours.dpmpp_2m_sde(x0, sigmas, mine, solver=solver), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == steps
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "karras", "uniform"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 8])
+def test_dpmpp_3m_sde_equals_k_diffusion(schedule: str, steps: int) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    x0 = _x0(float(sigmas[0]))
+    theirs, mine = _brownian_pair(x0, sigmas, [3, 4])
+    if len(sigmas) == 2 and sigmas[-1] == 0:  # k-diffusion fails on one step to 0 (h read before set); ours: D(x)
+        result, _ = ours.drive(ours.dpmpp_3m_sde(x0, sigmas, mine), _denoiser)
+        _close(result, _denoiser(x0, sigmas[0]))
+        return
+    reference = K.sample_dpmpp_3m_sde(_k_model, x0, sigmas, disable=True, noise_sampler=theirs)
+    result, _ = ours.drive(ours.dpmpp_3m_sde(x0, sigmas, mine), _denoiser)
+    _close(result, reference)
+
+
+def test_brownian_noise_follows_the_image_seed_not_the_batch() -> None:
+    sigmas = schedule_sigmas("karras", ALPHAS, 6)
+    x = torch.zeros(2, 4, 8, 8)
+    pair = ours.BrownianNoise(x, sigmas[sigmas > 0].min(), sigmas.max(), [5, 9])
+    alone = ours.BrownianNoise(x[:1], sigmas[sigmas > 0].min(), sigmas.max(), [9])
+    torch.testing.assert_close(pair(sigmas[1], sigmas[2])[1], alone(sigmas[1], sigmas[2])[0])
+    with pytest.raises(ValueError, match="one seed per image"):
+        ours.BrownianNoise(x, sigmas[-2], sigmas[0], [1])

@@ -153,8 +153,8 @@ def test_rejections_cover_the_known_gaps() -> None:
     assert ("DDIM", "Karras") in rejected and ("PLMS", "Beta") in rejected
     assert ("DPM++ 2M", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
     for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: EulerDiscreteScheduler and ours
-        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == ["DPM++ 2S a", "Euler a",
-                                                                                          "Euler", "Restart"]
+        assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == [
+            "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler", "Restart"]
     assert REGISTRY.resolve("Euler Align Your Steps").schedule_label == "Align Your Steps"
     with pytest.raises(UnknownSampler, match="Align Your Steps"):
         REGISTRY.resolve("DPM++ 2M", "Align Your Steps")
@@ -180,10 +180,10 @@ def test_v_prediction_is_kept_and_steps(sampler: str) -> None:
 
 
 def test_build_gives_a_new_configured_instance_each_time() -> None:
-    method = REGISTRY.resolve("DPM++ 2M SDE Karras")
+    method = REGISTRY.resolve("DPM++ 2M Karras")
     first, second = method.build(BASE_SCHEDULER_CONFIG, 6, "cpu"), method.build(BASE_SCHEDULER_CONFIG, 6, "cpu")
     assert first is not second and len(first.timesteps) == 6
-    assert first.config.algorithm_type == "sde-dpmsolver++" and first.config.use_karras_sigmas
+    assert first.config.algorithm_type == "dpmsolver++" and first.config.use_karras_sigmas
     assert BASE_SCHEDULER_CONFIG["timestep_spacing"] == "leading"  # base config is not mutated
 
 
@@ -306,6 +306,8 @@ def test_every_claimed_pair_matches_a1111_and_steps(sampler: str, schedule: str)
     """Timesteps agree with A1111's formula for the schedule, and every step gives finite samples."""
     method, scheduler = _build(sampler, schedule, N)
     expected = _sigma_to_t(A1111_SIGMAS[schedule](N))
+    if sampler == "DPM++ 3M SDE":  # A1111 discards the next-to-last sigma of a list built for N + 1 steps
+        expected = _sigma_to_t(A1111_SIGMAS[schedule](N + 1)[:-1])
     got = _evaluated_timesteps(scheduler)
     tolerance = 10.0 if sampler == "LCM" else 1.0  # LCM rounds to its 50-step grid; others to integers at most
     if sampler in ("DDIM", "DDIM CFG++", "PLMS"):  # A1111's timestep samplers evaluate all grid points but the lowest
