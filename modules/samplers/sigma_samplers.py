@@ -254,7 +254,8 @@ BrownianFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class BrownianNoise:
     """One Brownian tree (torchsde) per image over [sigma_min, sigma_max], seeded with the image's seed: the SDE
-    samplers' noise, which then depends on the seed and the noise levels only, not on the batch or the steps."""
+    samplers' noise, which then depends on the seed and the noise levels only, not on the batch or the steps. A
+    single seed for a whole batch gives one tree over the batch (k-diffusion's unbatched form)."""
 
     def __init__(self, x: torch.Tensor, sigma_min: torch.Tensor, sigma_max: torch.Tensor,
                  seeds: Sequence[int]) -> None:
@@ -264,9 +265,10 @@ class BrownianNoise:
         self.flip = low > high
         if self.flip:
             low, high = high, low
-        if len(seeds) != x.shape[0]:
-            raise ValueError(f"one seed per image: {len(seeds)} seeds for {x.shape[0]} images")
-        start = torch.zeros_like(x[0])
+        self.batched = len(seeds) == x.shape[0]
+        if not self.batched and len(seeds) != 1:
+            raise ValueError(f"one seed per image, or one for the batch: {len(seeds)} seeds for {x.shape[0]} images")
+        start = torch.zeros_like(x[0] if self.batched else x)
         self.trees = [torchsde.BrownianTree(low, start, high, entropy=int(seed)) for seed in seeds]
 
     def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
@@ -275,8 +277,8 @@ class BrownianNoise:
         if reverse:
             t0, t1 = t1, t0
         sign = -1 if bool(reverse) != bool(self.flip) else 1
-        increments = torch.stack([tree(t0, t1) for tree in self.trees]) * sign
-        return increments / (t1 - t0).abs().sqrt()
+        increments = torch.stack([tree(t0, t1) for tree in self.trees]) if self.batched else self.trees[0](t0, t1)
+        return increments * sign / (t1 - t0).abs().sqrt()
 
 
 def dpmpp_2m_sde(x: torch.Tensor, sigmas: torch.Tensor, noise_at: BrownianFn, *, eta: float = 1.0,

@@ -70,7 +70,7 @@ class SigmaScheduler(SchedulerMixin):
     def __init__(self, factory: RunFactory, alphas_cumprod: torch.Tensor, sigmas: torch.Tensor, *,
                  prediction_type: str = "epsilon", order: int = 1, adaptive: bool = False,
                  brownian_seeds: Sequence[int] | None = None, device: torch.device | str = "cpu") -> None:
-        """`brownian_seeds` (one per image): the sampler's noise comes from a Brownian tree per image seeded with
+        """`brownian_seeds` (one per image, or one for the batch): the noise comes from Brownian trees seeded with
         them (`BrownianNoise`, called with the step's sigmas) instead of the step generators."""
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction type {prediction_type!r}")

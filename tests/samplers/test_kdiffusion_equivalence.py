@@ -318,5 +318,8 @@ def test_brownian_noise_follows_the_image_seed_not_the_batch() -> None:
     pair = ours.BrownianNoise(x, sigmas[sigmas > 0].min(), sigmas.max(), [5, 9])
     alone = ours.BrownianNoise(x[:1], sigmas[sigmas > 0].min(), sigmas.max(), [9])
     torch.testing.assert_close(pair(sigmas[1], sigmas[2])[1], alone(sigmas[1], sigmas[2])[0])
-    with pytest.raises(ValueError, match="one seed per image"):
-        ours.BrownianNoise(x, sigmas[-2], sigmas[0], [1])
+    with pytest.raises(ValueError, match="one seed per image, or one for the batch"):
+        ours.BrownianNoise(x, sigmas[-2], sigmas[0], [1, 2, 3])
+    theirs = K.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=7)  # one seed for the batch: one tree
+    torch.testing.assert_close(ours.BrownianNoise(x, sigmas[-2], sigmas[0], [7])(sigmas[1], sigmas[2]),
+                               theirs(sigmas[1], sigmas[2]))
