@@ -65,12 +65,13 @@ def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:
     value the option does not accept is left out, as malformed numbers are)."""
     from modules.options import OptionValueError, default_table
 
+    stated = {label: params[label] for label in PASTED_SETTINGS if label in params}
+    if not stated:  # the usual case (every generation from the UI passes its empty override list here)
+        return {}
     table = default_table()
     overrides: dict[str, Any] = {}
-    for label, key in PASTED_SETTINGS.items():
-        text = params.get(label)
-        if text is None:
-            continue
+    for label, text in stated.items():
+        key = PASTED_SETTINGS[label]
         spec = table[key]
         try:
             value: Any = int(float(text)) if spec.kind == "int" else float(text) if spec.kind == "float" else text

@@ -14,9 +14,12 @@ import socket
 import struct
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 from PIL import Image
@@ -187,6 +190,19 @@ def build_fake_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) -
     return App(launch=launch, paths=paths, settings=settings, ui_config=UiConfig(), models=models,
                samplers=samplers, jobs=JobQueue(executor=LocalThreadExecutor(generation)),
                styles=StyleDatabase(paths.styles_file), generation=generation)
+
+
+@contextmanager
+def serving(app: App, timeout: float = 120) -> Iterator[httpx.Client]:
+    """A client of `app` served over real HTTP; on exit the client, the server and the app are closed."""
+    server = LiveServer(fastapi_for(app)).start()
+    client = httpx.Client(base_url=server.url, timeout=timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+        app.close()
 
 
 def fastapi_for(app: App) -> FastAPI:

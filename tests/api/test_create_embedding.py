@@ -3,14 +3,13 @@ and the SDXL layout of a created embedding."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import torch
 
 from modules.errors import InvalidRequest
 from modules.networks.create_embedding import clean_name, create_embedding
 from modules.networks.embeddings import load_embedding
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
 from tests.api.test_real_app import make_real_app
 from tests.core.helpers import SDXL, tiny
 
@@ -18,12 +17,8 @@ from tests.core.helpers import SDXL, tiny
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     app = make_real_app(tmp_path_factory.mktemp("create_embedding"))
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=120)
-    yield app, client
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app) as client:
+        yield app, client
 
 
 def test_create_embedding_writes_a1111s_file_and_lists_it(served):

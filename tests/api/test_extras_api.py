@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import io
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
 from tests.api.test_real_app import b64_png, decode, make_real_app
 from tests.upscalers.helpers import save_compact
 
@@ -24,12 +23,8 @@ def served(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("extras_api")
     app = make_real_app(data_dir)
     save_compact(data_dir / "models" / "RealESRGAN" / "RealESRGAN_x2plus.pth", scale=2)
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=120)
-    yield app, client
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app) as client:
+        yield app, client
 
 
 def _picture(seed: int = 0, width: int = 40, height: int = 32) -> Image.Image:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from modules.interrogate import CAPTION_FOLDER, find_caption_model
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
 from tests.api.test_real_app import b64_png, make_real_app
 from tests.captioning import WORDS, save_tiny_blip
 
@@ -22,12 +21,8 @@ pytestmark = pytest.mark.slow
 def served(tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("interrogate_api")
     app = make_real_app(data_dir)
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=120)
-    yield app, client, data_dir
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app) as client:
+        yield app, client, data_dir
 
 
 def _picture(seed: int = 0) -> Image.Image:

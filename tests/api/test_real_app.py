@@ -21,7 +21,7 @@ from modules.cli import LaunchOptions
 from modules.models.convert import save_single_file
 from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
 
 pytestmark = pytest.mark.slow  # the real App on tiny checkpoints
 
@@ -51,12 +51,8 @@ def make_real_app(data_dir: Path, api_auth: tuple[tuple[str, str], ...] = ()) ->
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, httpx.Client]]:
     app = make_real_app(tmp_path_factory.mktemp("real_api"))
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=120)
-    yield app, client
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app) as client:
+        yield app, client
 
 
 def txt2img(client: httpx.Client, **fields: object) -> tuple[list[Image.Image], dict]:
@@ -282,16 +278,11 @@ def test_job_api_through_the_core(real) -> None:
 @pytest.mark.slow
 def test_auth_on_the_real_app(tmp_path: Path) -> None:
     app = make_real_app(tmp_path, api_auth=(("ann", "pw"),))
-    server = LiveServer(fastapi_for(app)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 401
-            response = client.post("/sdapi/v1/txt2img", json=SMALL, auth=("ann", "pw"))
-            assert response.status_code == 200 and len(response.json()["images"]) == 1
-            assert [job.owner for job in app.jobs.list()] == ["ann"]
-    finally:
-        server.stop()
-        app.close()
+    with serving(app, timeout=60) as client:
+        assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 401
+        response = client.post("/sdapi/v1/txt2img", json=SMALL, auth=("ann", "pw"))
+        assert response.status_code == 200 and len(response.json()["images"]) == 1
+        assert [job.owner for job in app.jobs.list()] == ["ann"]
 
 
 @pytest.mark.slow

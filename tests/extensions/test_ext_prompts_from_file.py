@@ -17,10 +17,8 @@ from modules.cli import LaunchOptions
 from modules.errors import UserError
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
-from modules.models.convert import save_single_file
-from modules.models.identity import Family, ModelIdentity
-from modules.models.tiny import build_tiny_components
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
+from tests.core.helpers import write_tiny_checkpoint
 
 TITLE = "Prompts from file or textbox"
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "cfg_scale": 5}
@@ -49,16 +47,10 @@ def test_lines_are_prompts_or_a1111_options(script: Any) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, httpx.Client]]:
     data = tmp_path_factory.mktemp("prompts_from_file")
-    folder = data / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=0), folder / "tiny.safetensors")
+    write_tiny_checkpoint(data)
     app = build_app(LaunchOptions(data_dir=data, api=True))
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=300)
-    yield app, client
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app, timeout=300) as client:
+        yield app, client
 
 
 def _run(client: httpx.Client, args: list[Any], **fields: Any) -> dict:

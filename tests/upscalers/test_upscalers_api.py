@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import gc
 
-import httpx
 import pytest
 
-from tests.api.api_helpers import LiveServer, fastapi_for
+from tests.api.api_helpers import serving
 from tests.api.test_real_app import SMALL, decode, make_real_app
 from tests.upscalers.helpers import save_compact
 
@@ -20,12 +19,8 @@ def served(tmp_path_factory):
     save_compact(data_dir / "models" / "RealESRGAN" / "RealESRGAN_x2plus.pth", scale=2)
     (data_dir / "models" / "ESRGAN").mkdir(parents=True)
     (data_dir / "models" / "ESRGAN" / "broken.safetensors").write_bytes(b"\x00" * 10)
-    server = LiveServer(fastapi_for(app)).start()
-    client = httpx.Client(base_url=server.url, timeout=120)
-    yield app, client
-    client.close()
-    server.stop()
-    app.close()
+    with serving(app) as client:
+        yield app, client
 
 
 def test_upscalers_lists_model_files_in_a1111s_shape(served):
