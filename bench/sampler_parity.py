@@ -1,12 +1,13 @@
 """How far each sampler is from A1111: our `generate()` against k-diffusion driven the way A1111 drives it.
 
-For every sampler row that runs on a diffusers scheduler (the rows on our own sampler functions are asserted equal
-in `tests/samplers/`), and its Automatic schedule plus Karras where it takes it: a tiny SD 1.x model (random weights,
-64x64, batch 2, CFG 6), the same seeds; the reference draws A1111's initial noise per image, builds A1111's sigma
-list and runs k-diffusion's sampler over a CFG denoiser with fractional timesteps (DPM2 and DPM2 a drop the
-next-to-last sigma, as A1111 does; the SDE samplers use k-diffusion's Brownian-tree noise seeded per image, as
-A1111 does). Prints the largest difference of the final latents relative to their largest value. Needs the test
-references (`scripts/setup.sh test` installs k-diffusion without its dependencies).
+For every sampler row with a k-diffusion function (Euler, LMS and Heun run on diffusers schedulers; the others on
+our sampler functions, which `tests/samplers/` also assert equal), and its Automatic schedule plus Karras where it
+takes it: a tiny SD 1.x model (random weights, 64x64, batch 2, CFG 6), the same seeds; the reference draws A1111's
+initial noise per image, builds A1111's sigma list and runs k-diffusion's sampler over a CFG denoiser with
+fractional timesteps (DPM2, DPM2 a and DPM++ 3M SDE build it for one step more and drop the next-to-last sigma, as
+A1111 does; the SDE samplers use k-diffusion's Brownian-tree noise seeded per image, as A1111 does). Prints the
+largest difference of the final latents relative to their largest value. Needs the test references
+(`scripts/setup.sh test` installs k-diffusion without its dependencies).
 
     .venv/bin/python bench/sampler_parity.py [--steps 8]
 """
@@ -43,8 +44,8 @@ K_SAMPLERS = {
     "DPM++ 2M SDE": "sample_dpmpp_2m_sde", "DPM++ 2M SDE Heun": "sample_dpmpp_2m_sde",
     "DPM++ 3M SDE": "sample_dpmpp_3m_sde",
 }
-"""A1111's k-diffusion function of each diffusers-backed row (UniPC and LCM are A1111's own code, no package)."""
-DISCARD_PENULTIMATE = {"DPM2", "DPM2 a"}
+"""A1111's k-diffusion function of each row (UniPC and LCM are A1111's own code, no package)."""
+DISCARD_PENULTIMATE = {"DPM2", "DPM2 a", "DPM++ 3M SDE"}
 BROWNIAN = {"DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
 
 
@@ -88,9 +89,11 @@ def reference(components: Any, name: str, schedule: str, steps: int) -> torch.Te
 
     generators = [torch.Generator().manual_seed(seed) for seed in SEEDS]
     noise = torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators])
-    sigmas = schedule_sigmas(schedule, model.inner_model.alphas_cumprod, steps)
     if name in DISCARD_PENULTIMATE:
+        sigmas = schedule_sigmas(schedule, model.inner_model.alphas_cumprod, steps + 1)
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    else:
+        sigmas = schedule_sigmas(schedule, model.inner_model.alphas_cumprod, steps)
     kwargs: dict[str, Any] = {"disable": True}
     x = noise * sigmas[0]
     if name in BROWNIAN:

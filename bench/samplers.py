@@ -1,9 +1,12 @@
 """Sampler overhead per model call: every sampler's `step` (and `scale_model_input`) on SDXL-sized latents
 (batch 1, 4x128x128) with a fake model output, so the number is what the sampler adds to each UNet call.
 
-Euler a, DDIM, PLMS and DPM++ 2M SDE replace diffusers' EulerAncestralDiscreteScheduler, DDIMScheduler,
-PNDMScheduler and DPMSolverMultistepScheduler: those rows compare with the scheduler replaced. DPM++ 2S a, DPM fast,
-DPM adaptive, Restart and DDIM CFG++ replace none; they are listed beside the diffusers samplers closest to them.
+Euler a, DDIM, PLMS, DPM++ 2M SDE, DPM++ 2M, DPM2, DPM2 a and DPM++ SDE replace diffusers'
+EulerAncestralDiscreteScheduler, DDIMScheduler, PNDMScheduler, DPMSolverMultistepScheduler (SDE and 2M),
+KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler and DPMSolverSDEScheduler: those rows compare with the
+scheduler replaced, configured as the registry had it (Automatic schedule). DPM++ 2S a, DPM fast, DPM adaptive,
+Restart and DDIM CFG++ replace none; they are listed beside the diffusers samplers closest to them. The churned
+Euler (sigma churn on) replaces diffusers' Euler, which churns inside its step.
 
     .venv/bin/python bench/samplers.py [--steps 20] [--repeat 3] [--device cpu]
 """
@@ -11,6 +14,7 @@ DPM adaptive, Restart and DDIM CFG++ replace none; they are listed beside the di
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import time
@@ -24,12 +28,16 @@ sys.path.insert(0, str(ROOT))
 from diffusers import (  # noqa: E402
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    KDPM2DiscreteScheduler,
     PNDMScheduler,
 )
 
 from modules.models.tiny import BASE_SCHEDULER_CONFIG  # noqa: E402
 from modules.samplers.registry import default_registry  # noqa: E402
+from modules.samplers.tuning import SamplerSettings  # noqa: E402
 
 REPLACED = {
     "diffusers Euler a": lambda: EulerAncestralDiscreteScheduler.from_config(
@@ -41,8 +49,15 @@ REPLACED = {
     "diffusers 2M SDE": lambda: DPMSolverMultistepScheduler.from_config(
         {**BASE_SCHEDULER_CONFIG, "algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "midpoint",
          "use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "diffusers DPM++ 2M": lambda: DPMSolverMultistepScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "diffusers DPM2": lambda: KDPM2DiscreteScheduler.from_config({**BASE_SCHEDULER_CONFIG, "use_karras_sigmas": True}),
+    "diffusers DPM2 a": lambda: KDPM2AncestralDiscreteScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "use_karras_sigmas": True}),
+    "diffusers DPM++ SDE": lambda: DPMSolverSDEScheduler.from_config(
+        {**BASE_SCHEDULER_CONFIG, "use_karras_sigmas": True, "noise_sampler_seed": 0}),
 }
-"""The diffusers schedulers our Euler a, DDIM, PLMS and DPM++ 2M SDE replaced, configured as the registry had them."""
+"""The diffusers schedulers our samplers replaced, configured as the registry had them."""
 
 
 def per_call_ms(name: str, steps: int, device: str) -> tuple[float, int]:
@@ -53,14 +68,19 @@ def per_call_ms(name: str, steps: int, device: str) -> tuple[float, int]:
     if name in REPLACED:
         scheduler = REPLACED[name]()
         scheduler.set_timesteps(steps, device=device)
-        kwargs: dict = {"generator": step_generator} if name != "diffusers PLMS" else {}
+        kwargs: dict = {"generator": step_generator} if "generator" in inspect.signature(scheduler.step).parameters \
+            else {}
     else:
-        method = default_registry().resolve(name)
-        scheduler = method.build(BASE_SCHEDULER_CONFIG, steps, device)
+        method = default_registry().resolve(name.removesuffix(" churn"))
+        tuning = method.tune(SamplerSettings(s_churn=1.0 if name.endswith(" churn") else 0.0))
+        scheduler = method.build(BASE_SCHEDULER_CONFIG, steps, device, tuning=tuning)
         kwargs = method.step_kwargs(None, step_generator)
         if method.needs_uncond:
             kwargs["noise_pred_uncond"] = torch.zeros_like(x)
     x = x * float(scheduler.init_noise_sigma)
+    start = getattr(scheduler, "start", None)
+    if start is not None:
+        x = start(x, step_generator)
     calls, index = 0, 0
     started = time.perf_counter()
     while index < len(scheduler.timesteps):
@@ -82,7 +102,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     rows = [("Euler a", "diffusers Euler a"), ("DDIM", "diffusers DDIM"), ("PLMS", "diffusers PLMS"),
-            ("DPM++ 2M SDE", "diffusers 2M SDE"),
+            ("DPM++ 2M SDE", "diffusers 2M SDE"), ("DPM++ 2M", "diffusers DPM++ 2M"), ("DPM2", "diffusers DPM2"),
+            ("DPM2 a", "diffusers DPM2 a"), ("DPM++ SDE", "diffusers DPM++ SDE"), ("Euler churn", "Euler"),
             ("DPM++ 2S a", "DPM2 a"),
             ("Restart", "Heun"), ("DPM fast", "diffusers Euler a"), ("DPM adaptive", "diffusers Euler a"),
             ("DDIM CFG++", "diffusers DDIM")]

@@ -55,9 +55,14 @@ PASTED_SETTINGS: Mapping[str, str] = {
     "ENSD": "eta_noise_seed_delta",
     "Emphasis": "emphasis",
     "Noise multiplier": "initial_noise_multiplier",
+    "Sigma churn": "s_churn",
+    "Sigma tmin": "s_tmin",
+    "Sigma tmax": "s_tmax",
+    "Sigma noise": "s_noise",
 }
 """Infotext keys of *settings* (not request fields) that a paste applies to the job as overrides, A1111's "Override
-settings": the noise source, the eta noise seed delta, the emphasis mode and img2img's noise multiplier."""
+settings": the noise source, the eta noise seed delta, the emphasis mode, img2img's noise multiplier and the sigma
+churn settings. ("Eta" and "Eta DDIM" fill the request's eta, which wins over either eta setting, as in A1111.)"""
 
 
 def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def request_params(
     model_hash: str | None,
     sampler_label: str,
     schedule_label: str | None,
-    eta: float | None = None,
+    sampler_params: Mapping[str, Any] | None = None,
     vae_name: str | None = None,
     vae_hash: str | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -237,8 +242,9 @@ def request_params(
 ) -> dict[str, Any]:
     """The ordered parameters A1111 1.10 writes for one image of `request` (pass the result to `build`).
 
-    `seed`/`subseed` are the resolved per-image seeds. `eta` is written only when given: pass it when A1111 would
-    (the sampler uses eta and it differs from the sampler's default). `rng` is A1111's "RNG" ("CPU" or "NV"; None
+    `seed`/`subseed` are the resolved per-image seeds. `sampler_params` are the sampler settings A1111 records
+    ("Eta DDIM", "Eta", "Sigma churn", ...: `Tuning.infotext`, only those that differ from the sampler's
+    defaults). `rng` is A1111's "RNG" ("CPU" or "NV"; None
     for A1111's default GPU source). `ensd` is the eta noise seed delta, given when it is not 0 and the sampler
     draws per-step noise (A1111's "uses_ensd" samplers). `conditional_mask_weight` is given for models with
     inpainting conditioning. `hires` is given for a hires-fix job. `extra` (extension parameters such as "Lora
@@ -276,8 +282,7 @@ def request_params(
     if hires is not None:
         params.update(_hires_params(request, sampler_label, schedule_label, hires))
     params.update(extra or {})
-    if eta is not None:
-        params["Eta DDIM"] = _number(eta)  # A1111's key for DDIM's eta ("Eta" is its ancestral samplers' eta)
+    params.update({key: _number(value) for key, value in (sampler_params or {}).items()})
     params["Version"] = version
     return {key: value for key, value in params.items() if value is not None}
 

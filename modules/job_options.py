@@ -1,6 +1,6 @@
 """Typed views of the settings a generation job reads outside the core, and the one rule for output folders.
 
-`OutputOptions` (saving, formats, folders) and `RequestDefaults` (clip skip, eta) are built with
+`OutputOptions` (saving, formats, folders) and `RequestDefaults` (clip skip) are built with
 `from_mapping(settings)`, like `CoreOptions` and `ModelOptions`: known keys are picked and converted to the
 field's type, unknown keys ignored, missing keys keep the defaults of the option table. `output_folder` is the
 only place that turns the outdir_* options into a folder, for samples and grids alike.
@@ -66,10 +66,10 @@ class OutputOptions(SettingsView):
 
 @dataclass(frozen=True)
 class RequestDefaults(SettingsView):
-    """Settings that fill request fields left at their defaults: clip skip and the DDIM eta."""
+    """Settings that fill request fields left at their defaults: clip skip. (A request's eta left at None means the
+    eta setting of its sampler's kind, which the core resolves: `modules/samplers/tuning.py`.)"""
 
     CLIP_stop_at_last_layers: int = 1
-    eta_ddim: float = 0.0
 
 
 def output_folder(options: OutputOptions, paths: DataPaths, mode: str, kind: OutputKind,

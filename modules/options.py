@@ -322,7 +322,7 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
           info="pad the shorter of prompt and negative prompt to the same length (faster with a batch of both; "
                "the picture changes slightly)"),
     _number("s_churn", 0.0, "sigma churn", SAMPLER, 0.0, 100.0, 0.01, infotext="Sigma churn",
-            info="amount of stochasticity; only applies to Euler"),
+            info="amount of stochasticity; applies to Euler, Heun and DPM2"),
     _number("s_tmin", 0.0, "sigma tmin", SAMPLER, 0.0, 10.0, 0.01, infotext="Sigma tmin"),
     _number("s_tmax", 0.0, "sigma tmax", SAMPLER, 0.0, 999.0, 0.01, infotext="Sigma tmax", info="0 = inf"),
     _number("s_noise", 1.0, "sigma noise", SAMPLER, 0.0, 1.1, 0.001, infotext="Sigma noise"),

@@ -124,7 +124,7 @@ class GenerationService:
         return self.settings.get().with_overrides(request.overrides)
 
     def effective_request(self, request: GenerationRequest, settings: Mapping[str, Any]) -> GenerationRequest:
-        """The request as the core sees it: styles merged into the prompts, CLIP skip and eta from settings."""
+        """The request as the core sees it: styles merged into the prompts, CLIP skip from settings."""
         changes: dict[str, Any] = {}
         if request.styles:
             names = list(request.styles)
@@ -137,8 +137,6 @@ class GenerationService:
         defaults = RequestDefaults.from_mapping(settings)
         if request.clip_skip <= 1:
             changes["clip_skip"] = max(1, defaults.CLIP_stop_at_last_layers)
-        if request.eta is None:
-            changes["eta"] = defaults.eta_ddim
         return request.with_changes(**changes) if changes else request
 
     def generate_once(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None
@@ -324,6 +322,8 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         extra["Refiner switch at"] = request.refiner_switch_at
     extra.update(networks or {})
     plan_hires = output.plan.hires
+    # A1111 records the settings each pass's sampler ran with (the second pass's last)
+    sampler_params = {**output.plan.tuning.infotext, **(plan_hires.tuning.infotext if plan_hires else {})}
     labels = None if plan_hires is None else infotext.HiresLabels(
         plan_hires.sampler, plan_hires.schedule, plan_hires.upscaler,
         None if hires is None else hires.checkpoint.short_title)
@@ -332,7 +332,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
                                                output.negative_prompts):
         params = infotext.request_params(
             request, seed=seed, subseed=subseed, model_name=record.model_name, model_hash=record.shorthash,
-            sampler_label=sampler.label, schedule_label=sampler.schedule_label, eta=output.plan.eta or None,
+            sampler_label=sampler.label, schedule_label=sampler.schedule_label, sampler_params=sampler_params,
             vae_name=vae.name if vae is not None else None,
             vae_hash=vae.shorthash if vae is not None else None, extra=extra,
             rng=None if output.noise_source == "GPU" else output.noise_source, ensd=ensd, version=VERSION,

@@ -25,7 +25,7 @@ from modules.extensions.installer import git_head
 from modules.images import read_infotext
 from modules.models.manager import ModelOptions, Selection
 from modules.prompts.styles import StyleDatabase
-from modules.samplers.registry import SamplerRegistry, SamplerSpec
+from modules.samplers.registry import SamplerRegistry, SamplerSpec, SigmaAlgorithm
 from modules.samplers.schedules import AUTOMATIC, AUTOMATIC_LABEL, SCHEDULES
 from modules.upscalers.registry import ModelUpscaler, UpscalerRegistry
 
@@ -58,12 +58,16 @@ def _sampler_options(spec: SamplerSpec) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if spec.default_schedule != "uniform":
         options["scheduler"] = spec.default_schedule
+    if isinstance(spec.algorithm, SigmaAlgorithm) and spec.algorithm.discard_penultimate:
+        options["discard_next_to_last_sigma"] = True
     if "ancestral" in spec.flags:
         options["uses_ensd"] = True
     if "second_order" in spec.flags:
         options["second_order"] = True
     if spec.flags & {"sde", "brownian"}:
         options["brownian_noise"] = True
+    if spec.name.endswith("SDE Heun"):
+        options["solver_type"] = "heun"
     return options
 
 

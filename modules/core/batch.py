@@ -291,7 +291,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
     noise = noise.to(device)
     # 3. scheduler: the plan's tail of the schedule
     scheduler = job.sampler.build(components.scheduler_config, plan.steps.schedule_steps, device, noise_seeds=seeds,
-                                  sdxl=components.identity.is_sdxl)
+                                  sdxl=components.identity.is_sdxl, tuning=plan.tuning)
     timesteps = _run_timesteps(scheduler, plan.steps.start_index, job.init.latents is not None)
     # 4. initial latents: pure noise (txt2img) or init latents noised to the first timestep
     blend = None
@@ -303,15 +303,20 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
         latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(len(seeds)))
         if job.init.repaint is not None:
             blend = InpaintBlend(init, noise, job.init.repaint.to(device))
+    latents = latents.float()
+    step_generators = _step_generators(scheduler, generators, seeds, spec)
+    start = getattr(scheduler, "start", None)  # our sigma-list samplers begin their run (sigma churn adds noise)
+    if start is not None:
+        latents = start(latents, step_generators)
     # 1, 5. text conditioning and the UNet passes (base, refiner)
     passes = _passes(job, index, scheduler, timesteps)
     return LoopInputs(
         scheduler=scheduler,
         timesteps=timesteps,
-        latents=latents.float(),
+        latents=latents,
         cfg_scale=job.request.cfg_scale,
         passes=passes,
-        step_kwargs=job.sampler.step_kwargs(plan.eta, _step_generators(scheduler, generators, seeds, spec)),
+        step_kwargs=job.sampler.step_kwargs(plan.tuning.eta, step_generators),
         blend=blend,
         hooks=job.hooks,
         unet_hooks=job.unet_hooks,

@@ -130,8 +130,7 @@ def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOp
         return None
     upscaler = (upscalers or UpscalerRegistry()).find(request.hr_upscaler)
     second = hires_sampler or sampler
-    eta = request.eta if second.uses_eta else None
-    labels = SamplerLabels(second.label, second.schedule_label, eta)
+    labels = SamplerLabels(second.label, second.schedule_label, second.tune(options.sampler_settings(request.eta)))
     factor = vae_scale_factor(components.vae)
     validate_hires(request, factor)
     validate_hires_inputs(request, components, hires_components, upscaler.is_latent, factor)
@@ -180,11 +179,11 @@ def generate(
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
     validate_request(request, components, refiner)
-    eta = request.eta if sampler.uses_eta else None
+    tuning = sampler.tune(options.sampler_settings(request.eta))
     hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components)
     # 2. admission: the job's working memory is free now
     admit(request, components.identity, components.device, components.dtype, components.vae_dtype, now=True)
-    plan = plan_job(request, options, sampler.label, sampler.schedule_label, eta, seed_resolver,
+    plan = plan_job(request, options, sampler.label, sampler.schedule_label, tuning, seed_resolver,
                     None if hires is None else hires[0])
     timings: dict[str, float] = {}
     log.info("%s %dx%d, %d x %d images, %s steps %d (start %d of %d), seed %d", request.mode, plan.width,

@@ -144,7 +144,7 @@ def second_pass_plan(plan: JobPlan) -> JobPlan:
     assert hires is not None
     width, height = hires.target.upscale_to
     return dataclasses.replace(plan, prompts=hires.prompts, negative_prompts=hires.negative_prompts,
-                               steps=hires.steps, sampler=hires.sampler, schedule=hires.schedule, eta=hires.eta,
+                               steps=hires.steps, sampler=hires.sampler, schedule=hires.schedule, tuning=hires.tuning,
                                width=width, height=height)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
+from modules.samplers.tuning import DEFAULT_TUNING, SamplerSettings, Tuning
 from modules.types import GenerationRequest
 
 MAX_SEED = 2**63 - 1
@@ -32,6 +33,12 @@ class CoreOptions:
 
     img2img_fix_steps: bool = False
     eta_noise_seed_delta: int = 0
+    eta_ddim: float = 0.0
+    eta_ancestral: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0
+    s_noise: float = 1.0
     randn_source: str = "CPU"
     initial_noise_multiplier: float = 1.0
     inpainting_mask_weight: float = 1.0
@@ -65,6 +72,11 @@ class CoreOptions:
             if spec.name in values:
                 changes[spec.name] = _coerce(type(getattr(self, spec.name)), values[spec.name])
         return replace(self, **changes)
+
+    def sampler_settings(self, eta: float | None) -> SamplerSettings:
+        """The sampler settings of a job whose request asks for `eta` (None: the setting of the sampler's kind)."""
+        return SamplerSettings(eta=eta, eta_ddim=self.eta_ddim, eta_ancestral=self.eta_ancestral,
+                               s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise)
 
 
 def _coerce(kind: type, value: Any) -> Any:
@@ -129,7 +141,7 @@ class HiresPlan:
     hr_steps: int
     sampler: str
     schedule: str
-    eta: float | None
+    tuning: Tuning
     prompts: tuple[str, ...]
     negative_prompts: tuple[str, ...]
     from_image: bool = False
@@ -149,7 +161,8 @@ class JobPlan:
     steps: StepPlan
     sampler: str
     schedule: str
-    eta: float | None
+    tuning: Tuning
+    """The sampler's eta, churn and sigma noise (`modules/samplers/tuning.py`)."""
     batch_size: int
     n_iter: int
     width: int
@@ -184,11 +197,11 @@ def resolve_seeds(
 
 @dataclass(frozen=True)
 class SamplerLabels:
-    """The labels of a resolved sampler that a plan records, and the eta it runs with (None: not used)."""
+    """The labels of a resolved sampler that a plan records, and the eta, churn and noise it runs with."""
 
     sampler: str
     schedule: str
-    eta: float | None = None
+    tuning: Tuning = DEFAULT_TUNING
 
 
 def plan_hires(request: GenerationRequest, options: CoreOptions, upscaler: str, labels: SamplerLabels,
@@ -201,7 +214,7 @@ def plan_hires(request: GenerationRequest, options: CoreOptions, upscaler: str, 
     return HiresPlan(
         target=target, upscaler=upscaler,
         steps=plan_steps(hr_steps, request.denoising_strength, options.img2img_fix_steps), hr_steps=hr_steps,
-        sampler=labels.sampler, schedule=labels.schedule, eta=labels.eta,
+        sampler=labels.sampler, schedule=labels.schedule, tuning=labels.tuning,
         prompts=(request.hr_prompt or request.prompt,) * count,
         negative_prompts=(request.hr_negative_prompt or request.negative_prompt,) * count,
         from_image=request.firstpass_image is not None,
@@ -213,7 +226,7 @@ def plan_job(
     options: CoreOptions,
     sampler_label: str,
     schedule_label: str,
-    eta: float | None,
+    tuning: Tuning,
     seed_resolver: Callable[[], int] = random_seed,
     hires: HiresPlan | None = None,
 ) -> JobPlan:
@@ -233,7 +246,7 @@ def plan_job(
         steps=plan_steps(request.steps, strength, options.img2img_fix_steps),
         sampler=sampler_label,
         schedule=schedule_label,
-        eta=eta,
+        tuning=tuning,
         batch_size=request.batch_size,
         n_iter=request.n_iter,
         width=request.width,

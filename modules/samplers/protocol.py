@@ -12,6 +12,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from diffusers import SchedulerMixin
 
+from modules.samplers.tuning import DEFAULT_TUNING, SamplerSettings, Tuning
+
 
 class SamplingMethod(Protocol):
     """A resolved (sampler, schedule) pair."""
@@ -29,16 +31,18 @@ class SamplingMethod(Protocol):
         """True when the sampler steps along the unconditional prediction (CFG++): it is computed at every step,
         also at CFG scale 1."""
 
-    @property
-    def uses_eta(self) -> bool:
-        """True when `eta` changes the result (DDIM, ancestral samplers); the infotext then records it."""
+    def tune(self, settings: SamplerSettings) -> Tuning:
+        """The eta, sigma churn and sigma noise the sampler runs with under these settings (only those A1111 hands
+        this sampler; `tuning.eta` is None when it takes no eta) and the infotext keys that record them."""
 
     def build(self, base_config: Mapping[str, Any], steps: int, device: torch.device | str, *,
-              noise_seeds: Sequence[int] | None = None, sdxl: bool = False) -> SchedulerMixin:
+              noise_seeds: Sequence[int] | None = None, sdxl: bool = False,
+              tuning: Tuning = DEFAULT_TUNING) -> SchedulerMixin:
         """New scheduler from the checkpoint's base config, with `set_timesteps` already called for `steps`.
 
         `noise_seeds` (one per image) seed noise that a scheduler draws internally rather than from the step
-        generator (DPM++ SDE's Brownian tree), so that it follows the image seeds as in A1111."""
+        generator (the SDE samplers' Brownian trees), so that it follows the image seeds as in A1111. `tuning`
+        (from `tune`) sets eta, churn and sigma noise of the samplers that take them."""
 
     def step_kwargs(self, eta: float | None, generator: Any) -> dict[str, Any]:
         """Extra keyword arguments for `scheduler.step()` (eta, generator), only those the scheduler accepts.

@@ -18,17 +18,13 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from diffusers import (
     DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
     LCMScheduler,
     LMSDiscreteScheduler,
     SchedulerMixin,
@@ -47,17 +43,26 @@ from modules.samplers.schedules import (
     ScheduleSpec,
 )
 from modules.samplers.sigma_samplers import (
+    Churn,
+    SamplerRun,
+    dpm_2,
+    dpm_2_ancestral,
     dpm_adaptive,
     dpm_fast,
+    dpmpp_2m,
     dpmpp_2m_sde,
     dpmpp_2s_ancestral,
     dpmpp_3m_sde,
+    dpmpp_sde,
+    euler,
     euler_ancestral,
+    heun,
     restart,
 )
-from modules.samplers.sigma_scheduler import RunFactory, SigmaScheduler
+from modules.samplers.sigma_scheduler import SigmaScheduler
 from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
 from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
+from modules.samplers.tuning import CHURN, DEFAULT_TUNING, ETA, ETA_DDIM, S_NOISE, SamplerSettings, Tuning, tune
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +70,17 @@ log = logging.getLogger(__name__)
 _ALIAS_SUFFIXES = {"_ka": "karras", "_exp": "exponential"}
 
 
+TunedFactory = Callable[[torch.Tensor, torch.Tensor, Any, Tuning], SamplerRun]
+"""(initial latents, sigma list, noise, tuning) -> a sampler run (see `sigma_scheduler.RunFactory`)."""
+
+
 @dataclass(frozen=True)
 class SigmaAlgorithm:
-    """A sampler run over a sigma list (`sigma_samplers.py`): `factory(x, sigmas, noise)` starts it. `order` is
-    A1111's step multiplier for prompt schedules (2 for its "second_order" samplers); `adaptive` when the number
-    of model calls is decided while sampling (DPM adaptive)."""
+    """A sampler run over a sigma list (`sigma_samplers.py`): `factory(x, sigmas, noise, tuning)` starts it.
+    `order` is A1111's step multiplier for prompt schedules (2 for its "second_order" samplers); `adaptive` when
+    the number of model calls is decided while sampling (DPM adaptive)."""
 
-    factory: RunFactory
+    factory: TunedFactory
     order: int = 1
     adaptive: bool = False
     brownian: bool = False
@@ -96,7 +105,9 @@ class SamplerSpec:
     a sigma list), or None with `unsupported` saying why it cannot run. config: class config that makes it this
     sampler. aliases: A1111 `k_` aliases
     and ComfyUI names. default_schedule: what A1111's "Automatic" means for it. schedules: the schedule names the
-    class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian").
+    class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian"). takes: the A1111 settings
+    the sampler takes (`tuning.py`: ETA, ETA_DDIM, CHURN, S_NOISE). churned: for a diffusers row that takes sigma
+    churn, our sampler that runs instead while churn is on (diffusers churns after the model call, A1111 before).
     """
 
     name: str
@@ -108,6 +119,8 @@ class SamplerSpec:
     flags: frozenset[str] = frozenset()
     unsupported: str = ""
     algorithm: SigmaAlgorithm | TimestepAlgorithm | None = None
+    takes: frozenset[str] = frozenset()
+    churned: SigmaAlgorithm | None = None
 
     @property
     def supported(self) -> bool:
@@ -118,70 +131,101 @@ def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], 
     return SamplerSpec(name=name, scheduler_cls=cls, aliases=aliases, **kw)
 
 
-_DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 SIGMA_LISTS = tuple(SIGMA_SCHEDULES)
 """Schedules of the sigma-list samplers: every A1111 schedule but Beta."""
+ANCESTRAL = frozenset({ETA, S_NOISE})
+"""A1111 hands the ancestral and SDE samplers eta and sigma noise."""
 
 
-def _dpm_fast(x: torch.Tensor, sigmas: torch.Tensor, noise: Any) -> Any:
-    return dpm_fast(x, float(sigmas[-2]), float(sigmas[0]), len(sigmas) - 1, noise, eta=1.0)
+def _churn(tuning: Tuning) -> Churn:
+    return Churn(tuning.s_churn, tuning.s_tmin, tuning.s_tmax, tuning.s_noise)
 
 
-def _dpm_adaptive(x: torch.Tensor, sigmas: torch.Tensor, noise: Any) -> Any:
-    return dpm_adaptive(x, float(sigmas[-2]), float(sigmas[0]), noise, eta=1.0)
+def _eta(tuning: Tuning) -> float:
+    return 1.0 if tuning.eta is None else tuning.eta
+
+
+def _dpm_fast(x: torch.Tensor, sigmas: torch.Tensor, noise: Any, tuning: Tuning) -> SamplerRun:
+    return dpm_fast(x, float(sigmas[-2]), float(sigmas[0]), len(sigmas) - 1, noise, eta=_eta(tuning),
+                    s_noise=tuning.s_noise)
+
+
+def _dpm_adaptive(x: torch.Tensor, sigmas: torch.Tensor, noise: Any, tuning: Tuning) -> SamplerRun:
+    return dpm_adaptive(x, float(sigmas[-2]), float(sigmas[0]), noise, eta=_eta(tuning))
+
+
+def _ancestral(sampler: Callable[..., SamplerRun], **fixed: Any) -> TunedFactory:
+    """A sampler that takes eta and sigma noise (A1111's ancestral and SDE samplers)."""
+    return lambda x, sigmas, noise, tuning: sampler(x, sigmas, noise, eta=_eta(tuning), s_noise=tuning.s_noise,
+                                                    **fixed)
+
+
+def _churned(sampler: Callable[..., SamplerRun]) -> TunedFactory:
+    """A sampler that takes sigma churn, tmin, tmax and noise (Euler, Heun, DPM2)."""
+    return lambda x, sigmas, noise, tuning: sampler(x, sigmas, noise, churn=_churn(tuning))
 
 
 A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
-    _row("DPM++ 2M", DPMSolverMultistepScheduler, ("k_dpmpp_2m", "dpmpp_2m"), config=_DPMPP,
-         default_schedule="karras", schedules=MULTISTEP_FAMILY),
-    # DPMSolverSDEScheduler draws its Brownian-tree noise from `noise_sampler_seed`, not from a step generator.
-    _row("DPM++ SDE", DPMSolverSDEScheduler, ("k_dpmpp_sde", "dpmpp_sde", "dpmpp_sde_gpu"),
-         default_schedule="karras", flags=frozenset({"sde", "second_order", "brownian"})),
-    # DPM++ 2M SDE and 2M SDE Heun: ours, with A1111's Brownian-tree noise per image (diffusers draws it from the
-    # step generators, which gives other pictures).
+    # diffusers' DPMSolverMultistepScheduler differs from A1111's DPM++ 2M (its last steps and its sigma grid):
+    # ours, over A1111's sigma lists.
+    _row("DPM++ 2M", None, ("k_dpmpp_2m", "dpmpp_2m"), default_schedule="karras", schedules=SIGMA_LISTS,
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: dpmpp_2m(x, sigmas))),
+    # The SDE samplers: ours, with A1111's Brownian-tree noise per image (diffusers' DPMSolverSDEScheduler steps
+    # between its own timesteps, and its 2M/3M SDE draw from the step generators, which give other pictures).
+    _row("DPM++ SDE", None, ("k_dpmpp_sde", "dpmpp_sde", "dpmpp_sde_gpu"), default_schedule="karras",
+         schedules=SIGMA_LISTS, flags=frozenset({"sde", "second_order", "brownian"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpmpp_sde), order=2, brownian=True)),
     _row("DPM++ 2M SDE", None, ("k_dpmpp_2m_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
-         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2m_sde(x, sigmas, noise), brownian=True)),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2m_sde), brownian=True)),
     _row("DPM++ 2M SDE Heun", None, ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
-         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2m_sde(x, sigmas, noise, solver="heun"),
-                                  brownian=True)),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2m_sde, solver="heun"), brownian=True)),
     # diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, non-ancestral
-    # method): ours, with A1111's eta 1.
+    # method): ours.
     _row("DPM++ 2S a", None, ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), default_schedule="karras",
-         schedules=SIGMA_LISTS, flags=frozenset({"ancestral", "second_order"}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: dpmpp_2s_ancestral(x, sigmas, noise, eta=1.0), order=2)),
+         schedules=SIGMA_LISTS, flags=frozenset({"ancestral", "second_order"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2s_ancestral), order=2)),
     # Third-order multistep SDE DPM-Solver++ with A1111's Brownian-tree noise and its "discard next to last sigma".
     _row("DPM++ 3M SDE", None, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
-         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}),
-         algorithm=SigmaAlgorithm(dpmpp_3m_sde, brownian=True, discard_penultimate=True)),
+         default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpmpp_3m_sde), brownian=True, discard_penultimate=True)),
     # diffusers' EulerAncestralDiscreteScheduler interpolates sigma linearly between timesteps (A1111 in log sigma)
-    # and draws its noise from torch generators only: ours, over A1111's sigma lists, with A1111's eta 1.
+    # and draws its noise from torch generators only: ours, over A1111's sigma lists. A1111 hands it eta only.
     _row("Euler a", None, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"), schedules=SIGMA_LISTS,
-         flags=frozenset({"ancestral"}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise: euler_ancestral(x, sigmas, noise, eta=1.0))),
-    _row("Euler", EulerDiscreteScheduler, ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS),
+         flags=frozenset({"ancestral"}), takes=frozenset({ETA}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: euler_ancestral(x, sigmas, noise,
+                                                                                    eta=_eta(tuning)))),
+    # Euler and Heun: diffusers' schedulers equal A1111's to float rounding; with sigma churn on, ours.
+    _row("Euler", EulerDiscreteScheduler, ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS,
+         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned(euler))),
     _row("LMS", LMSDiscreteScheduler, ("k_lms", "lms")),
-    _row("Heun", HeunDiscreteScheduler, ("k_heun", "heun"), flags=frozenset({"second_order"})),
-    _row("DPM2", KDPM2DiscreteScheduler, ("k_dpm_2", "dpm_2"), default_schedule="karras",
-         flags=frozenset({"second_order"})),
-    _row("DPM2 a", KDPM2AncestralDiscreteScheduler, ("k_dpm_2_a", "dpm_2_ancestral"), default_schedule="karras",
-         flags=frozenset({"ancestral", "second_order"})),
+    _row("Heun", HeunDiscreteScheduler, ("k_heun", "heun"), flags=frozenset({"second_order"}),
+         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned(heun), order=2)),
+    # DPM2 and DPM2 a: A1111 discards the next-to-last sigma (diffusers' KDPM2 schedulers do not, and interpolate
+    # their midpoints in timesteps): ours.
+    _row("DPM2", None, ("k_dpm_2", "dpm_2"), default_schedule="karras", schedules=SIGMA_LISTS,
+         flags=frozenset({"second_order"}), takes=frozenset({CHURN}),
+         algorithm=SigmaAlgorithm(_churned(dpm_2), order=2, discard_penultimate=True)),
+    _row("DPM2 a", None, ("k_dpm_2_a", "dpm_2_ancestral"), default_schedule="karras", schedules=SIGMA_LISTS,
+         flags=frozenset({"ancestral", "second_order"}), takes=ANCESTRAL,
+         algorithm=SigmaAlgorithm(_ancestral(dpm_2_ancestral), order=2, discard_penultimate=True)),
     # DPM fast / adaptive run between the schedule's end sigmas (the model's whole range for txt2img) on their own
     # log-sigma grid, so only the Uniform list is offered; A1111 runs them with eta 1.
     _row("DPM fast", None, ("k_dpm_fast", "dpm_fast"), schedules=("uniform",), flags=frozenset({"ancestral"}),
-         algorithm=SigmaAlgorithm(_dpm_fast)),
+         takes=ANCESTRAL, algorithm=SigmaAlgorithm(_dpm_fast)),
     _row("DPM adaptive", None, ("k_dpm_ad", "dpm_adaptive"), schedules=("uniform",), flags=frozenset({"ancestral"}),
-         algorithm=SigmaAlgorithm(_dpm_adaptive, adaptive=True)),
+         takes=frozenset({ETA}), algorithm=SigmaAlgorithm(_dpm_adaptive, adaptive=True)),
     _row("Restart", None, ("restart",), default_schedule="karras", schedules=SIGMA_LISTS,
-         flags=frozenset({"second_order"}), algorithm=SigmaAlgorithm(restart, order=2)),
+         flags=frozenset({"second_order"}),
+         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: restart(x, sigmas, noise), order=2)),
     # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
     # DDIM is A1111's own timestep loop (n - 1 model calls ending at t = 1), which diffusers' DDIMScheduler is not.
-    _row("DDIM", None, ("ddim",), default_schedule="ddim", schedules=("ddim",),
+    _row("DDIM", None, ("ddim",), default_schedule="ddim", schedules=("ddim",), takes=frozenset({ETA_DDIM}),
          algorithm=TimestepAlgorithm(cfgpp=False)),
     # CFG++ steps along the unconditional prediction, which no diffusers scheduler does: A1111's timestep DDIM.
     _row("DDIM CFG++", None, ("ddim_cfgpp",), default_schedule="ddim", schedules=("ddim",),
-         flags=frozenset({"cfgpp"}), algorithm=TimestepAlgorithm(cfgpp=True)),
+         flags=frozenset({"cfgpp"}), takes=frozenset({ETA_DDIM}), algorithm=TimestepAlgorithm(cfgpp=True)),
     # A1111's PLMS: the timestep grid, a doubled first step, then Adams-Bashforth (diffusers' PNDM is another PLMS).
     _row("PLMS", None, ("plms",), default_schedule="ddim", schedules=("ddim",),
          algorithm=TimestepAlgorithm(plms=True)),
@@ -246,10 +290,15 @@ class ResolvedSampler:
         algorithm = self.sampler.algorithm
         return isinstance(algorithm, TimestepAlgorithm) and algorithm.cfgpp
 
-    @property
-    def uses_eta(self) -> bool:
-        """Only DDIM's step() takes eta. diffusers' ancestral samplers and ours always use eta 1 (A1111's default)."""
-        return "eta" in self.step_params
+    def tune(self, settings: SamplerSettings) -> Tuning:
+        """The eta, churn and sigma noise this sampler runs with (only those A1111 hands it) and their infotext."""
+        return tune(self.sampler.takes, settings)
+
+    def _algorithm(self, tuning: Tuning) -> SigmaAlgorithm | TimestepAlgorithm | None:
+        """The row's own sampler, or its churned one while sigma churn is on."""
+        if self.sampler.churned is not None and tuning.s_churn:
+            return self.sampler.churned
+        return self.sampler.algorithm
 
     def scheduler_config(self, base_config: Mapping[str, Any]) -> dict[str, Any]:
         """The checkpoint's config (prediction type, betas) with the sampler's and schedule's keys applied."""
@@ -259,19 +308,19 @@ class ResolvedSampler:
 
     def build(
         self, base_config: Mapping[str, Any], steps: int, device: torch.device | str,
-        *, noise_seeds: Sequence[int] | None = None, sdxl: bool = False,
+        *, noise_seeds: Sequence[int] | None = None, sdxl: bool = False, tuning: Tuning = DEFAULT_TUNING,
     ) -> SchedulerMixin:
         """A new scheduler with `set_timesteps` done for `steps`.
 
-        noise_seeds (extension of the protocol): seeds for noise the scheduler draws internally instead of from a
-        step generator, i.e. DPM++ SDE's Brownian tree. Give one seed per image of the batch (as A1111 seeds it
-        from the image seeds), or a single seed for the whole batch. Without it the tree is seeded with 0, so runs
+        noise_seeds: seeds of the Brownian trees of the SDE samplers, one per image of the batch (as A1111 seeds
+        them from the image seeds) or one for the whole batch; without them the trees are seeded with 0, so runs
         stay reproducible. Other samplers ignore it (their noise comes from the generator in `step_kwargs`).
         sdxl: whether the model is SDXL (schedules whose sigma table depends on the family: Align Your Steps).
+        tuning: from `tune` (eta, churn, sigma noise); DDIM's eta goes to `step_kwargs` instead.
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
-        algorithm = self.sampler.algorithm
+        algorithm = self._algorithm(tuning)
         if isinstance(algorithm, TimestepAlgorithm) and algorithm.plms:
             return TimestepPlmsScheduler(self._alphas(base_config), steps, device=device,
                                          prediction_type=self._prediction(base_config))
@@ -279,12 +328,8 @@ class ResolvedSampler:
             return TimestepDdimScheduler(self._alphas(base_config), steps, cfgpp=algorithm.cfgpp, device=device,
                                          prediction_type=self._prediction(base_config))
         if algorithm is not None:
-            return self._build_sigma_scheduler(algorithm, base_config, steps, device, sdxl, noise_seeds)
-        config = self.scheduler_config(base_config)
-        if "noise_sampler_seed" in _init_params(self.scheduler_cls):
-            seeds = list(noise_seeds or [0])
-            config["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else seeds
-        scheduler = self.scheduler_cls.from_config(config)
+            return self._build_sigma_scheduler(algorithm, base_config, steps, device, sdxl, noise_seeds, tuning)
+        scheduler = self.scheduler_cls.from_config(self.scheduler_config(base_config))
         try:
             if self.schedule.sigmas is not None:
                 sigmas = self.schedule.sigmas(scheduler.alphas_cumprod, steps, sdxl)
@@ -296,10 +341,13 @@ class ResolvedSampler:
         return scheduler
 
     def _build_sigma_scheduler(self, algorithm: SigmaAlgorithm, base_config: Mapping[str, Any], steps: int,
-                               device: torch.device | str, sdxl: bool,
-                               noise_seeds: Sequence[int] | None) -> SigmaScheduler:
+                               device: torch.device | str, sdxl: bool, noise_seeds: Sequence[int] | None,
+                               tuning: Tuning) -> SigmaScheduler:
         """Our sampler over A1111's sigma list of the schedule, with the checkpoint's noise levels (betas) and
         prediction type."""
+        if self.schedule.name not in SIGMA_SCHEDULES:  # a diffusers row's churned sampler (Euler/Heun + Beta)
+            raise InvalidRequest(f"Sampler '{self.label}' with sigma churn cannot follow the '{self.schedule_label}' "
+                                 "schedule; set sigma churn to 0 or choose another schedule type.")
         alphas = self._alphas(base_config)
         if algorithm.discard_penultimate:
             sigmas = schedule_sigmas(self.schedule.name, alphas, steps + 1, sdxl)
@@ -307,7 +355,9 @@ class ResolvedSampler:
         else:
             sigmas = schedule_sigmas(self.schedule.name, alphas, steps, sdxl)
         seeds = (list(noise_seeds) if noise_seeds else [0]) if algorithm.brownian else None
-        return SigmaScheduler(algorithm.factory, alphas, sigmas, prediction_type=self._prediction(base_config),
+        factory = algorithm.factory
+        return SigmaScheduler(lambda x, s, noise: factory(x, s, noise, tuning), alphas, sigmas,
+                              prediction_type=self._prediction(base_config),
                               order=algorithm.order, adaptive=algorithm.adaptive, brownian_seeds=seeds,
                               device=device)
 

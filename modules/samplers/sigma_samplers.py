@@ -10,14 +10,20 @@ of its paper, runs them inside the shared denoising loop (CFG, hooks, progress, 
 
 Noise for ancestral steps comes from `noise(x)`, called exactly where A1111's k-diffusion samplers draw
 `randn_like(x)` (so the per-image generators are consumed in the same order). Algorithms:
+- `euler`, `heun`, `dpm_2`: Karras et al. (2022)'s Algorithm 2 with Euler, Heun or DPM-Solver-2 steps, with its
+  optional stochastic "churn" (`Churn`, A1111's sigma churn / tmin / tmax / noise settings).
+- `dpm_2_ancestral`: DPM-Solver-2 steps toward the ancestral sigma_down, then fresh noise.
+- `dpmpp_2m`: DPM-Solver++(2M), the deterministic two-step multistep method (first order on the first and last step).
+- `dpmpp_sde`: DPM-Solver++ stochastic single-step second order (midpoint in log sigma), Brownian-tree noise.
 - `euler_ancestral`: Euler steps with ancestral noise (Karras et al. 2022's Euler, k-diffusion's "Euler a").
 - `dpmpp_2s_ancestral`: DPM-Solver++(2S) single-step second order with ancestral noise (Lu et al. 2022).
 - `dpm_fast`: DPM-Solver-fast, orders 3,3,..,(2,1) on a uniform log-sigma grid with exactly `nfe` evaluations.
 - `dpm_adaptive`: DPM-Solver-23 with a PI step-size controller (error control picks the number of evaluations).
 - `restart`: Restart sampling (Xu et al. 2023) as A1111 configures it: Heun steps on a Karras schedule with
   restart segments that re-noise to sigma 2 and come back down.
-- `dpmpp_2m_sde`, `dpmpp_3m_sde`: the multistep DPM-Solver++ SDE samplers, whose noise comes from a Brownian tree
-  per image (`BrownianNoise`, A1111's choice for them) through `noise_at(sigma, sigma_next)` instead of `noise(x)`.
+- `dpmpp_sde`, `dpmpp_2m_sde`, `dpmpp_3m_sde`: the DPM-Solver++ SDE samplers, whose noise comes from a Brownian
+  tree per image (`BrownianNoise`, A1111's choice for them) through `noise_at(sigma, sigma_next)` instead of
+  `noise(x)`.
 """
 
 from __future__ import annotations
@@ -59,6 +65,120 @@ def _log_t(sigma: torch.Tensor) -> torch.Tensor:
 
 def _sigma_of(t: torch.Tensor) -> torch.Tensor:
     return (-t).exp()
+
+
+@dataclass(frozen=True)
+class Churn:
+    """Karras et al. (2022)'s stochastic churn, A1111's "sigma churn", "sigma tmin", "sigma tmax", "sigma noise":
+    before a step from sigma in [tmin, tmax], noise raises the level to sigma_hat = sigma (1 + gamma), gamma =
+    min(churn / steps, sqrt(2) - 1), and the step starts there. churn 0 (the default) is the deterministic sampler."""
+
+    churn: float = 0.0
+    tmin: float = 0.0
+    tmax: float = math.inf
+    noise: float = 1.0
+
+    def raise_level(self, x: torch.Tensor, sigma: torch.Tensor, steps: int,
+                    noise: NoiseFn) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, sigma_hat) of one step. With churn on, one noise draw per step, as k-diffusion draws it (also where
+        gamma is 0), so the generators advance as in A1111."""
+        if not self.churn:
+            return x, sigma
+        gamma = min(self.churn / steps, 2**0.5 - 1) if self.tmin <= sigma <= self.tmax else 0.0
+        eps = noise(x) * self.noise
+        sigma_hat = sigma * (gamma + 1)
+        if gamma > 0:
+            x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
+        return x, sigma_hat
+
+
+NO_CHURN = Churn()
+
+
+def euler(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, churn: Churn = NO_CHURN) -> SamplerRun:
+    """Euler steps of the probability-flow ODE (with optional churn)."""
+    for i in range(len(sigmas) - 1):
+        x, sigma = churn.raise_level(x, sigmas[i], len(sigmas) - 1, noise)
+        denoised, x = yield x, sigma
+        x = x + derivative(x, sigma, denoised) * (sigmas[i + 1] - sigma)
+    return x
+
+
+def heun(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, churn: Churn = NO_CHURN) -> SamplerRun:
+    """Heun steps (the trapezoid of the derivative at both ends); an Euler step into sigma 0."""
+    for i in range(len(sigmas) - 1):
+        x, sigma = churn.raise_level(x, sigmas[i], len(sigmas) - 1, noise)
+        sigma_next = sigmas[i + 1]
+        denoised, x = yield x, sigma
+        d = derivative(x, sigma, denoised)
+        dt = sigma_next - sigma
+        if sigma_next == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            denoised_2, _ = yield x_2, sigma_next
+            x = x + (d + derivative(x_2, sigma_next, denoised_2)) / 2 * dt
+    return x
+
+
+def _log_midpoint(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of two noise levels (the midpoint in log sigma)."""
+    return sigma.log().lerp(sigma_next.log(), 0.5).exp()
+
+
+def dpm_2(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, churn: Churn = NO_CHURN) -> SamplerRun:
+    """DPM-Solver-2 in sigma: the derivative at the log-sigma midpoint carries the whole step (with optional churn);
+    an Euler step into sigma 0."""
+    for i in range(len(sigmas) - 1):
+        x, sigma = churn.raise_level(x, sigmas[i], len(sigmas) - 1, noise)
+        sigma_next = sigmas[i + 1]
+        denoised, x = yield x, sigma
+        d = derivative(x, sigma, denoised)
+        if sigma_next == 0:
+            x = x + d * (sigma_next - sigma)
+        else:
+            mid = _log_midpoint(sigma, sigma_next)
+            x_2 = x + d * (mid - sigma)
+            denoised_2, _ = yield x_2, mid
+            x = x + derivative(x_2, mid, denoised_2) * (sigma_next - sigma)
+    return x
+
+
+def dpm_2_ancestral(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, eta: float = 1.0,
+                    s_noise: float = 1.0) -> SamplerRun:
+    """DPM-Solver-2 steps to the ancestral sigma_down, then sigma_up of fresh noise; an Euler step where
+    sigma_down is 0."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        down, up = ancestral_step(sigma, sigma_next, eta)
+        d = derivative(x, sigma, denoised)
+        if down == 0:
+            x = x + d * (down - sigma)
+        else:
+            mid = _log_midpoint(sigma, down)
+            x_2 = x + d * (mid - sigma)
+            denoised_2, _ = yield x_2, mid
+            x = x + derivative(x_2, mid, denoised_2) * (down - sigma)
+            x = x + noise(x) * s_noise * up
+    return x
+
+
+def dpmpp_2m(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn | None = None) -> SamplerRun:
+    """DPM-Solver++(2M): the exponential-integrator step on a denoised estimate extrapolated from the last two
+    (weights from the ratio of the last two log-sigma steps); first order on the first step and into sigma 0."""
+    old_denoised: torch.Tensor | None = None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        h = _log_t(sigma_next) - _log_t(sigma)
+        estimate = denoised
+        if old_denoised is not None and sigma_next != 0:
+            r = (_log_t(sigma) - _log_t(sigmas[i - 1])) / h
+            estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (sigma_next / sigma) * x - torch.expm1(-h) * estimate
+        old_denoised = denoised
+    return x
 
 
 def euler_ancestral(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, eta: float = 1.0,
@@ -279,6 +399,34 @@ class BrownianNoise:
         sign = -1 if bool(reverse) != bool(self.flip) else 1
         increments = torch.stack([tree(t0, t1) for tree in self.trees]) if self.batched else self.trees[0](t0, t1)
         return increments * sign / (t1 - t0).abs().sqrt()
+
+
+def dpmpp_sde(x: torch.Tensor, sigmas: torch.Tensor, noise_at: BrownianFn, *, eta: float = 1.0,
+              s_noise: float = 1.0, r: float = 0.5) -> SamplerRun:
+    """DPM-Solver++ (stochastic): per step an ancestral first-order step to t + r h in log sigma with Brownian
+    noise, an evaluation there, then the step to the next level from the blend of both denoised estimates, again
+    ancestral. Two evaluations per step; an Euler step into sigma 0."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised, x = yield x, sigma
+        if sigma_next == 0:
+            x = x + derivative(x, sigma, denoised) * (sigma_next - sigma)
+            continue
+        # every level goes through lambda and back, as k-diffusion's does: the Brownian tree is queried at exactly
+        # those floats (the round trip can leave the top level a hair above the tree's range)
+        t, t_next = _log_t(sigma), _log_t(sigma_next)
+        h = t_next - t
+        start, mid, end = _sigma_of(t), _sigma_of(t + h * r), _sigma_of(t_next)
+        down, up = ancestral_step(start, mid, eta)
+        x_2 = (_sigma_of(_log_t(down)) / start) * x - torch.expm1(t - _log_t(down)) * denoised
+        x_2 = x_2 + noise_at(start, mid) * s_noise * up
+        denoised_2, _ = yield x_2, mid
+        down, up = ancestral_step(start, end, eta)
+        weight = 1 / (2 * r)
+        blend = (1 - weight) * denoised + weight * denoised_2
+        x = (_sigma_of(_log_t(down)) / start) * x - torch.expm1(t - _log_t(down)) * blend
+        x = x + noise_at(start, end) * s_noise * up
+    return x
 
 
 def dpmpp_2m_sde(x: torch.Tensor, sigmas: torch.Tensor, noise_at: BrownianFn, *, eta: float = 1.0,

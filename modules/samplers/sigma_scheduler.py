@@ -113,8 +113,9 @@ class SigmaScheduler(SchedulerMixin):
 
     @property
     def init_noise_sigma(self) -> float:
-        """Noise scale of txt2img's initial latents: the first sigma evaluated."""
-        return float(self._eval_sigmas[0])
+        """Noise scale of txt2img's initial latents: the top of the run's list (a sampler with sigma churn raises
+        the level further before its first evaluation)."""
+        return float(self.sigmas[0])
 
     def sigma_of(self, timestep: torch.Tensor) -> torch.Tensor:
         """The sigma of a planned evaluation timestep (exactly the sampler's, not a round trip through t)."""
@@ -132,8 +133,12 @@ class SigmaScheduler(SchedulerMixin):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
                   timesteps: torch.Tensor) -> torch.Tensor:
-        """x + sigma * noise (img2img's start, the inpaint blend): variance-exploding noise, as k-diffusion adds."""
-        return original_samples + noise * self.sigma_of(timesteps).to(noise.device)
+        """x + sigma * noise (img2img's start, the inpaint blend): variance-exploding noise, as k-diffusion adds.
+        At the first timestep sigma is the top of the run's list, as A1111 noises its init latents (sigma churn
+        raises the level after that)."""
+        first = timesteps.reshape(-1)[:1].to(self.timesteps.device, torch.float32) == self.timesteps[:1]
+        sigma = self.sigmas[0] if bool(first) else self.sigma_of(timesteps)
+        return original_samples + noise * sigma.to(noise.device)
 
     def _denoised(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
         sigma = self._current.to(sample.device)
@@ -142,20 +147,30 @@ class SigmaScheduler(SchedulerMixin):
         # v prediction (sigma_data 1): c_skip x + c_out v
         return sample / (sigma**2 + 1) - model_output * sigma / (sigma**2 + 1) ** 0.5
 
+    def start(self, sample: torch.Tensor,
+              generator: StepGenerator | Sequence[StepGenerator] | None = None) -> torch.Tensor:
+        """Begin the run on the initial latents and return the latents of its first evaluation: the same ones,
+        except with sigma churn, which adds noise before the first model call (the loop calls this capability
+        before its first step; `step` starts the run itself when nobody did)."""
+        sigmas = self.sigmas.to(sample.device)
+        noise: Any = generator_noise(generator)
+        if self._brownian_seeds is not None:
+            noise = BrownianNoise(sample, sigmas[sigmas > 0].min(), sigmas.max(), self._brownian_seeds)
+        self._run = self._factory(sample, sigmas, noise)
+        first, sigma = next(self._run)
+        self._current = sigma.float().cpu()
+        return first
+
     def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor,
              generator: StepGenerator | Sequence[StepGenerator] | None = None,
              return_dict: bool = True) -> SigmaStepOutput | tuple[torch.Tensor, torch.Tensor]:
         """Send the denoised latents of the pending evaluation to the sampler; return its next request."""
         if self._result is not None:
             raise RuntimeError("the sampler has finished; build a new scheduler for another run")
+        if self._run is None:  # driven without `start` (the sampler's first request is the given latents)
+            self.start(sample, generator)
         denoised = self._denoised(model_output.float(), sample)
-        if self._run is None:
-            sigmas = self.sigmas.to(sample.device)
-            noise: Any = generator_noise(generator)
-            if self._brownian_seeds is not None:
-                noise = BrownianNoise(sample, sigmas[sigmas > 0].min(), sigmas.max(), self._brownian_seeds)
-            self._run = self._factory(sample, sigmas, noise)
-            next(self._run)
+        assert self._run is not None
         try:
             following, sigma = self._run.send((denoised, sample))
             self._current = sigma.float().cpu()

@@ -243,6 +243,12 @@ def test_model_and_sampler_listings(make_server) -> None:
     assert samplers["Euler a"]["options"] == {"uses_ensd": True} and "DDIM CFG++" in samplers
     assert samplers["DPM++ 2S a"]["options"] == {"scheduler": "karras", "uses_ensd": True, "second_order": True}
     assert samplers["DPM fast"]["options"] == {"uses_ensd": True} and len(samplers) == 20
+    assert samplers["DPM2 a"]["options"] == {"scheduler": "karras", "discard_next_to_last_sigma": True,
+                                             "uses_ensd": True, "second_order": True}  # A1111 1.10's options
+    assert samplers["DPM++ 3M SDE"]["options"] == {"scheduler": "exponential", "discard_next_to_last_sigma": True,
+                                                   "brownian_noise": True}
+    assert samplers["DPM++ 2M SDE Heun"]["options"] == {"scheduler": "exponential", "brownian_noise": True,
+                                                        "solver_type": "heun"}
     schedulers = client.get("/sdapi/v1/schedulers").json()
     assert schedulers[0]["name"] == "automatic"
     karras = next(s for s in schedulers if s["label"] == "Karras")

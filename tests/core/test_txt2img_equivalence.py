@@ -46,7 +46,7 @@ def _reference(identity, sampler, seeds, negative=NEGATIVE, eta=0.0, output_type
 
 @pytest.mark.parametrize(
     ("identity", "name"),
-    [(SD1, "Euler"), (SD1, "DPM++ 2M"), (SD1, "UniPC"), (SD2_V, "Euler")],
+    [(SD1, "Euler"), (SD1, "LMS"), (SD1, "UniPC"), (SD2_V, "Euler")],
 )
 @pytest.mark.slow
 def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
@@ -58,7 +58,7 @@ def test_sd_txt2img_equals_diffusers_in_a_batch(monkeypatch, identity, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["Euler", "DPM++ 2M"])
+@pytest.mark.parametrize("name", ["Euler", "UniPC"])
 def test_sdxl_txt2img_equals_diffusers(monkeypatch, name):
     sampler = REGISTRY.resolve(name)
     _, latents = _ours(monkeypatch, SDXL, sampler)

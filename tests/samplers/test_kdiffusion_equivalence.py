@@ -84,6 +84,72 @@ def test_dpmpp_2s_ancestral_equals_k_diffusion(schedule: str, steps: int) -> Non
     assert len(evaluations) == 2 * (len(sigmas) - 1) - (1 if sigmas[-1] == 0 else 0)
 
 
+CHURNS = [ours.NO_CHURN, ours.Churn(churn=3.0), ours.Churn(churn=40.0, tmin=0.5, tmax=5.0, noise=1.003)]
+
+
+def _churn_kwargs(churn: ours.Churn) -> dict[str, float]:
+    return {"s_churn": churn.churn, "s_tmin": churn.tmin, "s_tmax": churn.tmax, "s_noise": churn.noise}
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 6, 13])
+@pytest.mark.parametrize(("name", "kind"), [("euler", 1), ("heun", 2), ("dpm_2", 2)])
+def test_churn_samplers_equal_k_diffusion(schedule: str, steps: int, name: str, kind: int) -> None:
+    """Euler, Heun and DPM2 with and without churn; k-diffusion's randn_like is the same stream as our noise(x)."""
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    for churn in CHURNS:
+        generator = torch.Generator().manual_seed(4)
+        theirs = torch.Generator().manual_seed(4)
+        original = K.torch.randn_like
+        K.torch.randn_like = lambda x: torch.randn(x.shape, generator=theirs)  # A1111's hijack of randn_like
+        try:
+            reference = getattr(K, f"sample_{name}")(_k_model, _x0(float(sigmas[0])), sigmas, disable=True,
+                                                     **_churn_kwargs(churn))
+        finally:
+            K.torch.randn_like = original
+        run = getattr(ours, name)(_x0(float(sigmas[0])), sigmas,
+                                  lambda x: torch.randn(x.shape, generator=generator), churn=churn)
+        result, evaluations = ours.drive(run, _denoiser)
+        _close(result, reference)
+        assert len(evaluations) == kind * (len(sigmas) - 1) - (kind - 1) * (1 if sigmas[-1] == 0 else 0)
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 6, 13])
+@pytest.mark.parametrize("eta", [1.0, 0.4])
+def test_dpm_2_ancestral_equals_k_diffusion(schedule: str, steps: int, eta: float) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    theirs, mine = _streams(8)
+    reference = K.sample_dpm_2_ancestral(_k_model, _x0(float(sigmas[0])), sigmas, disable=True, eta=eta,
+                                         s_noise=0.98, noise_sampler=theirs)
+    run = ours.dpm_2_ancestral(_x0(float(sigmas[0])), sigmas, mine, eta=eta, s_noise=0.98)
+    result, _ = ours.drive(run, _denoiser)
+    _close(result, reference)
+
+
+@pytest.mark.parametrize("schedule", sorted(SIGMA_SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 2, 6, 13])
+def test_dpmpp_2m_equals_k_diffusion(schedule: str, steps: int) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    reference = K.sample_dpmpp_2m(_k_model, _x0(float(sigmas[0])), sigmas, disable=True)
+    result, evaluations = ours.drive(ours.dpmpp_2m(_x0(float(sigmas[0])), sigmas), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == len(sigmas) - 1
+
+
+@pytest.mark.parametrize("schedule", ["karras", "exponential", "uniform", "sgm_uniform", "align_your_steps"])
+@pytest.mark.parametrize("steps", [1, 4, 9])
+@pytest.mark.parametrize("eta", [1.0, 0.3])
+def test_dpmpp_sde_equals_k_diffusion(schedule: str, steps: int, eta: float) -> None:
+    sigmas = schedule_sigmas(schedule, ALPHAS, steps)
+    x0 = _x0(float(sigmas[0]))
+    theirs, mine = _brownian_pair(x0, sigmas, [3, 4])
+    reference = K.sample_dpmpp_sde(_k_model, x0, sigmas, disable=True, eta=eta, s_noise=1.01, noise_sampler=theirs)
+    result, evaluations = ours.drive(ours.dpmpp_sde(x0, sigmas, mine, eta=eta, s_noise=1.01), _denoiser)
+    _close(result, reference)
+    assert len(evaluations) == 2 * (len(sigmas) - 1) - 1
+
+
 @pytest.mark.parametrize("nfe", [2, 3, 7, 9, 10, 20])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_dpm_fast_equals_k_diffusion(nfe: int, eta: float) -> None:
@@ -186,7 +252,8 @@ class _CompVisModel(torch.nn.Module):
 
 
 def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg: float,
-                     nv: bool = False) -> torch.Tensor:
+                     nv: bool = False, settings: dict[str, float] | None = None) -> torch.Tensor:
+    """`settings`: A1111's eta / sigma churn settings, handed to the k-diffusion function as A1111 hands them."""
     from tests.core.helpers import sd_pipeline
 
     components = tiny(identity)
@@ -209,35 +276,53 @@ def _a1111_reference(identity: Any, name: str, seeds: list[int], steps: int, cfg
         return torch.stack([draw(g, (4, 8, 8)) for g in generators])
 
     noise = per_image()
+    kw: dict[str, Any] = dict(settings or {})
 
     method = REGISTRY.resolve(name)
-    if name == "DPM++ 3M SDE":  # A1111's "discard next to last sigma": a list for steps + 1 without its penultimate
+    if name in ("DPM++ 3M SDE", "DPM2", "DPM2 a"):  # A1111's "discard next to last sigma": steps + 1, penultimate out
         sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps + 1)
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     else:
         sigmas = schedule_sigmas(method.schedule.name, _alphas(components), steps)
     with torch.no_grad():
-        if name in ("DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"):  # Brownian tree per image seed (A1111)
-            x = noise * sigmas[0]
-            brownian = K.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=list(seeds))
-            if name == "DPM++ 3M SDE":
-                return K.sample_dpmpp_3m_sde(cfg_denoiser, x, sigmas, disable=True, noise_sampler=brownian)
-            return K.sample_dpmpp_2m_sde(cfg_denoiser, x, sigmas, disable=True, noise_sampler=brownian,
-                                         solver_type="heun" if name.endswith("Heun") else "midpoint")
-        if name == "DPM fast":
-            return K.sample_dpm_fast(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
-                                     wrapper.sigma_max.item(), steps, disable=True, eta=1.0, noise_sampler=per_image)
-        if name == "DPM adaptive":
-            return K.sample_dpm_adaptive(cfg_denoiser, noise * wrapper.sigma_max, wrapper.sigma_min.item(),
-                                         wrapper.sigma_max.item(), disable=True, eta=1.0, noise_sampler=per_image)
-        if name == "Euler a":
-            return K.sample_euler_ancestral(cfg_denoiser, noise * sigmas[0], sigmas, disable=True,
-                                            noise_sampler=per_image)
-        if name == "DPM++ 2S a":
-            return K.sample_dpmpp_2s_ancestral(cfg_denoiser, noise * sigmas[0], sigmas, disable=True,
-                                               noise_sampler=per_image)
-        assert name == "Restart" and steps < 20  # under 20 steps A1111's Restart is k-diffusion's Heun
-        return K.sample_heun(cfg_denoiser, noise * sigmas[0], sigmas, disable=True)
+        if name in ("DPM fast", "DPM adaptive"):  # between the model's end sigmas, on their own grid
+            low, high = wrapper.sigma_min.item(), wrapper.sigma_max.item()
+            if name == "DPM fast":
+                return K.sample_dpm_fast(cfg_denoiser, noise * high, low, high, steps, disable=True, eta=1.0,
+                                         noise_sampler=per_image)
+            return K.sample_dpm_adaptive(cfg_denoiser, noise * high, low, high, disable=True, eta=1.0,
+                                         noise_sampler=per_image)
+        function, noise_kind, fixed = K_SAMPLERS[name]
+        x = noise * sigmas[0]
+        kw.update(fixed)
+        if noise_kind == "brownian":  # A1111's SDE samplers: a Brownian tree per image seed
+            kw["noise_sampler"] = K.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(),
+                                                             seed=list(seeds))
+        elif noise_kind == "per_image":
+            kw["noise_sampler"] = per_image
+        original = K.torch.randn_like
+        K.torch.randn_like = lambda _: per_image()  # A1111 routes k-diffusion's randn_like to the images' generators
+        try:
+            return getattr(K, function)(cfg_denoiser, x, sigmas, disable=True, **kw)
+        finally:
+            K.torch.randn_like = original
+
+
+K_SAMPLERS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "DPM++ SDE": ("sample_dpmpp_sde", "brownian", {}),
+    "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "brownian", {}),
+    "DPM++ 2M SDE Heun": ("sample_dpmpp_2m_sde", "brownian", {"solver_type": "heun"}),
+    "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", "brownian", {}),
+    "Euler a": ("sample_euler_ancestral", "per_image", {}),
+    "DPM2 a": ("sample_dpm_2_ancestral", "per_image", {}),
+    "DPM++ 2S a": ("sample_dpmpp_2s_ancestral", "per_image", {}),
+    "DPM++ 2M": ("sample_dpmpp_2m", None, {}),
+    "Euler": ("sample_euler", None, {}),
+    "Heun": ("sample_heun", None, {}),
+    "DPM2": ("sample_dpm_2", None, {}),
+    "Restart": ("sample_heun", None, {}),  # under 20 steps A1111's Restart is k-diffusion's Heun
+}
+"""A1111 sampler -> (k-diffusion function, its noise sampler, fixed arguments A1111 passes)."""
 
 
 PROMPT, NEGATIVE = "a red cube on a table", "blurry"
@@ -247,7 +332,9 @@ PROMPT, NEGATIVE = "a red cube on a table", "blurry"
 @pytest.mark.parametrize(("identity", "name"), [(SD1, "Euler a"), (SD1, "DPM++ 2S a"), (SD1, "DPM fast"),
                                                 (SD1, "DPM adaptive"), (SD1, "Restart"), (SD2_V, "DPM++ 2S a"),
                                                 (SD2_V, "Euler a"), (SD1, "DPM++ 2M SDE"), (SD1, "DPM++ 2M SDE Heun"),
-                                                (SD1, "DPM++ 3M SDE"), (SD2_V, "DPM++ 2M SDE")])
+                                                (SD1, "DPM++ 3M SDE"), (SD2_V, "DPM++ 2M SDE"), (SD1, "DPM2"),
+                                                (SD1, "DPM2 a"), (SD1, "DPM++ 2M"), (SD1, "DPM++ SDE"),
+                                                (SD2_V, "DPM2 a")])
 def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.MonkeyPatch, identity: Any,
                                                         name: str) -> None:
     capture = LatentCapture(monkeypatch)
@@ -261,8 +348,50 @@ def test_generate_equals_k_diffusion_driven_like_a1111(monkeypatch: pytest.Monke
     torch.testing.assert_close(capture.last, reference, atol=2e-5 * scale, rtol=0)
 
 
+# A1111's settings for the samplers that take them: eta (eta_ancestral), sigma churn/tmin/tmax/noise
+TUNED = [
+    ("Euler", {"s_churn": 2.5}, {"s_churn": 2.5}, {"Sigma churn": 2.5}),
+    ("Heun", {"s_churn": 1.0, "s_tmin": 0.5, "s_tmax": 6.0, "s_noise": 1.002},
+     {"s_churn": 1.0, "s_tmin": 0.5, "s_tmax": 6.0, "s_noise": 1.002},
+     {"Sigma churn": 1.0, "Sigma tmin": 0.5, "Sigma tmax": 6.0, "Sigma noise": 1.002}),
+    ("DPM2", {"s_churn": 4.0, "s_noise": 0.99}, {"s_churn": 4.0, "s_noise": 0.99},
+     {"Sigma churn": 4.0, "Sigma noise": 0.99}),
+    ("Euler a", {"eta_ancestral": 0.6, "s_noise": 0.9}, {"eta": 0.6}, {"Eta": 0.6}),  # A1111 1.10: no s_noise here
+    ("DPM2 a", {"eta_ancestral": 0.7, "s_noise": 0.95}, {"eta": 0.7, "s_noise": 0.95},
+     {"Eta": 0.7, "Sigma noise": 0.95}),
+    ("DPM++ SDE", {"eta_ancestral": 0.5}, {"eta": 0.5}, {"Eta": 0.5}),
+    ("DPM++ 2M", {"eta_ancestral": 0.5, "s_churn": 3.0, "s_noise": 0.9}, {}, {}),  # takes neither
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["Euler a", "DPM++ 2S a"])
+@pytest.mark.parametrize(("name", "overrides", "handed", "written"), TUNED)
+def test_sampler_settings_are_handed_as_a1111_hands_them(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                         overrides: dict[str, float], handed: dict[str, float],
+                                                         written: dict[str, float]) -> None:
+    capture = LatentCapture(monkeypatch)
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=5, width=64, height=64,
+                                cfg_scale=6.0, batch_size=2, sampler=name, overrides=overrides)
+    output = generate(request, tiny(SD1), REGISTRY.resolve(name))
+    reference = _a1111_reference(SD1, name, [11, 12], 5, 6.0, settings=handed)
+    torch.testing.assert_close(capture.last, reference, atol=2e-5 * float(reference.abs().max()), rtol=0)
+    assert dict(output.plan.tuning.infotext) == written
+
+
+@pytest.mark.slow
+def test_request_eta_wins_over_the_eta_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    capture = LatentCapture(monkeypatch)
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, steps=5, width=64, height=64,
+                                cfg_scale=6.0, batch_size=2, sampler="Euler a", eta=0.3,
+                                overrides={"eta_ancestral": 0.8})
+    output = generate(request, tiny(SD1), REGISTRY.resolve("Euler a"))
+    reference = _a1111_reference(SD1, "Euler a", [11, 12], 5, 6.0, settings={"eta": 0.3})
+    torch.testing.assert_close(capture.last, reference, atol=2e-5 * float(reference.abs().max()), rtol=0)
+    assert dict(output.plan.tuning.infotext) == {"Eta": 0.3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["Euler a", "DPM++ 2S a", "DPM2 a"])
 def test_nv_source_draws_every_noise_from_philox_streams(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """A1111's NV source: initial and per-step noise of each image from its Philox stream (CUDA's numbers)."""
     capture = LatentCapture(monkeypatch)

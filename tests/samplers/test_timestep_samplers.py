@@ -19,6 +19,7 @@ from modules.core.generate import generate
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from modules.samplers.registry import default_registry
 from modules.samplers.timestep_samplers import TimestepDdimScheduler
+from modules.samplers.tuning import SamplerSettings
 from modules.types import GenerationRequest
 from tests.core.helpers import SD1, SD2_V, LatentCapture, tiny
 
@@ -94,7 +95,7 @@ def test_img2img_noises_to_t_enc_and_runs_from_the_grid_point_below(steps: int, 
 
 def test_ddim_cfgpp_is_listed_and_takes_only_its_grid() -> None:
     method = REGISTRY.resolve("DDIM CFG++")
-    assert method.needs_uncond and method.uses_eta and method.schedule_label == "DDIM"
+    assert method.needs_uncond and method.tune(SamplerSettings()).eta == 0.0 and method.schedule_label == "DDIM"
     assert REGISTRY.schedules_for("ddim_cfgpp") == ["Automatic", "DDIM"]
     assert not REGISTRY.resolve("DDIM").needs_uncond
 
@@ -147,7 +148,7 @@ def test_generate_equals_a1111(monkeypatch: pytest.MonkeyPatch, identity: Any, n
                            noise=lambda: torch.stack([torch.randn((4, 8, 8), generator=g) for g in generators]))
     scale = float(reference.abs().max())
     torch.testing.assert_close(capture.last, reference, atol=2e-5 * scale, rtol=0)
-    assert result.plan.sampler == name and (result.plan.eta or 0.0) == eta
+    assert result.plan.sampler == name and result.plan.tuning.eta == eta
 
 
 def test_one_step_of_ddim_is_a_clear_error() -> None:

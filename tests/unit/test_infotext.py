@@ -167,7 +167,8 @@ def test_request_params_optional_fields() -> None:
         mode="img2img", cfg_scale=6.5, subseed_strength=0.3, seed_resize_from_w=640, seed_resize_from_h=512,
         clip_skip=2, denoising_strength=0.6,
     )
-    params = _resolved(request, eta=0.5, rng="CPU", extra={"Lora hashes": "a: 01ab, b: 23cd"}, version="v1")
+    params = _resolved(request, sampler_params={"Eta DDIM": 0.5}, rng="CPU",
+                       extra={"Lora hashes": "a: 01ab, b: 23cd"}, version="v1")
     assert list(params) == [
         "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
         "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength", "Clip skip", "RNG",
@@ -244,7 +245,7 @@ def test_request_round_trip_through_text() -> None:
         subseed_strength=0.2, clip_skip=2, denoising_strength=0.55, mask_blur=3,
         inpainting_fill=InpaintFill.LATENT_NOTHING,
     )
-    params = _resolved(request, eta=0.4)
+    params = _resolved(request, sampler_params={"Eta DDIM": 0.4})
     text = infotext.build(request.prompt, request.negative_prompt, params)
     restored = infotext.apply_to_request(infotext.parse(text), GenerationRequest(mode="inpaint"))
     expected = request.with_changes(seed=42, subseed=7, sampler="DPM++ 2M", schedule="Karras", eta=0.4)
@@ -267,6 +268,20 @@ def test_pasted_settings_become_overrides_and_replace_earlier_pasted_ones() -> N
                                 "emphasis": "No norm", "initial_noise_multiplier": 0.9}
     plain = infotext.apply_to_request(infotext.parse("a cat\nSteps: 5, Seed: 3"), base)
     assert plain.overrides == {"jpeg_quality": 50}  # no RNG/ENSD stated: nothing to override
+
+
+def test_pasted_sampler_settings_fill_eta_and_the_churn_overrides() -> None:
+    """A1111 writes "Eta" (k-diffusion samplers) or "Eta DDIM" and "Sigma churn/tmin/tmax/noise" when they are not
+    the defaults; a paste puts eta on the request (it wins over either eta setting) and the rest in the overrides."""
+    text = ("a cat\nSteps: 5, Sampler: Heun, CFG scale: 7, Seed: 3, Size: 64x64, Sigma churn: 2.5, Sigma tmin: 0.1, "
+            "Sigma tmax: 9, Sigma noise: 1.003, Eta: 0.6")
+    pasted = infotext.apply_to_request(infotext.parse(text), GenerationRequest())
+    assert pasted.eta == 0.6
+    assert pasted.overrides == {"s_churn": 2.5, "s_tmin": 0.1, "s_tmax": 9.0, "s_noise": 1.003}
+    params = infotext.request_params(pasted, seed=3, subseed=0, model_name="m", model_hash="h", sampler_label="Heun",
+                                     schedule_label="Automatic",
+                                     sampler_params={"Sigma churn": 2.5, "Sigma tmax": 9.0, "Eta": 0.6})
+    assert "Sigma churn: 2.5, Sigma tmax: 9, Eta: 0.6" in infotext.build("p", "", params)
 
 
 def test_pasted_settings_with_values_the_option_refuses_are_skipped() -> None:

@@ -28,8 +28,8 @@ def test_from_mapping_converts_and_ignores_unknown_keys() -> None:
     assert (options.samples_save, options.jpeg_quality, options.grid_save) == (False, 95, False)
     assert (options.outdir_samples, options.samples_format) == ("", "jpg")
     defaults = RequestDefaults.from_mapping({"CLIP_stop_at_last_layers": 2.0, "eta_ddim": 1})
-    assert defaults == RequestDefaults(CLIP_stop_at_last_layers=2, eta_ddim=1.0)
-    assert isinstance(defaults.eta_ddim, float)
+    assert defaults == RequestDefaults(CLIP_stop_at_last_layers=2)
+    assert isinstance(defaults.CLIP_stop_at_last_layers, int)
 
 
 @pytest.mark.parametrize("mode, kind, folder", [

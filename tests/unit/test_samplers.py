@@ -20,6 +20,7 @@ from modules.samplers.registry import A1111_SAMPLERS, SamplerRegistry, SamplerSp
 from modules.samplers.schedules import ScheduleSpec
 from modules.samplers.sigma_scheduler import SigmaScheduler
 from modules.samplers.timestep_samplers import TimestepDdimScheduler
+from modules.samplers.tuning import SamplerSettings
 
 A1111_ORDER = [
     "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler",
@@ -151,15 +152,17 @@ def test_rejections_cover_the_known_gaps() -> None:
     rejected = set(REJECTED_PAIRS)
     assert ("Euler a", "Beta") in rejected and ("Euler a", "Karras") not in rejected  # ours: A1111's sigma lists
     assert ("DDIM", "Karras") in rejected and ("PLMS", "Beta") in rejected
-    assert ("DPM++ 2M", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
+    assert ("UniPC", "Uniform") in rejected  # its "linspace" spacing never reaches t=0
+    assert ("DPM++ 2M", "Uniform") not in rejected and ("DPM2", "Beta") in rejected  # ours since session 9
     for custom in ("KL Optimal", "Align Your Steps"):  # custom sigma lists: EulerDiscreteScheduler and ours
         assert [s for s in REGISTRY.visible() if custom in REGISTRY.schedules_for(s)] == [
-            "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler", "Restart"]
+            "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a",
+            "Euler", "DPM2", "DPM2 a", "Restart"]
     assert REGISTRY.resolve("Euler Align Your Steps").schedule_label == "Align Your Steps"
     with pytest.raises(UnknownSampler, match="Align Your Steps"):
-        REGISTRY.resolve("DPM++ 2M", "Align Your Steps")
+        REGISTRY.resolve("LMS", "Align Your Steps")
     with pytest.raises(UnknownSampler, match=r"follow the 'Uniform' schedule\); choose one of: Automatic, Karras"):
-        REGISTRY.resolve("DPM++ 2M Uniform")
+        REGISTRY.resolve("UniPC Uniform")
     with pytest.raises(UnknownSampler, match=r"DDIM timestep grid\); choose one of: Automatic, DDIM\.$"):
         REGISTRY.resolve("PLMS Karras")
     with pytest.raises(UnknownSampler, match=r"own log-sigma grid\); choose one of: Automatic, Uniform\.$"):
@@ -180,10 +183,10 @@ def test_v_prediction_is_kept_and_steps(sampler: str) -> None:
 
 
 def test_build_gives_a_new_configured_instance_each_time() -> None:
-    method = REGISTRY.resolve("DPM++ 2M Karras")
+    method = REGISTRY.resolve("UniPC Karras")
     first, second = method.build(BASE_SCHEDULER_CONFIG, 6, "cpu"), method.build(BASE_SCHEDULER_CONFIG, 6, "cpu")
     assert first is not second and len(first.timesteps) == 6
-    assert first.config.algorithm_type == "dpmsolver++" and first.config.use_karras_sigmas
+    assert first.config.solver_order == 3 and first.config.use_karras_sigmas
     assert BASE_SCHEDULER_CONFIG["timestep_spacing"] == "leading"  # base config is not mutated
 
 
@@ -210,12 +213,11 @@ def test_bad_step_counts_are_user_errors() -> None:
 
 @pytest.mark.slow
 def test_dpmpp_sde_noise_is_seeded() -> None:
+    """The Brownian trees follow the seeds (0 without any), not the step generators."""
     method = REGISTRY.resolve("DPM++ SDE")
-    assert method.build(BASE_SCHEDULER_CONFIG, 4, "cpu").config.noise_sampler_seed == 0
-    seeded = method.build(BASE_SCHEDULER_CONFIG, 4, "cpu", noise_seeds=[7, 8])
-    assert list(seeded.config.noise_sampler_seed) == [7, 8]
     assert torch.equal(_run(*_build("DPM++ SDE", "Karras", 3)), _run(*_build("DPM++ SDE", "Karras", 3)))
-    assert method.build(BASE_SCHEDULER_CONFIG, 3, "cpu", noise_seeds=[5]).config.noise_sampler_seed == 5
+    unseeded = _run(method, method.build(BASE_SCHEDULER_CONFIG, 3, "cpu"))
+    assert torch.equal(unseeded, _run(method, method.build(BASE_SCHEDULER_CONFIG, 3, "cpu", noise_seeds=[0])))
     one = _run(method, method.build(BASE_SCHEDULER_CONFIG, 3, "cpu", noise_seeds=[1]))
     other = _run(method, method.build(BASE_SCHEDULER_CONFIG, 3, "cpu", noise_seeds=[2]))
     assert not torch.equal(one, other)
@@ -227,10 +229,10 @@ def test_dpmpp_sde_noise_is_seeded() -> None:
 def test_step_kwargs_only_pass_what_step_accepts() -> None:
     gen = torch.Generator()
     ddim = REGISTRY.resolve("DDIM")
-    assert ddim.uses_eta and ddim.step_kwargs(None, gen) == {"eta": 0.0, "generator": gen}
+    assert ddim.step_kwargs(None, gen) == {"eta": 0.0, "generator": gen}
     assert ddim.step_kwargs(0.5, None) == {"eta": 0.5}
     euler_a = REGISTRY.resolve("Euler a")
-    assert not euler_a.uses_eta and euler_a.step_kwargs(0.7, gen) == {"generator": gen}
+    assert euler_a.step_kwargs(0.7, gen) == {"generator": gen}  # its eta goes to build() in the tuning
     assert REGISTRY.resolve("Heun").step_kwargs(1.0, gen) == {}
     assert REGISTRY.resolve("PLMS").step_kwargs(None, gen) == {}
     assert REGISTRY.resolve("DPM++ 2M SDE").step_kwargs(None, [gen]) == {"generator": [gen]}
@@ -306,7 +308,7 @@ def test_every_claimed_pair_matches_a1111_and_steps(sampler: str, schedule: str)
     """Timesteps agree with A1111's formula for the schedule, and every step gives finite samples."""
     method, scheduler = _build(sampler, schedule, N)
     expected = _sigma_to_t(A1111_SIGMAS[schedule](N))
-    if sampler == "DPM++ 3M SDE":  # A1111 discards the next-to-last sigma of a list built for N + 1 steps
+    if sampler in ("DPM++ 3M SDE", "DPM2", "DPM2 a"):  # A1111 discards the next-to-last sigma of N + 1 steps
         expected = _sigma_to_t(A1111_SIGMAS[schedule](N + 1)[:-1])
     got = _evaluated_timesteps(scheduler)
     tolerance = 10.0 if sampler == "LCM" else 1.0  # LCM rounds to its 50-step grid; others to integers at most
@@ -381,6 +383,7 @@ def test_table_rows_are_a1111_names_with_unique_spellings() -> None:
 def test_registry_implements_the_core_protocol() -> None:
     resolver: SamplerResolver = REGISTRY
     method: SamplingMethod = resolver.resolve("Euler a", "Automatic")
-    assert (method.label, method.schedule_label, method.uses_eta) == ("Euler a", "Uniform", False)
+    assert (method.label, method.schedule_label) == ("Euler a", "Uniform")
+    assert method.tune(SamplerSettings()).eta == 1.0
     scheduler = method.build(BASE_SCHEDULER_CONFIG, 5, torch.device("cpu"))
     assert isinstance(scheduler, SigmaScheduler) and len(scheduler.timesteps) == 5
