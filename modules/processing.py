@@ -78,6 +78,7 @@ class GenerationService:
             choices=self.extensions.choices,
             upscale=lambda image, name, scale: self.upscale_for_script(image, name, scale, ctx, settings),
             save_image=lambda image, text, seed: self.save_script_image(request, image, text, seed, settings, save),
+            interrogate=self.interrogate_for_script,
         )
         return self.extensions.scripts.run_script(script, request, services, settings)
 
@@ -106,6 +107,13 @@ class GenerationService:
             return upscaler.upscale_by(image, scale, context)
         except Interrupted:
             return None
+
+    def interrogate_for_script(self, image: Image.Image, model: str = "clip") -> str:
+        """`RunContext.interrogate`: a caption of `image` (`modules.interrogate`), between the script's generations
+        on this job's worker."""
+        from modules.interrogate import InterrogateService
+
+        return InterrogateService(self.paths.models, self.models.hold_captioner).interrogate(image, model)
 
     def save_script_image(self, request: GenerationRequest, image: Image.Image, text: str, seed: int,
                           settings: Mapping[str, Any], save: bool | None) -> None:

@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.2). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.3). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -39,11 +39,11 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 2
+API_MINOR = 3
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
-`flatten_image`."""
+`flatten_image`; 1.3 added `RunContext.interrogate` (a caption of a picture, for Loopback)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -360,6 +360,10 @@ def _no_save(image: Image.Image, infotext: str, seed: int) -> None:
     return None
 
 
+def _no_interrogate(image: Image.Image, model: str) -> str:
+    raise UserError("Interrogating is not available here (no captioning service).")
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What a selectable script's `run(ctx, request)` gets. `generate(request)` runs one normal generation (with
@@ -374,7 +378,11 @@ class RunContext:
     `upscale(image, name, scale)` enlarges a picture by `scale` with the image upscaler `name` as A1111's
     `Upscaler.upscale` does (passes of the upscaler, then Lanczos to the size rounded down to a multiple of 8),
     raises `UserError` for an unknown or latent upscaler and returns None when the user interrupted it;
-    `save_image(image, infotext, seed)` saves a finished picture like a generated one (when the job saves them)."""
+    `save_image(image, infotext, seed)` saves a finished picture like a generated one (when the job saves them).
+
+    API 1.3: `interrogate(image, model="clip")` is a caption of a picture, as A1111's interrogate (`model` "clip": a
+    BLIP caption from the captioning model in models/BLIP); it raises `UserError` when no captioning model is there
+    or the model is not available ("deepdanbooru")."""
 
     args: Mapping[str, Any]
     options: Mapping[str, Any]
@@ -386,6 +394,7 @@ class RunContext:
     choices: Callable[[str], list[str]] = _no_choices
     upscale: Callable[[Image.Image, str, float], Image.Image | None] = _no_upscale
     save_image: Callable[[Image.Image, str, int], None] = _no_save
+    interrogate: Callable[[Image.Image, str], str] = _no_interrogate
 
 
 UiFunction = Callable[[UiBuilder], Mapping[str, Any]]

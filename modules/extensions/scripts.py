@@ -66,6 +66,10 @@ def _no_save(image: Image.Image, infotext: str, seed: int) -> None:
     return None
 
 
+def _no_interrogate(image: Image.Image, model: str) -> str:
+    raise UserError("Interrogating is not available here (no captioning service).")
+
+
 @dataclass(frozen=True)
 class RunServices:
     """What the job runner provides to a selectable script (see api.RunContext)."""
@@ -78,6 +82,7 @@ class RunServices:
     choices: ChoiceProvider = no_choices
     upscale: Callable[[Image.Image, str, float], Image.Image | None] = _no_upscale
     save_image: Callable[[Image.Image, str, int], None] = _no_save
+    interrogate: Callable[[Image.Image, str], str] = _no_interrogate
 
 
 def script_mode(mode: str) -> ScriptMode:
@@ -164,6 +169,10 @@ class ScriptCatalog:
             if entry.title.lower() == wanted:
                 return entry
         known = ", ".join(repr(e.title) for e in entries) or "none"
+        other: ScriptMode = "img2img" if mode == "txt2img" else "txt2img"
+        if any(entry.title.lower() == wanted for entry in self.entries(other, always_on=False)):
+            raise ScriptNotFound(f"Script '{title}' works in {other} only, not in {mode}; available scripts for "
+                                 f"{mode}: {known}.")
         raise ScriptNotFound(f"Script '{title}' not found for {mode}; available scripts: {known}.")
 
     def find_always_on(self, key: str, mode: ScriptMode) -> ScriptEntry:
@@ -291,7 +300,7 @@ class ScriptCatalog:
         inner = request.with_changes(extension_args=inner_args)
         context = RunContext(inner_args.get(entry.name, {}), options, services.generate, services.resolve_sampler,
                              services.resolve_checkpoint, services.save_grid, services.interrupted,
-                             services.choices, services.upscale, services.save_image)
+                             services.choices, services.upscale, services.save_image, services.interrogate)
         assert entry.script.run is not None  # selectable scripts always have run (api.Script checks)
         try:
             result = entry.script.run(context, inner)

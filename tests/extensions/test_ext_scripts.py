@@ -115,7 +115,8 @@ def test_builtin_extensions_load_cleanly():
     rows = {row.name: row for row in host.list_extensions()}
     assert {"xyz_grid", "cfg_rescale"} <= set(rows)
     assert all(row.state == "loaded" and not row.errors for row in rows.values())
-    assert host.scripts.api_scripts()["txt2img"] == ["prompts from file or textbox", "x/y/z plot"]
+    assert host.scripts.api_scripts()["txt2img"] == ["prompt matrix", "prompts from file or textbox",
+                                                       "x/y/z plot"]
     with gr.Blocks():
         render_script_area(host.scripts, "img2img")
     assert all(not record.errors for record in host.records)

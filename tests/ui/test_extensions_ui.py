@@ -132,10 +132,11 @@ def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: F
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    assert sorted(_choices(enabled)) == ["cfg_rescale", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
-    assert sorted(enabled.value) == ["cfg_rescale", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
+    builtins = ["cfg_rescale", "loopback", "prompt_matrix", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
+    assert sorted(_choices(enabled)) == builtins
+    assert sorted(enabled.value) == builtins
 
-    keep = ["xyz_grid", "prompts_from_file", "sd_upscale", "toy"]
+    keep = ["xyz_grid", "loopback", "prompt_matrix", "prompts_from_file", "sd_upscale", "toy"]
     status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
     assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
