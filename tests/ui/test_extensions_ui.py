@@ -60,8 +60,9 @@ def _choices(component: gr.components.Component) -> list[str]:
 
 
 def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
-    for mode, scripts in (("txt2img", ["Prompts from file or textbox", "X/Y/Z plot"]),
-                          ("img2img", ["Prompts from file or textbox", "SD upscale", "X/Y/Z plot"])):
+    for mode, scripts in (("txt2img", ["Prompt matrix", "Prompts from file or textbox", "X/Y/Z plot"]),
+                          ("img2img", ["Loopback", "Prompt matrix", "Prompts from file or textbox", "SD upscale",
+                                       "X/Y/Z plot"])):
         select = ext_page.find(f"{mode}_script_select")
         assert _choices(select) == ["None", *scripts] and select.value == "None"
         ext_page.find(f"{mode}_script_cfg_rescale")  # the always-on accordion
@@ -195,6 +196,6 @@ def test_generation_warns_about_extension_errors(ext_page: Page, app: FakeApp, m
 def test_selecting_a_script_shows_its_controls(ext_page: Page) -> None:
     shown = ext_page.call("txt2img_script_select", "change", {"txt2img_script_select": "X/Y/Z plot"})
     hidden = ext_page.call("txt2img_script_select", "change", {"txt2img_script_select": "None"})
-    # one answer per selectable script's group, in the dropdown's order (Prompts from file, X/Y/Z plot)
-    assert [update["visible"] for update in shown.values()] == [False, True]
-    assert [update["visible"] for update in hidden.values()] == [False, False]
+    # one answer per selectable script's group, in the dropdown's order (Prompt matrix, Prompts from file, X/Y/Z)
+    assert [update["visible"] for update in shown.values()] == [False, False, True]
+    assert [update["visible"] for update in hidden.values()] == [False, False, False]
