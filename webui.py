@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         what = "API" if not launch.webui_enabled else "web UI"
         log.info("%s ready at http://%s:%d in %.1fs", what, launch.host, launch.port,
                  time.perf_counter() - STARTED)
-        if not launch.skip_load_model_at_start:
-            threading.Thread(target=_preload, args=(app,), name="preload", daemon=True).start()
+        threading.Thread(target=_warm_up, args=(app, not launch.skip_load_model_at_start), name="warm-up",
+                         daemon=True).start()
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     app.server.attach(lambda: setattr(uvicorn_server, "should_exit", True))
@@ -127,10 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _preload(app: "App") -> None:
-    """Load the current checkpoint in the background so the first generation does not wait for it."""
+def _warm_up(app: "App", load_checkpoint: bool) -> None:
+    """After the server is ready, in the background: import the generation core (torch, diffusers: start-up does
+    not), choose the device, scan the extra networks and load the current checkpoint (unless
+    --skip-load-model-at-start), so the first generation does not wait for them."""
     from modules.errors import UserError
 
+    started = time.perf_counter()
+    import modules.core.generate  # noqa: F401  (torch, diffusers, transformers)
+
+    log.debug("Device plan: %s", app.models.plan.describe())  # made here: it imports torch
+    app.networks.refresh()
+    log.info("Generation core ready in %.1fs", time.perf_counter() - started)
+    if not load_checkpoint:
+        return
     try:
         with app.models.get():
             pass

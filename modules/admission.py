@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modules.core.memory import admit
-from modules.core.validate import check_counts
 from modules.errors import UserError
 from modules.types import GenerationRequest
 
@@ -26,6 +24,9 @@ class SubmitAdmission:
         self._models = models
 
     def __call__(self, request: GenerationRequest) -> None:
+        from modules.core.memory import admit  # torch: loaded with the first job, not at start-up
+        from modules.core.validate import check_counts
+
         check_counts(request)
         try:
             identity = self._models.resolve_checkpoint(request.checkpoint).identity

@@ -14,11 +14,8 @@ from typing import TYPE_CHECKING, Callable
 from modules.cli import LaunchOptions
 from modules.extensions.host import ExtensionHost
 from modules.jobs import GenerationRunner, GenerationWork, Job, JobQueue
-from modules.models.manager import ModelManager
-from modules.networks.service import ExtraNetworks
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
-from modules.samplers.registry import SamplerRegistry
 from modules.server_control import ServerControl
 from modules.settings import SettingsStore, UiConfig
 from modules.types import GenerationRequest
@@ -27,6 +24,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.extras import ExtrasRequest
+    from modules.models.manager import ModelManager
+    from modules.networks.service import ExtraNetworks
+    from modules.samplers.registry import SamplerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class App:
 
     def __post_init__(self) -> None:
         if self.networks is None:
+            from modules.networks.service import ExtraNetworks
+
             self.networks = ExtraNetworks.for_folders(self.paths.embeddings, self.paths.lora)
 
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -36,16 +37,16 @@ def build_app(launch: LaunchOptions) -> App:
         log.warning("config.json: %s", problem)
     extensions = ExtensionHost.for_launch(launch, settings)
     extensions.load()
-    device_plan = plan_devices(launch.device, launch.precision, launch.no_half, launch.no_half_vae,
-                               medvram=launch.medvram, lowvram=launch.lowvram)
+    # the device plan needs torch: made with the first model, so the page and the API come up without it
+    device_plan = functools.partial(plan_devices, launch.device, launch.precision, launch.no_half,
+                                    launch.no_half_vae, medvram=launch.medvram, lowvram=launch.lowvram)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
                           ckpt=launch.ckpt, vae_dir=launch.vae_dir,
                           load_fn=extensions.hooks.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
     samplers = default_registry()
     extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
-    networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)
-    networks.refresh()
+    networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)  # scanned on first use (webui.py warms)
     styles = StyleDatabase(paths.styles_file)
     generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,
                                    extensions=extensions, styles=styles, paths=paths)

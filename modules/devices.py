@@ -8,17 +8,20 @@ Rules (A1111 flags, same meaning):
 - VAE: same as the weights, or fp32 with `--no-half-vae`.
 - autocast: `--precision autocast` (A1111's default) with fp16 weights asks the core to run under torch.autocast.
 
-`memory_stats` reports RAM and CUDA memory in the layout of A1111's `/sdapi/v1/memory`.
+`memory_stats` reports RAM and CUDA memory in the layout of A1111's `/sdapi/v1/memory`. torch is imported inside the
+functions: start-up (the page, the API) does not load it (see docs/performance.md, cold start).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psutil
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from modules.errors import UserError
 
@@ -38,6 +41,8 @@ class Capabilities:
 
     @classmethod
     def detect(cls) -> "Capabilities":
+        import torch
+
         cuda = torch.cuda.is_available()
         mps = torch.backends.mps.is_available()
         return cls(cuda=cuda, mps=mps, cuda_count=torch.cuda.device_count() if cuda else 0)
@@ -71,6 +76,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def choose_device(override: str | None, caps: Capabilities) -> torch.device:
     """The device models run on: `override` when given and usable, else cuda > mps > cpu."""
+    import torch
+
     if override:
         try:
             device = torch.device(override)
@@ -93,6 +100,8 @@ def choose_device(override: str | None, caps: Capabilities) -> torch.device:
 def choose_dtypes(device: torch.device, precision: str = "autocast", no_half: bool = False,
                   no_half_vae: bool = False) -> tuple[torch.dtype, torch.dtype]:
     """(weights dtype, VAE dtype) for `device` under the A1111 precision flags."""
+    import torch
+
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     if device.type == "cpu" or no_half or precision == "full":
@@ -113,6 +122,8 @@ def plan_devices(device: str | None = None, precision: str = "autocast", no_half
                  no_half_vae: bool = False, caps: Capabilities | None = None, *, medvram: bool = False,
                  lowvram: bool = False) -> DevicePlan:
     """Device, dtypes and offload policy from the launch flags; `caps` defaults to what this process detects."""
+    import torch
+
     caps = caps if caps is not None else Capabilities.detect()
     chosen = choose_device(device, caps)
     dtype, vae_dtype = choose_dtypes(chosen, precision, no_half, no_half_vae)
@@ -124,6 +135,8 @@ def plan_devices(device: str | None = None, precision: str = "autocast", no_half
 
 def empty_cache(device: torch.device) -> None:
     """Give cached allocator blocks back to the driver after models were freed."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
     elif device.type == "mps" and torch.backends.mps.is_available():
@@ -132,6 +145,8 @@ def empty_cache(device: torch.device) -> None:
 
 def memory_stats(device: torch.device) -> dict[str, Any]:
     """RAM and (when `device` is CUDA) allocator statistics, as A1111's `/sdapi/v1/memory` returns them."""
+    import torch
+
     vm = psutil.virtual_memory()
     rss = psutil.Process().memory_info().rss
     stats: dict[str, Any] = {"ram": {"free": vm.available, "used": rss, "total": vm.total}}
@@ -158,6 +173,8 @@ def memory_stats(device: torch.device) -> dict[str, Any]:
 def execution_device(module: torch.nn.Module) -> torch.device:
     """Where `module` computes: the device of its weights, or, when accelerate offload hooks manage it (--lowvram
     keeps weights on the meta device between calls), the hooks' execution device."""
+    import torch
+
     for part in module.modules():  # the hook may sit on a submodule only (cpu_offload)
         hook = getattr(part, "_hf_hook", None)  # set by accelerate.cpu_offload / cpu_offload_with_hook
         device = getattr(hook, "execution_device", None)

@@ -22,24 +22,23 @@ from PIL import Image
 from tqdm import tqdm
 
 from modules import images, infotext
-from modules.core.denoise import StepHook, UNetHook
-from modules.core.generate import CoreOutput, generate
 from modules.core.plan import CoreOptions
 from modules.errors import Interrupted
 from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
 from modules.job_options import OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
-from modules.networks.lora import LoraUse, apply_loras
-from modules.networks.service import job_infotext
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 from modules.upscalers.registry import UpscaleContext
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the core (torch, diffusers) loads with the first job, not at start-up
+    from modules.core.denoise import StepHook, UNetHook
+    from modules.core.generate import CoreOutput
     from modules.extensions.host import ExtensionHost
     from modules.jobs.executor import JobContext
     from modules.models.manager import ModelManager
+    from modules.networks.lora import LoraUse
     from modules.networks.service import ExtraNetworks
     from modules.paths import DataPaths
     from modules.prompts.styles import StyleDatabase
@@ -172,6 +171,8 @@ class GenerationService:
         core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler)
         output, comments = self.run_core(core, ctx, selection, refiner_selection, hires_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
+        from modules.networks.service import job_infotext
+
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
                                 networks=job_infotext(uses, output.used_embeddings), hires=hires_selection)
         pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
@@ -209,6 +210,9 @@ class GenerationService:
         """Step 4: the core on the selected model(s), held in the cache, with the job's LoRAs merged in meanwhile
         (into the hires checkpoint too, as A1111 applies them to whichever model runs). Returns the output and the
         comments for the user (LoRAs that could not be applied)."""
+        from modules.core.generate import generate
+        from modules.networks.lora import apply_loras
+
         with contextlib.ExitStack() as stack:
             components = stack.enter_context(self.models.use(selection))
             loras = stack.enter_context(apply_loras(components, core.loras))

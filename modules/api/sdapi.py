@@ -61,7 +61,6 @@ from modules.api.translate import (
 from modules.errors import ModelNotFound
 from modules.jobs import Job, JobContext, JobQueue
 from modules.models.manager import ModelOptions
-from modules.networks.create_embedding import create_embedding
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -329,6 +328,8 @@ def create_embedding_job(app: "App", body: CreateEmbeddingRequest) -> Callable[[
         options = ModelOptions.from_mapping(app.settings.get())
         record = app.models.resolve_checkpoint(options=options)
         with app.models.get(record, options=options) as components:
+            from modules.networks.create_embedding import create_embedding  # torch: not at start-up
+
             path = create_embedding(app.paths.embeddings, body.name, components, record.shorthash, record.model_name,
                                     body.num_vectors_per_token, body.overwrite_old, body.init_text)
         app.networks.refresh_embeddings(force=True)

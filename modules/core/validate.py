@@ -8,11 +8,14 @@ typo cannot ask for a 100,000-pixel image.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from modules.core.plan import MAX_SEED, hires_target
 from modules.errors import InvalidRequest
-from modules.models.components import ComponentSet
 from modules.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from modules.models.components import ComponentSet
 
 MIN_SIDE = 64
 MAX_SIDE = 4096

@@ -20,21 +20,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-import torch
-from diffusers import AutoencoderKL
-
 from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
 from modules.errors import ModelNotFound
-from modules.interrogate import CaptionModel
-from modules.models import loaders
-from modules.models.cache import ModelCache
-from modules.models.components import ComponentSet
 from modules.models.hashes import HashCache
-from modules.models.offload import apply_offload
-from modules.models.probe import probe
 from modules.models.records import (
     CheckpointRecord,
     Format,
@@ -42,19 +34,24 @@ from modules.models.records import (
     ProbeFn,
     ScanRoots,
     VaeRecord,
+    default_probe,
     format_of,
 )
-from modules.models.weight_storage import fp8_applies, store_unet_in_fp8
 from modules.paths import DataPaths
 from modules.upscalers.registry import UpscalerRegistry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, diffusers and the loaders load with the first model, not at start-up
+    from diffusers import AutoencoderKL
     from spandrel import ImageModelDescriptor
+
+    from modules.interrogate import CaptionModel
+    from modules.models.cache import ModelCache
+    from modules.models.components import ComponentSet
 
 log = logging.getLogger(__name__)
 
-LoadFn = Callable[[CheckpointRecord, DevicePlan], ComponentSet]
-VaeLoadFn = Callable[[VaeRecord, Mapping[str, Any], DevicePlan], AutoencoderKL]
+LoadFn = Callable[[CheckpointRecord, DevicePlan], "ComponentSet"]
+VaeLoadFn = Callable[[VaeRecord, Mapping[str, Any], DevicePlan], "AutoencoderKL"]
 
 VAE_AUTOMATIC = "Automatic"
 VAE_NONE = "None"
@@ -88,6 +85,11 @@ class Selection:
 
 def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
     """Load through `modules.models.loaders` (single file or diffusers folder)."""
+    import torch
+
+    from modules.models import loaders
+    from modules.models.offload import apply_offload
+
     load = loaders.load_diffusers_folder if record.format is Format.DIFFUSERS else loaders.load_checkpoint
     device = plan.device if plan.offload == OFFLOAD_NONE else torch.device("cpu")
     components = load(record.path, record.identity, device=device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
@@ -95,6 +97,8 @@ def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
 
 
 def default_vae_load_fn(record: VaeRecord, base_config: Mapping[str, Any], plan: DevicePlan) -> AutoencoderKL:
+    from modules.models import loaders
+
     return loaders.load_vae(record.path, base_config, device=plan.device, dtype=plan.vae_dtype)
 
 
@@ -111,11 +115,13 @@ class ModelManager:
 
     def __init__(self, paths: DataPaths, options: ModelOptions | Mapping[str, Any] | None = None, *,
                  load_fn: LoadFn = default_load_fn, vae_load_fn: VaeLoadFn = default_vae_load_fn,
-                 hash_cache: HashCache | None = None, device_plan: DevicePlan | None = None,
+                 hash_cache: HashCache | None = None, device_plan: DevicePlan | Callable[[], DevicePlan] | None = None,
                  ckpt_dir: Path | None = None, ckpt: Path | None = None, vae_dir: Path | None = None,
-                 vae_path: Path | None = None, no_hashing: bool = False, probe_fn: ProbeFn = probe) -> None:
+                 vae_path: Path | None = None, no_hashing: bool = False, probe_fn: ProbeFn = default_probe) -> None:
+        """`device_plan` may be a function that makes it: it is then called when the plan is first needed (with the
+        first model), so start-up does not import torch."""
         self.options = self._coerce(options)
-        self.plan = device_plan if device_plan is not None else plan_devices()
+        self._plan_source = device_plan if device_plan is not None else plan_devices
         self.hash_cache = hash_cache if hash_cache is not None else HashCache(paths.hash_cache_file)
         self.catalog = ModelCatalog(scan_roots(paths, ckpt_dir, ckpt, vae_dir), self.hash_cache, probe_fn)
         self.forced_vae = VaeRecord(Path(vae_path), Path(vae_path).name, format_of(Path(vae_path)),
@@ -123,16 +129,47 @@ class ModelManager:
         self.no_hashing = no_hashing
         self._load_fn = load_fn
         self._vae_load_fn = vae_load_fn
-        self.checkpoints: ModelCache[ComponentSet] = ModelCache(
-            self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
-            one_on_device=self.options.sd_checkpoints_keep_in_cpu)
-        self.vaes: ModelCache[AutoencoderKL] = ModelCache(1, self.plan.device, name="vaes")
-        self.upscaler_models: ModelCache[ImageModelDescriptor] = ModelCache(
-            1, self.plan.device, name="upscalers")
-        self.caption_models: ModelCache[CaptionModel] = ModelCache(1, self.plan.device, name="captioners")
         self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler)
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
+
+    # -- the device plan and the caches, made on first use ---------------------------------------------------
+
+    @cached_property
+    def plan(self) -> DevicePlan:
+        """Device, dtypes and offload (`modules.devices`)."""
+        source = self._plan_source
+        return source if isinstance(source, DevicePlan) else source()
+
+    @cached_property
+    def checkpoints(self) -> ModelCache[ComponentSet]:
+        from modules.models.cache import ModelCache
+
+        return ModelCache(self.options.sd_checkpoints_limit, self.plan.device, name="checkpoints",
+                          one_on_device=self.options.sd_checkpoints_keep_in_cpu)
+
+    @cached_property
+    def vaes(self) -> ModelCache[AutoencoderKL]:
+        from modules.models.cache import ModelCache
+
+        return ModelCache(1, self.plan.device, name="vaes")
+
+    @cached_property
+    def upscaler_models(self) -> ModelCache[ImageModelDescriptor]:
+        from modules.models.cache import ModelCache
+
+        return ModelCache(1, self.plan.device, name="upscalers")
+
+    @cached_property
+    def caption_models(self) -> ModelCache[CaptionModel]:
+        from modules.models.cache import ModelCache
+
+        return ModelCache(1, self.plan.device, name="captioners")
+
+    def _made_caches(self) -> list[ModelCache[Any]]:
+        """The caches made so far (the others hold nothing)."""
+        names = ("checkpoints", "vaes", "upscaler_models", "caption_models")
+        return [self.__dict__[name] for name in names if name in self.__dict__]
 
     @staticmethod
     def _coerce(options: ModelOptions | Mapping[str, Any] | None) -> ModelOptions:
@@ -153,6 +190,8 @@ class ModelManager:
         with self._lock:
             self.catalog.refresh()
             current = set(self.catalog.checkpoints())
+            if "checkpoints" not in self.__dict__:
+                return
             for key in self.checkpoints.keys():
                 if key not in current:
                     self.checkpoints.evict(key)
@@ -162,6 +201,8 @@ class ModelManager:
         loaded checkpoints that are not in use, so they load again with it)."""
         with self._lock:
             previous, self.options = self.options, self._coerce(options)
+            if "checkpoints" not in self.__dict__:  # made later, with these options
+                return
             if previous.fp8_storage != self.options.fp8_storage:
                 dropped = self.checkpoints.clear()  # loaded with the old storage: the next job loads them again
                 log.info("FP8 weight is now %r: %d loaded checkpoint(s) will load again", self.options.fp8_storage,
@@ -252,6 +293,8 @@ class ModelManager:
             record.calculate_sha256()
         started = time.perf_counter()
         components = self._load_fn(record, self.plan)
+        from modules.models.weight_storage import fp8_applies, store_unet_in_fp8
+
         if fp8_applies(self.options.fp8_storage, components.identity):
             store_unet_in_fp8(components)
         log.info("Loaded %s (%s) on %s in %.1fs", record.title, components.identity.describe(), self.plan.describe(),
@@ -286,6 +329,8 @@ class ModelManager:
     @contextmanager
     def hold_captioner(self, folder: Path) -> Iterator[CaptionModel]:
         """The captioning model of a folder (`modules.interrogate`; loaded on demand, one kept), for a `with`."""
+        from modules.interrogate import CaptionModel
+
         key = (Path(folder), (Path(folder) / "config.json").stat().st_mtime_ns)
         with self.caption_models.use(key, lambda: CaptionModel.load(Path(folder), self.plan.device,
                                                                     self.plan.dtype)) as model:
@@ -293,7 +338,6 @@ class ModelManager:
 
     def unload(self) -> None:
         """Drop every cached model that is not in use (frees RAM and device memory)."""
-        dropped = (self.checkpoints.clear() + self.vaes.clear() + self.upscaler_models.clear()
-                   + self.caption_models.clear())
+        dropped = sum(cache.clear() for cache in self._made_caches())
         log.info("Unloaded %d models", dropped)
 

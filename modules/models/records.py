@@ -24,7 +24,6 @@ from modules.errors import ModelNotFound, UserError
 from modules.models.hashes import HashCache, legacy_model_hash, shorthash
 from modules.models.identity import ModelIdentity
 from modules.models.keys import RESOLUTION_METADATA_KEY
-from modules.models.probe import probe
 from modules.models.state_dict import read_metadata
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,13 @@ _CHECKSUM_SUFFIX = re.compile(r"\s*\[[^]]+]\s*$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
 ProbeFn = Callable[[Path], ModelIdentity]
+
+
+def default_probe(path: Path) -> ModelIdentity:
+    """`modules.models.probe.probe`, imported on the first probe (it reads tensors with torch), not at start-up."""
+    from modules.models.probe import probe
+
+    return probe(path)
 
 
 class Format(str, enum.Enum):
@@ -121,7 +127,7 @@ class CheckpointRecord(_HashedRecord):
 
     HASH_SECTION: ClassVar[str] = "checkpoint"
 
-    probe_fn: ProbeFn = probe
+    probe_fn: ProbeFn = default_probe
     _identity: ModelIdentity | None = field(default=None, repr=False)
     _legacy_hash: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -253,7 +259,8 @@ def scan_vae_dirs(vae_dirs: Iterable[Path], checkpoint_dirs: Iterable[Path]) -> 
 class ModelCatalog:
     """The checkpoints and VAEs on disk, re-scanned by `refresh()`; thread safe."""
 
-    def __init__(self, roots: ScanRoots, hash_cache: HashCache | None = None, probe_fn: ProbeFn = probe) -> None:
+    def __init__(self, roots: ScanRoots, hash_cache: HashCache | None = None,
+                 probe_fn: ProbeFn = default_probe) -> None:
         self.roots = roots
         self.hash_cache = hash_cache
         self.probe_fn = probe_fn

@@ -14,14 +14,16 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from modules.errors import CorruptFile, UnsafeCheckpoint, UnsupportedModel
 
-StateDict = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # torch loads with the first tensor read, not at start-up (headers need none)
+    import torch
+
+StateDict = dict[str, "torch.Tensor"]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -97,6 +99,8 @@ def read_pickle(path: Path, *, allow: Sequence[Any] = ()) -> Any:
 
     Zip-format pickles are memory-mapped; old (non-zip) ones are read whole.
     """
+    import torch
+
     path = check_readable(path)
     with _reading(path):
         with open(path, "rb") as handle:
@@ -106,6 +110,8 @@ def read_pickle(path: Path, *, allow: Sequence[Any] = ()) -> Any:
 
 
 def _pickled_tensors(path: Path) -> StateDict:
+    import torch
+
     data = read_pickle(path)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]  # PyTorch Lightning's wrapper

@@ -26,11 +26,11 @@ from modules.models.components import ComponentSet
 from modules.models.hashes import calculate_sha256
 from modules.models.identity import Family, ModelIdentity
 from modules.models.state_dict import is_safetensors, read_pickle, read_state_dict
+from modules.networks.folders import EMBEDDING_EXTENSIONS
 from modules.prompts.chunks import ChunkTokenizer
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors")
 SINGLE_KEY = "*"
 SDXL_KEYS = ("clip_l", "clip_g")
 SHORTHASH_LENGTH = 12

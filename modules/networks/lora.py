@@ -24,11 +24,11 @@ from modules.errors import CorruptFile, InvalidRequest, ModelNotFound
 from modules.models.components import ComponentSet
 from modules.models.hashes import addnet_sha256, calculate_sha256
 from modules.models.state_dict import read_metadata, read_state_dict
+from modules.networks.folders import LORA_EXTENSIONS
 from modules.networks.lora_keys import TEXT_ENCODER, LoraModule, ModuleIndex, Target, group_lora_keys
 
 log = logging.getLogger(__name__)
 
-LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 PEFT_METADATA_KEY = "lora_adapter_metadata"
 SHORTHASH_LENGTH = 12
 

@@ -10,50 +10,33 @@ each listing, so a file dropped in works without a restart; `refresh()` rescans 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager, Iterable, Sequence
+from typing import TYPE_CHECKING, ContextManager, Iterable, Sequence
 
-from transformers import PreTrainedModel
-
-from modules.models.components import ComponentSet
-from modules.networks.embeddings import (
+from modules.networks.folders import (
     EMBEDDING_EXTENSIONS,
-    Embedding,
-    EmbeddingDatabase,
-    EmbeddingMatcher,
-    embedding_keys,
-    ti_hashes_infotext,
-    token_fixes,
+    LORA_EXTENSIONS,
+    Signature,
+    file_names,
+    folder_signature,
 )
-from modules.networks.lora import LORA_EXTENSIONS, LoraDatabase, LoraUse, lora_hashes_infotext, lora_multipliers
 from modules.prompts.chunks import ChunkFix, ChunkTokenizer, EmbeddingHit
 from modules.prompts.parser import ExtraNetworkRef
+
+if TYPE_CHECKING:  # the databases read tensors (torch): imported on first use, not at start-up
+    from transformers import PreTrainedModel
+
+    from modules.models.components import ComponentSet
+    from modules.networks.embeddings import EmbeddingDatabase, EmbeddingMatcher
+    from modules.networks.lora import LoraDatabase, LoraUse
 
 log = logging.getLogger(__name__)
 
 LORA_KINDS = ("lora", "lyco")  # A1111's Lora extension also answers the old LyCORIS tag
-Signature = tuple[tuple[str, int, int], ...]
-
-
-def folder_signature(folder: Path, extensions: Iterable[str]) -> Signature:
-    """(path, size, mtime_ns) of every file with one of `extensions` under `folder`: changes when files do."""
-    if not folder.is_dir():
-        return ()
-    wanted = tuple(extensions)
-    rows = []
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.lower().endswith(wanted):
-                path = os.path.join(root, name)
-                with contextlib.suppress(OSError):
-                    stat = os.stat(path)
-                    rows.append((path, stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(rows))
 
 
 @dataclass(frozen=True)
@@ -75,24 +58,56 @@ class EncoderEmbeddings:
         return EmbeddingHit(name_tokens, vectors, embedding)
 
     def apply(self, encoder: PreTrainedModel, fixes: Sequence[Sequence[ChunkFix]]) -> ContextManager[None]:
+        from modules.networks.embeddings import token_fixes
+
         # ChunkFix carries `position` and `vectors`, all `token_fixes` reads.
         return token_fixes(encoder, fixes)  # type: ignore[arg-type]
 
 
 @dataclass
 class ExtraNetworks:
-    """The embedding and LoRA databases of one App; see the module doc."""
+    """The embedding and LoRA databases of one App over two folders; see the module doc. The databases are made
+    on first use (their modules need torch)."""
 
-    embeddings: EmbeddingDatabase
-    loras: LoraDatabase
+    embeddings_dir: Path
+    lora_dir: Path
     _signatures: dict[str, Signature] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _counting: tuple[object, object, EncoderEmbeddings] | None = field(default=None, repr=False)
+    _databases: tuple[EmbeddingDatabase, LoraDatabase] | None = field(default=None, repr=False)
 
     @classmethod
     def for_folders(cls, embeddings_dir: str | os.PathLike[str], lora_dir: str | os.PathLike[str]) -> "ExtraNetworks":
         """Databases for two folders, not scanned yet (the first use scans them)."""
-        return cls(EmbeddingDatabase(embeddings_dir), LoraDatabase(lora_dir))
+        return cls(Path(embeddings_dir), Path(lora_dir))
+
+    def _made(self) -> tuple[EmbeddingDatabase, LoraDatabase]:
+        with self._lock:
+            if self._databases is None:
+                from modules.networks.embeddings import EmbeddingDatabase
+                from modules.networks.lora import LoraDatabase
+
+                self._databases = (EmbeddingDatabase(self.embeddings_dir), LoraDatabase(self.lora_dir))
+            return self._databases
+
+    @property
+    def embeddings(self) -> EmbeddingDatabase:
+        """Textual inversion embeddings (`models/embeddings`)."""
+        return self._made()[0]
+
+    @property
+    def loras(self) -> LoraDatabase:
+        """LoRA files (`models/Lora`)."""
+        return self._made()[1]
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """(embedding names, LoRA names) for the pickers: the databases' lists once they are made, before that the
+        file names in the folders (no file is opened, so start-up does not load torch)."""
+        if self._databases is None:
+            return (file_names(self.embeddings_dir, EMBEDDING_EXTENSIONS), file_names(self.lora_dir, LORA_EXTENSIONS))
+        self.refresh_embeddings()
+        self.refresh_loras()
+        return list(self.embeddings.embeddings), list(self.loras.files)
 
     def refresh(self) -> None:
         """Rescan both folders now."""
@@ -111,13 +126,13 @@ class ExtraNetworks:
             self._refresh_loras(force)
 
     def _refresh_embeddings(self, force: bool) -> None:
-        signature = folder_signature(self.embeddings.folder, EMBEDDING_EXTENSIONS)
+        signature = folder_signature(self.embeddings_dir, EMBEDDING_EXTENSIONS)
         if force or self._signatures.get("embeddings") != signature:
             self.embeddings.refresh()
             self._signatures["embeddings"] = signature
 
     def _refresh_loras(self, force: bool) -> None:
-        signature = folder_signature(self.loras.folder, LORA_EXTENSIONS)
+        signature = folder_signature(self.lora_dir, LORA_EXTENSIONS)
         if force or self._signatures.get("loras") != signature:
             self.loras.refresh()
             self._signatures["loras"] = signature
@@ -126,6 +141,8 @@ class ExtraNetworks:
 
     def textual_inversion(self, components: ComponentSet) -> tuple[EncoderEmbeddings, ...] | None:
         """One lookup per text encoder over the embeddings compatible with `components`; None when none are."""
+        from modules.networks.embeddings import EmbeddingMatcher, embedding_keys
+
         compatible = self.embeddings.compatible(components)
         if not compatible:
             return None
@@ -135,6 +152,8 @@ class ExtraNetworks:
 
     def counting_lookup(self, tokenizer: ChunkTokenizer) -> EncoderEmbeddings | None:
         """For the UI token counter, which has no model: every embedding, each counting its vectors."""
+        from modules.networks.embeddings import EmbeddingMatcher
+
         embeddings = self.embeddings.embeddings
         if not embeddings:
             return None
@@ -148,6 +167,8 @@ class ExtraNetworks:
 
     def lora_uses(self, refs: Sequence[ExtraNetworkRef]) -> list[LoraUse]:
         """`<lora:...>` references -> LoraUse, in prompt order; unknown names are logged and left out (A1111)."""
+        from modules.networks.lora import LoraUse, lora_multipliers
+
         for ref in refs:
             if ref.kind not in LORA_KINDS:
                 log.warning("Skipping unknown extra network: <%s:%s>", ref.kind, ref.name)
@@ -169,6 +190,9 @@ class ExtraNetworks:
 
 def job_infotext(uses: Sequence[LoraUse], used_embeddings: Iterable[object]) -> dict[str, str]:
     """A1111's "Lora hashes" and "TI hashes" infotext values of one job (keys only when non-empty)."""
+    from modules.networks.embeddings import Embedding, ti_hashes_infotext
+    from modules.networks.lora import lora_hashes_infotext
+
     values: dict[str, str] = {}
     if uses:  # A1111 adds it when the networks activate, before the prompts are encoded
         values["Lora hashes"] = lora_hashes_infotext(uses)

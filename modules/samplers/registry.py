@@ -18,18 +18,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
-
-import torch
-from diffusers import (
-    DDPMScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    SchedulerMixin,
-    UniPCMultistepScheduler,
-)
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from modules.errors import InvalidRequest, UnknownSampler
 from modules.samplers.schedules import (
@@ -40,29 +29,17 @@ from modules.samplers.schedules import (
     EULER_FAMILY,
     MULTISTEP_FAMILY,
     SCHEDULES,
+    SIGMA_LIST_SCHEDULES,
     ScheduleSpec,
 )
-from modules.samplers.sigma_samplers import (
-    Churn,
-    SamplerRun,
-    dpm_2,
-    dpm_2_ancestral,
-    dpm_adaptive,
-    dpm_fast,
-    dpmpp_2m,
-    dpmpp_2m_sde,
-    dpmpp_2s_ancestral,
-    dpmpp_3m_sde,
-    dpmpp_sde,
-    euler,
-    euler_ancestral,
-    heun,
-    restart,
-)
-from modules.samplers.sigma_scheduler import SigmaScheduler
-from modules.samplers.sigma_schedules import SIGMA_SCHEDULES, schedule_sigmas
-from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
 from modules.samplers.tuning import CHURN, DEFAULT_TUNING, ETA, ETA_DDIM, S_NOISE, SamplerSettings, Tuning, tune
+
+if TYPE_CHECKING:  # torch, diffusers and the sampler functions load with the first job, not at start-up
+    import torch
+    from diffusers import SchedulerMixin
+
+    from modules.samplers.sigma_samplers import Churn, SamplerRun
+    from modules.samplers.sigma_scheduler import SigmaScheduler
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +47,7 @@ log = logging.getLogger(__name__)
 _ALIAS_SUFFIXES = {"_ka": "karras", "_exp": "exponential"}
 
 
-TunedFactory = Callable[[torch.Tensor, torch.Tensor, Any, Tuning], SamplerRun]
+TunedFactory = Callable[["torch.Tensor", "torch.Tensor", Any, Tuning], "SamplerRun"]
 """(initial latents, sigma list, noise, tuning) -> a sampler run (see `sigma_scheduler.RunFactory`)."""
 
 
@@ -101,7 +78,8 @@ class TimestepAlgorithm:
 class SamplerSpec:
     """One sampler row.
 
-    name: A1111 label ("DPM++ 2M"). scheduler_cls: diffusers class; or None with `algorithm` (our own sampler over
+    name: A1111 label ("DPM++ 2M"). scheduler_cls: diffusers class (or its name in `diffusers`, imported with the
+    first job; such rows are checked by `SamplerRegistry.verify`); or None with `algorithm` (our own sampler over
     a sigma list), or None with `unsupported` saying why it cannot run. config: class config that makes it this
     sampler. aliases: A1111 `k_` aliases
     and ComfyUI names. default_schedule: what A1111's "Automatic" means for it. schedules: the schedule names the
@@ -111,7 +89,7 @@ class SamplerSpec:
     """
 
     name: str
-    scheduler_cls: type[SchedulerMixin] | None
+    scheduler_cls: type[SchedulerMixin] | str | None
     config: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     default_schedule: str = "uniform"
@@ -126,18 +104,36 @@ class SamplerSpec:
     def supported(self) -> bool:
         return self.scheduler_cls is not None or self.algorithm is not None
 
+    @property
+    def diffusers_class(self) -> type[SchedulerMixin]:
+        """The row's diffusers class (a named one is imported now)."""
+        if isinstance(self.scheduler_cls, str):
+            import diffusers
 
-def _row(name: str, cls: type[SchedulerMixin] | None, aliases: tuple[str, ...], **kw: Any) -> SamplerSpec:
+            cls: type[SchedulerMixin] = getattr(diffusers, self.scheduler_cls)
+            return cls
+        assert self.scheduler_cls is not None, f"sampler {self.name!r} has no diffusers class"
+        return self.scheduler_cls
+
+    @property
+    def class_name(self) -> str:
+        cls = self.scheduler_cls
+        return cls if isinstance(cls, str) else getattr(cls, "__name__", "?")
+
+
+def _row(name: str, cls: str | None, aliases: tuple[str, ...], **kw: Any) -> SamplerSpec:
     return SamplerSpec(name=name, scheduler_cls=cls, aliases=aliases, **kw)
 
 
-SIGMA_LISTS = tuple(SIGMA_SCHEDULES)
+SIGMA_LISTS = SIGMA_LIST_SCHEDULES
 """Schedules of the sigma-list samplers: every A1111 schedule but Beta."""
 ANCESTRAL = frozenset({ETA, S_NOISE})
 """A1111 hands the ancestral and SDE samplers eta and sigma noise."""
 
 
 def _churn(tuning: Tuning) -> Churn:
+    from modules.samplers.sigma_samplers import Churn
+
     return Churn(tuning.s_churn, tuning.s_tmin, tuning.s_tmax, tuning.s_noise)
 
 
@@ -145,71 +141,88 @@ def _eta(tuning: Tuning) -> float:
     return 1.0 if tuning.eta is None else tuning.eta
 
 
+def _algorithm(name: str) -> Callable[..., SamplerRun]:
+    """A sampler function of `sigma_samplers.py` by name (imported with the first job, not at start-up)."""
+    from modules.samplers import sigma_samplers
+
+    function: Callable[..., SamplerRun] = getattr(sigma_samplers, name)
+    return function
+
+
 def _dpm_fast(x: torch.Tensor, sigmas: torch.Tensor, noise: Any, tuning: Tuning) -> SamplerRun:
-    return dpm_fast(x, float(sigmas[-2]), float(sigmas[0]), len(sigmas) - 1, noise, eta=_eta(tuning),
-                    s_noise=tuning.s_noise)
+    return _algorithm("dpm_fast")(x, float(sigmas[-2]), float(sigmas[0]), len(sigmas) - 1, noise, eta=_eta(tuning),
+                                  s_noise=tuning.s_noise)
 
 
 def _dpm_adaptive(x: torch.Tensor, sigmas: torch.Tensor, noise: Any, tuning: Tuning) -> SamplerRun:
-    return dpm_adaptive(x, float(sigmas[-2]), float(sigmas[0]), noise, eta=_eta(tuning))
+    return _algorithm("dpm_adaptive")(x, float(sigmas[-2]), float(sigmas[0]), noise, eta=_eta(tuning))
 
 
-def _ancestral(sampler: Callable[..., SamplerRun], **fixed: Any) -> TunedFactory:
+def _plain(name: str) -> TunedFactory:
+    """A sampler that takes none of A1111's settings."""
+    return lambda x, sigmas, noise, tuning: _algorithm(name)(x, sigmas, noise)
+
+
+def _eta_only(name: str) -> TunedFactory:
+    """A sampler that A1111 hands eta alone (Euler a)."""
+    return lambda x, sigmas, noise, tuning: _algorithm(name)(x, sigmas, noise, eta=_eta(tuning))
+
+
+def _ancestral(name: str, **fixed: Any) -> TunedFactory:
     """A sampler that takes eta and sigma noise (A1111's ancestral and SDE samplers)."""
-    return lambda x, sigmas, noise, tuning: sampler(x, sigmas, noise, eta=_eta(tuning), s_noise=tuning.s_noise,
-                                                    **fixed)
+    return lambda x, sigmas, noise, tuning: _algorithm(name)(x, sigmas, noise, eta=_eta(tuning),
+                                                             s_noise=tuning.s_noise, **fixed)
 
 
-def _churned(sampler: Callable[..., SamplerRun]) -> TunedFactory:
+def _churned(name: str) -> TunedFactory:
     """A sampler that takes sigma churn, tmin, tmax and noise (Euler, Heun, DPM2)."""
-    return lambda x, sigmas, noise, tuning: sampler(x, sigmas, noise, churn=_churn(tuning))
+    return lambda x, sigmas, noise, tuning: _algorithm(name)(x, sigmas, noise, churn=_churn(tuning))
 
 
 A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     # diffusers' DPMSolverMultistepScheduler differs from A1111's DPM++ 2M (its last steps and its sigma grid):
     # ours, over A1111's sigma lists.
     _row("DPM++ 2M", None, ("k_dpmpp_2m", "dpmpp_2m"), default_schedule="karras", schedules=SIGMA_LISTS,
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: dpmpp_2m(x, sigmas))),
+         algorithm=SigmaAlgorithm(_plain("dpmpp_2m"))),
     # The SDE samplers: ours, with A1111's Brownian-tree noise per image (diffusers' DPMSolverSDEScheduler steps
     # between its own timesteps, and its 2M/3M SDE draw from the step generators, which give other pictures).
     _row("DPM++ SDE", None, ("k_dpmpp_sde", "dpmpp_sde", "dpmpp_sde_gpu"), default_schedule="karras",
          schedules=SIGMA_LISTS, flags=frozenset({"sde", "second_order", "brownian"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpmpp_sde), order=2, brownian=True)),
+         algorithm=SigmaAlgorithm(_ancestral("dpmpp_sde"), order=2, brownian=True)),
     _row("DPM++ 2M SDE", None, ("k_dpmpp_2m_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
          default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2m_sde), brownian=True)),
+         algorithm=SigmaAlgorithm(_ancestral("dpmpp_2m_sde"), brownian=True)),
     _row("DPM++ 2M SDE Heun", None, ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"),
          default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2m_sde, solver="heun"), brownian=True)),
+         algorithm=SigmaAlgorithm(_ancestral("dpmpp_2m_sde", solver="heun"), brownian=True)),
     # diffusers has no ancestral single-step DPM++ 2S (DPMSolverSinglestepScheduler is a different, non-ancestral
     # method): ours.
     _row("DPM++ 2S a", None, ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), default_schedule="karras",
          schedules=SIGMA_LISTS, flags=frozenset({"ancestral", "second_order"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpmpp_2s_ancestral), order=2)),
+         algorithm=SigmaAlgorithm(_ancestral("dpmpp_2s_ancestral"), order=2)),
     # Third-order multistep SDE DPM-Solver++ with A1111's Brownian-tree noise and its "discard next to last sigma".
     _row("DPM++ 3M SDE", None, ("k_dpmpp_3m_sde", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
          default_schedule="exponential", schedules=SIGMA_LISTS, flags=frozenset({"sde", "brownian"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpmpp_3m_sde), brownian=True, discard_penultimate=True)),
+         algorithm=SigmaAlgorithm(_ancestral("dpmpp_3m_sde"), brownian=True, discard_penultimate=True)),
     # diffusers' EulerAncestralDiscreteScheduler interpolates sigma linearly between timesteps (A1111 in log sigma)
     # and draws its noise from torch generators only: ours, over A1111's sigma lists. A1111 hands it eta only.
     _row("Euler a", None, ("k_euler_a", "k_euler_ancestral", "euler_ancestral"), schedules=SIGMA_LISTS,
          flags=frozenset({"ancestral"}), takes=frozenset({ETA}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: euler_ancestral(x, sigmas, noise,
-                                                                                    eta=_eta(tuning)))),
+         algorithm=SigmaAlgorithm(_eta_only("euler_ancestral"))),
     # Euler and Heun: diffusers' schedulers equal A1111's to float rounding; with sigma churn on, ours.
-    _row("Euler", EulerDiscreteScheduler, ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS,
-         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned(euler))),
-    _row("LMS", LMSDiscreteScheduler, ("k_lms", "lms")),
-    _row("Heun", HeunDiscreteScheduler, ("k_heun", "heun"), flags=frozenset({"second_order"}),
-         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned(heun), order=2)),
+    _row("Euler", "EulerDiscreteScheduler", ("k_euler", "euler"), schedules=EULER_CUSTOM_SIGMAS,
+         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned("euler"))),
+    _row("LMS", "LMSDiscreteScheduler", ("k_lms", "lms")),
+    _row("Heun", "HeunDiscreteScheduler", ("k_heun", "heun"), flags=frozenset({"second_order"}),
+         takes=frozenset({CHURN}), churned=SigmaAlgorithm(_churned("heun"), order=2)),
     # DPM2 and DPM2 a: A1111 discards the next-to-last sigma (diffusers' KDPM2 schedulers do not, and interpolate
     # their midpoints in timesteps): ours.
     _row("DPM2", None, ("k_dpm_2", "dpm_2"), default_schedule="karras", schedules=SIGMA_LISTS,
          flags=frozenset({"second_order"}), takes=frozenset({CHURN}),
-         algorithm=SigmaAlgorithm(_churned(dpm_2), order=2, discard_penultimate=True)),
+         algorithm=SigmaAlgorithm(_churned("dpm_2"), order=2, discard_penultimate=True)),
     _row("DPM2 a", None, ("k_dpm_2_a", "dpm_2_ancestral"), default_schedule="karras", schedules=SIGMA_LISTS,
          flags=frozenset({"ancestral", "second_order"}), takes=ANCESTRAL,
-         algorithm=SigmaAlgorithm(_ancestral(dpm_2_ancestral), order=2, discard_penultimate=True)),
+         algorithm=SigmaAlgorithm(_ancestral("dpm_2_ancestral"), order=2, discard_penultimate=True)),
     # DPM fast / adaptive run between the schedule's end sigmas (the model's whole range for txt2img) on their own
     # log-sigma grid, so only the Uniform list is offered; A1111 runs them with eta 1.
     _row("DPM fast", None, ("k_dpm_fast", "dpm_fast"), schedules=("uniform",), flags=frozenset({"ancestral"}),
@@ -218,7 +231,7 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
          takes=frozenset({ETA}), algorithm=SigmaAlgorithm(_dpm_adaptive, adaptive=True)),
     _row("Restart", None, ("restart",), default_schedule="karras", schedules=SIGMA_LISTS,
          flags=frozenset({"second_order"}),
-         algorithm=SigmaAlgorithm(lambda x, sigmas, noise, tuning: restart(x, sigmas, noise), order=2)),
+         algorithm=SigmaAlgorithm(_plain("restart"), order=2)),
     # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
     # DDIM is A1111's own timestep loop (n - 1 model calls ending at t = 1), which diffusers' DDIMScheduler is not.
     _row("DDIM", None, ("ddim",), default_schedule="ddim", schedules=("ddim",), takes=frozenset({ETA_DDIM}),
@@ -233,11 +246,11 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     # variant bh1 is not used: diffusers' bh1 divides by an infinite log-SNR step on the final step to sigma 0 and
     # returns NaN, so the variant is bh2 (diffusers' default, also an A1111 option). ComfyUI's "uni_pc" means bh1
     # and is therefore not an alias; its "uni_pc_bh2" is.
-    _row("UniPC", UniPCMultistepScheduler, ("unipc", "uni_pc_bh2"), config={"solver_order": 3, "solver_type": "bh2"},
+    _row("UniPC", "UniPCMultistepScheduler", ("unipc", "uni_pc_bh2"), config={"solver_order": 3, "solver_type": "bh2"},
          default_schedule="sgm_uniform", schedules=MULTISTEP_FAMILY),
     # LCMScheduler has one fixed schedule: trailing over its 50-step distillation grid, i.e. SGM Uniform rounded to
     # multiples of 20 (A1111's LCM defaults to Uniform, which diffusers' LCMScheduler cannot follow).
-    _row("LCM", LCMScheduler, ("k_lcm", "lcm"), default_schedule="sgm_uniform", schedules=("sgm_uniform",)),
+    _row("LCM", "LCMScheduler", ("k_lcm", "lcm"), default_schedule="sgm_uniform", schedules=("sgm_uniform",)),
 )
 """A1111 1.10's sampler list, in its UI order."""
 
@@ -273,12 +286,14 @@ class ResolvedSampler:
     def scheduler_cls(self) -> type[SchedulerMixin]:
         """The class `build` returns: the row's diffusers class, or ours (`SigmaScheduler` for a sigma-list sampler,
         `TimestepDdimScheduler` for A1111's timestep DDIM)."""
+        from modules.samplers.sigma_scheduler import SigmaScheduler
+        from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
+
         if isinstance(self.sampler.algorithm, TimestepAlgorithm):
             return TimestepPlmsScheduler if self.sampler.algorithm.plms else TimestepDdimScheduler
         if self.sampler.algorithm is not None:
             return SigmaScheduler
-        assert self.sampler.scheduler_cls is not None, "unsupported samplers are never resolved"
-        return self.sampler.scheduler_cls
+        return self.sampler.diffusers_class
 
     @cached_property
     def step_params(self) -> frozenset[str]:
@@ -320,6 +335,8 @@ class ResolvedSampler:
         """
         if steps < 1:
             raise InvalidRequest(f"Sampling needs at least 1 step, got {steps}.")
+        from modules.samplers.timestep_samplers import TimestepDdimScheduler, TimestepPlmsScheduler
+
         algorithm = self._algorithm(tuning)
         if isinstance(algorithm, TimestepAlgorithm) and algorithm.plms:
             return TimestepPlmsScheduler(self._alphas(base_config), steps, device=device,
@@ -345,7 +362,12 @@ class ResolvedSampler:
                                tuning: Tuning) -> SigmaScheduler:
         """Our sampler over A1111's sigma list of the schedule, with the checkpoint's noise levels (betas) and
         prediction type."""
-        if self.schedule.name not in SIGMA_SCHEDULES:  # a diffusers row's churned sampler (Euler/Heun + Beta)
+        import torch
+
+        from modules.samplers.sigma_scheduler import SigmaScheduler
+        from modules.samplers.sigma_schedules import schedule_sigmas
+
+        if self.schedule.name not in SIGMA_LISTS:  # a diffusers row's churned sampler (Euler/Heun + Beta)
             raise InvalidRequest(f"Sampler '{self.label}' with sigma churn cannot follow the '{self.schedule_label}' "
                                  "schedule; set sigma churn to 0 or choose another schedule type.")
         alphas = self._alphas(base_config)
@@ -364,6 +386,8 @@ class ResolvedSampler:
     @staticmethod
     def _alphas(base_config: Mapping[str, Any]) -> torch.Tensor:
         """The checkpoint's alpha_bar per training timestep (from its betas config)."""
+        from diffusers import DDPMScheduler
+
         return DDPMScheduler.from_config(dict(base_config)).alphas_cumprod
 
     def _prediction(self, base_config: Mapping[str, Any]) -> str:
@@ -428,21 +452,35 @@ class SamplerRegistry:
                 raise ValueError(f"sampler {spec.name!r}: A1111's timestep DDIM has only its own grid")
             return
         if spec.scheduler_cls is None:
-            missing = [name for name in spec.schedules if name not in SIGMA_SCHEDULES or name not in self._schedules]
+            missing = [name for name in spec.schedules if name not in SIGMA_LISTS or name not in self._schedules]
             if missing:
                 raise ValueError(f"sampler {spec.name!r}: no sigma list for schedules {missing}")
             return
-        accepted = _init_params(spec.scheduler_cls)
         for name in spec.schedules:
             schedule = self._schedules.get(name)
             if schedule is None or schedule.unsupported:
                 raise ValueError(f"sampler {spec.name!r}: schedule {name!r} is not a usable schedule")
+        if not isinstance(spec.scheduler_cls, str):  # a named class is checked by `verify` (it imports diffusers)
+            self._check_class(spec)
+
+    def _check_class(self, spec: SamplerSpec) -> None:
+        cls = spec.diffusers_class
+        accepted = _init_params(cls)
+        for name in spec.schedules:
+            schedule = self._schedules[name]
             unknown = set(spec.config) | set(schedule.config)
             unknown -= accepted
             if unknown:
-                raise ValueError(f"{spec.scheduler_cls.__name__} does not accept {sorted(unknown)} ({name})")
-            if schedule.sigmas is not None and "sigmas" not in _call_params(spec.scheduler_cls.set_timesteps):
-                raise ValueError(f"{spec.scheduler_cls.__name__} cannot take a custom sigma list ({name})")
+                raise ValueError(f"{spec.class_name} does not accept {sorted(unknown)} ({name})")
+            if schedule.sigmas is not None and "sigmas" not in _call_params(cls.set_timesteps):
+                raise ValueError(f"{spec.class_name} cannot take a custom sigma list ({name})")
+
+    def verify(self) -> None:
+        """Check every row's diffusers class against its config and schedules now (`add` defers this for classes
+        named by a string, so that start-up does not import diffusers). Raises ValueError; the tests call it."""
+        for spec in self._samplers.values():
+            if spec.scheduler_cls is not None and spec.algorithm is None:
+                self._check_class(spec)
 
     # -- listing ------------------------------------------------------------------------------------------------
 
@@ -529,7 +567,7 @@ class SamplerRegistry:
                 why = ("it steps on its own log-sigma grid" if spec.schedules == ("uniform",)
                        else f"'{sched.label}' has no sigma list here (A1111 computes Beta with scipy)")
             else:
-                why = f"diffusers' {spec.scheduler_cls.__name__} cannot follow the '{sched.label}' schedule"
+                why = f"diffusers' {spec.class_name} cannot follow the '{sched.label}' schedule"
         return (f"Sampler '{spec.name}' with schedule type '{sched.label}' is not available ({why}); "
                 f"choose one of: {valid}.")
 

@@ -16,12 +16,14 @@ close rather than exact equivalents of A1111's lists: docs/compat.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-import torch
 
-SigmaFn = Callable[[torch.Tensor, int, bool], list[float]]
+if TYPE_CHECKING:  # the functions take the scheduler's tensor; torch itself loads with the first job
+    import torch
+
+SigmaFn = Callable[["torch.Tensor", int, bool], list[float]]
 """(alphas_cumprod of the scheduler, steps, whether the model is SDXL) -> descending sigma list of steps + 1
 values."""
 
@@ -102,6 +104,11 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ),
 )
 """A1111's order (the UI dropdown order), then ComfyUI-only names."""
+
+SIGMA_LIST_SCHEDULES = ("uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
+                        "align_your_steps", "simple", "normal", "ddim")
+"""The schedules with A1111's own sigma list in `sigma_schedules.py` (every A1111 schedule but Beta, which A1111
+computes with scipy): the schedules of our sigma-list samplers."""
 
 # Schedule tables per scheduler family: which schedule names each class honours (checked in tests by building).
 EULER_FAMILY = (

@@ -39,6 +39,8 @@ def toggle_in_prompt(prompt: str, text: str) -> str:
 
 def choices(networks: ExtraNetworks) -> tuple[list[str], list[str]]:
     """(embedding names, LoRA names) found on disk."""
+    networks.refresh_embeddings()
+    networks.refresh_loras()
     return list(networks.embeddings.embeddings), list(networks.loras.files)
 
 
@@ -52,9 +54,7 @@ class ExtraNetworksPanel:
 def build_extra_networks(ctx: UiContext, tab: str, prompt: gr.Textbox) -> ExtraNetworksPanel:
     """Create the accordion (in the current layout context) and wire it to `prompt`."""
     networks = ctx.app.networks
-    networks.refresh_embeddings()
-    networks.refresh_loras()
-    embedding_names, lora_names = choices(networks)
+    embedding_names, lora_names = networks.names()  # file names at start-up: the page does not wait for torch
     with gr.Accordion("Extra networks", open=False, elem_id=f"{tab}_extra_networks"):
         with gr.Row(equal_height=True):
             embeddings = gr.Dropdown(label="Textual Inversion", choices=embedding_names, value=None,

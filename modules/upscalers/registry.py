@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Union
 
-import torch
 from PIL import Image
 
 from modules.errors import InvalidRequest
 
-if TYPE_CHECKING:  # spandrel (and torchvision) load on the first use of a model file, not at start-up
+if TYPE_CHECKING:  # torch, spandrel (and torchvision) load on first use, not at start-up
+    import torch
     from spandrel import ImageModelDescriptor
 
     from modules.upscalers.model_files import Probe
@@ -90,6 +90,8 @@ class Upscaler:
 
     def upscale_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, C, h, w) latents resized to (B, C, `height`, `width`) with A1111's interpolation for this mode."""
+        import torch  # not at start-up: the registry is built with the App
+
         if not self.is_latent:
             raise ValueError(f"{self.name} is not a latent upscaler")
         return torch.nn.functional.interpolate(latents, size=(height, width), mode=self.mode,

@@ -17,7 +17,7 @@ from modules.errors import InvalidRequest, UnknownSampler
 from modules.models.tiny import BASE_SCHEDULER_CONFIG
 from modules.samplers.protocol import SamplerResolver, SamplingMethod
 from modules.samplers.registry import A1111_SAMPLERS, SamplerRegistry, SamplerSpec, default_registry
-from modules.samplers.schedules import ScheduleSpec
+from modules.samplers.schedules import SCHEDULES, ScheduleSpec
 from modules.samplers.sigma_scheduler import SigmaScheduler
 from modules.samplers.timestep_samplers import TimestepDdimScheduler
 from modules.samplers.tuning import SamplerSettings
@@ -387,3 +387,18 @@ def test_registry_implements_the_core_protocol() -> None:
     assert method.tune(SamplerSettings()).eta == 1.0
     scheduler = method.build(BASE_SCHEDULER_CONFIG, 5, torch.device("cpu"))
     assert isinstance(scheduler, SigmaScheduler) and len(scheduler.timesteps) == 5
+
+
+def test_named_diffusers_classes_are_verified_on_demand() -> None:
+    """Built-in rows name their diffusers class (start-up does not import diffusers); `verify` checks them all."""
+    from modules.samplers.schedules import SIGMA_LIST_SCHEDULES
+    from modules.samplers.sigma_schedules import SIGMA_SCHEDULES
+
+    REGISTRY.verify()
+    assert tuple(SIGMA_SCHEDULES) == SIGMA_LIST_SCHEDULES
+    registry = SamplerRegistry()
+    for schedule in SCHEDULES:
+        registry.add_schedule(schedule)
+    registry.add(SamplerSpec("Bad", "EulerDiscreteScheduler", config={"no_such_key": 1}))  # named: deferred
+    with pytest.raises(ValueError, match=r"EulerDiscreteScheduler does not accept \['no_such_key'\]"):
+        registry.verify()

@@ -1,0 +1,47 @@
+"""Cold start: the page and the API come up, and answer, without importing torch, diffusers or transformers (they
+load in the background after the server is ready, or with the first job; listings that read the files, such as
+`/sdapi/v1/embeddings`, load them then). Run in a fresh interpreter, so the test sees exactly what start-up
+imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from modules.paths import REPO_ROOT
+
+HEAVY = ("torch", "diffusers", "transformers")
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+import webui
+from fastapi.testclient import TestClient
+from modules.bootstrap import build_app, ensure_a_checkpoint
+from modules.cli import parse_args
+
+launch = parse_args(["--api", "--data-dir", {data!r}])
+app = build_app(launch)
+ensure_a_checkpoint(app)
+server = webui.build_server(app, launch)
+with TestClient(server) as client:
+    statuses = {{path: client.get(path).status_code for path in (
+        "/", "/sdapi/v1/samplers", "/sdapi/v1/schedulers", "/sdapi/v1/sd-models", "/sdapi/v1/options",
+        "/sdapi/v1/upscalers", "/sdapi/v1/scripts", "/sdapi/v1/prompt-styles", "/sdapi/v1/cmd-flags")}}
+loaded = [name for name in {heavy!r} if name in sys.modules]
+app.close()
+print(json.dumps({{"statuses": statuses, "loaded": loaded}}))
+"""
+
+
+def test_start_up_and_first_answers_do_not_import_the_generation_stack(tmp_path: Path) -> None:
+    script = SCRIPT.format(root=str(REPO_ROOT), data=str(tmp_path / "data"), heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                                              "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["statuses"] == {path: 200 for path in report["statuses"]}
+    assert report["loaded"] == []
