@@ -84,8 +84,8 @@ def test_scripts_lists_xyz_for_both_tabs(served) -> None:
     response = client.get("/sdapi/v1/scripts")
     assert response.status_code == 200
     assert response.json() == {"txt2img": ["prompt matrix", "prompts from file or textbox", "x/y/z plot"],
-                               "img2img": ["loopback", "prompt matrix", "prompts from file or textbox",
-                                           "sd upscale", "x/y/z plot"]}
+                               "img2img": ["loopback", "outpainting mk2", "poor man's outpainting", "prompt matrix",
+                                           "prompts from file or textbox", "sd upscale", "x/y/z plot"]}
 
 
 @pytest.mark.slow
@@ -96,7 +96,8 @@ def test_script_info_shape(served) -> None:
     assert set(rows) == {("x/y/z plot", False), ("x/y/z plot", True), ("cfg rescale", False), ("cfg rescale", True),
                          ("sd upscale", True), ("prompts from file or textbox", False),
                          ("prompts from file or textbox", True), ("prompt matrix", False), ("prompt matrix", True),
-                         ("loopback", True)}
+                         ("loopback", True), ("poor man's outpainting", True),
+                         ("outpainting mk2", True)}
     prompts_args = rows[("prompts from file or textbox", False)]["args"]
     assert [arg["name"] for arg in prompts_args] == ["checkbox_iterate", "checkbox_iterate_batch", "prompt_position",
                                                      "prompt_txt"]
@@ -195,8 +196,10 @@ def test_extension_route_added_at_start_is_reachable(served) -> None:
 def test_extensions_are_listed_by_the_app(served) -> None:
     app, _ = served
     states = {row.name: row.state for row in app.extensions.list_extensions()}
-    assert states == {"cfg_rescale": "loaded", "loopback": "loaded", "prompt_matrix": "loaded",
-                      "prompts_from_file": "loaded", "sd_upscale": "loaded", "xyz_grid": "loaded",
+    assert states == {"cfg_rescale": "loaded", "loopback": "loaded", "outpainting_mk2": "loaded",
+                      "poor_mans_outpainting": "loaded",
+                      "prompt_matrix": "loaded", "prompts_from_file": "loaded", "sd_upscale": "loaded",
+                      "xyz_grid": "loaded",
                       "pinger": "loaded"}
 
 

@@ -61,8 +61,8 @@ def _choices(component: gr.components.Component) -> list[str]:
 
 def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
     for mode, scripts in (("txt2img", ["Prompt matrix", "Prompts from file or textbox", "X/Y/Z plot"]),
-                          ("img2img", ["Loopback", "Prompt matrix", "Prompts from file or textbox", "SD upscale",
-                                       "X/Y/Z plot"])):
+                          ("img2img", ["Loopback", "Outpainting mk2", "Poor man's outpainting", "Prompt matrix",
+                                       "Prompts from file or textbox", "SD upscale", "X/Y/Z plot"])):
         select = ext_page.find(f"{mode}_script_select")
         assert _choices(select) == ["None", *scripts] and select.value == "None"
         ext_page.find(f"{mode}_script_cfg_rescale")  # the always-on accordion
@@ -133,11 +133,13 @@ def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: F
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    builtins = ["cfg_rescale", "loopback", "prompt_matrix", "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
+    builtins = ["cfg_rescale", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
+                "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
     assert sorted(_choices(enabled)) == builtins
     assert sorted(enabled.value) == builtins
 
-    keep = ["xyz_grid", "loopback", "prompt_matrix", "prompts_from_file", "sd_upscale", "toy"]
+    keep = ["xyz_grid", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix", "prompts_from_file",
+            "sd_upscale", "toy"]
     status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
     assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
