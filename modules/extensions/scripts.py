@@ -231,13 +231,14 @@ class ScriptCatalog:
         if given is None:
             return values
         if isinstance(given, (list, tuple)):
-            if len(given) > len(names):
+            if entry.script.positional is not None:  # the script's own layout(s); names checked below
+                given = entry.script.positional(list(given))
+            elif len(given) > len(names):
                 raise BadScriptArgs(f"Script '{entry.title}' takes at most {len(names)} argument(s) "
                                     f"({', '.join(names) or 'none'}), got {len(given)}.")
-            if entry.script.positional is None:
+            else:
                 values.update(zip(names, given))
                 return values
-            given = entry.script.positional(list(given))  # the script's own layout(s); names checked below
         if isinstance(given, Mapping):
             unknown = sorted(set(given) - set(names))
             if unknown:

@@ -97,7 +97,7 @@ def test_script_info_shape(served) -> None:
                          ("sd upscale", True), ("prompts from file or textbox", False),
                          ("prompts from file or textbox", True), ("prompt matrix", False), ("prompt matrix", True),
                          ("loopback", True), ("poor man's outpainting", True),
-                         ("outpainting mk2", True)}
+                         ("outpainting mk2", True), ("controlnet", False), ("controlnet", True)}
     prompts_args = rows[("prompts from file or textbox", False)]["args"]
     assert [arg["name"] for arg in prompts_args] == ["checkbox_iterate", "checkbox_iterate_batch", "prompt_position",
                                                      "prompt_txt"]
@@ -172,8 +172,8 @@ def test_img2img_takes_scripts_too(served) -> None:
 
 @pytest.mark.parametrize(("body", "detail"), [
     ({"script_name": "no such script"}, "Script 'no such script' not found"),
-    ({"alwayson_scripts": {"controlnet": {"args": []}}}, "Always-on script 'controlnet' not found"),
-    ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 18 argument"),
+    ({"alwayson_scripts": {"adetailer": {"args": []}}}, "Always-on script 'adetailer' not found"),
+    ({"script_name": "x/y/z plot", "script_args": list(range(30))}, "takes at most 18 positional arguments"),
     ({"script_name": "x/y/z plot", "script_args": [8]}, "axis type 8 ('Prompt order') is not available"),
     ({"alwayson_scripts": {"cfg rescale": [0.7]}}, "must be an object with \"args\""),
 ])
@@ -196,7 +196,8 @@ def test_extension_route_added_at_start_is_reachable(served) -> None:
 def test_extensions_are_listed_by_the_app(served) -> None:
     app, _ = served
     states = {row.name: row.state for row in app.extensions.list_extensions()}
-    assert states == {"cfg_rescale": "loaded", "loopback": "loaded", "outpainting_mk2": "loaded",
+    assert states == {"cfg_rescale": "loaded", "controlnet": "loaded", "loopback": "loaded",
+                      "outpainting_mk2": "loaded",
                       "poor_mans_outpainting": "loaded",
                       "prompt_matrix": "loaded", "prompts_from_file": "loaded", "sd_upscale": "loaded",
                       "xyz_grid": "loaded",

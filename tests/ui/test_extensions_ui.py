@@ -73,7 +73,7 @@ def test_script_area_in_both_generation_tabs(ext_page: Page) -> None:
 def test_script_values_reach_the_request_by_name(ext_page: Page, app: FakeApp) -> None:
     run_to_end(ext_page.call("txt2img_generate", "click", {"txt2img_prompt": "plain"}))
     plain = app.generation.requests[-1].extension_args
-    assert plain == {"cfg_rescale": {"phi": 0.0}}  # always-on values are always sent; no script selected
+    assert plain == {"cfg_rescale": {"phi": 0.0}, "controlnet": {"units": []}}  # always-on values always sent
 
     run_to_end(ext_page.call("txt2img_generate", "click", {
         "txt2img_prompt": "plot", "txt2img_script_select": "X/Y/Z plot", "script_txt2img_cfg_rescale_phi": 0.7,
@@ -82,7 +82,8 @@ def test_script_values_reach_the_request_by_name(ext_page: Page, app: FakeApp) -
     args = app.generation.requests[-1].extension_args
     assert args[SCRIPT_KEY] == {"title": "X/Y/Z plot"} and args["cfg_rescale"] == {"phi": 0.7}
     assert args["xyz_grid"]["x_type"] == "Steps" and args["xyz_grid"]["x_values"] == "1,2"
-    assert args["xyz_grid"]["draw_legend"] is True and set(args) == {SCRIPT_KEY, "cfg_rescale", "xyz_grid"}
+    assert args["xyz_grid"]["draw_legend"] is True and set(args) == {SCRIPT_KEY, "cfg_rescale", "controlnet",
+                                                                                "xyz_grid"}
 
 
 def test_img2img_script_values_reach_the_request(ext_page: Page, app: FakeApp) -> None:
@@ -133,16 +134,16 @@ def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: F
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    builtins = ["cfg_rescale", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
+    builtins = ["cfg_rescale", "controlnet", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
                 "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
     assert sorted(_choices(enabled)) == builtins
     assert sorted(enabled.value) == builtins
 
-    keep = ["xyz_grid", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix", "prompts_from_file",
-            "sd_upscale", "toy"]
+    keep = ["xyz_grid", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
+            "prompts_from_file", "sd_upscale", "toy"]  # the two always-on ones off
     status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
-    assert list(app.settings.get()["disabled_extensions"]) == ["cfg_rescale"]
+    assert sorted(app.settings.get()["disabled_extensions"]) == ["cfg_rescale", "controlnet"]
     assert "loaded (disabled: restart to unload)" in table and sorted(update.value) == sorted(keep)
     assert app.extensions.scripts.entries("txt2img", always_on=True) == []  # hooks stop at once
     status, _, _ = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})

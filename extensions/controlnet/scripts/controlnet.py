@@ -1,0 +1,443 @@
+"""ControlNet (built-in extension), speaking the A1111 `sd-webui-controlnet` extension's API.
+
+A request carries units, as that extension's clients send them:
+
+    "alwayson_scripts": {"controlnet": {"args": [{"enabled": true, "module": "none", "model": "name [hash]",
+                                                  "weight": 1.0, "image": "<base64>", ...}, ...]}}
+
+Each enabled unit runs a diffusers `ControlNetModel` beside every UNet call (the extension API's UNET_CALL hook)
+and adds its residuals to the UNet's skip connections, scaled by the unit's weight:
+
+- `model`: a file or diffusers folder in `models/ControlNet` (name with or without the `[hash]`); diffusers
+  single files and folders, and original (`control_model.`-prefixed or plain LDM) single files, SD 1.x/2.x and SDXL.
+  The network is built from the job's UNet config (nothing is downloaded) and its weights loaded into it.
+- `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
+  `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
+- `module`: the preprocessor. This slice has the ones that need no weights and no OpenCV: "none" and "invert"
+  (others are refused with the list).
+- `guidance_start` / `guidance_end`: the unit acts while step / steps is within [start, end] (A1111's rule).
+- `control_mode`: "Balanced" (0, the residuals on every row), "My prompt is more important" (1: residuals scaled
+  by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
+  (2: soft injection, and only on the rows of the prompt, not the negative prompt).
+
+Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it.
+Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list`, `/controlnet/settings`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from PIL import Image, ImageOps
+
+from modules.extensions.api import (
+    AfterImageContext,
+    AppStartedContext,
+    BeforeJobContext,
+    ExtensionContext,
+    Hook,
+    UiBuilder,
+    UNetCallContext,
+    UserError,
+    with_infotext_params,
+)
+
+TITLE = "ControlNet"
+KEY = "controlnet"
+VERSION = 2  # what `/controlnet/version` answers: the extension's API generation its clients check
+MAX_UNITS = 3
+MODEL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+MODULES = ("none", "invert")
+RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+SOFT_INJECTION_BASE = 0.825
+
+
+# -- units ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ControlUnit:
+    """One unit of a request, with A1111's field names and defaults. `picture` is the decoded control image."""
+
+    enabled: bool = True
+    module: str = "none"
+    model: str = ""
+    weight: float = 1.0
+    picture: Image.Image | None = None
+    resize_mode: str = "Crop and Resize"
+    processor_res: int = 512
+    threshold_a: float = -1.0
+    threshold_b: float = -1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: str = "Balanced"
+    pixel_perfect: bool = False
+    model_path: Path | None = None
+    model_title: str = ""
+    _tensors: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def active_at(self, step: int, total: int) -> bool:
+        """A1111's guidance window: the unit acts while step / total is within [guidance_start, guidance_end]."""
+        done = step / max(total, 1)
+        return self.guidance_start <= done <= self.guidance_end
+
+    def infotext(self) -> str:
+        """The unit as the A1111 extension writes it into the infotext (a quoted `Key: value, ...` list)."""
+        fields = {
+            "Module": self.module, "Model": self.model_title, "Weight": _number(self.weight),
+            "Resize Mode": self.resize_mode, "Processor Res": self.processor_res,
+            "Threshold A": _number(self.threshold_a), "Threshold B": _number(self.threshold_b),
+            "Guidance Start": _number(self.guidance_start), "Guidance End": _number(self.guidance_end),
+            "Pixel Perfect": self.pixel_perfect, "Control Mode": self.control_mode,
+        }
+        return ", ".join(f"{key}: {value}" for key, value in fields.items())
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _choice(value: Any, choices: Sequence[str], what: str) -> str:
+    """A1111 sends these as labels or as their index."""
+    if isinstance(value, bool):
+        raise UserError(f"ControlNet: {what} {value!r} is not one of: {', '.join(choices)}.")
+    if isinstance(value, int) and 0 <= value < len(choices):
+        return choices[value]
+    text = str(value).strip()
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    raise UserError(f"ControlNet: {what} {value!r} is not one of: {', '.join(choices)}.")
+
+
+def _float(raw: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = raw.get(key, default)
+    try:
+        number = float(default if value is None else value)
+    except (TypeError, ValueError):
+        raise UserError(f"ControlNet: {key} must be a number, got {value!r}.") from None
+    if not low <= number <= high:
+        raise UserError(f"ControlNet: {key} must be between {low} and {high}, got {number}.")
+    return number
+
+
+def decode_picture(value: Any) -> Image.Image | None:
+    """A unit's image: base64 (with or without a data-URL prefix), `{"image": ...}`, or a PIL image."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, Mapping):
+        return decode_picture(value.get("image"))
+    if not isinstance(value, str):
+        raise UserError("ControlNet: the unit's image must be a base64-encoded picture.")
+    data = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        picture = Image.open(io.BytesIO(base64.b64decode(data, validate=False)))
+        picture.load()
+    except (binascii.Error, OSError, ValueError) as exc:
+        raise UserError(f"ControlNet: the unit's image is not a picture ({exc}).") from None
+    return picture
+
+
+def parse_unit(raw: Any, index: int) -> ControlUnit:
+    """A unit from the API's dict (A1111's field names; `input_image` is an older spelling of `image`)."""
+    if isinstance(raw, ControlUnit):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise UserError(f"ControlNet unit {index}: expected an object with the unit's fields, "
+                        f"got {type(raw).__name__}.")
+    module = str(raw.get("module") or "none").strip().lower()
+    if module not in MODULES:
+        raise UserError(f"ControlNet unit {index}: preprocessor {module!r} is not available; available: "
+                        f"{', '.join(MODULES)}.")
+    start = _float(raw, "guidance_start", 0.0, 0.0, 1.0)
+    end = _float(raw, "guidance_end", 1.0, 0.0, 1.0)
+    if start > end:
+        raise UserError(f"ControlNet unit {index}: guidance_start ({start}) is after guidance_end ({end}).")
+    return ControlUnit(
+        enabled=bool(raw.get("enabled", True)), module=module, model=str(raw.get("model") or "").strip(),
+        weight=_float(raw, "weight", 1.0, 0.0, 2.0),
+        picture=decode_picture(raw.get("image", raw.get("input_image"))),
+        resize_mode=_choice(raw.get("resize_mode", "Crop and Resize"), RESIZE_MODES, "resize_mode"),
+        processor_res=int(_float(raw, "processor_res", 512, -1, 4096)),
+        threshold_a=_float(raw, "threshold_a", -1.0, -1e9, 1e9),
+        threshold_b=_float(raw, "threshold_b", -1.0, -1e9, 1e9),
+        guidance_start=start, guidance_end=end,
+        control_mode=_choice(raw.get("control_mode", "Balanced"), CONTROL_MODES, "control_mode"),
+        pixel_perfect=bool(raw.get("pixel_perfect", False)),
+    )
+
+
+def positional(args: list[Any]) -> dict[str, Any]:
+    """A1111's `args`: one unit object per position."""
+    return {"units": list(args)}
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+
+
+class ControlNetModels:
+    """The ControlNet files of `models/ControlNet` (and A1111's extension folder), and the loaded networks (the
+    last `limit` used, per device and dtype)."""
+
+    def __init__(self, limit: int = 2) -> None:
+        self.folders: list[Path] = []
+        self.limit = limit
+        self._loaded: dict[Any, Any] = {}
+        self._hashes: dict[tuple[Path, float], str] = {}
+        self._lock = threading.Lock()
+
+    def set_data_dir(self, data_dir: Path) -> None:
+        self.folders = [data_dir / "models" / "ControlNet", data_dir / "extensions" / "sd-webui-controlnet" / "models"]
+
+    def files(self) -> dict[str, Path]:
+        """Name (file stem or folder name) -> path, sorted by name."""
+        found: dict[str, Path] = {}
+        for folder in self.folders:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
+                if path.is_dir() and (path / "config.json").is_file():
+                    found.setdefault(path.name, path)
+                elif path.is_file() and path.suffix.lower() in MODEL_EXTENSIONS:
+                    found.setdefault(path.stem, path)
+        return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+    def short_hash(self, path: Path) -> str:
+        """First 8 hex digits of the file's sha256 (of the weights file for a folder), cached by mtime."""
+        target = path
+        if path.is_dir():
+            weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+            if not weights:
+                return "00000000"
+            target = weights[0]
+        key = (target, target.stat().st_mtime)
+        if key not in self._hashes:
+            digest = hashlib.sha256()
+            with open(target, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            self._hashes[key] = digest.hexdigest()[:8]
+        return self._hashes[key]
+
+    def titles(self) -> list[str]:
+        return [f"{name} [{self.short_hash(path)}]" for name, path in self.files().items()]
+
+    def find(self, name: str) -> tuple[Path, str]:
+        """(path, "name [hash]") for a unit's model name, with or without its hash; UserError naming the folders."""
+        wanted = name.split(" [", 1)[0].strip()
+        files = self.files()
+        path = files.get(wanted) or next((p for n, p in files.items() if n.lower() == wanted.lower()), None)
+        if path is None:
+            where = " or ".join(str(folder) for folder in self.folders) or "models/ControlNet"
+            known = ", ".join(files) or "none"
+            raise UserError(f"ControlNet model {name!r} not found in {where} (found: {known}).")
+        return path, f"{path.stem if path.is_file() else path.name} [{self.short_hash(path)}]"
+
+    def load(self, path: Path, unet: Any) -> Any:
+        """The network of `path` for a UNet (its config shapes the network), on the UNet's device and dtype."""
+        key = (path, path.stat().st_mtime, unet.device, unet.dtype, unet.config.in_channels)
+        with self._lock:
+            model = self._loaded.pop(key, None)
+            if model is None:
+                model = load_controlnet(path, unet)
+            self._loaded[key] = model  # most recently used last
+            while len(self._loaded) > self.limit:
+                self._loaded.pop(next(iter(self._loaded)))
+            return model
+
+
+def load_controlnet(path: Path, unet: Any) -> Any:
+    """A diffusers ControlNetModel from a diffusers folder, a diffusers single file or an original single file."""
+    import torch
+    from diffusers import ControlNetModel
+
+    if path.is_dir():
+        model = ControlNetModel.from_pretrained(str(path), local_files_only=True)
+        return model.to(unet.device, unet.dtype).eval()
+    state = _read_weights(path)
+    with torch.device("meta"):  # only the config is wanted here: no weights are allocated
+        config = dict(ControlNetModel.from_unet(_four_channel(unet), load_weights_from_unet=False).config)
+    if any(key.startswith(("control_model.", "input_blocks.", "zero_convs.")) for key in state):
+        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+        state = convert_controlnet_checkpoint(state, config)
+    with torch.device("meta"):
+        model = ControlNetModel.from_config(config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise UserError(f"ControlNet file {path.name} does not fit this checkpoint's UNet "
+                        f"({len(missing)} weights missing, {len(unexpected)} unexpected; an SDXL ControlNet needs an "
+                        "SDXL checkpoint and an SD 1.x one an SD 1.x checkpoint).")
+    return model.to(unet.device, unet.dtype).eval()
+
+
+def _four_channel(unet: Any) -> Any:
+    """A ControlNet takes the 4 latent channels even beside a 9-channel inpainting UNet."""
+    if unet.config.in_channels == 4:
+        return unet
+    from diffusers import UNet2DConditionModel
+
+    config = dict(unet.config)
+    config["in_channels"] = 4
+    return UNet2DConditionModel.from_config(config)
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    import torch
+
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error type for a bad header
+            raise UserError(f"ControlNet file {path.name} cannot be read ({exc}).") from None
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle that is not plain tensors is refused by the weights-only loader
+        raise UserError(f"ControlNet file {path.name} cannot be read safely ({exc}).") from None
+    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
+        data = data["state_dict"]
+    return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
+
+
+# -- the control image -----------------------------------------------------------------------------------------------
+
+
+def preprocess(picture: Image.Image, module: str) -> Image.Image:
+    """The preprocessor's output (RGB)."""
+    rgb = picture.convert("RGB")
+    if module == "invert":
+        return ImageOps.invert(rgb)
+    return rgb
+
+
+def fit(picture: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """The control image at the generation size: stretched, cropped to cover, or fitted with black borders."""
+    if picture.size == (width, height) or mode == "Just Resize":
+        return picture.resize((width, height), Image.Resampling.LANCZOS) if picture.size != (width, height) \
+            else picture
+    ratio = (max if mode == "Crop and Resize" else min)(width / picture.width, height / picture.height)
+    scaled = picture.resize((max(1, round(picture.width * ratio)), max(1, round(picture.height * ratio))),
+                            Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(scaled, ((width - scaled.width) // 2, (height - scaled.height) // 2))
+    return canvas
+
+
+def control_tensor(unit: ControlUnit, width: int, height: int, device: Any, dtype: Any) -> Any:
+    """The unit's control image as a (1, 3, height, width) tensor in [0, 1] (as diffusers' ControlNet pipelines
+    prepare it), made once per size."""
+    import numpy as np
+    import torch
+
+    key = (width, height, str(device), dtype)
+    if key not in unit._tensors:
+        assert unit.picture is not None
+        picture = fit(preprocess(unit.picture, unit.module), width, height, unit.resize_mode)
+        array = np.asarray(picture, dtype=np.float32) / 255.0
+        unit._tensors[key] = torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
+    return unit._tensors[key]
+
+
+# -- hooks -----------------------------------------------------------------------------------------------------------
+
+
+class ControlNetExtension:
+    """The extension's state: the model folders and the loaded networks."""
+
+    def __init__(self) -> None:
+        self.models = ControlNetModels()
+
+    def app_started(self, ctx: AppStartedContext) -> None:
+        self.models.set_data_dir(Path(ctx.data_dir))
+        api = ctx.fastapi
+        api.add_api_route("/controlnet/version", lambda: {"version": VERSION}, methods=["GET"])
+        api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
+        api.add_api_route("/controlnet/module_list", self.module_list, methods=["GET"])
+        api.add_api_route("/controlnet/settings", lambda: {"control_net_unit_count": MAX_UNITS}, methods=["GET"])
+
+    def model_list(self, update: bool = True) -> dict[str, Any]:
+        return {"model_list": self.models.titles()}
+
+    def module_list(self, alias_names: bool = False) -> dict[str, Any]:
+        return {"module_list": list(MODULES)}
+
+    def before_job(self, ctx: BeforeJobContext) -> Any:
+        """Parse and check the units (models found, images decoded) once; the request carries them to the hooks."""
+        raw = ctx.args.get("units") or []
+        if not isinstance(raw, (list, tuple)):
+            raise UserError("ControlNet: `args` must be a list of units.")
+        if len(raw) > MAX_UNITS:
+            raise UserError(f"ControlNet: at most {MAX_UNITS} units, got {len(raw)}.")
+        units = [parse_unit(item, index) for index, item in enumerate(raw)]
+        active = []
+        for index, unit in enumerate(units):
+            if not unit.enabled:
+                continue
+            if not unit.model:
+                raise UserError(f"ControlNet unit {index}: no model chosen.")
+            unit.model_path, unit.model_title = self.models.find(unit.model)
+            if unit.picture is None:
+                unit.picture = ctx.request.init_image
+            if unit.picture is None:
+                raise UserError(f"ControlNet unit {index}: no control image (send `image`, or use img2img).")
+            active.append((index, unit))
+        args = {**ctx.request.extension_args, KEY: {"units": units, "active": active}}
+        return ctx.request.with_changes(extension_args=args)
+
+    def unet_call(self, ctx: UNetCallContext) -> None:
+        import torch
+
+        for _, unit in ctx.args.get("active", ()):
+            if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total):
+                continue
+            assert unit.model_path is not None
+            net = self.models.load(unit.model_path, ctx.unet)
+            sample = ctx.sample[:, :4]
+            height, width = sample.shape[-2] * 8, sample.shape[-1] * 8
+            cond = control_tensor(unit, width, height, sample.device, sample.dtype).expand(len(sample), -1, -1, -1)
+            extra = {} if ctx.added_cond_kwargs is None else {"added_cond_kwargs": dict(ctx.added_cond_kwargs)}
+            down, mid = net(sample, ctx.timestep, encoder_hidden_states=ctx.encoder_hidden_states,
+                            controlnet_cond=cond, conditioning_scale=unit.weight, return_dict=False, **extra)
+            if unit.control_mode != "Balanced":  # soft injection: deeper skip connections count more
+                scales = [SOFT_INJECTION_BASE ** float(len(down) - i) for i in range(len(down) + 1)]
+                down = [residual * scale for residual, scale in zip(down, scales)]
+                mid = mid * scales[-1]
+            if unit.control_mode == "ControlNet is more important":  # not on the negative prompt's rows
+                keep = torch.tensor([not u for u in ctx.uncond], device=sample.device, dtype=sample.dtype)
+                down = [residual * keep.view(-1, 1, 1, 1) for residual in down]
+                mid = mid * keep.view(-1, 1, 1, 1)
+            ctx.add_residuals(down=list(down), mid=mid)
+
+    def after_image(self, ctx: AfterImageContext) -> None:
+        params = {f"ControlNet {index}": unit.infotext() for index, unit in ctx.args.get("active", ())}
+        if params:
+            ctx.infotext = with_infotext_params(ctx.infotext, params)
+
+
+def ui(builder: UiBuilder) -> dict[str, Any]:
+    """The units' value (API-driven in this version: the page has no ControlNet accordion yet, so a page job sends
+    no units)."""
+    import gradio as gr
+
+    return {"units": gr.State([])}
+
+
+def register(ext: ExtensionContext) -> None:
+    state = ControlNetExtension()
+    ext.add_script(TITLE, ui=ui, always_on=True, positional=positional)
+    ext.on(Hook.APP_STARTED, state.app_started)
+    ext.on(Hook.BEFORE_JOB, state.before_job)
+    ext.on(Hook.UNET_CALL, state.unet_call)
+    ext.on(Hook.AFTER_IMAGE, state.after_image)

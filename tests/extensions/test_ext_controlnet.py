@@ -1,0 +1,195 @@
+"""ControlNet (built-in extension) over real HTTP with the A1111 extension's API shape, on a tiny SD 1.x model and a
+tiny ControlNet made from its UNet (output convolutions not zero, so it has an effect): txt2img equals diffusers'
+StableDiffusionControlNetPipeline on the same weights, seed and control image; weight 0 and a guidance window
+that excludes every step give exactly the picture without ControlNet; the routes, the infotext and the errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any, Iterator
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi import FastAPI
+from PIL import Image
+
+from modules.api.mount import mount_api
+from modules.app import App
+from modules.bootstrap import build_app
+from modules.cli import LaunchOptions
+from modules.samplers.registry import default_registry
+from tests.api.api_helpers import LiveServer
+from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
+
+BASE = {"prompt": "a red cube", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 4,
+        "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 6.0, "seed": 11}
+
+
+def _b64(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _pixels(data: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def _tiny_controlnet(unet: Any) -> Any:
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # zero convolutions made non-zero, so the unit and its image change the picture
+        for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.3)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, httpx.Client, Any]]:
+    from safetensors.torch import save_file
+
+    data = tmp_path_factory.mktemp("controlnet")
+    write_tiny_checkpoint(data)
+    app = build_app(LaunchOptions(data_dir=data, api=True))
+    with app.models.get() as components:
+        net = _tiny_controlnet(components.unet)
+    folder = data / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    save_file({key: value.contiguous() for key, value in net.state_dict().items()}, str(folder / "tinycn.safetensors"))
+    net.save_pretrained(str(folder / "tinycn_folder"))
+    server = FastAPI()
+    mount_api(server, app)
+    app.extensions.hooks.app_started(server)  # as webui.build_server does: the extension learns the data folder
+    live = LiveServer(server).start()
+    client = httpx.Client(base_url=live.url, timeout=300)
+    try:
+        yield app, client, net
+    finally:
+        client.close()
+        live.stop()
+        app.close()
+
+
+def _txt2img(client: httpx.Client, units: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {**BASE, **fields}
+    if units is not None:
+        body["alwayson_scripts"] = {"controlnet": {"args": units}}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _unit(**fields: Any) -> dict[str, Any]:
+    return {"enabled": True, "module": "none", "model": "tinycn", "weight": 1.0,
+            "image": _b64(sample_image(64, 64, seed=5)), **fields}
+
+
+def _reference(app: App, net: Any, control: Image.Image) -> np.ndarray:
+    from diffusers import StableDiffusionControlNetPipeline
+
+    with app.models.get() as components:
+        scheduler = reference_scheduler(default_registry().resolve("Euler"), components)
+        pipeline = StableDiffusionControlNetPipeline(
+            vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
+            unet=components.unet, controlnet=net, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        images = pipeline(BASE["prompt"], negative_prompt=BASE["negative_prompt"], image=control, height=64, width=64,
+                          num_inference_steps=4, guidance_scale=6.0,
+                          generator=[torch.Generator().manual_seed(11)], output_type="np").images
+    return (255.0 * images[0]).astype(np.uint8)  # A1111 truncates to uint8, as the app does
+
+
+def test_txt2img_with_a_unit_equals_diffusers_controlnet_pipeline(served: Any) -> None:
+    app, client, net = served
+    result = _txt2img(client, [_unit()])
+    plain = _txt2img(client)
+    ours = _pixels(result["images"][0])
+    assert not np.array_equal(ours, _pixels(plain["images"][0]))  # the unit changes the picture
+    assert np.array_equal(ours, _reference(app, net, sample_image(64, 64, seed=5)))
+    info = json.loads(result["info"])
+    assert 'ControlNet 0: "Module: none, Model: tinycn [' in info["infotexts"][0]
+
+
+def test_folder_layout_loads_the_same_network(served: Any) -> None:
+    _, client, _ = served
+    single = _pixels(_txt2img(client, [_unit()])["images"][0])
+    folder = _pixels(_txt2img(client, [_unit(model="tinycn_folder")])["images"][0])
+    assert np.array_equal(single, folder)
+
+
+@pytest.mark.parametrize("unit", [{"weight": 0.0}, {"guidance_start": 1.0, "guidance_end": 1.0},
+                                  {"enabled": False}])
+def test_a_unit_that_never_acts_leaves_the_picture_exactly(served: Any, unit: dict[str, Any]) -> None:
+    _, client, _ = served
+    plain = _pixels(_txt2img(client)["images"][0])
+    assert np.array_equal(_pixels(_txt2img(client, [_unit(**unit)])["images"][0]), plain)
+
+
+def test_control_modes_and_invert_change_the_picture(served: Any) -> None:
+    _, client, _ = served
+    balanced = _pixels(_txt2img(client, [_unit()])["images"][0])
+    for fields in ({"control_mode": 1}, {"control_mode": "ControlNet is more important"}, {"module": "invert"}):
+        assert not np.array_equal(_pixels(_txt2img(client, [_unit(**fields)])["images"][0]), balanced), fields
+
+
+def test_routes_answer_as_the_a1111_extension(served: Any) -> None:
+    _, client, _ = served
+    assert client.get("/controlnet/version").json() == {"version": 2}
+    models = client.get("/controlnet/model_list").json()["model_list"]
+    assert [title.split(" [")[0] for title in models] == ["tinycn", "tinycn_folder"]
+    assert all(len(title.split(" [")[1]) == 9 for title in models)  # 8 hex digits and "]"
+    assert client.get("/controlnet/module_list").json() == {"module_list": ["none", "invert"]}
+    assert client.get("/controlnet/settings").json() == {"control_net_unit_count": 3}
+
+
+@pytest.mark.parametrize(("unit", "message"), [
+    ({"model": "nothing-here"}, "ControlNet model 'nothing-here' not found in"),
+    ({"module": "openpose"}, "preprocessor 'openpose' is not available"),
+    ({"image": "not base64 at all!"}, "is not a picture"),
+    ({"weight": 5}, "weight must be between 0.0 and 2.0"),
+    ({"guidance_start": 0.8, "guidance_end": 0.2}, "guidance_start (0.8) is after guidance_end (0.2)"),
+    ({"control_mode": "Loud"}, "control_mode 'Loud' is not one of"),
+])
+def test_bad_units_are_4xx_with_a_clear_message(served: Any, unit: dict[str, Any], message: str) -> None:
+    _, client, _ = served
+    response = client.post("/sdapi/v1/txt2img", json={**BASE, "alwayson_scripts": {"controlnet": {"args": [
+        _unit(**unit)]}}})
+    assert 400 <= response.status_code < 500, response.text
+    assert message in response.text
+
+
+def test_img2img_without_a_unit_image_uses_the_init_image(served: Any) -> None:
+    _, client, _ = served
+    body = {**BASE, "init_images": [_b64(sample_image(64, 64, seed=9))], "denoising_strength": 0.6}
+    unit = _unit()
+    del unit["image"]
+    plain = client.post("/sdapi/v1/img2img", json=body)
+    controlled = client.post("/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert plain.status_code == 200 and controlled.status_code == 200, controlled.text
+    assert not np.array_equal(_pixels(plain.json()["images"][0]), _pixels(controlled.json()["images"][0]))
+    missing = client.post("/sdapi/v1/txt2img", json={**BASE, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert missing.status_code == 400 and "no control image" in missing.text
+
+
+def test_resize_modes_and_the_guidance_window() -> None:
+    from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
+    from modules.extensions.loader import ExtensionRoot
+
+    ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)]).load()
+    import sys
+
+    script = sys.modules["sdwebui_extensions.controlnet.scripts.controlnet"]
+    wide = Image.new("RGB", (128, 64), "white")
+    assert script.fit(wide, 64, 64, "Just Resize").size == (64, 64)
+    cropped = np.asarray(script.fit(wide, 64, 64, "Crop and Resize"))
+    assert cropped.min() == 255  # covers: no border
+    filled = np.asarray(script.fit(wide, 64, 64, "Resize and Fill"))
+    assert filled[0, 32].tolist() == [0, 0, 0] and filled[32, 32].tolist() == [255, 255, 255]  # fitted, black bars
+    unit = script.ControlUnit(guidance_start=0.25, guidance_end=0.5)
+    assert [unit.active_at(step, 8) for step in range(8)] == [False, False, True, True, True, False, False, False]
