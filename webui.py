@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                  time.perf_counter() - STARTED)
         threading.Thread(target=_warm_up, args=(app, not launch.skip_load_model_at_start), name="warm-up",
                          daemon=True).start()
+        threading.Thread(target=_sync_gallery, args=(app,), name="gallery-sync", daemon=True).start()
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     app.server.attach(lambda: setattr(uvicorn_server, "should_exit", True))
@@ -125,6 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         arguments = sys.argv[1:] if argv is None else argv
         os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *arguments])
     return 0
+
+
+def _sync_gallery(app: "App") -> None:
+    """After the server is ready, in the background: bring the gallery index in line with the output folders
+    (pictures added or removed while the server was down; only new or changed files are read)."""
+    started = time.perf_counter()
+    try:
+        count = app.gallery.rebuild()
+    except Exception as error:  # noqa: BLE001 - the gallery is never worth failing the server for
+        log.warning("Gallery index not synchronised: %s", error)
+        return
+    log.info("Gallery index: %d pictures (synchronised in %.1fs)", count, time.perf_counter() - started)
 
 
 def _warm_up(app: "App", load_checkpoint: bool) -> None:

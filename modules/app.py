@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.extras import ExtrasRequest
+    from modules.gallery.index import GalleryIndex
     from modules.models.manager import ModelManager
     from modules.networks.service import ExtraNetworks
     from modules.samplers.registry import SamplerRegistry
@@ -56,12 +57,18 @@ class App:
     admission: Callable[[GenerationRequest], None] | None = None
     """Checks a request before it is queued (raises a UserError such as JobTooLarge); `build_app` passes
     `modules.admission.SubmitAdmission`."""
+    gallery: GalleryIndex = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
+    """The index of saved pictures (the Gallery tab); every file the generation and Extras save is recorded."""
 
     def __post_init__(self) -> None:
         if self.networks is None:
             from modules.networks.service import ExtraNetworks
 
             self.networks = ExtraNetworks.for_folders(self.paths.embeddings, self.paths.lora)
+        if self.gallery is None:
+            from modules.gallery.index import GalleryIndex
+
+            self.gallery = GalleryIndex.for_paths(self.paths, self.settings)
 
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
                save: bool | None = None) -> Job:
@@ -76,7 +83,7 @@ class App:
         function of the job context (`CallableWork`), like checkpoint switches."""
         from modules.extras import ExtrasService
 
-        service = ExtrasService(self.models.upscalers, self.settings, self.paths)
+        service = ExtrasService(self.models.upscalers, self.settings, self.paths, on_saved=self.gallery.record)
         return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner,
                                 description=f"extras: {len(request.images)} picture(s)")
 
@@ -93,3 +100,4 @@ class App:
         """Stop the worker and release models (used by tests and on shutdown)."""
         self.jobs.stop()
         self.models.unload()
+        self.gallery.close()

@@ -13,6 +13,7 @@ from modules.app import App
 from modules.cli import LaunchOptions
 from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
+from modules.gallery.index import GalleryIndex
 from modules.jobs import JobQueue, LocalThreadExecutor
 from modules.models.manager import ModelManager, default_load_fn
 from modules.networks.service import ExtraNetworks
@@ -48,8 +49,9 @@ def build_app(launch: LaunchOptions) -> App:
     extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)  # scanned on first use (webui.py warms)
     styles = StyleDatabase(paths.styles_file)
+    gallery = GalleryIndex.for_paths(paths, settings)  # opens its database on first use
     generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,
-                                   extensions=extensions, styles=styles, paths=paths)
+                                   extensions=extensions, styles=styles, paths=paths, on_saved=gallery.record)
     return App(
         launch=launch,
         paths=paths,
@@ -63,6 +65,7 @@ def build_app(launch: LaunchOptions) -> App:
         extensions=extensions,
         networks=networks,
         admission=SubmitAdmission(models),
+        gallery=gallery,
     )
 
 

@@ -153,6 +153,8 @@ class ExtrasService:
     upscalers: UpscalerRegistry
     settings: "SettingsStore"
     paths: "DataPaths"
+    on_saved: Callable[[Path], None] | None = None
+    """Called with every file saved (the App's gallery index)."""
 
     def run(self, request: ExtrasRequest, ctx: "JobContext") -> ExtrasResult:
         validate(request)
@@ -188,9 +190,12 @@ class ExtrasService:
         folder = output_dir or Path(str(options["outdir_extras_samples"]) or "outputs/extras-images")
         folder = folder if folder.is_absolute() else self.paths.data_dir / folder
         basename = Path(name).stem if name and bool(options["use_original_name_batch"]) else ""
-        return images.save_image(picture, folder, seed=0, infotext=picture.info.get("parameters"),
+        path = images.save_image(picture, folder, seed=0, infotext=picture.info.get("parameters"),
                                  extension=str(options["samples_format"]), basename_pattern=basename,
                                  jpeg_quality=int(options["jpeg_quality"]), extra_text={"extras": text})
+        if self.on_saved is not None:
+            self.on_saved(path)
+        return path
 
 
 def _tile_progress(ctx: "JobContext", index: int, count: int) -> Callable[[int, int], None]:

@@ -61,6 +61,9 @@ class GenerationService:
     extensions: "ExtensionHost"
     styles: "StyleDatabase"
     paths: "DataPaths"
+    on_saved: Callable[[Path], None] | None = None
+    """Called with every file this service saves (samples, pictures before hires fix, scripts' pictures, grids):
+    the App's gallery index (`GalleryIndex.record`)."""
 
     def run(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None) -> GenerationResult:
         """Run `request` on the executor's worker: the selected extension script, or one plain generation."""
@@ -124,7 +127,14 @@ class GenerationService:
         path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
                                  extension=options.samples_format, jpeg_quality=options.jpeg_quality)
         log.info("Saved %s", path)
+        self.notify_saved(path)
         self.extensions.hooks.image_saved(request, path, image, text)
+
+    def notify_saved(self, path: Path) -> Path:
+        """Tell `on_saved` about a file just written; returns the path."""
+        if self.on_saved is not None:
+            self.on_saved(path)
+        return path
 
     def job_settings(self, request: GenerationRequest) -> "Settings":
         """The settings in force for one job: the current snapshot with the request's overrides on a copy."""
@@ -238,14 +248,14 @@ class GenerationService:
         if options.save_images_before_highres_fix:
             for image, seed, text in zip(output.first_pass_images, output.seeds, texts):
                 if image is not None:
-                    saved.append(images.save_image(
+                    saved.append(self.notify_saved(images.save_image(
                         image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
                         extension=options.samples_format, basename_pattern="[seed]-before-highres-fix",
-                        jpeg_quality=options.jpeg_quality))
+                        jpeg_quality=options.jpeg_quality)))
         for image, seed, text in zip(output.images, output.seeds, texts):
             path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
                                      extension=options.samples_format, jpeg_quality=options.jpeg_quality)
-            saved.append(path)
+            saved.append(self.notify_saved(path))
             log.info("Saved %s", path)
             self.extensions.hooks.image_saved(request, path, image, text)
         return saved
@@ -260,6 +270,7 @@ class GenerationService:
         seed = infotext.parse(text).get("Seed") or str(request.seed)
         path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
                                  infotext=text, extension=options.grid_format)
+        self.notify_saved(path)
         log.info("Saved grid %s", path)
 
 

@@ -1,9 +1,9 @@
 """`build_ui(app)`: the whole Gradio page, and `launch_kwargs(app)`: its theme, CSS and scripts.
 
 Page layout (A1111's): the quicksettings bar (checkpoint, VAE, Clip skip) above the tabs txt2img, img2img (with
-img2img / Inpaint / Inpaint upload), PNG Info, the tabs extensions add, Settings and Extensions. Each tab lives
-in its own module; this one only puts them together, wires the "send to" buttons between tabs and refreshes
-per-page values when a browser loads it.
+img2img / Inpaint / Inpaint upload), Extras, PNG Info, Gallery (the saved pictures, searchable), the tabs extensions
+add, Settings and Extensions. Each tab lives in its own module; this one only puts them together, wires the "send
+to" buttons between tabs and refreshes per-page values when a browser loads it.
 
 Gradio 6 takes theme, css, js and head as `launch()` (or `mount_gradio_app`) arguments, not `Blocks` ones, so they
 come from `launch_kwargs()`; everything is served locally (Gradio's bundled fonts, no CDN). The style.css and
@@ -25,9 +25,10 @@ from modules.api.limits import max_request_mb
 from modules.ui.common import TOOLTIPS, UiContext
 from modules.ui.extensions_tab import build_extension_tabs, build_extensions_tab
 from modules.ui.extras import build_extras_tab
+from modules.ui.gallery import build_gallery_tab
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.pnginfo import build_pnginfo_tab
-from modules.ui.sendto import SendTargets, wire_pnginfo, wire_results_panel
+from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
 from modules.ui.tokens import TokenCounter
 from modules.ui.toprow import build_top_row, current_checkpoint, page_load_values, size_updates
@@ -54,6 +55,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
             img2img = build_img2img_tab(ctx, top.named())
             extras = build_extras_tab(app)
             pnginfo = build_pnginfo_tab()
+            gallery = build_gallery_tab(app)
             build_extension_tabs(app)
             settings_tab = build_settings_tab(app)
             build_extensions_tab(app)
@@ -61,6 +63,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         wire_results_panel(app, txt2img.panel, targets)
         wire_results_panel(app, img2img.generation.panel, targets)
         wire_pnginfo(app, targets)
+        wire_gallery(app, gallery, targets)
 
         sizes = [txt2img.sampling.width, txt2img.sampling.height,
                  img2img.generation.sampling.width, img2img.generation.sampling.height]

@@ -2,7 +2,8 @@
 
 From a results panel (txt2img or img2img) the selected picture goes to img2img, to the inpaint canvas, to PNG Info or
 to Extras; from PNG Info the parameters (and the picture) go to txt2img, img2img or inpaint, and the picture to
-Extras. Parameters are applied
+Extras; from the Gallery the selected file goes wherever PNG Info's buttons send, and to PNG Info. Parameters are
+applied
 like a paste (`generation.paste_updates`): only what the infotext states changes, and A1111's `send_seed` /
 `send_size` options decide whether seeds and size travel too. The target tab is selected afterwards.
 """
@@ -18,9 +19,10 @@ from PIL import Image
 
 from modules.ui.bind import named_values
 from modules.ui.extras import SINGLE, ExtrasTab
+from modules.ui.gallery import GalleryTab
 from modules.ui.generation import GenerationTab, paste_updates
 from modules.ui.img2img import SOURCE_IMG2IMG, SOURCE_INPAINT, Img2ImgTab, select_source_updates
-from modules.ui.pnginfo import PngInfoTab, describe_image, load_image
+from modules.ui.pnginfo import PngInfoTab, describe_file, describe_image, load_image
 from modules.ui.results import ResultPanel, gallery_images, selected_image, selected_index
 
 if TYPE_CHECKING:
@@ -174,3 +176,80 @@ def wire_pnginfo(app: "App", targets: SendTargets) -> None:
                 return image_to_extras(targets, opened.copy())  # a copy keeps the PNG's text (its infotext)
 
         png.send_extras.click(to_extras, inputs=png.image, outputs=_extras_outputs(targets), show_progress="hidden")
+
+
+
+def _gallery_choice(app: "App", gallery: GalleryTab, data: dict) -> tuple[str, str] | None:
+    """(file path, infotext) of the Gallery's selected picture; None (with a warning) when none or its file is gone."""
+    entry = app.gallery.get(int(data[gallery.selected])) if data[gallery.selected] is not None else None
+    if entry is None:
+        gr.Warning("Select a picture in the gallery first.")
+        return None
+    path = entry.file(app.gallery.data_dir)
+    if not path.is_file():
+        gr.Warning(f"{entry.path} is no longer there: rebuild the index.")
+        return None
+    return str(path), entry.infotext
+
+
+def wire_gallery(app: "App", gallery: GalleryTab, targets: SendTargets) -> None:
+    """The Gallery's buttons: the selected file's parameters to txt2img; parameters and picture to img2img or
+    inpaint; the file to PNG Info and the picture (with its text chunks) to Extras (`_wire_gallery_files`)."""
+    txt2img = targets.txt2img
+
+    def to_txt2img(data: dict) -> dict:
+        found = _gallery_choice(app, gallery, data)
+        if found is None:
+            return {}
+        if not found[1]:
+            return _no_parameters()
+        return {**parameters_to_tab(app, txt2img, found[1], data), targets.main_tabs: gr.Tabs(selected="txt2img")}
+
+    gallery.send_txt2img.click(to_txt2img, inputs={gallery.selected, *txt2img.inputs.values()},
+                               outputs=[*txt2img.inputs.values(), targets.main_tabs], show_progress="hidden")
+
+    def to_img2img(source: str) -> Callable[[dict], dict]:
+        def send(data: dict) -> dict:
+            found = _gallery_choice(app, gallery, data)
+            if found is None:
+                return {}
+            image = load_image(found[0])
+            if image is None:
+                return {}
+            updates = parameters_to_tab(app, targets.img2img.generation, found[1], data)
+            updates.update(image_to_img2img(targets, image, source))
+            return updates
+
+        return send
+
+    inputs: set[Block] = {gallery.selected, *targets.img2img.generation.inputs.values()}
+    for button, source in ((gallery.send_img2img, SOURCE_IMG2IMG), (gallery.send_inpaint, SOURCE_INPAINT)):
+        button.click(to_img2img(source), inputs=inputs, outputs=_img2img_outputs(targets), show_progress="hidden")
+    _wire_gallery_files(app, gallery, targets)
+
+
+def _wire_gallery_files(app: "App", gallery: GalleryTab, targets: SendTargets) -> None:
+    png = targets.pnginfo
+
+    def to_pnginfo(data: dict) -> dict:
+        found = _gallery_choice(app, gallery, data)
+        if found is None:
+            return {}
+        info_html, parameters = describe_file(found[0])
+        return {png.image: found[0], png.info: info_html, png.parameters: parameters,
+                targets.main_tabs: gr.Tabs(selected="pnginfo")}
+
+    gallery.send_pnginfo.click(to_pnginfo, inputs={gallery.selected},
+                               outputs=[png.image, png.info, png.parameters, targets.main_tabs], show_progress="hidden")
+
+    if targets.extras is not None:
+        def to_extras(data: dict) -> dict:
+            found = _gallery_choice(app, gallery, data)
+            if found is None:
+                return {}
+            with Image.open(found[0]) as opened:
+                opened.load()
+                return image_to_extras(targets, opened.copy())  # a copy keeps the file's text (its infotext)
+
+        gallery.send_extras.click(to_extras, inputs={gallery.selected}, outputs=_extras_outputs(targets),
+                                  show_progress="hidden")

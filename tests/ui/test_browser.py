@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from PIL import Image
 
+from modules import images, infotext
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
@@ -106,3 +108,27 @@ def test_progress_then_interrupt(browser_page, served) -> None:
     expect(page.get_by_text("Interrupted:").first).to_be_visible(timeout=15_000)
     expect(page.locator("#txt2img_generate")).to_be_visible()
     assert app.jobs.list()[-1].cancel_token.interrupted
+
+
+def test_gallery_tab_shows_saved_pictures_and_sends_one(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    for seed, prompt in ((7, "a quiet harbour"), (8, "a lighthouse at night")):
+        app.gallery.record(images.save_image(
+            Image.new("RGB", (64, 64), (seed * 20, 90, 160)), app.paths.outputs / "txt2img-images", seed=seed,
+            infotext=infotext.build(prompt, "", {"Steps": 6, "Sampler": "Euler", "CFG scale": 5, "Seed": seed,
+                                                 "Size": "64x64", "Model": "tiny"})))
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Gallery").click()
+    thumbnails = page.locator("#gallery_images img")
+    expect(thumbnails).to_have_count(2, timeout=15_000)
+    expect(page.locator("#gallery_page_info")).to_contain_text("2 pictures")
+    # served straight from the output folder (a static path), not a copy in Gradio's cache
+    assert "outputs/txt2img-images/" in (thumbnails.first.get_attribute("src") or "")
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery_images img')]"
+                           ".every(img => img.complete && img.naturalWidth === 64)", timeout=15_000)
+    thumbnails.first.click()
+    expect(page.locator("#gallery_info")).to_contain_text("a lighthouse at night", timeout=10_000)
+    page.locator("#gallery_send_to_txt2img").click()
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a lighthouse at night", timeout=10_000)
