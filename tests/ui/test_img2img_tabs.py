@@ -1,4 +1,5 @@
-"""img2img's sub-tabs with the fake App: their order, and the Batch run (one fake job per picture)."""
+"""img2img's sub-tabs with the fake App: their order, Sketch / Inpaint sketch requests, and the Batch run (one fake
+job per picture)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 from PIL import Image
 
 from modules.jobs import JobState
-from modules.ui.img2img import SOURCE_BATCH, SUB_TAB_IDS, SUB_TAB_LABELS
+from modules.types import InpaintFill
+from modules.ui.img2img import (
+    SOURCE_BATCH,
+    SOURCE_INPAINT_SKETCH,
+    SOURCE_SKETCH,
+    SUB_TAB_IDS,
+    SUB_TAB_LABELS,
+)
 from tests.ui.fakes import COLOUR, FakeApp, make_app
 from tests.ui.helpers import Page, merged, run_to_end
 
@@ -37,9 +45,50 @@ def test_sub_tabs_in_a1111_order(page: Page) -> None:
     tabs = page.find("mode_img2img")
     labels = [child.label for child in tabs.children]
     assert labels == list(SUB_TAB_LABELS.values())
-    assert labels == ["img2img", "Inpaint", "Inpaint upload", "Batch"]
-    _, updates = _source_state(page, SOURCE_BATCH)
-    assert updates[page.find("inpaint_controls")].visible is True
+    assert labels == ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload", "Batch"]
+    for source, inpaint_options in ((SOURCE_BATCH, True), (SOURCE_SKETCH, False), (SOURCE_INPAINT_SKETCH, True)):
+        _, updates = _source_state(page, source)
+        assert updates[page.find("inpaint_controls")].visible is inpaint_options
+
+
+def _painted() -> dict[str, Any]:
+    """A sketch editor's value: a grey picture with a red stroke."""
+    background = Image.new("RGB", (32, 32), (128, 128, 128))
+    composite = background.copy()
+    composite.paste((255, 0, 0), (8, 8, 16, 16))
+    layer = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (8, 8, 16, 16))
+    return {"background": background, "layers": [layer], "composite": composite}
+
+
+def test_sketch_makes_an_img2img_request_with_the_painted_picture(page: Page, app: FakeApp) -> None:
+    state, _ = _source_state(page, SOURCE_SKETCH)
+    run_to_end(page.call("img2img_generate", "click", {"img2img_prompt": "sketch", "img2img_sketch": _painted()},
+                         extra={state: SOURCE_SKETCH}))
+    request = app.generation.requests[-1]
+    assert (request.mode, request.prompt, request.mask) == ("img2img", "sketch", None)
+    assert request.init_image.getpixel((10, 10))[:3] == (255, 0, 0)
+    assert request.init_image.getpixel((0, 0))[:3] == (128, 128, 128)
+    with pytest.raises(gr.Error, match="Sketch needs an image"):
+        run_to_end(page.call("img2img_generate", "click", {}, extra={state: SOURCE_SKETCH}))
+
+
+def test_inpaint_sketch_paints_the_mask_and_the_new_colours(page: Page, app: FakeApp) -> None:
+    state, _ = _source_state(page, SOURCE_INPAINT_SKETCH)
+    run_to_end(page.call("img2img_generate", "click", {
+        "inpaint_sketch": _painted(), "img2img_mask_alpha": 0, "img2img_inpainting_fill": "fill",
+        "img2img_mask_blur": 0}, extra={state: SOURCE_INPAINT_SKETCH}))
+    request = app.generation.requests[-1]
+    assert request.mode == "inpaint" and request.inpainting_fill is InpaintFill.ORIGINAL
+    assert request.mask.getbbox() == (8, 8, 16, 16) and request.mask.getpixel((9, 9)) == 255
+    assert request.init_image.getpixel((9, 9)) == (255, 0, 0) and request.init_image.getpixel((0, 0)) == (128,) * 3
+    run_to_end(page.call("img2img_generate", "click", {"inpaint_sketch": _painted(), "img2img_mask_alpha": 50},
+                         extra={state: SOURCE_INPAINT_SKETCH}))
+    assert app.generation.requests[-1].mask.getpixel((9, 9)) == 127
+    unpainted = {**_painted(), "composite": _painted()["background"]}
+    with pytest.raises(gr.Error, match="mask is empty"):
+        run_to_end(page.call("img2img_generate", "click", {"inpaint_sketch": unpainted},
+                             extra={state: SOURCE_INPAINT_SKETCH}))
 
 
 def test_batch_runs_one_job_per_picture_and_saves_named_after_inputs(page: Page, app: FakeApp,
