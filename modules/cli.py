@@ -56,6 +56,7 @@ class LaunchOptions:
     api_auth: Credentials = field(default=(), repr=False)
     api_server_stop: bool = False
     api_allow_path_options: bool = False
+    allow_batch_dirs_outside_data: bool = False
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_origins_regex: str | None = None
     device: str | None = None
@@ -222,6 +223,9 @@ def _add_path_flags(parser: argparse.ArgumentParser) -> None:
                        help="settings file (default: DATA_DIR/config.json)")
     group.add_argument("--ui-config-file", type=_path, metavar="FILE",
                        help="UI defaults file (default: DATA_DIR/ui-config.json)")
+    group.add_argument("--allow-batch-dirs-outside-data", action="store_true",
+                       help="let img2img's Batch sub-tab read and write folders outside DATA_DIR (absolute paths "
+                            "anywhere on this machine); off by default: such folders are refused (not an A1111 flag)")
     group.add_argument("--skip-load-model-at-start", action="store_true",
                        help="do not load a checkpoint at start; the first generation loads it")
 

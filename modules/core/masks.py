@@ -11,12 +11,15 @@
   decreasing radii (A1111 `masking.fill`).
 - `make_overlay` / `paste_back`: the original is laid over the result wherever the mask is not fully white
   (A1111 `apply_overlay`), so unmasked pixels come back unchanged.
+- `inpaint_sketch`: img2img's "Inpaint sketch": the mask is where the painted picture differs from the original,
+  dimmed by "Mask transparency", and the init image the painted picture blended into the original through that
+  mask (A1111 `img2img` mode 3).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageColor, ImageFilter, ImageOps
+from PIL import Image, ImageColor, ImageEnhance, ImageFilter, ImageOps
 
 from modules.errors import InvalidRequest
 from modules.types import ResizeMode
@@ -193,3 +196,21 @@ def paste_back(result: Image.Image, overlay: Image.Image, paste_to: CropBox | No
     composed = result.convert("RGBA")
     composed.alpha_composite(overlay)
     return composed.convert("RGB")
+
+
+def inpaint_sketch(original: Image.Image, painted: Image.Image, mask_alpha: float,
+                   mask_blur: int) -> tuple[Image.Image, Image.Image]:
+    """(init image RGB, mask "L") of an inpaint sketch, computed as A1111 does: the mask is 255 where `painted`
+    differs from `original` in any channel, its brightness scaled by ``1 - mask_alpha / 100`` ("Mask transparency",
+    0-100); the init image is `painted` blurred by `mask_blur` (PIL Gaussian) composited over `original` through
+    the mask blurred likewise, so pixels away from the strokes keep the original. Both pictures are flattened over
+    white first; a painted picture of another size is resized to the original's."""
+    base = flatten(original, "#ffffff")
+    paint = flatten(painted, "#ffffff")
+    if paint.size != base.size:
+        paint = paint.resize(base.size, Image.Resampling.LANCZOS)
+    changed = np.any(np.asarray(paint) != np.asarray(base), axis=-1)
+    mask = Image.fromarray(changed.astype(np.uint8) * 255, mode="L")
+    mask = ImageEnhance.Brightness(mask).enhance(1 - float(mask_alpha) / 100)
+    blur = ImageFilter.GaussianBlur(mask_blur)
+    return Image.composite(paint.filter(blur), base, mask.filter(blur)), mask

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 RequestBuilder = Callable[[Mapping[str, Any], Mapping[Any, Any]], GenerationRequest]
 """(named widget values, raw Gradio input dict) -> request; raises UserError for unusable input."""
 
+RunOverride = Callable[[GenerationRequest, Mapping[Any, Any], "str | None"], "Iterator[dict[Any, Any]] | None"]
+"""(request, raw Gradio input dict, owner) -> the panel updates of a run that is not one plain job (img2img's
+Batch sub-tab), or None for the usual single job; may raise UserError."""
+
 
 @dataclass
 class GenerationTab:
@@ -50,6 +54,7 @@ class GenerationTab:
     make_request: RequestBuilder
     extra_inputs: list[gr.components.Component] = field(default_factory=list)
     scripts: ScriptArea | None = None
+    run_override: RunOverride | None = None
 
     @property
     def buttons(self) -> RunButtons:
@@ -101,6 +106,10 @@ def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     def generate(data: dict, request: gr.Request) -> Iterator[dict]:
         try:
             generation_request = tab.build_request(data)
+            custom = tab.run_override(generation_request, data, _owner(request)) if tab.run_override else None
+            if custom is not None:
+                yield from custom
+                return
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
         yield from stream_generation(app, tab.panel, tab.buttons, generation_request, _owner(request))

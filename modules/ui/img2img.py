@@ -1,9 +1,12 @@
-"""The img2img tab with its three sources: img2img, Inpaint (paint a mask) and Inpaint upload (image + mask file).
+"""The img2img tab with A1111's sources: img2img, Sketch (paint in colour: the painted picture is the init image),
+Inpaint (paint a mask), Inpaint sketch (paint in colour: the strokes are the mask and the new content), Inpaint
+upload (image + mask file) and Batch (a folder of pictures, one job each: `modules.ui.img2img_batch`).
 
 One Generate button serves the whole tab, as in A1111: the selected sub-tab decides the request's mode and where
 the init image and mask come from (kept per session in a `gr.State`). The inpaint editor is a `gr.ImageEditor`
 with a fixed white brush (size adjustable in the editor), eraser, undo and clear; its value is
-``{"background", "layers", "composite"}`` and the mask is whatever was painted on the layers (their alpha).
+``{"background", "layers", "composite"}`` and the mask is whatever was painted on the layers (their alpha). The
+sketch editors have a colour brush; their composite is the painted picture and the background the original.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Callable, Final, Mapping
 import gradio as gr
 from PIL import Image, ImageChops
 
+from modules.core import masks
 from modules.errors import InvalidRequest
 from modules.types import GenerationRequest
 from modules.ui.bind import (
@@ -26,15 +30,28 @@ from modules.ui.bind import (
 from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
+from modules.ui.img2img_batch import BatchFields, BatchRun, BatchStops, build_batch_fields
 from modules.ui.interrogate import wire_interrogate
 from modules.ui.results import build_result_panel
 
 TAB: Final = "img2img"
 SOURCE_IMG2IMG = "img2img"
+SOURCE_SKETCH = "sketch"
 SOURCE_INPAINT = "inpaint"
+SOURCE_INPAINT_SKETCH = "inpaint_sketch"
 SOURCE_INPAINT_UPLOAD = "inpaint_upload"
-SUB_TAB_IDS = {SOURCE_IMG2IMG: "img2img_img2img_tab", SOURCE_INPAINT: "img2img_inpaint_tab",
-               SOURCE_INPAINT_UPLOAD: "img2img_inpaint_upload_tab"}
+SOURCE_BATCH = "batch"
+SUB_TAB_IDS = {SOURCE_IMG2IMG: "img2img_img2img_tab", SOURCE_SKETCH: "img2img_img2img_sketch_tab",
+               SOURCE_INPAINT: "img2img_inpaint_tab", SOURCE_INPAINT_SKETCH: "img2img_inpaint_sketch_tab",
+               SOURCE_INPAINT_UPLOAD: "img2img_inpaint_upload_tab", SOURCE_BATCH: "img2img_batch_tab"}
+SUB_TAB_LABELS = {SOURCE_IMG2IMG: "img2img", SOURCE_SKETCH: "Sketch", SOURCE_INPAINT: "Inpaint",
+                  SOURCE_INPAINT_SKETCH: "Inpaint sketch", SOURCE_INPAINT_UPLOAD: "Inpaint upload",
+                  SOURCE_BATCH: "Batch"}
+"""The sub-tabs in A1111's order, with their labels."""
+WITHOUT_INPAINT_OPTIONS = frozenset({SOURCE_IMG2IMG, SOURCE_SKETCH})
+"""The sources that are plain img2img: the inpaint options are hidden there."""
+SKETCH_COLORS: list[str | tuple[str, float]] = ["#000000", "#ffffff", "#ff0000", "#00a000", "#0000ff", "#ffff00",
+                                                "#ff8000", "#808080"]
 
 
 @dataclass
@@ -49,6 +66,9 @@ class Img2ImgTab:
     source: gr.State
     sub_tabs: gr.Tabs
     inpaint_options: gr.Group
+    batch: BatchFields
+    sketch: gr.ImageEditor
+    inpaint_sketch: gr.ImageEditor
 
 
 # --- images and masks ---------------------------------------------------------------------------------------------
@@ -82,6 +102,15 @@ def mask_from_editor(value: Mapping[str, Any] | None) -> tuple[Image.Image | Non
     return image, mask
 
 
+def sketch_pictures(value: Mapping[str, Any] | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """(original, painted picture) of a sketch editor's value: its background and its composite (either may be
+    None; the painted picture falls back to the original)."""
+    if not value:
+        return None, None
+    background, composite = value.get("background"), value.get("composite")
+    return background, composite if composite is not None else background
+
+
 def _require_mask(mask: Image.Image | None, where: str) -> Image.Image:
     if mask is None or mask.getbbox() is None:
         raise InvalidRequest(f"The mask is empty: {where}")
@@ -91,9 +120,27 @@ def _require_mask(mask: Image.Image | None, where: str) -> Image.Image:
 def img2img_request(source: str, values: Mapping[str, Any], images: Mapping[str, Any]) -> GenerationRequest:
     """The request of the img2img tab for the selected source; InvalidRequest when its image or mask is missing.
 
-    `images` holds the widget values "init_image", "editor", "upload_image" and "upload_mask".
+    `images` holds the widget values "init_image", "editor", "upload_image", "upload_mask", "sketch",
+    "inpaint_sketch" and "mask_alpha". Batch gives the tab's request without a picture: its run
+    (`modules.ui.img2img_batch`) adds each one. Inpaint sketch takes the tab's "Masked content" as A1111 does
+    ("original" starts from the painted colours).
     """
     request = request_from_values(values, GenerationRequest(mode="img2img"))
+    if source == SOURCE_BATCH:
+        return request.with_changes(mode="img2img", init_image=None, mask=None)
+    if source == SOURCE_SKETCH:
+        painted = sketch_pictures(images.get("sketch"))[1]
+        if painted is None:
+            raise InvalidRequest("Sketch needs an image: drop one into the Sketch canvas and paint on it.")
+        return request.with_changes(mode="img2img", init_image=painted, mask=None)
+    if source == SOURCE_INPAINT_SKETCH:
+        original, painted = sketch_pictures(images.get("inpaint_sketch"))
+        if original is None or painted is None:
+            raise InvalidRequest("Inpaint sketch needs an image: drop one into the Inpaint sketch canvas first.")
+        init, painted_mask = masks.inpaint_sketch(original, painted, float(images.get("mask_alpha") or 0),
+                                                  request.mask_blur)
+        sketch_mask = _require_mask(painted_mask, "paint over the area to change (with Mask transparency below 100).")
+        return request.with_changes(mode="inpaint", init_image=init, mask=sketch_mask)
     if source == SOURCE_INPAINT:
         image, mask = mask_from_editor(images.get("editor"))
         if image is None:
@@ -115,25 +162,59 @@ def img2img_request(source: str, values: Mapping[str, Any], images: Mapping[str,
 # --- layout -------------------------------------------------------------------------------------------------------
 
 
-def _build_sources(ctx: UiContext) -> tuple[gr.Tabs, dict[str, gr.Tab], gr.Image, gr.ImageEditor, gr.Image, gr.Image]:
+@dataclass
+class _Sources:
+    sub_tabs: gr.Tabs
+    tabs: dict[str, gr.Tab]
+    init_image: gr.Image
+    editor: gr.ImageEditor
+    upload_image: gr.Image
+    upload_mask: gr.Image
+    batch: BatchFields
+    sketch: gr.ImageEditor
+    inpaint_sketch: gr.ImageEditor
+    mask_alpha: gr.Slider
+
+
+def _sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
+    return gr.ImageEditor(
+        label=label, type="pil", height=520, elem_id=elem_id, sources=["upload", "clipboard"], layers=False,
+        transforms=(), brush=gr.Brush(colors=SKETCH_COLORS, default_color="#ff0000", color_mode="defaults",
+                                      default_size=16), eraser=gr.Eraser())
+
+
+def _build_sources(ctx: UiContext) -> _Sources:
+    def tab(source: str) -> gr.Tab:
+        return gr.Tab(SUB_TAB_LABELS[source], id=SUB_TAB_IDS[source], elem_id=SUB_TAB_IDS[source])
+
     with gr.Tabs(elem_id="mode_img2img") as sub_tabs:
-        with gr.Tab("img2img", id=SUB_TAB_IDS[SOURCE_IMG2IMG]) as tab_img2img:
+        with tab(SOURCE_IMG2IMG) as tab_img2img:
             init_image = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA", height=480,
                                   sources=["upload", "clipboard"], elem_id="img2img_image")
-        with gr.Tab("Inpaint", id=SUB_TAB_IDS[SOURCE_INPAINT]) as tab_inpaint:
+        with tab(SOURCE_SKETCH) as tab_sketch:
+            sketch = _sketch_editor("Image for img2img (paint on it)", "img2img_sketch")
+        with tab(SOURCE_INPAINT) as tab_inpaint:
             editor = gr.ImageEditor(
                 label="Image for inpainting with mask", type="pil", height=520, elem_id="img2maskimg",
                 sources=["upload", "clipboard"], layers=False, transforms=(),
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32), eraser=gr.Eraser(),
             )
-        with gr.Tab("Inpaint upload", id=SUB_TAB_IDS[SOURCE_INPAINT_UPLOAD]) as tab_upload:
+        with tab(SOURCE_INPAINT_SKETCH) as tab_inpaint_sketch:
+            inpaint_sketch = _sketch_editor("Color sketch inpainting", "inpaint_sketch")
+            mask_alpha = gr.Slider(label="Mask transparency", minimum=0, maximum=100, step=1, value=0,
+                                   elem_id="img2img_mask_alpha")
+        with tab(SOURCE_INPAINT_UPLOAD) as tab_upload:
             with gr.Row():
                 upload_image = gr.Image(label="Image", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
                                         height=400, elem_id="img_inpaint_base")
                 upload_mask = gr.Image(label="Mask (white = change)", type="pil", image_mode="L", height=400,
                                        sources=["upload", "clipboard"], elem_id="img_inpaint_mask")
-    tabs = {SOURCE_IMG2IMG: tab_img2img, SOURCE_INPAINT: tab_inpaint, SOURCE_INPAINT_UPLOAD: tab_upload}
-    return sub_tabs, tabs, init_image, editor, upload_image, upload_mask
+        with tab(SOURCE_BATCH) as tab_batch:
+            batch = build_batch_fields()
+    tabs = {SOURCE_IMG2IMG: tab_img2img, SOURCE_SKETCH: tab_sketch, SOURCE_INPAINT: tab_inpaint,
+            SOURCE_INPAINT_SKETCH: tab_inpaint_sketch, SOURCE_INPAINT_UPLOAD: tab_upload, SOURCE_BATCH: tab_batch}
+    return _Sources(sub_tabs, tabs, init_image, editor, upload_image, upload_mask, batch, sketch, inpaint_sketch,
+                    mask_alpha)
 
 
 def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.components.Component]]:
@@ -160,7 +241,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
-                sub_tabs, source_tabs, init_image, editor, upload_image, upload_mask = _build_sources(ctx)
+                sources = _build_sources(ctx)
                 interrogate = gr.Button("Interrogate CLIP", elem_id="interrogate", size="sm")
                 resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
                                        value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
@@ -173,33 +254,50 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 panel = build_result_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named(), inpaint_inputs,
                             {"resize_mode": resize_mode, "denoising_strength": denoising})
-    image_inputs = {"init_image": init_image, "editor": editor, "upload_image": upload_image,
-                    "upload_mask": upload_mask}
+    image_inputs = {"init_image": sources.init_image, "editor": sources.editor, "upload_image": sources.upload_image,
+                    "upload_mask": sources.upload_mask, "sketch": sources.sketch,
+                    "inpaint_sketch": sources.inpaint_sketch, "mask_alpha": sources.mask_alpha}
+    batch_inputs = dict(zip(("input_dir", "output_dir", "mask_dir", "use_png_info", "png_info_props", "png_info_dir"),
+                            sources.batch.components()))
 
     def make_request(values: Mapping[str, Any], data: Mapping[Any, Any]) -> GenerationRequest:
         images = {name: data.get(component) for name, component in image_inputs.items()}
         return img2img_request(data.get(source) or SOURCE_IMG2IMG, values, images)
 
     generation = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, make_request,
-                               extra_inputs=[source, *image_inputs.values()], scripts=scripts)
+                               extra_inputs=[source, *image_inputs.values(), *batch_inputs.values()], scripts=scripts)
+    stops = BatchStops()
+    batch_run = BatchRun(ctx.app, generation, stops)
+
+    def run_override(request: GenerationRequest, data: Mapping[Any, Any], owner: str | None) -> Any:
+        if data.get(source) != SOURCE_BATCH:
+            return None
+        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner)
+
+    generation.run_override = run_override
     wire_generation_tab(ctx, generation)
-    tab = Img2ImgTab(generation, init_image, editor, upload_image, upload_mask, source, sub_tabs, inpaint_group)
-    _wire_sources(tab, source_tabs)
+
+    def stop_batch(request: gr.Request) -> None:
+        stops.stop(request.session_hash if request is not None else None)
+
+    prompt_row.interrupt.click(stop_batch, show_progress="hidden", queue=False)
+    tab = Img2ImgTab(generation, sources.init_image, sources.editor, sources.upload_image, sources.upload_mask,
+                     source, sources.sub_tabs, inpaint_group, sources.batch, sources.sketch, sources.inpaint_sketch)
+    _wire_sources(tab, sources.tabs)
     _wire_detect_size(tab)
-    wire_interrogate(ctx.app, interrogate, current_picture, [source, init_image, editor, upload_image],
-                     prompt_row.prompt)
+    wire_interrogate(ctx.app, interrogate, current_picture, _picture_inputs(tab), prompt_row.prompt)
     return tab
 
 
 def select_source_updates(tab: Img2ImgTab, source: str) -> dict[Any, Any]:
     """Updates that make `source` the active sub-tab (used by its tab's select event and by "send to")."""
-    return {tab.source: source, tab.inpaint_options: gr.Group(visible=source != SOURCE_IMG2IMG),
+    return {tab.source: source, tab.inpaint_options: gr.Group(visible=source not in WITHOUT_INPAINT_OPTIONS),
             tab.sub_tabs: gr.Tabs(selected=SUB_TAB_IDS[source])}
 
 
 def _source_selector(tab: Img2ImgTab, source: str) -> Callable[[], dict[Any, Any]]:
     def select() -> dict[Any, Any]:
-        return {tab.source: source, tab.inpaint_options: gr.Group(visible=source != SOURCE_IMG2IMG)}
+        return {tab.source: source, tab.inpaint_options: gr.Group(visible=source not in WITHOUT_INPAINT_OPTIONS)}
 
     return select
 
@@ -214,9 +312,19 @@ def _round8(value: int) -> int:
     return max(64, int(round(value / 8)) * 8)
 
 
-def current_picture(source: str, image: Any, editor: Any, upload: Any) -> Image.Image | None:
-    """The picture of the active sub-tab (img2img's image, the inpaint editor's background, the uploaded one)."""
-    picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload}.get(source, image)
+def _picture_inputs(tab: Img2ImgTab) -> list[Any]:
+    return [tab.source, tab.init_image, tab.editor, tab.upload_image, tab.sketch, tab.inpaint_sketch]
+
+
+def current_picture(source: str, image: Any, editor: Any, upload: Any, sketch: Any = None,
+                    inpaint_sketch: Any = None) -> Image.Image | None:
+    """The picture of the active sub-tab (img2img's image, the inpaint editor's background, the uploaded one, the
+    sketch editors' painted picture); None for Batch."""
+    if source == SOURCE_BATCH:
+        return None
+    picture = {SOURCE_INPAINT: mask_from_editor(editor)[0], SOURCE_INPAINT_UPLOAD: upload,
+               SOURCE_SKETCH: sketch_pictures(sketch)[1],
+               SOURCE_INPAINT_SKETCH: sketch_pictures(inpaint_sketch)[1]}.get(source, image)
     return picture if isinstance(picture, Image.Image) else None
 
 
@@ -225,13 +333,13 @@ def _wire_detect_size(tab: Img2ImgTab) -> None:
     if sampling.detect_size is None:
         return
 
-    def detect(source: str, image: Any, editor: Any, upload: Any) -> tuple[Any, Any]:
-        picture = current_picture(source, image, editor, upload)
+    def detect(source: str, image: Any, editor: Any, upload: Any, sketch: Any, inpaint_sketch: Any) -> tuple[Any, Any]:
+        picture = current_picture(source, image, editor, upload, sketch, inpaint_sketch)
         if picture is None:
             gr.Warning("There is no image to take the size from.")
             return gr.skip(), gr.skip()
         return _round8(picture.width), _round8(picture.height)
 
-    sampling.detect_size.click(detect, inputs=[tab.source, tab.init_image, tab.editor, tab.upload_image],
+    sampling.detect_size.click(detect, inputs=_picture_inputs(tab),
                  outputs=[sampling.width, sampling.height], show_progress="hidden")
 

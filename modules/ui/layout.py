@@ -1,9 +1,10 @@
 """`build_ui(app)`: the whole Gradio page, and `launch_kwargs(app)`: its theme, CSS and scripts.
 
 Page layout (A1111's): the quicksettings bar (checkpoint, VAE, Clip skip) above the tabs txt2img, img2img (with
-img2img / Inpaint / Inpaint upload), Extras, PNG Info, Gallery (the saved pictures, searchable), the tabs extensions
-add, Settings and Extensions. Each tab lives in its own module; this one only puts them together, wires the "send
-to" buttons between tabs and refreshes per-page values when a browser loads it.
+img2img / Sketch / Inpaint / Inpaint sketch / Inpaint upload / Batch), Extras, PNG Info, Gallery (the saved
+pictures, searchable), the tabs extensions add, Settings and Extensions. Each tab lives in its own module; this one
+only puts them together, wires the "send to" buttons between tabs and refreshes per-page values when a browser
+loads it.
 
 Gradio 6 takes theme, css, js and head as `launch()` (or `mount_gradio_app`) arguments, not `Blocks` ones, so they
 come from `launch_kwargs()`; everything is served locally (Gradio's bundled fonts, no CDN). The style.css and

@@ -161,7 +161,7 @@ def main_tab(page: Any, name: str) -> None:
 
 
 def sub_tab(page: Any, name: str) -> None:
-    """Click a sub-tab of img2img (img2img, Inpaint, Inpaint upload)."""
+    """Click a sub-tab of img2img (img2img, Sketch, Inpaint, Inpaint sketch, Inpaint upload, Batch)."""
     page.locator("#mode_img2img button[role='tab']").get_by_text(name, exact=True).click()
 
 

@@ -96,8 +96,9 @@ def test_every_tab_loads_without_errors_or_external_requests(ui: tuple[Any, Page
     expect(page.locator("#txt2img_cfg_scale")).to_be_visible()
     main_tab(page, "img2img")
     expect(page.locator("#img2img_generate")).to_be_visible()
-    for name, widget in (("Inpaint", "#img2maskimg"), ("Inpaint upload", "#img_inpaint_mask"),
-                         ("img2img", "#img2img_image")):
+    for name, widget in (("Sketch", "#img2img_sketch"), ("Inpaint", "#img2maskimg"),
+                         ("Inpaint sketch", "#inpaint_sketch"), ("Inpaint upload", "#img_inpaint_mask"),
+                         ("Batch", "#img2img_batch_input_dir"), ("img2img", "#img2img_image")):
         sub_tab(page, name)
         expect(page.locator(widget)).to_be_visible()
     expect(page.locator("#inpaint_controls").first).to_be_hidden()

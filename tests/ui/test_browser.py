@@ -132,3 +132,33 @@ def test_gallery_tab_shows_saved_pictures_and_sends_one(browser_page, served) ->
     expect(page.locator("#gallery_info")).to_contain_text("a lighthouse at night", timeout=10_000)
     page.locator("#gallery_send_to_txt2img").click()
     expect(page.locator("#txt2img_prompt textarea")).to_have_value("a lighthouse at night", timeout=10_000)
+
+
+def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_path) -> None:
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    picture = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(picture)
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    page.get_by_role("tab", name="Sketch", exact=True).click()
+    page.locator("#img2img_sketch input[type='file']").set_input_files(str(picture))
+    canvas = page.locator("#img2img_sketch canvas").first
+    expect(canvas).to_be_visible(timeout=15_000)
+    page.wait_for_timeout(500)
+    box = canvas.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=10)
+    page.mouse.up()
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
+    request = app.generation.requests[-1]
+    assert request.mode == "img2img" and request.init_image.size == (64, 64)
+    middle = request.init_image.convert("RGB").getpixel((32, 32))
+    assert middle != (128, 128, 128), "the stroke did not change the colour under it"
+    assert request.init_image.convert("RGB").getpixel((2, 2)) == (128, 128, 128)
