@@ -11,6 +11,8 @@
   decreasing radii (A1111 `masking.fill`).
 - `make_overlay` / `paste_back`: the original is laid over the result wherever the mask is not fully white
   (A1111 `apply_overlay`), so unmasked pixels come back unchanged.
+- `extend_canvas`: Inpaint's "Extend canvas": the picture grown on chosen sides (edge pixels repeated), the new
+  area masked.
 - `inpaint_sketch`: img2img's "Inpaint sketch": the mask is where the painted picture differs from the original,
   dimmed by "Mask transparency", and the init image the painted picture blended into the original through that
   mask (A1111 `img2img` mode 3).
@@ -214,3 +216,28 @@ def inpaint_sketch(original: Image.Image, painted: Image.Image, mask_alpha: floa
     mask = ImageEnhance.Brightness(mask).enhance(1 - float(mask_alpha) / 100)
     blur = ImageFilter.GaussianBlur(mask_blur)
     return Image.composite(paint.filter(blur), base, mask.filter(blur)), mask
+
+
+EXTEND_SIDES = ("left", "right", "up", "down")
+
+
+def extend_canvas(image: Image.Image, mask: Image.Image | None, pixels: int, sides: tuple[str, ...] | list[str],
+                  scale: tuple[float, float] = (1.0, 1.0)) -> tuple[Image.Image, Image.Image]:
+    """Inpaint's "Extend canvas": (image, mask "L") grown by `pixels` on each of `sides` (left/right/up/down), in
+    generation pixels; `scale` is image pixels per generation pixel (x, y), for an image of another size than the
+    generation's. The new area repeats the edge pixels (so "original" masked content starts from the border
+    colours) and is masked (255); the given mask (None: nothing) keeps its pixels."""
+    unknown = sorted(set(sides) - set(EXTEND_SIDES))
+    if unknown:
+        raise InvalidRequest(f"Extend canvas: unknown side(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(EXTEND_SIDES)}.")
+    if pixels <= 0 or not sides:
+        return image, mask if mask is not None else Image.new("L", image.size, 0)
+    left, right = (round(pixels * scale[0]) if side in sides else 0 for side in ("left", "right"))
+    top, bottom = (round(pixels * scale[1]) if side in sides else 0 for side in ("up", "down"))
+    pixels_array = np.asarray(image.convert("RGB"))
+    grown = np.pad(pixels_array, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    old = np.asarray(mask.convert("L").resize(image.size)) if mask is not None else np.zeros(pixels_array.shape[:2],
+                                                                                              np.uint8)
+    new_mask = np.pad(old, ((top, bottom), (left, right)), mode="constant", constant_values=255)
+    return Image.fromarray(grown), Image.fromarray(new_mask.astype(np.uint8), mode="L")

@@ -139,24 +139,50 @@ def img2img_request(source: str, values: Mapping[str, Any], images: Mapping[str,
             raise InvalidRequest("Inpaint sketch needs an image: drop one into the Inpaint sketch canvas first.")
         init, painted_mask = masks.inpaint_sketch(original, painted, float(images.get("mask_alpha") or 0),
                                                   request.mask_blur)
-        sketch_mask = _require_mask(painted_mask, "paint over the area to change (with Mask transparency below 100).")
-        return request.with_changes(mode="inpaint", init_image=init, mask=sketch_mask)
+        return _inpaint(request, init, painted_mask, images,
+                        "paint over the area to change (with Mask transparency below 100).")
     if source == SOURCE_INPAINT:
         image, mask = mask_from_editor(images.get("editor"))
         if image is None:
             raise InvalidRequest("Inpaint needs an image: drop one into the Inpaint canvas first.")
-        mask = _require_mask(mask, "paint over the area to change with the brush.")
-        return request.with_changes(mode="inpaint", init_image=image, mask=mask)
+        return _inpaint(request, image, mask, images, "paint over the area to change with the brush.")
     if source == SOURCE_INPAINT_UPLOAD:
         image, mask_file = images.get("upload_image"), images.get("upload_mask")
         if image is None or mask_file is None:
             raise InvalidRequest("Inpaint upload needs both an image and a mask (white = area to change).")
-        mask = _require_mask(mask_file.convert("L"), "the uploaded mask has no white (or grey) area to change.")
-        return request.with_changes(mode="inpaint", init_image=image.convert("RGB"), mask=mask)
+        return _inpaint(request, image.convert("RGB"), mask_file.convert("L"), images,
+                        "the uploaded mask has no white (or grey) area to change.")
     image = images.get("init_image")
     if image is None:
         raise InvalidRequest("img2img needs an image: drop one into the img2img canvas first.")
     return request.with_changes(mode="img2img", init_image=image.convert("RGB"), mask=None)
+
+
+def _inpaint(request: GenerationRequest, image: Image.Image, mask: Image.Image | None, images: Mapping[str, Any],
+             hint: str) -> GenerationRequest:
+    """The inpaint request of a picture and its mask (which must mark something, unless "Extend canvas" adds the
+    area to paint)."""
+    if not _extends(images):
+        mask = _require_mask(mask, hint)
+    return _extended(request.with_changes(mode="inpaint", init_image=image, mask=mask), images)
+
+
+def _extends(images: Mapping[str, Any]) -> bool:
+    return int(images.get("extend_pixels") or 0) > 0 and bool(images.get("extend_sides"))
+
+
+def _extended(request: GenerationRequest, images: Mapping[str, Any]) -> GenerationRequest:
+    """An inpaint request with "Extend canvas" applied: the picture and mask grown on the chosen sides (the new area
+    to be painted) and the generation size grown by the same pixels."""
+    if not _extends(images) or request.init_image is None:
+        return request
+    pixels, sides = int(images.get("extend_pixels") or 0), list(images.get("extend_sides") or ())
+    image = request.init_image
+    scale = (image.width / request.width, image.height / request.height)
+    grown, mask = masks.extend_canvas(image, request.mask, pixels, sides, scale)
+    width = request.width + pixels * (("left" in sides) + ("right" in sides))
+    height = request.height + pixels * (("up" in sides) + ("down" in sides))
+    return request.with_changes(init_image=grown, mask=mask, width=width, height=height)
 
 
 # --- layout -------------------------------------------------------------------------------------------------------
@@ -217,7 +243,8 @@ def _build_sources(ctx: UiContext) -> _Sources:
                     mask_alpha)
 
 
-def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.components.Component]]:
+def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.components.Component],
+                                                    dict[str, gr.components.Component]]:
     with gr.Group(visible=False, elem_id="inpaint_controls") as group:
         with gr.Row():
             mask_blur = ctx.slider(TAB, "Mask blur")
@@ -229,8 +256,14 @@ def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.compo
             inpaint_area = gr.Radio(label="Inpaint area", choices=list(INPAINT_AREA_LABELS),
                                     value=ctx.config(f"{TAB}/Inpaint area").value, elem_id="img2img_inpaint_full_res")
             padding = ctx.slider(TAB, "Only masked padding, pixels")
+        with gr.Row():
+            extend_pixels = gr.Slider(label="Extend canvas (pixels per side, 0 = off)", minimum=0, maximum=512,
+                                      step=8, value=0, elem_id="img2img_extend_pixels")
+            extend_sides = gr.CheckboxGroup(label="Extend sides", choices=list(masks.EXTEND_SIDES),
+                                            value=list(masks.EXTEND_SIDES), elem_id="img2img_extend_sides")
     return group, {"mask_blur": mask_blur, "mask_mode": mask_mode, "inpainting_fill": masked_content,
-                   "inpaint_area": inpaint_area, "inpaint_padding": padding}
+                   "inpaint_area": inpaint_area, "inpaint_padding": padding}, \
+        {"extend_pixels": extend_pixels, "extend_sides": extend_sides}
 
 
 def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Component]) -> Img2ImgTab:
@@ -245,7 +278,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 interrogate = gr.Button("Interrogate CLIP", elem_id="interrogate", size="sm")
                 resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
                                        value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
-                inpaint_group, inpaint_inputs = _build_inpaint_options(ctx)
+                inpaint_group, inpaint_inputs, extend_inputs = _build_inpaint_options(ctx)
                 sampling = build_sampling_rows(ctx, TAB, detect_size=True)
                 denoising = ctx.slider(TAB, "Denoising strength")
                 seeds = build_seed_rows(ctx, TAB)
@@ -256,7 +289,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                             {"resize_mode": resize_mode, "denoising_strength": denoising})
     image_inputs = {"init_image": sources.init_image, "editor": sources.editor, "upload_image": sources.upload_image,
                     "upload_mask": sources.upload_mask, "sketch": sources.sketch,
-                    "inpaint_sketch": sources.inpaint_sketch, "mask_alpha": sources.mask_alpha}
+                    "inpaint_sketch": sources.inpaint_sketch, "mask_alpha": sources.mask_alpha, **extend_inputs}
     batch_inputs = dict(zip(("input_dir", "output_dir", "mask_dir", "use_png_info", "png_info_props", "png_info_dir"),
                             sources.batch.components()))
 
