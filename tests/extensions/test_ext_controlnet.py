@@ -193,3 +193,43 @@ def test_resize_modes_and_the_guidance_window() -> None:
     assert filled[0, 32].tolist() == [0, 0, 0] and filled[32, 32].tolist() == [255, 255, 255]  # fitted, black bars
     unit = script.ControlUnit(guidance_start=0.25, guidance_end=0.5)
     assert [unit.active_at(step, 8) for step in range(8)] == [False, False, True, True, True, False, False, False]
+
+
+def test_sdxl_unit_equals_diffusers_sdxl_controlnet_pipeline(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process on a tiny SDXL: the extension's hooks around `generate()` give the latents of diffusers'
+    StableDiffusionXLControlNetPipeline (the SDXL ControlNet takes the size/crop conditioning too)."""
+    import sys
+
+    from diffusers import StableDiffusionXLControlNetPipeline
+    from safetensors.torch import save_file
+
+    from modules.core.generate import generate
+    from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
+    from modules.extensions.loader import ExtensionRoot
+    from modules.types import GenerationRequest
+    from tests.core.helpers import SDXL, LatentCapture, sdxl_pipeline, tiny
+
+    host = ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)], data_dir=tmp_path)
+    host.load()
+    components = tiny(SDXL)
+    net = _tiny_controlnet(components.unet)
+    folder = tmp_path / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    save_file({key: value.contiguous() for key, value in net.state_dict().items()}, str(folder / "xlcn.safetensors"))
+    host.hooks.app_started(FastAPI())  # the extension learns the models folder from the data directory
+    assert "sdwebui_extensions.controlnet.scripts.controlnet" in sys.modules
+    control = sample_image(64, 64, seed=5)
+    request = GenerationRequest(prompt=BASE["prompt"], negative_prompt=BASE["negative_prompt"], seed=11, steps=4,
+                                width=64, height=64, cfg_scale=6.0, sampler="Euler",
+                                extension_args={"controlnet": {"units": [
+                                    {"enabled": True, "model": "xlcn", "image": control}]}})
+    request = host.hooks.before_job(request, {})
+    sampler = default_registry().resolve("Euler")
+    capture = LatentCapture(monkeypatch)
+    generate(request, components, sampler, unet_hooks=host.hooks.unet_hooks(request))
+    pipeline = sdxl_pipeline(components, reference_scheduler(sampler, components), StableDiffusionXLControlNetPipeline,
+                             controlnet=net)
+    reference = pipeline(BASE["prompt"], negative_prompt=BASE["negative_prompt"], image=control, height=64, width=64,
+                         num_inference_steps=4, guidance_scale=6.0, generator=[torch.Generator().manual_seed(11)],
+                         output_type="latent").images
+    torch.testing.assert_close(capture.last, reference, rtol=0, atol=1e-5)
