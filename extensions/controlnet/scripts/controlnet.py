@@ -262,8 +262,8 @@ def load_controlnet(path: Path, unet: Any) -> Any:
     from diffusers import ControlNetModel
 
     if path.is_dir():
-        model = ControlNetModel.from_pretrained(str(path), local_files_only=True)
-        return model.to(unet.device, unet.dtype).eval()
+        model = ControlNetModel.from_pretrained(str(path), local_files_only=True, torch_dtype=unet.dtype)
+        return model.to(unet.device).eval()
     state = _read_weights(path)
     with torch.device("meta"):  # only the config is wanted here: no weights are allocated
         config = dict(ControlNetModel.from_unet(_four_channel(unet), load_weights_from_unet=False).config)
@@ -278,7 +278,9 @@ def load_controlnet(path: Path, unet: Any) -> Any:
         raise UserError(f"ControlNet file {path.name} does not fit this checkpoint's UNet "
                         f"({len(missing)} weights missing, {len(unexpected)} unexpected; an SDXL ControlNet needs an "
                         "SDXL checkpoint and an SD 1.x one an SD 1.x checkpoint).")
-    return model.to(unet.device, unet.dtype).eval()
+    if model.dtype != unet.dtype:
+        model = model.to(dtype=unet.dtype)
+    return model.to(unet.device).eval()
 
 
 def _four_channel(unet: Any) -> Any:
