@@ -104,20 +104,24 @@ def euler(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, churn: Churn
     return x
 
 
+def heun_step(x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> SamplerRun:
+    """One Heun step from sigma to sigma_next (the trapezoid of the derivative at both ends; an Euler step into
+    sigma 0, where the second evaluation would divide by zero)."""
+    denoised, x = yield x, sigma
+    d = derivative(x, sigma, denoised)
+    dt = sigma_next - sigma
+    if sigma_next == 0:
+        return x + d * dt
+    x_2 = x + d * dt
+    denoised_2, _ = yield x_2, sigma_next
+    return x + (d + derivative(x_2, sigma_next, denoised_2)) / 2 * dt
+
+
 def heun(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, churn: Churn = NO_CHURN) -> SamplerRun:
-    """Heun steps (the trapezoid of the derivative at both ends); an Euler step into sigma 0."""
+    """Heun steps over the list (with optional churn)."""
     for i in range(len(sigmas) - 1):
         x, sigma = churn.raise_level(x, sigmas[i], len(sigmas) - 1, noise)
-        sigma_next = sigmas[i + 1]
-        denoised, x = yield x, sigma
-        d = derivative(x, sigma, denoised)
-        dt = sigma_next - sigma
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            denoised_2, _ = yield x_2, sigma_next
-            x = x + (d + derivative(x_2, sigma_next, denoised_2)) / 2 * dt
+        x = yield from heun_step(x, sigma, sigmas[i + 1])
     return x
 
 
@@ -534,15 +538,7 @@ def restart(x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseFn, *, s_noise: f
     for sigma, sigma_next in restart_segments(sigmas):
         if last is not None and last < sigma:
             x = x + noise(x) * s_noise * (sigma**2 - last**2) ** 0.5
-        denoised, x = yield x, sigma
-        d = derivative(x, sigma, denoised)
-        dt = sigma_next - sigma
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            denoised_2, _ = yield x_2, sigma_next
-            x = x + (d + derivative(x_2, sigma_next, denoised_2)) / 2 * dt
+        x = yield from heun_step(x, sigma, sigma_next)
         last = sigma_next
     return x
 
