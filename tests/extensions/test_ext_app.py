@@ -47,8 +47,7 @@ def _request(app: App, **fields: object) -> GenerationRequest:
 @pytest.mark.slow
 def test_hooks_and_scripts_around_real_jobs(app, clear_events):
     names = {row.name: row.state for row in app.extensions.list_extensions()}
-    assert names == {"cfg_rescale": "loaded", "controlnet": "loaded", "loopback": "loaded", "outpainting_mk2": "loaded",
-                     "poor_mans_outpainting": "loaded",
+    assert names == {"cfg_rescale": "loaded", "controlnet": "loaded", "loopback": "loaded", "outpainting": "loaded",
                      "prompt_matrix": "loaded", "prompts_from_file": "loaded", "sd_upscale": "loaded",
                      "xyz_grid": "loaded",
                      "watcher": "loaded"}

@@ -41,17 +41,17 @@ def host() -> ExtensionHost:
 
 @pytest.fixture(scope="module")
 def poor(host: ExtensionHost) -> Any:
-    return sys.modules["sdwebui_extensions.poor_mans_outpainting.scripts.poor_mans_outpainting"]
+    return sys.modules["sdwebui_extensions.outpainting.scripts.poor_mans_outpainting"]
 
 
 @pytest.fixture(scope="module")
 def mk2(host: ExtensionHost) -> Any:
-    return sys.modules["sdwebui_extensions.outpainting_mk2.scripts.outpainting_mk2"]
+    return sys.modules["sdwebui_extensions.outpainting.scripts.outpainting_mk2"]
 
 
 @pytest.fixture(scope="module")
 def noise(host: ExtensionHost) -> Any:
-    return sys.modules["sdwebui_extensions.outpainting_mk2.outpaint.noise"]
+    return sys.modules["sdwebui_extensions.outpainting.outpaint.noise"]
 
 
 def smooth_picture(width: int, height: int) -> Image.Image:
@@ -98,14 +98,14 @@ def test_mask_covers_exactly_the_new_area(poor):
 @pytest.mark.parametrize("value,result", [
     (["down", "LEFT"], ("left", "down")), ("up, right", ("right", "up")), (("left",), ("left",))])
 def test_directions_are_read_in_a1111_order(poor, value, result):
-    assert poor.directions_of(value) == result
+    assert poor.directions_of(value, poor.TITLE) == result
 
 
 @pytest.mark.parametrize("value,message", [([], "at least one"), (None, "at least one"),
                                            (["sideways"], "unknown outpainting direction"), (3, "must be a list")])
 def test_bad_directions_are_refused(poor, value, message):
     with pytest.raises(UserError, match=message):
-        poor.directions_of(value)
+        poor.directions_of(value, poor.TITLE)
 
 
 def test_masked_content_by_index_or_name(poor):
@@ -250,7 +250,8 @@ def test_listed_for_img2img_only(served):
     assert args[3]["value"] == ["left", "right", "up", "down"]
     assert MK2.lower() in listed["img2img"] and MK2.lower() not in listed["txt2img"]
     args = info[(MK2.lower(), True)]["args"]
-    assert [arg["name"] for arg in args] == ["info", "pixels", "mask_blur", "direction", "noise_q", "color_variation"]
+    assert [arg["name"] for arg in args] == ["info", "mk2_pixels", "mk2_mask_blur", "mk2_direction", "noise_q",
+                                                     "color_variation"]
     assert [arg["value"] for arg in args[1:]] == [128, 8, ["left", "right", "up", "down"], 1.0, 0.05]
     assert args[4]["label"] == "Fall-off exponent (lower=higher detail)" and args[4]["maximum"] == 4
 

@@ -197,8 +197,7 @@ def test_extensions_are_listed_by_the_app(served) -> None:
     app, _ = served
     states = {row.name: row.state for row in app.extensions.list_extensions()}
     assert states == {"cfg_rescale": "loaded", "controlnet": "loaded", "loopback": "loaded",
-                      "outpainting_mk2": "loaded",
-                      "poor_mans_outpainting": "loaded",
+                      "outpainting": "loaded",
                       "prompt_matrix": "loaded", "prompts_from_file": "loaded", "sd_upscale": "loaded",
                       "xyz_grid": "loaded",
                       "pinger": "loaded"}

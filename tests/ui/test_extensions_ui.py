@@ -134,12 +134,12 @@ def test_extensions_tab_lists_builtins_and_stores_enabled(ext_page: Page, app: F
         assert f"extension_row_{name}" in table
     assert "built-in" in table
     enabled = ext_page.find("extensions_enabled")
-    builtins = ["cfg_rescale", "controlnet", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
+    builtins = ["cfg_rescale", "controlnet", "loopback", "outpainting", "prompt_matrix",
                 "prompts_from_file", "sd_upscale", "toy", "xyz_grid"]
     assert sorted(_choices(enabled)) == builtins
     assert sorted(enabled.value) == builtins
 
-    keep = ["xyz_grid", "loopback", "outpainting_mk2", "poor_mans_outpainting", "prompt_matrix",
+    keep = ["xyz_grid", "loopback", "outpainting", "prompt_matrix",
             "prompts_from_file", "sd_upscale", "toy"]  # the two always-on ones off
     status, table, update = ext_page.call("extensions_apply", "click", {"extensions_enabled": keep})
     assert "cfg_rescale disabled" in status and "Restart" in status
