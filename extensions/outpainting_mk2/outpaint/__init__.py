@@ -1,1 +1,0 @@
-"""Helpers of the Outpainting mk2 extension: the matched noise that fills a new area (noise.py)."""
