@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.3). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.4). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -39,17 +39,18 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 3
+API_MINOR = 4
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
-`flatten_image`; 1.3 added `RunContext.interrogate` (a caption of a picture, for Loopback)."""
+`flatten_image`; 1.3 added `RunContext.interrogate` (a caption of a picture, for Loopback); 1.4 added `Combined`
+(one script value built from several controls, such as ControlNet's units) and `UiBuilder.data_dir`."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
 __all__ = [
     "API_MINOR", "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
-    "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext",
+    "Combined", "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext",
     "ModelLoadedContext", "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext",
     "StepContext", "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper",
     "UserError", "flatten_image", "sampler_spec", "with_infotext_params",
@@ -322,11 +323,16 @@ class UiBuilder:
     the keys of `request.extension_args[<extension name>]`; their order is the order of A1111's positional
     `script_args`. `choices(kind)` lists names for dropdowns: "samplers", "checkpoints", and (API 1.2)
     "upscalers" (the image upscalers in A1111's `sd_upscalers` order: None, Lanczos, Nearest, then the model files)
-    and "hires_upscalers" (the latent modes, then the image upscalers: A1111's Hires. fix list)."""
+    and "hires_upscalers" (the latent modes, then the image upscalers: A1111's Hires. fix list).
+
+    A value of the returned dict may be a `Combined` (API 1.4): one named value that the page builds from several
+    controls."""
 
     mode: ScriptMode
     extension: str
     choices: Callable[[str], list[str]] = field(default=lambda kind: [])
+    data_dir: Path | None = None
+    """(API 1.4) The data directory (its `models/` folders), or None where the host has none (tests)."""
 
     @property
     def is_img2img(self) -> bool:
@@ -335,6 +341,27 @@ class UiBuilder:
     def elem_id(self, name: str) -> str:
         """A page-unique HTML id for a component of this script."""
         return f"script_{self.mode}_{self.extension}_{name}".replace(" ", "_").lower()
+
+
+@dataclass(frozen=True)
+class Combined:
+    """(API 1.4) One named script value that the page builds from several controls, for a `ui` function to return
+    instead of a component (A1111's ControlNet sends a list of units, each made of a dozen controls).
+
+    `controls` are the components (by name) drawn by `ui`; when the page sends a job, `combine({name: value})`
+    builds the value from their current values. To the HTTP API the value is one argument: `value` is its default
+    (`script-info`, an `alwayson_scripts` request that leaves it out) and `label` its label."""
+
+    controls: Mapping[str, Any]
+    combine: Callable[[Mapping[str, Any]], Any]
+    value: Any = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not callable(self.combine):
+            raise TypeError("Combined needs a callable combine(values)")
+        if not all(isinstance(name, str) and "/" not in name for name in self.controls):
+            raise ValueError("Combined controls must be named by strings without '/'")
 
 
 class Generate(Protocol):

@@ -93,7 +93,7 @@ class ExtensionHost:
         self.records: list[ExtensionRecord] = []
         self._choices: ChoiceProvider = no_choices
         self.hooks = HookDispatcher(self.active_records, self.data_dir)
-        self.scripts = ScriptCatalog(self.active_records, self.choices)
+        self.scripts = ScriptCatalog(self.active_records, self.choices, self.data_dir)
         self._settings = settings
         self._disable_all_flag = disable_all
         self._lookup = version_lookup

@@ -5,7 +5,7 @@
     [Extension]
     Name = cfg_rescale          ; canonical name, compared lower-case (default: the folder name)
     Version = 1.0.0
-    Api = 1                     ; API version it was written for (1, 1.1, 1.2, 1.3), or a specifier such as ">=1.1,<2"
+    Api = 1                     ; API version it was written for (1, 1.1, ..., 1.4), or a specifier such as ">=1.1,<2"
     Requires = other-ext, a|b   ; extensions that must be loaded first ("a|b": either one)
     Before = some-ext           ; load before these, when present
     After = another-ext         ; load after these, when present

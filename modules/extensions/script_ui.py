@@ -5,7 +5,9 @@ and the guarded builders of extension tabs.
 accordion, then A1111's "Script" dropdown with each selectable script's controls in a group that is visible only
 while that script is selected. It returns a `ScriptArea` whose `inputs` are named components (the UI binder adds
 them to the generate handler's inputs) and whose `apply(request, values)` puts the values into
-`request.extension_args` (see modules.extensions.scripts for the layout).
+`request.extension_args` (see modules.extensions.scripts for the layout). A script value that is an `api.Combined`
+adds each of its controls as an input ('<extension>/<value>/<control>') and is built from their values by its
+`combine` when the job is sent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from modules.extensions.api import ScriptMode, UiTab
+from modules.errors import UserError
+from modules.extensions.api import Combined, ScriptMode, UiTab
 from modules.extensions.loader import ExtensionRecord
 from modules.extensions.scripts import SCRIPT_KEY, ScriptCatalog, ScriptEntry
 from modules.types import GenerationRequest
@@ -36,6 +39,7 @@ class ScriptArea:
     inputs: dict[str, Any] = field(default_factory=dict)
     always_on: list[tuple[ScriptEntry, list[str]]] = field(default_factory=list)
     selectable: dict[str, tuple[ScriptEntry, list[str]]] = field(default_factory=dict)
+    combined: dict[str, Combined] = field(default_factory=dict)  # by input name of the value
 
     def apply(self, request: GenerationRequest, values: Mapping[str, Any]) -> GenerationRequest:
         """`request` with the always-on values, the selected script and its values (by input name)."""
@@ -46,13 +50,29 @@ class ScriptArea:
             target = ext_args.setdefault(entry.name, {})
             for name in names:
                 key = input_name(entry, name)
-                if key in values:
+                combined = self.combined.get(key)
+                if combined is not None:
+                    target[name] = _combine(entry, name, combined, {
+                        control: values.get(f"{key}/{control}") for control in combined.controls})
+                elif key in values:
                     target[name] = values[key]
         if chosen:
             ext_args[SCRIPT_KEY] = {"title": chosen[0].title}
         else:
             ext_args.pop(SCRIPT_KEY, None)
         return request.with_changes(extension_args=ext_args)
+
+
+def _combine(entry: ScriptEntry, name: str, combined: Combined, values: Mapping[str, Any]) -> Any:
+    """The Combined value; a UserError reaches the user, anything else is recorded and refuses the job."""
+    try:
+        return combined.combine(values)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolated per extension
+        entry.extension.record_error(f"combine() of '{name}' of script '{entry.title}'", exc)
+        raise UserError(f"The script '{entry.title}' of extension '{entry.name}' could not read its controls: "
+                        f"{type(exc).__name__}: {exc}.") from exc
 
 
 def _add_controls(area: ScriptArea, scripts: ScriptCatalog, entry: ScriptEntry) -> list[str]:
@@ -64,11 +84,15 @@ def _add_controls(area: ScriptArea, scripts: ScriptCatalog, entry: ScriptEntry) 
     names = []
     for name, component in components.items():
         key = input_name(entry, name)
-        if key in area.inputs:
+        if key in area.inputs or key in area.combined:
             entry.extension.record_error(f"ui() of script '{entry.title}'",
                                          ValueError(f"control name {name!r} is used twice in this extension"))
             continue
-        area.inputs[key] = component
+        if isinstance(component, Combined):
+            area.combined[key] = component
+            area.inputs.update({f"{key}/{control}": part for control, part in component.controls.items()})
+        else:
+            area.inputs[key] = component
         names.append(name)
     return names
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.api import Generate, RunContext, Script, ScriptMode, UiBuilder
+from modules.extensions.api import Combined, Generate, RunContext, Script, ScriptMode, UiBuilder
 from modules.extensions.loader import ActiveRecords, ExtensionRecord
 from modules.types import GenerationRequest, GenerationResult
 
@@ -127,7 +128,9 @@ def _choice_values(choices: Sequence[Any] | None) -> list[Any] | None:
 
 
 def describe_component(name: str, component: Any) -> ArgInfo:
-    """ArgInfo of a Gradio component (attributes that a component kind lacks are None)."""
+    """ArgInfo of a Gradio component (attributes that a component kind lacks are None) or of a `Combined` value."""
+    if isinstance(component, Combined):
+        return ArgInfo(name=name, label=component.label or name, value=component.value)
     value = getattr(component, "value", None)  # Gradio components differ in which of these they have
     return ArgInfo(
         name=name,
@@ -143,9 +146,11 @@ def describe_component(name: str, component: Any) -> ArgInfo:
 class ScriptCatalog:
     """Every script of the active extensions (`records()`, in load order), per mode; `choices` feeds their UIs."""
 
-    def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices) -> None:
+    def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices,
+                 data_dir: Path | None = None) -> None:
         self._records = records
         self._choices = choices
+        self._data_dir = data_dir
         self._info: dict[tuple[str, str, str], list[ArgInfo]] = {}
         self._lock = threading.Lock()
 
@@ -201,7 +206,7 @@ class ScriptCatalog:
         """Create the script's components in the current Gradio context; {} (error recorded) when its UI fails."""
         if entry.script.ui is None:
             return {}
-        builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices)
+        builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir)
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):

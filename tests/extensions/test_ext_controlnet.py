@@ -144,7 +144,14 @@ def test_routes_answer_as_the_a1111_extension(served: Any) -> None:
     models = client.get("/controlnet/model_list").json()["model_list"]
     assert [title.split(" [")[0] for title in models] == ["tinycn", "tinycn_folder"]
     assert all(len(title.split(" [")[1]) == 9 for title in models)  # 8 hex digits and "]"
-    assert client.get("/controlnet/module_list").json() == {"module_list": ["none", "invert"]}
+    modules = client.get("/controlnet/module_list").json()
+    assert modules["module_list"] == ["none", "invert", "canny", "threshold", "scribble_xdog", "tile_resample"]
+    assert modules["module_detail"]["canny"]["sliders"] == [
+        {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048, "step": 1.0},
+        {"name": "Canny Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1.0},
+        {"name": "Canny High Threshold", "value": 200, "min": 1, "max": 255, "step": 1.0}]
+    assert modules["module_detail"]["none"]["sliders"] == []
+    assert modules["module_detail"]["tile_resample"]["sliders"][0] is None
     assert client.get("/controlnet/settings").json() == {"control_net_unit_count": 3}
 
 
@@ -233,3 +240,66 @@ def test_sdxl_unit_equals_diffusers_sdxl_controlnet_pipeline(tmp_path: Any, monk
                          num_inference_steps=4, guidance_scale=6.0, generator=[torch.Generator().manual_seed(11)],
                          output_type="latent").images
     torch.testing.assert_close(capture.last, reference, rtol=0, atol=1e-5)
+
+
+def _edge_picture() -> Image.Image:
+    array = np.zeros((64, 96, 3), np.uint8)
+    array[:, 48:] = 255
+    return Image.fromarray(array)
+
+
+def test_detect_answers_as_the_a1111_extension(served: Any) -> None:
+    _, client, _ = served
+    body = {"controlnet_module": "threshold", "controlnet_input_images": [_b64(_edge_picture())] * 2,
+            "controlnet_processor_res": 128, "controlnet_threshold_a": 100}
+    response = client.post("/controlnet/detect", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["info"] == "Success" and len(answer["images"]) == 2
+    detected = _pixels(answer["images"][0])
+    assert detected.shape == (128, 192, 3)  # the short side at the processor resolution
+    assert detected[:, :90].max() == 0 and detected[:, 100:].min() == 255
+    inverted = client.post("/controlnet/detect", json={"controlnet_module": "invert",
+                                                         "controlnet_input_images": [_b64(_edge_picture())]})
+    assert np.array_equal(_pixels(inverted.json()["images"][0]), 255 - np.asarray(_edge_picture()))
+
+
+def test_detect_canny_over_http(served: Any) -> None:
+    pytest.importorskip("cv2")
+    _, client, _ = served
+    response = client.post("/controlnet/detect", json={
+        "controlnet_module": "canny", "controlnet_input_images": [_b64(_edge_picture())],
+        "controlnet_processor_res": 64, "controlnet_threshold_a": 100, "controlnet_threshold_b": 200})
+    assert response.status_code == 200, response.text
+    edges = _pixels(response.json()["images"][0])
+    assert edges.shape == (64, 96, 3)
+    columns = np.nonzero(edges[..., 0].any(axis=0))[0]
+    assert len(columns) > 0 and set(columns) <= {46, 47, 48, 49}
+
+
+def test_detect_refuses_unknown_modules_and_no_images(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, client, _ = served
+    unknown = client.post("/controlnet/detect", json={"controlnet_module": "openpose",
+                                                        "controlnet_input_images": [_b64(_edge_picture())]})
+    assert unknown.status_code == 422
+    assert "'openpose' is not available; available: none, invert, canny, threshold" in unknown.text
+    empty = client.post("/controlnet/detect", json={"controlnet_module": "none", "controlnet_input_images": []})
+    assert empty.status_code == 422 and "no image selected" in empty.text
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # as without opencv-python-headless
+    missing = client.post("/controlnet/detect", json={"controlnet_module": "canny",
+                                                        "controlnet_input_images": [_b64(_edge_picture())]})
+    assert missing.status_code == 400 and "pip install opencv-python-headless" in missing.text
+    refused = client.post("/sdapi/v1/txt2img", json={**BASE, "alwayson_scripts": {"controlnet": {"args": [
+        _unit(module="canny")]}}})
+    assert refused.status_code == 400 and "pip install opencv-python-headless" in refused.text
+
+
+def test_a_canny_unit_changes_the_picture_and_writes_its_settings(served: Any) -> None:
+    pytest.importorskip("cv2")
+    _, client, _ = served
+    plain = _pixels(_txt2img(client, [_unit()])["images"][0])
+    result = _txt2img(client, [_unit(module="canny", threshold_a=50, threshold_b=150, processor_res=64)])
+    assert not np.array_equal(_pixels(result["images"][0]), plain)
+    infotext = json.loads(result["info"])["infotexts"][0]
+    assert 'ControlNet 0: "Module: canny, Model: tinycn [' in infotext
+    assert "Processor Res: 64, Threshold A: 50, Threshold B: 150" in infotext

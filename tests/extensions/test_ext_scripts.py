@@ -109,6 +109,57 @@ def test_script_area_renders_and_applies_values(host):
     assert plain.extension_args == {"toy": {"flag": True}}
 
 
+COMBINED = '''
+from modules.extensions.api import Combined, UserError
+
+
+def combine(values):
+    if values["size"] < 0:
+        raise UserError("size must not be negative")
+    if values["size"] == 13:
+        raise RuntimeError("unlucky")
+    return [values["label"]] * int(values["size"])
+
+
+def ui(builder):
+    import gradio as gr
+    controls = {"label": gr.Textbox("x", label="Label"), "size": gr.Number(2, label="Size")}
+    return {"level": gr.Slider(0, 1, value=0.5, label="Level"),
+            "items": Combined(controls, combine, value=[], label="Items"),
+            "data_dir": gr.Textbox(str(builder.data_dir), label="Data")}
+
+
+def register(ext):
+    ext.add_script("Combo", ui=ui, always_on=True)
+'''
+
+
+@pytest.mark.slow
+def test_a_combined_value_is_built_from_its_controls(write_extension, make_host, tmp_path):
+    from modules.errors import UserError
+
+    write_extension("combo", {"main.py": COMBINED})
+    host = make_host()
+    with gr.Blocks():
+        area = render_script_area(host.scripts, "txt2img")
+    assert list(area.inputs) == ["combo/level", "combo/items/label", "combo/items/size", "combo/data_dir"]
+    assert area.inputs["combo/data_dir"].value == str(tmp_path)  # UiBuilder.data_dir is the host's
+    values = {"combo/level": 0.2, "combo/items/label": "a", "combo/items/size": 3, "combo/data_dir": "d"}
+    request = area.apply(small_request(), values)
+    assert request.extension_args == {"combo": {"level": 0.2, "items": ["a", "a", "a"], "data_dir": "d"}}
+    with pytest.raises(UserError, match="size must not be negative"):
+        area.apply(small_request(), {**values, "combo/items/size": -1})
+    with pytest.raises(UserError, match="could not read its controls: RuntimeError: unlucky"):
+        area.apply(small_request(), {**values, "combo/items/size": 13})
+    assert "unlucky" in host.get("combo").errors[-1].message
+    # to the API the combined value is one argument, with its default
+    entry = host.scripts.find_always_on("combo", "txt2img")
+    assert [(arg.name, arg.label, arg.value) for arg in host.scripts.arg_info(entry, "txt2img")] == [
+        ("level", "Level", 0.5), ("items", "Items", []), ("data_dir", "Data", str(tmp_path))]
+    api = host.scripts.request_from_api(None, [], {"combo": {"args": [0.7, ["b"]]}}, small_request())
+    assert api.extension_args["combo"] == {"level": 0.7, "items": ["b"], "data_dir": str(tmp_path)}
+
+
 def test_builtin_extensions_load_cleanly():
     host = ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)])
     host.load()

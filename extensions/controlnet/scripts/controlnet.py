@@ -13,15 +13,22 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   The network is built from the job's UNet config (nothing is downloaded) and its weights loaded into it.
 - `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
   `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
-- `module`: the preprocessor. This slice has the ones that need no weights and no OpenCV: "none" and "invert"
-  (others are refused with the list).
+- `module`: the preprocessor, run on the control image before it is fitted to the generation size: the ones that
+  need no weights (none, invert, canny, threshold, scribble_xdog, tile_resample; see cnlib/preprocessors.py; canny
+  and scribble_xdog need `opencv-python-headless`); others are refused with the list. `processor_res`,
+  `threshold_a`/`threshold_b` (-1: the preprocessor's default) and `pixel_perfect` (the resolution that matches the
+  generation size, as A1111 computes it) are its settings.
 - `guidance_start` / `guidance_end`: the unit acts while step / steps is within [start, end] (A1111's rule).
 - `control_mode`: "Balanced" (0, the residuals on every row), "My prompt is more important" (1: residuals scaled
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
   (2: soft injection, and only on the rows of the prompt, not the negative prompt).
 
 Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it.
-Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list`, `/controlnet/settings`.
+Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list` (with A1111's `module_detail`),
+`/controlnet/settings` and `/controlnet/detect` (the preprocessors' output for base64 pictures).
+
+The page has a "ControlNet" accordion in txt2img and img2img with one tab per unit (cnlib/page.py); its controls
+make the same `units` list an API request sends (through the extension API's `Combined` value).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from PIL import Image, ImageOps
+from PIL import Image
+from pydantic import BaseModel
 
 from modules.extensions.api import (
     AfterImageContext,
@@ -49,14 +57,17 @@ from modules.extensions.api import (
     with_infotext_params,
 )
 
+from ..cnlib import page
+from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
+
 TITLE = "ControlNet"
 KEY = "controlnet"
 VERSION = 2  # what `/controlnet/version` answers: the extension's API generation its clients check
 MAX_UNITS = 3
 MODEL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
-MODULES = ("none", "invert")
-RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
-CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+MODULES = tuple(PREPROCESSORS)
+RESIZE_MODES = page.RESIZE_MODES
+CONTROL_MODES = page.CONTROL_MODES
 SOFT_INJECTION_BASE = 0.825
 
 
@@ -65,7 +76,8 @@ SOFT_INJECTION_BASE = 0.825
 
 @dataclass
 class ControlUnit:
-    """One unit of a request, with A1111's field names and defaults. `picture` is the decoded control image."""
+    """One unit of a request, with A1111's field names and defaults. `picture` is the decoded control image;
+    `processor_res` / `threshold_a` / `threshold_b` -1 mean the preprocessor's default."""
 
     enabled: bool = True
     module: str = "none"
@@ -155,10 +167,11 @@ def parse_unit(raw: Any, index: int) -> ControlUnit:
     if not isinstance(raw, Mapping):
         raise UserError(f"ControlNet unit {index}: expected an object with the unit's fields, "
                         f"got {type(raw).__name__}.")
-    module = str(raw.get("module") or "none").strip().lower()
-    if module not in MODULES:
-        raise UserError(f"ControlNet unit {index}: preprocessor {module!r} is not available; available: "
-                        f"{', '.join(MODULES)}.")
+    preprocessor = find(str(raw.get("module") or "none"))
+    if preprocessor is None:
+        raise UserError(f"ControlNet unit {index}: preprocessor {str(raw.get('module')).strip().lower()!r} is not "
+                        f"available; available: {', '.join(MODULES)}.")
+    module = preprocessor.name
     start = _float(raw, "guidance_start", 0.0, 0.0, 1.0)
     end = _float(raw, "guidance_end", 1.0, 0.0, 1.0)
     if start > end:
@@ -316,12 +329,23 @@ def _read_weights(path: Path) -> dict[str, Any]:
 # -- the control image -----------------------------------------------------------------------------------------------
 
 
-def preprocess(picture: Image.Image, module: str) -> Image.Image:
-    """The preprocessor's output (RGB)."""
-    rgb = picture.convert("RGB")
-    if module == "invert":
-        return ImageOps.invert(rgb)
-    return rgb
+def preprocess(picture: Image.Image, module: str, resolution: float = -1, threshold_a: float = -1,
+               threshold_b: float = -1) -> Image.Image:
+    """The preprocessor's output (RGB); UserError for an unknown module or one that needs a missing library."""
+    preprocessor = find(module)
+    if preprocessor is None:
+        raise UserError(f"ControlNet: preprocessor {module!r} is not available; available: {', '.join(MODULES)}.")
+    return preprocessor(picture, resolution, threshold_a, threshold_b)
+
+
+def unit_map(unit: ControlUnit, width: int, height: int) -> Image.Image:
+    """The unit's preprocessed control image for a generation of width x height (before fitting to that size)."""
+    assert unit.picture is not None
+    resolution: float = unit.processor_res
+    if unit.pixel_perfect:
+        resolution = pixel_perfect_resolution(unit.picture.width, unit.picture.height, width, height,
+                                              unit.resize_mode)
+    return preprocess(unit.picture, unit.module, resolution, unit.threshold_a, unit.threshold_b)
 
 
 def fit(picture: Image.Image, width: int, height: int, mode: str) -> Image.Image:
@@ -345,8 +369,7 @@ def control_tensor(unit: ControlUnit, width: int, height: int, device: Any, dtyp
 
     key = (width, height, str(device), dtype)
     if key not in unit._tensors:
-        assert unit.picture is not None
-        picture = fit(preprocess(unit.picture, unit.module), width, height, unit.resize_mode)
+        picture = fit(unit_map(unit, width, height), width, height, unit.resize_mode)
         array = np.asarray(picture, dtype=np.float32) / 255.0
         unit._tensors[key] = torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
     return unit._tensors[key]
@@ -368,12 +391,15 @@ class ControlNetExtension:
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
         api.add_api_route("/controlnet/module_list", self.module_list, methods=["GET"])
         api.add_api_route("/controlnet/settings", lambda: {"control_net_unit_count": MAX_UNITS}, methods=["GET"])
+        api.add_api_route("/controlnet/detect", detect, methods=["POST"])
 
     def model_list(self, update: bool = True) -> dict[str, Any]:
         return {"model_list": self.models.titles()}
 
     def module_list(self, alias_names: bool = False) -> dict[str, Any]:
-        return {"module_list": list(MODULES)}
+        """The preprocessors, and (A1111's `module_detail`) their sliders: resolution, threshold a, threshold b."""
+        detail = {name: {"model_free": False, "sliders": p.sliders()} for name, p in PREPROCESSORS.items()}
+        return {"module_list": list(MODULES), "module_detail": detail}
 
     def before_job(self, ctx: BeforeJobContext) -> Any:
         """Parse and check the units (models found, images decoded) once; the request carries them to the hooks."""
@@ -394,6 +420,9 @@ class ControlNetExtension:
                 unit.picture = ctx.request.init_image
             if unit.picture is None:
                 raise UserError(f"ControlNet unit {index}: no control image (send `image`, or use img2img).")
+            preprocessor = PREPROCESSORS[unit.module]
+            if preprocessor.needs_opencv:
+                opencv(preprocessor.name)  # refused before any work, naming the package to install
             active.append((index, unit))
         args = {**ctx.request.extension_args, KEY: {"units": units, "active": active}}
         return ctx.request.with_changes(extension_args=args)
@@ -428,16 +457,51 @@ class ControlNetExtension:
             ctx.infotext = with_infotext_params(ctx.infotext, params)
 
 
-def ui(builder: UiBuilder) -> dict[str, Any]:
-    """The units' value (API-driven in this version: the page has no ControlNet accordion yet, so a page job sends
-    no units)."""
-    import gradio as gr
+class NotAvailable(UserError):
+    """A preprocessor the A1111 extension has and this one does not (A1111 answers 422 too)."""
 
-    return {"units": gr.State([])}
+    http_status = 422
+
+
+class DetectRequest(BaseModel):
+    """`POST /controlnet/detect`, A1111's body (thresholds -1: the preprocessor's default)."""
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = []
+    controlnet_processor_res: int = 512
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+
+
+def detect(body: DetectRequest) -> dict[str, Any]:
+    """The preprocessor's output for each picture, as base64 PNGs (A1111's `{"images": [...], "info": "Success"}`)."""
+    if find(body.controlnet_module) is None:
+        raise NotAvailable(f"ControlNet: preprocessor {body.controlnet_module!r} is not available; available: "
+                           f"{', '.join(MODULES)}.")
+    if not body.controlnet_input_images:
+        raise NotAvailable("ControlNet: no image selected (controlnet_input_images is empty).")
+    images = []
+    for data in body.controlnet_input_images:
+        picture = decode_picture(data)
+        if picture is None:
+            raise NotAvailable("ControlNet: an entry of controlnet_input_images is empty.")
+        result = preprocess(picture, body.controlnet_module, body.controlnet_processor_res,
+                            body.controlnet_threshold_a, body.controlnet_threshold_b)
+        buffer = io.BytesIO()
+        result.save(buffer, format="PNG")
+        images.append(base64.b64encode(buffer.getvalue()).decode())
+    return {"images": images, "info": "Success"}
 
 
 def register(ext: ExtensionContext) -> None:
     state = ControlNetExtension()
+
+    def ui(builder: UiBuilder) -> dict[str, Any]:
+        """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
+        if builder.data_dir is not None and not state.models.folders:
+            state.models.set_data_dir(Path(builder.data_dir))
+        return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, preprocess)}
+
     ext.add_script(TITLE, ui=ui, always_on=True, positional=positional)
     ext.on(Hook.APP_STARTED, state.app_started)
     ext.on(Hook.BEFORE_JOB, state.before_job)

@@ -1,0 +1,1 @@
+"""Helpers of the ControlNet extension (preprocessors, the page's unit controls)."""
