@@ -32,6 +32,7 @@ from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.img2img_batch import BatchFields, BatchRun, BatchStops, build_batch_fields
 from modules.ui.interrogate import wire_interrogate
+from modules.ui.progress import job_owner
 from modules.ui.results import build_result_panel
 
 TAB: Final = "img2img"
@@ -269,16 +270,17 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     stops = BatchStops()
     batch_run = BatchRun(ctx.app, generation, stops)
 
-    def run_override(request: GenerationRequest, data: Mapping[Any, Any], owner: str | None) -> Any:
+    def run_override(request: GenerationRequest, data: Mapping[Any, Any], owner: str | None,
+                     group: str | None = None) -> Any:
         if data.get(source) != SOURCE_BATCH:
             return None
-        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner)
+        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner, group)
 
     generation.run_override = run_override
     wire_generation_tab(ctx, generation)
 
     def stop_batch(request: gr.Request) -> None:
-        stops.stop(request.session_hash if request is not None else None)
+        stops.stop(job_owner(request))
 
     prompt_row.interrupt.click(stop_batch, show_progress="hidden", queue=False)
     tab = Img2ImgTab(generation, sources.init_image, sources.editor, sources.upload_image, sources.upload_mask,
