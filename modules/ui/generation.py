@@ -35,6 +35,7 @@ from modules.ui.progress import (
     skip_job,
     stream_generation,
 )
+from modules.ui.queue_panel import QueuePanel, enqueue_job, queue_updates, wire_queue_panel
 from modules.ui.results import ResultPanel, selected_image, selected_index
 from modules.ui.toprow import checkpoint_title
 
@@ -66,6 +67,10 @@ class GenerationTab:
     extra_inputs: list[gr.components.Component] = field(default_factory=list)
     scripts: ScriptArea | None = None
     run_override: RunOverride | None = None
+    queue: QueuePanel | None = None
+    """The tab's Queue accordion (with the prompt row's Enqueue button); None for tabs without one."""
+    enqueue_refusal: Callable[[Mapping[Any, Any]], "str | None"] | None = None
+    """(raw Gradio input dict) -> why Enqueue cannot queue this input (img2img's Batch sub-tab), or None."""
 
     @property
     def buttons(self) -> RunButtons:
@@ -139,6 +144,32 @@ def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     tab.prompt_row.skip.click(skip, inputs=tab.panel.job, show_progress="hidden", queue=False)
     _wire_reuse_seed(tab)
     _wire_paste(app, tab)
+    _wire_enqueue(app, tab)
+
+
+def _wire_enqueue(app: "App", tab: GenerationTab) -> None:
+    """Enqueue (submit and return at once) and the Queue panel, when the tab has them."""
+    queue, button = tab.queue, tab.prompt_row.enqueue
+    if queue is None:
+        return
+    wire_queue_panel(app, queue, tab.panel)
+    if button is None:
+        return
+
+    def enqueue(data: dict, request: gr.Request) -> dict:
+        try:
+            refusal = tab.enqueue_refusal(data) if tab.enqueue_refusal is not None else None
+            if refusal:
+                raise UserError(refusal)
+            generation_request = tab.build_request(data)
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        owner = job_owner(request)
+        job = enqueue_job(app, generation_request, owner, job_group(request))
+        return queue_updates(app, queue, owner, choose=job.id)
+
+    button.click(enqueue, inputs=tab.request_inputs(), outputs=queue.outputs(), show_progress="hidden",
+                 concurrency_limit=None)
 
 
 def _wire_reuse_seed(tab: GenerationTab) -> None:

@@ -33,6 +33,7 @@ from modules.ui.generation import GenerationTab, build_script_area, collect_inpu
 from modules.ui.img2img_batch import BatchFields, BatchRun, BatchStops, build_batch_fields
 from modules.ui.interrogate import wire_interrogate
 from modules.ui.progress import job_owner
+from modules.ui.queue_panel import build_queue_panel
 from modules.ui.results import build_result_panel
 
 TAB: Final = "img2img"
@@ -238,7 +239,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
     with gr.Tab("img2img", id=TAB, elem_id=f"tab_{TAB}"):
         source = gr.State(SOURCE_IMG2IMG)  # inside the tab: a bare child of gr.Tabs confuses its tab list
-        prompt_row = build_prompt_row(ctx, TAB)
+        prompt_row = build_prompt_row(ctx, TAB, enqueue=True)
         build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
@@ -253,6 +254,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB)
+                queue = build_queue_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named(), inpaint_inputs,
                             {"resize_mode": resize_mode, "denoising_strength": denoising})
     image_inputs = {"init_image": sources.init_image, "editor": sources.editor, "upload_image": sources.upload_image,
@@ -266,7 +268,10 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         return img2img_request(data.get(source) or SOURCE_IMG2IMG, values, images)
 
     generation = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, make_request,
-                               extra_inputs=[source, *image_inputs.values(), *batch_inputs.values()], scripts=scripts)
+                               extra_inputs=[source, *image_inputs.values(), *batch_inputs.values()], scripts=scripts,
+                               queue=queue)
+    generation.enqueue_refusal = lambda data: "The Batch sub-tab runs with Generate (it walks a folder), not " \
+        "Enqueue." if data.get(source) == SOURCE_BATCH else None
     stops = BatchStops()
     batch_run = BatchRun(ctx.app, generation, stops)
 
