@@ -71,29 +71,33 @@ class App:
             self.gallery = GalleryIndex.for_paths(self.paths, self.settings)
 
     def submit(self, request: GenerationRequest, *, owner: str | None = None, task_id: str | None = None,
-               save: bool | None = None) -> Job:
-        """Queue a generation; the job's result is a `GenerationResult`. `save=None` follows the samples_save option."""
+               save: bool | None = None, group: str | None = None) -> Job:
+        """Queue a generation; the job's result is a `GenerationResult`. `save=None` follows the samples_save option.
+        `owner` may see and cancel the job; `group` is who it counts for in the queue's round-robin (default: the
+        owner; see `modules.jobs.fair_group`)."""
         if self.admission is not None:
             self.admission(request)
         description = f"{request.mode}: {request.prompt[:60]}"
-        return self.jobs.submit(GenerationWork(request, save), owner=owner, task_id=task_id, description=description)
+        return self.jobs.submit(GenerationWork(request, save), owner=owner, task_id=task_id, description=description,
+                                group=group)
 
-    def submit_extras(self, request: "ExtrasRequest", *, owner: str | None = None) -> Job:
+    def submit_extras(self, request: "ExtrasRequest", *, owner: str | None = None, group: str | None = None) -> Job:
         """Queue an Extras upscale (`modules.extras`); the job's result is an `ExtrasResult`. It runs as an in-process
         function of the job context (`CallableWork`), like checkpoint switches."""
         from modules.extras import ExtrasService
 
         service = ExtrasService(self.models.upscalers, self.settings, self.paths, on_saved=self.gallery.record)
-        return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner,
+        return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner, group=group,
                                 description=f"extras: {len(request.images)} picture(s)")
 
-    def submit_interrogate(self, image: "Image.Image", model: str = "clip", *, owner: str | None = None) -> Job:
+    def submit_interrogate(self, image: "Image.Image", model: str = "clip", *, owner: str | None = None,
+                           group: str | None = None) -> Job:
         """Queue a caption of `image` (`modules.interrogate`, A1111's interrogate); the job's result is the caption.
         It runs in the queue (`CallableWork`) so it never shares the device with a generation."""
         from modules.interrogate import InterrogateService
 
         service = InterrogateService(self.paths.models, self.models.hold_captioner)
-        return self.jobs.submit(lambda ctx: service.interrogate(image, model), owner=owner,
+        return self.jobs.submit(lambda ctx: service.interrogate(image, model), owner=owner, group=group,
                                 description=f"interrogate ({model})")
 
     def close(self) -> None:

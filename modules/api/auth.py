@@ -11,12 +11,19 @@ from __future__ import annotations
 import secrets
 from typing import Callable, Optional
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from modules.cli import Credentials
+from modules.jobs import fair_group
 
 Authenticator = Callable[..., Optional[str]]
+
+
+def client_group(user: Optional[str], request: Request) -> Optional[str]:
+    """The job queue's round-robin group of an API caller: the --api-auth user, else the client's address (so two
+    clients without auth still take turns); see `modules.jobs.fair_group`."""
+    return fair_group(user, request.client.host if request.client is not None else None)
 
 
 def _matches(given: str, expected: str) -> bool:

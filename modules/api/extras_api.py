@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from modules.api.auth import Authenticator
+from modules.api.auth import Authenticator, client_group
 from modules.api.codec import decode_image, encode_png
 from modules.errors import UserError
 from modules.extras import ExtrasRequest, ExtrasResult
@@ -101,30 +101,30 @@ def build_extras_router(app: "App", auth: Authenticator) -> APIRouter:
 
     router = APIRouter(prefix="/sdapi/v1", tags=["extras"], dependencies=[Depends(auth)])
 
-    async def run(request: ExtrasRequest, user: Optional[str]) -> ExtrasResult:
-        job = app.submit_extras(request, owner=user)
+    async def run(request: ExtrasRequest, user: Optional[str], http: Request) -> ExtrasResult:
+        job = app.submit_extras(request, owner=user, group=client_group(user, http))
         await wait_until_finished(app.jobs, job)
         result = job.outcome(timeout=0)  # re-raises the job's error
         assert isinstance(result, ExtrasResult)
         return result
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
-    async def extra_single_image(body: ExtrasSingleImageRequest,
+    async def extra_single_image(body: ExtrasSingleImageRequest, http: Request,
                                  user: Optional[str] = Depends(auth)) -> ExtrasSingleImageResponse:
         """Upscale one image with the Extras tab's settings."""
         image = await run_in_threadpool(decode_image, body.image, "image")
-        result = await run(_request(body, [image], []), user)
+        result = await run(_request(body, [image], []), user, http)
         encoded = await run_in_threadpool(_encoded, result)
         return ExtrasSingleImageResponse(html_info=result.html_info(),
                                          image=encoded[0] if encoded else None)
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
-    async def extra_batch_images(body: ExtrasBatchImagesRequest,
+    async def extra_batch_images(body: ExtrasBatchImagesRequest, http: Request,
                                  user: Optional[str] = Depends(auth)) -> ExtrasBatchImagesResponse:
         """Upscale several images with the same settings."""
         images = [await run_in_threadpool(decode_image, item.data, f"imageList[{index}].data")
                   for index, item in enumerate(body.imageList)]
-        result = await run(_request(body, images, [item.name for item in body.imageList]), user)
+        result = await run(_request(body, images, [item.name for item in body.imageList]), user, http)
         encoded = await run_in_threadpool(_encoded, result)
         return ExtrasBatchImagesResponse(html_info=result.html_info(), images=encoded)
 

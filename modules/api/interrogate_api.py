@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from modules.api.auth import Authenticator
+from modules.api.auth import Authenticator, client_group
 from modules.api.codec import decode_image
 
 if TYPE_CHECKING:
@@ -39,10 +39,11 @@ def build_interrogate_router(app: "App", auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["interrogate"], dependencies=[Depends(auth)])
 
     @router.post("/interrogate", response_model=InterrogateResponse)
-    async def interrogate(body: InterrogateRequest, user: Optional[str] = Depends(auth)) -> InterrogateResponse:
+    async def interrogate(body: InterrogateRequest, http: Request,
+                          user: Optional[str] = Depends(auth)) -> InterrogateResponse:
         """Caption a picture with the captioning model in models/BLIP."""
         image = await run_in_threadpool(decode_image, body.image, "image")
-        job = app.submit_interrogate(image, body.model, owner=user)
+        job = app.submit_interrogate(image, body.model, owner=user, group=client_group(user, http))
         await wait_until_finished(app.jobs, job)
         caption = job.outcome(timeout=0)  # re-raises the job's error (no model: 404)
         return InterrogateResponse(caption=str(caption))

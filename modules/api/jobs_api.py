@@ -8,7 +8,9 @@
 
 The body of POST is A1111's (see `modules.api.translate`) with `mode` added; `force_task_id` chooses the job id.
 With --api-auth each job belongs to the user who submitted it: other users get 404 for it and do not see it in
-the listing. Without auth every client sees every job.
+the listing (its `others` field counts them). Without auth every client sees every job. Waiting jobs run in the
+queue's fair order, round-robin between users (the --api-auth user, else the client address; see
+`modules.jobs.queue`), and `position` is the place in that order.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, AsyncIterator, Optional
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from modules.api.auth import Authenticator
+from modules.api.auth import Authenticator, client_group
 from modules.api.results import encode_images, info_object, job_timestamp
 from modules.api.schemas import JobCancelResult, JobCreated, JobList, JobProgressModel, JobRequest, JobResult, JobStatus
 from modules.api.translate import build_job
@@ -93,16 +95,19 @@ def build_jobs_router(app: "App", auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["jobs"], dependencies=[Depends(auth)])
 
     @router.post("/jobs", response_model=JobCreated, status_code=202)
-    async def create_job(body: JobRequest, user: Optional[str] = Depends(auth)) -> JobCreated:
-        """Queue a txt2img, img2img or inpaint job and answer at once with its id."""
+    async def create_job(body: JobRequest, http: Request, user: Optional[str] = Depends(auth)) -> JobCreated:
+        """Queue a txt2img, img2img or inpaint job and answer at once with its id (and its place in the queue)."""
         api_job = await run_in_threadpool(build_job, body, app, body.mode)
-        job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images)
+        job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images,
+                         group=client_group(user, http))
         return JobCreated(job_id=job.id, state=job.state.value, position=job.position)
 
     @router.get("/jobs", response_model=JobList)
     def list_jobs(user: Optional[str] = Depends(auth)) -> JobList:
-        """Queued, running and recently finished jobs (the caller's own with --api-auth), without results."""
-        return JobList(jobs=[job_status(job, with_result=False) for job in app.jobs.list(owner=user)])
+        """Queued, running and recently finished jobs (the caller's own with --api-auth), without results;
+        `others` counts the other users' queued and running jobs (not shown)."""
+        return JobList(jobs=[job_status(job, with_result=False) for job in app.jobs.list(owner=user)],
+                       others=app.jobs.active_count(exclude_owner=user) if user is not None else 0)
 
     @router.get("/jobs/{job_id}", response_model=JobStatus)
     def get_job(job_id: str, user: Optional[str] = Depends(auth)) -> JobStatus:

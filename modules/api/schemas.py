@@ -285,6 +285,8 @@ class JobStatus(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobStatus]
+    others: int = Field(default=0, description="Queued and running jobs of other users (with --api-auth), "
+                                               "counted, not shown.")
 
 
 class JobCancelResult(BaseModel):

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from modules import devices
 from modules.api import listings
-from modules.api.auth import Authenticator
+from modules.api.auth import Authenticator, client_group
 from modules.api.codec import decode_image, encode_png
 from modules.api.results import generation_response, job_timestamp
 from modules.api.schemas import (
@@ -79,10 +79,11 @@ async def wait_until_finished(queue: JobQueue, job: Job) -> None:
             pass
 
 
-async def generate_and_answer(app: "App", body: GenerationFields, mode: str, user: Optional[str]) -> GenerationResponse:
-    """Convert, queue, wait, answer: the whole of txt2img / img2img."""
+async def generate_and_answer(app: "App", body: GenerationFields, mode: str, user: Optional[str],
+                              group: Optional[str] = None) -> GenerationResponse:
+    """Convert, queue, wait, answer: the whole of txt2img / img2img (`group`: the queue's round-robin group)."""
     api_job = await run_in_threadpool(build_job, body, app, mode)
-    job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images)
+    job = app.submit(api_job.request, owner=user, task_id=api_job.task_id, save=api_job.save_images, group=group)
     await wait_until_finished(app.jobs, job)
     result = job.outcome(timeout=0)  # re-raises the job's error
     embed = bool(app.settings.get().enable_pnginfo)
@@ -164,14 +165,14 @@ def _reload_checkpoint(app: "App") -> None:
 
 def _add_generation_routes(router: APIRouter, app: "App", auth: Authenticator) -> None:
     @router.post("/txt2img", response_model=GenerationResponse)
-    async def txt2img(body: Txt2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
+    async def txt2img(body: Txt2ImgRequest, http: Request, user: Optional[str] = Depends(auth)) -> GenerationResponse:
         """Generate images from a prompt (A1111 fields and defaults)."""
-        return await generate_and_answer(app, body, "txt2img", user)
+        return await generate_and_answer(app, body, "txt2img", user, client_group(user, http))
 
     @router.post("/img2img", response_model=GenerationResponse)
-    async def img2img(body: Img2ImgRequest, user: Optional[str] = Depends(auth)) -> GenerationResponse:
+    async def img2img(body: Img2ImgRequest, http: Request, user: Optional[str] = Depends(auth)) -> GenerationResponse:
         """Transform `init_images[0]`; with a `mask`, inpaint (white = repaint)."""
-        return await generate_and_answer(app, body, "img2img", user)
+        return await generate_and_answer(app, body, "img2img", user, client_group(user, http))
 
     @router.get("/progress", response_model=ProgressResponse)
     def progress(skip_current_image: bool = False) -> ProgressResponse:

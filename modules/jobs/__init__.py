@@ -27,6 +27,7 @@ from modules.jobs.job import (
     JobState,
     QueueStopped,
     UnknownJob,
+    fair_group,
     progress_fraction,
 )
 from modules.jobs.local import LocalThreadExecutor, NoGenerationRunner
@@ -39,5 +40,5 @@ __all__ = [
     "Assignment", "CallableWork", "Control", "EventKind", "Executor", "GenerationRunner", "GenerationWork", "Job",
     "JobCancelled", "JobContext", "JobEvent", "JobFunction", "JobProgress", "JobQueue", "JobSource", "JobState",
     "LocalThreadExecutor", "NoGenerationRunner", "Outcome", "QueueStopped", "Subscription", "UnknownJob",
-    "WorkItem", "progress_fraction",
+    "WorkItem", "fair_group", "progress_fraction",
 ]

@@ -98,9 +98,11 @@ class Job:
     the executor); `work` is dropped once the job has finished."""
 
     def __init__(self, work: WorkItem, job_id: str, owner: str | None, description: str,
-                 queue: "JobQueue") -> None:
+                 queue: "JobQueue", *, group: str = "") -> None:
         self.id = job_id
         self.owner = owner
+        self.group = group
+        """Who the job counts for in the queue's round-robin (see `modules.jobs.queue`)."""
         self.description = description
         self.cancel_token = CancelToken()
         self.created = time.time()
@@ -118,6 +120,7 @@ class Job:
         self._rate_origin: tuple[float, float] | None = None
         self._eta_at: tuple[float, float] | None = None  # (clock time of the estimate, eta then)
         self._done = threading.Event()
+        self._arrival = 0  # the queue's submission counter, set by the queue
 
     @property
     def state(self) -> JobState:
@@ -125,7 +128,7 @@ class Job:
 
     @property
     def position(self) -> int | None:
-        """1-based place among the queued jobs (1 = runs next), None when not queued."""
+        """1-based place among the queued jobs in the queue's fair order (1 = runs next), None when not queued."""
         return self._queue._position(self)
 
     @property
@@ -162,6 +165,16 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, state={self._state.value}, owner={self.owner!r}, {self.description!r})"
+
+
+def fair_group(user: str | None, address: str | None = None) -> str | None:
+    """The queue's round-robin group of a client: its login (`user:<name>`, the same for the UI's login and the
+    API's --api-auth user), else its network address (`addr:<host>`), else None (the owner decides)."""
+    if user:
+        return f"user:{user}"
+    if address:
+        return f"addr:{address}"
+    return None
 
 
 def progress_fraction(event: ProgressEvent) -> float:

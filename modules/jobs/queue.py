@@ -1,13 +1,21 @@
 """`JobQueue`: the order jobs run in and their state; an executor (a worker thread here by default) runs them.
 
 HTTP handlers and Gradio callbacks only `submit()` and then wait, poll or subscribe. Jobs run one at a time per
-executor worker, in submission order. A job whose work raises is failed and the next job runs: a `UserError`
-message is shown as is, anything else is logged with its traceback and reported as "internal error: ...".
+executor worker. Waiting jobs are ordered fairly between users, round-robin: each job has a `group` (the user the
+queue is fair between: the UI login, the API user or the client address; by default its owner), jobs of one group
+run in submission order, and the next job comes from the group served least recently (a group that has not been
+served yet comes first, groups that arrived together in the order of their first jobs). So one user's batch of 100
+jobs does not hold everyone else back: user A queues 10 jobs, then user B queues 1, and B's runs second. With one
+group (a single user) the order is plain first-come-first-served. Positions follow this order.
+
+A job whose work raises is failed and the next job runs: a `UserError` message is shown as is, anything else is
+logged with its traceback and reported as "internal error: ...".
 Finished jobs stay visible for a bounded history (default 100) so that clients can poll after completion.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -40,7 +48,8 @@ JobFunction = Callable[[JobContext], Any]
 
 
 class JobQueue:
-    """FIFO queue whose jobs run on `executor` (default: one local worker thread that runs only callables).
+    """Fair (per-group round-robin) queue whose jobs run on `executor` (default: one local worker thread that runs
+    only callables); see the module doc for the order.
 
     `clock` (monotonic seconds) is injectable for ETA tests."""
 
@@ -49,7 +58,11 @@ class JobQueue:
         self.name = name
         self.clock = clock
         self._cond = threading.Condition()
-        self._pending: deque[Job] = deque()
+        self._pending: dict[str, deque[Job]] = {}  # group -> its waiting jobs in submission order
+        self._served: dict[str, int] = {}  # group -> the turn it was last served at (see `_order_locked`)
+        self._turns = 0
+        self._arrivals = 0
+        self._order: list[Job] | None = None  # cached run order of the waiting jobs; None: recompute
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
         self._history: deque[str] = deque()
@@ -62,18 +75,24 @@ class JobQueue:
     # -- submitting and inspecting -------------------------------------------------------------------------
 
     def submit(self, work: WorkItem | JobFunction, *, owner: str | None = None, task_id: str | None = None,
-               description: str = "") -> Job:
+               description: str = "", group: str | None = None) -> Job:
         """Queue a work item (a plain function of the job context is wrapped as `CallableWork`); `task_id` is
-        A1111's force_task_id (the id a client chose to poll progress with)."""
+        A1111's force_task_id (the id a client chose to poll progress with). `owner` decides who may see and
+        cancel the job; `group` who it counts for in the round-robin (default: the owner; None and "" are one
+        shared group)."""
         item = CallableWork(work) if callable(work) else work
         with self._cond:
             if self._stopping:
                 raise QueueStopped("The server is shutting down and does not accept new jobs.")
             if task_id is not None and task_id in self._jobs:
                 raise InvalidRequest(f"The task id {task_id!r} is already in use.")
-            job = Job(item, task_id or uuid.uuid4().hex, owner, description, self)
+            job = Job(item, task_id or uuid.uuid4().hex, owner, description, self,
+                      group=group if group is not None else (owner or ""))
+            self._arrivals += 1
+            job._arrival = self._arrivals
             self._jobs[job.id] = job
-            self._pending.append(job)
+            self._pending.setdefault(job.group, deque()).append(job)
+            self._order = None
             self._publish_locked(job, "queued")
             self._cond.notify_all()
         return job
@@ -99,16 +118,43 @@ class JobQueue:
 
     def pending_count(self) -> int:
         with self._cond:
-            return len(self._pending)
+            return sum(len(jobs) for jobs in self._pending.values())
+
+    def waiting(self, owner: str | None = None) -> "builtins.list[Job]":
+        """The queued jobs in the order they will run (optionally one owner's only)."""
+        with self._cond:
+            order = list(self._order_locked())
+        return [job for job in order if owner is None or job.owner == owner]
+
+    def active_count(self, *, exclude_owner: str | None = None) -> int:
+        """How many jobs are queued or running, leaving out `exclude_owner`'s (others' jobs, counted not shown)."""
+        with self._cond:
+            active = [*self._running.values(), *(job for jobs in self._pending.values() for job in jobs)]
+        return sum(1 for job in active if exclude_owner is None or job.owner != exclude_owner)
 
     def _position(self, job: Job) -> int | None:
         with self._cond:
             if job.state is not JobState.QUEUED:
                 return None
-            for index, queued in enumerate(self._pending):
-                if queued is job:
-                    return index + 1
-        return None
+            order = self._order_locked()
+            return order.index(job) + 1 if job in order else None
+
+    def _order_locked(self) -> "builtins.list[Job]":
+        """The waiting jobs in run order: round `k` takes the `k`-th waiting job of every group, groups ranked by
+        the turn they were last served at (never: first), ties by the arrival of their first waiting job. This is
+        exactly the sequence of `take()`s if nothing new arrives: a served group moves behind all the others."""
+        if self._order is None:
+            groups = sorted(self._pending, key=lambda g: (self._served.get(g, 0), self._pending[g][0]._arrival))
+            rounds = max((len(self._pending[g]) for g in groups), default=0)
+            self._order = [self._pending[g][k] for k in range(rounds) for g in groups if k < len(self._pending[g])]
+        return self._order
+
+    def _remove_pending_locked(self, job: Job) -> None:
+        jobs = self._pending[job.group]
+        jobs.remove(job)
+        if not jobs:
+            del self._pending[job.group]
+        self._order = None
 
     # -- cancelling ------------------------------------------------------------------------------------------
 
@@ -117,7 +163,7 @@ class JobQueue:
         job = self.get(job_id, owner)
         with self._cond:
             if job.state is JobState.QUEUED:
-                self._pending.remove(job)
+                self._remove_pending_locked(job)
                 self._finish_locked(job, JobState.CANCELLED)
                 return True
             return self._control_locked(job, Control.INTERRUPT)
@@ -200,7 +246,10 @@ class JobQueue:
             self._cond.wait_for(lambda: self._pending or self._stopping)
             if self._stopping:
                 return None
-            job = self._pending.popleft()
+            job = self._order_locked()[0]
+            self._remove_pending_locked(job)
+            self._turns += 1
+            self._served[job.group] = self._turns
             job._state = JobState.RUNNING
             job.started = time.time()
             self._running[job.id] = job
@@ -255,6 +304,8 @@ class JobQueue:
         job.finished = time.time()
         job.work = None  # drop the work item (and the request/images it holds) right away
         self._running.pop(job.id, None)
+        if job.group not in self._pending and all(other.group != job.group for other in self._running.values()):
+            self._served.pop(job.group, None)  # an idle group is forgotten (it comes back as a new one)
         self._history.append(job.id)
         while len(self._history) > self._history_limit:
             self._jobs.pop(self._history.popleft(), None)
@@ -268,8 +319,9 @@ class JobQueue:
         Returns False if the executor did not end within `timeout` seconds (a job ignoring its cancel token)."""
         with self._cond:
             self._stopping = True
-            while self._pending:
-                self._finish_locked(self._pending.popleft(), JobState.CANCELLED)
+            for job in list(self._order_locked()):
+                self._remove_pending_locked(job)
+                self._finish_locked(job, JobState.CANCELLED)
             for job in list(self._running.values()):
                 self._control_locked(job, Control.INTERRUPT)
             self._cond.notify_all()

@@ -98,6 +98,8 @@ class PromptRow:
     styles: gr.Dropdown
     apply_styles: gr.Button
     override_settings: gr.Dropdown
+    enqueue: gr.Button | None = None
+    """Queue the job and return at once (`modules.ui.queue_panel`); None for rows without it."""
 
     def named(self) -> dict[str, gr.components.Component]:
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles,
@@ -119,8 +121,9 @@ def _prompt_box(ctx: UiContext, tab: str, label: str, negative: bool) -> tuple[g
     return box, counter
 
 
-def build_prompt_row(ctx: UiContext, tab: str) -> PromptRow:
-    """The top row of a generation tab: prompts with token counters, run buttons, paste and style tools."""
+def build_prompt_row(ctx: UiContext, tab: str, enqueue: bool = False) -> PromptRow:
+    """The top row of a generation tab: prompts with token counters, run buttons (with `enqueue`, an Enqueue
+    button beside Generate), paste and style tools."""
     with gr.Row(elem_id=f"{tab}_toprow", equal_height=False):
         with gr.Column(scale=6, min_width=300):
             prompt, prompt_tokens = _prompt_box(ctx, tab, "Prompt", negative=False)
@@ -129,7 +132,9 @@ def build_prompt_row(ctx: UiContext, tab: str) -> PromptRow:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", visible=False, variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", visible=False)
-                generate = gr.Button("Generate", elem_id=f"{tab}_generate", variant="primary", size="lg")
+                generate = gr.Button("Generate", elem_id=f"{tab}_generate", variant="primary", size="lg", scale=3)
+                enqueue_button = gr.Button("Enqueue", elem_id=f"{tab}_enqueue", size="lg", scale=1, min_width=90,
+                                           elem_classes=["enqueue-button"]) if enqueue else None
             names = ctx.app.styles.names()
             with gr.Row(elem_classes=["tools-row"]):
                 paste = tool_button(PASTE_ICON, f"{tab}_paste")
@@ -142,7 +147,7 @@ def build_prompt_row(ctx: UiContext, tab: str) -> PromptRow:
                                             allow_custom_value=True, visible=False,
                                             elem_id=f"{tab}_override_settings")
     row = PromptRow(prompt, negative, prompt_tokens, negative_tokens, generate, interrupt, skip, paste, clear,
-                    styles, apply_styles, override_settings)
+                    styles, apply_styles, override_settings, enqueue_button)
     _wire_prompt_row(ctx, row)
     return row
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from modules.errors import UserError
 from modules.extras import SCALE_BY, SCALE_TO, ExtrasRequest, ExtrasResult
-from modules.ui.progress import progress_html, raise_for_job, watch
+from modules.ui.progress import job_group, job_owner, progress_html, raise_for_job, watch
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -171,7 +171,7 @@ def build_extras_tab(app: "App") -> ExtrasTab:
         values = {name: data[component] for name, component in named.items()}
         try:
             built = extras_request(values, app.paths.data_dir, app.launch.api_allow_path_options)
-            job = app.submit_extras(built, owner=getattr(request, "session_hash", None))
+            job = app.submit_extras(built, owner=job_owner(request), group=job_group(request))
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
         for view in watch(job):

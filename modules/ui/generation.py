@@ -5,7 +5,9 @@ Handlers receive Gradio's ``{component: value}`` dict (set-style `inputs`) and r
 `bind.named_values`; the request is built by the tab's own `make_request(values, data)`, which adds what only
 that tab has (init image, mask, sub-tab). The extensions' "Script" area of the tab (`build_script_area`) then puts
 its values, by name, into `request.extension_args` (`ScriptArea.apply`). The session hash of the browser
-(`gr.Request.session_hash`) is the job owner, so Interrupt and Skip reach only this session's job.
+(`gr.Request.session_hash`, or the login with --gradio-auth) is the job owner, so Interrupt and Skip reach only
+this session's job; the login or the browser's address is its group in the queue's round-robin
+(`progress.job_owner`, `progress.job_group`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from modules.types import GenerationRequest, GenerationResult
 from modules.ui.bind import named_values
 from modules.ui.common import PromptRow, SamplingRows, SeedRows, UiContext
 from modules.ui.paste import has_parameters, values_from_infotext
-from modules.ui.progress import RunButtons, finish_updates, interrupt_job, skip_job, stream_generation
+from modules.ui.progress import (
+    RunButtons,
+    finish_updates,
+    interrupt_job,
+    job_group,
+    job_owner,
+    skip_job,
+    stream_generation,
+)
+from modules.ui.queue_panel import QueuePanel, enqueue_job, queue_updates, wire_queue_panel
 from modules.ui.results import ResultPanel, selected_image, selected_index
 from modules.ui.toprow import checkpoint_title
 
@@ -36,8 +47,9 @@ log = logging.getLogger(__name__)
 RequestBuilder = Callable[[Mapping[str, Any], Mapping[Any, Any]], GenerationRequest]
 """(named widget values, raw Gradio input dict) -> request; raises UserError for unusable input."""
 
-RunOverride = Callable[[GenerationRequest, Mapping[Any, Any], "str | None"], "Iterator[dict[Any, Any]] | None"]
-"""(request, raw Gradio input dict, owner) -> the panel updates of a run that is not one plain job (img2img's
+RunOverride = Callable[[GenerationRequest, Mapping[Any, Any], "str | None", "str | None"],
+                       "Iterator[dict[Any, Any]] | None"]
+"""(request, raw Gradio input dict, owner, group) -> the panel updates of a run that is not one plain job (img2img's
 Batch sub-tab), or None for the usual single job; may raise UserError."""
 
 
@@ -55,6 +67,10 @@ class GenerationTab:
     extra_inputs: list[gr.components.Component] = field(default_factory=list)
     scripts: ScriptArea | None = None
     run_override: RunOverride | None = None
+    queue: QueuePanel | None = None
+    """The tab's Queue accordion (with the prompt row's Enqueue button); None for tabs without one."""
+    enqueue_refusal: Callable[[Mapping[Any, Any]], "str | None"] | None = None
+    """(raw Gradio input dict) -> why Enqueue cannot queue this input (img2img's Batch sub-tab), or None."""
 
     @property
     def buttons(self) -> RunButtons:
@@ -95,10 +111,6 @@ def build_script_area(ctx: UiContext, mode: ScriptMode) -> ScriptArea:
         return render_script_area(ctx.app.extensions.scripts, mode)
 
 
-def _owner(request: gr.Request | None) -> str | None:
-    return request.session_hash if request is not None else None
-
-
 def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     """Generate/Interrupt/Skip, reuse-seed buttons and the paste button of one tab."""
     app = ctx.app
@@ -106,13 +118,15 @@ def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     def generate(data: dict, request: gr.Request) -> Iterator[dict]:
         try:
             generation_request = tab.build_request(data)
-            custom = tab.run_override(generation_request, data, _owner(request)) if tab.run_override else None
+            custom = tab.run_override(generation_request, data, job_owner(request), job_group(request)) \
+                if tab.run_override else None
             if custom is not None:
                 yield from custom
                 return
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
-        yield from stream_generation(app, tab.panel, tab.buttons, generation_request, _owner(request))
+        yield from stream_generation(app, tab.panel, tab.buttons, generation_request, job_owner(request),
+                                     group=job_group(request))
 
     # concurrency_limit=None: every session's handler just waits on the JobQueue, which orders the work and
     # reports the queue position; `.then` runs whatever the outcome, so the buttons always come back.
@@ -121,15 +135,41 @@ def wire_generation_tab(ctx: UiContext, tab: GenerationTab) -> None:
     ).then(lambda: finish_updates(tab.panel, tab.buttons), outputs=tab.outputs(), show_progress="hidden", queue=False)
 
     def interrupt(job_id: str | None, request: gr.Request) -> None:
-        interrupt_job(app, job_id, _owner(request))
+        interrupt_job(app, job_id, job_owner(request))
 
     def skip(job_id: str | None, request: gr.Request) -> None:
-        skip_job(app, job_id, _owner(request))
+        skip_job(app, job_id, job_owner(request))
 
     tab.prompt_row.interrupt.click(interrupt, inputs=tab.panel.job, show_progress="hidden", queue=False)
     tab.prompt_row.skip.click(skip, inputs=tab.panel.job, show_progress="hidden", queue=False)
     _wire_reuse_seed(tab)
     _wire_paste(app, tab)
+    _wire_enqueue(app, tab)
+
+
+def _wire_enqueue(app: "App", tab: GenerationTab) -> None:
+    """Enqueue (submit and return at once) and the Queue panel, when the tab has them."""
+    queue, button = tab.queue, tab.prompt_row.enqueue
+    if queue is None:
+        return
+    wire_queue_panel(app, queue, tab.panel)
+    if button is None:
+        return
+
+    def enqueue(data: dict, request: gr.Request) -> dict:
+        try:
+            refusal = tab.enqueue_refusal(data) if tab.enqueue_refusal is not None else None
+            if refusal:
+                raise UserError(refusal)
+            generation_request = tab.build_request(data)
+        except UserError as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        owner = job_owner(request)
+        job = enqueue_job(app, generation_request, owner, job_group(request))
+        return queue_updates(app, queue, owner, choose=job.id)
+
+    button.click(enqueue, inputs=tab.request_inputs(), outputs=queue.outputs(), show_progress="hidden",
+                 concurrency_limit=None)
 
 
 def _wire_reuse_seed(tab: GenerationTab) -> None:

@@ -32,6 +32,8 @@ from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.img2img_batch import BatchFields, BatchRun, BatchStops, build_batch_fields
 from modules.ui.interrogate import wire_interrogate
+from modules.ui.progress import job_owner
+from modules.ui.queue_panel import build_queue_panel
 from modules.ui.results import build_result_panel
 
 TAB: Final = "img2img"
@@ -270,7 +272,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
     with gr.Tab("img2img", id=TAB, elem_id=f"tab_{TAB}"):
         source = gr.State(SOURCE_IMG2IMG)  # inside the tab: a bare child of gr.Tabs confuses its tab list
-        prompt_row = build_prompt_row(ctx, TAB)
+        prompt_row = build_prompt_row(ctx, TAB, enqueue=True)
         build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
@@ -285,6 +287,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB)
+                queue = build_queue_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), seeds.named(), inpaint_inputs,
                             {"resize_mode": resize_mode, "denoising_strength": denoising})
     image_inputs = {"init_image": sources.init_image, "editor": sources.editor, "upload_image": sources.upload_image,
@@ -298,20 +301,24 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
         return img2img_request(data.get(source) or SOURCE_IMG2IMG, values, images)
 
     generation = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, make_request,
-                               extra_inputs=[source, *image_inputs.values(), *batch_inputs.values()], scripts=scripts)
+                               extra_inputs=[source, *image_inputs.values(), *batch_inputs.values()], scripts=scripts,
+                               queue=queue)
+    generation.enqueue_refusal = lambda data: "The Batch sub-tab runs with Generate (it walks a folder), not " \
+        "Enqueue." if data.get(source) == SOURCE_BATCH else None
     stops = BatchStops()
     batch_run = BatchRun(ctx.app, generation, stops)
 
-    def run_override(request: GenerationRequest, data: Mapping[Any, Any], owner: str | None) -> Any:
+    def run_override(request: GenerationRequest, data: Mapping[Any, Any], owner: str | None,
+                     group: str | None = None) -> Any:
         if data.get(source) != SOURCE_BATCH:
             return None
-        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner)
+        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner, group)
 
     generation.run_override = run_override
     wire_generation_tab(ctx, generation)
 
     def stop_batch(request: gr.Request) -> None:
-        stops.stop(request.session_hash if request is not None else None)
+        stops.stop(job_owner(request))
 
     prompt_row.interrupt.click(stop_batch, show_progress="hidden", queue=False)
     tab = Img2ImgTab(generation, sources.init_image, sources.editor, sources.upload_image, sources.upload_mask,

@@ -162,8 +162,8 @@ class BatchRun:
                 notes.extend(f"{item.image.name}: {warning}" for warning in warnings)
         return request
 
-    def stream(self, base: GenerationRequest, values: Mapping[str, Any], owner: str | None
-               ) -> Iterator[dict[Any, Any]]:
+    def stream(self, base: GenerationRequest, values: Mapping[str, Any], owner: str | None,
+               group: str | None = None) -> Iterator[dict[Any, Any]]:
         input_dir, output_dir, mask_dir, info_dir = self.folders(values)
         plan = plan_batch(input_dir, mask_dir, info_dir)
         notes = list(plan.notes)
@@ -187,7 +187,8 @@ class BatchRun:
                     notes.append(f"Skipped {item.image.name}: it cannot be read as an image ({error}).")
                     gr.Warning(notes[-1])
                     continue
-                job = self.app.submit(request, owner=owner, save=False if output_dir is not None else None)
+                job = self.app.submit(request, owner=owner, save=False if output_dir is not None else None,
+                                      group=group)
                 header = f"<div class='progress-text batch-progress'>Image {index + 1} of {count}</div>"
                 yield {panel.job: job.id, **buttons.running(), panel.progress: header + progress_html(view_of(job, 0))}
                 for view in watch(job):

@@ -2,7 +2,9 @@
 
 A Gradio generator handler submits the job and then polls it about four times a second (`POLL_SECONDS`), yielding
 only what changed; Gradio streams every yield to the browser. The job id is kept in the session's `gr.State`, so
-Interrupt and Skip act on this browser session's job only (the queue checks the owner, the session hash).
+Interrupt and Skip act on this browser session's job only (the queue checks the owner: the login with
+--gradio-auth, else the session hash; `job_owner`). The queue orders waiting jobs round-robin between users
+(`job_group`: the login, else the browser's address).
 
 Failures follow `modules.errors`: a `UserError` message is shown as is in a `gr.Error`; any other failure shows
 the queue's one-line "internal error: ..." summary (the traceback goes to the server log only). Errors that
@@ -20,7 +22,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.errors import UserError
-from modules.jobs import Job, JobState, UnknownJob
+from modules.jobs import Job, JobState, UnknownJob, fair_group
 from modules.types import GenerationRequest, GenerationResult
 from modules.ui.extensions_tab import warn_extension_errors
 from modules.ui.results import ResultPanel, show_result
@@ -52,6 +54,23 @@ class JobView:
     @property
     def finished(self) -> bool:
         return self.state.finished
+
+
+def job_owner(request: Any) -> str | None:
+    """Who owns the page's jobs (sees them in the queue panel, interrupts and cancels them): the login when the UI
+    runs with --gradio-auth, else the browser session."""
+    if request is None:
+        return None
+    return getattr(request, "username", None) or getattr(request, "session_hash", None)
+
+
+def job_group(request: Any) -> str | None:
+    """Who the page's jobs count for in the queue's round-robin (`modules.jobs.fair_group`): the login, else the
+    browser's address, else the session."""
+    if request is None:
+        return None
+    client = getattr(request, "client", None)
+    return fair_group(getattr(request, "username", None), getattr(client, "host", None)) or job_owner(request)
 
 
 def view_of(job: Job, last_preview_id: int) -> JobView:
@@ -138,11 +157,12 @@ class RunButtons:
 def stream_generation(app: "App", panel: ResultPanel, buttons: RunButtons, request: GenerationRequest,
                       owner: str | None, poll_seconds: float = POLL_SECONDS, *,
                       combine: Callable[[GenerationResult], GenerationResult] | None = None,
-                      selected: int | None = None) -> Iterator[dict[Any, Any]]:
-    """Submit `request` and yield panel updates until the job ends; the last update shows the result (passed
-    through `combine` first when given, with picture `selected` selected)."""
+                      selected: int | None = None, group: str | None = None) -> Iterator[dict[Any, Any]]:
+    """Submit `request` (for `owner`, in the queue's round-robin `group`) and yield panel updates until the job
+    ends; the last update shows the result (passed through `combine` first when given, with picture `selected`
+    selected)."""
     try:
-        job = app.submit(request, owner=owner)
+        job = app.submit(request, owner=owner, group=group)
     except UserError as error:
         raise gr.Error(str(error), print_exception=False) from error
     yield {panel.job: job.id, **buttons.running(), panel.progress: progress_html(view_of(job, 0))}

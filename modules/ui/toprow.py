@@ -20,7 +20,7 @@ from modules.errors import ModelNotFound, UserError
 from modules.jobs import JobState
 from modules.models.manager import VAE_AUTOMATIC, VAE_NONE
 from modules.ui.common import REFRESH_ICON, tool_button
-from modules.ui.progress import watch
+from modules.ui.progress import job_group, job_owner, watch
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -101,7 +101,7 @@ def _store_setting(app: "App", key: str, value: Any) -> None:
 
 
 def load_checkpoint_updates(app: "App", title: str | None, owner: str | None,
-                            poll_seconds: float = 0.25) -> Iterator[str]:
+                            poll_seconds: float = 0.25, group: str | None = None) -> Iterator[str]:
     """Store the choice and load the checkpoint through the job queue; yields status HTML while it loads."""
     if not title:
         return
@@ -112,7 +112,7 @@ def load_checkpoint_updates(app: "App", title: str | None, owner: str | None,
         with app.models.get(title, vae):
             return title
 
-    job = app.jobs.submit(load, owner=owner, description=f"load checkpoint {title}")
+    job = app.jobs.submit(load, owner=owner, description=f"load checkpoint {title}", group=group)
     for view in watch(job, poll_seconds):
         if view.state is JobState.QUEUED:
             yield f"<span class='status'>Waiting to load {_short(title)} (queue position {view.position})</span>"
@@ -131,7 +131,7 @@ def _short(title: str) -> str:
 
 def _wire(app: "App", row: TopRow) -> None:
     def on_checkpoint(title: str, request: gr.Request) -> Iterator[str]:
-        yield from load_checkpoint_updates(app, title, request.session_hash if request else None)
+        yield from load_checkpoint_updates(app, title, job_owner(request), group=job_group(request))
 
     row.checkpoint.input(on_checkpoint, inputs=row.checkpoint, outputs=row.status, show_progress="hidden",
                          concurrency_limit=None, trigger_mode="always_last")

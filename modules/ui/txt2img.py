@@ -13,6 +13,7 @@ from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, 
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.hires import build_hires_accordion
+from modules.ui.queue_panel import build_queue_panel
 from modules.ui.results import build_result_panel
 from modules.ui.upscale_action import wire_upscale_action
 
@@ -27,7 +28,7 @@ def txt2img_request(values: Mapping[str, Any], data: Mapping[Any, Any]) -> Gener
 def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Component]) -> GenerationTab:
     """Create the tab (inside the main `gr.Tabs`) and wire it; `top_inputs` are the checkpoint/VAE/CLIP skip."""
     with gr.Tab("txt2img", id=TAB, elem_id=f"tab_{TAB}"):
-        prompt_row = build_prompt_row(ctx, TAB)
+        prompt_row = build_prompt_row(ctx, TAB, enqueue=True)
         build_extra_networks(ctx, TAB, prompt_row.prompt)
         with gr.Row(equal_height=False, elem_id=f"{TAB}_extra_row"):
             with gr.Column(scale=1, elem_id=f"{TAB}_settings"):
@@ -37,8 +38,10 @@ def build_txt2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 scripts = build_script_area(ctx, TAB)
             with gr.Column(scale=1):
                 panel = build_result_panel(TAB, upscale=True)
+                queue = build_queue_panel(TAB)
     inputs = collect_inputs(top_inputs, prompt_row.named(), sampling.named(), hires.named(), seeds.named())
-    tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request, scripts=scripts)
+    tab = GenerationTab(TAB, prompt_row, sampling, seeds, panel, inputs, txt2img_request, scripts=scripts,
+                        queue=queue)
     wire_generation_tab(ctx, tab)
     assert panel.upscale is not None
     wire_upscale_action(ctx, tab, panel.upscale)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from modules.errors import UserError
 from modules.types import GenerationRequest, GenerationResult
-from modules.ui.progress import stream_generation
+from modules.ui.progress import job_group, job_owner, stream_generation
 from modules.ui.results import selected_index
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ def wire_upscale_action(ctx: "UiContext", tab: "GenerationTab", button: gr.Butto
                                                  previous.seeds[index], previous.subseeds[index])
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
-        owner = request.session_hash if request is not None else None
-        yield from stream_generation(app, panel, tab.buttons, generation_request, owner,
+        yield from stream_generation(app, panel, tab.buttons, generation_request, job_owner(request),
+                                     group=job_group(request),
                                      combine=lambda result: merged_result(previous, index, result), selected=index)
 
     inputs = {*tab.request_inputs(), panel.result, panel.selected}

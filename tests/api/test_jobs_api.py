@@ -137,3 +137,57 @@ def test_force_task_id_names_the_job(make_server) -> None:
     created = client.post("/api/v1/jobs", json={"force_task_id": "task-7", **SMALL}).json()
     assert created["job_id"] == "task-7"
     assert wait_finished(client, "task-7")["state"] == "done"
+
+
+def _finish_order(client: httpx.Client, jobs: dict[str, tuple[str, tuple[str, str] | None]]) -> list[str]:
+    """The names of `jobs` ({name: (job id, auth)}) in the order they finished."""
+    finished = {name: wait_finished(client, job_id, **({"auth": auth} if auth else {}))
+                for name, (job_id, auth) in jobs.items()}
+    assert all(status["state"] == "done" for status in finished.values())
+    return sorted(finished, key=lambda name: finished[name]["finished"])
+
+
+def test_users_take_turns_in_the_queue(make_server) -> None:
+    """Fairness over HTTP: alice queues five jobs, then bob one; bob's runs second, and each sees only their own
+    jobs with positions in the fair order, the other user's counted."""
+    app, client = make_server(api_auth=(("alice", "a"), ("bob", "b")))
+    alice, bob = ("alice", "a"), ("bob", "b")
+    app.generation.gate.close()
+    jobs = {"A1": (client.post("/api/v1/jobs", json=SMALL, auth=alice).json()["job_id"], alice)}
+    assert app.generation.gate.reached.wait(10)
+    for n in range(2, 6):
+        created = client.post("/api/v1/jobs", json=SMALL, auth=alice).json()
+        assert created["position"] == n - 1
+        jobs[f"A{n}"] = (created["job_id"], alice)
+    created = client.post("/api/v1/jobs", json=SMALL, auth=bob).json()
+    assert created["position"] == 1
+    jobs["B1"] = (created["job_id"], bob)
+    mine = client.get("/api/v1/jobs", auth=alice).json()
+    assert [job["position"] for job in mine["jobs"]] == [None, 2, 3, 4, 5] and mine["others"] == 1
+    theirs = client.get("/api/v1/jobs", auth=bob).json()
+    assert [job["job_id"] for job in theirs["jobs"]] == [jobs["B1"][0]] and theirs["others"] == 5
+    app.generation.gate.release()
+    assert _finish_order(client, jobs) == ["A1", "B1", "A2", "A3", "A4", "A5"]
+
+
+@pytest.mark.slow
+def test_client_addresses_take_turns_without_auth(make_server) -> None:
+    """Without --api-auth the client address is the user the queue is fair between (127.0.0.2 is loopback too)."""
+    app, client = make_server()
+    other = httpx.Client(base_url=str(client.base_url), timeout=60,
+                         transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    try:
+        app.generation.gate.close()
+        jobs = {"A1": (client.post("/api/v1/jobs", json=SMALL).json()["job_id"], None)}
+        assert app.generation.gate.reached.wait(10)
+        jobs.update({f"A{n}": (client.post("/api/v1/jobs", json=SMALL).json()["job_id"], None) for n in (2, 3)})
+        created = other.post("/api/v1/jobs", json=SMALL).json()
+        assert created["position"] == 1
+        jobs["B1"] = (created["job_id"], None)
+        assert [job.group for job in app.jobs.list()] == ["addr:127.0.0.1"] * 3 + ["addr:127.0.0.2"]
+        listing = other.get("/api/v1/jobs").json()  # without auth every client sees every job
+        assert len(listing["jobs"]) == 4 and listing["others"] == 0
+        app.generation.gate.release()
+        assert _finish_order(client, jobs) == ["A1", "B1", "A2", "A3"]
+    finally:
+        other.close()

@@ -7,6 +7,7 @@ The UI runs in-process on a free local port with the fake App of `fakes.py` (sol
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -162,3 +163,43 @@ def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_pat
     middle = request.init_image.convert("RGB").getpixel((32, 32))
     assert middle != (128, 128, 128), "the stroke did not change the colour under it"
     assert request.init_image.convert("RGB").getpixel((2, 2)) == (128, 128, 128)
+
+
+def test_enqueue_three_cancel_the_second_two_results_arrive(browser_page, served) -> None:
+    import threading
+
+    from playwright.sync_api import expect
+
+    from modules.jobs import JobState
+
+    page, (_, app) = browser_page, served
+    expect(page.locator("#txt2img_enqueue")).to_be_visible(timeout=30_000)
+    started, release = threading.Event(), threading.Event()
+    app.jobs.submit(lambda ctx: (started.set(), release.wait(30)), owner="someone else")  # holds the worker
+    assert started.wait(10)
+    steps = page.locator("#txt2img_sampling_steps input[type='number']")
+    steps.fill("3")
+    steps.press("Enter")
+    prompt = page.locator("#txt2img_prompt textarea")
+    table = page.locator("#txt2img_queue_table")
+    for n in (1, 2, 3):
+        prompt.fill(f"queued picture {n}")
+        page.locator("#txt2img_enqueue").click()
+        expect(table).to_contain_text(f"queued picture {n}", timeout=15_000)
+    expect(page.locator("#txt2img_queue_summary")).to_contain_text("3 of your jobs", timeout=10_000)
+    expect(page.locator("#txt2img_queue_summary")).to_contain_text("1 job of other users")
+    assert [job.state for job in app.jobs.list()[1:]] == [JobState.QUEUED] * 3  # Enqueue returned at once
+    second = app.jobs.list()[2]
+    cells = table.get_by_role("gridcell")
+    cells.filter(has_text="queued picture 2").first.click()
+    expect(page.locator("#txt2img_queue_job input")).to_have_value(re.compile(second.id[:8]), timeout=10_000)
+    page.locator("#txt2img_queue_cancel").click()
+    expect(table).to_contain_text("cancelled", timeout=10_000)
+    release.set()
+    expect(cells.filter(has_text=re.compile(r"^\s*done\s*$"))).to_have_count(2, timeout=20_000)
+    assert second.state is JobState.CANCELLED
+    assert [request.prompt for request in app.generation.requests] == ["queued picture 1", "queued picture 3"]
+    cells.filter(has_text="queued picture 3").first.click()
+    page.locator("#txt2img_queue_open").click()
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=15_000)
+    expect(page.locator("#html_info_txt2img")).to_contain_text("queued picture 3", timeout=10_000)

@@ -194,3 +194,17 @@ def test_checkpoint_change_stores_setting_and_loads_in_background(app: FakeApp) 
     assert app.settings.get()["sd_model_checkpoint"] == "other.safetensors"
     assert app.models.loaded == ["other.safetensors"]
     assert "Loaded other.safetensors" in statuses[-1]
+
+
+def test_job_owner_and_fair_group_of_a_page() -> None:
+    from types import SimpleNamespace
+
+    from modules.ui.progress import job_group, job_owner
+
+    anonymous = SimpleNamespace(username=None, session_hash="s1", client=SimpleNamespace(host="10.0.0.7"))
+    assert (job_owner(anonymous), job_group(anonymous)) == ("s1", "addr:10.0.0.7")
+    logged_in = SimpleNamespace(username="ann", session_hash="s2", client=SimpleNamespace(host="10.0.0.7"))
+    assert (job_owner(logged_in), job_group(logged_in)) == ("ann", "user:ann")
+    bare = SimpleNamespace(session_hash="s3")  # no address known: the session is its own group
+    assert (job_owner(bare), job_group(bare)) == ("s3", "s3")
+    assert (job_owner(None), job_group(None)) == (None, None)

@@ -1,0 +1,207 @@
+"""The Enqueue button and the Queue panel of txt2img and img2img (A1111 has neither: its queue is invisible).
+
+**Enqueue** submits the tab's job and answers at once, so the user keeps working while it waits and runs;
+Generate keeps A1111's behaviour (wait, show progress, show the pictures). The **Queue** accordion under the
+results lists this user's jobs (`progress.job_owner`: the login, else the browser session) with their place in the
+queue's fair order, state and progress, and counts other users' jobs without showing them. It is refreshed by a
+`gr.Timer` while the page is open. A job is picked in the dropdown (or by clicking its row): **Cancel** cancels a
+queued job or interrupts a running one; **Show results** puts a finished job's pictures and infotext into the tab's
+results gallery (where the send-to and reuse-seed buttons act on them). The saved files are in the Gallery tab.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from modules.errors import UserError
+from modules.jobs import Job, JobState, UnknownJob
+from modules.types import GenerationResult
+from modules.ui.progress import job_owner
+from modules.ui.results import ResultPanel, show_result
+
+if TYPE_CHECKING:
+    from modules.app import App
+
+REFRESH_SECONDS = 1.5
+"""How often an open page refreshes its queue panel."""
+MAX_FINISHED = 20
+"""How many of the user's finished jobs the panel keeps listing (newest first, after the waiting ones)."""
+HEADERS = ["Job", "Position", "State", "Progress", "Description"]
+
+
+@dataclass
+class QueuePanel:
+    """The widgets of one tab's queue accordion; `ids` (per session) holds the job ids of the table's rows."""
+
+    accordion: gr.Accordion
+    summary: gr.HTML
+    table: gr.Dataframe
+    job: gr.Dropdown
+    cancel: gr.Button
+    open: gr.Button
+    refresh: gr.Button
+    timer: gr.Timer
+    ids: gr.State
+
+    def outputs(self) -> list[Any]:
+        return [self.summary, self.table, self.job, self.ids]
+
+
+def build_queue_panel(tab: str) -> QueuePanel:
+    """Create the accordion in the current layout context (under the tab's results); wired by `wire_queue_panel`."""
+    with gr.Accordion("Queue", open=True, elem_id=f"{tab}_queue", elem_classes=["queue-panel"]) as accordion:
+        summary = gr.HTML(summary_html(0, 0), elem_id=f"{tab}_queue_summary", padding=False)
+        table = gr.Dataframe(value=[], headers=HEADERS, datatype="str", interactive=False, wrap=True,
+                             elem_id=f"{tab}_queue_table", show_label=False, max_height=260,
+                             column_widths=["14%", "12%", "14%", "22%", "38%"])
+        with gr.Row(equal_height=True):
+            job = gr.Dropdown(label="Job", choices=[], value=None, elem_id=f"{tab}_queue_job", scale=4,
+                              min_width=200)
+            cancel = gr.Button("Cancel", elem_id=f"{tab}_queue_cancel", size="sm", variant="stop", scale=1,
+                               min_width=80)
+            open_button = gr.Button("Show results", elem_id=f"{tab}_queue_open", size="sm", scale=1, min_width=80)
+            refresh = gr.Button("\U0001f504", elem_id=f"{tab}_queue_refresh", size="sm", scale=0, min_width=40)
+    timer = gr.Timer(REFRESH_SECONDS)
+    return QueuePanel(accordion, summary, table, job, cancel, open_button, refresh, timer, gr.State([]))
+
+
+def summary_html(mine: int, others: int) -> str:
+    """One line over the table: how many of the user's jobs wait or run, and how many of other users'."""
+    yours = f"{mine} of your job{'s' if mine != 1 else ''} waiting or running"
+    theirs = f"{others} job{'s' if others != 1 else ''} of other users"
+    return f"<div class='queue-summary'>{html.escape(yours)} \u00b7 {html.escape(theirs)}</div>"
+
+
+def progress_text(job: Job) -> str:
+    """Percent, step and batch of a running job; 100% for a done one; empty otherwise."""
+    if job.state is JobState.DONE:
+        return "100%"
+    if job.state is not JobState.RUNNING:
+        return ""
+    progress = job.progress
+    parts = [f"{int(progress.fraction * 100)}%"]
+    if progress.total_steps:
+        parts.append(f"step {progress.step}/{progress.total_steps}")
+    if progress.job_count > 1:
+        parts.append(f"batch {progress.job_no + 1}/{progress.job_count}")
+    return " \u00b7 ".join(parts)
+
+
+def owner_jobs(app: "App", owner: str | None) -> list[Job]:
+    """The owner's jobs as the panel lists them: running, then queued in run order, then the newest finished."""
+    if owner is None:
+        return []
+    jobs = app.jobs.list(owner=owner)
+    running = [job for job in jobs if job.state is JobState.RUNNING]
+    queued = sorted((job for job in jobs if job.state is JobState.QUEUED), key=lambda job: job.position or 0)
+    finished = [job for job in reversed(jobs) if job.state.finished][:MAX_FINISHED]
+    return [*running, *queued, *finished]
+
+
+def job_label(job: Job) -> str:
+    place = f"#{job.position}" if job.position else job.state.value
+    return f"{job.id[:8]} \u00b7 {place} \u00b7 {job.description}"
+
+
+def queue_view(app: "App", owner: str | None) -> tuple[str, list[list[str]], list[tuple[str, str]], list[str]]:
+    """(summary HTML, table rows, dropdown choices, row job ids) of the owner's jobs."""
+    jobs = owner_jobs(app, owner)
+    rows = [[job.id[:8], str(job.position) if job.position else "", job.state.value, progress_text(job),
+             job.description] for job in jobs]
+    mine = sum(1 for job in jobs if not job.state.finished)
+    others = app.jobs.active_count(exclude_owner=owner) if owner is not None else app.jobs.active_count()
+    return summary_html(mine, others), rows, [(job_label(job), job.id) for job in jobs], [job.id for job in jobs]
+
+
+def queue_updates(app: "App", panel: QueuePanel, owner: str | None, selected: str | None = None,
+                  choose: str | None = None) -> dict[Any, Any]:
+    """Updates of the panel; the dropdown keeps `selected` while that job is listed (`choose` picks another)."""
+    summary, rows, choices, ids = queue_view(app, owner)
+    value = choose if choose is not None else selected
+    if value not in ids:
+        value = None
+    return {panel.summary: summary, panel.table: gr.Dataframe(value=rows, headers=HEADERS),
+            panel.job: gr.Dropdown(choices=choices, value=value), panel.ids: ids}
+
+
+def enqueue_job(app: "App", request: Any, owner: str | None, group: str | None) -> Job:
+    """Submit a tab's request without waiting (a `gr.Error` for a request the queue refuses)."""
+    try:
+        job = app.submit(request, owner=owner, group=group)
+    except UserError as error:
+        raise gr.Error(str(error), print_exception=False) from error
+    place = f"position {job.position}" if job.position else "running"
+    gr.Info(f"Queued ({place}): {job.description}")
+    return job
+
+
+def cancel_queued(app: "App", job_id: str | None, owner: str | None) -> None:
+    """Cancel the owner's job `job_id` (a running one is interrupted and keeps its finished pictures)."""
+    if not job_id:
+        gr.Warning("Pick one of your jobs in the Job list first.")
+        return
+    try:
+        cancelled = app.jobs.cancel(job_id, owner)
+    except UnknownJob:
+        gr.Warning("That job is no longer in the queue.")
+        return
+    if not cancelled:
+        gr.Warning("That job has already finished.")
+
+
+def finished_result(app: "App", job_id: str | None, owner: str | None) -> GenerationResult | None:
+    """The pictures of the owner's finished job `job_id`, or None with a toast saying why there are none."""
+    if not job_id:
+        gr.Warning("Pick one of your jobs in the Job list first.")
+        return None
+    try:
+        job = app.jobs.get(job_id, owner)
+    except UnknownJob:
+        gr.Warning("That job is no longer kept by the queue; its saved pictures are in the Gallery tab.")
+        return None
+    if not job.state.finished:
+        gr.Warning("That job has not finished yet.")
+        return None
+    result = job.result
+    if not isinstance(result, GenerationResult) or not result.images:
+        gr.Warning(f"That job has no pictures to show ({job.error_message or job.state.value}).")
+        return None
+    return result
+
+
+def wire_queue_panel(app: "App", panel: QueuePanel, results: ResultPanel) -> None:
+    """Timer/refresh, row click, Cancel and Show results of one tab's queue panel."""
+    outputs = panel.outputs()
+
+    def refresh(selected: str | None, request: gr.Request) -> dict[Any, Any]:
+        return queue_updates(app, panel, job_owner(request), selected)
+
+    panel.timer.tick(refresh, inputs=panel.job, outputs=outputs, show_progress="hidden", queue=False)
+    panel.refresh.click(refresh, inputs=panel.job, outputs=outputs, show_progress="hidden", queue=False)
+
+    def pick_row(ids: list[str], event: gr.SelectData) -> Any:
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        return ids[row] if isinstance(row, int) and 0 <= row < len(ids) else gr.skip()
+
+    panel.table.select(pick_row, inputs=panel.ids, outputs=panel.job, show_progress="hidden", queue=False)
+
+    def cancel(selected: str | None, request: gr.Request) -> dict[Any, Any]:
+        owner = job_owner(request)
+        cancel_queued(app, selected, owner)
+        return queue_updates(app, panel, owner, selected)
+
+    panel.cancel.click(cancel, inputs=panel.job, outputs=outputs, show_progress="hidden", queue=False)
+
+    def show(selected: str | None, request: gr.Request) -> dict[Any, Any]:
+        result = finished_result(app, selected, job_owner(request))
+        if result is None:
+            return {}
+        return show_result(results, result, bool(app.settings.get()["do_not_show_images"]))
+
+    panel.open.click(show, inputs=panel.job,
+                     outputs=[results.gallery, results.infotext, results.result, results.selected],
+                     show_progress="hidden")
