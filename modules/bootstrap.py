@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from modules.admission import SubmitAdmission
 from modules.app import App
@@ -14,14 +16,15 @@ from modules.cli import LaunchOptions
 from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
 from modules.gallery.index import GalleryIndex
-from modules.jobs import JobQueue, LocalThreadExecutor
-from modules.models.manager import ModelManager, default_load_fn
+from modules.jobs import Executor, JobQueue, LocalThreadExecutor
+from modules.models.manager import ModelManager, ModelOptions, default_load_fn
 from modules.networks.service import ExtraNetworks
 from modules.paths import REPO_ROOT
 from modules.processing import GenerationService
 from modules.prompts.styles import StyleDatabase
 from modules.samplers.registry import SamplerRegistry, default_registry
-from modules.settings import SettingsStore, UiConfig
+from modules.settings import Settings, SettingsStore, UiConfig
+from modules.types import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +32,23 @@ FALLBACK_CHECKPOINT = "tiny-sd1-random.safetensors"
 BUNDLED_DEMO = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"
 
 
-def build_app(launch: LaunchOptions) -> App:
-    """Settings (config.json), model manager, sampler registry, styles, extra networks, extensions for `launch`;
-    the generation service over them, and the job queue whose local executor runs it."""
+@dataclasses.dataclass
+class GenerationStack:
+    """What runs generations: extensions, model manager, samplers, extra networks, styles and the service over them.
+    `build_app` makes one for the App; each Ray worker (`modules.jobs.ray_executor`) makes its own."""
+
+    extensions: ExtensionHost
+    models: ModelManager
+    samplers: SamplerRegistry
+    networks: ExtraNetworks
+    styles: StyleDatabase
+    generation: GenerationService
+
+
+def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
+                           on_saved: Callable[[Path], None] | None) -> GenerationStack:
+    """The generation side for `launch` over `settings`; `on_saved` hears of every file the service saves."""
     paths = launch.paths
-    settings = SettingsStore.open(launch.settings_file, launch=launch)
-    for problem in settings.problems:
-        log.warning("config.json: %s", problem)
     extensions = ExtensionHost.for_launch(launch, settings)
     extensions.load()
     # the device plan needs torch: made with the first model, so the page and the API come up without it
@@ -49,24 +62,51 @@ def build_app(launch: LaunchOptions) -> App:
     extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)  # scanned on first use (webui.py warms)
     styles = StyleDatabase(paths.styles_file)
-    gallery = GalleryIndex.for_paths(paths, settings)  # opens its database on first use
     generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,
-                                   extensions=extensions, styles=styles, paths=paths, on_saved=gallery.record)
+                                   extensions=extensions, styles=styles, paths=paths, on_saved=on_saved)
+    return GenerationStack(extensions, models, samplers, networks, styles, generation)
+
+
+def build_app(launch: LaunchOptions) -> App:
+    """Settings (config.json), model manager, sampler registry, styles, extra networks, extensions for `launch`;
+    the generation service over them, and the job queue whose executor runs it: a local thread, or Ray workers
+    with `--workers` / `--ray-address` (Ray is imported only then)."""
+    paths = launch.paths
+    settings = SettingsStore.open(launch.settings_file, launch=launch)
+    for problem in settings.problems:
+        log.warning("config.json: %s", problem)
+    gallery = GalleryIndex.for_paths(paths, settings)  # opens its database on first use
+    stack = build_generation_stack(launch, settings, gallery.record)
     return App(
         launch=launch,
         paths=paths,
         settings=settings,
         ui_config=UiConfig.load(launch.ui_config_path),
-        models=models,
-        samplers=samplers,
-        jobs=JobQueue("default", executor=LocalThreadExecutor(generation, name="default")),
-        styles=styles,
-        generation=generation,
-        extensions=extensions,
-        networks=networks,
-        admission=SubmitAdmission(models),
+        models=stack.models,
+        samplers=stack.samplers,
+        jobs=JobQueue("default", executor=build_executor(launch, stack, settings, gallery.record)),
+        styles=stack.styles,
+        generation=stack.generation,
+        extensions=stack.extensions,
+        networks=stack.networks,
+        admission=SubmitAdmission(stack.models),
         gallery=gallery,
     )
+
+
+def build_executor(launch: LaunchOptions, stack: GenerationStack, settings: SettingsStore,
+                   on_saved: Callable[[Path], None] | None) -> Executor:
+    """The local thread, or with `--workers` / `--ray-address` the Ray workers (their saved files reach `on_saved`
+    here; in-process work such as checkpoint switches and Extras runs on this process's `stack`)."""
+    if not launch.ray_enabled:
+        return LocalThreadExecutor(stack.generation, name="default")
+    from modules.jobs.ray_executor import RayExecutor
+
+    def checkpoint_of(request: GenerationRequest, snapshot: Settings | None) -> str:
+        job_settings = (snapshot or settings.get()).with_overrides(request.overrides)
+        return stack.models.resolve_checkpoint(request.checkpoint, ModelOptions.from_mapping(job_settings)).title
+
+    return RayExecutor(launch, settings=settings, on_saved=on_saved, checkpoint_of=checkpoint_of)
 
 
 def _choices(kind: str, models: ModelManager, samplers: SamplerRegistry) -> list[str]:

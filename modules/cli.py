@@ -70,6 +70,9 @@ class LaunchOptions:
     disable_all_extensions: bool = False
     skip_load_model_at_start: bool = False
     log_level: str = "INFO"
+    workers: int | str | None = None
+    """--workers: a worker count, "auto" (one per GPU of the Ray cluster, 1 without GPUs), or None (no Ray)."""
+    ray_address: str | None = None
     ignored_flags: tuple[str, ...] = ()
 
     @property
@@ -106,6 +109,11 @@ class LaunchOptions:
     @property
     def vae_models_dir(self) -> Path:
         return self.vae_dir or self.paths.vae
+
+    @property
+    def ray_enabled(self) -> bool:
+        """Jobs run on Ray workers (`modules.jobs.ray_executor`) instead of a thread of this process."""
+        return self.workers is not None or self.ray_address is not None
 
     @property
     def extension_installs_allowed(self) -> bool:
@@ -162,6 +170,15 @@ def _device_id(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"expected a CUDA device index such as 0 or 1, got {text!r}")
     return int(text)
+
+
+def _workers(text: str) -> int | str:
+    value = text.strip().lower()
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of workers (1 or more) or auto, got {text!r}")
+    return int(value)
 
 
 def _path(text: str) -> Path:
@@ -249,6 +266,16 @@ def _add_device_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"console log level: {', '.join(LOG_LEVELS)} (default INFO)")
 
 
+def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("workers (Ray; see docs/scale-out.md, needs requirements-ray.txt)")
+    group.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
+                       help="run jobs on N Ray workers, each with its own device and model cache (auto: one per "
+                            "GPU, 1 without GPUs); starts a local Ray cluster unless --ray-address is given")
+    group.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                       help="join this Ray cluster (for example ray://head:10001 or auto) and run the workers on "
+                            "it; alone, it means --workers auto")
+
+
 def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("accepted for AUTOMATIC1111 compatibility, no effect here")
     for flag in IGNORED_A1111_FLAGS:
@@ -262,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_flags(parser)
     _add_path_flags(parser)
     _add_device_flags(parser)
+    _add_worker_flags(parser)
     _add_ignored_flags(parser)
     return parser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from modules.paths import REPO_ROOT
 
-HEAVY = ("torch", "diffusers", "transformers")
+HEAVY = ("torch", "diffusers", "transformers", "ray")  # ray: only with --workers / --ray-address
 
 SCRIPT = """
 import json, sys
