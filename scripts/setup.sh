@@ -18,7 +18,7 @@ if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('
 fi
 REQ=requirements.txt
 [ "${1:-}" = "test" ] && REQ=requirements-test.txt
-STAMP=".venv/.installed-$(sha1sum "$REQ" requirements.txt requirements-reference.txt | sha1sum | cut -c1-12)"
+STAMP=".venv/.installed-$(sha1sum "$REQ" requirements.txt requirements-ray.txt requirements-reference.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then
     "$VPY" -m pip install -q -r "$REQ"
     if [ "${1:-}" = "test" ]; then  # the samplers' reference implementation, without its training dependencies
