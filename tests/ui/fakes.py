@@ -35,6 +35,7 @@ COLOUR = (200, 40, 40)
 class FakeRecord:
     title: str
     name: str
+    native_resolution: tuple[int, int] | None = None
 
 
 @dataclass
@@ -57,6 +58,14 @@ class FakeModels:
 
     def refresh(self) -> None:
         self.refreshed += 1
+
+    @property
+    def catalog(self) -> "FakeModels":
+        """The catalog's `match` (the top bar's checkpoint size lookup), answered from the same records."""
+        return self
+
+    def match(self, title: str) -> FakeRecord | None:
+        return next((record for record in self.checkpoints if title in (record.title, record.name)), None)
 
     def resolve_checkpoint(self, name: str | None = None, options: Any = None) -> FakeRecord:
         for record in self.checkpoints:
