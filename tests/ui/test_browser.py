@@ -203,3 +203,58 @@ def test_enqueue_three_cancel_the_second_two_results_arrive(browser_page, served
     page.locator("#txt2img_queue_open").click()
     expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=15_000)
     expect(page.locator("#html_info_txt2img")).to_contain_text("queued picture 3", timeout=10_000)
+
+
+def test_inpaint_sketch_stroke_is_the_mask_and_keeps_the_pixels_outside_it(browser_page, served, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    picture = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(picture)
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    page.get_by_role("tab", name="Inpaint sketch", exact=True).click()
+    page.locator("#inpaint_sketch input[type='file']").set_input_files(str(picture))
+    canvas = page.locator("#inpaint_sketch canvas").first
+    expect(canvas).to_be_visible(timeout=15_000)
+    page.wait_for_timeout(500)
+    box = canvas.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=10)
+    page.mouse.up()
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
+    request = app.generation.requests[-1]
+    assert request.mode == "inpaint" and request.mask is not None
+    mask = request.mask.convert("L")
+    assert mask.getpixel((32, 32)) > 0 and mask.getpixel((2, 2)) == 0  # the stroke, not the corner
+    init = request.init_image.convert("RGB")
+    assert init.getpixel((2, 2)) == (128, 128, 128) and init.getpixel((2, 61)) == (128, 128, 128)
+
+
+def test_batch_over_a_folder_of_three_writes_three_outputs_with_infotexts(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    folder = app.paths.data_dir / "batch-in"
+    folder.mkdir(parents=True)
+    for name, colour in (("one.png", (200, 0, 0)), ("two.png", (0, 200, 0)), ("three.png", (0, 0, 200))):
+        Image.new("RGB", (64, 64), colour).save(folder / name)
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    page.get_by_role("tab", name="Batch", exact=True).click()
+    page.locator("#img2img_batch_input_dir textarea").fill("batch-in")
+    page.locator("#img2img_batch_output_dir textarea").fill("batch-out")
+    page.locator("#img2img_prompt textarea").fill("a batch")
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#img2img_gallery img")).to_have_count(3, timeout=60_000)
+    out = app.paths.data_dir / "batch-out"
+    written = sorted(path.name for path in out.iterdir())
+    assert written == ["00000-one.png", "00001-three.png", "00002-two.png"]
+    for name in written:
+        with Image.open(out / name) as picture:
+            assert picture.info["parameters"].startswith("a batch\n")
+    assert len(app.generation.requests) == 3
