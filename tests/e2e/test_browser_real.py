@@ -315,3 +315,41 @@ def test_interrogate_clip_puts_the_caption_into_the_img2img_prompt(ui: tuple[Any
     words = prompt.input_value().split()
     assert words and set(words) <= set(WORDS)
     assert not watch.errors, watch.errors
+
+
+def test_poor_mans_outpainting_grows_the_picture_by_the_requested_pixels(ui: tuple[Any, PageWatch],
+                                                                           real_server: RealServer,
+                                                                           tmp_path: Path) -> None:
+    """img2img with the Script "Poor man's outpainting" (16 px, left and right only): the 64x64 picture comes back
+    96x64, the old picture in its middle kept where the mask is 0."""
+    from playwright.sync_api import expect
+
+    page, watch = ui
+    choose_checkpoint(page, NORMAL_CHECKPOINT)
+    original = split_test_image(64)
+    source = tmp_path / "outpaint.png"
+    original.save(source)
+    main_tab(page, "img2img")
+    sub_tab(page, "img2img")
+    upload(page, "img2img_image", source)
+    expect(page.locator("#img2img_image img").first).to_be_visible(timeout=15_000)
+    for elem_id, value in (("img2img_sampling_steps", 3), ("img2img_width", 64), ("img2img_height", 64),
+                           ("img2img_seed", SEED)):
+        set_number(page, elem_id, value)
+    select = page.locator("#img2img_script_select")
+    select.locator("input").click()
+    page.get_by_role("option", name="Poor man's outpainting").click()
+    set_number(page, "script_img2img_outpainting_pixels", 16)
+    sides = page.locator("#script_img2img_outpainting_direction")
+    for side in ("up", "down"):
+        sides.get_by_label(side, exact=True).uncheck()
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#html_info_img2img")).to_contain_text("Size: 96x64", timeout=90_000)
+    picture = fetch_image(gallery_image_url(page, "img2img", real_server.url))
+    assert picture.size == (96, 64)
+    pixels = np.asarray(picture.convert("RGB")).astype(int)
+    kept = np.asarray(original).astype(int)
+    assert np.array_equal(pixels[:, 40:56], kept[:, 24:40]), "the middle of the old picture changed"
+    select.locator("input").click()
+    page.get_by_role("option", name="None").click()
+    assert not watch.errors, watch.errors
