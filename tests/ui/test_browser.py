@@ -18,6 +18,7 @@ from modules import images, infotext
 from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
+from tests.e2e.harness import upload_to_editor
 from tests.ui.fakes import FakeApp, make_app
 from tests.ui.helpers import free_port
 
@@ -145,7 +146,7 @@ def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_pat
     expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
     page.get_by_role("tab", name="img2img", exact=True).first.click()
     page.get_by_role("tab", name="Sketch", exact=True).click()
-    page.locator("#img2img_sketch input[type='file']").set_input_files(str(picture))
+    upload_to_editor(page, "img2img_sketch", picture)  # waits until the editor has drawn it
     canvas = page.locator("#img2img_sketch canvas").first
     expect(canvas).to_be_visible(timeout=15_000)
     page.wait_for_timeout(500)
@@ -214,7 +215,7 @@ def test_inpaint_sketch_stroke_is_the_mask_and_keeps_the_pixels_outside_it(brows
     expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
     page.get_by_role("tab", name="img2img", exact=True).first.click()
     page.get_by_role("tab", name="Inpaint sketch", exact=True).click()
-    page.locator("#inpaint_sketch input[type='file']").set_input_files(str(picture))
+    upload_to_editor(page, "inpaint_sketch", picture)  # waits until the editor has drawn it
     canvas = page.locator("#inpaint_sketch canvas").first
     expect(canvas).to_be_visible(timeout=15_000)
     page.wait_for_timeout(500)
