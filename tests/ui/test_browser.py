@@ -136,18 +136,17 @@ def test_gallery_tab_shows_saved_pictures_and_sends_one(browser_page, served) ->
     expect(page.locator("#txt2img_prompt textarea")).to_have_value("a lighthouse at night", timeout=10_000)
 
 
-def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_path) -> None:
-    from PIL import Image
+def _stroke_and_generate(page, tmp_path, sub_tab: str, editor: str) -> None:
+    """Load a grey 64x64 picture into an img2img sketch editor, draw a stroke across its middle row, Generate."""
     from playwright.sync_api import expect
 
-    page, (_, app) = browser_page, served
     picture = tmp_path / "grey.png"
     Image.new("RGB", (64, 64), (128, 128, 128)).save(picture)
     expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
     page.get_by_role("tab", name="img2img", exact=True).first.click()
-    page.get_by_role("tab", name="Sketch", exact=True).click()
-    upload_to_editor(page, "img2img_sketch", picture)  # waits until the editor has drawn it
-    canvas = page.locator("#img2img_sketch canvas").first
+    page.get_by_role("tab", name=sub_tab, exact=True).click()
+    upload_to_editor(page, editor, picture)  # waits until the editor has drawn it
+    canvas = page.locator(f"#{editor} canvas").first
     expect(canvas).to_be_visible(timeout=15_000)
     page.wait_for_timeout(500)
     box = canvas.bounding_box()
@@ -159,6 +158,11 @@ def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_pat
     page.mouse.up()
     page.locator("#img2img_generate").click()
     expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
+
+
+def test_sketch_stroke_changes_the_colour_under_it(browser_page, served, tmp_path) -> None:
+    page, (_, app) = browser_page, served
+    _stroke_and_generate(page, tmp_path, "Sketch", "img2img_sketch")
     request = app.generation.requests[-1]
     assert request.mode == "img2img" and request.init_image.size == (64, 64)
     middle = request.init_image.convert("RGB").getpixel((32, 32))
@@ -207,27 +211,8 @@ def test_enqueue_three_cancel_the_second_two_results_arrive(browser_page, served
 
 
 def test_inpaint_sketch_stroke_is_the_mask_and_keeps_the_pixels_outside_it(browser_page, served, tmp_path) -> None:
-    from playwright.sync_api import expect
-
     page, (_, app) = browser_page, served
-    picture = tmp_path / "grey.png"
-    Image.new("RGB", (64, 64), (128, 128, 128)).save(picture)
-    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
-    page.get_by_role("tab", name="img2img", exact=True).first.click()
-    page.get_by_role("tab", name="Inpaint sketch", exact=True).click()
-    upload_to_editor(page, "inpaint_sketch", picture)  # waits until the editor has drawn it
-    canvas = page.locator("#inpaint_sketch canvas").first
-    expect(canvas).to_be_visible(timeout=15_000)
-    page.wait_for_timeout(500)
-    box = canvas.bounding_box()
-    assert box is not None
-    y = box["y"] + box["height"] / 2
-    page.mouse.move(box["x"] + box["width"] * 0.3, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=10)
-    page.mouse.up()
-    page.locator("#img2img_generate").click()
-    expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
+    _stroke_and_generate(page, tmp_path, "Inpaint sketch", "inpaint_sketch")
     request = app.generation.requests[-1]
     assert request.mode == "inpaint" and request.mask is not None
     mask = request.mask.convert("L")
