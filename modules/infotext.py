@@ -59,10 +59,13 @@ PASTED_SETTINGS: Mapping[str, str] = {
     "Sigma tmin": "s_tmin",
     "Sigma tmax": "s_tmax",
     "Sigma noise": "s_noise",
+    "NGMS": "s_min_uncond",
+    "NGMS all steps": "s_min_uncond_all",
+    "Skip Early CFG": "skip_early_cond",
 }
 """Infotext keys of *settings* (not request fields) that a paste applies to the job as overrides, A1111's "Override
-settings": the noise source, the eta noise seed delta, the emphasis mode, img2img's noise multiplier and the sigma
-churn settings. ("Eta" and "Eta DDIM" fill the request's eta, which wins over either eta setting, as in A1111.)"""
+settings": the noise source, the eta noise seed delta, the emphasis mode, img2img's noise multiplier, the sigma
+churn settings and the settings that skip the negative prompt on some steps. ("Eta" and "Eta DDIM" fill the request's eta, which wins over either eta setting, as in A1111.)"""
 
 
 def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:
@@ -79,7 +82,8 @@ def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:
         key = PASTED_SETTINGS[label]
         spec = table[key]
         try:
-            value: Any = int(float(text)) if spec.kind == "int" else float(text) if spec.kind == "float" else text
+            value: Any = (int(float(text)) if spec.kind == "int" else float(text) if spec.kind == "float"
+                          else {"true": True, "false": False}.get(text.lower(), text) if spec.kind == "bool" else text)
             overrides[key] = spec.validate(value)
         except (OptionValueError, ValueError):
             logger.debug("infotext %s: %r is not a value of %s; skipped", label, text, key)

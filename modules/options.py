@@ -194,6 +194,7 @@ SDXL = "Stable Diffusion XL"
 VAE = "VAE"
 IMG2IMG = "img2img"
 SAMPLER = "Sampler parameters"
+OPTIMIZATIONS = "Optimizations"
 PREVIEWS = "Live previews"
 UI = "User interface"
 INFOTEXT = "Infotext"
@@ -326,6 +327,16 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _number("s_tmin", 0.0, "sigma tmin", SAMPLER, 0.0, 10.0, 0.01, infotext="Sigma tmin"),
     _number("s_tmax", 0.0, "sigma tmax", SAMPLER, 0.0, 999.0, 0.01, infotext="Sigma tmax", info="0 = inf"),
     _number("s_noise", 1.0, "sigma noise", SAMPLER, 0.0, 1.1, 0.001, infotext="Sigma noise"),
+    _number("skip_early_cond", 0.0, "Ignore negative prompt during early sampling", SAMPLER, 0.0, 1.0, 0.01,
+            infotext="Skip Early CFG",
+            info="disables CFG on a proportion of steps at the beginning of generation; 0=skip none; 1=skip all; "
+                 "can both improve sample diversity/quality and speed up sampling"),
+    _number("s_min_uncond", 0.0, "Negative Guidance minimum sigma", OPTIMIZATIONS, 0.0, 15.0, 0.01,
+            infotext="NGMS",
+            info="skip negative prompt for some steps when the image is almost ready; 0=disable, higher=faster"),
+    _flag("s_min_uncond_all", False, "Negative Guidance minimum sigma all steps", OPTIMIZATIONS,
+          infotext="NGMS all steps",
+          info="By default, NGMS above skips every other step; this makes it skip all steps"),
     _number("eta_noise_seed_delta", 0, "Eta noise seed delta", SAMPLER, infotext="ENSD",
             info="added to the seed of the noise that ancestral/SDE samplers draw at each step"),
     _flag("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),

@@ -36,7 +36,7 @@ CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
 _VAE_KEYWORDS = ("Automatic", "None")
 _SAME_MODEL = (None, "", "Use same checkpoint")
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's "empty" hires choices
-_OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "initial_noise_multiplier")
+_OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "initial_noise_multiplier")
 
 # API field -> GenerationRequest field, for fields copied as they are (None = the API default).
 _PLAIN_FIELDS: tuple[tuple[str, str], ...] = (
@@ -90,7 +90,6 @@ def _refusals(body: GenerationFields) -> list[str]:
     checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
         ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
-        ("s_min_uncond", lambda b: (b.s_min_uncond or 0) > 0, "skipping the negative prompt is not available"),
     ]
     if isinstance(body, HiresFields):
         checks.append(("firstphase_width/firstphase_height",

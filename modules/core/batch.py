@@ -322,6 +322,7 @@ def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:
         unet_hooks=job.unet_hooks,
         should_stop=job.cancel.should_stop_batch,
         on_step=_progress(job, batch_no),
+        uncond_skip=plan.options.uncond_skip(job.sampler.on_timesteps),
     )
 
 

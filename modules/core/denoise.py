@@ -2,7 +2,8 @@
 
 One iteration per scheduler timestep, in the order of diffusers' pipelines (the equivalence tests compare with
 them): 1. stop check; 2. this step's text inputs (prompt editing switches them) and the model input (doubled for
-CFG, plus the 9-channel inpaint conditioning); 3. the UNet call(s), through the extensions' `UNetHook`s;
+CFG, plus the 9-channel inpaint conditioning); 3. the UNet call(s), through the extensions' `UNetHook`s (the
+negative prompt's rows left out on the calls A1111's NGMS / early-CFG settings skip: `uncond_skip.py`);
 4. CFG, with `AND` parts combined as A1111's CFG denoiser does; 5. step hooks (`StepContext`); 6.
 `scheduler.step` with per-image generators; 7. the inpaint blend for 4-channel UNets; 8. progress with the latest
 clean-latent estimate. Latents stay float32 between steps whatever the UNet's dtype. Where this differs from A1111
@@ -19,6 +20,7 @@ import torch
 from diffusers import SchedulerMixin, UNet2DConditionModel
 
 from modules.core.conditioning import Conditioning
+from modules.core.uncond_skip import UncondSkip
 
 
 @dataclass
@@ -26,7 +28,8 @@ class StepContext:
     """What a step hook sees, once per step after CFG and before `scheduler.step`.
 
     Hooks may assign `noise_pred` (the guided prediction the scheduler will use) or `latents`; every other field
-    is information only. `noise_pred_uncond` is None when the uncond pass was skipped (cfg_scale == 1).
+    is information only. `noise_pred_uncond` is None when there is no uncond pass (cfg_scale == 1); on a step that
+    skips it (`UncondSkip`) it is the prompt's prediction and `cfg_scale` is 1, as A1111's callbacks see them.
     `conditioning` is the one used at this step. With `AND` parts, `noise_pred_cond` is their combination
     `eps_uncond + sum_i w_i (eps_i - eps_uncond)`, so `noise_pred = uncond + cfg_scale * (cond - uncond)` holds.
     """
@@ -139,6 +142,7 @@ class LoopInputs:
     unet_hooks: Sequence[UNetHook] = ()
     should_stop: Callable[[], bool] = lambda: False
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
+    uncond_skip: UncondSkip | None = None
 
 
 @dataclass
@@ -227,13 +231,12 @@ def _cfg_scale(loop: LoopInputs) -> float:
     return loop.cfg_scale * getattr(loop.scheduler, "cfg_scale_multiplier", 1.0)
 
 
-def _guide(loop: LoopInputs, text: TextInputs, cond: torch.Tensor,
-           uncond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _guide(text: TextInputs, cond: torch.Tensor, uncond: torch.Tensor | None,
+           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: (guided eps, eps_cond per image); AND parts are combined with their weights (A1111)."""
     if uncond is None:
         return cond, cond
     parts = text.conditioning.parts
-    scale = _cfg_scale(loop)
     if parts is None:
         return uncond + scale * (cond - uncond), cond
     guided, combined = uncond.clone(), uncond.clone()
@@ -243,6 +246,47 @@ def _guide(loop: LoopInputs, text: TextInputs, cond: torch.Tensor,
             guided[image] += delta * (weight * scale)
             combined[image] += delta * weight
     return guided, combined
+
+
+def _skips_uncond(loop: LoopInputs, text: TextInputs, index: int, t: torch.Tensor) -> bool:
+    skip = loop.uncond_skip
+    if skip is None or not skip.active or not text.guided:
+        return False
+    return skip.skips(index, len(loop.timesteps), _sigma(loop.scheduler, t), float(t))
+
+
+def _without_uncond(text: TextInputs) -> TextInputs:
+    """The step's text inputs with the negative prompt's rows left out (unguided)."""
+    calls = []
+    for call in text.calls:
+        drop = call.uncond_rows
+        if drop == len(call.rows):
+            continue
+        added = None if call.added_cond is None else {key: value[drop:] for key, value in call.added_cond.items()}
+        calls.append(UNetCall(call.rows[drop:], call.encoder_states[drop:], added))
+    return TextInputs(text.conditioning, tuple(calls), guided=False)
+
+
+def _stand_in_uncond(text: TextInputs, cond: torch.Tensor) -> torch.Tensor:
+    """What a skipped negative pass is replaced with: each image's (first part's) prompt prediction."""
+    parts = text.conditioning.parts
+    if parts is None:
+        return cond
+    return torch.stack([cond[image_parts[0][0]] for image_parts in parts])
+
+
+def _predict_guided(loop: LoopInputs, unet_pass: UNetPass, text: TextInputs, index: int,
+                    t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    """Steps 2-4: (guided eps, eps_cond per image, eps_uncond or None, the guidance scale used)."""
+    if _skips_uncond(loop, text, index, t):
+        cond, _ = _predict(loop, unet_pass, _without_uncond(text), index, t)
+        uncond = _stand_in_uncond(text, cond)
+        noise_pred, combined = _guide(text, cond, uncond, 1.0)
+        return noise_pred, combined, uncond, 1.0
+    cond, uncond_or_none = _predict(loop, unet_pass, text, index, t)
+    scale = _cfg_scale(loop)
+    noise_pred, combined = _guide(text, cond, uncond_or_none, scale)
+    return noise_pred, combined, uncond_or_none, scale
 
 
 def _blend(loop: LoopInputs, index: int) -> torch.Tensor:
@@ -259,14 +303,13 @@ def _step(loop: LoopInputs, index: int, t: torch.Tensor) -> torch.Tensor:
     """Steps 2-7 of one timestep; updates `loop.latents` and returns the clean-latent estimate."""
     unet_pass = pass_for(loop.passes, index)
     text = unet_pass.text(index)
-    # 2-3. UNet (uncond and cond in one call when their lengths allow)
-    cond, uncond = _predict(loop, unet_pass, text, index, t)
-    # 4. classifier-free guidance (with AND parts: their weighted sum)
-    noise_pred, cond = _guide(loop, text, cond, uncond)
+    # 2-4. UNet (uncond and cond in one call when their lengths allow; uncond skipped where A1111 would), then
+    # classifier-free guidance (with AND parts: their weighted sum)
+    noise_pred, cond, uncond, scale = _predict_guided(loop, unet_pass, text, index, t)
     # 5. hooks
     if loop.hooks:
         ctx = StepContext(index, len(loop.timesteps), t, _sigma(loop.scheduler, t), loop.latents, noise_pred,
-                          cond, uncond, text.conditioning, _cfg_scale(loop))
+                          cond, uncond, text.conditioning, scale)
         for hook in loop.hooks:
             hook(ctx)
         noise_pred, loop.latents = ctx.noise_pred, ctx.latents

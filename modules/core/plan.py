@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
+from modules.core.uncond_skip import UncondSkip
 from modules.samplers.tuning import DEFAULT_TUNING, SamplerSettings, Tuning
 from modules.types import GenerationRequest
 
@@ -39,6 +40,9 @@ class CoreOptions:
     s_tmin: float = 0.0
     s_tmax: float = 0.0
     s_noise: float = 1.0
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False
+    skip_early_cond: float = 0.0
     randn_source: str = "CPU"
     initial_noise_multiplier: float = 1.0
     inpainting_mask_weight: float = 1.0
@@ -77,6 +81,10 @@ class CoreOptions:
         """The sampler settings of a job whose request asks for `eta` (None: the setting of the sampler's kind)."""
         return SamplerSettings(eta=eta, eta_ddim=self.eta_ddim, eta_ancestral=self.eta_ancestral,
                                s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise)
+
+    def uncond_skip(self, on_timesteps: bool = False) -> UncondSkip:
+        """When a pass skips the negative prompt (`on_timesteps`: the sampler is one of A1111's timestep ones)."""
+        return UncondSkip(self.s_min_uncond, self.s_min_uncond_all, self.skip_early_cond, on_timesteps)
 
 
 def _coerce(kind: type, value: Any) -> Any:

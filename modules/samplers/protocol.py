@@ -27,6 +27,11 @@ class SamplingMethod(Protocol):
         """A1111 schedule type for the infotext, e.g. 'Karras' ('Automatic' is already resolved)."""
 
     @property
+    def on_timesteps(self) -> bool:
+        """True for A1111's timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC): A1111's CFG settings that compare a
+        sigma compare the model's timestep for them."""
+
+    @property
     def needs_uncond(self) -> bool:
         """True when the sampler steps along the unconditional prediction (CFG++): it is computed at every step,
         also at CFG scale 1."""

@@ -83,7 +83,8 @@ class SamplerSpec:
     a sigma list), or None with `unsupported` saying why it cannot run. config: class config that makes it this
     sampler. aliases: A1111 `k_` aliases
     and ComfyUI names. default_schedule: what A1111's "Automatic" means for it. schedules: the schedule names the
-    class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian"). takes: the A1111 settings
+    class honours. flags: descriptive ("ancestral", "sde", "second_order", "brownian"; "timestep": one of A1111's
+    timestep samplers, whose model A1111 calls with timesteps, not sigmas). takes: the A1111 settings
     the sampler takes (`tuning.py`: ETA, ETA_DDIM, CHURN, S_NOISE). churned: for a diffusers row that takes sigma
     churn, our sampler that runs instead while churn is on (diffusers churns after the model call, A1111 before).
     """
@@ -235,19 +236,19 @@ A1111_SAMPLERS: tuple[SamplerSpec, ...] = (
     # A1111's DDIM/PLMS ignore the schedule dropdown and use every 1000 // n-th timestep from 1: the "DDIM" row.
     # DDIM is A1111's own timestep loop (n - 1 model calls ending at t = 1), which diffusers' DDIMScheduler is not.
     _row("DDIM", None, ("ddim",), default_schedule="ddim", schedules=("ddim",), takes=frozenset({ETA_DDIM}),
-         algorithm=TimestepAlgorithm(cfgpp=False)),
+         flags=frozenset({"timestep"}), algorithm=TimestepAlgorithm(cfgpp=False)),
     # CFG++ steps along the unconditional prediction, which no diffusers scheduler does: A1111's timestep DDIM.
     _row("DDIM CFG++", None, ("ddim_cfgpp",), default_schedule="ddim", schedules=("ddim",),
-         flags=frozenset({"cfgpp"}), takes=frozenset({ETA_DDIM}), algorithm=TimestepAlgorithm(cfgpp=True)),
+         flags=frozenset({"cfgpp", "timestep"}), takes=frozenset({ETA_DDIM}), algorithm=TimestepAlgorithm(cfgpp=True)),
     # A1111's PLMS: the timestep grid, a doubled first step, then Adams-Bashforth (diffusers' PNDM is another PLMS).
-    _row("PLMS", None, ("plms",), default_schedule="ddim", schedules=("ddim",),
+    _row("PLMS", None, ("plms",), default_schedule="ddim", schedules=("ddim",), flags=frozenset({"timestep"}),
          algorithm=TimestepAlgorithm(plms=True)),
     # A1111 UniPC: order 3, time-uniform steps (evaluated at t = 999 .. 999/n, i.e. SGM Uniform). A1111's default
     # variant bh1 is not used: diffusers' bh1 divides by an infinite log-SNR step on the final step to sigma 0 and
     # returns NaN, so the variant is bh2 (diffusers' default, also an A1111 option). ComfyUI's "uni_pc" means bh1
     # and is therefore not an alias; its "uni_pc_bh2" is.
     _row("UniPC", "UniPCMultistepScheduler", ("unipc", "uni_pc_bh2"), config={"solver_order": 3, "solver_type": "bh2"},
-         default_schedule="sgm_uniform", schedules=MULTISTEP_FAMILY),
+         default_schedule="sgm_uniform", schedules=MULTISTEP_FAMILY, flags=frozenset({"timestep"})),
     # LCMScheduler has one fixed schedule: trailing over its 50-step distillation grid, i.e. SGM Uniform rounded to
     # multiples of 20 (A1111's LCM defaults to Uniform, which diffusers' LCMScheduler cannot follow).
     _row("LCM", "LCMScheduler", ("k_lcm", "lcm"), default_schedule="sgm_uniform", schedules=("sgm_uniform",)),
@@ -281,6 +282,10 @@ class ResolvedSampler:
     @property
     def schedule_label(self) -> str:
         return self.schedule.label
+
+    @property
+    def on_timesteps(self) -> bool:
+        return "timestep" in self.sampler.flags
 
     @property
     def scheduler_cls(self) -> type[SchedulerMixin]:

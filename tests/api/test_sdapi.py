@@ -101,6 +101,16 @@ def test_infotext_settings_become_overrides_unless_override_settings_names_them(
     assert app.generation.last_request.overrides == {"randn_source": "CPU", "eta_noise_seed_delta": 31337}
 
 
+def test_s_min_uncond_is_the_jobs_negative_guidance_minimum_sigma(make_server) -> None:
+    app, client = make_server()
+    assert client.post("/sdapi/v1/txt2img", json={"s_min_uncond": 1.5}).status_code == 200
+    assert app.generation.last_request.overrides == {"s_min_uncond": 1.5}
+    text = "x\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 77, Size: 64x64, NGMS: 2, NGMS all steps: True"
+    assert client.post("/sdapi/v1/txt2img", json={"infotext": text}).status_code == 200
+    assert app.generation.last_request.overrides == {"s_min_uncond": 2.0, "s_min_uncond_all": True}
+    assert client.post("/sdapi/v1/txt2img", json={"s_min_uncond": 99}).status_code == 422
+
+
 def test_infotext_fills_fields_the_body_leaves_out(make_server) -> None:
     _, client = make_server()
     text = "from infotext\nSteps: 3, Sampler: DDIM, CFG scale: 5, Seed: 77, Size: 64x128"
