@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     launch = parse_args(argv)
     logging.basicConfig(level=launch.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    from modules.allocator import tune_allocator
+
+    tune_allocator()  # before any model thread exists (docs/performance.md: "CPU allocator")
     for flag in launch.ignored_flags:
         log.warning("Flag %s is accepted for A1111 compatibility but has no effect here", flag)
     for warning in exposure_warnings(launch):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from modules.admission import SubmitAdmission
+from modules.allocator import release_free_memory
 from modules.app import App
 from modules.cli import LaunchOptions
 from modules.devices import plan_devices
@@ -99,7 +100,7 @@ def build_executor(launch: LaunchOptions, stack: GenerationStack, settings: Sett
     """The local thread, or with `--workers` / `--ray-address` the Ray workers (their saved files reach `on_saved`
     here; in-process work such as checkpoint switches and Extras runs on this process's `stack`)."""
     if not launch.ray_enabled:
-        return LocalThreadExecutor(stack.generation, name="default")
+        return LocalThreadExecutor(stack.generation, name="default", on_idle=release_free_memory)
     from modules.jobs.ray_executor import RayExecutor
 
     def checkpoint_of(request: GenerationRequest, snapshot: Settings | None) -> str:

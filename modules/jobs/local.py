@@ -2,7 +2,8 @@
 
 Each thread takes the next job from the queue, gives it a fresh `CancelToken` that `control()` sets, runs it
 (a `GenerationWork` through the `GenerationRunner` it was built with, a `CallableWork` directly) and reports
-the `Outcome`. A job that raises never ends the thread: the exception becomes the outcome.
+the `Outcome`. A job that raises never ends the thread: the exception becomes the outcome. `on_idle` (given by
+the composition root: the allocator's `release_free_memory`) runs once no job has run for `idle_after` seconds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from modules.cancel import CancelToken
 from modules.jobs.executor import (
@@ -36,13 +37,16 @@ class LocalThreadExecutor:
     """`threads` worker threads named `job-worker-<name>`; `generation` runs `GenerationWork` items."""
 
     def __init__(self, generation: GenerationRunner | None = None, *, name: str = "default",
-                 threads: int = 1) -> None:
+                 threads: int = 1, on_idle: Callable[[], None] | None = None, idle_after: float = 2.0) -> None:
         self.name = name
         self._generation = generation
         self._thread_count = threads
         self._threads: list[threading.Thread] = []
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
+        self._on_idle, self._idle_after = on_idle, idle_after
+        self._busy = 0
+        self._idle_timer: threading.Timer | None = None
 
     def start(self, source: JobSource) -> None:
         if self._threads:
@@ -76,9 +80,36 @@ class LocalThreadExecutor:
     def _loop(self, source: JobSource) -> None:
         while (assignment := source.take()) is not None:
             token = self._token(assignment.job_id)
-            source.finish(assignment.job_id, self._run(assignment, token, source))
-            with self._lock:  # only now: the queue sends no control for a finished job
-                self._tokens.pop(assignment.job_id, None)
+            self._set_busy(+1)
+            try:
+                source.finish(assignment.job_id, self._run(assignment, token, source))
+            finally:
+                with self._lock:  # only now: the queue sends no control for a finished job
+                    self._tokens.pop(assignment.job_id, None)
+                self._set_busy(-1)
+
+    def _set_busy(self, change: int) -> None:
+        """Count running jobs; the last one to end arms the idle timer, the next one to start disarms it."""
+        if self._on_idle is None:
+            return
+        with self._lock:
+            self._busy += change
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            if self._busy == 0:
+                self._idle_timer = threading.Timer(self._idle_after, self._idle)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+
+    def _idle(self) -> None:
+        with self._lock:
+            if self._busy or self._on_idle is None:
+                return
+        try:
+            self._on_idle()
+        except Exception:  # noqa: BLE001 - housekeeping never ends the executor
+            log.exception("executor %r: idle callback failed", self.name)
 
     def _run(self, assignment: Assignment, token: CancelToken, source: JobSource) -> Outcome:
         context = JobContext(assignment.job_id, token, partial(source.progress, assignment.job_id))

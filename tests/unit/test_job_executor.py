@@ -167,3 +167,25 @@ def test_generation_work_needs_a_runner() -> None:
             job.outcome(WAIT)
     finally:
         queue.stop()
+
+
+def test_the_idle_callback_runs_once_the_queue_has_been_idle() -> None:
+    idle = threading.Event()
+    calls: list[bool] = []
+    runner = FakeRunner()
+
+    def on_idle() -> None:
+        calls.append(runner.release.is_set())
+        idle.set()
+
+    queue = JobQueue("idle", executor=LocalThreadExecutor(runner, on_idle=on_idle, idle_after=0.05))
+    try:
+        first = queue.submit(GenerationWork(GenerationRequest(prompt="p")))
+        assert runner.started.wait(WAIT)
+        assert not idle.wait(0.2)  # never while a job runs
+        runner.release.set()
+        first.outcome(WAIT)
+        assert idle.wait(WAIT) and calls == [True]
+    finally:
+        queue.stop()
+
