@@ -68,10 +68,11 @@ def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
     return GenerationStack(extensions, models, samplers, networks, styles, generation)
 
 
-def build_app(launch: LaunchOptions) -> App:
+def build_app(launch: LaunchOptions,
+              worker_launch: Callable[[int, LaunchOptions], LaunchOptions] | None = None) -> App:
     """Settings (config.json), model manager, sampler registry, styles, extra networks, extensions for `launch`;
     the generation service over them, and the job queue whose executor runs it: a local thread, or Ray workers
-    with `--workers` / `--ray-address` (Ray is imported only then)."""
+    with `--workers` / `--ray-address` (Ray is imported only then; `worker_launch`: see `build_executor`)."""
     paths = launch.paths
     settings = SettingsStore.open(launch.settings_file, launch=launch)
     for problem in settings.problems:
@@ -85,7 +86,7 @@ def build_app(launch: LaunchOptions) -> App:
         ui_config=UiConfig.load(launch.ui_config_path),
         models=stack.models,
         samplers=stack.samplers,
-        jobs=JobQueue("default", executor=build_executor(launch, stack, settings, gallery.record)),
+        jobs=JobQueue("default", executor=build_executor(launch, stack, settings, gallery.record, worker_launch)),
         styles=stack.styles,
         generation=stack.generation,
         extensions=stack.extensions,
@@ -96,18 +97,23 @@ def build_app(launch: LaunchOptions) -> App:
 
 
 def build_executor(launch: LaunchOptions, stack: GenerationStack, settings: SettingsStore,
-                   on_saved: Callable[[Path], None] | None) -> Executor:
+                   on_saved: Callable[[Path], None] | None,
+                   worker_launch: Callable[[int, LaunchOptions], LaunchOptions] | None = None) -> Executor:
     """The local thread, or with `--workers` / `--ray-address` the Ray workers (their saved files reach `on_saved`
-    here; in-process work such as checkpoint switches and Extras runs on this process's `stack`)."""
+    here; in-process work such as checkpoint switches and Extras runs on this process's `stack`).
+    `worker_launch(index, launch)`: a Ray worker's own launch options (e.g. its node's data folder)."""
     if not launch.ray_enabled:
         return LocalThreadExecutor(stack.generation, name="default", on_idle=release_free_memory)
     from modules.jobs.ray_executor import RayExecutor
+    from modules.models.by_hash import CheckpointRef
 
-    def checkpoint_of(request: GenerationRequest, snapshot: Settings | None) -> str:
+    def checkpoint_of(request: GenerationRequest, snapshot: Settings | None) -> CheckpointRef:
         job_settings = (snapshot or settings.get()).with_overrides(request.overrides)
-        return stack.models.resolve_checkpoint(request.checkpoint, ModelOptions.from_mapping(job_settings)).title
+        options = ModelOptions.from_mapping(job_settings)
+        return CheckpointRef.of(stack.models.resolve_checkpoint(request.checkpoint, options))
 
-    return RayExecutor(launch, settings=settings, on_saved=on_saved, checkpoint_of=checkpoint_of)
+    return RayExecutor(launch, settings=settings, on_saved=on_saved, checkpoint_of=checkpoint_of,
+                       worker_launch=worker_launch)
 
 
 def _choices(kind: str, models: ModelManager, samplers: SamplerRegistry) -> list[str]:

@@ -5,12 +5,14 @@
     GET    /api/v1/jobs/{id}         status, progress, ETA, error; `result` (base64 images + info) once finished
     GET    /api/v1/jobs/{id}/events  server-sent events until the job finishes (see `event_stream`)
     DELETE /api/v1/jobs/{id}         cancel a queued job, interrupt a running one
+    GET    /api/v1/workers           the workers jobs run on (with --workers / --ray-address): device, state, models
 
 The body of POST is A1111's (see `modules.api.translate`) with `mode` added; `force_task_id` chooses the job id.
 With --api-auth each job belongs to the user who submitted it: other users get 404 for it and do not see it in
 the listing (its `others` field counts them). Without auth every client sees every job. Waiting jobs run in the
 queue's fair order, round-robin between users (the --api-auth user, else the client address; see
-`modules.jobs.queue`), and `position` is the place in that order.
+`modules.jobs.queue`), and `position` is the place in that order. With Ray workers a job's `worker` names the one
+running it, and `notes` says when it was queued again after losing one (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from starlette.concurrency import run_in_threadpool
 
 from modules.api.auth import Authenticator, client_group
 from modules.api.results import encode_images, info_object, job_timestamp
-from modules.api.schemas import JobCancelResult, JobCreated, JobList, JobProgressModel, JobRequest, JobResult, JobStatus
+from modules.api.schemas import (
+    JobCancelResult,
+    JobCreated,
+    JobList,
+    JobProgressModel,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    WorkerItem,
+    WorkerList,
+)
 from modules.api.translate import build_job
 from modules.jobs import Job, JobEvent, JobProgress, JobQueue, Subscription
 from modules.types import GenerationResult
@@ -55,7 +67,15 @@ def job_status(job: Job, *, with_result: bool, embed_infotext: bool = True) -> J
         job_id=job.id, state=job.state.value, owner=job.owner, description=job.description, position=job.position,
         created=job.created, started=job.started, finished=job.finished, progress=progress_model(job.progress),
         error=job.error_message, result=job_result(job, embed_infotext) if with_result else None,
+        worker=job.worker, notes=list(job.notes),
     )
+
+
+def worker_list(queue: JobQueue, ray_enabled: bool) -> WorkerList:
+    return WorkerList(executor="ray" if ray_enabled else "local", workers=[
+        WorkerItem(name=info.name, device=info.device, state=info.state, job_id=info.job_id,
+                   checkpoints=list(info.checkpoints), node=info.node, pid=info.pid, jobs_done=info.jobs_done)
+        for info in queue.workers()])
 
 
 def event_payload(event: JobEvent) -> str:
@@ -122,6 +142,11 @@ def build_jobs_router(app: "App", auth: Authenticator) -> APIRouter:
         subscription = app.jobs.subscribe(job.id, owner=user)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(event_stream(job, subscription), media_type="text/event-stream", headers=headers)
+
+    @router.get("/workers", response_model=WorkerList)
+    def list_workers() -> WorkerList:
+        """The workers jobs run on, as they last reported (none listed with the local executor)."""
+        return worker_list(app.jobs, app.launch.ray_enabled)
 
     @router.delete("/jobs/{job_id}", response_model=JobCancelResult)
     def cancel_job(job_id: str, user: Optional[str] = Depends(auth)) -> JobCancelResult:

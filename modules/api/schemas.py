@@ -147,6 +147,8 @@ class ProgressResponse(BaseModel):
     state: dict[str, Any]
     current_image: Optional[str] = Field(default=None, description="Latest preview, base64 PNG.")
     textinfo: Optional[str] = None
+    worker: Optional[str] = Field(default=None, description="The worker running the job (with --workers / "
+                                                            "--ray-address; not in A1111).")
 
 
 class SamplerItem(BaseModel):
@@ -281,12 +283,35 @@ class JobStatus(BaseModel):
     progress: JobProgressModel
     error: Optional[str] = None
     result: Optional[JobResult] = Field(default=None, description="Present once done (or interrupted).")
+    worker: Optional[str] = Field(default=None, description="The worker running (or that ran) the job, with "
+                                                            "--workers / --ray-address.")
+    notes: list[str] = Field(default_factory=list, description="What happened to the job on the way (a lost "
+                                                                "worker: queued again).")
 
 
 class JobList(BaseModel):
     jobs: list[JobStatus]
     others: int = Field(default=0, description="Queued and running jobs of other users (with --api-auth), "
                                                "counted, not shown.")
+
+
+class WorkerItem(BaseModel):
+    """One worker of `GET /api/v1/workers`."""
+
+    name: str
+    device: str = Field(description="What it runs on, e.g. \"cuda float16 (GPU 2)\"; empty while it starts.")
+    state: str = Field(description="starting, idle, busy or unavailable (it failed to start).")
+    job_id: Optional[str] = Field(default=None, description="The job it runs, when busy.")
+    checkpoints: list[str] = Field(description="Titles of the checkpoints in its model cache (as of its last job).")
+    node: str = Field(default="", description="The host it runs on.")
+    pid: Optional[int] = None
+    jobs_done: int = 0
+
+
+class WorkerList(BaseModel):
+    executor: str = Field(description="\"ray\" with --workers / --ray-address, else \"local\" (no workers listed: "
+                                      "jobs run in the server's process).")
+    workers: list[WorkerItem]
 
 
 class JobCancelResult(BaseModel):

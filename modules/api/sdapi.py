@@ -3,7 +3,8 @@
 txt2img/img2img are translated (`translate.build_job`), queued on the App's job queue like UI jobs and answered
 when the job finishes; the handler waits on the job's event stream without holding a thread. An interrupted job
 answers with the images finished before the interrupt; a failed one with its error (4xx bad input, 500 fault).
-`progress`, `interrupt` and `skip` act on the running job, whoever submitted it.
+`progress`, `interrupt` and `skip` act on the running job, whoever submitted it; `progress` adds a top-level
+`worker` (the Ray worker running it, null with the local executor) to A1111's answer.
 
 `POST options` validates every change first (unknown keys and bad values: 422; unknown checkpoint: 404), then
 applies and saves them all. A changed `sd_model_checkpoint` is loaded by a job on the queue (the one place that
@@ -109,7 +110,7 @@ def progress_of(job: Job | None, skip_current_image: bool) -> ProgressResponse:
     preview = job.preview
     image = encode_png(preview) if preview is not None and not skip_current_image else None
     return ProgressResponse(progress=progress.fraction, eta_relative=eta, state=state, current_image=image,
-                            textinfo=progress.textinfo or None)
+                            textinfo=progress.textinfo or None, worker=job.worker)
 
 
 def _checkpoint_title(app: "App", name: str) -> str:

@@ -16,6 +16,7 @@ from modules.jobs.executor import (
     JobContext,
     JobSource,
     Outcome,
+    WorkerInfo,
     WorkItem,
 )
 from modules.jobs.job import (
@@ -40,5 +41,5 @@ __all__ = [
     "Assignment", "CallableWork", "Control", "EventKind", "Executor", "GenerationRunner", "GenerationWork", "Job",
     "JobCancelled", "JobContext", "JobEvent", "JobFunction", "JobProgress", "JobQueue", "JobSource", "JobState",
     "LocalThreadExecutor", "NoGenerationRunner", "Outcome", "QueueStopped", "Subscription", "UnknownJob",
-    "WorkItem", "fair_group", "progress_fraction",
+    "WorkItem", "WorkerInfo", "fair_group", "progress_fraction",
 ]

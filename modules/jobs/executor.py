@@ -5,10 +5,14 @@ The queue (`JobQueue`) owns order, job state, history, subscriptions and ETA; an
 
 Who calls what:
 - `JobQueue(executor=...)` calls `executor.start(source)` once; the executor's workers then call, from their own
-  threads, `source.take()` (blocks until a job is due, None when the queue stops), `source.progress(job_id,
-  event)` while it runs and `source.finish(job_id, outcome)` exactly once at the end.
+  threads, `source.take()` (blocks until a job is due, None when the queue stops), `source.placed(job_id,
+  worker)` when a named worker starts it (optional), `source.progress(job_id, event)` while it runs and
+  `source.finish(job_id, outcome)` exactly once at the end, unless `source.requeue(job_id, note)` put the job
+  back in the queue (a worker lost mid-job; the queue allows it once per job), after which `take()` hands it out
+  again.
 - The queue calls `executor.control(job_id, Control.INTERRUPT | SKIP)` from any thread, holding its lock: it must
   not block and must not call back into the queue. `executor.shutdown(timeout)` after the queue has stopped.
+  `executor.workers()` describes the executor's named workers (`WorkerInfo`; none for the local thread).
 
 Plain data: `Assignment` (job id + work item), `GenerationWork` (a `GenerationRequest` and the save flag),
 `Control`, `ProgressEvent` (previews are PIL images) and `Outcome` (result, or the exception, both picklable) are
@@ -67,6 +71,23 @@ class Outcome:
     interrupted: bool = False
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker of an executor as the API and the UI list it (`GET /api/v1/workers`, the Queue panel).
+
+    `state`: "starting" (building its models stack), "idle" or "busy"; `checkpoints`: the titles in its model
+    cache as of its last job (the driver's view: no call to the worker is made to list them)."""
+
+    name: str
+    device: str
+    state: str
+    job_id: str | None = None
+    checkpoints: tuple[str, ...] = ()
+    node: str = ""
+    pid: int | None = None
+    jobs_done: int = 0
+
+
 class JobContext:
     """What running work receives, on the executor's side: its cancel token and a way to report progress."""
 
@@ -93,9 +114,13 @@ class JobSource(Protocol):
 
     def take(self) -> Assignment | None: ...
 
+    def placed(self, job_id: str, worker: str) -> None: ...
+
     def progress(self, job_id: str, event: ProgressEvent) -> None: ...
 
     def finish(self, job_id: str, outcome: Outcome) -> None: ...
+
+    def requeue(self, job_id: str, note: str) -> bool: ...
 
 
 class Executor(Protocol):
@@ -106,6 +131,8 @@ class Executor(Protocol):
     def control(self, job_id: str, message: Control) -> None: ...
 
     def shutdown(self, timeout: float | None) -> bool: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
 
 
 class GenerationRunner(Protocol):

@@ -114,6 +114,11 @@ class Job:
         self.preview: Image.Image | None = None
         self.preview_id = 0
         self.work: WorkItem | None = work
+        self.worker: str | None = None
+        """The name of the executor's worker running the job (None: not running, or the local thread)."""
+        self.notes: tuple[str, ...] = ()
+        """Notes from the queue (a lost worker); added to a generation result's comments."""
+        self.requeues = 0
         self._queue = queue
         self._state = JobState.QUEUED
         self._progress = JobProgress()

@@ -23,6 +23,7 @@ from modules.jobs.executor import (
     JobContext,
     JobSource,
     Outcome,
+    WorkerInfo,
     WorkItem,
 )
 
@@ -72,6 +73,10 @@ class LocalThreadExecutor:
             if thread is not threading.current_thread():
                 thread.join(timeout)
         return not any(thread.is_alive() for thread in self._threads)
+
+    def workers(self) -> list[WorkerInfo]:
+        """None listed: the jobs run in this process, on the device the App's model manager uses."""
+        return []
 
     def _token(self, job_id: str) -> CancelToken:
         with self._lock:

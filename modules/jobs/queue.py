@@ -8,6 +8,9 @@ served yet comes first, groups that arrived together in the order of their first
 jobs does not hold everyone else back: user A queues 10 jobs, then user B queues 1, and B's runs second. With one
 group (a single user) the order is plain first-come-first-served. Positions follow this order.
 
+A job whose worker was lost mid-job (a Ray worker process killed) may be put back once by the executor
+(`requeue`): at the front of its group's jobs, with a note that ends up in its result's comments.
+
 A job whose work raises is failed and the next job runs: a `UserError` message is shown as is, anything else is
 logged with its traceback and reported as "internal error: ...".
 Finished jobs stay visible for a bounded history (default 100) so that clients can poll after completion.
@@ -27,7 +30,16 @@ from typing import Any, Callable
 from PIL import Image
 
 from modules.errors import InvalidRequest, UserError
-from modules.jobs.executor import Assignment, CallableWork, Control, Executor, JobContext, Outcome, WorkItem
+from modules.jobs.executor import (
+    Assignment,
+    CallableWork,
+    Control,
+    Executor,
+    JobContext,
+    Outcome,
+    WorkerInfo,
+    WorkItem,
+)
 from modules.jobs.job import (
     EventKind,
     Job,
@@ -40,9 +52,12 @@ from modules.jobs.job import (
 )
 from modules.jobs.local import LocalThreadExecutor
 from modules.jobs.subscription import Subscription
-from modules.types import ProgressEvent
+from modules.types import GenerationResult, ProgressEvent
 
 log = logging.getLogger(__name__)
+
+MAX_REQUEUES = 1
+"""How often a job may be put back in the queue after losing its worker (then it fails)."""
 
 JobFunction = Callable[[JobContext], Any]
 
@@ -115,6 +130,10 @@ class JobQueue:
         """The running job (the one that started first, if several run), if any."""
         with self._cond:
             return next(iter(self._running.values()), None)
+
+    def workers(self) -> "builtins.list[WorkerInfo]":
+        """The executor's named workers (none for the local thread)."""
+        return self._executor.workers()
 
     def pending_count(self) -> int:
         with self._cond:
@@ -257,6 +276,37 @@ class JobQueue:
             assert job.work is not None, "a job runs once"
             return Assignment(job.id, job.work)
 
+    def placed(self, job_id: str, worker: str) -> None:
+        """Record the worker that runs the job (shown by the job API, /sdapi/v1/progress and the Queue panel)."""
+        with self._cond:
+            job = self._running.get(job_id)
+            if job is not None:
+                job.worker = worker
+
+    def requeue(self, job_id: str, note: str) -> bool:
+        """Put a running job back at the front of its group's jobs (its worker was lost), with `note` for its
+        result's comments; False when it may not go back (already re-queued `MAX_REQUEUES` times, interrupted, or
+        not running), and the executor then finishes it."""
+        with self._cond:
+            job = self._running.get(job_id)
+            if job is None or job.requeues >= MAX_REQUEUES or job.cancel_token.interrupted or self._stopping:
+                return False
+            del self._running[job_id]
+            job.requeues += 1
+            job.notes = (*job.notes, note)
+            job.worker = None
+            job.started = None
+            job._state = JobState.QUEUED
+            job._progress = JobProgress()
+            job._rate_origin = job._eta_at = None
+            job.preview = None
+            job.cancel_token.clear_skip()
+            self._pending.setdefault(job.group, deque()).appendleft(job)
+            self._order = None
+            self._publish_locked(job, "queued")
+            self._cond.notify_all()
+            return True
+
     def progress(self, job_id: str, event: ProgressEvent) -> None:
         """Record a running job's progress (and preview image) and notify subscribers."""
         with self._cond:
@@ -285,6 +335,8 @@ class JobQueue:
                 self._finish_locked(job, JobState.INTERRUPTED if interrupted else JobState.FAILED)
                 return
             job.result = outcome.result
+            if job.notes and isinstance(job.result, GenerationResult):
+                job.result = replace(job.result, comments=(*job.result.comments, *job.notes))
             self._finish_locked(job, JobState.INTERRUPTED if interrupted else JobState.DONE)
 
     @staticmethod

@@ -4,22 +4,24 @@ Used with `--workers N|auto` / `--ray-address ADDRESS` (`modules.bootstrap.build
 by `RayExecutor.start`, so a server started without those flags never imports it. The design, and the numbers
 behind it, are in docs/scale-out.md. In short:
 
-- Each worker is a `RayWorker` actor (a threaded actor: one generation at a time, plus calls for progress and
-  control next to it) that builds its own `GenerationStack` (`modules.bootstrap.build_generation_stack`) from the
-  launch options, with a settings store that never writes config.json: this process sends the settings snapshot
-  with a job whenever it changed since the worker last saw it.
+- Each worker is a `RayWorker` actor (`modules.jobs.ray_worker`) named `worker-<index>`, with its own
+  `GenerationStack`; this process sends the settings snapshot with a job whenever it changed since the worker
+  last saw it, and names the job's checkpoint by title, name and sha256 (`CheckpointRef`).
 - A dispatcher thread here takes the next job from the queue as soon as a worker is idle and picks the worker:
-  one whose last job used the same checkpoint, else one that has none loaded yet, else the one idle longest.
+  one whose last job used the same checkpoint, else one that has none loaded yet, else the one idle longest;
+  never one that said, less than `MISSING_RECHECK_SECONDS` ago, that its node lacks the checkpoint. A worker that
+  says so hands the job to another (the job fails, naming the checkpoint, when every worker lacks it).
 - A `GenerationWork` travels as plain data (pickled by Ray); the worker returns the `GenerationResult` (PIL images:
   raw pixels, encoded to PNG here, where the API and UI encode them today) and the paths it saved, which this
   process records in the gallery. Exceptions come back as values (the worker's traceback as a note).
 - Progress: a thread here per worker long-polls the actor's `events` (it answers as soon as events are buffered,
   or after `POLL_SECONDS`); previews between two polls are coalesced to the latest. Interrupt and skip call the
   actor's `control`, which sets the job's `CancelToken` there (a message that arrives before the job is kept).
-- A worker that dies fails its running job with `WorkerLost` (a message for the user); Ray restarts the actor
-  (`max_restarts`) and the next job runs on the fresh process.
+- A worker that dies puts its running job back in the queue once (`JobSource.requeue`: first of its user's jobs,
+  with a note in its comments); a second loss fails it with `WorkerLost`. Ray restarts the actor (`max_restarts`).
 - `CallableWork` (checkpoint switches, Extras, interrogate: closures over this process's objects) runs here, on
   the dispatcher thread, in queue order: jobs queued after it are dispatched once it has finished.
+- `workers()` lists the workers (name, device, host, state, job, loaded checkpoints) from what they last reported.
 """
 
 from __future__ import annotations
@@ -28,16 +30,14 @@ import dataclasses
 import importlib
 import logging
 import os
-import pickle
 import queue
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from modules.cancel import CancelToken
-from modules.errors import UserError
+from modules.errors import ModelNotFound, UserError
 from modules.jobs.executor import (
     Assignment,
     CallableWork,
@@ -46,12 +46,14 @@ from modules.jobs.executor import (
     JobContext,
     JobSource,
     Outcome,
+    WorkerInfo,
 )
+from modules.jobs.ray_worker import RayWorker, WorkerReply, WorkerStatus
+from modules.models.by_hash import CheckpointNotOnWorker, CheckpointRef
 from modules.paths import REPO_ROOT
-from modules.types import GenerationRequest, ProgressEvent
+from modules.types import GenerationRequest
 
 if TYPE_CHECKING:
-    from modules.bootstrap import GenerationStack
     from modules.cli import LaunchOptions
     from modules.settings import Settings, SettingsStore
 
@@ -59,12 +61,16 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 """How long the actor's `events` call waits for an event before answering with none."""
+MISSING_RECHECK_SECONDS = 300.0
+"""A worker that said its node lacks a checkpoint is not offered jobs needing it for this long (then asked again:
+the file may have been copied there)."""
 
-CheckpointOf = Callable[[GenerationRequest, "Settings | None"], "str | None"]
+CheckpointOf = Callable[[GenerationRequest, "Settings | None"], "CheckpointRef | None"]
+WorkerLaunch = Callable[[int, "LaunchOptions"], "LaunchOptions"]
 
 
 class WorkerLost(UserError):
-    """The worker process running the job died (killed, out of memory, node lost); the job failed."""
+    """The worker process running the job died (killed, out of memory, node lost) twice; the job failed."""
 
     http_status = 503
 
@@ -72,158 +78,6 @@ class WorkerLost(UserError):
 def _ray() -> Any:
     """The `ray` module, imported on first use (it is an optional dependency: requirements-ray.txt)."""
     return importlib.import_module("ray")
-
-
-# -- the worker (a Ray actor) -----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerReply:
-    """What a worker returns for one job: the outcome's parts, the files it saved, and when and where it ran."""
-
-    result: Any
-    error: BaseException | None
-    interrupted: bool
-    saved: tuple[str, ...]
-    worker: int
-    pid: int
-    started: float
-    finished: float
-
-
-class _RemoteJob:
-    """A job's state on the worker: its cancel token and the progress events not yet fetched."""
-
-    def __init__(self) -> None:
-        self.token = CancelToken()
-        self.events: list[ProgressEvent] = []
-        self.done = False
-
-
-class RayWorker:
-    """The body of one worker actor (a plain class: `RayExecutor` wraps it with `ray.remote`).
-
-    `run` executes one job at a time; `events` and `control` run beside it on the actor's other threads."""
-
-    def __init__(self, index: int, launch: "LaunchOptions", settings: dict[str, Any] | None = None) -> None:
-        self.index = index
-        self._launch = launch
-        self._initial_settings = settings or {}
-        self._stack: GenerationStack | None = None
-        self._store: SettingsStore | None = None
-        self._build_lock = threading.Lock()
-        self._run_lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._jobs: dict[str, _RemoteJob] = {}
-        self._saved: list[str] = []
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def warm(self) -> int:
-        """Build the generation stack now (the executor calls this at start, without waiting); returns the pid."""
-        self._ensure_stack()
-        return os.getpid()
-
-    def loaded(self) -> list[str]:
-        """Titles of the checkpoints in this worker's model cache."""
-        stack = self._stack
-        return [] if stack is None else [str(getattr(key, "title", key)) for key in stack.models.checkpoints.keys()]
-
-    def run(self, job_id: str, work: GenerationWork, settings: dict[str, Any] | None = None) -> WorkerReply:
-        """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first."""
-        with self._run_lock:
-            started = time.time()
-            job = self._job(job_id)
-            result: Any = None
-            error: BaseException | None = None
-            self._saved = []
-            try:
-                stack = self._ensure_stack()
-                if settings is not None:
-                    self._apply_settings(settings)
-                context = JobContext(job_id, job.token, lambda event: self._push(job, event))
-                result = stack.generation.run(work.request, context, save=work.save)
-            except BaseException as exc:  # noqa: BLE001 - the worker outlives any job; the error travels back
-                error = self._portable(exc)
-            finally:
-                with self._cond:
-                    job.done = True
-                    self._cond.notify_all()
-            return WorkerReply(result, error, job.token.interrupted, tuple(self._saved), self.index, os.getpid(),
-                               started, time.time())
-
-    def events(self, job_id: str, wait: float) -> tuple[list[ProgressEvent], bool]:
-        """The job's progress since the last call (waits up to `wait` seconds for one) and whether it has ended;
-        the job is forgotten once its end has been reported."""
-        with self._cond:
-            job = self._job_locked(job_id)
-            self._cond.wait_for(lambda: job.events or job.done, timeout=wait)
-            events, job.events = job.events, []
-            if job.done:
-                self._jobs.pop(job_id, None)
-            return events, job.done
-
-    def control(self, job_id: str, message: str) -> None:
-        """Interrupt or skip the job (kept for it if it has not started here yet)."""
-        token = self._job(job_id).token
-        if message == Control.INTERRUPT.value:
-            token.interrupt()
-        else:
-            token.skip()
-
-    # -- inside the worker --
-
-    def _job(self, job_id: str) -> _RemoteJob:
-        with self._cond:
-            return self._job_locked(job_id)
-
-    def _job_locked(self, job_id: str) -> _RemoteJob:
-        return self._jobs.setdefault(job_id, _RemoteJob())
-
-    def _push(self, job: _RemoteJob, event: ProgressEvent) -> None:
-        with self._cond:
-            if event.preview is not None:  # the driver only shows the latest preview: drop older unsent ones
-                job.events = [dataclasses.replace(old, preview=None) if old.preview is not None else old
-                              for old in job.events]
-            job.events.append(event)
-            self._cond.notify_all()
-
-    def _ensure_stack(self) -> "GenerationStack":
-        with self._build_lock:
-            if self._stack is None:
-                from modules.bootstrap import build_generation_stack
-                from modules.settings import Settings, SettingsStore
-
-                self._store = SettingsStore(Settings.from_mapping(self._initial_settings, launch=self._launch))
-                self._stack = build_generation_stack(self._launch, self._store, self._saved_file)
-            return self._stack
-
-    def _saved_file(self, path: Path) -> None:
-        self._saved.append(str(path))
-
-    def _apply_settings(self, raw: dict[str, Any]) -> None:
-        """Adopt the driver's settings snapshot (listeners such as the model manager hear of the changes)."""
-        assert self._store is not None
-        current = self._store.get()
-        known = current.to_json()
-        changes = {key: value for key, value in raw.items() if key in current.table and known.get(key) != value}
-        if changes:
-            self._store.update(changes, persist=False)
-
-    def _portable(self, exc: BaseException) -> BaseException:
-        """`exc` as it can travel back: without its traceback (kept as a note for the driver's log), or a
-        RuntimeError with its text when it does not pickle."""
-        if not isinstance(exc, UserError):
-            log.error("job failed on worker %s", self.index, exc_info=exc)
-            exc.add_note(f"on Ray worker {self.index} (pid {os.getpid()}):\n"
-                         + "".join(traceback.format_exception(exc)).rstrip())
-        exc.__traceback__ = None
-        try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:  # noqa: BLE001 - any pickling failure: send the text instead
-            return RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exc
 
 
 # -- the driver's side --------------------------------------------------------------------------------------------
@@ -240,18 +94,40 @@ class WorkerRun:
     finished: float
 
 
+_Placed = tuple[Assignment, "CheckpointRef | None", "str | None"]  # the job, its checkpoint, its affinity key
+
+
 class _Slot:
-    """One worker actor as the driver sees it."""
+    """One worker actor as the driver sees it (its fields change under the executor's lock)."""
 
     def __init__(self, index: int, actor: Any) -> None:
         self.index = index
+        self.name = f"worker-{index}"
         self.actor = actor
         self.busy = False
+        self.job_id: str | None = None
         self.checkpoint: str | None = None
         self.settings_sent: Any = None
         self.idle_since = time.monotonic()
-        self.inbox: queue.SimpleQueue[tuple[Assignment, str | None] | None] = queue.SimpleQueue()
+        self.status: WorkerStatus | None = None  # None: starting (or restarting after a loss)
+        self.problem = ""
+        self.jobs_done = 0
+        self.missing: dict[str, float] = {}  # checkpoint (sha256, else title) -> when the worker said it lacks it
+        self.inbox: queue.SimpleQueue[_Placed | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
+
+    def lacks(self, ref: CheckpointRef | None, now: float) -> bool:
+        reported = None if ref is None else self.missing.get(ref.sha256 or ref.title)
+        return reported is not None and now - reported < MISSING_RECHECK_SECONDS
+
+    def info(self) -> WorkerInfo:
+        status = self.status
+        state = "busy" if self.busy else "idle" if status is not None else "unavailable" if self.problem \
+            else "starting"
+        if status is None:
+            return WorkerInfo(self.name, "", state, self.job_id, jobs_done=self.jobs_done)
+        return WorkerInfo(self.name, status.device, state, self.job_id, status.loaded, status.node, status.pid,
+                          self.jobs_done)
 
 
 class RayExecutor:
@@ -261,12 +137,14 @@ class RayExecutor:
     `address`: a Ray cluster to join (default `launch.ray_address`; None starts a local one unless Ray is already
     initialised in this process). `settings`: the App's store, whose snapshot travels to the workers.
     `on_saved`: told of every file a worker saved. `checkpoint_of(request, settings)`: the checkpoint a job will
-    use (for affinity; None when unknown). `init_options`: extra `ray.init` arguments."""
+    use (for affinity and the lookup on the worker's node; None when unknown). `worker_launch(index, launch)`: the
+    launch options of worker `index` (default: these; e.g. a data folder of its own). `init_options`: extra
+    `ray.init` arguments."""
 
     def __init__(self, launch: "LaunchOptions", *, workers: int | str | None = None, address: str | None = None,
                  settings: "SettingsStore | None" = None, on_saved: Callable[[Path], None] | None = None,
-                 checkpoint_of: CheckpointOf | None = None, init_options: dict[str, Any] | None = None,
-                 max_restarts: int = 3, name: str = "default") -> None:
+                 checkpoint_of: CheckpointOf | None = None, worker_launch: WorkerLaunch | None = None,
+                 init_options: dict[str, Any] | None = None, max_restarts: int = 3, name: str = "default") -> None:
         self.name = name
         self._launch = launch
         self._workers = workers if workers is not None else (launch.workers or "auto")
@@ -274,12 +152,15 @@ class RayExecutor:
         self._settings = settings
         self._on_saved = on_saved
         self._checkpoint_of = checkpoint_of
+        self._worker_launch = worker_launch
         self._init_options = dict(init_options or {})
         self._max_restarts = max_restarts
         self._cond = threading.Condition()
         self._slots: list[_Slot] = []
         self._tokens: dict[str, CancelToken] = {}
         self._placement: dict[str, _Slot] = {}
+        self._requeued: set[str] = set()
+        self._stopping = False
         self._dispatcher: threading.Thread | None = None
         self._owns_ray = False
         self.runs: list[WorkerRun] = []
@@ -306,8 +187,8 @@ class RayExecutor:
             num_cpus=1, num_gpus=per_worker_gpus, max_restarts=self._max_restarts, max_concurrency=4,
             runtime_env={"env_vars": {"PYTHONPATH": paths}})
         for index in range(count):
-            slot = _Slot(index, actor_class.remote(index, launch, settings))
-            slot.actor.warm.remote()  # build the stack in the background; the first job waits for it
+            own = self._worker_launch(index, launch) if self._worker_launch is not None else launch
+            slot = _Slot(index, actor_class.remote(index, own, settings, f"worker-{index}"))
             slot.thread = threading.Thread(target=self._slot_loop, args=(slot, source),
                                            name=f"ray-worker-{self.name}-{index}", daemon=True)
             self._slots.append(slot)
@@ -348,7 +229,12 @@ class RayExecutor:
             ray.shutdown()
         return stopped
 
-    # -- what tests, the API and the UI can read --
+    def workers(self) -> list[WorkerInfo]:
+        """The workers as they last reported (no call to them is made)."""
+        with self._cond:
+            return [slot.info() for slot in self._slots]
+
+    # -- what tests and the bench can read --
 
     @property
     def worker_count(self) -> int:
@@ -364,11 +250,11 @@ class RayExecutor:
         return int(_ray().get(self._slots[index].actor.pid.remote(), timeout=timeout))
 
     def loaded(self, timeout: float = 10.0) -> list[list[str]]:
-        """Per worker, the checkpoints in its model cache."""
+        """Per worker, the checkpoints in its model cache (asked of the workers now)."""
         ray = _ray()
         return [list(ray.get(slot.actor.loaded.remote(), timeout=timeout)) for slot in self._slots]
 
-    # -- the driver's threads --
+    # -- the dispatcher --
 
     def _worker_count(self, gpus: float) -> int:
         if self._workers == "auto":
@@ -388,22 +274,49 @@ class RayExecutor:
             work = assignment.work
             if isinstance(work, CallableWork):
                 source.finish(assignment.job_id, self._run_local(assignment.job_id, work, source))
-                continue
-            if not isinstance(work, GenerationWork):
+            elif isinstance(work, GenerationWork):
+                ref = self._checkpoint_ref(work.request)
+                self._place(assignment, ref, ref.title if ref is not None else work.request.checkpoint, source)
+            else:
                 source.finish(assignment.job_id, Outcome(error=TypeError(f"unknown work item {type(work).__name__}")))
-                continue
-            key = self._checkpoint_key(work.request)
-            with self._cond:
-                slot = self._choose(key)
-                slot.busy = True
-            slot.inbox.put((assignment, key))
-        for slot in self._slots:
-            slot.inbox.put(None)
+        with self._cond:
+            self._stopping = True
+            for slot in self._slots:
+                slot.inbox.put(None)
+            self._cond.notify_all()
 
-    def _choose(self, key: str | None) -> _Slot:
-        """Among the idle workers: the one whose last job used checkpoint `key`, else one with no checkpoint yet,
-        else the one idle longest."""
-        idle = [slot for slot in self._slots if not slot.busy]
+    def _place(self, assignment: Assignment, ref: CheckpointRef | None, key: str | None, source: JobSource) -> None:
+        """Hand the job to the best idle worker whose node may have its checkpoint (waits for one to be idle); fail
+        it when every worker said its node lacks the checkpoint. The item enters the inbox under the lock, so it
+        is never queued behind a worker's end-of-work mark."""
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                able = [slot for slot in self._slots if not slot.lacks(ref, now)]
+                idle = [slot for slot in able if not slot.busy]
+                if idle:
+                    slot = self._choose(idle, key)
+                    slot.busy = True
+                    slot.inbox.put((assignment, ref, key))
+                    return
+                if not able:
+                    break
+                self._cond.wait()
+            stopping = self._stopping
+        if stopping:
+            source.finish(assignment.job_id, Outcome(error=UserError("The server stopped before the job ran."),
+                                                     interrupted=True))
+        else:
+            assert ref is not None
+            digest = f" (sha256 {ref.sha256})" if ref.sha256 else ""
+            source.finish(assignment.job_id, Outcome(error=ModelNotFound(
+                f"No worker has the checkpoint {ref.title}{digest}: each of the {len(self._slots)} worker(s) looked "
+                f"in its node's models folder. Copy the file there (any name: it is found by its sha256).")))
+
+    @staticmethod
+    def _choose(idle: list[_Slot], key: str | None) -> _Slot:
+        """Among `idle`: the one whose last job used checkpoint `key`, else one with no checkpoint yet, else the one
+        idle longest."""
         for slot in idle:
             if key is not None and slot.checkpoint == key:
                 return slot
@@ -412,9 +325,9 @@ class RayExecutor:
                 return slot
         return min(idle, key=lambda slot: slot.idle_since)
 
-    def _checkpoint_key(self, request: GenerationRequest) -> str | None:
+    def _checkpoint_ref(self, request: GenerationRequest) -> CheckpointRef | None:
         if self._checkpoint_of is None:
-            return request.checkpoint
+            return None
         try:
             return self._checkpoint_of(request, self._settings.get() if self._settings is not None else None)
         except Exception:  # noqa: BLE001 - a bad name fails on the worker, with the worker's message
@@ -434,30 +347,61 @@ class RayExecutor:
                 self._tokens.pop(job_id, None)
         return Outcome(result=result, interrupted=token.interrupted)
 
+    # -- a worker's thread --
+
     def _slot_loop(self, slot: _Slot, source: JobSource) -> None:
+        self._warm(slot)
         while (item := slot.inbox.get()) is not None:
-            assignment, key = item
+            assignment, ref, key = item
+            job_id = assignment.job_id
             try:
-                outcome = self._run_remote(slot, assignment, key, source)
+                outcome = self._run_remote(slot, assignment, ref, key, source)
             except BaseException as exc:  # noqa: BLE001 - the slot's thread must survive any job
                 outcome = Outcome(error=exc)
-            source.finish(assignment.job_id, outcome)
+            missing = outcome is not None and isinstance(outcome.error, CheckpointNotOnWorker)
             with self._cond:
-                self._placement.pop(assignment.job_id, None)
-                self._tokens.pop(assignment.job_id, None)
+                self._placement.pop(job_id, None)
+                if missing and ref is not None:
+                    slot.missing[ref.sha256 or ref.title] = time.monotonic()
+                if not missing:
+                    self._tokens.pop(job_id, None)
+                if not missing and outcome is not None:
+                    self._requeued.discard(job_id)
                 slot.busy = False
+                slot.job_id = None
                 slot.idle_since = time.monotonic()
                 self._cond.notify_all()
+            if missing:
+                log.info("%s: %s; placing the job on another worker", slot.name, outcome.error if outcome else "")
+                self._place(assignment, ref, key, source)
+            elif outcome is not None:  # None: it went back to the queue
+                source.finish(job_id, outcome)
 
-    def _run_remote(self, slot: _Slot, assignment: Assignment, key: str | None, source: JobSource) -> Outcome:
+    def _warm(self, slot: _Slot) -> None:
+        """Build the worker's stack now and learn where it runs (its first job waits for this anyway)."""
+        try:
+            status = _ray().get(slot.actor.warm.remote())
+        except Exception as exc:  # noqa: BLE001 - its jobs fail with the same error; the listing says so
+            log.error("Ray %s did not start: %s", slot.name, exc)
+            with self._cond:
+                slot.problem = str(exc)
+            return
+        with self._cond:
+            slot.status = status
+
+    def _run_remote(self, slot: _Slot, assignment: Assignment, ref: CheckpointRef | None, key: str | None,
+                    source: JobSource) -> Outcome | None:
+        """Run the job on the slot's actor, relaying its progress; None when a lost worker put it back in the queue."""
         ray = _ray()
         job_id, work = assignment.job_id, assignment.work
         snapshot = self._settings.get() if self._settings is not None else None
         payload = snapshot.to_json() if snapshot is not None and snapshot is not slot.settings_sent else None
-        run = slot.actor.run.remote(job_id, work, payload)
+        run = slot.actor.run.remote(job_id, work, payload, ref)
         with self._cond:
             self._placement[job_id] = slot
+            slot.job_id = job_id
             token = self._tokens.get(job_id)
+        source.placed(job_id, slot.name)
         if token is not None and token.interrupted:
             slot.actor.control.remote(job_id, Control.INTERRUPT.value)
         if token is not None and token.skipped:
@@ -473,18 +417,33 @@ class RayExecutor:
                     break
             reply: WorkerReply = ray.get(run)
         except ray.exceptions.RayActorError as exc:
-            slot.checkpoint = slot.settings_sent = None
-            interrupted = token is not None and token.interrupted
-            log.warning("Ray worker %d died while running job %s: %s", slot.index, job_id, exc)
-            return Outcome(error=WorkerLost(
-                f"The worker process running this job (worker {slot.index}) stopped before the job ended; the "
-                f"job failed. Ray restarts the worker, and the next job runs normally."), interrupted=interrupted)
+            return self._lost(slot, job_id, token is not None and token.interrupted, source, exc)
         slot.settings_sent = snapshot if reply.error is None else None  # on an error it may not have been applied
-        if reply.error is None:
-            slot.checkpoint = key
         with self._cond:
+            if reply.error is None:
+                slot.checkpoint = key
+            slot.status = reply.status or slot.status
+            slot.jobs_done += 1
             self.runs.append(WorkerRun(job_id, reply.worker, reply.pid, reply.started, reply.finished))
         if self._on_saved is not None:
             for path in reply.saved:
                 self._on_saved(Path(path))
         return Outcome(result=reply.result, error=reply.error, interrupted=reply.interrupted)
+
+    def _lost(self, slot: _Slot, job_id: str, interrupted: bool, source: JobSource, exc: Exception) -> Outcome | None:
+        """The slot's worker died running `job_id`: put the job back in the queue once, else fail it."""
+        log.warning("Ray %s died while running job %s: %s", slot.name, job_id, exc)
+        with self._cond:
+            slot.checkpoint = slot.settings_sent = None
+            slot.status = None  # Ray restarts it; its next reply tells the new process
+            again = job_id in self._requeued
+        note = (f"The worker process running this job ({slot.name}) stopped before the job ended; the job was "
+                f"queued again and started over.")
+        if not interrupted and not again and source.requeue(job_id, note):
+            with self._cond:
+                self._requeued.add(job_id)
+            return None
+        second = " for the second time (it had been queued again once)" if again else ""
+        return Outcome(error=WorkerLost(
+            f"The worker process running this job ({slot.name}) stopped before the job ended{second}; the job "
+            f"failed. Ray restarts the worker, and the next job runs normally."), interrupted=interrupted)

@@ -7,18 +7,20 @@ queue's fair order, state and progress, and counts other users' jobs without sho
 `gr.Timer` while the page is open. A job is picked in the dropdown (or by clicking its row): **Cancel** cancels a
 queued job or interrupts a running one; **Show results** puts a finished job's pictures and infotext into the tab's
 results gallery (where the send-to and reuse-seed buttons act on them). The saved files are in the Gallery tab.
+With Ray workers (--workers / --ray-address) a second line under the summary lists the workers, their state and
+their loaded checkpoints, and a running job's state names its worker; with the local executor nothing is added.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import gradio as gr
 
 from modules.errors import UserError
-from modules.jobs import Job, JobState, UnknownJob
+from modules.jobs import Job, JobState, UnknownJob, WorkerInfo
 from modules.types import GenerationResult
 from modules.ui.progress import job_owner
 from modules.ui.results import ResultPanel, show_result
@@ -69,11 +71,32 @@ def build_queue_panel(tab: str) -> QueuePanel:
     return QueuePanel(accordion, summary, table, job, cancel, open_button, refresh, timer, gr.State([]))
 
 
-def summary_html(mine: int, others: int) -> str:
-    """One line over the table: how many of the user's jobs wait or run, and how many of other users'."""
+def summary_html(mine: int, others: int, workers: Sequence[WorkerInfo] = ()) -> str:
+    """One line over the table: how many of the user's jobs wait or run, and how many of other users'; with
+    workers, a second line listing them (`workers_text`)."""
     yours = f"{mine} of your job{'s' if mine != 1 else ''} waiting or running"
     theirs = f"{others} job{'s' if others != 1 else ''} of other users"
-    return f"<div class='queue-summary'>{html.escape(yours)} \u00b7 {html.escape(theirs)}</div>"
+    line = f"<div class='queue-summary'>{html.escape(yours)} \u00b7 {html.escape(theirs)}</div>"
+    if workers:
+        line += f"<div class='queue-workers'>{html.escape(workers_text(workers))}</div>"
+    return line
+
+
+def workers_text(workers: Sequence[WorkerInfo]) -> str:
+    """"Workers: worker-0 (cuda float16, busy, tiny.safetensors [...]) · worker-1 (..., idle, no model)"."""
+    parts = []
+    for info in workers:
+        details = [text for text in (info.device, info.state) if text]
+        details.append(", ".join(info.checkpoints) if info.checkpoints else "no model loaded")
+        parts.append(f"{info.name} ({', '.join(details)})")
+    return "Workers: " + " \u00b7 ".join(parts)
+
+
+def state_text(job: Job) -> str:
+    """The job's state, with the worker running it (Ray workers only)."""
+    if job.state is JobState.RUNNING and job.worker:
+        return f"running on {job.worker}"
+    return job.state.value
 
 
 def progress_text(job: Job) -> str:
@@ -110,11 +133,12 @@ def job_label(job: Job) -> str:
 def queue_view(app: "App", owner: str | None) -> tuple[str, list[list[str]], list[tuple[str, str]], list[str]]:
     """(summary HTML, table rows, dropdown choices, row job ids) of the owner's jobs."""
     jobs = owner_jobs(app, owner)
-    rows = [[job.id[:8], str(job.position) if job.position else "", job.state.value, progress_text(job),
+    rows = [[job.id[:8], str(job.position) if job.position else "", state_text(job), progress_text(job),
              job.description] for job in jobs]
     mine = sum(1 for job in jobs if not job.state.finished)
     others = app.jobs.active_count(exclude_owner=owner) if owner is not None else app.jobs.active_count()
-    return summary_html(mine, others), rows, [(job_label(job), job.id) for job in jobs], [job.id for job in jobs]
+    summary = summary_html(mine, others, app.jobs.workers())
+    return summary, rows, [(job_label(job), job.id) for job in jobs], [job.id for job in jobs]
 
 
 def queue_updates(app: "App", panel: QueuePanel, owner: str | None, selected: str | None = None,

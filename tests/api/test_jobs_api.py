@@ -191,3 +191,36 @@ def test_client_addresses_take_turns_without_auth(make_server) -> None:
         assert _finish_order(client, jobs) == ["A1", "B1", "A2", "A3"]
     finally:
         other.close()
+
+
+@pytest.mark.slow
+def test_the_worker_running_a_job_shows_in_the_job_api_and_progress(make_server, monkeypatch) -> None:
+    from modules.jobs import WorkerInfo
+
+    app, client = make_server()
+    assert client.get("/api/v1/workers").json() == {"executor": "local", "workers": []}
+    app.generation.gate.close()
+    job_id = client.post("/api/v1/jobs", json={"mode": "txt2img", "seed": 4, "prompt": "x", **SMALL}).json()["job_id"]
+    assert app.generation.gate.reached.wait(10)
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["worker"] is None  # the local executor names none
+    app.jobs.placed(job_id, "worker-3")  # what a Ray executor reports when its worker starts the job
+    info = WorkerInfo("worker-3", "cuda float16 (GPU 3)", "busy", job_id, ("tiny.safetensors [0123456789]",),
+                      "node-a", 4242, 7)
+    monkeypatch.setattr(app.jobs._executor, "workers", lambda: [info])
+    progress = client.get("/sdapi/v1/progress").json()
+    assert progress["worker"] == "worker-3" and progress["state"]["job"] == job_id
+    assert set(progress) == {"progress", "eta_relative", "state", "current_image", "textinfo", "worker"}
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["worker"] == "worker-3"
+    assert client.get("/api/v1/workers").json()["workers"] == [{
+        "name": "worker-3", "device": "cuda float16 (GPU 3)", "state": "busy", "job_id": job_id,
+        "checkpoints": ["tiny.safetensors [0123456789]"], "node": "node-a", "pid": 4242, "jobs_done": 7}]
+    app.generation.gate.release()
+    status = wait_finished(client, job_id)
+    assert status["state"] == "done" and status["worker"] == "worker-3" and status["notes"] == []
+    assert client.get("/sdapi/v1/progress").json()["worker"] is None  # idle
+
+
+def test_the_workers_listing_needs_the_api_login(make_server) -> None:
+    _, client = make_server(api_auth=(("ann", "pw"),))
+    assert client.get("/api/v1/workers").status_code == 401
+    assert client.get("/api/v1/workers", auth=("ann", "pw")).status_code == 200

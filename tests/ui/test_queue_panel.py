@@ -120,3 +120,30 @@ def _source(page: Page) -> Any:
         if isinstance(component, gr.State) and component.value == SOURCE_IMG2IMG:
             return component
     raise AssertionError("no source state among img2img's inputs")
+
+
+def test_the_panel_lists_the_workers_and_names_the_worker_of_a_running_job(page: Page, app: FakeApp,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from modules.jobs import WorkerInfo
+    from modules.ui.queue_panel import queue_view, workers_text
+
+    job, release = _hold_worker(app, owner="ann")
+    try:
+        assert queue_view(app, "ann")[0] == summary_html(1, 0)  # the local executor: nothing added
+        app.jobs.placed(job.id, "worker-1")
+        workers = [WorkerInfo("worker-0", "cuda float16 (GPU 0)", "idle", None, ("a.safetensors [0123456789]",)),
+                   WorkerInfo("worker-1", "cuda float16 (GPU 1)", "busy", job.id, ()),
+                   WorkerInfo("worker-2", "", "starting")]
+        monkeypatch.setattr(app.jobs._executor, "workers", lambda: workers)
+        summary, rows, _, _ = queue_view(app, "ann")
+        assert rows[0][2] == "running on worker-1"
+        assert workers_text(workers) == (
+            "Workers: worker-0 (cuda float16 (GPU 0), idle, a.safetensors [0123456789]) \u00b7 worker-1 (cuda "
+            "float16 (GPU 1), busy, no model loaded) \u00b7 worker-2 (starting, no model loaded)")
+        assert summary == summary_html(1, 0) + "<div class='queue-workers'>Workers: worker-0 (cuda float16 (GPU 0), " \
+            "idle, a.safetensors [0123456789]) \u00b7 worker-1 (cuda float16 (GPU 1), busy, no model loaded) " \
+            "\u00b7 worker-2 (starting, no model loaded)</div>"
+        assert summary == summary_html(1, 0, workers)
+    finally:
+        release.set()
+    assert job.wait(WAIT) and queue_view(app, "ann")[1][0][2] == "done"

@@ -21,6 +21,7 @@ from modules.jobs import (
     LocalThreadExecutor,
     NoGenerationRunner,
     Outcome,
+    WorkerInfo,
 )
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 
@@ -44,6 +45,9 @@ class RecordingExecutor:
     def shutdown(self, timeout: float | None) -> bool:
         self.shut_down = True
         return True
+
+    def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo("remote-0", "cuda", "idle")]
 
     def take(self) -> Assignment:
         assert self.source is not None
@@ -126,6 +130,47 @@ def test_stop_interrupts_the_running_job_and_shuts_the_executor_down(recorded: t
     assert queue.stop() and executor.shut_down
     assert executor.controls == [(running.id, Control.INTERRUPT)] and queued.state is JobState.CANCELLED
     assert executor.source is not None and executor.source.take() is None
+
+
+def test_a_job_that_lost_its_worker_goes_back_once_to_the_front_of_its_users_jobs(
+        recorded: tuple[JobQueue, RecordingExecutor]) -> None:
+    queue, executor = recorded
+    source = executor.source
+    assert source is not None
+    lost, ann_next = (queue.submit(GenerationWork(GenerationRequest(seed=seed)), owner="ann") for seed in (1, 2))
+    bob = queue.submit(GenerationWork(GenerationRequest(seed=3)), owner="bob")
+    assert executor.take().job_id == lost.id
+    source.placed(lost.id, "remote-0")
+    source.progress(lost.id, ProgressEvent(3, 4))
+    assert lost.worker == "remote-0" and queue.workers() == [WorkerInfo("remote-0", "cuda", "idle")]
+    with queue.subscribe(lost.id) as subscription:
+        assert source.requeue(lost.id, "worker remote-0 was lost; queued again")
+        event = subscription.get(timeout=WAIT)
+    assert event is not None and (event.kind, event.state) == ("queued", JobState.QUEUED)
+    assert lost.state is JobState.QUEUED and lost.worker is None and lost.started is None
+    assert lost.progress.step == 0
+    # bob was served least recently, then ann's lost job before her next one
+    assert queue.waiting() == [bob, lost, ann_next] and lost.position == 2
+    assert executor.take().job_id == bob.id
+    assert executor.take().job_id == lost.id and lost.state is JobState.RUNNING
+    assert not source.requeue(lost.id, "lost again")  # once only: the executor fails it
+    result = GenerationResult((), (), (), (), (), (), GenerationRequest(), comments=("from the run",))
+    source.finish(lost.id, _roundtrip(Outcome(result=result)))
+    assert lost.outcome(0).comments == ("from the run", "worker remote-0 was lost; queued again")
+    assert lost.notes == ("worker remote-0 was lost; queued again",)
+
+
+def test_an_interrupted_or_finished_job_does_not_go_back(recorded: tuple[JobQueue, RecordingExecutor]) -> None:
+    queue, executor = recorded
+    source = executor.source
+    assert source is not None
+    job = queue.submit(GenerationWork(GenerationRequest()))
+    executor.take()
+    assert queue.cancel(job.id)  # running: interrupted
+    assert not source.requeue(job.id, "lost")
+    source.finish(job.id, Outcome(error=RuntimeError("gone"), interrupted=True))
+    assert job.state is JobState.INTERRUPTED and not source.requeue(job.id, "lost")
+    assert queue.pending_count() == 0
 
 
 class FakeRunner:
