@@ -133,8 +133,9 @@ def _unit(builder: UiBuilder, index: int, modules: Sequence[str], titles: Callab
     resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode",
                            elem_id=eid("resize_mode"))
 
-    module.change(slider_updates, inputs=module, outputs=[resolution, threshold_a, threshold_b],
-                  show_progress="hidden")
+    # `input`: the user's choice only; a pasted infotext sets the module and its sliders together (cnlib/paste.py)
+    module.input(slider_updates, inputs=module, outputs=[resolution, threshold_a, threshold_b],
+                 show_progress="hidden")
     run.click(partial(run_preview, preview), inputs=[image, module, resolution, threshold_a, threshold_b],
               outputs=shown, show_progress="minimal")
     refresh.click(lambda: gr.update(choices=[NO_MODEL, *titles()]), outputs=model, show_progress="hidden")

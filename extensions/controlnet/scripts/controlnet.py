@@ -23,7 +23,8 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
   (2: soft injection, and only on the rows of the prompt, not the negative prompt).
 
-Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it.
+Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it;
+pasting it (or sending it from PNG Info) fills the unit tabs (cnlib/paste.py).
 Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list` (with A1111's `module_detail`),
 `/controlnet/settings` and `/controlnet/detect` (the preprocessors' output for base64 pictures).
 
@@ -51,6 +52,7 @@ from modules.extensions.api import (
     BeforeJobContext,
     ExtensionContext,
     Hook,
+    InfotextPaste,
     UiBuilder,
     UNetCallContext,
     UserError,
@@ -58,6 +60,7 @@ from modules.extensions.api import (
 )
 
 from ..cnlib import page
+from ..cnlib.paste import read_pasted
 from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
 
 TITLE = "ControlNet"
@@ -502,7 +505,8 @@ def register(ext: ExtensionContext) -> None:
             state.models.set_data_dir(Path(builder.data_dir))
         return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, preprocess)}
 
-    ext.add_script(TITLE, ui=ui, always_on=True, positional=positional)
+    paste = InfotextPaste(("ControlNet *",), lambda ctx: read_pasted(ctx, MAX_UNITS, state.models.titles))
+    ext.add_script(TITLE, ui=ui, always_on=True, positional=positional, paste=paste)
     ext.on(Hook.APP_STARTED, state.app_started)
     ext.on(Hook.BEFORE_JOB, state.before_job)
     ext.on(Hook.UNET_CALL, state.unet_call)
