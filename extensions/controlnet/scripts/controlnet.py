@@ -24,7 +24,8 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   (2: soft injection, and only on the rows of the prompt, not the negative prompt).
 
 Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it;
-pasting it (or sending it from PNG Info) fills the unit tabs (cnlib/paste.py).
+pasting it (or sending it from PNG Info) fills the unit tabs (cnlib/paste.py). X/Y/Z plot axes "[ControlNet] ..."
+change unit 0 (cnlib/plot_axes.py).
 Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list` (with A1111's `module_detail`),
 `/controlnet/settings` and `/controlnet/detect` (the preprocessors' output for base64 pictures).
 
@@ -61,6 +62,7 @@ from modules.extensions.api import (
 
 from ..cnlib import page
 from ..cnlib.paste import read_pasted
+from ..cnlib.plot_axes import plot_axes
 from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
 
 TITLE = "ControlNet"
@@ -507,6 +509,8 @@ def register(ext: ExtensionContext) -> None:
 
     paste = InfotextPaste(("ControlNet *",), lambda ctx: read_pasted(ctx, MAX_UNITS, state.models.titles))
     ext.add_script(TITLE, ui=ui, always_on=True, positional=positional, paste=paste)
+    for axis in plot_axes(state.models.find, state.models.titles, parse_unit, lambda: list(MODULES)):
+        ext.add_plot_axis(axis)
     ext.on(Hook.APP_STARTED, state.app_started)
     ext.on(Hook.BEFORE_JOB, state.before_job)
     ext.on(Hook.UNET_CALL, state.unet_call)
