@@ -4,6 +4,7 @@ in the model manager's budgeted cache (loaded once for many jobs, evicted by the
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator
 
 import numpy as np
@@ -29,6 +30,11 @@ OPTIONS = [True, True, False, False, False, False, False, 0, False]  # legend, s
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     data = tmp_path_factory.mktemp("cn_models")
     write_tiny_checkpoint(data)
+    from modules.models.convert import save_single_file
+    from modules.models.tiny import build_tiny_components
+    from tests.core.helpers import SDXL
+
+    save_single_file(build_tiny_components(SDXL, seed=0), data / "models" / "Stable-diffusion" / "tinyxl.safetensors")
     app = build_app(LaunchOptions(data_dir=data))
     with app.models.get() as components:
         net = tiny_controlnet(components.unet)
@@ -49,8 +55,10 @@ def _unit(**fields: Any) -> dict[str, Any]:
 
 def _request(app: App, units: list[dict[str, Any]], script: tuple[str, list[Any]] | None = None,
              **fields: Any) -> GenerationRequest:
-    base = GenerationRequest(prompt="a red cube", negative_prompt="blurry", seed=11, steps=3, width=64, height=64,
-                             sampler="Euler", cfg_scale=6.0, **fields)
+    values: dict[str, Any] = {"prompt": "a red cube", "negative_prompt": "blurry", "seed": 11, "steps": 3,
+                              "width": 64, "height": 64, "sampler": "Euler", "cfg_scale": 6.0,
+                              "checkpoint": "tiny.safetensors", **fields}
+    base = GenerationRequest(**values)
     name, args = script if script is not None else (None, [])
     return app.extensions.scripts.request_from_api(name, args, {"controlnet": {"args": units}}, base)
 
@@ -98,3 +106,38 @@ def test_axis_values_are_checked_before_the_first_cell(app: App, units: list[dic
     with pytest.raises(UserError) as caught:
         job.outcome(300)
     assert message in str(caught.value)
+
+
+def test_networks_load_once_and_the_budget_evicts_them(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = sys.modules["sdwebui_extensions.controlnet.scripts.controlnet"]
+    real, loads = script.load_controlnet, []
+    monkeypatch.setattr(script, "load_controlnet", lambda path, unet: loads.append(path.stem) or real(path, unet))
+    app.models.unload()
+    cache = app.models.extension_models
+    for _ in range(2):
+        app.submit(_request(app, [_unit()])).outcome(300)
+    assert loads == ["tinycn"] and len(cache) == 1  # the second job found it in the cache
+    app.submit(_request(app, [_unit(), _unit(model="other")])).outcome(300)  # two networks in every step
+    assert loads == ["tinycn", "other"] and len(cache) == 2
+    freed = cache.freed
+    app.submit(_request(app, [_unit(model="third")])).outcome(300)
+    assert loads[-1] == "third" and len(cache) == 2 and cache.freed == freed + 1  # the budget evicted "tinycn"
+    app.submit(_request(app, [_unit(model="other")])).outcome(300)
+    assert len(loads) == 3  # "other" was kept
+    app.submit(_request(app, [_unit()])).outcome(300)
+    assert loads == ["tinycn", "other", "third", "tinycn"] and len(cache) == 2
+    app.models.unload()
+    assert len(cache) == 0
+
+
+def test_a_network_of_another_family_fails_the_job_clearly(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = sys.modules["sdwebui_extensions.controlnet.scripts.controlnet"]
+    real, loads = script.load_controlnet, []
+    monkeypatch.setattr(script, "load_controlnet", lambda path, unet: loads.append(path.stem) or real(path, unet))
+    before = app.submit(_request(app, [_unit()])).outcome(300)
+    job = app.submit(_request(app, [_unit()], checkpoint="tinyxl.safetensors"))
+    with pytest.raises(UserError, match="does not fit this checkpoint's UNet .* an SD 1.x one an SD 1.x checkpoint"):
+        job.outcome(300)
+    assert loads[-1] == "tinycn"  # the SD 1.x network cached for the SD 1.x UNet was not reused for SDXL's
+    after = app.submit(_request(app, [_unit()])).outcome(300)  # the next job is not affected
+    assert np.array_equal(_pixels(before.images[0]), _pixels(after.images[0]))
