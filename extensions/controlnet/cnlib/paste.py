@@ -73,22 +73,28 @@ def _bool(text: str) -> bool | None:
     return True if lowered in ("true", "1", "yes") else False if lowered in ("false", "0", "no") else None
 
 
+def _module_values(index: int, fields: Mapping[str, str], ctx: PasteContext) -> dict[str, Any]:
+    """The preprocessor and its sliders (shown, labelled and ranged for it) of unit `index`."""
+    if "module" not in fields:
+        return {}
+    preprocessor: Preprocessor | None = find(fields["module"])
+    if preprocessor is None:
+        ctx.warn(f"ControlNet unit {index}: preprocessor {fields['module']!r} is not available here; the "
+                 "preprocessor was not changed.")
+        return {}
+    prefix = f"units/{index}_"
+    values: dict[str, Any] = {f"{prefix}module": preprocessor.name}
+    for control, slider, key in (("processor_res", preprocessor.resolution, "processor res"),
+                                 ("threshold_a", preprocessor.a, "threshold a"),
+                                 ("threshold_b", preprocessor.b, "threshold b")):
+        values[f"{prefix}{control}"] = _slider_update(slider, fields.get(key))
+    return values
+
+
 def _unit_values(index: int, fields: Mapping[str, str], titles: Sequence[str], ctx: PasteContext) -> dict[str, Any]:
     """The values of unit `index`'s controls (`units/<index>_<field>`) from its written fields."""
     prefix = f"units/{index}_"
-    values: dict[str, Any] = {f"{prefix}enabled": True}
-    preprocessor: Preprocessor | None = None
-    if "module" in fields:
-        preprocessor = find(fields["module"])
-        if preprocessor is None:
-            ctx.warn(f"ControlNet unit {index}: preprocessor {fields['module']!r} is not available here; the "
-                     "preprocessor was not changed.")
-        else:
-            values[f"{prefix}module"] = preprocessor.name
-            for control, slider, key in (("processor_res", preprocessor.resolution, "processor res"),
-                                         ("threshold_a", preprocessor.a, "threshold a"),
-                                         ("threshold_b", preprocessor.b, "threshold b")):
-                values[f"{prefix}{control}"] = _slider_update(slider, fields.get(key))
+    values: dict[str, Any] = {f"{prefix}enabled": True, **_module_values(index, fields, ctx)}
     if "model" in fields and fields["model"].lower() != "none":
         title = model_title(fields["model"], titles)
         if title is None:
