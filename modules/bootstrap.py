@@ -60,7 +60,8 @@ def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
                           load_fn=extensions.hooks.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
     samplers = default_registry()
-    extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers))
+    extensions.setup(samplers, settings, choices=lambda kind: _choices(kind, models, samplers),
+                     hold_model=models.hold_extension_model)
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)  # scanned on first use (webui.py warms)
     styles = StyleDatabase(paths.styles_file)
     generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,

@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.4). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.5). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -20,9 +20,21 @@ from __future__ import annotations
 
 import enum
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Hashable,
+    Iterator,
+    Literal,
+    Mapping,
+    Protocol,
+    Sequence,
+)
 
 from PIL import Image
 
@@ -39,21 +51,25 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 4
+API_MINOR = 5
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
 `flatten_image`; 1.3 added `RunContext.interrogate` (a caption of a picture, for Loopback); 1.4 added `Combined`
-(one script value built from several controls, such as ControlNet's units) and `UiBuilder.data_dir`."""
+(one script value built from several controls, such as ControlNet's units) and `UiBuilder.data_dir`; 1.5 added
+`InfotextPaste` (a script's infotext keys filling its controls on paste), `PlotAxis` (`ExtensionContext.add_plot_axis`,
+X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunContext.plot_axes`) and
+`UNetCallContext.hold_model` (a network held in the model manager's budgeted cache)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
 __all__ = [
     "API_MINOR", "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
-    "Combined", "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "Hook", "ImageSavedContext",
-    "ModelLoadedContext", "OptionSpec", "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext",
-    "StepContext", "SamplerSpec", "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper",
-    "UserError", "flatten_image", "sampler_spec", "with_infotext_params",
+    "Combined", "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "HoldModel", "Hook",
+    "ImageSavedContext", "InfotextPaste", "ModelLoadedContext", "OptionSpec", "PasteContext", "PlotAxis", "RunContext",
+    "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext", "SamplerSpec", "UiBuilder", "UiTab",
+    "UiTabsContext", "UNetCallContext", "UNetWrapper", "UserError", "flatten_image", "hold_uncached", "sampler_spec",
+    "with_infotext_params",
 ]
 
 
@@ -200,6 +216,18 @@ class StepContext:
 UNetWrapper = Callable[[Callable[[], "torch.Tensor"]], "torch.Tensor"]
 """`wrapper(call)`: runs instead of one UNet call; `call()` runs it and returns its output."""
 
+HoldModel = Callable[[Hashable, Callable[[], Any]], ContextManager[Any]]
+"""(API 1.5) `with hold_model(key, load) as network:` the network cached under `key` in the model manager's budgeted
+cache of extension networks, loaded with `load()` when missing; it is not evicted while held. A key names what the
+network depends on (its file, the file's modification time, the UNet's config, device and dtype)."""
+
+
+@contextmanager
+def hold_uncached(key: Hashable, load: Callable[[], Any]) -> Iterator[Any]:
+    """A `HoldModel` that keeps nothing: `load()` on every use (a context built without a model manager)."""
+    yield load()
+
+
 
 @dataclass
 class UNetCallContext:
@@ -212,7 +240,10 @@ class UNetCallContext:
       extensions;
     - `wrap(wrapper)`: `wrapper(call)` runs instead of the UNet call and returns `call()`'s output or a tensor of its
       shape (the first callback's wrapper is the outermost);
-    - `forward_hook(module, fn)`: a torch forward hook on a module of `unet`, removed when the call returns.
+    - `forward_hook(module, fn)`: a torch forward hook on a module of `unet`, removed when the call returns;
+    - (API 1.5) `with ctx.hold_model(key, load) as network:` use a network (a ControlNet) kept in the model manager's
+      budgeted cache between calls and jobs; a `UserError` raised by a callback (a file that does not fit the
+      checkpoint) stops the generation with its message.
 
     `unet` is shared: never assign to it or its modules. `sigma` is NaN for schedulers without alphas."""
 
@@ -231,6 +262,8 @@ class UNetCallContext:
     down_block_additional_residuals: "tuple[torch.Tensor, ...] | None" = None
     mid_block_additional_residual: "torch.Tensor | None" = None
     down_intrablock_additional_residuals: "tuple[torch.Tensor, ...] | None" = None
+    hold_model: HoldModel = hold_uncached
+    """(API 1.5) Hold a network in the model manager's cache for this call (see `HoldModel`)."""
     _wrappers: list[UNetWrapper] = field(default_factory=list, init=False, repr=False)  # read by the host
     _handles: list[Any] = field(default_factory=list, init=False, repr=False)  # removed by the host
 
@@ -315,6 +348,79 @@ def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Imag
 # -- scripts ----------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class PasteContext:
+    """(API 1.5) What `InfotextPaste.read` gets: `params`, the pasted infotext's values of the keys the script owns
+    (unquoted), `mode` (the tab pasted into). `warn(message)` shows the user a message (a value that cannot be
+    used here, such as a model file that is missing)."""
+
+    params: Mapping[str, str]
+    mode: ScriptMode
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(str(message))
+
+
+@dataclass(frozen=True)
+class InfotextPaste:
+    """(API 1.5) The infotext keys a script owns and how they fill its controls when the user pastes an infotext
+    (the prompt box's "read generation parameters" button, PNG Info's and the gallery's "send to" buttons).
+
+    `keys`: the keys the script writes (`with_infotext_params`), exact or with `*` wildcards ("ControlNet *").
+    `read(ctx)` runs when the infotext has at least one of them and returns `{control name: value}`: the names `ui`
+    returned, and `"<value>/<control>"` for a control of a `Combined` value; a value may be a Gradio update
+    (`gr.update(visible=True, value=...)`). Controls it leaves out keep what the user had."""
+
+    keys: tuple[str, ...]
+    read: Callable[[PasteContext], Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keys, str) or not self.keys or not all(isinstance(k, str) and k for k in self.keys):
+            raise ValueError("InfotextPaste needs a tuple of infotext keys")
+        if not callable(self.read):
+            raise TypeError("InfotextPaste needs a callable read(ctx)")
+
+    def owns(self, key: str) -> bool:
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(key, pattern) for pattern in self.keys)
+
+
+PLOT_KINDS = (int, float, str, bool)
+
+
+@dataclass(frozen=True)
+class PlotAxis:
+    """(API 1.5) An axis type an extension adds to the X/Y/Z plot (`ext.add_plot_axis`), listed after its own.
+
+    `kind` (int, float, str or bool) reads the typed values (numbers with A1111's ranges, bools from
+    true/false/1/0/yes/no); `apply(request, value)` returns the request of a cell; `confirm(request, values)`
+    checks (raise `UserError`) and normalises every value before the first generation; `choices()` lists the
+    values offered in the axis's dropdown; `cost` > 0 makes it an outer loop (a model switch)."""
+
+    label: str
+    kind: type
+    apply: Callable[[GenerationRequest, Any], GenerationRequest]
+    confirm: Callable[[GenerationRequest, list[Any]], list[Any]] | None = None
+    choices: Callable[[], list[str]] | None = None
+    modes: tuple[ScriptMode, ...] = ("txt2img", "img2img")
+    cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.label.strip():
+            raise ValueError("a plot axis needs a label")
+        if self.kind not in PLOT_KINDS:
+            raise ValueError(f"plot axis {self.label!r}: kind must be int, float, str or bool")
+        if not callable(self.apply):
+            raise TypeError(f"plot axis {self.label!r} needs a callable apply(request, value)")
+
+
+def _no_axes() -> tuple[PlotAxis, ...]:
+    return ()
+
+
+
 @dataclass(frozen=True)
 class UiBuilder:
     """Passed to a script's `ui` function, which runs inside the Gradio layout of one tab.
@@ -333,6 +439,8 @@ class UiBuilder:
     choices: Callable[[str], list[str]] = field(default=lambda kind: [])
     data_dir: Path | None = None
     """(API 1.4) The data directory (its `models/` folders), or None where the host has none (tests)."""
+    plot_axes: Callable[[], Sequence[PlotAxis]] = _no_axes
+    """(API 1.5) The X/Y/Z plot axes the active extensions add (`ExtensionContext.add_plot_axis`)."""
 
     @property
     def is_img2img(self) -> bool:
@@ -409,7 +517,9 @@ class RunContext:
 
     API 1.3: `interrogate(image, model="clip")` is a caption of a picture, as A1111's interrogate (`model` "clip": a
     BLIP caption from the captioning model in models/BLIP); it raises `UserError` when no captioning model is there
-    or the model is not available ("deepdanbooru")."""
+    or the model is not available ("deepdanbooru").
+
+    API 1.5: `plot_axes()` lists the X/Y/Z plot axes the active extensions add (for the plot script)."""
 
     args: Mapping[str, Any]
     options: Mapping[str, Any]
@@ -422,6 +532,7 @@ class RunContext:
     upscale: Callable[[Image.Image, str, float], Image.Image | None] = _no_upscale
     save_image: Callable[[Image.Image, str, int], None] = _no_save
     interrogate: Callable[[Image.Image, str], str] = _no_interrogate
+    plot_axes: Callable[[], Sequence[PlotAxis]] = _no_axes
 
 
 UiFunction = Callable[[UiBuilder], Mapping[str, Any]]
@@ -439,7 +550,10 @@ class Script:
 
     `positional` (optional) turns an API client's positional `script_args` list into named values, for a script
     whose positional layout is not simply its controls in order (one that accepts an older layout too); the
-    names it returns must be control names. Without it the list is zipped with the controls."""
+    names it returns must be control names. Without it the list is zipped with the controls.
+
+    `paste` (API 1.5) names the infotext keys the script writes and fills its controls from them when the user
+    pastes an infotext (see `InfotextPaste`)."""
 
     title: str
     ui: UiFunction | None = None
@@ -447,6 +561,7 @@ class Script:
     always_on: bool = False
     modes: tuple[ScriptMode, ...] = ("txt2img", "img2img")
     positional: PositionalFunction | None = None
+    paste: InfotextPaste | None = None
 
     def __post_init__(self) -> None:
         if not self.title.strip():
@@ -467,13 +582,15 @@ class ExtensionContext:
 
     def __init__(self, name: str, path: Path, version: str,
                  add_callback: Callable[[Hook, Callback, int], None],
-                 add_script: Callable[[Script], None]) -> None:
+                 add_script: Callable[[Script], None],
+                 add_plot_axis: Callable[[PlotAxis], None] | None = None) -> None:
         self.name = name
         self.path = path
         self.version = version
         self.log = logging.getLogger(f"extensions.{name}")
         self._add_callback = add_callback
         self._add_script = add_script
+        self._add_plot_axis = add_plot_axis
 
     def on(self, hook: Hook, callback: Callback, *, order: int = 0) -> None:
         """Call `callback(context)` at `hook`; lower `order` runs first (default 0)."""
@@ -492,8 +609,18 @@ class ExtensionContext:
 
     def add_script(self, title: str, *, ui: UiFunction | None = None, run: RunFunction | None = None,
                    always_on: bool = False, modes: Sequence[ScriptMode] = ("txt2img", "img2img"),
-                   positional: PositionalFunction | None = None) -> Script:
+                   positional: PositionalFunction | None = None, paste: InfotextPaste | None = None) -> Script:
         """Add a selectable (`run=...`) or always-on (`always_on=True`) script; see `Script`."""
-        script = Script(title=title, ui=ui, run=run, always_on=always_on, modes=tuple(modes), positional=positional)
+        script = Script(title=title, ui=ui, run=run, always_on=always_on, modes=tuple(modes), positional=positional,
+                        paste=paste)
         self._add_script(script)
         return script
+
+    def add_plot_axis(self, axis: PlotAxis) -> PlotAxis:
+        """(API 1.5) Add an axis type to the X/Y/Z plot (see `PlotAxis`)."""
+        if not isinstance(axis, PlotAxis):
+            raise TypeError(f"{axis!r} is not a PlotAxis")
+        if self._add_plot_axis is None:
+            raise RuntimeError("this host takes no plot axes")
+        self._add_plot_axis(axis)
+        return axis

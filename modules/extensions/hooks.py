@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Hashable, Mapping, Sequence
 
 from PIL import Image
 
@@ -62,6 +62,21 @@ class HookDispatcher:
     def __init__(self, records: ActiveRecords, data_dir: Path) -> None:
         self._records = records
         self.data_dir = data_dir
+        self.model_holder: api.HoldModel | None = None
+        """The model manager's `hold_extension_model` (set by `ExtensionHost.setup`); None: a cache of our own."""
+        self._own_cache: Any = None
+
+    def hold_model(self, key: Hashable, load: Callable[[], Any]) -> ContextManager[Any]:
+        """`UNetCallContext.hold_model`: the model manager's cache of extension networks, or (a host without one)
+        a small cache of this dispatcher's."""
+        if self.model_holder is not None:
+            return self.model_holder(key, load)
+        if self._own_cache is None:
+            from modules.models.cache import ModelCache  # imports torch, which the host needs only here
+
+            self._own_cache = ModelCache(2, name="extension networks", one_on_device=False)
+        cache = self._own_cache
+        return cache.use(key, load)
 
     def callbacks(self, hook: api.Hook) -> list[RegisteredCallback]:
         """Callbacks of active extensions for `hook`, in dispatch order (order, load order, registration)."""
@@ -176,7 +191,7 @@ class HookDispatcher:
             return []
         from modules.extensions.unet_call import unet_call_hook  # imports torch, which the host needs only here
 
-        return [unet_call_hook(callbacks, request, lambda cb: extension_args(request, cb))]
+        return [unet_call_hook(callbacks, request, lambda cb: extension_args(request, cb), self.hold_model)]
 
     def after_images(self, request: GenerationRequest, images: Sequence[Image.Image], infotexts: Sequence[str],
                      seeds: Sequence[int], options: Mapping[str, Any]

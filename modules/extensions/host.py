@@ -216,9 +216,12 @@ class ExtensionHost:
     # -- start ------------------------------------------------------------------------------------------------
 
     def setup(self, samplers: "SamplerRegistry | None" = None, settings: "SettingsStore | None" = None,
-              choices: ChoiceProvider | None = None) -> None:
+              choices: ChoiceProvider | None = None, hold_model: api.HoldModel | None = None) -> None:
         """After `load()`: extension samplers into `samplers`, extension settings into `settings`' option table
-        (default: the host's settings store); `choices` lists names for script UIs (see `choices`)."""
+        (default: the host's settings store); `choices` lists names for script UIs (see `choices`); `hold_model`
+        is the model manager's cache of extension networks (`api.UNetCallContext.hold_model`)."""
+        if hold_model is not None:
+            self.hooks.model_holder = hold_model
         if samplers is not None:
             self.hooks.add_samplers(samplers)
         settings = settings or self._settings

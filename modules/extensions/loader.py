@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from modules.extensions.api import ExtensionContext, Hook, Script
+from modules.extensions.api import ExtensionContext, Hook, PlotAxis, Script
 from modules.extensions.metadata import ExtensionMetadata, read_metadata
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class ExtensionRecord:
     load_index: int = -1
     callbacks: list[RegisteredCallback] = field(default_factory=list)
     scripts: list[Script] = field(default_factory=list)
+    plot_axes: list[PlotAxis] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -183,13 +184,14 @@ class _Staging:
 
     callbacks: list[tuple[Hook, Callable[[Any], Any], int]] = field(default_factory=list)
     scripts: list[Script] = field(default_factory=list)
+    plot_axes: list[PlotAxis] = field(default_factory=list)
 
 
 def _run_scripts(record: ExtensionRecord, package: str, staging: _Staging) -> tuple[str, BaseException] | None:
     """Import each scripts/*.py and call its register(); the first failure as (where, exception)."""
     context = ExtensionContext(record.name, record.path, record.version,
                                lambda hook, fn, order: staging.callbacks.append((hook, fn, order)),
-                               staging.scripts.append)
+                               staging.scripts.append, staging.plot_axes.append)
     folder = record.path / "scripts"
     for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
         where = f"scripts/{path.name}"
@@ -230,6 +232,7 @@ def import_extension(record: ExtensionRecord, load_index: int, next_seq: Callabl
     record.callbacks = [RegisteredCallback(record, hook, fn, order, next_seq())
                         for hook, fn, order in staging.callbacks]
     record.scripts = list(staging.scripts)
+    record.plot_axes = list(staging.plot_axes)
     record.load_index = load_index
     record.state = ExtensionState.LOADED
     log.info("Extension %s %s loaded (%d callbacks, %d scripts)", record.name, record.version or "",

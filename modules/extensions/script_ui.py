@@ -7,7 +7,8 @@ while that script is selected. It returns a `ScriptArea` whose `inputs` are name
 them to the generate handler's inputs) and whose `apply(request, values)` puts the values into
 `request.extension_args` (see modules.extensions.scripts for the layout). A script value that is an `api.Combined`
 adds each of its controls as an input ('<extension>/<value>/<control>') and is built from their values by its
-`combine` when the job is sent.
+`combine` when the job is sent. `ScriptArea.paste(params)` fills the controls of the scripts that own keys of a
+pasted infotext (`api.InfotextPaste`, API 1.5); `paste_outputs()` are the components it may update.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from modules.errors import UserError
-from modules.extensions.api import Combined, ScriptMode, UiTab
+from modules.extensions.api import Combined, PasteContext, ScriptMode, UiTab
 from modules.extensions.loader import ExtensionRecord
 from modules.extensions.scripts import SCRIPT_KEY, ScriptCatalog, ScriptEntry
 from modules.types import GenerationRequest
@@ -61,6 +62,63 @@ class ScriptArea:
         else:
             ext_args.pop(SCRIPT_KEY, None)
         return request.with_changes(extension_args=ext_args)
+
+
+@dataclass
+class PastedScripts:
+    """What pasting an infotext changes among a tab's script controls: {component: value} and messages."""
+
+    updates: dict[Any, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _paste_groups(area: ScriptArea) -> list[tuple[ScriptEntry, list[str]]]:
+    return [(entry, names) for entry, names in [*area.always_on, *area.selectable.values()]
+            if entry.script.paste is not None]
+
+
+def paste_outputs(area: ScriptArea) -> list[Any]:
+    """The components a paste may update: every control of the scripts that own infotext keys."""
+    found = []
+    for entry, names in _paste_groups(area):
+        prefixes = tuple(input_name(entry, name) for name in names)
+        found += [component for key, component in area.inputs.items()
+                  if key in prefixes or key.startswith(tuple(f"{prefix}/" for prefix in prefixes))]
+    return found
+
+
+def paste_scripts(area: ScriptArea, params: Mapping[str, str]) -> PastedScripts:
+    """The control values the scripts of `area` read from infotext `params` (API 1.5 `InfotextPaste`). A UserError
+    from a script becomes a warning; any other failure is recorded in its extension's errors and warned about."""
+    pasted = PastedScripts()
+    for entry, names in _paste_groups(area):
+        spec = entry.script.paste
+        assert spec is not None
+        owned = {key: value for key, value in params.items() if spec.owns(key)}
+        if not owned:
+            continue
+        context = PasteContext(owned, area.mode)
+        try:
+            values = spec.read(context)
+            if not isinstance(values, Mapping):
+                raise TypeError(f"read() must return a dict of control values, got {type(values).__name__}")
+        except UserError as error:
+            pasted.warnings.append(str(error))
+            continue
+        except Exception as exc:  # noqa: BLE001 - isolated per extension
+            entry.extension.record_error(f"infotext paste of script '{entry.title}'", exc)
+            pasted.warnings.append(f"The script '{entry.title}' of extension '{entry.name}' could not read its "
+                                   f"parameters: {type(exc).__name__}: {exc}.")
+            continue
+        pasted.warnings.extend(context.warnings)
+        for name, value in values.items():
+            component = area.inputs.get(input_name(entry, str(name)))
+            if component is None or str(name).split("/", 1)[0] not in names:
+                entry.extension.record_error(f"infotext paste of script '{entry.title}'",
+                                             KeyError(f"no control named {name!r}"))
+                continue
+            pasted.updates[component] = value
+    return pasted
 
 
 def _combine(entry: ScriptEntry, name: str, combined: Combined, values: Mapping[str, Any]) -> Any:

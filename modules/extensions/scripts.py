@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.api import Combined, Generate, RunContext, Script, ScriptMode, UiBuilder
+from modules.extensions.api import Combined, Generate, PlotAxis, RunContext, Script, ScriptMode, UiBuilder
 from modules.extensions.loader import ActiveRecords, ExtensionRecord
 from modules.types import GenerationRequest, GenerationResult
 
@@ -200,13 +200,18 @@ class ScriptCatalog:
             return None
         return self.find_selectable(title, script_mode(request.mode))
 
+    def plot_axes(self) -> tuple[PlotAxis, ...]:
+        """The X/Y/Z plot axes the active extensions add (API 1.5), in load order."""
+        return tuple(axis for record in self._records() for axis in record.plot_axes)
+
     # -- controls ---------------------------------------------------------------------------------------------
 
     def build(self, entry: ScriptEntry, mode: ScriptMode) -> dict[str, Any]:
         """Create the script's components in the current Gradio context; {} (error recorded) when its UI fails."""
         if entry.script.ui is None:
             return {}
-        builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir)
+        builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir,
+                            plot_axes=self.plot_axes)
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):
@@ -306,7 +311,8 @@ class ScriptCatalog:
         inner = request.with_changes(extension_args=inner_args)
         context = RunContext(inner_args.get(entry.name, {}), options, services.generate, services.resolve_sampler,
                              services.resolve_checkpoint, services.save_grid, services.interrupted,
-                             services.choices, services.upscale, services.save_image, services.interrogate)
+                             services.choices, services.upscale, services.save_image, services.interrogate,
+                             self.plot_axes)
         assert entry.script.run is not None  # selectable scripts always have run (api.Script checks)
         try:
             result = entry.script.run(context, inner)

@@ -7,6 +7,10 @@ Wrappers run around the UNet call, the first callback's outermost; a wrapper tha
 was given) or returns a tensor of another shape is dropped with its callback's forward hooks, and the call goes on
 without it.
 
+A `UserError` raised by a callback (API 1.5; a network file that does not fit the checkpoint) is the exception:
+it stops the generation with its message, as a BEFORE_JOB refusal does. `ctx.hold_model` lends networks from the
+host's cache (the model manager's, see `HookDispatcher.hold_model`).
+
 Undo is guaranteed: nothing is assigned to the UNet; torch forward hooks registered through the context are removed
 when the call returns, also on errors.
 """
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
+from modules.errors import UserError
 from modules.extensions import api
 from modules.extensions.loader import RegisteredCallback
 from modules.types import GenerationRequest
@@ -59,6 +64,7 @@ class _Call:
     rows: tuple[int, ...]
     uncond: tuple[bool, ...]
     request: GenerationRequest
+    hold_model: api.HoldModel = api.hold_uncached
 
 
 def _context(call: _Call, inputs: "UNetInputs", args: Mapping[str, Any]) -> api.UNetCallContext:
@@ -67,7 +73,7 @@ def _context(call: _Call, inputs: "UNetInputs", args: Mapping[str, Any]) -> api.
         step=step.step, total=step.total, timestep=inputs.timestep, sigma=step.sigma,
         rows=call.rows, uncond=call.uncond, sample=inputs.sample,
         encoder_hidden_states=inputs.encoder_hidden_states, added_cond_kwargs=inputs.added_cond_kwargs,
-        unet=step.unet, request=call.request, args=args,
+        unet=step.unet, request=call.request, args=args, hold_model=call.hold_model,
         down_block_additional_residuals=inputs.down_block_additional_residuals,
         mid_block_additional_residual=inputs.mid_block_additional_residual,
         down_intrablock_additional_residuals=inputs.down_intrablock_additional_residuals,
@@ -119,6 +125,8 @@ def _prepare(callbacks: Sequence[RegisteredCallback], failed: set[int], call: _C
             problem = _problem(ctx, prepared.inputs)
             if problem is not None:
                 raise TypeError(problem)
+        except UserError:
+            raise  # refuses the generation (the hooks it added are removed by the caller)
         except Exception as exc:  # noqa: BLE001 - isolated per extension
             for handle in ctx._handles:
                 handle.remove()
@@ -174,13 +182,15 @@ def _guarded(cb: RegisteredCallback, ctx: api.UNetCallContext, wrapper: api.UNet
 
 
 def unet_call_hook(callbacks: Sequence[RegisteredCallback], request: GenerationRequest,
-                   args_for: ArgsFor) -> "UNetHook":
-    """One core UNetHook running `callbacks` (in dispatch order) for every UNet call of one generation."""
+                   args_for: ArgsFor, hold_model: api.HoldModel = api.hold_uncached) -> "UNetHook":
+    """One core UNetHook running `callbacks` (in dispatch order) for every UNet call of one generation;
+    `hold_model` is the contexts' `hold_model`."""
     failed: set[int] = set()
 
     def hook(step: "UNetStep", inputs: "UNetInputs", call_next: "UNetFunction") -> torch.Tensor:
         rows = tuple(int(row) for row in step.rows.tolist())
-        call = _Call(step, rows, tuple(index < step.uncond_rows for index in range(len(rows))), request)
+        call = _Call(step, rows, tuple(index < step.uncond_rows for index in range(len(rows))), request,
+                     hold_model)
         prepared = _Prepared(inputs)
         try:
             _prepare(callbacks, failed, call, inputs, args_for, prepared)

@@ -1,7 +1,8 @@
 """ModelManager: the one owner of checkpoints, VAEs and upscaler networks for the App.
 
-It combines the catalog (records on disk), the hash cache and three `ModelCache`s (checkpoints within
-`sd_checkpoints_limit`; one override VAE; one upscaler network, lent to `upscalers` through `hold_upscaler`).
+It combines the catalog (records on disk), the hash cache and the `ModelCache`s (checkpoints within
+`sd_checkpoints_limit`; one override VAE; one upscaler network, lent to `upscalers` through `hold_upscaler`; one
+captioning model; two extension networks such as ControlNets, lent through `hold_extension_model`).
 Generation code asks for components per job and does not keep them:
 
     with manager.get(request.checkpoint, request.vae, options=job_options) as components:
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping
 
 from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
 from modules.errors import ModelNotFound
@@ -54,6 +55,8 @@ LoadFn = Callable[[CheckpointRecord, DevicePlan], "ComponentSet"]
 VaeLoadFn = Callable[[VaeRecord, Mapping[str, Any], DevicePlan], "AutoencoderKL"]
 
 VAE_AUTOMATIC = "Automatic"
+EXTENSION_MODELS_LIMIT = 2
+"""Extension networks kept loaded (A1111's ControlNet extension keeps 2: `control_net_model_cache_size`)."""
 VAE_NONE = "None"
 
 
@@ -161,6 +164,15 @@ class ModelManager:
         return ModelCache(1, self.plan.device, name="upscalers")
 
     @cached_property
+    def extension_models(self) -> ModelCache[Any]:
+        """Networks extensions run beside the UNet (ControlNets), within `EXTENSION_MODELS_LIMIT`; several are used
+        in one step, so none is moved off the device for another."""
+        from modules.models.cache import ModelCache
+
+        return ModelCache(EXTENSION_MODELS_LIMIT, self.plan.device, self.plan.device, name="extension networks",
+                          one_on_device=False)
+
+    @cached_property
     def caption_models(self) -> ModelCache[CaptionModel]:
         from modules.models.cache import ModelCache
 
@@ -168,7 +180,7 @@ class ModelManager:
 
     def _made_caches(self) -> list[ModelCache[Any]]:
         """The caches made so far (the others hold nothing)."""
-        names = ("checkpoints", "vaes", "upscaler_models", "caption_models")
+        names = ("checkpoints", "vaes", "upscaler_models", "caption_models", "extension_models")
         return [self.__dict__[name] for name in names if name in self.__dict__]
 
     @staticmethod
@@ -334,6 +346,13 @@ class ModelManager:
         key = (Path(folder), (Path(folder) / "config.json").stat().st_mtime_ns)
         with self.caption_models.use(key, lambda: CaptionModel.load(Path(folder), self.plan.device,
                                                                     self.plan.dtype)) as model:
+            yield model
+
+    @contextmanager
+    def hold_extension_model(self, key: Hashable, load: Callable[[], Any]) -> Iterator[Any]:
+        """An extension's network (`api.UNetCallContext.hold_model`) cached under `key` (loaded with `load()` when
+        missing), for a `with` block; the budget evicts the least recently used one."""
+        with self.extension_models.use(("extension", key), load) as model:
             yield model
 
     def unload(self) -> None:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import gradio as gr
 from gradio.blocks import Block
 
+from modules import infotext
 from modules.errors import UserError
 from modules.extensions.api import ScriptMode
-from modules.extensions.script_ui import ScriptArea, render_script_area
+from modules.extensions.script_ui import ScriptArea, paste_outputs, paste_scripts, render_script_area
 from modules.types import GenerationRequest, GenerationResult
 from modules.ui.bind import named_values
 from modules.ui.common import PromptRow, SamplingRows, SeedRows, UiContext
@@ -86,6 +87,11 @@ class GenerationTab:
         if self.scripts is not None:
             request = self.scripts.apply(request, named_values(self.scripts.inputs, data))
         return request
+
+    def paste_outputs(self) -> list[Any]:
+        """What pasting an infotext may update: the tab's own widgets and the controls of scripts that own infotext
+        keys (API 1.5 `InfotextPaste`)."""
+        return [*self.inputs.values(), *(paste_outputs(self.scripts) if self.scripts is not None else ())]
 
     def outputs(self) -> list[Any]:
         panel, buttons = self.panel, self.buttons
@@ -188,13 +194,18 @@ def _wire_reuse_seed(tab: GenerationTab) -> None:
 
 
 def paste_updates(app: "App", text: str, inputs: Mapping[str, gr.components.Component],
-                  current: Mapping[str, Any], *, send_seed: bool = True, send_size: bool = True) -> dict[Any, Any]:
-    """{component: value} for the widgets of `inputs` that infotext `text` changes; warnings become toasts."""
+                  current: Mapping[str, Any], *, send_seed: bool = True, send_size: bool = True,
+                  scripts: ScriptArea | None = None) -> dict[Any, Any]:
+    """{component: value} for the widgets of `inputs` (and the controls of `scripts` that own infotext keys) that
+    infotext `text` changes; warnings become toasts."""
     pasted = values_from_infotext(app.samplers, text, current, send_seed=send_seed, send_size=send_size,
                                   upscalers=app.models.upscalers, checkpoints=checkpoint_title(app))
-    for warning in pasted.warnings:
+    from_scripts = paste_scripts(scripts, infotext.parse(text).written_params()) if scripts is not None else None
+    for warning in pasted.warnings + (from_scripts.warnings if from_scripts is not None else []):
         gr.Warning(warning)
     updates: dict[Any, Any] = {inputs[name]: value for name, value in pasted.values.items()}
+    if from_scripts is not None:
+        updates.update(from_scripts.updates)
     if "override_settings" in pasted.values:  # shown only while it holds something, its entries as choices
         entries = pasted.values["override_settings"]
         updates[inputs["override_settings"]] = gr.Dropdown(choices=entries, value=entries, visible=bool(entries))
@@ -212,7 +223,7 @@ def _wire_paste(app: "App", tab: GenerationTab) -> None:
             gr.Warning("No generation parameters found: paste an infotext (prompt, 'Negative prompt:' line and "
                        "the 'Steps: ..., Sampler: ...' line) into the prompt box, or generate a picture first.")
             return {}
-        return paste_updates(app, text, tab.inputs, values)
+        return paste_updates(app, text, tab.inputs, values, scripts=tab.scripts)
 
     tab.prompt_row.paste.click(paste, inputs={*tab.inputs.values(), tab.panel.result, tab.panel.selected},
-                               outputs=list(tab.inputs.values()), show_progress="hidden")
+                               outputs=tab.paste_outputs(), show_progress="hidden")

@@ -63,7 +63,8 @@ def parameters_to_tab(app: "App", target: GenerationTab, text: str, data: dict) 
     """Paste updates for `target` from infotext `text`, given the raw input dict holding its current values."""
     if not text:
         return {}
-    return paste_updates(app, text, target.inputs, named_values(target.inputs, data), **_send_flags(app))
+    return paste_updates(app, text, target.inputs, named_values(target.inputs, data), scripts=target.scripts,
+                         **_send_flags(app))
 
 
 def image_to_img2img(targets: SendTargets, image: Image.Image, source: str) -> dict[Any, Any]:
@@ -77,7 +78,7 @@ def image_to_img2img(targets: SendTargets, image: Image.Image, source: str) -> d
 
 def _img2img_outputs(targets: SendTargets) -> list[Any]:
     tab = targets.img2img
-    return [*tab.generation.inputs.values(), tab.init_image, tab.editor, tab.source, tab.inpaint_options,
+    return [*tab.generation.paste_outputs(), tab.init_image, tab.editor, tab.source, tab.inpaint_options,
             tab.sub_tabs, targets.main_tabs]
 
 
@@ -148,7 +149,7 @@ def wire_pnginfo(app: "App", targets: SendTargets) -> None:
         return {**parameters_to_tab(app, txt2img, text, data), targets.main_tabs: gr.Tabs(selected="txt2img")}
 
     png.send_txt2img.click(to_txt2img, inputs={png.parameters, *txt2img.inputs.values()},
-                           outputs=[*txt2img.inputs.values(), targets.main_tabs], show_progress="hidden")
+                           outputs=[*txt2img.paste_outputs(), targets.main_tabs], show_progress="hidden")
 
     def to_img2img(source: str) -> Callable[[dict], dict]:
         def send(data: dict) -> dict:
@@ -206,7 +207,7 @@ def wire_gallery(app: "App", gallery: GalleryTab, targets: SendTargets) -> None:
         return {**parameters_to_tab(app, txt2img, found[1], data), targets.main_tabs: gr.Tabs(selected="txt2img")}
 
     gallery.send_txt2img.click(to_txt2img, inputs={gallery.selected, *txt2img.inputs.values()},
-                               outputs=[*txt2img.inputs.values(), targets.main_tabs], show_progress="hidden")
+                               outputs=[*txt2img.paste_outputs(), targets.main_tabs], show_progress="hidden")
 
     def to_img2img(source: str) -> Callable[[dict], dict]:
         def send(data: dict) -> dict:

@@ -43,3 +43,16 @@ def run_with_host(host: ExtensionHost, request: GenerationRequest) -> Generation
     images, texts = host.hooks.after_images(request, output.images, texts, output.seeds, {})
     return GenerationResult(images, output.seeds, output.subseeds, output.prompts, output.negative_prompts, texts,
                             request, interrupted=output.interrupted)
+
+
+def tiny_controlnet(unet: Any) -> Any:
+    """A ControlNet made from a (tiny) UNet, its zero convolutions made non-zero so it changes the picture."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.3)
+    return net.eval()

@@ -24,6 +24,7 @@ from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
 from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
+from tests.extensions.helpers import tiny_controlnet as _tiny_controlnet
 
 BASE = {"prompt": "a red cube", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 4,
         "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 6.0, "seed": 11}
@@ -37,17 +38,6 @@ def _b64(picture: Image.Image) -> str:
 
 def _pixels(data: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-
-
-def _tiny_controlnet(unet: Any) -> Any:
-    from diffusers import ControlNetModel
-
-    net = ControlNetModel.from_unet(unet)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # zero convolutions made non-zero, so the unit and its image change the picture
-        for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
-            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.3)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

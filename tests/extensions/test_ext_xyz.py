@@ -241,3 +241,23 @@ def test_comments_of_the_cells_reach_the_plot_result(host):
 
     result = plot(host, Commenting(), ["Seed", "1, 2, 1"])
     assert result.comments == ("Networks with errors: old (2)", "seed 1", "seed 2")
+
+
+def test_other_extensions_axes_are_listed_after_ours_with_their_choices(host, axes):
+    from modules.extensions.api import PlotAxis, UiBuilder
+
+    labels = [axis.label for axis in axes.axes_for("txt2img", host.scripts.plot_axes())]
+    assert labels[-11:] == [f"[ControlNet] {name}" for name in (
+        "Enabled", "Model", "Weight", "Guidance Start", "Guidance End", "Control Mode", "Resize Mode", "Preprocessor",
+        "Pre Resolution", "Pre Threshold A", "Pre Threshold B")]
+    assert axes.find_axis("[controlnet] weight", "img2img", host.scripts.plot_axes()).kind is float
+    clash = PlotAxis("Steps", int, lambda request, value: request)
+    assert [a.label for a in axes.axes_for("txt2img", [clash])] == [a.label for a in axes.axes_for("txt2img")]
+    assert axes.find_axis("[ControlNet] Enabled", "txt2img", host.scripts.plot_axes()).parse("yes, 0") == [True, False]
+    controls = sys.modules["sdwebui_extensions.xyz_grid.xyz.controls"]
+    builder = UiBuilder("txt2img", "xyz_grid", plot_axes=host.scripts.plot_axes)
+    text, dropdown = controls.value_inputs_update(builder)("[ControlNet] Control Mode", False, ["Balanced", "x"])
+    assert dropdown["choices"] == ["Balanced", "My prompt is more important", "ControlNet is more important"]
+    assert dropdown["value"] == ["Balanced"] and text["visible"] is False
+    with pytest.raises(ValueError):
+        PlotAxis("Odd", list, lambda request, value: request)

@@ -144,14 +144,14 @@ def test_preview_without_opencv_is_a_clear_error(cn_page: Page, monkeypatch: pyt
 
 def test_the_sliders_follow_the_preprocessor(cn_page: Page) -> None:
     module = _id("txt2img", 0, "module")
-    resolution, low, high = cn_page.call(module, "change", {module: "canny"})
+    resolution, low, high = cn_page.call(module, "input", {module: "canny"})
     assert (resolution["visible"], resolution["value"]) == (True, 512)
     assert (low["label"], low["value"], high["label"], high["value"]) == ("Canny Low Threshold", 100,
                                                                           "Canny High Threshold", 200)
-    resolution, rate, unused = cn_page.call(module, "change", {module: "tile_resample"})
+    resolution, rate, unused = cn_page.call(module, "input", {module: "tile_resample"})
     assert resolution["visible"] is False and unused["visible"] is False
     assert (rate["label"], rate["minimum"], rate["maximum"], rate["value"]) == ("Down Sampling Rate", 1.0, 8.0, 1.0)
-    assert all(update["visible"] is False for update in cn_page.call(module, "change", {module: "none"}))
+    assert all(update["visible"] is False for update in cn_page.call(module, "input", {module: "none"}))
 
 
 def test_refresh_lists_new_model_files(cn_page: Page, tmp_path: Path) -> None:
@@ -159,3 +159,60 @@ def test_refresh_lists_new_model_files(cn_page: Page, tmp_path: Path) -> None:
     update = cn_page.call(_id("txt2img", 0, "refresh"), "click")
     names = [title.split(" [")[0] for title in update["choices"]]
     assert names == ["None", "control_canny", "control_depth"]
+
+
+PASTED = ('a house\nNegative prompt: fog\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 4, Size: 64x64, '
+          'ControlNet 0: "Module: canny, Model: control_canny [0badf00d], Weight: 0.6, Resize Mode: Just Resize, '
+          'Processor Res: 256, Threshold A: 80, Threshold B: 160, Guidance Start: 0.1, Guidance End: 0.7, '
+          'Pixel Perfect: True, Control Mode: My prompt is more important"')
+
+
+def _by_id(updates: dict) -> dict:
+    return {getattr(component, "elem_id", None): value for component, value in updates.items()}
+
+
+def _assert_unit0_pasted(values: dict, mode: str) -> None:
+    def get(name: str) -> object:
+        return values[_id(mode, 0, name)]
+
+    assert get("enabled") is True and get("module") == "canny" and get("pixel_perfect") is True
+    assert get("model").startswith("control_canny [") and get("model") != "control_canny [0badf00d]"  # local hash
+    assert (get("weight"), get("start"), get("end")) == (0.6, 0.1, 0.7)
+    assert (get("resize_mode"), get("control_mode")) == ("Just Resize", "My prompt is more important")
+    resolution, low, high = get("resolution"), get("threshold_a"), get("threshold_b")
+    assert (resolution["visible"], resolution["value"]) == (True, 256)
+    assert (low["label"], low["value"], high["label"], high["value"]) == ("Canny Low Threshold", 80.0,
+                                                                          "Canny High Threshold", 160.0)
+    assert _id(mode, 1, "enabled") not in values and _id(mode, 0, "image") not in values  # the rest is kept
+
+
+def test_pasting_an_infotext_fills_the_unit(cn_page: Page) -> None:
+    values = _by_id(cn_page.call("txt2img_paste", "click", {"txt2img_prompt": PASTED}))
+    assert values["txt2img_prompt"] == "a house" and values["txt2img_sampling_steps"] == 9
+    _assert_unit0_pasted(values, "txt2img")
+    fn = cn_page.handler(cn_page.find("txt2img_paste"), "click")
+    assert {cn_page.find(_id("txt2img", 0, name)) for name in ("module", "threshold_a")} <= set(fn.outputs)
+
+
+def test_png_info_sends_the_units_to_txt2img_and_img2img(cn_page: Page, tmp_path: Path) -> None:
+    import gradio as gr
+
+    fn = cn_page.handler(cn_page.find("pnginfo_send_to_txt2img"), "click")
+    state = next(c for c in fn.inputs if isinstance(c, gr.State))
+    _assert_unit0_pasted(_by_id(cn_page.call("pnginfo_send_to_txt2img", "click", extra={state: PASTED})), "txt2img")
+    path = tmp_path / "pasted.png"
+    Image.new("RGB", (8, 8)).save(path)
+    image = cn_page.find("pnginfo_image")
+    values = _by_id(cn_page.call("pnginfo_send_to_img2img", "click", extra={state: PASTED, image: str(path)}))
+    _assert_unit0_pasted(values, "img2img")
+
+
+def test_a_paste_with_unusable_values_warns_and_keeps_them(cn_page: Page) -> None:
+    text = PASTED.replace("control_canny [0badf00d]", "control_gone [12345678]").replace("Weight: 0.6", "Weight: 9")
+    with pytest.warns(UserWarning) as caught:
+        values = _by_id(cn_page.call("txt2img_paste", "click", {"txt2img_prompt": text}))
+    messages = " | ".join(str(warning.message) for warning in caught)
+    assert "model 'control_gone [12345678]' is not in the ControlNet model folder" in messages
+    assert "weight '9' is not a number from 0.0 to 2.0" in messages
+    assert _id("txt2img", 0, "model") not in values and _id("txt2img", 0, "weight") not in values
+    assert values[_id("txt2img", 0, "module")] == "canny"

@@ -9,7 +9,8 @@ Control Mode and Resize Mode.
 
 The controls are one `Combined` value, `units`: when a job is sent, `units_from_page` makes from them the list of
 unit objects an API client sends in `alwayson_scripts.controlnet.args` (A1111's field names), so the page and the
-API reach the same code. Trailing disabled units are left out (a page job without ControlNet sends `[]`).
+API reach the same code. Trailing disabled units without a model are left out (a page job without ControlNet sends
+`[]`); a disabled unit with a model travels, so the X/Y/Z plot's "[ControlNet] Enabled" axis can turn it on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ Preview = Callable[[Image.Image, str, float, float, float], Image.Image]
 
 
 def units_from_page(count: int, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The API's unit objects from the controls' values (`<index>_<field>`); trailing disabled units left out.
+    """The API's unit objects from the controls' values (`<index>_<field>`); trailing disabled units without a
+    model left out.
     A threshold the preprocessor has no slider for is sent as -1 (its default), as an API client leaves it."""
     units = []
     for index in range(count):
@@ -60,7 +62,7 @@ def units_from_page(count: int, values: Mapping[str, Any]) -> list[dict[str, Any
             "pixel_perfect": bool(value("pixel_perfect", False)),
             "control_mode": str(value("control_mode", "Balanced")),
         })
-    while units and not units[-1]["enabled"]:
+    while units and not units[-1]["enabled"] and not units[-1]["model"]:
         units.pop()
     return units
 
@@ -133,8 +135,9 @@ def _unit(builder: UiBuilder, index: int, modules: Sequence[str], titles: Callab
     resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode",
                            elem_id=eid("resize_mode"))
 
-    module.change(slider_updates, inputs=module, outputs=[resolution, threshold_a, threshold_b],
-                  show_progress="hidden")
+    # `input`: the user's choice only; a pasted infotext sets the module and its sliders together (cnlib/paste.py)
+    module.input(slider_updates, inputs=module, outputs=[resolution, threshold_a, threshold_b],
+                 show_progress="hidden")
     run.click(partial(run_preview, preview), inputs=[image, module, resolution, threshold_a, threshold_b],
               outputs=shown, show_progress="minimal")
     refresh.click(lambda: gr.update(choices=[NO_MODEL, *titles()]), outputs=model, show_progress="hidden")

@@ -10,7 +10,9 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
 
 - `model`: a file or diffusers folder in `models/ControlNet` (name with or without the `[hash]`); diffusers
   single files and folders, and original (`control_model.`-prefixed or plain LDM) single files, SD 1.x/2.x and SDXL.
-  The network is built from the job's UNet config (nothing is downloaded) and its weights loaded into it.
+  The network is built from the job's UNet config (nothing is downloaded) and its weights loaded into it; it is
+  held in the model manager's budgeted cache of extension networks (by file and UNet config), and a file that does
+  not fit the checkpoint stops the job with a clear message.
 - `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
   `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
 - `module`: the preprocessor, run on the control image before it is fitted to the generation size: the ones that
@@ -23,7 +25,9 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
   (2: soft injection, and only on the rows of the prompt, not the negative prompt).
 
-Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it.
+Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it;
+pasting it (or sending it from PNG Info) fills the unit tabs (cnlib/paste.py). X/Y/Z plot axes "[ControlNet] ..."
+change unit 0 (cnlib/plot_axes.py).
 Routes: `/controlnet/version`, `/controlnet/model_list`, `/controlnet/module_list` (with A1111's `module_detail`),
 `/controlnet/settings` and `/controlnet/detect` (the preprocessors' output for base64 pictures).
 
@@ -37,10 +41,10 @@ import base64
 import binascii
 import hashlib
 import io
-import threading
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
 from PIL import Image
 from pydantic import BaseModel
@@ -51,6 +55,7 @@ from modules.extensions.api import (
     BeforeJobContext,
     ExtensionContext,
     Hook,
+    InfotextPaste,
     UiBuilder,
     UNetCallContext,
     UserError,
@@ -58,6 +63,8 @@ from modules.extensions.api import (
 )
 
 from ..cnlib import page
+from ..cnlib.paste import read_pasted
+from ..cnlib.plot_axes import plot_axes
 from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
 
 TITLE = "ControlNet"
@@ -199,15 +206,12 @@ def positional(args: list[Any]) -> dict[str, Any]:
 
 
 class ControlNetModels:
-    """The ControlNet files of `models/ControlNet` (and A1111's extension folder), and the loaded networks (the
-    last `limit` used, per device and dtype)."""
+    """The ControlNet files of `models/ControlNet` (and A1111's extension folder); the loaded networks are held in
+    the model manager's cache of extension networks (`hold`)."""
 
-    def __init__(self, limit: int = 2) -> None:
+    def __init__(self) -> None:
         self.folders: list[Path] = []
-        self.limit = limit
-        self._loaded: dict[Any, Any] = {}
         self._hashes: dict[tuple[Path, float], str] = {}
-        self._lock = threading.Lock()
 
     def set_data_dir(self, data_dir: Path) -> None:
         self.folders = [data_dir / "models" / "ControlNet", data_dir / "extensions" / "sd-webui-controlnet" / "models"]
@@ -256,17 +260,15 @@ class ControlNetModels:
             raise UserError(f"ControlNet model {name!r} not found in {where} (found: {known}).")
         return path, f"{path.stem if path.is_file() else path.name} [{self.short_hash(path)}]"
 
-    def load(self, path: Path, unet: Any) -> Any:
-        """The network of `path` for a UNet (its config shapes the network), on the UNet's device and dtype."""
-        key = (path, path.stat().st_mtime, unet.device, unet.dtype, unet.config.in_channels)
-        with self._lock:
-            model = self._loaded.pop(key, None)
-            if model is None:
-                model = load_controlnet(path, unet)
-            self._loaded[key] = model  # most recently used last
-            while len(self._loaded) > self.limit:
-                self._loaded.pop(next(iter(self._loaded)))
-            return model
+    def hold(self, ctx: UNetCallContext, path: Path) -> ContextManager[Any]:
+        """`with models.hold(ctx, path) as net:` the network of `path` for the call's UNet, from the model manager's
+        cache: keyed by the file (and its size and time) and by the UNet's config, device and dtype, so another
+        checkpoint (another family: a clear error) loads it again and a changed file is read again."""
+        unet = ctx.unet
+        stat = path.stat()
+        config = json.dumps(dict(unet.config), sort_keys=True, default=str)
+        key = ("controlnet", path, stat.st_size, stat.st_mtime_ns, config, str(unet.device), str(unet.dtype))
+        return ctx.hold_model(key, lambda: load_controlnet(path, unet))
 
 
 def load_controlnet(path: Path, unet: Any) -> Any:
@@ -286,11 +288,14 @@ def load_controlnet(path: Path, unet: Any) -> Any:
         state = convert_controlnet_checkpoint(state, config)
     with torch.device("meta"):
         model = ControlNetModel.from_config(config)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise UserError(f"ControlNet file {path.name} does not fit this checkpoint's UNet "
-                        f"({len(missing)} weights missing, {len(unexpected)} unexpected; an SDXL ControlNet needs an "
-                        "SDXL checkpoint and an SD 1.x one an SD 1.x checkpoint).")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        problem = f"{len(missing)} weights missing, {len(unexpected)} unexpected" if missing or unexpected else ""
+    except RuntimeError as exc:  # weights of other shapes (another family with the same names)
+        problem = f"{str(exc).count('size mismatch')} weights of another shape"
+    if problem:
+        raise UserError(f"ControlNet file {path.name} does not fit this checkpoint's UNet ({problem}; an SDXL "
+                        "ControlNet needs an SDXL checkpoint and an SD 1.x one an SD 1.x checkpoint).")
     if model.dtype != unet.dtype:
         model = model.to(dtype=unet.dtype)
     return model.to(unet.device).eval()
@@ -434,13 +439,13 @@ class ControlNetExtension:
             if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total):
                 continue
             assert unit.model_path is not None
-            net = self.models.load(unit.model_path, ctx.unet)
             sample = ctx.sample[:, :4]
             height, width = sample.shape[-2] * 8, sample.shape[-1] * 8
             cond = control_tensor(unit, width, height, sample.device, sample.dtype).expand(len(sample), -1, -1, -1)
             extra = {} if ctx.added_cond_kwargs is None else {"added_cond_kwargs": dict(ctx.added_cond_kwargs)}
-            down, mid = net(sample, ctx.timestep, encoder_hidden_states=ctx.encoder_hidden_states,
-                            controlnet_cond=cond, conditioning_scale=unit.weight, return_dict=False, **extra)
+            with self.models.hold(ctx, unit.model_path) as net:
+                down, mid = net(sample, ctx.timestep, encoder_hidden_states=ctx.encoder_hidden_states,
+                                controlnet_cond=cond, conditioning_scale=unit.weight, return_dict=False, **extra)
             if unit.control_mode != "Balanced":  # soft injection: deeper skip connections count more
                 scales = [SOFT_INJECTION_BASE ** float(len(down) - i) for i in range(len(down) + 1)]
                 down = [residual * scale for residual, scale in zip(down, scales)]
@@ -502,7 +507,10 @@ def register(ext: ExtensionContext) -> None:
             state.models.set_data_dir(Path(builder.data_dir))
         return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, preprocess)}
 
-    ext.add_script(TITLE, ui=ui, always_on=True, positional=positional)
+    paste = InfotextPaste(("ControlNet *",), lambda ctx: read_pasted(ctx, MAX_UNITS, state.models.titles))
+    ext.add_script(TITLE, ui=ui, always_on=True, positional=positional, paste=paste)
+    for axis in plot_axes(state.models.find, state.models.titles, parse_unit, lambda: list(MODULES)):
+        ext.add_plot_axis(axis)
     ext.on(Hook.APP_STARTED, state.app_started)
     ext.on(Hook.BEFORE_JOB, state.before_job)
     ext.on(Hook.UNET_CALL, state.unet_call)

@@ -102,7 +102,8 @@ def make_plan(ctx: RunContext, request: GenerationRequest) -> Plan:
     fixed_seeds = not bool(args.get("no_fixed_seeds", False))
     axes, values, texts = [], [], []
     for name in AXIS_NAMES:
-        axis = find_axis(args.get(f"{name}_type", "Seed" if name == "x" else "Nothing"), request.mode)
+        axis = find_axis(args.get(f"{name}_type", "Seed" if name == "x" else "Nothing"), request.mode,
+                         ctx.plot_axes())
         text = axis_text(args, name)
         parsed = axis.parse(text)
         if axis.confirm is not None:

@@ -15,6 +15,9 @@ Axis types are given by label or, as A1111's API clients send them, by index int
 types for the tab (`A1111_AXIS_TYPES`: txt2img and img2img lists differ); an index naming an A1111 axis this
 program does not have is refused with its label.
 
+Other extensions add axes through the extension API (`PlotAxis`, API 1.5): they are listed after these (an axis
+whose label is taken is left out) and chosen by label.
+
 The Hires axes (txt2img: "Hires steps", "Hires sampler", "Hires upscaler") set the Hires. fix fields and change
 nothing unless Hires. fix is on, as in A1111; "Denoising" is the img2img strength, and in txt2img the second pass's.
 """
@@ -27,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from modules.extensions.api import GenerationRequest, RunContext, UserError
+from modules.extensions.api import GenerationRequest, PlotAxis, RunContext, UserError
 
 _INT = r"[+-]?\s*\d+"
 _FLOAT = r"[+-]?\s*\d+(?:\.\d*)?"
@@ -113,7 +116,8 @@ class Axis:
     with_label: bool = True
     cost: float = 0.0
     modes: tuple[str, ...] = ("txt2img", "img2img")
-    choices: str | None = None  # the UiBuilder.choices kind offered in a dropdown ("samplers", "checkpoints")
+    choices: str | Callable[[], list[str]] | None = None
+    """The UiBuilder.choices kind offered in a dropdown ("samplers", "checkpoints"), or an extension axis's list."""
 
     def parse(self, text: str) -> list[Any]:
         if self.kind is type(None):
@@ -121,7 +125,7 @@ class Axis:
         items = split_values(text)
         try:
             values = expand_ints(items) if self.kind is int else expand_floats(items) if self.kind is float \
-                else list(items)
+                else [_bool(item) for item in items] if self.kind is bool else list(items)
         except ValueError as exc:
             raise AxisError(f"{self.label} values {text!r} are not valid: {exc}") from exc
         if not values:
@@ -133,6 +137,31 @@ class Axis:
             return ""
         shown = round(value, 8) if isinstance(value, float) else value
         return f"{self.label}: {shown}" if self.with_label else str(shown)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def from_plot_axis(axis: PlotAxis) -> Axis:
+    """An extension's axis (API 1.5 `PlotAxis`) as an axis of this plot."""
+    def apply(request: GenerationRequest, value: Any, values: Sequence[Any]) -> GenerationRequest:
+        return axis.apply(request, value)
+
+    confirm: Confirm | None = None
+    if axis.confirm is not None:
+        check = axis.confirm
+
+        def confirm(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+            return list(check(request, values))
+
+    return Axis(axis.label, axis.kind, apply, confirm=confirm, cost=axis.cost, modes=tuple(axis.modes),
+                choices=axis.choices)
 
 
 def _field(name: str) -> Apply:
@@ -225,8 +254,15 @@ A1111_AXIS_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
 """A1111 1.10's axis types in order; modes () = both tabs. API clients send indexes into the tab's list."""
 
 
-def axes_for(mode: str) -> list[Axis]:
-    return [axis for axis in AXES if mode in axis.modes]
+def axes_for(mode: str, extra: Sequence[PlotAxis] = ()) -> list[Axis]:
+    """The axes of a tab: ours, then the extensions' (`extra`) whose label is not taken."""
+    found = [axis for axis in AXES if mode in axis.modes]
+    taken = {axis.label.lower() for axis in AXES}
+    for plot_axis in extra:
+        if mode in plot_axis.modes and plot_axis.label.lower() not in taken:
+            taken.add(plot_axis.label.lower())
+            found.append(from_plot_axis(plot_axis))
+    return found
 
 
 def a1111_labels(mode: str) -> list[str]:
@@ -245,9 +281,10 @@ def _from_a1111_index(index: int, mode: str, available: list[Axis]) -> Axis:
                     f"of: {', '.join(a.label for a in available)}.")
 
 
-def find_axis(choice: Any, mode: str) -> Axis:
-    """An axis by label (case-insensitive) or by A1111 index (an int or a string of digits; see the module doc)."""
-    available = axes_for(mode)
+def find_axis(choice: Any, mode: str, extra: Sequence[PlotAxis] = ()) -> Axis:
+    """An axis by label (case-insensitive) or by A1111 index (an int or a string of digits; see the module doc);
+    `extra` are the extensions' axes."""
+    available = axes_for(mode, extra)
     if isinstance(choice, int) and not isinstance(choice, bool):
         return _from_a1111_index(choice, mode, available)
     wanted = str(choice or "Nothing").strip().lower()

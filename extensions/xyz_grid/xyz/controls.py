@@ -99,7 +99,7 @@ def ui(builder: UiBuilder) -> dict[str, Any]:
 def _axis_row(builder: UiBuilder, name: str, default: str) -> dict[str, Any]:
     import gradio as gr
 
-    labels = [axis.label for axis in axes_for(builder.mode)]
+    labels = [axis.label for axis in axes_for(builder.mode, builder.plot_axes())]
     upper = name.upper()
     with gr.Row():
         kind = gr.Dropdown(labels, value=default, label=f"{upper} type", elem_id=builder.elem_id(f"{name}_type"))
@@ -117,12 +117,12 @@ def value_inputs_update(builder: UiBuilder) -> Callable[[Any, bool, Any], tuple[
 
     def update(axis_type: Any, csv_mode: bool, picked: Any) -> tuple[Any, Any]:
         try:
-            kind = find_axis(axis_type, builder.mode).choices
+            kind = find_axis(axis_type, builder.mode, builder.plot_axes()).choices
         except AxisError:
             kind = None
         if kind is None or csv_mode:
             return gr.update(visible=True), gr.update(visible=False, choices=[], value=[])
-        choices = builder.choices(kind)
+        choices = kind() if callable(kind) else builder.choices(kind)
         kept = [value for value in (picked or []) if value in choices]
         return gr.update(visible=False), gr.update(visible=True, choices=choices, value=kept)
 
