@@ -139,7 +139,8 @@ class IPAdapterRunner:
         layout = json.dumps(dict(unet.config), sort_keys=True, default=str)
         key = (id(adapter), str(unet.device), unet.dtype, layout)
         with self._lock:
-            _, built = self._built.pop(key, None) or (adapter, build_adapter(adapter, unet))
+            cached = self._built.pop(key, None)
+            built = cached[1] if cached is not None else build_adapter(adapter, unet)
             self._built[key] = (adapter, built)  # the adapter is held, so its id stays its own while cached
             while len(self._built) > self.limit:
                 self._built.pop(next(iter(self._built)))
