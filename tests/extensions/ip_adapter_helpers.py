@@ -85,3 +85,15 @@ def save_adapter(path: Path, state: dict[str, torch.Tensor]) -> Path:
             nested[head][rest] = value
         torch.save(nested, str(path))
     return path
+
+
+def tiny_controlnet(unet: Any, seed: int = 3) -> Any:
+    """A ControlNet made from the UNet, its zero convolutions made non-zero so that it has an effect."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.3)
+    return net.eval()

@@ -28,7 +28,8 @@ from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
 from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
-from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, write_encoder
+from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, tiny_controlnet, \
+    write_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +61,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
         save_adapter(folder / "ip-adapter-plus_tiny.safetensors",
                      adapter_state(unet, width=ENCODER["hidden_size"], plus=True, tokens=6, seed=2))
         save_adapter(folder / "ip-adapter_wide.safetensors", adapter_state(unet, width=40))  # no encoder has 40
+        net = tiny_controlnet(unet)
+    net.save_pretrained(str(folder / "tinycn"))
     write_encoder(data / "models" / "clip_vision" / "tiny_clip")
     server = FastAPI()
     mount_api(server, app)
@@ -88,24 +91,32 @@ def _txt2img(client: httpx.Client, units: list[dict[str, Any]] | None = None) ->
     return response.json()
 
 
-def _reference(app: App, data: Path, weight_name: str, scale: float) -> np.ndarray:
-    """diffusers' own IP-Adapter path on a copy of the app's UNet (load_ip_adapter changes the UNet it gets)."""
-    from diffusers import StableDiffusionPipeline
+def _reference(app: App, data: Path, weight_name: str | list[str], scale: float | list[float],
+               pictures: Any = PICTURE, control: Image.Image | None = None) -> np.ndarray:
+    """diffusers' own IP-Adapter path on a copy of the app's UNet (load_ip_adapter changes the UNet it gets), with
+    the ControlNet of `models/ControlNet/tinycn` when a control image is given."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
     with app.models.get() as components:
         scheduler = reference_scheduler(default_registry().resolve("Euler"), components)
-        pipeline = StableDiffusionPipeline(
-            vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
-            unet=copy.deepcopy(components.unet), scheduler=scheduler, safety_checker=None, feature_extractor=None,
-            image_encoder=None, requires_safety_checker=False)
+        parts = dict(vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
+                     unet=copy.deepcopy(components.unet), scheduler=scheduler, safety_checker=None,
+                     feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+        extra: dict[str, Any] = {}
+        if control is None:
+            pipeline = StableDiffusionPipeline(**parts)
+        else:
+            net = ControlNetModel.from_pretrained(str(data / "models" / "ControlNet" / "tinycn"), local_files_only=True)
+            pipeline, extra = StableDiffusionControlNetPipeline(**parts, controlnet=net), {"image": control}
         pipeline.set_progress_bar_config(disable=True)
-        pipeline.load_ip_adapter(str(data / "models" / "ControlNet"), subfolder="", weight_name=weight_name,
+        subfolder = [""] * len(weight_name) if isinstance(weight_name, list) else ""
+        pipeline.load_ip_adapter(str(data / "models" / "ControlNet"), subfolder=subfolder, weight_name=weight_name,
                                  image_encoder_folder=str(data / "models" / "clip_vision" / "tiny_clip"),
                                  local_files_only=True)
         pipeline.set_ip_adapter_scale(scale)
-        images = pipeline(BASE["prompt"], negative_prompt=BASE["negative_prompt"], ip_adapter_image=PICTURE,
+        images = pipeline(BASE["prompt"], negative_prompt=BASE["negative_prompt"], ip_adapter_image=pictures,
                           height=64, width=64, num_inference_steps=4, guidance_scale=6.0,
-                          generator=[torch.Generator().manual_seed(11)], output_type="np").images
+                          generator=[torch.Generator().manual_seed(11)], output_type="np", **extra).images
     return (255.0 * images[0]).astype(np.uint8)  # A1111 truncates to uint8, as the app does
 
 
@@ -124,6 +135,24 @@ def test_txt2img_with_an_ip_adapter_unit_equals_diffusers(served: Any, model: st
     info = json.loads(result["info"])["infotexts"][0]
     canonical = "ip-adapter-auto" if module == "ip-adapter-auto" else "ip-adapter_clip_h"
     assert f'ControlNet 0: "Module: {canonical}, Model: {model} [' in info
+
+
+def test_two_units_equal_diffusers_with_two_adapters(served: Any) -> None:
+    app, client, data = served
+    other = sample_image(64, 64, seed=8)
+    result = _txt2img(client, [_unit(), _unit(model="ip-adapter-plus_tiny", weight=0.5, image=_b64(other))])
+    expected = _reference(app, data, ["ip-adapter_tiny.safetensors", "ip-adapter-plus_tiny.safetensors"],
+                          [0.8, 0.5], [PICTURE, other])
+    assert np.array_equal(_pixels(result["images"][0]), expected)
+
+
+def test_with_a_controlnet_unit_equals_diffusers_controlnet_pipeline(served: Any) -> None:
+    app, client, data = served
+    control = sample_image(64, 64, seed=5)
+    units = [{"enabled": True, "module": "none", "model": "tinycn", "image": _b64(control)}, _unit()]
+    result = _txt2img(client, units)
+    assert np.array_equal(_pixels(result["images"][0]),
+                          _reference(app, data, "ip-adapter_tiny.safetensors", 0.8, control=control))
 
 
 def test_a_unit_that_never_acts_and_the_next_job_leave_the_picture_exactly(served: Any) -> None:
