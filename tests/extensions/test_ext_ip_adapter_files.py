@@ -78,6 +78,9 @@ def test_the_encoder_is_chosen_by_width_and_kind(ipa: ModuleType, tmp_path: Path
         files.encoder_for(adapter, "ip-adapter_clip_h")
     write_encoder(tmp_path / "models" / "ControlNet" / "clip_vision" / "wide", projection_dim=40)
     write_encoder(tmp_path / "models" / "clip_vision" / "fits")
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    CLIPVisionModel(CLIPVisionConfig(**ENCODER)).save_pretrained(str(tmp_path / "models" / "clip_vision" / "a_bare"))
     assert files.encoder_for(adapter, "ip-adapter-auto").path.name == "fits"
     plus = ipa.read_adapter(save_adapter(tmp_path / "p.safetensors", adapter_state(unet, width=32, plus=True)))
     assert plus.hidden_states and files.encoder_for(plus, "ip-adapter_clip_sdxl_plus_vith").path.name == "fits"

@@ -170,7 +170,11 @@ def encoder_widths(path: Path) -> tuple[int, int] | None:
     a projection in transformers' layout."""
     try:
         if path.is_dir():
-            config = _vision_config(json.loads((path / "config.json").read_text(encoding="utf8")))
+            config = json.loads((path / "config.json").read_text(encoding="utf8"))
+            architectures = config.get("architectures") or ["CLIPVisionModelWithProjection"]
+            if not any("Projection" in name or name == "CLIPModel" for name in architectures):
+                return None  # a CLIPVisionModel has no projection: its image embeds would be random
+            config = _vision_config(config)
             return int(config["hidden_size"]), int(config["projection_dim"])
         if path.suffix.lower() == ".safetensors":
             from safetensors import safe_open
@@ -222,7 +226,9 @@ def encoder_view(picture: Any, size: int = 224) -> Any:
     """The picture as a CLIP encoder of `size` pixels sees it: short side scaled to `size` (bicubic), centre crop."""
     from PIL import Image
 
-    picture = picture.convert("RGB")
+    from .preprocessors import rgb_array
+
+    picture = Image.fromarray(rgb_array(picture))  # transparent parts over white, as the encoder gets it
     scale = size / min(picture.size)
     width, height = max(size, round(picture.width * scale)), max(size, round(picture.height * scale))
     scaled = picture.resize((width, height), Image.Resampling.BICUBIC)

@@ -23,6 +23,7 @@ from PIL import Image
 from modules.extensions.api import UNetCallContext, UserError
 
 from .ip_adapter import UNET_WIDTHS, AdapterFile, EncoderFile, IPAdapterFiles
+from .preprocessors import rgb_array
 
 
 @dataclass
@@ -86,7 +87,8 @@ def image_tokens(unit: IPAdapterUnit, built: BuiltAdapter, encoder: Any, process
     import torch
 
     device, dtype = next(encoder.parameters()).device, next(encoder.parameters()).dtype
-    pixels = processor(unit.picture.convert("RGB"), return_tensors="pt").pixel_values.to(device=device, dtype=dtype)
+    picture = Image.fromarray(rgb_array(unit.picture))  # transparent parts over white, as A1111's HWC3
+    pixels = processor(picture, return_tensors="pt").pixel_values.to(device=device, dtype=dtype)
     if unit.adapter.hidden_states:
         positive = encoder(pixels, output_hidden_states=True).hidden_states[-2]
         negative = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
