@@ -28,8 +28,7 @@ from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
 from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
-from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, tiny_controlnet, \
-    write_encoder
+from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, tiny_controlnet, write_encoder
 
 pytestmark = pytest.mark.slow
 
