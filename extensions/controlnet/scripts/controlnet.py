@@ -25,6 +25,11 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
   (2: soft injection, and only on the rows of the prompt, not the negative prompt).
 
+IP-Adapter units (module `ip-adapter_clip_h` / `ip-adapter_clip_g` / `ip-adapter-auto` and A1111's older names,
+model an IP-Adapter file) add image attention to the UNet's cross-attentions instead of residuals; the CLIP vision
+encoder comes from `models/clip_vision` (see cnlib/ip_adapter.py and cnlib/ip_attention.py). Weight and the
+guidance window apply; control mode and resize mode do not.
+
 Infotext: `ControlNet 0: "Module: none, Model: name [hash], Weight: 1, ..."` per unit, as the extension writes it;
 pasting it (or sending it from PNG Info) fills the unit tabs (cnlib/paste.py). X/Y/Z plot axes "[ControlNet] ..."
 change unit 0 (cnlib/plot_axes.py).
@@ -62,7 +67,8 @@ from modules.extensions.api import (
     with_infotext_params,
 )
 
-from ..cnlib import page
+from ..cnlib import ip_adapter, page
+from ..cnlib.ip_attention import IPAdapterRunner
 from ..cnlib.paste import read_pasted
 from ..cnlib.plot_axes import plot_axes
 from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
@@ -72,7 +78,7 @@ KEY = "controlnet"
 VERSION = 2  # what `/controlnet/version` answers: the extension's API generation its clients check
 MAX_UNITS = 3
 MODEL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
-MODULES = tuple(PREPROCESSORS)
+MODULES = (*PREPROCESSORS, *ip_adapter.MODULES)
 RESIZE_MODES = page.RESIZE_MODES
 CONTROL_MODES = page.CONTROL_MODES
 SOFT_INJECTION_BASE = 0.825
@@ -175,10 +181,10 @@ def parse_unit(raw: Any, index: int) -> ControlUnit:
         raise UserError(f"ControlNet unit {index}: expected an object with the unit's fields, "
                         f"got {type(raw).__name__}.")
     preprocessor = find(str(raw.get("module") or "none"))
-    if preprocessor is None:
+    module = preprocessor.name if preprocessor else ip_adapter.module_name(str(raw.get("module")))
+    if module is None:
         raise UserError(f"ControlNet unit {index}: preprocessor {str(raw.get('module')).strip().lower()!r} is not "
                         f"available; available: {', '.join(MODULES)}.")
-    module = preprocessor.name
     start = _float(raw, "guidance_start", 0.0, 0.0, 1.0)
     end = _float(raw, "guidance_end", 1.0, 0.0, 1.0)
     if start > end:
@@ -336,7 +342,10 @@ def _read_weights(path: Path) -> dict[str, Any]:
 
 def preprocess(picture: Image.Image, module: str, resolution: float = -1, threshold_a: float = -1,
                threshold_b: float = -1) -> Image.Image:
-    """The preprocessor's output (RGB); UserError for an unknown module or one that needs a missing library."""
+    """The preprocessor's output (RGB); UserError for an unknown module or one that needs a missing library.
+    An IP-Adapter module shows the picture as its CLIP encoder sees it (resized and centre-cropped)."""
+    if ip_adapter.is_module(module):
+        return ip_adapter.encoder_view(picture)
     preprocessor = find(module)
     if preprocessor is None:
         raise UserError(f"ControlNet: preprocessor {module!r} is not available; available: {', '.join(MODULES)}.")
@@ -388,9 +397,14 @@ class ControlNetExtension:
 
     def __init__(self) -> None:
         self.models = ControlNetModels()
+        self.ip_adapters = IPAdapterRunner()
+
+    def set_data_dir(self, data_dir: Path) -> None:
+        self.models.set_data_dir(data_dir)
+        self.ip_adapters.files.set_data_dir(data_dir)
 
     def app_started(self, ctx: AppStartedContext) -> None:
-        self.models.set_data_dir(Path(ctx.data_dir))
+        self.set_data_dir(Path(ctx.data_dir))
         api = ctx.fastapi
         api.add_api_route("/controlnet/version", lambda: {"version": VERSION}, methods=["GET"])
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
@@ -404,6 +418,7 @@ class ControlNetExtension:
     def module_list(self, alias_names: bool = False) -> dict[str, Any]:
         """The preprocessors, and (A1111's `module_detail`) their sliders: resolution, threshold a, threshold b."""
         detail = {name: {"model_free": False, "sliders": p.sliders()} for name, p in PREPROCESSORS.items()}
+        detail.update({name: {"model_free": False, "sliders": []} for name in ip_adapter.MODULES})
         return {"module_list": list(MODULES), "module_detail": detail}
 
     def before_job(self, ctx: BeforeJobContext) -> Any:
@@ -414,7 +429,7 @@ class ControlNetExtension:
         if len(raw) > MAX_UNITS:
             raise UserError(f"ControlNet: at most {MAX_UNITS} units, got {len(raw)}.")
         units = [parse_unit(item, index) for index, item in enumerate(raw)]
-        active = []
+        active, ip_units = [], []
         for index, unit in enumerate(units):
             if not unit.enabled:
                 continue
@@ -425,18 +440,22 @@ class ControlNetExtension:
                 unit.picture = ctx.request.init_image
             if unit.picture is None:
                 raise UserError(f"ControlNet unit {index}: no control image (send `image`, or use img2img).")
+            active.append((index, unit))
+            if ip_adapter.is_module(unit.module):
+                ip_units.append(self.ip_adapters.prepare(index, unit.module, unit.model_path, unit.picture,
+                                                         unit.weight, unit.guidance_start, unit.guidance_end))
+                continue
             preprocessor = PREPROCESSORS[unit.module]
             if preprocessor.needs_opencv:
                 opencv(preprocessor.name)  # refused before any work, naming the package to install
-            active.append((index, unit))
-        args = {**ctx.request.extension_args, KEY: {"units": units, "active": active}}
+        args = {**ctx.request.extension_args, KEY: {"units": units, "active": active, "ip_adapter": ip_units}}
         return ctx.request.with_changes(extension_args=args)
 
     def unet_call(self, ctx: UNetCallContext) -> None:
         import torch
 
         for _, unit in ctx.args.get("active", ()):
-            if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total):
+            if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total) or ip_adapter.is_module(unit.module):
                 continue
             assert unit.model_path is not None
             sample = ctx.sample[:, :4]
@@ -455,6 +474,7 @@ class ControlNetExtension:
                 down = [residual * keep.view(-1, 1, 1, 1) for residual in down]
                 mid = mid * keep.view(-1, 1, 1, 1)
             ctx.add_residuals(down=list(down), mid=mid)
+        self.ip_adapters.unet_call(ctx, ctx.args.get("ip_adapter", ()))
 
     def after_image(self, ctx: AfterImageContext) -> None:
         params = {f"ControlNet {index}": unit.infotext() for index, unit in ctx.args.get("active", ())}
@@ -480,7 +500,7 @@ class DetectRequest(BaseModel):
 
 def detect(body: DetectRequest) -> dict[str, Any]:
     """The preprocessor's output for each picture, as base64 PNGs (A1111's `{"images": [...], "info": "Success"}`)."""
-    if find(body.controlnet_module) is None:
+    if find(body.controlnet_module) is None and not ip_adapter.is_module(body.controlnet_module):
         raise NotAvailable(f"ControlNet: preprocessor {body.controlnet_module!r} is not available; available: "
                            f"{', '.join(MODULES)}.")
     if not body.controlnet_input_images:
@@ -504,7 +524,7 @@ def register(ext: ExtensionContext) -> None:
     def ui(builder: UiBuilder) -> dict[str, Any]:
         """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
         if builder.data_dir is not None and not state.models.folders:
-            state.models.set_data_dir(Path(builder.data_dir))
+            state.set_data_dir(Path(builder.data_dir))
         return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, preprocess)}
 
     paste = InfotextPaste(("ControlNet *",), lambda ctx: read_pasted(ctx, MAX_UNITS, state.models.titles))
