@@ -13,11 +13,13 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   The network is built from the job's UNet config (nothing is downloaded) and its weights loaded into it.
 - `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
   `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
-- `module`: the preprocessor, run on the control image before it is fitted to the generation size: the ones that
-  need no weights (none, invert, canny, threshold, scribble_xdog, tile_resample; see cnlib/preprocessors.py; canny
-  and scribble_xdog need `opencv-python-headless`); others are refused with the list. `processor_res`,
+- `module`: the preprocessor, run on the control image before it is fitted to the generation size (see
+  cnlib/preprocessors.py; depth, normal_map and segmentation read local transformers weights, cnlib/annotators.py,
+  loaded once per job and let go when its images are done); unknown ones are refused with the list. `processor_res`,
   `threshold_a`/`threshold_b` (-1: the preprocessor's default) and `pixel_perfect` (the resolution that matches the
-  generation size, as A1111 computes it) are its settings.
+  generation size, as A1111 computes it) are its settings. `shuffle` draws from the job's seed (a -1 seed is chosen
+  here, so the infotext's seed reproduces it); `inpaint_only` uses the unit's mask (`image: {"image", "mask"}`,
+  `mask_image` or `mask`) or, with the img2img image, the img2img mask: masked pixels reach the ControlNet as -1.
 - `guidance_start` / `guidance_end`: the unit acts while step / steps is within [start, end] (A1111's rule).
 - `control_mode`: "Balanced" (0, the residuals on every row), "My prompt is more important" (1: residuals scaled
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
