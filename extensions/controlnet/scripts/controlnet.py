@@ -15,11 +15,13 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   not fit the checkpoint stops the job with a clear message.
 - `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
   `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
-- `module`: the preprocessor, run on the control image before it is fitted to the generation size: the ones that
-  need no weights (none, invert, canny, threshold, scribble_xdog, tile_resample; see cnlib/preprocessors.py; canny
-  and scribble_xdog need `opencv-python-headless`); others are refused with the list. `processor_res`,
+- `module`: the preprocessor, run on the control image before it is fitted to the generation size (see
+  cnlib/preprocessors.py; depth, normal_map and segmentation read local transformers weights, cnlib/annotators.py,
+  loaded once per job and let go when its images are done); unknown ones are refused with the list. `processor_res`,
   `threshold_a`/`threshold_b` (-1: the preprocessor's default) and `pixel_perfect` (the resolution that matches the
-  generation size, as A1111 computes it) are its settings.
+  generation size, as A1111 computes it) are its settings. `shuffle` draws from the job's seed (a -1 seed is chosen
+  here, so the infotext's seed reproduces it); `inpaint_only` uses the unit's mask (`image: {"image", "mask"}`,
+  `mask_image` or `mask`) or, with the img2img image, the img2img mask: masked pixels reach the ControlNet as -1.
 - `guidance_start` / `guidance_end`: the unit acts while step / steps is within [start, end] (A1111's rule).
 - `control_mode`: "Balanced" (0, the residuals on every row), "My prompt is more important" (1: residuals scaled
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
@@ -47,6 +49,8 @@ import binascii
 import hashlib
 import io
 import json
+import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager, Mapping, Sequence
@@ -68,10 +72,11 @@ from modules.extensions.api import (
 )
 
 from ..cnlib import ip_adapter, page
+from ..cnlib.annotators import AnnotatorFolders, AnnotatorSession
 from ..cnlib.ip_attention import IPAdapterRunner
 from ..cnlib.paste import read_pasted
 from ..cnlib.plot_axes import plot_axes
-from ..cnlib.preprocessors import PREPROCESSORS, find, opencv, pixel_perfect_resolution
+from ..cnlib.preprocessors import PREPROCESSORS, Extras, find, opencv, pixel_perfect_resolution
 
 TITLE = "ControlNet"
 KEY = "controlnet"
@@ -107,6 +112,9 @@ class ControlUnit:
     pixel_perfect: bool = False
     model_path: Path | None = None
     model_title: str = ""
+    mask: Image.Image | None = None
+    seed: int | None = None
+    annotators: AnnotatorSession | None = field(default=None, repr=False)
     _tensors: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def active_at(self, step: int, total: int) -> bool:
@@ -189,10 +197,12 @@ def parse_unit(raw: Any, index: int) -> ControlUnit:
     end = _float(raw, "guidance_end", 1.0, 0.0, 1.0)
     if start > end:
         raise UserError(f"ControlNet unit {index}: guidance_start ({start}) is after guidance_end ({end}).")
+    image = raw.get("image", raw.get("input_image"))
+    mask = image.get("mask") if isinstance(image, Mapping) else None
     return ControlUnit(
         enabled=bool(raw.get("enabled", True)), module=module, model=str(raw.get("model") or "").strip(),
-        weight=_float(raw, "weight", 1.0, 0.0, 2.0),
-        picture=decode_picture(raw.get("image", raw.get("input_image"))),
+        weight=_float(raw, "weight", 1.0, 0.0, 2.0), picture=decode_picture(image),
+        mask=decode_picture(mask or raw.get("mask_image") or raw.get("mask")),
         resize_mode=_choice(raw.get("resize_mode", "Crop and Resize"), RESIZE_MODES, "resize_mode"),
         processor_res=int(_float(raw, "processor_res", 512, -1, 4096)),
         threshold_a=_float(raw, "threshold_a", -1.0, -1e9, 1e9),
@@ -341,15 +351,16 @@ def _read_weights(path: Path) -> dict[str, Any]:
 
 
 def preprocess(picture: Image.Image, module: str, resolution: float = -1, threshold_a: float = -1,
-               threshold_b: float = -1) -> Image.Image:
-    """The preprocessor's output (RGB); UserError for an unknown module or one that needs a missing library.
-    An IP-Adapter module shows the picture as its CLIP encoder sees it (resized and centre-cropped)."""
+               threshold_b: float = -1, extras: Extras | None = None) -> Image.Image:
+    """The preprocessor's output (RGB; RGBA for inpaint_only); UserError for an unknown module or one that needs a
+    missing library or weights. An IP-Adapter module shows the picture as its CLIP encoder sees it (resized and
+    centre-cropped)."""
     if ip_adapter.is_module(module):
         return ip_adapter.encoder_view(picture)
     preprocessor = find(module)
     if preprocessor is None:
         raise UserError(f"ControlNet: preprocessor {module!r} is not available; available: {', '.join(MODULES)}.")
-    return preprocessor(picture, resolution, threshold_a, threshold_b)
+    return preprocessor(picture, resolution, threshold_a, threshold_b, extras)
 
 
 def unit_map(unit: ControlUnit, width: int, height: int) -> Image.Image:
@@ -359,7 +370,8 @@ def unit_map(unit: ControlUnit, width: int, height: int) -> Image.Image:
     if unit.pixel_perfect:
         resolution = pixel_perfect_resolution(unit.picture.width, unit.picture.height, width, height,
                                               unit.resize_mode)
-    return preprocess(unit.picture, unit.module, resolution, unit.threshold_a, unit.threshold_b)
+    return preprocess(unit.picture, unit.module, resolution, unit.threshold_a, unit.threshold_b,
+                      Extras(seed=unit.seed, mask=unit.mask, annotators=unit.annotators))
 
 
 def fit(picture: Image.Image, width: int, height: int, mode: str) -> Image.Image:
@@ -370,14 +382,14 @@ def fit(picture: Image.Image, width: int, height: int, mode: str) -> Image.Image
     ratio = (max if mode == "Crop and Resize" else min)(width / picture.width, height / picture.height)
     scaled = picture.resize((max(1, round(picture.width * ratio)), max(1, round(picture.height * ratio))),
                             Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (width, height))
+    canvas = Image.new("RGBA" if picture.mode == "RGBA" else "RGB", (width, height))  # RGBA: borders masked
     canvas.paste(scaled, ((width - scaled.width) // 2, (height - scaled.height) // 2))
     return canvas
 
 
 def control_tensor(unit: ControlUnit, width: int, height: int, device: Any, dtype: Any) -> Any:
     """The unit's control image as a (1, 3, height, width) tensor in [0, 1] (as diffusers' ControlNet pipelines
-    prepare it), made once per size."""
+    prepare it), made once per size; an RGBA map (inpaint_only) is -1 where transparent (A1111's inpaint hint)."""
     import numpy as np
     import torch
 
@@ -385,6 +397,8 @@ def control_tensor(unit: ControlUnit, width: int, height: int, device: Any, dtyp
     if key not in unit._tensors:
         picture = fit(unit_map(unit, width, height), width, height, unit.resize_mode)
         array = np.asarray(picture, dtype=np.float32) / 255.0
+        if array.shape[2] == 4:
+            array = np.where(array[..., 3:] < 0.5, np.float32(-1.0), array[..., :3])
         unit._tensors[key] = torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
     return unit._tensors[key]
 
@@ -398,10 +412,12 @@ class ControlNetExtension:
     def __init__(self) -> None:
         self.models = ControlNetModels()
         self.ip_adapters = IPAdapterRunner()
+        self.annotator_folders = AnnotatorFolders()
 
     def set_data_dir(self, data_dir: Path) -> None:
         self.models.set_data_dir(data_dir)
         self.ip_adapters.files.set_data_dir(data_dir)
+        self.annotator_folders = AnnotatorFolders.for_data_dir(data_dir)
 
     def app_started(self, ctx: AppStartedContext) -> None:
         self.set_data_dir(Path(ctx.data_dir))
@@ -410,7 +426,18 @@ class ControlNetExtension:
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
         api.add_api_route("/controlnet/module_list", self.module_list, methods=["GET"])
         api.add_api_route("/controlnet/settings", lambda: {"control_net_unit_count": MAX_UNITS}, methods=["GET"])
-        api.add_api_route("/controlnet/detect", detect, methods=["POST"])
+        api.add_api_route("/controlnet/detect", self.detect, methods=["POST"])
+
+    def detect(self, body: DetectRequest) -> dict[str, Any]:
+        return detect(body, self.annotator_folders)
+
+    def preview(self, picture: Image.Image, module: str, resolution: float, a: float, b: float) -> Image.Image:
+        """The page's "Preview" button: the preprocessor on the control image (annotators loaded for this call)."""
+        session = AnnotatorSession(self.annotator_folders, device=_annotator_device())
+        try:
+            return preprocess(picture, module, resolution, a, b, Extras(annotators=session))
+        finally:
+            session.release()
 
     def model_list(self, update: bool = True) -> dict[str, Any]:
         return {"model_list": self.models.titles()}
@@ -429,6 +456,10 @@ class ControlNetExtension:
         if len(raw) > MAX_UNITS:
             raise UserError(f"ControlNet: at most {MAX_UNITS} units, got {len(raw)}.")
         units = [parse_unit(item, index) for index, item in enumerate(raw)]
+        request = ctx.request
+        if request.seed == -1 and any(unit.enabled and unit.module == "shuffle" for unit in units):
+            request = request.with_changes(seed=secrets.randbelow(4294967294))  # the shuffle's seed is the job's
+        session = AnnotatorSession(self.annotator_folders)
         active, ip_units = [], []
         for index, unit in enumerate(units):
             if not unit.enabled:
@@ -436,8 +467,9 @@ class ControlNetExtension:
             if not unit.model:
                 raise UserError(f"ControlNet unit {index}: no model chosen.")
             unit.model_path, unit.model_title = self.models.find(unit.model)
-            if unit.picture is None:
-                unit.picture = ctx.request.init_image
+            if unit.picture is None and request.init_image is not None:
+                unit.picture = request.init_image
+                unit.mask = _img2img_mask(request) if unit.mask is None else unit.mask
             if unit.picture is None:
                 raise UserError(f"ControlNet unit {index}: no control image (send `image`, or use img2img).")
             active.append((index, unit))
@@ -448,8 +480,12 @@ class ControlNetExtension:
             preprocessor = PREPROCESSORS[unit.module]
             if preprocessor.needs_opencv:
                 opencv(preprocessor.name)  # refused before any work, naming the package to install
-        args = {**ctx.request.extension_args, KEY: {"units": units, "active": active, "ip_adapter": ip_units}}
-        return ctx.request.with_changes(extension_args=args)
+            if preprocessor.weights is not None:
+                self.annotator_folders.find(preprocessor.weights, preprocessor.name)  # likewise, naming the folder
+            subseed = request.subseed if request.subseed != -1 else request.seed  # A1111's NumPy seed
+            unit.seed, unit.annotators = (max(request.seed, 0) + max(subseed, 0)) & 0xFFFFFFFF, session
+        args = {**request.extension_args, KEY: {"units": units, "active": active, "ip_adapter": ip_units}}
+        return request.with_changes(extension_args=args)
 
     def unet_call(self, ctx: UNetCallContext) -> None:
         import torch
@@ -459,6 +495,8 @@ class ControlNetExtension:
                 continue
             assert unit.model_path is not None
             sample = ctx.sample[:, :4]
+            if unit.annotators is not None:
+                unit.annotators.device = sample.device  # a preprocessor with weights runs beside the UNet
             height, width = sample.shape[-2] * 8, sample.shape[-1] * 8
             cond = control_tensor(unit, width, height, sample.device, sample.dtype).expand(len(sample), -1, -1, -1)
             extra = {} if ctx.added_cond_kwargs is None else {"added_cond_kwargs": dict(ctx.added_cond_kwargs)}
@@ -477,6 +515,9 @@ class ControlNetExtension:
         self.ip_adapters.unet_call(ctx, ctx.args.get("ip_adapter", ()))
 
     def after_image(self, ctx: AfterImageContext) -> None:
+        for _, unit in ctx.args.get("active", ()):
+            if unit.annotators is not None:
+                unit.annotators.release()  # the job's control images are made: its annotator models go
         params = {f"ControlNet {index}": unit.infotext() for index, unit in ctx.args.get("active", ())}
         if params:
             ctx.infotext = with_infotext_params(ctx.infotext, params)
@@ -496,26 +537,53 @@ class DetectRequest(BaseModel):
     controlnet_processor_res: int = 512
     controlnet_threshold_a: float = -1
     controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = []
 
 
-def detect(body: DetectRequest) -> dict[str, Any]:
-    """The preprocessor's output for each picture, as base64 PNGs (A1111's `{"images": [...], "info": "Success"}`)."""
-    if find(body.controlnet_module) is None and not ip_adapter.is_module(body.controlnet_module):
+def detect(body: DetectRequest, folders: AnnotatorFolders | None = None) -> dict[str, Any]:
+    """The preprocessor's output for each picture, as base64 PNGs (A1111's `{"images": [...], "info": "Success"}`);
+    `controlnet_masks` (one per picture) are inpaint_only's masks. Annotator models are loaded once for the call."""
+    preprocessor = find(body.controlnet_module)
+    if preprocessor is None and not ip_adapter.is_module(body.controlnet_module):
         raise NotAvailable(f"ControlNet: preprocessor {body.controlnet_module!r} is not available; available: "
                            f"{', '.join(MODULES)}.")
     if not body.controlnet_input_images:
         raise NotAvailable("ControlNet: no image selected (controlnet_input_images is empty).")
+    if preprocessor is not None and preprocessor.name == "inpaint_only" and len(body.controlnet_masks) != len(body.controlnet_input_images):
+        raise NotAvailable("ControlNet: preprocessor inpaint_only requires `controlnet_masks`, one per image.")
+    session = AnnotatorSession(folders or AnnotatorFolders(), device=_annotator_device())
     images = []
-    for data in body.controlnet_input_images:
+    for index, data in enumerate(body.controlnet_input_images):
         picture = decode_picture(data)
         if picture is None:
             raise NotAvailable("ControlNet: an entry of controlnet_input_images is empty.")
+        mask = decode_picture(body.controlnet_masks[index]) if index < len(body.controlnet_masks) else None
         result = preprocess(picture, body.controlnet_module, body.controlnet_processor_res,
-                            body.controlnet_threshold_a, body.controlnet_threshold_b)
+                            body.controlnet_threshold_a, body.controlnet_threshold_b,
+                            Extras(mask=mask, annotators=session))
         buffer = io.BytesIO()
         result.save(buffer, format="PNG")
         images.append(base64.b64encode(buffer.getvalue()).decode())
+    session.release()
     return {"images": images, "info": "Success"}
+
+
+def _annotator_device() -> str:
+    """Where detect and the page's preview run annotators: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _img2img_mask(request: Any) -> Image.Image | None:
+    """The img2img mask (white = repaint) as the request means it: inverted when `invert_mask` is set."""
+    if request.mask is None:
+        return None
+    if not request.invert_mask:
+        return request.mask
+    from PIL import ImageOps
+
+    return ImageOps.invert(request.mask.convert("L"))
 
 
 def register(ext: ExtensionContext) -> None:
@@ -525,7 +593,7 @@ def register(ext: ExtensionContext) -> None:
         """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
         if builder.data_dir is not None and not state.models.folders:
             state.set_data_dir(Path(builder.data_dir))
-        return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, preprocess)}
+        return {"units": page.build(builder, MAX_UNITS, list(MODULES), state.models.titles, state.preview)}
 
     paste = InfotextPaste(("ControlNet *",), lambda ctx: read_pasted(ctx, MAX_UNITS, state.models.titles))
     ext.add_script(TITLE, ui=ui, always_on=True, positional=positional, paste=paste)
