@@ -36,7 +36,7 @@ def test_ip_adapter_unit_on_the_page(app: FakeApp, tmp_path: Path, token_counter
     module = _id(0, "module")
     choices = [choice[0] for choice in page.find(module).choices]
     assert choices[-3:] == ["ip-adapter-auto", "ip-adapter_clip_h", "ip-adapter_clip_g"]
-    assert all(update["visible"] is False for update in page.call(module, "change", {module: "ip-adapter_clip_h"}))
+    assert all(update["visible"] is False for update in page.call(module, "input", {module: "ip-adapter_clip_h"}))
 
     wide = Image.fromarray(np.tile(np.arange(96, dtype=np.uint8)[None, :, None], (48, 1, 3)))
     seen = page.call(_id(0, "preview_button"), "click", {_id(0, "image"): wide, module: "ip-adapter_clip_h"})
