@@ -16,8 +16,8 @@ import random
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
-from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
 from modules.core.uncond_skip import UncondSkip
+from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
 from modules.samplers.tuning import DEFAULT_TUNING, SamplerSettings, Tuning
 from modules.types import GenerationRequest
 

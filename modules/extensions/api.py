@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.5). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.6). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -40,6 +40,7 @@ from PIL import Image
 
 from modules import infotext as _infotext
 from modules.errors import UserError
+from modules.extensions.results import CombinedResult
 from modules.options import OptionSpec
 from modules.types import GenerationRequest, GenerationResult
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 5
+API_MINOR = 6
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
@@ -59,17 +60,18 @@ of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds o
 (one script value built from several controls, such as ControlNet's units) and `UiBuilder.data_dir`; 1.5 added
 `InfotextPaste` (a script's infotext keys filling its controls on paste), `PlotAxis` (`ExtensionContext.add_plot_axis`,
 X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunContext.plot_axes`) and
-`UNetCallContext.hold_model` (a network held in the model manager's budgeted cache)."""
+`UNetCallContext.hold_model` (a network held in the model manager's budgeted cache); 1.6 added `CombinedResult` (one
+result assembled from several generations' results, grids in front)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
 __all__ = [
     "API_MINOR", "API_VERSION", "A1111_EQUIVALENTS", "AfterImageContext", "AppStartedContext", "BeforeJobContext",
-    "Combined", "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "HoldModel", "Hook",
-    "ImageSavedContext", "InfotextPaste", "ModelLoadedContext", "OptionSpec", "PasteContext", "PlotAxis", "RunContext",
-    "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext", "SamplerSpec", "UiBuilder", "UiTab",
-    "UiTabsContext", "UNetCallContext", "UNetWrapper", "UserError", "flatten_image", "hold_uncached", "sampler_spec",
-    "with_infotext_params",
+    "Combined", "CombinedResult", "ExtensionContext", "Generate", "GenerationRequest", "GenerationResult", "HoldModel",
+    "Hook", "ImageSavedContext", "InfotextPaste", "ModelLoadedContext", "OptionSpec", "PasteContext", "PlotAxis",
+    "RunContext", "SamplersContext", "Script", "ScriptMode", "SettingsContext", "StepContext", "SamplerSpec",
+    "UiBuilder", "UiTab", "UiTabsContext", "UNetCallContext", "UNetWrapper", "UserError", "flatten_image",
+    "hold_uncached", "sampler_spec", "with_infotext_params",
 ]
 
 

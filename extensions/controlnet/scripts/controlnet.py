@@ -50,7 +50,6 @@ import hashlib
 import io
 import json
 import secrets
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager, Mapping, Sequence
@@ -549,7 +548,8 @@ def detect(body: DetectRequest, folders: AnnotatorFolders | None = None) -> dict
                            f"{', '.join(MODULES)}.")
     if not body.controlnet_input_images:
         raise NotAvailable("ControlNet: no image selected (controlnet_input_images is empty).")
-    if preprocessor is not None and preprocessor.name == "inpaint_only" and len(body.controlnet_masks) != len(body.controlnet_input_images):
+    masks_needed = preprocessor is not None and preprocessor.name == "inpaint_only"
+    if masks_needed and len(body.controlnet_masks) != len(body.controlnet_input_images):
         raise NotAvailable("ControlNet: preprocessor inpaint_only requires `controlnet_masks`, one per image.")
     session = AnnotatorSession(folders or AnnotatorFolders(), device=_annotator_device())
     images = []

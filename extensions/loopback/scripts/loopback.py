@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from modules.extensions.api import (
+    CombinedResult,
     ExtensionContext,
     GenerationRequest,
     GenerationResult,
@@ -163,26 +164,21 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
 def _assemble(ctx: RunContext, request: GenerationRequest, kept: list[GenerationResult], texts: list[str],
               comments: dict[str, None], interrupted: bool) -> GenerationResult:
     """The kept pictures, after their one-row grid when there are several (see the module doc)."""
-    pictures = [result.images[0] for result in kept]
-    seeds = [result.seeds[0] for result in kept]
-    subseeds = [result.subseeds[0] for result in kept]
-    prompts = [result.prompts[0] for result in kept]
-    negatives = [result.negative_prompts[0] for result in kept]
-    if len(pictures) > 1:
+    combined = CombinedResult()
+    for result, text in zip(kept, texts, strict=True):
+        combined.add(result.images[0], result.seeds[0], result.subseeds[0], result.prompts[0],
+                     result.negative_prompts[0], text)
+    combined.add_comments(comments)
+    if len(kept) > 1:
+        pictures = [result.images[0] for result in kept]
         width, height = pictures[0].size
         grid = Image.new("RGB", (width * len(pictures), height))
         for index, picture in enumerate(pictures):
             grid.paste(picture.convert("RGB").resize((width, height)), (index * width, 0))
         ctx.save_grid(grid, texts[0])
         if bool(ctx.options.get("return_grid", True)):
-            pictures.insert(0, grid)
-            seeds.insert(0, seeds[0])
-            subseeds.insert(0, subseeds[0])
-            prompts.insert(0, prompts[0])
-            negatives.insert(0, negatives[0])
-            texts.insert(0, texts[0])
-    return GenerationResult(tuple(pictures), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
-                            tuple(texts), request, interrupted=interrupted, comments=tuple(comments))
+            combined.put_first([grid])
+    return combined.result(request, interrupted=interrupted)
 
 
 def register(ext: ExtensionContext) -> None:

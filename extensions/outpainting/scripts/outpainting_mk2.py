@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from modules.extensions.api import (
+    CombinedResult,
     ExtensionContext,
     GenerationRequest,
     GenerationResult,
@@ -222,24 +223,16 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
         pictures.append(done[0])
         kept.append((own_seed, subseed + index, done[1]))
         ctx.save_image(done[0], done[1].infotexts[0], own_seed)
-    seeds = [own for own, _, _ in kept]
-    subseeds = [sub for _, sub, _ in kept]
-    prompts = [result.prompts[0] for _, _, result in kept]
-    negatives = [result.negative_prompts[0] for _, _, result in kept]
-    texts = [result.infotexts[0] for _, _, result in kept]
+    combined = CombinedResult()
+    for (own, sub, result), done_picture in zip(kept, pictures, strict=True):
+        combined.add(done_picture, own, sub, result.prompts[0], result.negative_prompts[0], result.infotexts[0])
+    combined.add_comments(outpainter.comments)
     if len(pictures) > 1:
         grid = image_grid(pictures)
-        ctx.save_grid(grid, texts[0])
+        ctx.save_grid(grid, kept[0][2].infotexts[0])
         if bool(ctx.options.get("return_grid", True)):
-            pictures.insert(0, grid)
-            seeds.insert(0, seeds[0])
-            subseeds.insert(0, subseeds[0])
-            prompts.insert(0, prompts[0])
-            negatives.insert(0, negatives[0])
-            texts.insert(0, texts[0])
-    return GenerationResult(tuple(pictures), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
-                            tuple(texts), request, interrupted=outpainter.interrupted,
-                            comments=tuple(outpainter.comments))
+            combined.put_first([grid])
+    return combined.result(request, interrupted=outpainter.interrupted)
 
 
 def image_grid(pictures: list[Image.Image]) -> Image.Image:

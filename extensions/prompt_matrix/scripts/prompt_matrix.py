@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from modules.extensions.api import (
+    CombinedResult,
     ExtensionContext,
     GenerationRequest,
     GenerationResult,
@@ -209,19 +210,11 @@ def _assemble(ctx: RunContext, request: GenerationRequest, cells: list[Generatio
     grid = matrix_grid([result.images[0] if result is not None else None for result in cells], optional, margin)
     first = done[0]
     ctx.save_grid(grid, first.infotexts[0])
-    images: list[Image.Image] = [grid]
-    seeds, subseeds = [first.seeds[0]], [first.subseeds[0]]
-    prompts, negatives, texts = [first.prompts[0]], [first.negative_prompts[0]], [first.infotexts[0]]
+    combined = CombinedResult()
     for result in done:
-        images += result.images
-        seeds += result.seeds
-        subseeds += result.subseeds
-        prompts += result.prompts
-        negatives += result.negative_prompts
-        texts += result.infotexts
-    comments = tuple(dict.fromkeys(comment for result in done for comment in result.comments))
-    return GenerationResult(tuple(images), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
-                            tuple(texts), request, interrupted=interrupted, comments=comments)
+        combined.add_result(result)
+    combined.put_first([grid], like=first)
+    return combined.result(request, interrupted=interrupted)
 
 
 def register(ext: ExtensionContext) -> None:

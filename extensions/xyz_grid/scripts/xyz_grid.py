@@ -24,6 +24,7 @@ from typing import Any
 from PIL import Image
 
 from modules.extensions.api import (
+    CombinedResult,
     ExtensionContext,
     GenerationRequest,
     GenerationResult,
@@ -181,21 +182,15 @@ def assemble(ctx: RunContext, plan: Plan, request: GenerationRequest, results: d
                                                        bool(ctx.args.get("draw_legend", True)), first.images[0].size)
     info = _grid_infotext(plan, first)
     ctx.save_grid(main, info)
-    pictures = [main] + (grids if len(grids) > 1 and ctx.args.get("include_sub_grids", False) else [])
-    n_grids = len(pictures)
-    seeds, subseeds = [first.seeds[0]] * n_grids, [first.subseeds[0]] * n_grids
-    prompts, negatives, texts = [first.prompts[0]] * n_grids, [first.negative_prompts[0]] * n_grids, [info] * n_grids
+    combined = CombinedResult()
     if ctx.args.get("include_lone_images", True):
         for result in done:
-            pictures += result.images
-            seeds += result.seeds
-            subseeds += result.subseeds
-            prompts += result.prompts
-            negatives += result.negative_prompts
-            texts += result.infotexts
-    comments = tuple(dict.fromkeys(comment for result in done for comment in result.comments))
-    return GenerationResult(tuple(pictures), tuple(seeds), tuple(subseeds), tuple(prompts), tuple(negatives),
-                            tuple(texts), request, interrupted=interrupted, comments=comments)
+            combined.add_result(result)
+    else:
+        combined.add_comments(comment for result in done for comment in result.comments)
+    sub_grids = grids if len(grids) > 1 and ctx.args.get("include_sub_grids", False) else []
+    combined.put_first([main, *sub_grids], like=first, infotext=info)
+    return combined.result(request, interrupted=interrupted)
 
 
 def register(ext: ExtensionContext) -> None:
