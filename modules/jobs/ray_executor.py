@@ -6,11 +6,12 @@ behind it, are in docs/scale-out.md. In short:
 
 - Each worker is a `RayWorker` actor (`modules.jobs.ray_worker`) named `worker-<index>`, with its own
   `GenerationStack`; this process sends the settings snapshot with a job whenever it changed since the worker
-  last saw it, and names the job's checkpoint by title, name and sha256 (`CheckpointRef`).
+  last saw it, and names the job's model files (checkpoints, VAEs, LoRAs, embeddings) by title, name and sha256
+  (`JobFiles` of `ModelRef`s).
 - A dispatcher thread here takes the next job from the queue as soon as a worker is idle and picks the worker:
   one whose last job used the same checkpoint, else one that has none loaded yet, else the one idle longest;
-  never one that said, less than `MISSING_RECHECK_SECONDS` ago, that its node lacks the checkpoint. A worker that
-  says so hands the job to another (the job fails, naming the checkpoint, when every worker lacks it).
+  never one that said, less than `MISSING_RECHECK_SECONDS` ago, that its node lacks one of the job's files. A
+  worker that says so hands the job to another (the job fails, naming the file, when every worker lacks one).
 - A `GenerationWork` travels as plain data (pickled by Ray); the worker returns the `GenerationResult` (PIL images:
   raw pixels, encoded to PNG here, where the API and UI encode them today) and the paths it saved, which this
   process records in the gallery. Exceptions come back as values (the worker's traceback as a note).
@@ -48,8 +49,9 @@ from modules.jobs.executor import (
     Outcome,
     WorkerInfo,
 )
+from modules.jobs.job_files import JobFiles
 from modules.jobs.ray_worker import RayWorker, WorkerReply, WorkerStatus
-from modules.models.by_hash import CheckpointNotOnWorker, CheckpointRef
+from modules.models.by_hash import ModelNotOnWorker, ModelRef
 from modules.paths import REPO_ROOT
 from modules.types import GenerationRequest
 
@@ -62,10 +64,10 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 """How long the actor's `events` call waits for an event before answering with none."""
 MISSING_RECHECK_SECONDS = 300.0
-"""A worker that said its node lacks a checkpoint is not offered jobs needing it for this long (then asked again:
+"""A worker that said its node lacks a model file is not offered jobs needing it for this long (then asked again:
 the file may have been copied there)."""
 
-CheckpointOf = Callable[[GenerationRequest, "Settings | None"], "CheckpointRef | None"]
+FilesOf = Callable[[GenerationRequest, "Settings | None"], "JobFiles | None"]
 WorkerLaunch = Callable[[int, "LaunchOptions"], "LaunchOptions"]
 
 
@@ -94,7 +96,7 @@ class WorkerRun:
     finished: float
 
 
-_Placed = tuple[Assignment, "CheckpointRef | None", "str | None"]  # the job, its checkpoint, its affinity key
+_Placed = tuple[Assignment, "JobFiles | None", "str | None"]  # the job, its model files, its affinity key
 
 
 class _Slot:
@@ -112,13 +114,17 @@ class _Slot:
         self.status: WorkerStatus | None = None  # None: starting (or restarting after a loss)
         self.problem = ""
         self.jobs_done = 0
-        self.missing: dict[str, float] = {}  # checkpoint (sha256, else title) -> when the worker said it lacks it
+        self.missing: dict[str, float] = {}  # a file's `ModelRef.key` -> when the worker said it lacks it
         self.inbox: queue.SimpleQueue[_Placed | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
 
-    def lacks(self, ref: CheckpointRef | None, now: float) -> bool:
-        reported = None if ref is None else self.missing.get(ref.sha256 or ref.title)
-        return reported is not None and now - reported < MISSING_RECHECK_SECONDS
+    def lacking(self, files: JobFiles | None, now: float) -> ModelRef | None:
+        """The first of `files` this worker said, recently, that its node lacks."""
+        for ref in () if files is None else files.refs():
+            reported = self.missing.get(ref.key)
+            if reported is not None and now - reported < MISSING_RECHECK_SECONDS:
+                return ref
+        return None
 
     def info(self) -> WorkerInfo:
         status = self.status
@@ -136,14 +142,14 @@ class RayExecutor:
     `workers`: a count, "auto" (one per GPU of the cluster, 1 without GPUs); default from `launch`.
     `address`: a Ray cluster to join (default `launch.ray_address`; None starts a local one unless Ray is already
     initialised in this process). `settings`: the App's store, whose snapshot travels to the workers.
-    `on_saved`: told of every file a worker saved. `checkpoint_of(request, settings)`: the checkpoint a job will
+    `on_saved`: told of every file a worker saved. `files_of(request, settings)`: the model files a job will
     use (for affinity and the lookup on the worker's node; None when unknown). `worker_launch(index, launch)`: the
     launch options of worker `index` (default: these; e.g. a data folder of its own). `init_options`: extra
     `ray.init` arguments."""
 
     def __init__(self, launch: "LaunchOptions", *, workers: int | str | None = None, address: str | None = None,
                  settings: "SettingsStore | None" = None, on_saved: Callable[[Path], None] | None = None,
-                 checkpoint_of: CheckpointOf | None = None, worker_launch: WorkerLaunch | None = None,
+                 files_of: FilesOf | None = None, worker_launch: WorkerLaunch | None = None,
                  init_options: dict[str, Any] | None = None, max_restarts: int = 3, name: str = "default") -> None:
         self.name = name
         self._launch = launch
@@ -151,7 +157,7 @@ class RayExecutor:
         self._address = address if address is not None else launch.ray_address
         self._settings = settings
         self._on_saved = on_saved
-        self._checkpoint_of = checkpoint_of
+        self._files_of = files_of
         self._worker_launch = worker_launch
         self._init_options = dict(init_options or {})
         self._max_restarts = max_restarts
@@ -275,8 +281,9 @@ class RayExecutor:
             if isinstance(work, CallableWork):
                 source.finish(assignment.job_id, self._run_local(assignment.job_id, work, source))
             elif isinstance(work, GenerationWork):
-                ref = self._checkpoint_ref(work.request)
-                self._place(assignment, ref, ref.title if ref is not None else work.request.checkpoint, source)
+                files = self._job_files(work.request)
+                checkpoint = files.checkpoint if files is not None else None
+                self._place(assignment, files, checkpoint.title if checkpoint else work.request.checkpoint, source)
             else:
                 source.finish(assignment.job_id, Outcome(error=TypeError(f"unknown work item {type(work).__name__}")))
         with self._cond:
@@ -285,33 +292,42 @@ class RayExecutor:
                 slot.inbox.put(None)
             self._cond.notify_all()
 
-    def _place(self, assignment: Assignment, ref: CheckpointRef | None, key: str | None, source: JobSource) -> None:
-        """Hand the job to the best idle worker whose node may have its checkpoint (waits for one to be idle); fail
-        it when every worker said its node lacks the checkpoint. The item enters the inbox under the lock, so it
-        is never queued behind a worker's end-of-work mark."""
+    def _place(self, assignment: Assignment, files: JobFiles | None, key: str | None, source: JobSource) -> None:
+        """Hand the job to the best idle worker whose node may have its files (waits for one to be idle); fail it
+        when every worker said its node lacks one of them. The item enters the inbox under the lock, so it is never
+        queued behind a worker's end-of-work mark."""
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                able = [slot for slot in self._slots if not slot.lacks(ref, now)]
+                able = [slot for slot in self._slots if slot.lacking(files, now) is None]
                 idle = [slot for slot in able if not slot.busy]
                 if idle:
                     slot = self._choose(idle, key)
                     slot.busy = True
-                    slot.inbox.put((assignment, ref, key))
+                    slot.inbox.put((assignment, files, key))
                     return
                 if not able:
                     break
                 self._cond.wait()
             stopping = self._stopping
+            lacking = {slot.name: slot.lacking(files, time.monotonic()) for slot in self._slots}
         if stopping:
             source.finish(assignment.job_id, Outcome(error=UserError("The server stopped before the job ran."),
                                                      interrupted=True))
         else:
-            assert ref is not None
-            digest = f" (sha256 {ref.sha256})" if ref.sha256 else ""
-            source.finish(assignment.job_id, Outcome(error=ModelNotFound(
-                f"No worker has the checkpoint {ref.title}{digest}: each of the {len(self._slots)} worker(s) looked "
-                f"in its node's models folder. Copy the file there (any name: it is found by its sha256).")))
+            source.finish(assignment.job_id, Outcome(error=ModelNotFound(self._nowhere(lacking))))
+
+    @staticmethod
+    def _nowhere(lacking: dict[str, ModelRef | None]) -> str:
+        """The message of a job whose files no worker has all of (`lacking`: what each worker lacks)."""
+        refs = set(lacking.values())
+        only = next(iter(refs)) if len(refs) == 1 else None
+        if only is not None:
+            return (f"No worker has {only.describe()}: each of the {len(lacking)} worker(s) looked in "
+                    f"its node's models folder. Copy the file there (any name: it is found by its sha256).")
+        each = ", ".join(f"{name} lacks {ref.describe()}" for name, ref in lacking.items() if ref is not None)
+        return (f"No worker has every model file this job needs: {each}. Copy the files there (any name: they are "
+                f"found by their sha256).")
 
     @staticmethod
     def _choose(idle: list[_Slot], key: str | None) -> _Slot:
@@ -325,11 +341,11 @@ class RayExecutor:
                 return slot
         return min(idle, key=lambda slot: slot.idle_since)
 
-    def _checkpoint_ref(self, request: GenerationRequest) -> CheckpointRef | None:
-        if self._checkpoint_of is None:
+    def _job_files(self, request: GenerationRequest) -> JobFiles | None:
+        if self._files_of is None:
             return None
         try:
-            return self._checkpoint_of(request, self._settings.get() if self._settings is not None else None)
+            return self._files_of(request, self._settings.get() if self._settings is not None else None)
         except Exception:  # noqa: BLE001 - a bad name fails on the worker, with the worker's message
             return None
 
@@ -352,17 +368,17 @@ class RayExecutor:
     def _slot_loop(self, slot: _Slot, source: JobSource) -> None:
         self._warm(slot)
         while (item := slot.inbox.get()) is not None:
-            assignment, ref, key = item
+            assignment, files, key = item
             job_id = assignment.job_id
             try:
-                outcome = self._run_remote(slot, assignment, ref, key, source)
+                outcome = self._run_remote(slot, assignment, files, key, source)
             except BaseException as exc:  # noqa: BLE001 - the slot's thread must survive any job
                 outcome = Outcome(error=exc)
-            missing = outcome is not None and isinstance(outcome.error, CheckpointNotOnWorker)
+            missing = outcome is not None and isinstance(outcome.error, ModelNotOnWorker)
             with self._cond:
                 self._placement.pop(job_id, None)
-                if missing and ref is not None:
-                    slot.missing[ref.sha256 or ref.title] = time.monotonic()
+                if missing and outcome is not None and isinstance(outcome.error, ModelNotOnWorker):
+                    slot.missing[outcome.error.ref.key] = time.monotonic()
                 if not missing:
                     self._tokens.pop(job_id, None)
                 if not missing and outcome is not None:
@@ -373,7 +389,7 @@ class RayExecutor:
                 self._cond.notify_all()
             if missing:
                 log.info("%s: %s; placing the job on another worker", slot.name, outcome.error if outcome else "")
-                self._place(assignment, ref, key, source)
+                self._place(assignment, files, key, source)
             elif outcome is not None:  # None: it went back to the queue
                 source.finish(job_id, outcome)
 
@@ -389,14 +405,14 @@ class RayExecutor:
         with self._cond:
             slot.status = status
 
-    def _run_remote(self, slot: _Slot, assignment: Assignment, ref: CheckpointRef | None, key: str | None,
+    def _run_remote(self, slot: _Slot, assignment: Assignment, files: JobFiles | None, key: str | None,
                     source: JobSource) -> Outcome | None:
         """Run the job on the slot's actor, relaying its progress; None when a lost worker put it back in the queue."""
         ray = _ray()
         job_id, work = assignment.job_id, assignment.work
         snapshot = self._settings.get() if self._settings is not None else None
         payload = snapshot.to_json() if snapshot is not None and snapshot is not slot.settings_sent else None
-        run = slot.actor.run.remote(job_id, work, payload, ref)
+        run = slot.actor.run.remote(job_id, work, payload, files)
         with self._cond:
             self._placement[job_id] = slot
             slot.job_id = job_id

@@ -3,8 +3,9 @@
 A threaded actor: `run` executes one generation at a time; `events` (the driver's long poll for progress) and
 `control` (interrupt, skip) run beside it on the actor's other threads. The worker builds its own
 `GenerationStack` from the launch options it was given (its node's data folder), with a settings store that never
-writes config.json. The job's checkpoint arrives as a `CheckpointRef` and is looked up on this node by name and
-sha256 (`modules.models.by_hash`); a node without it answers `CheckpointNotOnWorker` and runs nothing.
+writes config.json. The job's model files (checkpoints, VAE, LoRAs, embeddings) arrive as `ModelRef`s in a
+`JobFiles` and are looked up on this node by name and sha256 (`modules.jobs.job_files`); a node without one
+answers `ModelNotOnWorker` and runs nothing.
 Everything it returns is plain data (`WorkerReply`, `WorkerStatus`); an exception travels as a value, without its
 traceback (kept as a note for the driver's log).
 """
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from modules.cancel import CancelToken
 from modules.errors import UserError
 from modules.jobs.executor import Control, GenerationWork, JobContext
-from modules.models.by_hash import CheckpointRef, require_checkpoint
-from modules.types import GenerationRequest, ProgressEvent
+from modules.jobs.job_files import JobFiles, Localized, localize
+from modules.types import ProgressEvent
 
 if TYPE_CHECKING:
     from modules.bootstrap import GenerationStack
@@ -105,9 +106,9 @@ class RayWorker:
         return [] if stack is None else [str(getattr(key, "title", key)) for key in stack.models.checkpoints.keys()]
 
     def run(self, job_id: str, work: GenerationWork, settings: dict[str, Any] | None = None,
-            checkpoint: CheckpointRef | None = None) -> WorkerReply:
-        """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first, and
-        `checkpoint` (the driver's choice, when known) is looked up on this node."""
+            files: JobFiles | None = None) -> WorkerReply:
+        """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first, and the job's
+        model `files` (as the driver resolved them, when known) are looked up on this node."""
         with self._run_lock:
             started = time.time()
             job = self._job(job_id)
@@ -118,9 +119,11 @@ class RayWorker:
                 stack = self._ensure_stack()
                 if settings is not None:
                     self._apply_settings(settings)
-                request = self._local_request(stack, work.request, checkpoint)
+                local = localize(stack, work.request, files, self.name) if files is not None \
+                    else Localized(work.request)
                 context = JobContext(job_id, job.token, lambda event: self._push(job, event))
-                result = stack.generation.run(request, context, save=work.save)
+                with stack.networks.substituted(local.loras, local.embeddings):
+                    result = stack.generation.run(local.request, context, save=work.save)
             except BaseException as exc:  # noqa: BLE001 - the worker outlives any job; the error travels back
                 error = self._portable(exc)
             finally:
@@ -150,15 +153,6 @@ class RayWorker:
             token.skip()
 
     # -- inside the worker --
-
-    def _local_request(self, stack: "GenerationStack", request: GenerationRequest,
-                       checkpoint: CheckpointRef | None) -> GenerationRequest:
-        """`request` naming this node's file of `checkpoint` (found by name and sha256; CheckpointNotOnWorker when
-        the node has none); unchanged when the node has it under the driver's name."""
-        if checkpoint is None:
-            return request
-        record = require_checkpoint(stack.models.catalog, checkpoint, self.name)
-        return request if record.name == checkpoint.name else request.with_changes(checkpoint=record.name)
 
     def _status_or_none(self) -> WorkerStatus | None:
         try:
