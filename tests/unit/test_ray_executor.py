@@ -255,6 +255,7 @@ def test_a_killed_worker_re_queues_its_job_once_and_the_next_jobs_run(ray_app: A
     index, pid = kill_worker_of(ray_app, doomed)
     result = doomed.outcome(timeout=300)  # queued again, then done on a worker
     assert doomed.state is JobState.DONE and result.images and doomed.requeues == 1
+    assert doomed.worker != f"worker-{index}"  # not placed on the worker while it restarted
     note = (f"The worker process running this job (worker-{index}) stopped before the job ended; the job was "
             f"queued again and started over.")
     assert doomed.notes == (note,) and result.comments[-1] == note
