@@ -6,6 +6,9 @@ A threaded actor: `run` executes one generation at a time; `events` (the driver'
 writes config.json. The job's model files (checkpoints, VAE, LoRAs, embeddings) arrive as `ModelRef`s in a
 `JobFiles` and are looked up on this node by name and sha256 (`modules.jobs.job_files`); a node without one
 answers `ModelNotOnWorker` and runs nothing.
+At its start the worker process tunes the C allocator (`modules.allocator.tune_allocator`, as webui.py does for
+the server, before any model loads) and, once it has been idle for `IDLE_SECONDS` after a job, hands the free
+heap back to the system (`release_free_memory`, as the local executor's idle callback does).
 Everything it returns is plain data (`WorkerReply`, `WorkerStatus`); an exception travels as a value, without its
 traceback (kept as a note for the driver's log).
 """
@@ -24,9 +27,11 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.allocator import release_free_memory, tune_allocator
 from modules.cancel import CancelToken
 from modules.errors import UserError
 from modules.jobs.executor import Control, GenerationWork, JobContext
+from modules.jobs.idle import IdleTimer
 from modules.jobs.job_files import JobFiles, Localized, localize
 from modules.types import ProgressEvent
 
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+IDLE_SECONDS = 2.0
+"""After a job, how long a worker stays idle before it releases the free memory of its heap."""
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerStatus:
@@ -46,6 +54,10 @@ class WorkerStatus:
     node: str
     device: str
     loaded: tuple[str, ...]
+    allocator: str = ""
+    """What `tune_allocator` did at the worker's start (e.g. "glibc tuned", "tcmalloc preloaded")."""
+    memory_releases: int = 0
+    """How many times the idle worker has released its free memory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +88,10 @@ class RayWorker:
     """The body of one worker actor; see the module docstring."""
 
     def __init__(self, index: int, launch: "LaunchOptions", settings: dict[str, Any] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, idle_after: float = IDLE_SECONDS) -> None:
+        self.allocator = tune_allocator()  # first: before torch allocates anything in this process
+        self.memory_releases = 0
+        self._idle = IdleTimer(self._release_memory, idle_after, f"Ray {name or index}")
         self.index = index
         self.name = name or f"worker-{index}"
         self._launch = launch
@@ -98,7 +113,8 @@ class RayWorker:
         return self.status()
 
     def status(self) -> WorkerStatus:
-        return WorkerStatus(os.getpid(), socket.gethostname(), self._device(), tuple(self.loaded()))
+        return WorkerStatus(os.getpid(), socket.gethostname(), self._device(), tuple(self.loaded()),
+                            self.allocator.reason, self.memory_releases)
 
     def loaded(self) -> list[str]:
         """Titles of the checkpoints in this worker's model cache."""
@@ -110,6 +126,7 @@ class RayWorker:
         """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first, and the job's
         model `files` (as the driver resolved them, when known) are looked up on this node."""
         with self._run_lock:
+            self._idle.started()
             started = time.time()
             job = self._job(job_id)
             result: Any = None
@@ -130,6 +147,7 @@ class RayWorker:
                 with self._cond:
                     job.done = True
                     self._cond.notify_all()
+                self._idle.ended()
             return WorkerReply(result, error, job.token.interrupted, tuple(self._saved), self.index, os.getpid(),
                                started, time.time(), self._status_or_none())
 
@@ -153,6 +171,10 @@ class RayWorker:
             token.skip()
 
     # -- inside the worker --
+
+    def _release_memory(self) -> None:
+        release_free_memory()
+        self.memory_releases += 1
 
     def _status_or_none(self) -> WorkerStatus | None:
         try:
