@@ -18,7 +18,7 @@ from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
 from modules.gallery.index import GalleryIndex
 from modules.jobs import Executor, JobQueue, LocalThreadExecutor
-from modules.models.manager import ModelManager, ModelOptions, default_load_fn
+from modules.models.manager import ModelManager, default_load_fn
 from modules.networks.service import ExtraNetworks
 from modules.paths import REPO_ROOT
 from modules.processing import GenerationService
@@ -105,15 +105,13 @@ def build_executor(launch: LaunchOptions, stack: GenerationStack, settings: Sett
     `worker_launch(index, launch)`: a Ray worker's own launch options (e.g. its node's data folder)."""
     if not launch.ray_enabled:
         return LocalThreadExecutor(stack.generation, name="default", on_idle=release_free_memory)
+    from modules.jobs.job_files import JobFiles, job_files
     from modules.jobs.ray_executor import RayExecutor
-    from modules.models.by_hash import CheckpointRef
 
-    def checkpoint_of(request: GenerationRequest, snapshot: Settings | None) -> CheckpointRef:
-        job_settings = (snapshot or settings.get()).with_overrides(request.overrides)
-        options = ModelOptions.from_mapping(job_settings)
-        return CheckpointRef.of(stack.models.resolve_checkpoint(request.checkpoint, options))
+    def files_of(request: GenerationRequest, snapshot: Settings | None) -> JobFiles:
+        return job_files(stack.generation, request, snapshot or settings.get())
 
-    return RayExecutor(launch, settings=settings, on_saved=on_saved, checkpoint_of=checkpoint_of,
+    return RayExecutor(launch, settings=settings, on_saved=on_saved, files_of=files_of,
                        worker_launch=worker_launch)
 
 

@@ -26,6 +26,7 @@ from modules.jobs.executor import (
     WorkerInfo,
     WorkItem,
 )
+from modules.jobs.idle import IdleTimer
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,7 @@ class LocalThreadExecutor:
         self._threads: list[threading.Thread] = []
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
-        self._on_idle, self._idle_after = on_idle, idle_after
-        self._busy = 0
-        self._idle_timer: threading.Timer | None = None
+        self._idle = IdleTimer(on_idle, idle_after, f"executor {name!r}") if on_idle is not None else None
 
     def start(self, source: JobSource) -> None:
         if self._threads:
@@ -94,27 +93,13 @@ class LocalThreadExecutor:
                 self._set_busy(-1)
 
     def _set_busy(self, change: int) -> None:
-        """Count running jobs; the last one to end arms the idle timer, the next one to start disarms it."""
-        if self._on_idle is None:
+        """Tell the idle timer (if any) that a job started (+1) or ended (-1)."""
+        if self._idle is None:
             return
-        with self._lock:
-            self._busy += change
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-                self._idle_timer = None
-            if self._busy == 0:
-                self._idle_timer = threading.Timer(self._idle_after, self._idle)
-                self._idle_timer.daemon = True
-                self._idle_timer.start()
-
-    def _idle(self) -> None:
-        with self._lock:
-            if self._busy or self._on_idle is None:
-                return
-        try:
-            self._on_idle()
-        except Exception:  # noqa: BLE001 - housekeeping never ends the executor
-            log.exception("executor %r: idle callback failed", self.name)
+        if change > 0:
+            self._idle.started()
+        else:
+            self._idle.ended()
 
     def _run(self, assignment: Assignment, token: CancelToken, source: JobSource) -> Outcome:
         context = JobContext(assignment.job_id, token, partial(source.progress, assignment.job_id))

@@ -6,11 +6,14 @@ behind it, are in docs/scale-out.md. In short:
 
 - Each worker is a `RayWorker` actor (`modules.jobs.ray_worker`) named `worker-<index>`, with its own
   `GenerationStack`; this process sends the settings snapshot with a job whenever it changed since the worker
-  last saw it, and names the job's checkpoint by title, name and sha256 (`CheckpointRef`).
-- A dispatcher thread here takes the next job from the queue as soon as a worker is idle and picks the worker:
-  one whose last job used the same checkpoint, else one that has none loaded yet, else the one idle longest;
-  never one that said, less than `MISSING_RECHECK_SECONDS` ago, that its node lacks the checkpoint. A worker that
-  says so hands the job to another (the job fails, naming the checkpoint, when every worker lacks it).
+  last saw it, and names the job's model files (checkpoints, VAEs, LoRAs, embeddings) by title, name and sha256
+  (`JobFiles` of `ModelRef`s).
+- A dispatcher thread here takes the next job from the queue as soon as a worker is idle and ready (started, or
+  restarted after a loss and answering its ready check) and picks one by `modules.jobs.routing`: one whose last
+  job used the same checkpoint, else the busy one holding it when it should finish before another could load it
+  (the job then queues behind it), else one that has none loaded yet, else the one idle longest; never one that
+  said, less than `MISSING_RECHECK_SECONDS` ago, that its node lacks one of the job's files. A worker that says so
+  hands the job to another (the job fails, naming the file, when every worker lacks one).
 - A `GenerationWork` travels as plain data (pickled by Ray); the worker returns the `GenerationResult` (PIL images:
   raw pixels, encoded to PNG here, where the API and UI encode them today) and the paths it saved, which this
   process records in the gallery. Exceptions come back as values (the worker's traceback as a note).
@@ -48,8 +51,10 @@ from modules.jobs.executor import (
     Outcome,
     WorkerInfo,
 )
+from modules.jobs.job_files import JobFiles
 from modules.jobs.ray_worker import RayWorker, WorkerReply, WorkerStatus
-from modules.models.by_hash import CheckpointNotOnWorker, CheckpointRef
+from modules.jobs.routing import WorkerView, choose_worker, progress_fraction
+from modules.models.by_hash import ModelNotOnWorker, ModelRef
 from modules.paths import REPO_ROOT
 from modules.types import GenerationRequest
 
@@ -61,11 +66,14 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
 """How long the actor's `events` call waits for an event before answering with none."""
+READY_CHECK_SECONDS = 5.0
+"""After a worker was lost, how long one ready check waits for the restarted process before asking again; no job
+is placed on the worker until one answers."""
 MISSING_RECHECK_SECONDS = 300.0
-"""A worker that said its node lacks a checkpoint is not offered jobs needing it for this long (then asked again:
+"""A worker that said its node lacks a model file is not offered jobs needing it for this long (then asked again:
 the file may have been copied there)."""
 
-CheckpointOf = Callable[[GenerationRequest, "Settings | None"], "CheckpointRef | None"]
+FilesOf = Callable[[GenerationRequest, "Settings | None"], "JobFiles | None"]
 WorkerLaunch = Callable[[int, "LaunchOptions"], "LaunchOptions"]
 
 
@@ -94,7 +102,7 @@ class WorkerRun:
     finished: float
 
 
-_Placed = tuple[Assignment, "CheckpointRef | None", "str | None"]  # the job, its checkpoint, its affinity key
+_Placed = tuple[Assignment, "JobFiles | None", "str | None"]  # the job, its model files, its affinity key
 
 
 class _Slot:
@@ -104,7 +112,11 @@ class _Slot:
         self.index = index
         self.name = f"worker-{index}"
         self.actor = actor
-        self.busy = False
+        self.pending = 0  # jobs placed on it and not finished (its running one included)
+        self.ready = False  # False while it starts, or restarts after a loss: no job is placed on it then
+        self.dead = False  # Ray gave up restarting it: out of routing for good
+        self.started: float | None = None  # when its running job started (monotonic)
+        self.fraction = 0.0  # how much of that job is done
         self.job_id: str | None = None
         self.checkpoint: str | None = None
         self.settings_sent: Any = None
@@ -112,13 +124,24 @@ class _Slot:
         self.status: WorkerStatus | None = None  # None: starting (or restarting after a loss)
         self.problem = ""
         self.jobs_done = 0
-        self.missing: dict[str, float] = {}  # checkpoint (sha256, else title) -> when the worker said it lacks it
+        self.missing: dict[str, float] = {}  # a file's `ModelRef.key` -> when the worker said it lacks it
         self.inbox: queue.SimpleQueue[_Placed | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
 
-    def lacks(self, ref: CheckpointRef | None, now: float) -> bool:
-        reported = None if ref is None else self.missing.get(ref.sha256 or ref.title)
-        return reported is not None and now - reported < MISSING_RECHECK_SECONDS
+    @property
+    def busy(self) -> bool:
+        return self.pending > 0
+
+    def view(self) -> WorkerView:
+        return WorkerView(self.index, self.checkpoint, self.pending, self.idle_since, self.started, self.fraction)
+
+    def lacking(self, files: JobFiles | None, now: float) -> ModelRef | None:
+        """The first of `files` this worker said, recently, that its node lacks."""
+        for ref in () if files is None else files.refs():
+            reported = self.missing.get(ref.key)
+            if reported is not None and now - reported < MISSING_RECHECK_SECONDS:
+                return ref
+        return None
 
     def info(self) -> WorkerInfo:
         status = self.status
@@ -136,14 +159,14 @@ class RayExecutor:
     `workers`: a count, "auto" (one per GPU of the cluster, 1 without GPUs); default from `launch`.
     `address`: a Ray cluster to join (default `launch.ray_address`; None starts a local one unless Ray is already
     initialised in this process). `settings`: the App's store, whose snapshot travels to the workers.
-    `on_saved`: told of every file a worker saved. `checkpoint_of(request, settings)`: the checkpoint a job will
+    `on_saved`: told of every file a worker saved. `files_of(request, settings)`: the model files a job will
     use (for affinity and the lookup on the worker's node; None when unknown). `worker_launch(index, launch)`: the
     launch options of worker `index` (default: these; e.g. a data folder of its own). `init_options`: extra
     `ray.init` arguments."""
 
     def __init__(self, launch: "LaunchOptions", *, workers: int | str | None = None, address: str | None = None,
                  settings: "SettingsStore | None" = None, on_saved: Callable[[Path], None] | None = None,
-                 checkpoint_of: CheckpointOf | None = None, worker_launch: WorkerLaunch | None = None,
+                 files_of: FilesOf | None = None, worker_launch: WorkerLaunch | None = None,
                  init_options: dict[str, Any] | None = None, max_restarts: int = 3, name: str = "default") -> None:
         self.name = name
         self._launch = launch
@@ -151,7 +174,7 @@ class RayExecutor:
         self._address = address if address is not None else launch.ray_address
         self._settings = settings
         self._on_saved = on_saved
-        self._checkpoint_of = checkpoint_of
+        self._files_of = files_of
         self._worker_launch = worker_launch
         self._init_options = dict(init_options or {})
         self._max_restarts = max_restarts
@@ -160,6 +183,7 @@ class RayExecutor:
         self._tokens: dict[str, CancelToken] = {}
         self._placement: dict[str, _Slot] = {}
         self._requeued: set[str] = set()
+        self._load_seconds: dict[str, float] = {}  # checkpoint title -> the last measured switch to it, in seconds
         self._stopping = False
         self._dispatcher: threading.Thread | None = None
         self._owns_ray = False
@@ -267,7 +291,8 @@ class RayExecutor:
     def _dispatch_loop(self, source: JobSource) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: any(not slot.busy for slot in self._slots))
+                self._cond.wait_for(lambda: any(slot.ready and not slot.busy for slot in self._slots)
+                                    or all(slot.dead for slot in self._slots))
             assignment = source.take()
             if assignment is None:
                 break
@@ -275,8 +300,9 @@ class RayExecutor:
             if isinstance(work, CallableWork):
                 source.finish(assignment.job_id, self._run_local(assignment.job_id, work, source))
             elif isinstance(work, GenerationWork):
-                ref = self._checkpoint_ref(work.request)
-                self._place(assignment, ref, ref.title if ref is not None else work.request.checkpoint, source)
+                files = self._job_files(work.request)
+                checkpoint = files.checkpoint if files is not None else None
+                self._place(assignment, files, checkpoint.title if checkpoint else work.request.checkpoint, source)
             else:
                 source.finish(assignment.job_id, Outcome(error=TypeError(f"unknown work item {type(work).__name__}")))
         with self._cond:
@@ -285,51 +311,53 @@ class RayExecutor:
                 slot.inbox.put(None)
             self._cond.notify_all()
 
-    def _place(self, assignment: Assignment, ref: CheckpointRef | None, key: str | None, source: JobSource) -> None:
-        """Hand the job to the best idle worker whose node may have its checkpoint (waits for one to be idle); fail
-        it when every worker said its node lacks the checkpoint. The item enters the inbox under the lock, so it
-        is never queued behind a worker's end-of-work mark."""
+    def _place(self, assignment: Assignment, files: JobFiles | None, key: str | None, source: JobSource) -> None:
+        """Hand the job to the best idle worker whose node may have its files (waits for one to be idle); fail it
+        when every worker said its node lacks one of them. The item enters the inbox under the lock, so it is never
+        queued behind a worker's end-of-work mark."""
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                able = [slot for slot in self._slots if not slot.lacks(ref, now)]
-                idle = [slot for slot in able if not slot.busy]
-                if idle:
-                    slot = self._choose(idle, key)
-                    slot.busy = True
-                    slot.inbox.put((assignment, ref, key))
+                alive = [slot for slot in self._slots if not slot.dead]
+                able = [slot for slot in alive if slot.lacking(files, now) is None]
+                views = [slot.view() for slot in able if slot.ready]
+                index = choose_worker(views, key, now, self._load_seconds.get(key) if key else None)
+                if index is not None:
+                    slot = self._slots[index]
+                    slot.pending += 1
+                    slot.inbox.put((assignment, files, key))
                     return
                 if not able:
                     break
                 self._cond.wait()
             stopping = self._stopping
+            lacking = {slot.name: slot.lacking(files, time.monotonic()) for slot in self._slots}
         if stopping:
             source.finish(assignment.job_id, Outcome(error=UserError("The server stopped before the job ran."),
                                                      interrupted=True))
+        elif not alive:
+            source.finish(assignment.job_id, Outcome(error=WorkerLost(
+                "Every worker process has stopped for good (Ray gave up restarting them); restart the server.")))
         else:
-            assert ref is not None
-            digest = f" (sha256 {ref.sha256})" if ref.sha256 else ""
-            source.finish(assignment.job_id, Outcome(error=ModelNotFound(
-                f"No worker has the checkpoint {ref.title}{digest}: each of the {len(self._slots)} worker(s) looked "
-                f"in its node's models folder. Copy the file there (any name: it is found by its sha256).")))
+            source.finish(assignment.job_id, Outcome(error=ModelNotFound(self._nowhere(lacking))))
 
     @staticmethod
-    def _choose(idle: list[_Slot], key: str | None) -> _Slot:
-        """Among `idle`: the one whose last job used checkpoint `key`, else one with no checkpoint yet, else the one
-        idle longest."""
-        for slot in idle:
-            if key is not None and slot.checkpoint == key:
-                return slot
-        for slot in idle:
-            if slot.checkpoint is None:
-                return slot
-        return min(idle, key=lambda slot: slot.idle_since)
+    def _nowhere(lacking: dict[str, ModelRef | None]) -> str:
+        """The message of a job whose files no worker has all of (`lacking`: what each worker lacks)."""
+        refs = set(lacking.values())
+        only = next(iter(refs)) if len(refs) == 1 else None
+        if only is not None:
+            return (f"No worker has {only.describe()}: each of the {len(lacking)} worker(s) looked in "
+                    f"its node's models folder. Copy the file there (any name: it is found by its sha256).")
+        each = ", ".join(f"{name} lacks {ref.describe()}" for name, ref in lacking.items() if ref is not None)
+        return (f"No worker has every model file this job needs: {each}. Copy the files there (any name: they are "
+                f"found by their sha256).")
 
-    def _checkpoint_ref(self, request: GenerationRequest) -> CheckpointRef | None:
-        if self._checkpoint_of is None:
+    def _job_files(self, request: GenerationRequest) -> JobFiles | None:
+        if self._files_of is None:
             return None
         try:
-            return self._checkpoint_of(request, self._settings.get() if self._settings is not None else None)
+            return self._files_of(request, self._settings.get() if self._settings is not None else None)
         except Exception:  # noqa: BLE001 - a bad name fails on the worker, with the worker's message
             return None
 
@@ -350,56 +378,80 @@ class RayExecutor:
     # -- a worker's thread --
 
     def _slot_loop(self, slot: _Slot, source: JobSource) -> None:
-        self._warm(slot)
+        self._await_ready(slot)
         while (item := slot.inbox.get()) is not None:
-            assignment, ref, key = item
+            assignment, files, key = item
             job_id = assignment.job_id
             try:
-                outcome = self._run_remote(slot, assignment, ref, key, source)
+                outcome = self._run_remote(slot, assignment, files, key, source)
             except BaseException as exc:  # noqa: BLE001 - the slot's thread must survive any job
                 outcome = Outcome(error=exc)
-            missing = outcome is not None and isinstance(outcome.error, CheckpointNotOnWorker)
+            missing = outcome is not None and isinstance(outcome.error, ModelNotOnWorker)
             with self._cond:
                 self._placement.pop(job_id, None)
-                if missing and ref is not None:
-                    slot.missing[ref.sha256 or ref.title] = time.monotonic()
+                if missing and outcome is not None and isinstance(outcome.error, ModelNotOnWorker):
+                    slot.missing[outcome.error.ref.key] = time.monotonic()
                 if not missing:
                     self._tokens.pop(job_id, None)
                 if not missing and outcome is not None:
                     self._requeued.discard(job_id)
-                slot.busy = False
-                slot.job_id = None
+                slot.pending -= 1
+                slot.job_id = slot.started = None
+                slot.fraction = 0.0
                 slot.idle_since = time.monotonic()
                 self._cond.notify_all()
             if missing:
                 log.info("%s: %s; placing the job on another worker", slot.name, outcome.error if outcome else "")
-                self._place(assignment, ref, key, source)
+                self._place(assignment, files, key, source)
             elif outcome is not None:  # None: it went back to the queue
                 source.finish(job_id, outcome)
+            if not slot.ready:  # its worker was lost: Ray restarts it
+                self._await_ready(slot)
 
-    def _warm(self, slot: _Slot) -> None:
-        """Build the worker's stack now and learn where it runs (its first job waits for this anyway)."""
-        try:
-            status = _ray().get(slot.actor.warm.remote())
-        except Exception as exc:  # noqa: BLE001 - its jobs fail with the same error; the listing says so
-            log.error("Ray %s did not start: %s", slot.name, exc)
-            with self._cond:
-                slot.problem = str(exc)
+    def _await_ready(self, slot: _Slot) -> None:
+        """Wait until the slot's actor answers `warm` (its stack built, where it runs); only then are jobs placed on
+        it. Asks again every `READY_CHECK_SECONDS` while it (re)starts. A start that fails marks it unavailable (the
+        jobs placed on it fail with that error); one Ray gave up restarting leaves the routing for good."""
+        ray = _ray()
+        check, failures = slot.actor.warm.remote(), 0
+        while not self._stopping:
+            try:
+                if not ray.wait([check], timeout=READY_CHECK_SECONDS)[0]:
+                    continue
+                status = ray.get(check)
+            except ray.exceptions.RayActorError as exc:
+                failures += 1
+                if failures <= self._max_restarts:
+                    time.sleep(0.5)
+                    check = slot.actor.warm.remote()
+                    continue
+                log.error("Ray %s stopped for good: %s", slot.name, exc)
+                self._set_ready(slot, None, str(exc), dead=True)
+                return
+            except Exception as exc:  # noqa: BLE001 - its jobs fail with the same error; the listing says so
+                log.error("Ray %s did not start: %s", slot.name, exc)
+                self._set_ready(slot, None, str(exc))
+                return
+            self._set_ready(slot, status, "")
             return
-        with self._cond:
-            slot.status = status
 
-    def _run_remote(self, slot: _Slot, assignment: Assignment, ref: CheckpointRef | None, key: str | None,
+    def _set_ready(self, slot: _Slot, status: WorkerStatus | None, problem: str, dead: bool = False) -> None:
+        with self._cond:
+            slot.status, slot.problem, slot.ready, slot.dead = status, problem, True, dead
+            self._cond.notify_all()
+
+    def _run_remote(self, slot: _Slot, assignment: Assignment, files: JobFiles | None, key: str | None,
                     source: JobSource) -> Outcome | None:
         """Run the job on the slot's actor, relaying its progress; None when a lost worker put it back in the queue."""
         ray = _ray()
         job_id, work = assignment.job_id, assignment.work
         snapshot = self._settings.get() if self._settings is not None else None
         payload = snapshot.to_json() if snapshot is not None and snapshot is not slot.settings_sent else None
-        run = slot.actor.run.remote(job_id, work, payload, ref)
+        run = slot.actor.run.remote(job_id, work, payload, files)
         with self._cond:
             self._placement[job_id] = slot
             slot.job_id = job_id
+            slot.started, slot.fraction = time.monotonic(), 0.0
             token = self._tokens.get(job_id)
         source.placed(job_id, slot.name)
         if token is not None and token.interrupted:
@@ -411,6 +463,8 @@ class RayExecutor:
                 events, done = ray.get(slot.actor.events.remote(job_id, POLL_SECONDS))
                 for event in events:
                     source.progress(job_id, event)
+                if events:
+                    slot.fraction = progress_fraction(events[-1])
                 if done:
                     break
                 if ray.wait([run], timeout=0)[0]:  # the run ended without a final report: a worker restarted
@@ -421,6 +475,7 @@ class RayExecutor:
         slot.settings_sent = snapshot if reply.error is None else None  # on an error it may not have been applied
         with self._cond:
             if reply.error is None:
+                self._measure_load(slot, key, reply)
                 slot.checkpoint = key
             slot.status = reply.status or slot.status
             slot.jobs_done += 1
@@ -430,12 +485,20 @@ class RayExecutor:
                 self._on_saved(Path(path))
         return Outcome(result=reply.result, error=reply.error, interrupted=reply.interrupted)
 
+    def _measure_load(self, slot: _Slot, key: str | None, reply: WorkerReply) -> None:
+        """After a job that switched the worker to checkpoint `key`: the part of its time outside the generation core
+        (loading the checkpoint, mostly) is that checkpoint's load time, as `choose_worker` reads it."""
+        total = getattr(reply.result, "timings", {}).get("total")
+        if key is not None and slot.checkpoint != key and isinstance(total, float):
+            self._load_seconds[key] = max(0.0, reply.finished - reply.started - total)
+
     def _lost(self, slot: _Slot, job_id: str, interrupted: bool, source: JobSource, exc: Exception) -> Outcome | None:
         """The slot's worker died running `job_id`: put the job back in the queue once, else fail it."""
         log.warning("Ray %s died while running job %s: %s", slot.name, job_id, exc)
         with self._cond:
             slot.checkpoint = slot.settings_sent = None
-            slot.status = None  # Ray restarts it; its next reply tells the new process
+            slot.status = None  # Ray restarts it; its ready check tells the new process
+            slot.ready = False  # no job is placed on it until the restarted process answers
             again = job_id in self._requeued
         note = (f"The worker process running this job ({slot.name}) stopped before the job ended; the job was "
                 f"queued again and started over.")

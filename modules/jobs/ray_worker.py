@@ -3,8 +3,12 @@
 A threaded actor: `run` executes one generation at a time; `events` (the driver's long poll for progress) and
 `control` (interrupt, skip) run beside it on the actor's other threads. The worker builds its own
 `GenerationStack` from the launch options it was given (its node's data folder), with a settings store that never
-writes config.json. The job's checkpoint arrives as a `CheckpointRef` and is looked up on this node by name and
-sha256 (`modules.models.by_hash`); a node without it answers `CheckpointNotOnWorker` and runs nothing.
+writes config.json. The job's model files (checkpoints, VAE, LoRAs, embeddings) arrive as `ModelRef`s in a
+`JobFiles` and are looked up on this node by name and sha256 (`modules.jobs.job_files`); a node without one
+answers `ModelNotOnWorker` and runs nothing.
+At its start the worker process tunes the C allocator (`modules.allocator.tune_allocator`, as webui.py does for
+the server, before any model loads) and, once it has been idle for `IDLE_SECONDS` after a job, hands the free
+heap back to the system (`release_free_memory`, as the local executor's idle callback does).
 Everything it returns is plain data (`WorkerReply`, `WorkerStatus`); an exception travels as a value, without its
 traceback (kept as a note for the driver's log).
 """
@@ -23,11 +27,13 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.allocator import release_free_memory, tune_allocator
 from modules.cancel import CancelToken
 from modules.errors import UserError
 from modules.jobs.executor import Control, GenerationWork, JobContext
-from modules.models.by_hash import CheckpointRef, require_checkpoint
-from modules.types import GenerationRequest, ProgressEvent
+from modules.jobs.idle import IdleTimer
+from modules.jobs.job_files import JobFiles, Localized, localize
+from modules.types import ProgressEvent
 
 if TYPE_CHECKING:
     from modules.bootstrap import GenerationStack
@@ -35,6 +41,9 @@ if TYPE_CHECKING:
     from modules.settings import SettingsStore
 
 log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 2.0
+"""After a job, how long a worker stays idle before it releases the free memory of its heap."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +54,10 @@ class WorkerStatus:
     node: str
     device: str
     loaded: tuple[str, ...]
+    allocator: str = ""
+    """What `tune_allocator` did at the worker's start (e.g. "glibc tuned", "tcmalloc preloaded")."""
+    memory_releases: int = 0
+    """How many times the idle worker has released its free memory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +88,10 @@ class RayWorker:
     """The body of one worker actor; see the module docstring."""
 
     def __init__(self, index: int, launch: "LaunchOptions", settings: dict[str, Any] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, idle_after: float = IDLE_SECONDS) -> None:
+        self.allocator = tune_allocator()  # first: before torch allocates anything in this process
+        self.memory_releases = 0
+        self._idle = IdleTimer(self._release_memory, idle_after, f"Ray {name or index}")
         self.index = index
         self.name = name or f"worker-{index}"
         self._launch = launch
@@ -97,7 +113,8 @@ class RayWorker:
         return self.status()
 
     def status(self) -> WorkerStatus:
-        return WorkerStatus(os.getpid(), socket.gethostname(), self._device(), tuple(self.loaded()))
+        return WorkerStatus(os.getpid(), socket.gethostname(), self._device(), tuple(self.loaded()),
+                            self.allocator.reason, self.memory_releases)
 
     def loaded(self) -> list[str]:
         """Titles of the checkpoints in this worker's model cache."""
@@ -105,10 +122,11 @@ class RayWorker:
         return [] if stack is None else [str(getattr(key, "title", key)) for key in stack.models.checkpoints.keys()]
 
     def run(self, job_id: str, work: GenerationWork, settings: dict[str, Any] | None = None,
-            checkpoint: CheckpointRef | None = None) -> WorkerReply:
-        """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first, and
-        `checkpoint` (the driver's choice, when known) is looked up on this node."""
+            files: JobFiles | None = None) -> WorkerReply:
+        """Run one generation; `settings` (the driver's snapshot, when it changed) is applied first, and the job's
+        model `files` (as the driver resolved them, when known) are looked up on this node."""
         with self._run_lock:
+            self._idle.started()
             started = time.time()
             job = self._job(job_id)
             result: Any = None
@@ -118,15 +136,18 @@ class RayWorker:
                 stack = self._ensure_stack()
                 if settings is not None:
                     self._apply_settings(settings)
-                request = self._local_request(stack, work.request, checkpoint)
+                local = localize(stack, work.request, files, self.name) if files is not None \
+                    else Localized(work.request)
                 context = JobContext(job_id, job.token, lambda event: self._push(job, event))
-                result = stack.generation.run(request, context, save=work.save)
+                with stack.networks.substituted(local.loras, local.embeddings):
+                    result = stack.generation.run(local.request, context, save=work.save)
             except BaseException as exc:  # noqa: BLE001 - the worker outlives any job; the error travels back
                 error = self._portable(exc)
             finally:
                 with self._cond:
                     job.done = True
                     self._cond.notify_all()
+                self._idle.ended()
             return WorkerReply(result, error, job.token.interrupted, tuple(self._saved), self.index, os.getpid(),
                                started, time.time(), self._status_or_none())
 
@@ -151,14 +172,9 @@ class RayWorker:
 
     # -- inside the worker --
 
-    def _local_request(self, stack: "GenerationStack", request: GenerationRequest,
-                       checkpoint: CheckpointRef | None) -> GenerationRequest:
-        """`request` naming this node's file of `checkpoint` (found by name and sha256; CheckpointNotOnWorker when
-        the node has none); unchanged when the node has it under the driver's name."""
-        if checkpoint is None:
-            return request
-        record = require_checkpoint(stack.models.catalog, checkpoint, self.name)
-        return request if record.name == checkpoint.name else request.with_changes(checkpoint=record.name)
+    def _release_memory(self) -> None:
+        release_free_memory()
+        self.memory_releases += 1
 
     def _status_or_none(self) -> WorkerStatus | None:
         try:

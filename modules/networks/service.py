@@ -6,16 +6,19 @@ None), `lora_uses(refs)` (`<lora:...>` references resolved; unknown names are le
 `job_infotext(...)` ("Lora hashes", "TI hashes") and `counting_lookup(tokenizer)` for the token counter.
 Folders are rescanned when their contents change (names, sizes, modification times), checked before each job and
 each listing, so a file dropped in works without a restart; `refresh()` rescans unconditionally.
+`substituted(loras, embeddings)` lends, for one job, files under other names: a Ray worker whose node has the
+driver's LoRA or embedding under another file name (found by sha256) runs the job as the driver names them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ContextManager, Iterable, Sequence
+from typing import TYPE_CHECKING, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 from modules.networks.folders import (
     EMBEDDING_EXTENSIONS,
@@ -31,8 +34,8 @@ if TYPE_CHECKING:  # the databases read tensors (torch): imported on first use, 
     from transformers import PreTrainedModel
 
     from modules.models.components import ComponentSet
-    from modules.networks.embeddings import EmbeddingDatabase, EmbeddingMatcher
-    from modules.networks.lora import LoraDatabase, LoraUse
+    from modules.networks.embeddings import Embedding, EmbeddingDatabase, EmbeddingMatcher
+    from modules.networks.lora import LoraDatabase, LoraFile, LoraUse
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class ExtraNetworks:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _counting: tuple[object, object, EncoderEmbeddings] | None = field(default=None, repr=False)
     _databases: tuple[EmbeddingDatabase, LoraDatabase] | None = field(default=None, repr=False)
+    _substitutes: tuple[dict[str, LoraFile], dict[str, Embedding]] = field(default_factory=lambda: ({}, {}),
+                                                                           repr=False)
 
     @classmethod
     def for_folders(cls, embeddings_dir: str | os.PathLike[str], lora_dir: str | os.PathLike[str]) -> "ExtraNetworks":
@@ -137,6 +142,19 @@ class ExtraNetworks:
             self.loras.refresh()
             self._signatures["loras"] = signature
 
+    @contextlib.contextmanager
+    def substituted(self, loras: Mapping[str, LoraFile], embeddings: Mapping[str, Embedding]) -> Iterator[None]:
+        """While the block runs, `<lora:NAME>` finds `loras[NAME]` and the prompt's NAME the embedding
+        `embeddings[NAME]`, before (and instead of) the folder's files of that name. For one job at a time: a Ray
+        worker runs one job at once."""
+        with self._lock:
+            self._substitutes = (dict(loras), dict(embeddings))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._substitutes = ({}, {})
+
     # -- textual inversion ---------------------------------------------------------------------------------------
 
     def textual_inversion(self, components: ComponentSet) -> tuple[EncoderEmbeddings, ...] | None:
@@ -144,6 +162,8 @@ class ExtraNetworks:
         from modules.networks.embeddings import EmbeddingMatcher, embedding_keys
 
         compatible = self.embeddings.compatible(components)
+        compatible.update((name, embedding) for name, embedding in self._substitutes[1].items()
+                          if embedding.is_compatible(components))
         if not compatible:
             return None
         keys = embedding_keys(components.identity)
@@ -177,7 +197,7 @@ class ExtraNetworks:
             self.refresh_loras()
         uses, missing = [], []
         for ref in wanted:
-            lora = self.loras.find(ref.name)
+            lora = self._substitutes[0].get(ref.name) or self.loras.find(ref.name)
             if lora is None:
                 missing.append(ref.name)
                 continue

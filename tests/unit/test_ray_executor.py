@@ -1,6 +1,6 @@
 """`RayExecutor` on a local Ray cluster (2 CPUs) with two workers and tiny SD1 checkpoints: the same pixels as the
-local executor, two jobs at once, interrupt and skip to the right worker, checkpoint affinity, checkpoints found by
-sha256 in each worker's own data folder, a killed worker's job re-queued once, then failed.
+local executor, two jobs at once, interrupt and skip to the right worker, checkpoint affinity, checkpoints and LoRAs
+found by sha256 in each worker's own data folder, a killed worker's job re-queued once, then failed.
 Skipped where Ray is not installed (`pip install -r requirements-ray.txt`)."""
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from modules.bootstrap import build_app
 from modules.cli import LaunchOptions, parse_args
 from modules.jobs import Job, JobState
 from modules.models.convert import save_single_file
-from modules.models.hashes import calculate_sha256
+from modules.models.hashes import addnet_sha256, calculate_sha256
 from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
 from modules.types import GenerationRequest
-from tests.core.helpers import write_tiny_checkpoint
+from tests.core.helpers import tiny, write_tiny_checkpoint
+from tests.networks.app_data import LORA_TE, LORA_UNET
+from tests.networks.helpers import kohya_state, write_lora
 
 pytestmark = pytest.mark.slow
 NO_RAY = "Ray is not installed: pip install -r requirements-ray.txt"
@@ -34,6 +36,7 @@ SMALL = GenerationRequest(prompt="a red cube", seed=11, steps=3, width=64, heigh
                           cfg_scale=5.0, checkpoint="tiny.safetensors")
 EVERYWHERE = ("tiny.safetensors", "alpha.safetensors", "beta.safetensors")  # in both workers' folders
 GAMMA_ON_WORKER_1 = "elsewhere/gamma-copy.safetensors"  # gamma.safetensors, under another name, on worker 1 only
+GRAIN_ON_WORKER_1 = "styles/film.safetensors"  # the LoRA grain.safetensors, under another name, on worker 1 only
 LONG_STEPS = 400  # long enough to interrupt or kill a job on a tiny model
 
 
@@ -51,8 +54,8 @@ def ray_cluster() -> Iterator[Any]:
 
 
 def worker_folders(head: Path, root: Path) -> list[Path]:
-    """Each worker's own data folder: the head's checkpoints in EVERYWHERE; worker 1 also has gamma under another
-    name; only-head.safetensors is on no worker."""
+    """Each worker's own data folder: the head's checkpoints in EVERYWHERE; worker 1 also has gamma and the LoRA
+    grain under other names; only-head.safetensors (a checkpoint and a LoRA) is on no worker."""
     folders = [root / "worker-0", root / "worker-1"]
     for folder in folders:
         (folder / "models" / "Stable-diffusion").mkdir(parents=True)
@@ -61,6 +64,8 @@ def worker_folders(head: Path, root: Path) -> list[Path]:
     target = folders[1] / "models" / "Stable-diffusion" / GAMMA_ON_WORKER_1
     target.parent.mkdir(parents=True)
     shutil.copy2(head / "models" / "Stable-diffusion" / "gamma.safetensors", target)
+    (folders[1] / "models" / "Lora" / GRAIN_ON_WORKER_1).parent.mkdir(parents=True)
+    shutil.copy2(head / "models" / "Lora" / "grain.safetensors", folders[1] / "models" / "Lora" / GRAIN_ON_WORKER_1)
     return folders
 
 
@@ -71,6 +76,10 @@ def ray_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     for seed, name in enumerate(("alpha", "beta", "gamma", "only-head"), start=1):
         save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=seed),
                          data / "models" / "Stable-diffusion" / f"{name}.safetensors")
+    sd1 = tiny(ModelIdentity(Family.SD1))
+    for seed, name in ((1, "grain"), (2, "only-head")):
+        write_lora(data / "models" / "Lora" / f"{name}.safetensors",
+                   kohya_state(sd1, LORA_UNET, LORA_TE, rank=2, alpha=float(seed)))
     folders = worker_folders(data, tmp_path_factory.mktemp("ray_workers"))
     app = build_app(LaunchOptions(data_dir=data, workers=2),
                     worker_launch=lambda index, launch: dataclasses.replace(launch, data_dir=folders[index]))
@@ -215,6 +224,22 @@ def test_a_checkpoint_no_worker_has_fails_the_job_naming_it(ray_app: App) -> Non
     assert after.outcome(timeout=300).images
 
 
+def test_a_lora_is_found_by_sha256_and_a_lora_no_worker_has_fails_the_job_naming_it(ray_app: App) -> None:
+    grain = addnet_sha256(ray_app.paths.lora / "grain.safetensors")
+    jobs = [ray_app.submit(SMALL.with_changes(prompt="a red cube <lora:grain:0.8>", seed=seed), save=False)
+            for seed in (41, 42)]
+    for job in jobs:  # both workers were idle: one job went to worker-0 first, which lacks the LoRA
+        result = job.outcome(timeout=300)
+        assert job.worker == "worker-1" and f"Lora hashes: \"grain: {grain[:12]}\"" in result.infotexts[0]
+        assert not result.comments  # applied in full, under the prompt's name
+    failed = ray_app.submit(SMALL.with_changes(prompt="a red cube <lora:only-head:1>"), save=False)
+    assert failed.wait(300) and failed.state is JobState.FAILED
+    only_head = addnet_sha256(ray_app.paths.lora / "only-head.safetensors")
+    assert failed.error_message == (
+        f"No worker has the LoRA only-head.safetensors (sha256 {only_head}): each of the 2 worker(s) looked in its "
+        f"node's models folder. Copy the file there (any name: it is found by its sha256).")
+
+
 def kill_worker_of(app: App, job: Job) -> tuple[int, int]:
     """SIGKILL the process of the worker running `job` once it has made progress; (worker index, its pid)."""
     wait_for(lambda: running_with_progress(job))
@@ -230,6 +255,7 @@ def test_a_killed_worker_re_queues_its_job_once_and_the_next_jobs_run(ray_app: A
     index, pid = kill_worker_of(ray_app, doomed)
     result = doomed.outcome(timeout=300)  # queued again, then done on a worker
     assert doomed.state is JobState.DONE and result.images and doomed.requeues == 1
+    assert doomed.worker != f"worker-{index}"  # not placed on the worker while it restarted
     note = (f"The worker process running this job (worker-{index}) stopped before the job ended; the job was "
             f"queued again and started over.")
     assert doomed.notes == (note,) and result.comments[-1] == note
