@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.5). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.6). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 5
+API_MINOR = 6
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
@@ -125,6 +125,8 @@ class AppStartedContext:
 
     fastapi: Any
     data_dir: Path
+    options: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
+    """(API 1.6) The settings as they are now (extension settings included), read each time it is called."""
 
 
 @dataclass(frozen=True)
@@ -441,6 +443,8 @@ class UiBuilder:
     """(API 1.4) The data directory (its `models/` folders), or None where the host has none (tests)."""
     plot_axes: Callable[[], Sequence[PlotAxis]] = _no_axes
     """(API 1.5) The X/Y/Z plot axes the active extensions add (`ExtensionContext.add_plot_axis`)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """(API 1.6) The settings when the page is built (extension settings included; {} in a host without them)."""
 
     @property
     def is_img2img(self) -> bool:
