@@ -1,6 +1,7 @@
 """ControlNet's settings (A1111's "ControlNet" section, through the extension API's UI_SETTINGS hook):
 `control_net_unit_count` sets the unit tabs the page builds, the units a job accepts and what `/controlnet/settings`
-answers; `control_net_model_cache_size` is the model manager's budget of extension networks."""
+answers; `control_net_model_cache_size` is the model manager's budget of extension networks;
+`control_net_inpaint_blur_sigma` is inpaint_only's final blend (tests/extensions/test_ext_controlnet_modes.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def _unit_tabs(app: App) -> int:
 def test_the_settings_section_with_a1111s_keys_and_defaults(app: App) -> None:
     settings = app.settings.get()
     section = {spec.key: spec for spec in settings.table.sections()["ControlNet"]}
-    assert set(section) == {"control_net_unit_count", "control_net_model_cache_size"}
+    assert set(section) == {"control_net_unit_count", "control_net_model_cache_size", "control_net_inpaint_blur_sigma"}
     assert settings["control_net_unit_count"] == 3 and settings["control_net_model_cache_size"] == 2
+    assert settings["control_net_inpaint_blur_sigma"] == 7
     assert section["control_net_unit_count"].label.startswith("Multi-ControlNet")
     with pytest.raises(UserError):
         app.settings.update({"control_net_unit_count": 0}, persist=False)

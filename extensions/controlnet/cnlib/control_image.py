@@ -67,3 +67,39 @@ def control_tensor(unit: ControlUnit, width: int, height: int, device: Any, dtyp
     return unit._tensors[key]
 
 
+
+
+def inpaint_blend(image: Image.Image, unit: ControlUnit, sigma: int) -> Image.Image:
+    """inpaint_only's final blend (A1111's extension): the decoded picture is kept inside the unit's mask, grown by
+    a `sigma` x `sigma` square and box-blurred with that size, and the control image (at the picture's size) comes
+    back outside it: `m * picture + (1 - m) * control`, rounded to 8 bits."""
+    import numpy as np
+
+    width, height = image.size
+    feed = np.asarray(fit(unit_map(unit, width, height), width, height, unit.resize_mode).convert("RGBA"),
+                      dtype=np.float64) / 255.0
+    size = max(1, int(sigma))
+    mask = _box_blur(_dilate(1.0 - feed[..., 3], size), size)[..., None]
+    picture = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    blended = mask * picture + (1.0 - mask) * feed[..., :3]
+    return Image.fromarray(np.round(blended.clip(0.0, 1.0) * 255.0).astype(np.uint8), "RGB")
+
+
+def _windows(array: Any, size: int, mode: str) -> Any:
+    """size x size windows around each pixel, anchored at the centre as OpenCV anchors them (an even size reaches
+    one pixel further up and left); `mode` pads the borders ("reflect" is OpenCV's default BORDER_REFLECT_101)."""
+    import numpy as np
+
+    before, after = size // 2, size - 1 - size // 2
+    padded = np.pad(array, ((before, after), (before, after)), mode=mode)  # type: ignore[call-overload]
+    return np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+
+
+def _dilate(mask: Any, size: int) -> Any:
+    """The largest value of each size x size square (`cv2.dilate` with a square of ones; borders add nothing)."""
+    return _windows(mask, size, "constant").max(axis=(2, 3))
+
+
+def _box_blur(mask: Any, size: int) -> Any:
+    """The mean of each size x size square (`cv2.blur`, mirrored borders)."""
+    return _windows(mask, size, "reflect").mean(axis=(2, 3))

@@ -24,6 +24,7 @@ RESIZE_MODES = page.RESIZE_MODES
 CONTROL_MODES = page.CONTROL_MODES
 UNIT_COUNT = "control_net_unit_count"
 CACHE_SIZE = "control_net_model_cache_size"
+BLUR_SIGMA = "control_net_inpaint_blur_sigma"
 DEFAULT_UNIT_COUNT = 3
 MOST_UNITS = 10
 
@@ -36,6 +37,8 @@ def settings(ctx: SettingsContext) -> list[OptionSpec]:
                    info="the unit tabs the page shows and the units a job accepts"),
         OptionSpec(CACHE_SIZE, 2, "Model cache size (requires restart)", "ControlNet", "int", minimum=1,
                    maximum=10, step=1, info="ControlNet networks kept loaded between jobs"),
+        OptionSpec(BLUR_SIGMA, 7, "ControlNet inpainting Gaussian blur sigma", "ControlNet", "int", minimum=0,
+                   maximum=64, step=1, info="inpaint_only: how far the mask grows and blurs in the final blend"),
     ]
 
 

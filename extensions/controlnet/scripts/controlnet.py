@@ -22,6 +22,8 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
   generation size, as A1111 computes it) are its settings. `shuffle` draws from the job's seed (a -1 seed is chosen
   here, so the infotext's seed reproduces it); `inpaint_only` uses the unit's mask (`image: {"image", "mask"}`,
   `mask_image` or `mask`) or, with the img2img image, the img2img mask: masked pixels reach the ControlNet as -1.
+  Without an img2img mask, the finished picture keeps the control image outside the unit's mask (grown and blurred
+  by `control_net_inpaint_blur_sigma`, cnlib/control_image.py `inpaint_blend`), as A1111's extension blends it.
 - `guidance_start` / `guidance_end`: the unit acts while step / steps is within [start, end] (A1111's rule).
 - `control_mode`: "Balanced" (0, the residuals on every row), "My prompt is more important" (1: residuals scaled
   by 0.825^(12 - i) from the deepest skip connection up, A1111's soft injection), "ControlNet is more important"
@@ -68,7 +70,7 @@ from modules.extensions.api import (
 
 from ..cnlib import ip_adapter, page
 from ..cnlib.annotators import AnnotatorFolders, AnnotatorSession
-from ..cnlib.control_image import control_tensor, fit, preprocess, unit_map
+from ..cnlib.control_image import control_tensor, fit, inpaint_blend, preprocess, unit_map
 from ..cnlib.ip_attention import IPAdapterRunner
 from ..cnlib.models import ControlNetModels, load_controlnet
 from ..cnlib.paste import read_pasted
@@ -76,6 +78,7 @@ from ..cnlib.plot_axes import plot_axes
 from ..cnlib.preprocessors import PREPROCESSORS, Extras, find, opencv
 from ..cnlib.routes import DetectRequest, NotAvailable, annotator_device, detect
 from ..cnlib.units import (
+    BLUR_SIGMA,
     DEFAULT_UNIT_COUNT,
     MODULES,
     ControlUnit,
@@ -214,6 +217,11 @@ class ControlNetExtension:
         for _, unit in ctx.args.get("active", ()):
             if unit.annotators is not None:
                 unit.annotators.release()  # the job's control images are made: its annotator models go
+        if ctx.request.mask is None:  # with img2img's own mask, the core's paste-back does it (A1111 too)
+            sigma = int(ctx.options.get(BLUR_SIGMA, 7))
+            for _, unit in ctx.args.get("active", ()):
+                if unit.module == "inpaint_only":
+                    ctx.image = inpaint_blend(ctx.image, unit, sigma)
         params = {f"ControlNet {index}": unit.infotext() for index, unit in ctx.args.get("active", ())}
         if params:
             ctx.infotext = with_infotext_params(ctx.infotext, params)
