@@ -39,8 +39,8 @@ def _unit_tabs(app: App) -> int:
     with gr.Blocks():
         controls = app.extensions.scripts.build(entry, "txt2img")
     names = controls["units"].controls
-    assert len(names) % 13 == 0  # thirteen controls per unit tab
-    return len(names) // 13
+    assert len(names) % 14 == 0  # fourteen controls per unit tab in txt2img
+    return len(names) // 14
 
 
 def test_the_settings_section_with_a1111s_keys_and_defaults(app: App) -> None:
