@@ -1,4 +1,4 @@
-"""THE public surface for extensions (API version 1.6). Extension code imports this module and nothing else of ours.
+"""THE public surface for extensions (API version 1.7). Extension code imports this module and nothing else of ours.
 
 An extension is a folder `extensions/<name>/` whose `scripts/*.py` modules each define
 ``def register(ext: ExtensionContext) -> None``. `register` runs once at start; it subscribes callbacks to hooks
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 6
+API_MINOR = 7
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
@@ -61,7 +61,8 @@ of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds o
 `InfotextPaste` (a script's infotext keys filling its controls on paste), `PlotAxis` (`ExtensionContext.add_plot_axis`,
 X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunContext.plot_axes`) and
 `UNetCallContext.hold_model` (a network held in the model manager's budgeted cache); 1.6 added `CombinedResult` (one
-result assembled from several generations' results, grids in front)."""
+result assembled from several generations' results, grids in front); 1.7 added the settings outside a job:
+`UiBuilder.options` (when the page is built) and `AppStartedContext.options()` (at each call)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -127,6 +128,8 @@ class AppStartedContext:
 
     fastapi: Any
     data_dir: Path
+    options: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
+    """(API 1.7) The settings as they are now (extension settings included), read each time it is called."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +446,8 @@ class UiBuilder:
     """(API 1.4) The data directory (its `models/` folders), or None where the host has none (tests)."""
     plot_axes: Callable[[], Sequence[PlotAxis]] = _no_axes
     """(API 1.5) The X/Y/Z plot axes the active extensions add (`ExtensionContext.add_plot_axis`)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """(API 1.7) The settings when the page is built (extension settings included; {} in a host without them)."""
 
     @property
     def is_img2img(self) -> bool:

@@ -59,9 +59,11 @@ def extension_args(request: GenerationRequest, cb: RegisteredCallback) -> Mappin
 class HookDispatcher:
     """Every hook's dispatch: app hooks (start, model loaded, UI) and generation hooks (job, UNet call, step, image)."""
 
-    def __init__(self, records: ActiveRecords, data_dir: Path) -> None:
+    def __init__(self, records: ActiveRecords, data_dir: Path,
+                 options: Callable[[], Mapping[str, Any]] = dict) -> None:
         self._records = records
         self.data_dir = data_dir
+        self._options = options
         self.model_holder: api.HoldModel | None = None
         """The model manager's `hold_extension_model` (set by `ExtensionHost.setup`); None: a cache of our own."""
         self._own_cache: Any = None
@@ -114,7 +116,7 @@ class HookDispatcher:
     def app_started(self, fastapi_app: Any) -> None:
         """Fire APP_STARTED (call once, after the UI and the API routes are mounted)."""
         for cb in self.callbacks(api.Hook.APP_STARTED):
-            invoke(cb, api.AppStartedContext(fastapi_app, self.data_dir))
+            invoke(cb, api.AppStartedContext(fastapi_app, self.data_dir, self._options))
 
     def model_loaded(self, title: str, components: Any) -> None:
         context = api.ModelLoadedContext(title, components.identity.family.value, components)

@@ -17,7 +17,7 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from modules.errors import UserError
 from modules.extensions import api
@@ -92,8 +92,8 @@ class ExtensionHost:
         self.data_dir = data_dir or Path.cwd()
         self.records: list[ExtensionRecord] = []
         self._choices: ChoiceProvider = no_choices
-        self.hooks = HookDispatcher(self.active_records, self.data_dir)
-        self.scripts = ScriptCatalog(self.active_records, self.choices, self.data_dir)
+        self.hooks = HookDispatcher(self.active_records, self.data_dir, self.options)
+        self.scripts = ScriptCatalog(self.active_records, self.choices, self.data_dir, self.options)
         self._settings = settings
         self._disable_all_flag = disable_all
         self._lookup = version_lookup
@@ -119,6 +119,10 @@ class ExtensionHost:
         if self._settings is None:
             return default
         return self._settings.get().get(key, default)
+
+    def options(self) -> Mapping[str, Any]:
+        """The settings as they are now (extension settings included); {} for a host without a settings store."""
+        return {} if self._settings is None else self._settings.get()
 
     def disabled_names(self) -> tuple[str, ...]:
         if self._settings is None:

@@ -147,10 +147,11 @@ class ScriptCatalog:
     """Every script of the active extensions (`records()`, in load order), per mode; `choices` feeds their UIs."""
 
     def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, options: Callable[[], Mapping[str, Any]] = dict) -> None:
         self._records = records
         self._choices = choices
         self._data_dir = data_dir
+        self._options = options
         self._info: dict[tuple[str, str, str], list[ArgInfo]] = {}
         self._lock = threading.Lock()
 
@@ -211,7 +212,7 @@ class ScriptCatalog:
         if entry.script.ui is None:
             return {}
         builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir,
-                            plot_axes=self.plot_axes)
+                            plot_axes=self.plot_axes, options=self._options())
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):

@@ -2,7 +2,8 @@
 
 It combines the catalog (records on disk), the hash cache and the `ModelCache`s (checkpoints within
 `sd_checkpoints_limit`; one override VAE; one upscaler network, lent to `upscalers` through `hold_upscaler`; one
-captioning model; two extension networks such as ControlNets, lent through `hold_extension_model`).
+captioning model; extension networks such as ControlNets, `control_net_model_cache_size` of them, lent through
+`hold_extension_model`).
 Generation code asks for components per job and does not keep them:
 
     with manager.get(request.checkpoint, request.vae, options=job_options) as components:
@@ -55,8 +56,6 @@ LoadFn = Callable[[CheckpointRecord, DevicePlan], "ComponentSet"]
 VaeLoadFn = Callable[[VaeRecord, Mapping[str, Any], DevicePlan], "AutoencoderKL"]
 
 VAE_AUTOMATIC = "Automatic"
-EXTENSION_MODELS_LIMIT = 2
-"""Extension networks kept loaded (A1111's ControlNet extension keeps 2: `control_net_model_cache_size`)."""
 VAE_NONE = "None"
 
 
@@ -70,6 +69,9 @@ class ModelOptions:
     sd_checkpoints_keep_in_cpu: bool = True
     fp8_storage: str = "Disable"
     """A1111's "FP8 weight": store the UNet in fp8 when a checkpoint loads (`modules.models.weight_storage`)."""
+    control_net_model_cache_size: int = 2
+    """Extension networks kept loaded (ControlNets): A1111's ControlNet setting, declared by the built-in ControlNet
+    extension's settings; without it, A1111's default of 2."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
@@ -165,12 +167,12 @@ class ModelManager:
 
     @cached_property
     def extension_models(self) -> ModelCache[Any]:
-        """Networks extensions run beside the UNet (ControlNets), within `EXTENSION_MODELS_LIMIT`; several are used
-        in one step, so none is moved off the device for another."""
+        """Networks extensions run beside the UNet (ControlNets), within `control_net_model_cache_size`; several are
+        used in one step, so none is moved off the device for another."""
         from modules.models.cache import ModelCache
 
-        return ModelCache(EXTENSION_MODELS_LIMIT, self.plan.device, self.plan.device, name="extension networks",
-                          one_on_device=False)
+        return ModelCache(self.options.control_net_model_cache_size, self.plan.device, self.plan.device,
+                          name="extension networks", one_on_device=False)
 
     @cached_property
     def caption_models(self) -> ModelCache[CaptionModel]:
@@ -213,6 +215,8 @@ class ModelManager:
         loaded checkpoints that are not in use, so they load again with it)."""
         with self._lock:
             previous, self.options = self.options, self._coerce(options)
+            if "extension_models" in self.__dict__:
+                self.extension_models.set_limit(self.options.control_net_model_cache_size)
             if "checkpoints" not in self.__dict__:  # made later, with these options
                 return
             if previous.fp8_storage != self.options.fp8_storage:

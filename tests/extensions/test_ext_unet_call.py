@@ -133,7 +133,7 @@ def _assert_untouched(before: dict[str, torch.Tensor]) -> None:
 
 
 def test_api_minor_version():
-    assert (API_VERSION, API_MINOR) == (1, 6)
+    assert (API_VERSION, API_MINOR) == (1, 7)
     assert Hook.UNET_CALL.value == "unet_call"
 
 
@@ -218,4 +218,4 @@ def test_a_newer_minor_version_loads_with_a_note(write_extension, make_host):
     write_extension("future", {"main.py": INPUTS}, "Api = 1.9\n")
     record = make_host().get("future")
     assert record.loaded
-    assert any("1.9" in message and "1.6" in message for message in record.messages)
+    assert any("1.9" in message and "1.7" in message for message in record.messages)

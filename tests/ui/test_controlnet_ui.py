@@ -64,7 +64,7 @@ def test_accordion_with_three_unit_tabs_in_both_tabs(cn_page: Page) -> None:
         assert titles[0] == "None" and titles[1].startswith("control_canny [") and model.value == "None"
         assert [choice[0] for choice in cn_page.find(_id(mode, 0, "module")).choices][:3] == ["none", "invert",
                                                                                                "canny"]
-    assert "img2img image" in cn_page.find(_id("img2img", 0, "image")).label
+    assert "independent" in cn_page.find(_id("img2img", 0, "independent")).label  # unticked: the img2img image
 
 
 def test_an_enabled_unit_reaches_the_request_as_the_apis_unit(cn_page: Page, app: FakeApp) -> None:
@@ -107,6 +107,37 @@ def test_img2img_unit_without_an_image_uses_the_img2img_image(cn_page: Page, app
     request = app.generation.requests[-1]
     (unit,) = request.extension_args["controlnet"]["units"]
     assert unit["enabled"] and unit["image"] is None and request.init_image is not None  # before_job takes it
+
+
+def test_the_mask_upload_and_the_independent_control_image(cn_page: Page, app: FakeApp) -> None:
+    """A unit's mask travels as A1111's `mask_image`; in img2img the unit's uploads count (and show) only with
+    "Upload independent control image" ticked, otherwise the unit takes the img2img image and mask."""
+    picture, mask = _edge_picture(), Image.new("L", (64, 64), 255)
+    unit0 = {_id("txt2img", 0, "enabled"): True, _id("txt2img", 0, "model"): "control_canny",
+             _id("txt2img", 0, "module"): "inpaint_only", _id("txt2img", 0, "image"): picture,
+             _id("txt2img", 0, "mask"): mask}
+    run_to_end(cn_page.call("txt2img_generate", "click", {"txt2img_prompt": "x", **unit0}))
+    (unit,) = app.generation.requests[-1].extension_args["controlnet"]["units"]
+    assert unit["image"] is picture and unit["mask_image"] is mask and unit["module"] == "inpaint_only"
+    with pytest.raises(KeyError):
+        cn_page.find(_id("txt2img", 0, "independent"))  # txt2img has no img2img image to fall back on
+
+    image_id, mask_id, independent = (_id("img2img", 0, name) for name in ("image", "mask", "independent"))
+    assert not cn_page.find(image_id).visible and not cn_page.find(mask_id).visible
+    assert cn_page.find(independent).value is False
+    shown = cn_page.call(independent, "change", {independent: True})
+    assert [update["visible"] for update in shown] == [True, True]
+    assert [update["visible"] for update in cn_page.call(independent, "change", {independent: False})] == [False] * 2
+    values = {"img2img_prompt": "x", "img2img_image": Image.new("RGB", (64, 64)), _id("img2img", 0, "enabled"): True,
+              _id("img2img", 0, "model"): "control_canny", image_id: picture, mask_id: mask}
+    run_to_end(cn_page.call("img2img_generate", "click", values))
+    (unit,) = app.generation.requests[-1].extension_args["controlnet"]["units"]
+    assert unit["image"] is None and "mask_image" not in unit  # unticked: the img2img image and mask
+    run_to_end(cn_page.call("img2img_generate", "click", {**values, independent: True}))
+    (unit,) = app.generation.requests[-1].extension_args["controlnet"]["units"]
+    assert unit["image"] is picture and unit["mask_image"] is mask
+    parsed = _script().parse_unit(unit, 0)
+    assert parsed.picture is picture and parsed.mask is mask
 
 
 def test_preview_shows_the_preprocessed_image(cn_page: Page) -> None:

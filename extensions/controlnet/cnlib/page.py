@@ -1,11 +1,12 @@
 """The page's ControlNet controls: one tab per unit inside the extension's "ControlNet" accordion (txt2img and
 img2img), laid out like the A1111 extension's unit tabs.
 
-Each unit has Enable, Pixel Perfect, the control image (upload or paste; in img2img an empty one means "use the
-img2img image"), a preview of the preprocessed image ("Preview" runs the preprocessor), Preprocessor, Model (the
-files of models/ControlNet as "name [hash]", with a refresh button), Control Weight, Starting/Ending Control Step,
-the preprocessor's resolution and thresholds (shown, labelled and ranged as the chosen preprocessor needs them),
-Control Mode and Resize Mode.
+Each unit has Enable, Pixel Perfect, the control image and an optional mask for inpaint_only (upload or paste; in
+img2img they show, and count, only with "Upload independent control image" ticked, as in A1111: unticked, the unit
+takes the img2img image and its mask), a preview of the preprocessed image ("Preview" runs the preprocessor),
+Preprocessor, Model (the files of models/ControlNet as "name [hash]", with a refresh button), Control Weight,
+Starting/Ending Control Step, the preprocessor's resolution and thresholds (shown, labelled and ranged as the
+chosen preprocessor needs them), Control Mode and Resize Mode.
 
 The controls are one `Combined` value, `units`: when a job is sent, `units_from_page` makes from them the list of
 unit objects an API client sends in `alwayson_scripts.controlnet.args` (A1111's field names), so the page and the
@@ -45,6 +46,7 @@ def units_from_page(count: int, values: Mapping[str, Any]) -> list[dict[str, Any
             return default if found is None else found
 
         module = str(value("module", "none"))
+        independent = bool(value("independent", True))  # img2img: unticked, the unit takes the img2img image
         preprocessor = find(module)
         model = str(value("model", NO_MODEL))
         units.append({
@@ -52,7 +54,7 @@ def units_from_page(count: int, values: Mapping[str, Any]) -> list[dict[str, Any
             "module": module,
             "model": "" if model == NO_MODEL else model,
             "weight": float(value("weight", 1.0)),
-            "image": value("image", None),
+            "image": value("image", None) if independent else None,
             "resize_mode": str(value("resize_mode", "Crop and Resize")),
             "processor_res": int(value("processor_res", 512)),
             "threshold_a": float(value("threshold_a", -1)) if preprocessor and preprocessor.a else -1.0,
@@ -62,6 +64,9 @@ def units_from_page(count: int, values: Mapping[str, Any]) -> list[dict[str, Any
             "pixel_perfect": bool(value("pixel_perfect", False)),
             "control_mode": str(value("control_mode", "Balanced")),
         })
+        mask = value("mask", None)
+        if mask is not None and independent:
+            units[-1]["mask_image"] = mask  # A1111's field for the unit's own inpaint mask
     while units and not units[-1]["enabled"] and not units[-1]["model"]:
         units.pop()
     return units
@@ -100,6 +105,14 @@ def run_preview(preview: Preview, image: Image.Image | None, module: str, resolu
         raise gr.Error(str(error), print_exception=False) from error
 
 
+def show_uploads(independent: bool) -> list[Any]:
+    """img2img's "Upload independent control image": the unit's image and mask uploads show only when ticked
+    (unticked, the unit takes the img2img image and mask)."""
+    import gradio as gr
+
+    return [gr.update(visible=bool(independent))] * 2
+
+
 def _unit(builder: UiBuilder, index: int, modules: Sequence[str], titles: Callable[[], list[str]],
           preview: Preview) -> dict[str, Any]:
     import gradio as gr
@@ -110,10 +123,15 @@ def _unit(builder: UiBuilder, index: int, modules: Sequence[str], titles: Callab
     with gr.Row():
         enabled = gr.Checkbox(False, label="Enable", elem_id=eid("enabled"))
         pixel_perfect = gr.Checkbox(False, label="Pixel Perfect", elem_id=eid("pixel_perfect"))
+    independent = None
+    if builder.is_img2img:
+        independent = gr.Checkbox(False, label="Upload independent control image", elem_id=eid("independent"))
     with gr.Row():
-        label = "Control image (empty: the img2img image)" if builder.is_img2img else "Control image"
-        image = gr.Image(label=label, type="pil", image_mode="RGBA", sources=["upload", "clipboard"], height=256,
-                         elem_id=eid("image"))
+        image = gr.Image(label="Control image", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                         height=256, visible=not builder.is_img2img, elem_id=eid("image"))
+        mask = gr.Image(label="Mask (inpaint_only: white = repaint; optional)", type="pil", image_mode="L",
+                        sources=["upload", "clipboard"], height=256, visible=not builder.is_img2img,
+                        elem_id=eid("mask"))
         shown = gr.Image(label="Preprocessor Preview", type="pil", interactive=False, height=256,
                          elem_id=eid("preview"))
     with gr.Row():
@@ -141,10 +159,13 @@ def _unit(builder: UiBuilder, index: int, modules: Sequence[str], titles: Callab
     run.click(partial(run_preview, preview), inputs=[image, module, resolution, threshold_a, threshold_b],
               outputs=shown, show_progress="minimal")
     refresh.click(lambda: gr.update(choices=[NO_MODEL, *titles()]), outputs=model, show_progress="hidden")
-    return {"enabled": enabled, "image": image, "module": module, "model": model, "weight": weight,
-            "guidance_start": start, "guidance_end": end, "processor_res": resolution, "threshold_a": threshold_a,
-            "threshold_b": threshold_b, "pixel_perfect": pixel_perfect, "control_mode": control_mode,
-            "resize_mode": resize_mode}
+    controls = {"independent": independent} if independent is not None else {}
+    if independent is not None:
+        independent.change(show_uploads, inputs=independent, outputs=[image, mask], show_progress="hidden")
+    return {**controls, "enabled": enabled, "image": image, "mask": mask, "module": module, "model": model,
+            "weight": weight, "guidance_start": start, "guidance_end": end, "processor_res": resolution,
+            "threshold_a": threshold_a, "threshold_b": threshold_b, "pixel_perfect": pixel_perfect,
+            "control_mode": control_mode, "resize_mode": resize_mode}
 
 
 def build(builder: UiBuilder, count: int, modules: Sequence[str], titles: Callable[[], list[str]],
