@@ -60,7 +60,7 @@ def _b64(picture: Image.Image) -> str:
 def test_the_new_names_and_a1111s_labels(pre) -> None:
     assert list(pre.PREPROCESSORS)[6:] == ["shuffle", "color", "inpaint_only", "lineart_standard", "blur_gaussian",
                                            "depth", "depth_anything", "normal_map", "segmentation",
-                                           "oneformer_ade20k"]
+                                           "oneformer_ade20k", "openpose"]
     for label, name in [("t2ia_color_grid", "color"), ("depth_midas", "depth"), ("normal_midas", "normal_map"),
                         ("seg_ofade20k", "oneformer_ade20k"), ("seg_ufade20k", "segmentation"),
                         ("lineart_standard (from white bg & black line)", "lineart_standard")]:

@@ -1,5 +1,5 @@
-"""The ControlNet preprocessors that need weights: depth, normal map and segmentation, run through transformers
-with weights that are already on disk (nothing is ever downloaded).
+"""The ControlNet preprocessors that need weights: depth, normal map, segmentation (and, in pose.py, openpose) run
+through transformers with weights that are already on disk (nothing is ever downloaded).
 
 Each annotator reads a transformers folder (config.json, model.safetensors or pytorch_model.bin,
 preprocessor_config.json) named after it, looked up in `<data dir>/models/ControlNet/annotators/<folder>/` and then
@@ -11,7 +11,9 @@ naming the exact folder and what to put there.
 - normal map: from that depth as A1111's `normal_midas` derives it: Sobel gradients x/y, z = 2 pi, gradients zeroed
   where the scaled depth is below the background threshold, normalised, written as (z, y, x) * 127.5 + 127.5;
 - segmentation (`AutoModelForSemanticSegmentation`: UperNet, Segformer, ... trained on ADE20K's 150 classes): the
-  logits resized to the picture (bilinear), the best class per pixel painted with the ADE20K palette (ade20k.py).
+  logits resized to the picture (bilinear), the best class per pixel painted with the ADE20K palette (ade20k.py);
+- pose (`VitPoseForPoseEstimation`, COCO's 17 keypoints) and an optional person detector (`AutoModelForObjectDetection`
+  with a "person" class): loaded here, run and drawn in pose.py.
 
 `AnnotatorSession` holds the models loaded for one job (or one detect call) and lets them go on `release()`.
 """
@@ -38,6 +40,11 @@ A1111_FOLDER = ("extensions", "sd-webui-controlnet", "annotator", "downloads")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 DEPTH = "depth"
 SEGMENTATION = "segmentation"
+POSE = "pose"
+DETECTOR = "detector"
+COCO_KEYPOINTS = 17
+DESCRIPTIONS = {DEPTH: "depth-estimation", SEGMENTATION: "ADE20K semantic-segmentation",
+                POSE: "VitPose pose-estimation (COCO's 17 keypoints)", DETECTOR: "object-detection"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Weights:
     """An annotator's weights: its folder name, the kind of transformers model in it and an example of one."""
 
     folder: str
-    kind: str  # DEPTH or SEGMENTATION
+    kind: str  # DEPTH, SEGMENTATION, POSE or DETECTOR
     example: str
 
 
@@ -59,19 +66,25 @@ class AnnotatorFolders:
     def for_data_dir(cls, data_dir: Path) -> "AnnotatorFolders":
         return cls((data_dir.joinpath(*ANNOTATORS_FOLDER), data_dir.joinpath(*A1111_FOLDER)))
 
-    def find(self, weights: Weights, preprocessor: str) -> Path:
-        """The first candidate folder holding a transformers model; UserError naming the folder to fill."""
-        candidates = [root / weights.folder for root in self.roots]
-        for folder in candidates:
+    def first(self, weights: Weights) -> Path | None:
+        """The first candidate folder holding a transformers model (config.json and a weights file), or None."""
+        for folder in (root / weights.folder for root in self.roots):
             if (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES):
                 return folder
+        return None
+
+    def find(self, weights: Weights, preprocessor: str) -> Path:
+        """The first candidate folder holding a transformers model; UserError naming the folder to fill."""
+        found = self.first(weights)
+        if found is not None:
+            return found
+        candidates = [root / weights.folder for root in self.roots]
         where = str(candidates[0]) if candidates else "/".join((*ANNOTATORS_FOLDER, weights.folder))
         also = f" (or {candidates[1]})" if len(candidates) > 1 else ""
-        what = "depth-estimation" if weights.kind == DEPTH else "ADE20K semantic-segmentation"
         raise UserError(
             f"ControlNet: the {preprocessor} preprocessor needs its model, which is not in {where}{also}. Put a "
-            f"transformers {what} model folder there (config.json, model.safetensors, preprocessor_config.json; "
-            f"for example {weights.example}). Nothing is downloaded.")
+            f"transformers {DESCRIPTIONS[weights.kind]} model folder there (config.json, model.safetensors, "
+            f"preprocessor_config.json; for example {weights.example}). Nothing is downloaded.")
 
 
 @dataclass
@@ -92,7 +105,14 @@ class AnnotatorSession:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def load(self, weights: Weights, preprocessor: str) -> Loaded:
-        folder = self.folders.find(weights, preprocessor)
+        return self._load_from(self.folders.find(weights, preprocessor), weights, preprocessor)
+
+    def load_optional(self, weights: Weights, preprocessor: str) -> Loaded | None:
+        """The model when its folder is there, else None (for weights a preprocessor can do without)."""
+        folder = self.folders.first(weights)
+        return None if folder is None else self._load_from(folder, weights, preprocessor)
+
+    def _load_from(self, folder: Path, weights: Weights, preprocessor: str) -> Loaded:
         with self._lock:
             if folder not in self._loaded:
                 self._loaded[folder] = _load(folder, weights, preprocessor, self.device)
@@ -103,22 +123,51 @@ class AnnotatorSession:
             self._loaded.clear()
 
 
-def _load(folder: Path, weights: Weights, preprocessor: str, device: Any) -> Loaded:
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+def _family(kind: str) -> Any:
+    """The transformers class that loads a model of this kind."""
+    import transformers
 
-    family = AutoModelForDepthEstimation if weights.kind == DEPTH else AutoModelForSemanticSegmentation
+    names = {DEPTH: "AutoModelForDepthEstimation", SEGMENTATION: "AutoModelForSemanticSegmentation",
+             POSE: "VitPoseForPoseEstimation", DETECTOR: "AutoModelForObjectDetection"}
+    return getattr(transformers, names[kind])
+
+
+def _load(folder: Path, weights: Weights, preprocessor: str, device: Any) -> Loaded:
+    from transformers import AutoImageProcessor
+
+    family = _family(weights.kind)
     try:
         processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
         model = family.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"ControlNet: the {preprocessor} model in {folder} cannot be loaded as a transformers "
-                        f"{weights.kind} model ({exc}).") from None
-    if weights.kind == SEGMENTATION and int(model.config.num_labels) != len(PALETTE):
-        raise UserError(f"ControlNet: the {preprocessor} model in {folder} has {model.config.num_labels} classes; "
-                        f"the segmentation ControlNets read ADE20K's {len(PALETTE)} (use a model trained on "
-                        "ADE20K).")
+                        f"{DESCRIPTIONS[weights.kind]} model ({exc}).") from None
+    _check(model.config, folder, weights, preprocessor)
     log.info("ControlNet: loaded the %s annotator from %s", preprocessor, folder)
     return Loaded(processor, model.to(device).eval())
+
+
+def _check(config: Any, folder: Path, weights: Weights, preprocessor: str) -> None:
+    """UserError when a loaded model cannot give what the preprocessor draws (its classes or keypoints)."""
+    labels = int(config.num_labels)
+    if weights.kind == SEGMENTATION and labels != len(PALETTE):
+        raise UserError(f"ControlNet: the {preprocessor} model in {folder} has {labels} classes; the segmentation "
+                        f"ControlNets read ADE20K's {len(PALETTE)} (use a model trained on ADE20K).")
+    if weights.kind == POSE and labels != COCO_KEYPOINTS:
+        raise UserError(f"ControlNet: the {preprocessor} model in {folder} gives {labels} keypoints; the body "
+                        f"skeleton is drawn from COCO's {COCO_KEYPOINTS} (use a VitPose model trained on COCO, for "
+                        f"example {weights.example}).")
+    if weights.kind == DETECTOR and person_label(config) is None:
+        raise UserError(f"ControlNet: the person detector in {folder} has no \"person\" class (use a detector "
+                        f"trained on COCO, for example {weights.example}).")
+
+
+def person_label(config: Any) -> int | None:
+    """The class id a detector's config names "person", or None."""
+    for label, name in (getattr(config, "id2label", None) or {}).items():
+        if str(name).strip().lower() == "person":
+            return int(label)
+    return None
 
 
 def _inputs(loaded: Loaded, array: np.ndarray) -> Any:

@@ -12,7 +12,9 @@ run, and cut the padding off again:
 - OpenCV (`opencv-python-headless`, as A1111 uses it): `canny`, `scribble_xdog`, `lineart_standard` (difference
   of Gaussians), `blur_gaussian` (sigma = threshold a), `shuffle` (a random smooth warp drawn from the seed);
 - weights (annotators.py, transformers, local folders only): `depth`, `depth_anything`, `normal_map`,
-  `segmentation` and `oneformer_ade20k` (any ADE20K semantic-segmentation model).
+  `segmentation` and `oneformer_ade20k` (any ADE20K semantic-segmentation model); `openpose` (pose.py: VitPose
+  keypoints, people from an optional person detector, drawn as OpenPose's body skeleton; body only: the hand and
+  face variants are not offered).
 
 Resizing uses OpenCV as A1111 does (cubic up, area down) when it is installed, else Pillow's bicubic/box filters
 (pixels may then differ slightly from A1111's). OpenCV and transformers are imported on first use only.
@@ -40,6 +42,7 @@ from .annotators import (
     raw_depth,
     segmentation_map,
 )
+from .pose import VITPOSE, openpose_map
 
 OPENCV_HINT = "pip install opencv-python-headless"
 RESOLUTION = "Preprocessor Resolution"
@@ -313,6 +316,12 @@ def _segmentation(name: str, weights: Weights) -> Run:
     return with_resolution(run)
 
 
+def _openpose(name: str) -> Run:
+    def run(array: np.ndarray, a: float, b: float, extras: Extras) -> np.ndarray:
+        return openpose_map(_session(extras), name, array)
+    return with_resolution(run)
+
+
 MIDAS = Weights("midas", DEPTH, "Intel/dpt-hybrid-midas")
 DEPTH_ANYTHING = Weights("depth_anything", DEPTH, "LiheYoung/depth-anything-large-hf")
 UNIFORMER = Weights("uniformer", SEGMENTATION, "openmmlab/upernet-convnext-small")
@@ -339,6 +348,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
                  Slider("Normal Background Threshold", 0.4, 0.0, 1.0, 0.01), weights=MIDAS),
     Preprocessor("segmentation", _segmentation("segmentation", UNIFORMER), _RES, weights=UNIFORMER),
     Preprocessor("oneformer_ade20k", _segmentation("oneformer_ade20k", ONEFORMER), _RES, weights=ONEFORMER),
+    Preprocessor("openpose", _openpose("openpose"), _RES, needs_opencv=True, weights=VITPOSE),
 )}
 """The preprocessors by name, in `/controlnet/module_list` order."""
 
