@@ -149,7 +149,7 @@ def test_routes_answer_as_the_a1111_extension(served: Any) -> None:
 
 @pytest.mark.parametrize(("unit", "message"), [
     ({"model": "nothing-here"}, "ControlNet model 'nothing-here' not found in"),
-    ({"module": "openpose"}, "preprocessor 'openpose' is not available"),
+    ({"module": "openpose_full"}, "preprocessor 'openpose_full' is not available"),
     ({"image": "not base64 at all!"}, "is not a picture"),
     ({"weight": 5}, "weight must be between 0.0 and 2.0"),
     ({"guidance_start": 0.8, "guidance_end": 0.2}, "guidance_start (0.8) is after guidance_end (0.2)"),
@@ -271,10 +271,10 @@ def test_detect_canny_over_http(served: Any) -> None:
 
 def test_detect_refuses_unknown_modules_and_no_images(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _, client, _ = served
-    unknown = client.post("/controlnet/detect", json={"controlnet_module": "openpose",
+    unknown = client.post("/controlnet/detect", json={"controlnet_module": "openpose_full",
                                                         "controlnet_input_images": [_b64(_edge_picture())]})
     assert unknown.status_code == 422
-    assert "'openpose' is not available; available: none, invert, canny, threshold" in unknown.text
+    assert "'openpose_full' is not available; available: none, invert, canny, threshold" in unknown.text
     empty = client.post("/controlnet/detect", json={"controlnet_module": "none", "controlnet_input_images": []})
     assert empty.status_code == 422 and "no image selected" in empty.text
     monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # as without opencv-python-headless

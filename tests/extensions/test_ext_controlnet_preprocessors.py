@@ -51,8 +51,8 @@ def _columns_with_edges(picture: Image.Image) -> np.ndarray:
 def test_the_list_and_the_unknown_ones(pre, script) -> None:
     assert list(pre.PREPROCESSORS)[:6] == ["none", "invert", "canny", "threshold", "scribble_xdog", "tile_resample"]
     assert pre.find("Invert (from white bg & black line)").name == "invert"  # A1111's UI label
-    with pytest.raises(UserError, match="preprocessor 'openpose' is not available; available: none, invert"):
-        script.parse_unit({"module": "openpose"}, 0)
+    with pytest.raises(UserError, match="preprocessor 'openpose_full' is not available; available: none, invert"):
+        script.parse_unit({"module": "openpose_full"}, 0)
 
 
 def test_none_and_invert_keep_the_size_and_blend_transparency_over_white(pre) -> None:

@@ -133,10 +133,10 @@ def test_pasted_units_beyond_the_page_and_unknown_modules_warn(controlnet: Any) 
 
     assert unit_fields("Module: canny, Model: a [b], Pixel Perfect: False") == {
         "module": "canny", "model": "a [b]", "pixel perfect": "False"}
-    context = PasteContext({"ControlNet 5": "Module: none", "ControlNet 0": "Module: openpose, Weight: 0.5"},
+    context = PasteContext({"ControlNet 5": "Module: none", "ControlNet 0": "Module: openpose_full, Weight: 0.5"},
                            "txt2img")
     read = read_pasted(context, 3, lambda: [])
     assert read == {"units/0_enabled": True, "units/0_weight": 0.5}
     assert context.warnings == ["ControlNet 5: this page has 3 ControlNet units; that unit was not pasted.",
-                                "ControlNet unit 0: preprocessor 'openpose' is not available here; the preprocessor "
+                                "ControlNet unit 0: preprocessor 'openpose_full' is not available here; the preprocessor "
                                 "was not changed."]

@@ -16,8 +16,9 @@ and adds its residuals to the UNet's skip connections, scaled by the unit's weig
 - `image`: the control image (base64, or `{"image": ..., "mask": ...}`); without one, the img2img input.
   `resize_mode` "Just Resize" / "Crop and Resize" (default) / "Resize and Fill", to the generation size.
 - `module`: the preprocessor, run on the control image before it is fitted to the generation size (see
-  cnlib/preprocessors.py; depth, normal_map and segmentation read local transformers weights, cnlib/annotators.py,
-  loaded once per job and let go when its images are done); unknown ones are refused with the list. `processor_res`,
+  cnlib/preprocessors.py; depth, normal_map, segmentation and openpose read local transformers weights,
+  cnlib/annotators.py and cnlib/pose.py, loaded once per job and let go when its images are done); unknown ones are
+  refused with the list. `processor_res`,
   `threshold_a`/`threshold_b` (-1: the preprocessor's default) and `pixel_perfect` (the resolution that matches the
   generation size, as A1111 computes it) are its settings. `shuffle` draws from the job's seed (a -1 seed is chosen
   here, so the infotext's seed reproduces it); `inpaint_only` uses the unit's mask (`image: {"image", "mask"}`,
