@@ -3,8 +3,8 @@
 The full-size SD 1.x UNet (bundled config, random weights; speed does not depend on the weights) is called on
 random latents with a CFG-sized batch (2) and a 77-token text context, with the patch the core applies per pass
 (`modules.core.token_merging`, A1111's arguments). The ratios alternate round by round so that load changes on a
-shared machine spread over all of them; the median per ratio (and the best
-run, the least disturbed on a loaded machine) and its speed-up over ratio 0 are printed.
+shared machine spread over all of them; per ratio the median, the best run (the least disturbed on a loaded machine)
+and the speed-up over the first ratio are printed.
 
     .venv/bin/python bench/token_merging.py                          # 512 and 256 px, ratios 0 0.3 0.5, 3 rounds
     .venv/bin/python bench/token_merging.py --sizes 512 --ratios 0 0.5 --rounds 5 --device cuda --dtype float16
