@@ -340,6 +340,7 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
         extra["Noise multiplier"] = options.initial_noise_multiplier
     ensd = options.eta_noise_seed_delta if options.eta_noise_seed_delta and "ancestral" in sampler.sampler.flags \
         else None
+    extra.update(output.plan.token_merging_infotext)
     extra.update(options.uncond_skip().infotext())
     if refiner is not None:
         extra["Refiner"] = refiner.checkpoint.title

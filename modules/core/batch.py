@@ -42,6 +42,7 @@ from modules.core.latents import (
 )
 from modules.core.plan import JobPlan
 from modules.core.preview import cheap_preview
+from modules.core.token_merging import token_merging
 from modules.core.vae import VaePolicy
 from modules.errors import InvalidRequest
 from modules.models.components import ComponentSet
@@ -372,9 +373,10 @@ class SampledBatch:
 def sample_batch(job: PreparedJob, batch_no: int) -> SampledBatch | None:
     """Steps 1-6 of batch `batch_no`: its latents, or None when it was stopped before step 1."""
     loop = _loop_inputs(job, batch_no, job.plan.batch_slice(batch_no))
-    # 6. denoise
+    # 6. denoise, with token merging on the pass's UNets (base and refiner) while it runs
     started = time.perf_counter()
-    result = run_denoise(loop)
+    with token_merging([unet_pass.unet for _, unet_pass in loop.passes], job.plan.token_merging_ratio):
+        result = run_denoise(loop)
     job.add_time("denoise", started)
     if result.steps_done == 0:
         return None

@@ -139,13 +139,13 @@ def _init_state(job: PreparedJob, model: ComponentSet, latents: torch.Tensor, pi
 
 
 def second_pass_plan(plan: JobPlan) -> JobPlan:
-    """The job plan of the second pass: hires steps, sampler, prompts; size = the upscale target."""
+    """The job plan of the second pass: hires steps, sampler, prompts, token merging; size = the upscale target."""
     hires = plan.hires
     assert hires is not None
     width, height = hires.target.upscale_to
     return dataclasses.replace(plan, prompts=hires.prompts, negative_prompts=hires.negative_prompts,
                                steps=hires.steps, sampler=hires.sampler, schedule=hires.schedule, tuning=hires.tuning,
-                               width=width, height=height)
+                               width=width, height=height, token_merging_ratio=hires.token_merging_ratio)
 
 
 def _second_pass_job(job: PreparedJob, second: HiresPass, first: FirstPass, batch_no: int

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from modules.core.uncond_skip import UncondSkip
 from modules.samplers.steps import StepConvention, StepPlan, plan_img2img, txt2img_plan
@@ -63,6 +63,9 @@ class CoreOptions:
     ESRGAN_tile_overlap: int = 8
     auto_vae_precision: bool = True
     tiled_vae: bool = False
+    token_merging_ratio: float = 0.0
+    token_merging_ratio_img2img: float = 0.0
+    token_merging_ratio_hr: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "CoreOptions":
@@ -85,6 +88,18 @@ class CoreOptions:
     def uncond_skip(self, on_timesteps: bool = False) -> UncondSkip:
         """When a pass skips the negative prompt (`on_timesteps`: the sampler is one of A1111's timestep ones)."""
         return UncondSkip(self.s_min_uncond, self.s_min_uncond_all, self.skip_early_cond, on_timesteps)
+
+    def token_merging(self, mode: str, overridden: Collection[str] = ()) -> float:
+        """The token merging ratio of a job's (first) pass, A1111's rule: txt2img uses `token_merging_ratio`;
+        img2img and inpaint `token_merging_ratio_img2img` where it is not 0, unless the job's overrides (the keys
+        `overridden`, e.g. from a pasted infotext) set `token_merging_ratio` to a non-zero value."""
+        if mode == "txt2img" or ("token_merging_ratio" in overridden and self.token_merging_ratio):
+            return self.token_merging_ratio
+        return self.token_merging_ratio_img2img or self.token_merging_ratio
+
+    def token_merging_hr(self) -> float:
+        """The ratio of hires fix's second pass: `token_merging_ratio_hr` where it is not 0, else the first's."""
+        return self.token_merging_ratio_hr or self.token_merging_ratio
 
 
 def _coerce(kind: type, value: Any) -> Any:
@@ -154,6 +169,8 @@ class HiresPlan:
     negative_prompts: tuple[str, ...]
     from_image: bool = False
     """The first pass is a given picture (`firstpass_image`): only the second pass samples."""
+    token_merging_ratio: float = 0.0
+    """The second pass's token merging ratio (`CoreOptions.token_merging_hr`)."""
 
 
 @dataclass(frozen=True)
@@ -177,12 +194,24 @@ class JobPlan:
     height: int
     options: CoreOptions
     hires: HiresPlan | None = None
+    token_merging_ratio: float = 0.0
+    """The (first) pass's token merging ratio (`CoreOptions.token_merging`); 0 = none."""
 
     @property
     def pass_count(self) -> int:
         """Sampling passes per batch: 2 with hires fix (A1111 doubles its job count), else 1 (also hires fix from
         a given first-pass picture)."""
         return 1 if self.hires is None or self.hires.from_image else 2
+
+    @property
+    def token_merging_infotext(self) -> dict[str, float]:
+        """A1111's infotext keys for the token merging ratios the passes used, each written when it is not 0."""
+        params: dict[str, float] = {}
+        if self.token_merging_ratio:
+            params["Token merging ratio"] = self.token_merging_ratio
+        if self.hires is not None and self.hires.token_merging_ratio:
+            params["Token merging ratio hr"] = self.hires.token_merging_ratio
+        return params
 
     def batch_slice(self, batch_no: int) -> slice:
         return slice(batch_no * self.batch_size, (batch_no + 1) * self.batch_size)
@@ -226,6 +255,7 @@ def plan_hires(request: GenerationRequest, options: CoreOptions, upscaler: str, 
         prompts=(request.hr_prompt or request.prompt,) * count,
         negative_prompts=(request.hr_negative_prompt or request.negative_prompt,) * count,
         from_image=request.firstpass_image is not None,
+        token_merging_ratio=options.token_merging_hr(),
     )
 
 
@@ -261,4 +291,5 @@ def plan_job(
         height=request.height,
         options=options,
         hires=hires,
+        token_merging_ratio=options.token_merging(request.mode, request.overrides.keys()),
     )

@@ -138,5 +138,5 @@ def test_pasted_units_beyond_the_page_and_unknown_modules_warn(controlnet: Any) 
     read = read_pasted(context, 3, lambda: [])
     assert read == {"units/0_enabled": True, "units/0_weight": 0.5}
     assert context.warnings == ["ControlNet 5: this page has 3 ControlNet units; that unit was not pasted.",
-                                "ControlNet unit 0: preprocessor 'openpose_full' is not available here; the preprocessor "
-                                "was not changed."]
+                                "ControlNet unit 0: preprocessor 'openpose_full' is not available here; the "
+                                "preprocessor was not changed."]
