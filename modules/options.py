@@ -337,6 +337,19 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("s_min_uncond_all", False, "Negative Guidance minimum sigma all steps", OPTIMIZATIONS,
           infotext="NGMS all steps",
           info="By default, NGMS above skips every other step; this makes it skip all steps"),
+    # Load-time UNet speed-ups (modules.models.speedups); checkpoints load again when one changes.
+    _flag("channels_last", False, "Use channels-last memory format for the UNet", OPTIMIZATIONS,
+          info="UNet and VAE weights stored NHWC; pictures change by float rounding only; checkpoints load again "
+               "when this changes"),
+    _flag("fused_qkv", False, "Fuse attention QKV projections", OPTIMIZATIONS,
+          info="one matrix multiply for query, key and value; the attention weights take more memory (LoRAs still "
+               "apply); checkpoints load again when this changes"),
+    _flag("torch_compile", False, "Compile the UNet with torch.compile", OPTIMIZATIONS,
+          info="needs a C++ compiler on CPU (Triton on GPU); the first job at each new size and batch waits for a "
+               "compilation; runs eagerly with a warning in the log when compiling fails"),
+    _choice("torch_compile_mode", "default", "torch.compile mode", OPTIMIZATIONS,
+            ("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+            info="reduce-overhead uses CUDA graphs on a GPU; max-autotune tries kernels longer at compile time"),
     _number("eta_noise_seed_delta", 0, "Eta noise seed delta", SAMPLER, infotext="ENSD",
             info="added to the seed of the noise that ancestral/SDE samplers draw at each step"),
     _flag("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),
