@@ -84,8 +84,17 @@ def test_the_manager_applies_them_at_load_and_reloads_when_one_changes(tmp_path)
     assert loader.loaded == ["a.safetensors", "a.safetensors"]
 
 
-def test_loaded_models_use_sdpa_attention() -> None:
-    assert _processors(build_tiny_components(SD1)) == {"AttnProcessor2_0"}
+@pytest.mark.slow
+def test_checkpoints_load_with_sdpa_attention(tmp_path) -> None:
+    from modules.models.convert import save_single_file
+    from modules.models.loaders import load_checkpoint
+
+    save_single_file(build_tiny_components(SD1), tmp_path / "a.safetensors")
+    cpu = torch.device("cpu")
+    components = load_checkpoint(tmp_path / "a.safetensors", SD1, device=cpu, dtype=torch.float32,
+                                 vae_dtype=torch.float32)
+    assert _processors(components) == {"AttnProcessor2_0"}  # torch's scaled_dot_product_attention
+    assert {type(processor).__name__ for processor in components.vae.attn_processors.values()} == {"AttnProcessor2_0"}
 
 
 @pytest.mark.slow
