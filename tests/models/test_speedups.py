@@ -212,3 +212,15 @@ def test_an_inductor_compiled_job_equals_the_eager_one_within_rounding() -> None
         torch._dynamo.reset()
     assert forward.failure is None
     assert np.abs(picture - expected).max() <= 1
+
+
+@pytest.mark.slow
+def test_fused_projections_are_stored_in_fp8_with_the_rest(tmp_path) -> None:
+    paths = DataPaths(tmp_path)
+    paths.checkpoints.mkdir(parents=True)
+    (paths.checkpoints / "a.safetensors").write_bytes(b"a" * 64)
+    manager = make_manager(paths, TinyLoader(), fused_qkv=True, fp8_storage="Enable")
+    with manager.get("a") as components:
+        attention = components.unet.get_submodule(f"{ATTENTION}.attn1")
+        assert attention.to_qkv.weight.dtype == torch.float8_e4m3fn
+        assert unet_output(components).dtype == torch.float32  # computes through the fp8 casting hooks
