@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # torch, diffusers and the loaders load with the first model,
     from modules.interrogate import CaptionModel
     from modules.models.cache import ModelCache
     from modules.models.components import ComponentSet
+    from modules.models.speedups import Speedups
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,15 @@ class ModelOptions:
     control_net_model_cache_size: int = 2
     """Extension networks kept loaded (ControlNets): A1111's ControlNet setting, declared by the built-in ControlNet
     extension's settings; without it, A1111's default of 2."""
+    channels_last: bool = False
+    fused_qkv: bool = False
+    torch_compile: bool = False
+    torch_compile_mode: str = "default"
+    """The load-time speed-ups of `modules.models.speedups` (not A1111 settings)."""
+
+    def load_settings(self) -> tuple[Any, ...]:
+        """The settings applied when a checkpoint loads: a change reloads the loaded checkpoints."""
+        return (self.fp8_storage, self.channels_last, self.fused_qkv, self.torch_compile, self.torch_compile_mode)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
@@ -211,18 +221,20 @@ class ModelManager:
                     self.checkpoints.evict(key)
 
     def update_options(self, options: ModelOptions | Mapping[str, Any]) -> None:
-        """Apply changed settings (a new checkpoint budget takes effect now; a new FP8 weight setting drops the
-        loaded checkpoints that are not in use, so they load again with it)."""
+        """Apply changed settings (a new checkpoint budget takes effect now; a new FP8 weight or speed-up setting
+        drops the loaded checkpoints and VAEs that are not in use, so they load again with it)."""
         with self._lock:
             previous, self.options = self.options, self._coerce(options)
             if "extension_models" in self.__dict__:
                 self.extension_models.set_limit(self.options.control_net_model_cache_size)
             if "checkpoints" not in self.__dict__:  # made later, with these options
                 return
-            if previous.fp8_storage != self.options.fp8_storage:
-                dropped = self.checkpoints.clear()  # loaded with the old storage: the next job loads them again
-                log.info("FP8 weight is now %r: %d loaded checkpoint(s) will load again", self.options.fp8_storage,
-                         dropped)
+            if previous.load_settings() != self.options.load_settings():
+                dropped = self.checkpoints.clear()  # loaded with the old settings: the next job loads them again
+                if "vaes" in self.__dict__:
+                    dropped += self.vaes.clear()
+                log.info("Load-time settings changed (FP8 weight %r, %s): %d loaded model(s) will load again",
+                         self.options.fp8_storage, self._speedups(), dropped)
             self.checkpoints.one_on_device = self.options.sd_checkpoints_keep_in_cpu
             self.checkpoints.set_limit(self.options.sd_checkpoints_limit)
 
@@ -309,10 +321,14 @@ class ModelManager:
             record.calculate_sha256()
         started = time.perf_counter()
         components = self._load_fn(record, self.plan)
+        from modules.models import speedups
         from modules.models.weight_storage import fp8_applies, store_unet_in_fp8
 
+        chosen = self._speedups()
+        speedups.apply_before_storage(components, chosen)
         if fp8_applies(self.options.fp8_storage, components.identity):
             store_unet_in_fp8(components)
+        speedups.apply_after_storage(components, chosen)
         log.info("Loaded %s (%s) on %s in %.1fs", record.title, components.identity.describe(), self.plan.describe(),
                  time.perf_counter() - started)
         return components
@@ -321,8 +337,17 @@ class ModelManager:
         if not self.no_hashing:
             record.calculate_sha256()
         vae = self._vae_load_fn(record, base_config, self.plan)
+        from modules.models.speedups import apply_to_vae
+
+        apply_to_vae(vae, self._speedups())
         log.info("Loaded VAE %s", record.name)
         return vae
+
+    def _speedups(self) -> Speedups:
+        from modules.models.speedups import Speedups
+
+        return Speedups(self.options.channels_last, self.options.fused_qkv, self.options.torch_compile,
+                        self.options.torch_compile_mode)
 
     @contextmanager
     def hold_upscaler(self, path: Path) -> Iterator[ImageModelDescriptor]:

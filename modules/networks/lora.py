@@ -23,6 +23,7 @@ import torch
 from modules.errors import CorruptFile, InvalidRequest, ModelNotFound
 from modules.models.components import ComponentSet
 from modules.models.hashes import addnet_sha256, calculate_sha256
+from modules.models.speedups import refresh_fused
 from modules.models.state_dict import read_metadata, read_state_dict
 from modules.networks.folders import LORA_EXTENSIONS
 from modules.networks.lora_keys import TEXT_ENCODER, LoraModule, ModuleIndex, Target, group_lora_keys
@@ -360,6 +361,15 @@ def apply_loras(
             report.uses.append(use)
             log.info("LoRA %s: merged %d layers (te %g, unet %g)", use.lora.name, merged, use.te_weight,
                      use.unet_weight)
+        _refresh_fused(components, backups)
         yield report
     finally:
+        touched = dict(backups)
         _restore(backups)
+        _refresh_fused(components, touched)
+
+
+def _refresh_fused(components: ComponentSet, backups: Mapping[int, tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+    """Rebuild the fused attention projections (the `fused_qkv` setting) whose q/k/v weights were changed."""
+    if backups:
+        refresh_fused(components.unet, lambda weight: id(weight) in backups)

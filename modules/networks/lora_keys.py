@@ -121,6 +121,10 @@ class Target:
         return weight
 
 
+FUSED_LAYERS = frozenset({"to_qkv", "to_kv", "to_added_qkv"})
+"""Projections the `fused_qkv` setting builds from to_q/to_k/to_v: LoRAs merge into those, never into these."""
+
+
 def _layers(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
     for path, module in model.named_modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -164,7 +168,7 @@ class ModuleIndex:
             self._targets.setdefault(name, target)
 
     def _index_unet(self, unet: torch.nn.Module) -> None:
-        layers = dict(_layers(unet))
+        layers = {path: module for path, module in _layers(unet) if path.rpartition(".")[2] not in FUSED_LAYERS}
         ldm = _ldm_paths(unet, list(layers))
         for path, module in layers.items():
             target = Target(UNET, 0, path, module)
