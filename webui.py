@@ -150,7 +150,7 @@ def _warm_up(app: "App", load_checkpoint: bool) -> None:
     from modules.errors import UserError
 
     started = time.perf_counter()
-    import modules.core.generate  # noqa: F401  (torch, diffusers, transformers)
+    app.core.ensure()  # torch, diffusers, transformers: one thread at a time (modules/core_loader.py)
 
     log.debug("Device plan: %s", app.models.plan.describe())  # made here: it imports torch
     app.networks.refresh()

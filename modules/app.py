@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from modules.cli import LaunchOptions
+from modules.core_loader import CoreLoader
 from modules.extensions.host import ExtensionHost
-from modules.jobs import GenerationRunner, GenerationWork, Job, JobQueue
+from modules.jobs import GenerationRunner, GenerationWork, Job, JobContext, JobQueue
 from modules.paths import DataPaths
 from modules.prompts.styles import StyleDatabase
 from modules.server_control import ServerControl
@@ -23,7 +24,7 @@ from modules.types import GenerationRequest
 if TYPE_CHECKING:
     from PIL import Image
 
-    from modules.extras import ExtrasRequest
+    from modules.extras import ExtrasRequest, ExtrasResult
     from modules.gallery.index import GalleryIndex
     from modules.models.manager import ModelManager
     from modules.networks.service import ExtraNetworks
@@ -59,6 +60,9 @@ class App:
     `modules.admission.SubmitAdmission`."""
     gallery: GalleryIndex = None  # type: ignore[assignment]  # None: built from `paths` in __post_init__
     """The index of saved pictures (the Gallery tab); every file the generation and Extras save is recorded."""
+    core: CoreLoader = field(default_factory=CoreLoader)
+    """Imports torch, diffusers and transformers once, whichever thread asks first (`modules.core_loader`); the
+    generation service is given the same one."""
 
     def __post_init__(self) -> None:
         if self.networks is None:
@@ -87,7 +91,12 @@ class App:
         from modules.extras import ExtrasService
 
         service = ExtrasService(self.models.upscalers, self.settings, self.paths, on_saved=self.gallery.record)
-        return self.jobs.submit(lambda ctx: service.run(request, ctx), owner=owner, group=group,
+
+        def run(ctx: "JobContext") -> "ExtrasResult":
+            self.core.ensure()  # torch, spandrel: not beside the warm-up's import
+            return service.run(request, ctx)
+
+        return self.jobs.submit(run, owner=owner, group=group,
                                 description=f"extras: {len(request.images)} picture(s)")
 
     def submit_interrogate(self, image: "Image.Image", model: str = "clip", *, owner: str | None = None,
@@ -97,7 +106,12 @@ class App:
         from modules.interrogate import InterrogateService
 
         service = InterrogateService(self.paths.models, self.models.hold_captioner)
-        return self.jobs.submit(lambda ctx: service.interrogate(image, model), owner=owner, group=group,
+
+        def run(ctx: "JobContext") -> str:
+            self.core.ensure()
+            return service.interrogate(image, model)
+
+        return self.jobs.submit(run, owner=owner, group=group,
                                 description=f"interrogate ({model})")
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from modules.admission import SubmitAdmission
 from modules.allocator import release_free_memory
 from modules.app import App
 from modules.cli import LaunchOptions
+from modules.core_loader import CoreLoader
 from modules.devices import plan_devices
 from modules.extensions.host import ExtensionHost
 from modules.gallery.index import GalleryIndex
@@ -65,7 +66,8 @@ def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
     networks = ExtraNetworks.for_folders(paths.embeddings, paths.lora)  # scanned on first use (webui.py warms)
     styles = StyleDatabase(paths.styles_file)
     generation = GenerationService(settings=settings, models=models, samplers=samplers, networks=networks,
-                                   extensions=extensions, styles=styles, paths=paths, on_saved=on_saved)
+                                   extensions=extensions, styles=styles, paths=paths, core=CoreLoader(),
+                                   on_saved=on_saved)
     return GenerationStack(extensions, models, samplers, networks, styles, generation)
 
 
@@ -94,6 +96,7 @@ def build_app(launch: LaunchOptions,
         networks=stack.networks,
         admission=SubmitAdmission(stack.models),
         gallery=gallery,
+        core=stack.generation.core,
     )
 
 

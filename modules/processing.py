@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from modules import images, infotext
 from modules.core.plan import CoreOptions
+from modules.core_loader import CoreLoader
 from modules.errors import Interrupted
 from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
@@ -61,12 +62,15 @@ class GenerationService:
     extensions: "ExtensionHost"
     styles: "StyleDatabase"
     paths: "DataPaths"
+    core: CoreLoader = dataclasses.field(default_factory=CoreLoader)
+    """Imports the generation core before the first job (shared with the App's warm-up: `modules.core_loader`)."""
     on_saved: Callable[[Path], None] | None = None
     """Called with every file this service saves (samples, pictures before hires fix, scripts' pictures, grids):
     the App's gallery index (`GalleryIndex.record`)."""
 
     def run(self, request: GenerationRequest, ctx: "JobContext", *, save: bool | None = None) -> GenerationResult:
         """Run `request` on the executor's worker: the selected extension script, or one plain generation."""
+        self.core.ensure()
         script = self.extensions.scripts.selected_script(request)
         if script is None:
             return self.generate_once(request, ctx, save=save)

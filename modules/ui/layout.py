@@ -31,7 +31,7 @@ from modules.ui.img2img import build_img2img_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
-from modules.ui.tokens import TokenCounter
+from modules.ui.tokens import TokenCounter, load_bundled_tokenizer
 from modules.ui.toprow import build_top_row, current_checkpoint, page_load_values, size_updates
 from modules.ui.txt2img import build_txt2img_tab
 
@@ -47,8 +47,10 @@ TITLE = "Stable Diffusion"
 def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
     """Build the page for `app` (nothing is launched). `tokens` lets tests pass a prepared token counter."""
     settings = app.settings.get()
-    ctx = UiContext(app, tokens or TokenCounter(backtrack=int(settings["comma_padding_backtrack"]),
-                                                embeddings=app.networks.counting_lookup))
+    tokens = tokens or TokenCounter(lambda: app.core.locked(load_bundled_tokenizer),  # not beside the warm-up
+                                    backtrack=int(settings["comma_padding_backtrack"]),
+                                    embeddings=app.networks.counting_lookup)
+    ctx = UiContext(app, tokens)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         top = build_top_row(app)
         with gr.Tabs(elem_id="tabs", overflow_behavior="wrap") as main_tabs:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from modules.paths import REPO_ROOT
 
 HEAVY = ("torch", "diffusers", "transformers", "ray")  # ray: only with --workers / --ray-address
@@ -36,6 +38,7 @@ print(json.dumps({{"statuses": statuses, "loaded": loaded}}))
 """
 
 
+@pytest.mark.slow
 def test_start_up_and_first_answers_do_not_import_the_generation_stack(tmp_path: Path) -> None:
     script = SCRIPT.format(root=str(REPO_ROOT), data=str(tmp_path / "data"), heavy=HEAVY)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
@@ -45,3 +48,32 @@ def test_start_up_and_first_answers_do_not_import_the_generation_stack(tmp_path:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["statuses"] == {path: 200 for path in report["statuses"]}
     assert report["loaded"] == []
+
+
+RACE_SCRIPT = """
+import sys, threading
+sys.path.insert(0, {root!r})
+import webui
+from modules.bootstrap import build_app, ensure_a_checkpoint
+from modules.cli import parse_args
+from modules.types import GenerationRequest
+
+app = build_app(parse_args(["--data-dir", {data!r}]))
+ensure_a_checkpoint(app)
+threading.Thread(target=webui._warm_up, args=(app, False), daemon=True).start()
+job = app.submit(GenerationRequest(prompt="a red circle", width=64, height=64, steps=1), save=False)
+result = job.outcome(timeout=600)
+app.close()
+print("images", len(result.images))
+"""
+
+
+@pytest.mark.slow
+def test_a_job_that_arrives_during_the_warm_up_runs(tmp_path: Path) -> None:
+    # the warm-up thread and the job's thread both import the generation core: one at a time (core_loader.py)
+    script = RACE_SCRIPT.format(root=str(REPO_ROOT), data=str(tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          cwd=REPO_ROOT, env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                                              "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "images 1"
