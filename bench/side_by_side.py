@@ -12,6 +12,7 @@ median (min-max) of the whole job and of its stages (text encoder, UNet steps, V
 
     .venv/bin/python bench/side_by_side.py --size 256 --steps 8 --rounds 5
     .venv/bin/python bench/side_by_side.py --systems ours,ours+tcmalloc,diffusers,diffusers+tcmalloc
+    .venv/bin/python bench/side_by_side.py --systems diffusers,ours+tcmalloc,ours+fast+tcmalloc   # speed-ups on
     .venv/bin/python bench/side_by_side.py --checkpoint path/to/model.safetensors   # a real SD 1.x file
 
 Without `--checkpoint` a full-size SD 1.5 architecture with random weights is written once to
@@ -41,6 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT, NEGATIVE = "a photo of a red car on a country road, high detail", "blurry, lowres"
 STAGES = ("text_encoder", "unet", "vae_decode")
+FAST_SETTINGS = {"token_merging_ratio": 0.5, "s_min_uncond": 1.0, "channels_last": True}
+"""`ours+fast`: the optional speed-ups that change the picture (token merging, A1111's negative guidance minimum
+sigma) and channels-last, written to the server's config.json."""
 
 
 def tcmalloc_path() -> str | None:
@@ -185,6 +189,7 @@ class Ours(System):
         link = folder / self.args.checkpoint.name
         if not link.exists():
             link.symlink_to(self.args.checkpoint.resolve())
+        (data / "config.json").write_text(json.dumps(FAST_SETTINGS if "+fast" in self.name else {}))
         port = free_port()
         started = time.perf_counter()
         self.process = subprocess.Popen(
@@ -262,7 +267,7 @@ def make_system(name: str, args: argparse.Namespace, workdir: Path) -> System:
         return Ours(name, args, workdir)
     if base == "diffusers":
         return Diffusers(name, args, workdir)
-    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +tcmalloc)")
+    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +tcmalloc; ours+fast)")
 
 
 def spread(values: list[float]) -> str:
