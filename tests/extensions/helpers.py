@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import sys
+from types import ModuleType
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from modules import infotext
 from modules.core.generate import generate
-from modules.extensions.host import ExtensionHost
+from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
+from modules.extensions.loader import ExtensionRoot
 from modules.models.components import ComponentSet
 from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
@@ -56,3 +64,28 @@ def tiny_controlnet(unet: Any) -> Any:
         for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
             module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.3)
     return net.eval()
+
+
+def controlnet_module(name: str) -> ModuleType:
+    """A module of the built-in ControlNet extension (`cnlib.preprocessors`, `scripts.controlnet`, ...), loaded once."""
+    key = f"sdwebui_extensions.controlnet.{name}"
+    if key not in sys.modules:
+        ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)]).load()
+    return sys.modules[key]
+
+
+def noise_picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A picture of uniform random RGB noise."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def png_b64(picture: Image.Image) -> str:
+    """`picture` as the base64 PNG an API body carries."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def b64_pixels(data: str) -> np.ndarray:
+    """The RGB pixels of a base64 picture from an API answer."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))

@@ -5,8 +5,6 @@ that excludes every step give exactly the picture without ControlNet; the routes
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from typing import Any, Iterator
 
@@ -24,20 +22,11 @@ from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
 from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
+from tests.extensions.helpers import b64_pixels, png_b64
 from tests.extensions.helpers import tiny_controlnet as _tiny_controlnet
 
 BASE = {"prompt": "a red cube", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 4,
         "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 6.0, "seed": 11}
-
-
-def _b64(picture: Image.Image) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _pixels(data: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,7 @@ def _txt2img(client: httpx.Client, units: list[dict[str, Any]] | None = None, **
 
 def _unit(**fields: Any) -> dict[str, Any]:
     return {"enabled": True, "module": "none", "model": "tinycn", "weight": 1.0,
-            "image": _b64(sample_image(64, 64, seed=5)), **fields}
+            "image": png_b64(sample_image(64, 64, seed=5)), **fields}
 
 
 def _reference(app: App, net: Any, control: Image.Image) -> np.ndarray:
@@ -99,8 +88,8 @@ def test_txt2img_with_a_unit_equals_diffusers_controlnet_pipeline(served: Any) -
     app, client, net = served
     result = _txt2img(client, [_unit()])
     plain = _txt2img(client)
-    ours = _pixels(result["images"][0])
-    assert not np.array_equal(ours, _pixels(plain["images"][0]))  # the unit changes the picture
+    ours = b64_pixels(result["images"][0])
+    assert not np.array_equal(ours, b64_pixels(plain["images"][0]))  # the unit changes the picture
     assert np.array_equal(ours, _reference(app, net, sample_image(64, 64, seed=5)))
     info = json.loads(result["info"])
     assert 'ControlNet 0: "Module: none, Model: tinycn [' in info["infotexts"][0]
@@ -108,8 +97,8 @@ def test_txt2img_with_a_unit_equals_diffusers_controlnet_pipeline(served: Any) -
 
 def test_folder_layout_loads_the_same_network(served: Any) -> None:
     _, client, _ = served
-    single = _pixels(_txt2img(client, [_unit()])["images"][0])
-    folder = _pixels(_txt2img(client, [_unit(model="tinycn_folder")])["images"][0])
+    single = b64_pixels(_txt2img(client, [_unit()])["images"][0])
+    folder = b64_pixels(_txt2img(client, [_unit(model="tinycn_folder")])["images"][0])
     assert np.array_equal(single, folder)
 
 
@@ -117,15 +106,15 @@ def test_folder_layout_loads_the_same_network(served: Any) -> None:
                                   {"enabled": False}])
 def test_a_unit_that_never_acts_leaves_the_picture_exactly(served: Any, unit: dict[str, Any]) -> None:
     _, client, _ = served
-    plain = _pixels(_txt2img(client)["images"][0])
-    assert np.array_equal(_pixels(_txt2img(client, [_unit(**unit)])["images"][0]), plain)
+    plain = b64_pixels(_txt2img(client)["images"][0])
+    assert np.array_equal(b64_pixels(_txt2img(client, [_unit(**unit)])["images"][0]), plain)
 
 
 def test_control_modes_and_invert_change_the_picture(served: Any) -> None:
     _, client, _ = served
-    balanced = _pixels(_txt2img(client, [_unit()])["images"][0])
+    balanced = b64_pixels(_txt2img(client, [_unit()])["images"][0])
     for fields in ({"control_mode": 1}, {"control_mode": "ControlNet is more important"}, {"module": "invert"}):
-        assert not np.array_equal(_pixels(_txt2img(client, [_unit(**fields)])["images"][0]), balanced), fields
+        assert not np.array_equal(b64_pixels(_txt2img(client, [_unit(**fields)])["images"][0]), balanced), fields
 
 
 def test_routes_answer_as_the_a1111_extension(served: Any) -> None:
@@ -165,13 +154,13 @@ def test_bad_units_are_4xx_with_a_clear_message(served: Any, unit: dict[str, Any
 
 def test_img2img_without_a_unit_image_uses_the_init_image(served: Any) -> None:
     _, client, _ = served
-    body = {**BASE, "init_images": [_b64(sample_image(64, 64, seed=9))], "denoising_strength": 0.6}
+    body = {**BASE, "init_images": [png_b64(sample_image(64, 64, seed=9))], "denoising_strength": 0.6}
     unit = _unit()
     del unit["image"]
     plain = client.post("/sdapi/v1/img2img", json=body)
     controlled = client.post("/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert plain.status_code == 200 and controlled.status_code == 200, controlled.text
-    assert not np.array_equal(_pixels(plain.json()["images"][0]), _pixels(controlled.json()["images"][0]))
+    assert not np.array_equal(b64_pixels(plain.json()["images"][0]), b64_pixels(controlled.json()["images"][0]))
     missing = client.post("/sdapi/v1/txt2img", json={**BASE, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert missing.status_code == 400 and "no control image" in missing.text
 
@@ -242,28 +231,28 @@ def _edge_picture() -> Image.Image:
 
 def test_detect_answers_as_the_a1111_extension(served: Any) -> None:
     _, client, _ = served
-    body = {"controlnet_module": "threshold", "controlnet_input_images": [_b64(_edge_picture())] * 2,
+    body = {"controlnet_module": "threshold", "controlnet_input_images": [png_b64(_edge_picture())] * 2,
             "controlnet_processor_res": 128, "controlnet_threshold_a": 100}
     response = client.post("/controlnet/detect", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["info"] == "Success" and len(answer["images"]) == 2
-    detected = _pixels(answer["images"][0])
+    detected = b64_pixels(answer["images"][0])
     assert detected.shape == (128, 192, 3)  # the short side at the processor resolution
     assert detected[:, :90].max() == 0 and detected[:, 100:].min() == 255
     inverted = client.post("/controlnet/detect", json={"controlnet_module": "invert",
-                                                         "controlnet_input_images": [_b64(_edge_picture())]})
-    assert np.array_equal(_pixels(inverted.json()["images"][0]), 255 - np.asarray(_edge_picture()))
+                                                         "controlnet_input_images": [png_b64(_edge_picture())]})
+    assert np.array_equal(b64_pixels(inverted.json()["images"][0]), 255 - np.asarray(_edge_picture()))
 
 
 def test_detect_canny_over_http(served: Any) -> None:
     pytest.importorskip("cv2")
     _, client, _ = served
     response = client.post("/controlnet/detect", json={
-        "controlnet_module": "canny", "controlnet_input_images": [_b64(_edge_picture())],
+        "controlnet_module": "canny", "controlnet_input_images": [png_b64(_edge_picture())],
         "controlnet_processor_res": 64, "controlnet_threshold_a": 100, "controlnet_threshold_b": 200})
     assert response.status_code == 200, response.text
-    edges = _pixels(response.json()["images"][0])
+    edges = b64_pixels(response.json()["images"][0])
     assert edges.shape == (64, 96, 3)
     columns = np.nonzero(edges[..., 0].any(axis=0))[0]
     assert len(columns) > 0 and set(columns) <= {46, 47, 48, 49}
@@ -272,14 +261,14 @@ def test_detect_canny_over_http(served: Any) -> None:
 def test_detect_refuses_unknown_modules_and_no_images(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _, client, _ = served
     unknown = client.post("/controlnet/detect", json={"controlnet_module": "openpose_full",
-                                                        "controlnet_input_images": [_b64(_edge_picture())]})
+                                                        "controlnet_input_images": [png_b64(_edge_picture())]})
     assert unknown.status_code == 422
     assert "'openpose_full' is not available; available: none, invert, canny, threshold" in unknown.text
     empty = client.post("/controlnet/detect", json={"controlnet_module": "none", "controlnet_input_images": []})
     assert empty.status_code == 422 and "no image selected" in empty.text
     monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # as without opencv-python-headless
     missing = client.post("/controlnet/detect", json={"controlnet_module": "canny",
-                                                        "controlnet_input_images": [_b64(_edge_picture())]})
+                                                        "controlnet_input_images": [png_b64(_edge_picture())]})
     assert missing.status_code == 400 and "pip install opencv-python-headless" in missing.text
     refused = client.post("/sdapi/v1/txt2img", json={**BASE, "alwayson_scripts": {"controlnet": {"args": [
         _unit(module="canny")]}}})
@@ -289,9 +278,9 @@ def test_detect_refuses_unknown_modules_and_no_images(served: Any, monkeypatch: 
 def test_a_canny_unit_changes_the_picture_and_writes_its_settings(served: Any) -> None:
     pytest.importorskip("cv2")
     _, client, _ = served
-    plain = _pixels(_txt2img(client, [_unit()])["images"][0])
+    plain = b64_pixels(_txt2img(client, [_unit()])["images"][0])
     result = _txt2img(client, [_unit(module="canny", threshold_a=50, threshold_b=150, processor_res=64)])
-    assert not np.array_equal(_pixels(result["images"][0]), plain)
+    assert not np.array_equal(b64_pixels(result["images"][0]), plain)
     infotext = json.loads(result["info"])["infotexts"][0]
     assert 'ControlNet 0: "Module: canny, Model: tinycn [' in infotext
     assert "Processor Res: 64, Threshold A: 50, Threshold B: 150" in infotext

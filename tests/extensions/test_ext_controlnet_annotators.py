@@ -9,9 +9,7 @@ import base64
 import hashlib
 import io
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,38 +18,20 @@ import torch
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
-from modules.extensions.loader import ExtensionRoot
 from modules.types import GenerationRequest
+from tests.extensions.helpers import controlnet_module, noise_picture, png_b64
 
 cv2 = pytest.importorskip("cv2")
 
 
-def _module(name: str) -> ModuleType:
-    key = f"sdwebui_extensions.controlnet.{name}"
-    if key not in sys.modules:
-        ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)]).load()
-    return sys.modules[key]
-
-
 @pytest.fixture(scope="module")
 def pre() -> Any:
-    return _module("cnlib.preprocessors")
+    return controlnet_module("cnlib.preprocessors")
 
 
 @pytest.fixture(scope="module")
 def script() -> Any:
-    return _module("scripts.controlnet")
-
-
-def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def _b64(picture: Image.Image) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return controlnet_module("scripts.controlnet")
 
 
 # -- weight-free -----------------------------------------------------------------------------------------------------
@@ -87,7 +67,7 @@ def _a1111_shuffle(image: np.ndarray, seed: int) -> np.ndarray:
 
 def test_shuffle_is_a1111s_warp_drawn_from_the_seed(pre) -> None:
     shuffle = pre.PREPROCESSORS["shuffle"]
-    picture = _noise(96, 64)
+    picture = noise_picture(96, 64)
     first = np.asarray(shuffle(picture, 64, extras=pre.Extras(seed=1234)))
     assert first.shape == (64, 96, 3)
     assert np.array_equal(first, _a1111_shuffle(np.asarray(picture), 1234))
@@ -104,7 +84,7 @@ def test_color_is_a_grid_of_64_pixel_cells(pre) -> None:
     quadrants[64:, :64] = (0, 255, 0)
     quadrants[64:, 64:] = (20, 40, 250)
     assert np.array_equal(np.asarray(pre.PREPROCESSORS["color"](Image.fromarray(quadrants), 128)), quadrants)
-    wide = np.asarray(pre.PREPROCESSORS["color"](_noise(200, 100), 100))
+    wide = np.asarray(pre.PREPROCESSORS["color"](noise_picture(200, 100), 100))
     assert wide.shape == (100, 200, 3)  # 3 x 1 cells: each column band is one colour
     assert all(len(np.unique(wide[:, x].reshape(-1, 3), axis=0)) == 1 for x in range(200))
     assert len(np.unique(wide.reshape(-1, 3), axis=0)) <= 3
@@ -117,18 +97,18 @@ def _mask(width: int, height: int) -> Image.Image:
 
 
 def test_inpaint_only_makes_masked_pixels_minus_one(pre, script) -> None:
-    picture = _noise(64, 32)
+    picture = noise_picture(64, 32)
     detected = pre.PREPROCESSORS["inpaint_only"](picture, extras=pre.Extras(mask=_mask(64, 32)))
     assert detected.mode == "RGBA" and detected.size == (64, 32)
     alpha = np.asarray(detected)[..., 3]
     assert alpha[:, :32].max() == 0 and alpha[:, 32:].min() == 255
     unit = script.parse_unit({"module": "inpaint_only", "resize_mode": "Just Resize",
-                              "image": {"image": _b64(picture), "mask": _b64(_mask(64, 32))}}, 0)
+                              "image": {"image": png_b64(picture), "mask": png_b64(_mask(64, 32))}}, 0)
     control = script.control_tensor(unit, 64, 32, "cpu", torch.float32)[0].permute(1, 2, 0).numpy()
     assert control.shape == (32, 64, 3) and np.all(control[:, :32] == -1.0)
     assert np.array_equal(control[:, 32:], np.asarray(picture, np.float32)[:, 32:] / 255.0)
-    unit = script.parse_unit({"module": "inpaint_only", "resize_mode": "Resize and Fill", "image": _b64(picture),
-                              "mask_image": _b64(_mask(64, 32))}, 0)
+    unit = script.parse_unit({"module": "inpaint_only", "resize_mode": "Resize and Fill", "image": png_b64(picture),
+                              "mask_image": png_b64(_mask(64, 32))}, 0)
     filled = script.control_tensor(unit, 64, 64, "cpu", torch.float32)[0].permute(1, 2, 0).numpy()
     assert np.all(filled[:16] == -1.0) and np.all(filled[48:] == -1.0)  # borders are outpainted
     assert filled[16:48, 32:].min() >= 0.0 and np.all(filled[16:48, :32] == -1.0)
@@ -142,7 +122,7 @@ def test_inpaint_only_uses_the_img2img_mask_and_shuffle_the_job_seed(script, tmp
     folder = tmp_path / "models" / "ControlNet"
     folder.mkdir(parents=True)
     (folder / "tinycn.safetensors").write_bytes(b"not read here")
-    init = _noise(64, 32)
+    init = noise_picture(64, 32)
     units = [{"module": "inpaint_only", "model": "tinycn"}, {"module": "shuffle", "model": "tinycn"}]
     request = GenerationRequest(mode="img2img", init_image=init, mask=_mask(64, 32), invert_mask=True, seed=-1,
                                 subseed=-1)
@@ -164,7 +144,7 @@ def test_lineart_standard_marks_dark_lines(pre) -> None:
 
 
 def test_blur_gaussian_is_opencvs_blur_at_threshold_a(pre) -> None:
-    picture = _noise(96, 64)
+    picture = noise_picture(96, 64)
     blurred = np.asarray(pre.PREPROCESSORS["blur_gaussian"](picture, 64, 2.5))
     assert np.array_equal(blurred, cv2.GaussianBlur(np.asarray(picture), (0, 0), 2.5))
     assert pre.PREPROCESSORS["blur_gaussian"](picture, 128).size == (192, 128)
@@ -174,7 +154,7 @@ def test_blur_gaussian_is_opencvs_blur_at_threshold_a(pre) -> None:
 
 
 def test_the_ade20k_palette_is_exact() -> None:
-    palette = _module("cnlib.ade20k").PALETTE
+    palette = controlnet_module("cnlib.ade20k").PALETTE
     assert len(palette) == 150 and palette[:3] == ((120, 120, 120), (180, 120, 120), (6, 230, 230))
     assert palette[-1] == (92, 0, 255)
     digest = hashlib.sha256(bytes(value for colour in palette for value in colour)).hexdigest()
@@ -184,17 +164,17 @@ def test_the_ade20k_palette_is_exact() -> None:
 def test_missing_weights_name_the_folder(pre, script, tmp_path: Path) -> None:
     state = script.ControlNetExtension()
     state.set_data_dir(tmp_path)
-    extras = pre.Extras(annotators=_module("cnlib.annotators").AnnotatorSession(state.annotator_folders))
+    extras = pre.Extras(annotators=controlnet_module("cnlib.annotators").AnnotatorSession(state.annotator_folders))
     expected = (f"the depth preprocessor needs its model, which is not in "
                 f"{tmp_path / 'models' / 'ControlNet' / 'annotators' / 'midas'} (or "
                 f"{tmp_path / 'extensions' / 'sd-webui-controlnet' / 'annotator' / 'downloads' / 'midas'}). Put a "
                 "transformers depth-estimation model folder there (config.json, model.safetensors, "
                 "preprocessor_config.json; for example Intel/dpt-hybrid-midas). Nothing is downloaded.")
     with pytest.raises(UserError) as error:
-        pre.PREPROCESSORS["depth"](_noise(64, 64), 64, extras=extras)
+        pre.PREPROCESSORS["depth"](noise_picture(64, 64), 64, extras=extras)
     assert expected in str(error.value)
     with pytest.raises(UserError, match="semantic-segmentation model folder there"):
-        script.preprocess(_noise(64, 64), "seg_ofade20k", 64, extras=extras)
+        script.preprocess(noise_picture(64, 64), "seg_ofade20k", 64, extras=extras)
 
 
 def _tiny_dpt(folder: Path) -> None:
@@ -245,7 +225,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def session(script, data_dir: Path) -> Any:
-    annotators = _module("cnlib.annotators")
+    annotators = controlnet_module("cnlib.annotators")
     return annotators.AnnotatorSession(annotators.AnnotatorFolders.for_data_dir(data_dir))
 
 
@@ -278,18 +258,19 @@ def _direct(folder: Path, array: np.ndarray) -> Any:
 @pytest.mark.parametrize("module, folder", [("depth_midas", "models/ControlNet/annotators/midas"), (
     "depth_anything", "extensions/sd-webui-controlnet/annotator/downloads/depth_anything")])
 def test_depth_equals_the_transformers_model(script, session, data_dir: Path, module: str, folder: str) -> None:
-    picture = _noise(128, 64)  # short side = the resolution, width a multiple of 64: neither resized nor padded
+    picture = noise_picture(128, 64)  # short side = the resolution, width a multiple of 64: neither resized nor padded
     detected = np.asarray(script.preprocess(picture, module, 64, extras=script.Extras(annotators=session)))
     depth = _direct(data_dir / folder, np.asarray(picture))
     expected = ((depth - depth.min()) / (depth.max() - depth.min()) * 255.0).clip(0, 255).astype(np.uint8)
     assert detected.shape == (64, 128, 3) and np.array_equal(detected[..., 0], expected)
     assert np.array_equal(detected[..., 0], detected[..., 2]) and detected.min() == 0 and detected.max() == 255
-    assert script.preprocess(_noise(50, 40), module, 64, extras=script.Extras(annotators=session)).size == (80, 64)
+    extras = script.Extras(annotators=session)
+    assert script.preprocess(noise_picture(50, 40), module, 64, extras=extras).size == (80, 64)
 
 
 @pytest.mark.slow
 def test_normal_map_is_a1111s_from_the_depth(script, session, data_dir: Path) -> None:
-    picture = _noise(128, 64)
+    picture = noise_picture(128, 64)
     normal = np.asarray(script.preprocess(picture, "normal_midas", 64, 0.3, extras=script.Extras(annotators=session)))
     depth = _direct(data_dir / "models/ControlNet/annotators/midas", np.asarray(picture)).astype(np.float32)
     x, y = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
@@ -305,8 +286,8 @@ def test_normal_map_is_a1111s_from_the_depth(script, session, data_dir: Path) ->
 
 @pytest.mark.slow
 def test_segmentation_paints_the_best_class_in_ade20k_colours(script, session, data_dir: Path) -> None:
-    palette = np.asarray(_module("cnlib.ade20k").PALETTE, np.uint8)
-    picture = _noise(128, 64)
+    palette = np.asarray(controlnet_module("cnlib.ade20k").PALETTE, np.uint8)
+    picture = noise_picture(128, 64)
     detected = np.asarray(script.preprocess(picture, "seg_ufade20k", 64, extras=script.Extras(annotators=session)))
     classes = _direct(data_dir / "models/ControlNet/annotators/uniformer", np.asarray(picture))
     assert detected.shape == (64, 128, 3) and np.array_equal(detected, palette[classes])
@@ -316,13 +297,13 @@ def test_segmentation_paints_the_best_class_in_ade20k_colours(script, session, d
 
 @pytest.mark.slow
 def test_a_session_loads_once_and_pixel_perfect_applies(script, session, data_dir: Path) -> None:
-    annotators = _module("cnlib.annotators")
+    annotators = controlnet_module("cnlib.annotators")
     preprocessor = script.find("depth")
     first = session.load(preprocessor.weights, "depth")
     assert session.load(preprocessor.weights, "depth") is first
     session.release()
     assert session.load(preprocessor.weights, "depth") is not first
-    unit = script.parse_unit({"module": "depth", "image": _noise(100, 50), "processor_res": 64,
+    unit = script.parse_unit({"module": "depth", "image": noise_picture(100, 50), "processor_res": 64,
                               "pixel_perfect": True, "resize_mode": "Just Resize"}, 0)
     unit.annotators = annotators.AnnotatorSession(annotators.AnnotatorFolders.for_data_dir(data_dir))
     assert script.unit_map(unit, 400, 200).size == (400, 200)
@@ -353,9 +334,10 @@ def served(script, data_dir: Path) -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_detect_runs_a_preprocessor_with_weights_over_http(served: Any, script, data_dir: Path) -> None:
-    picture = _noise(128, 64)
+    picture = noise_picture(128, 64)
     response = served.post("/controlnet/detect", json={
-        "controlnet_module": "depth_midas", "controlnet_processor_res": 64, "controlnet_input_images": [_b64(picture)]})
+        "controlnet_module": "depth_midas", "controlnet_processor_res": 64,
+        "controlnet_input_images": [png_b64(picture)]})
     assert response.status_code == 200, response.text
     detected = np.asarray(Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).convert("RGB"))
     depth = _direct(data_dir / "models/ControlNet/annotators/midas", np.asarray(picture))
@@ -364,15 +346,15 @@ def test_detect_runs_a_preprocessor_with_weights_over_http(served: Any, script, 
     modules = served.get("/controlnet/module_list").json()["module_list"]
     assert {"depth", "depth_anything", "normal_map", "segmentation", "oneformer_ade20k", "inpaint_only"} <= set(modules)
     unmasked = served.post("/controlnet/detect", json={"controlnet_module": "inpaint_only",
-                                                       "controlnet_input_images": [_b64(picture)]})
+                                                       "controlnet_input_images": [png_b64(picture)]})
     assert unmasked.status_code == 422 and "requires `controlnet_masks`" in unmasked.text
     masked = served.post("/controlnet/detect", json={"controlnet_module": "inpaint_only", "controlnet_input_images": [
-        _b64(picture)], "controlnet_masks": [_b64(_mask(128, 64))]})
+        png_b64(picture)], "controlnet_masks": [png_b64(_mask(128, 64))]})
     alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(masked.json()["images"][0]))))[..., 3]
     assert alpha[:, :64].max() == 0 and alpha[:, 64:].min() == 255
     normal = served.post("/controlnet/detect", json={"controlnet_module": "normal_map",
-                                                     "controlnet_input_images": [_b64(picture)]})
+                                                     "controlnet_input_images": [png_b64(picture)]})
     assert normal.status_code == 200  # normal_map reads depth's folder
     refused = served.post("/controlnet/detect", json={"controlnet_module": "seg_ofade20k",
-                                                      "controlnet_input_images": [_b64(picture)]})
+                                                      "controlnet_input_images": [png_b64(picture)]})
     assert refused.status_code == 400 and "has 3 classes" in refused.text

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,37 +18,19 @@ import torch
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
-from modules.extensions.loader import ExtensionRoot
+from tests.extensions.helpers import controlnet_module, noise_picture, png_b64
 
 pytest.importorskip("cv2")
 
 
-def _module(name: str) -> ModuleType:
-    key = f"sdwebui_extensions.controlnet.{name}"
-    if key not in sys.modules:
-        ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)]).load()
-    return sys.modules[key]
-
-
 @pytest.fixture(scope="module")
 def pose() -> Any:
-    return _module("cnlib.pose")
+    return controlnet_module("cnlib.pose")
 
 
 @pytest.fixture(scope="module")
 def pre() -> Any:
-    return _module("cnlib.preprocessors")
-
-
-def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def _b64(picture: Image.Image) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return controlnet_module("cnlib.preprocessors")
 
 
 # -- the tables and the drawing --------------------------------------------------------------------------------------
@@ -155,7 +135,7 @@ def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _extras(pre, data_dir: Path) -> Any:
-    annotators = _module("cnlib.annotators")
+    annotators = controlnet_module("cnlib.annotators")
     return pre.Extras(annotators=annotators.AnnotatorSession(annotators.AnnotatorFolders.for_data_dir(data_dir)))
 
 
@@ -187,7 +167,7 @@ def _direct_people(pose, folder: Path, array: np.ndarray, boxes: list[list[float
 
 @pytest.mark.slow
 def test_openpose_without_a_detector_reads_the_whole_picture(pose, pre, data_dirs) -> None:
-    picture = _noise(128, 64)  # short side = the resolution, width a multiple of 64: neither resized nor padded
+    picture = noise_picture(128, 64)  # short side = the resolution, width a multiple of 64: neither resized nor padded
     detected = np.asarray(pre.find("openpose")(picture, 64, extras=_extras(pre, data_dirs["plain"])))
     folder = data_dirs["plain"] / "models" / "ControlNet" / "annotators" / "vitpose"
     people = _direct_people(pose, folder, np.asarray(picture), [[0.0, 0.0, 128.0, 64.0]])
@@ -199,7 +179,7 @@ def test_openpose_without_a_detector_reads_the_whole_picture(pose, pre, data_dir
 
 @pytest.mark.slow
 def test_openpose_with_a_detector_reads_each_person(pose, pre, data_dirs) -> None:
-    picture = _noise(128, 64, seed=3)
+    picture = noise_picture(128, 64, seed=3)
     array = np.asarray(picture)
     extras = _extras(pre, data_dirs["detector"])
     detected = np.asarray(pre.find("openpose")(picture, 64, extras=extras))
@@ -226,14 +206,14 @@ def test_missing_and_wrong_models_are_clear_errors(pre, data_dirs, tmp_path: Pat
                 "model.safetensors, preprocessor_config.json; for example usyd-community/vitpose-base-simple). "
                 "Nothing is downloaded.")
     with pytest.raises(UserError) as error:
-        openpose(_noise(64, 64), 64, extras=_extras(pre, tmp_path))
+        openpose(noise_picture(64, 64), 64, extras=_extras(pre, tmp_path))
     assert expected in str(error.value)
     with pytest.raises(UserError, match="gives 16 keypoints; the body skeleton is drawn from COCO's 17"):
-        openpose(_noise(64, 64), 64, extras=_extras(pre, data_dirs["wrong"]))
-    annotators = _module("cnlib.annotators")
+        openpose(noise_picture(64, 64), 64, extras=_extras(pre, data_dirs["wrong"]))
+    annotators = controlnet_module("cnlib.annotators")
     session = annotators.AnnotatorSession(annotators.AnnotatorFolders.for_data_dir(data_dirs["wrong"]))
     with pytest.raises(UserError, match='the person detector in .*person_detector has no "person" class'):
-        session.load_optional(_module("cnlib.pose").PERSON_DETECTOR, "openpose")
+        session.load_optional(controlnet_module("cnlib.pose").PERSON_DETECTOR, "openpose")
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +227,8 @@ def served(data_dirs) -> Iterator[Any]:
 
     server = FastAPI()
     install_error_handlers(server)
-    _module("scripts.controlnet").ControlNetExtension().app_started(AppStartedContext(server, data_dirs["plain"]))
+    extension = controlnet_module("scripts.controlnet").ControlNetExtension()
+    extension.app_started(AppStartedContext(server, data_dirs["plain"]))
     live = LiveServer(server).start()
     client = httpx.Client(base_url=live.url, timeout=120)
     try:
@@ -259,9 +240,9 @@ def served(data_dirs) -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_detect_draws_the_pose_over_http(served, pose, data_dirs) -> None:
-    picture = _noise(128, 64)
+    picture = noise_picture(128, 64)
     response = served.post("/controlnet/detect", json={
-        "controlnet_module": "openpose", "controlnet_processor_res": 64, "controlnet_input_images": [_b64(picture)]})
+        "controlnet_module": "openpose", "controlnet_processor_res": 64, "controlnet_input_images": [png_b64(picture)]})
     assert response.status_code == 200, response.text
     detected = np.asarray(Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).convert("RGB"))
     folder = data_dirs["plain"] / "models" / "ControlNet" / "annotators" / "vitpose"
@@ -269,5 +250,5 @@ def test_detect_draws_the_pose_over_http(served, pose, data_dirs) -> None:
     assert np.array_equal(detected, pose.draw_people(64, 128, people))
     assert "openpose" in served.get("/controlnet/module_list").json()["module_list"]
     refused = served.post("/controlnet/detect", json={"controlnet_module": "openpose_full",
-                                                      "controlnet_input_images": [_b64(picture)]})
+                                                      "controlnet_input_images": [png_b64(picture)]})
     assert refused.status_code == 422 and "'openpose_full' is not available" in refused.text

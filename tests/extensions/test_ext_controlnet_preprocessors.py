@@ -6,7 +6,6 @@ the message that names the package)."""
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -14,25 +13,17 @@ import pytest
 from PIL import Image
 
 from modules.errors import UserError
-from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
-from modules.extensions.loader import ExtensionRoot
-
-
-def _module(name: str) -> ModuleType:
-    key = f"sdwebui_extensions.controlnet.{name}"
-    if key not in sys.modules:
-        ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)]).load()
-    return sys.modules[key]
+from tests.extensions.helpers import controlnet_module
 
 
 @pytest.fixture(scope="module")
 def pre() -> Any:
-    return _module("cnlib.preprocessors")
+    return controlnet_module("cnlib.preprocessors")
 
 
 @pytest.fixture(scope="module")
 def script() -> Any:
-    return _module("scripts.controlnet")
+    return controlnet_module("scripts.controlnet")
 
 
 def _step(width: int = 128, height: int = 96, low: int = 0, high: int = 255, at: int = 64) -> Image.Image:
@@ -152,7 +143,7 @@ def test_a_unit_uses_pixel_perfect_and_its_thresholds(script) -> None:
 
 
 def test_page_values_make_the_apis_units(script) -> None:
-    page = _module("cnlib.page")
+    page = controlnet_module("cnlib.page")
     picture = _step(32, 32)
     values = {"0_enabled": False, "1_enabled": True, "1_image": picture, "1_module": "canny",
               "1_model": "tinycn [01234567]", "1_weight": 0.8, "1_guidance_start": 0.1, "1_guidance_end": 0.9,

@@ -28,6 +28,7 @@ from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
 from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
+from tests.extensions.helpers import b64_pixels, png_b64
 from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, tiny_controlnet, write_encoder
 
 pytestmark = pytest.mark.slow
@@ -35,16 +36,6 @@ pytestmark = pytest.mark.slow
 BASE = {"prompt": "a red cube", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 4,
         "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 6.0, "seed": 11}
 PICTURE = sample_image(48, 40, seed=7)
-
-
-def _b64(picture: Image.Image) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _pixels(data: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
 
 def _unit(**fields: Any) -> dict[str, Any]:
     return {"enabled": True, "module": "ip-adapter_clip_sd15", "model": "ip-adapter_tiny", "weight": 0.8,
-            "image": _b64(PICTURE), **fields}
+            "image": png_b64(PICTURE), **fields}
 
 
 def _txt2img(client: httpx.Client, units: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -128,8 +119,8 @@ def test_txt2img_with_an_ip_adapter_unit_equals_diffusers(served: Any, model: st
                                                           weight_name: str) -> None:
     app, client, data = served
     result = _txt2img(client, [_unit(model=model, module=module)])
-    ours = _pixels(result["images"][0])
-    assert not np.array_equal(ours, _pixels(_txt2img(client)["images"][0]))  # the unit changes the picture
+    ours = b64_pixels(result["images"][0])
+    assert not np.array_equal(ours, b64_pixels(_txt2img(client)["images"][0]))  # the unit changes the picture
     assert np.array_equal(ours, _reference(app, data, weight_name, 0.8))
     info = json.loads(result["info"])["infotexts"][0]
     canonical = "ip-adapter-auto" if module == "ip-adapter-auto" else "ip-adapter_clip_h"
@@ -139,18 +130,18 @@ def test_txt2img_with_an_ip_adapter_unit_equals_diffusers(served: Any, model: st
 def test_two_units_equal_diffusers_with_two_adapters(served: Any) -> None:
     app, client, data = served
     other = sample_image(64, 64, seed=8)
-    result = _txt2img(client, [_unit(), _unit(model="ip-adapter-plus_tiny", weight=0.5, image=_b64(other))])
+    result = _txt2img(client, [_unit(), _unit(model="ip-adapter-plus_tiny", weight=0.5, image=png_b64(other))])
     expected = _reference(app, data, ["ip-adapter_tiny.safetensors", "ip-adapter-plus_tiny.safetensors"],
                           [0.8, 0.5], [PICTURE, other])
-    assert np.array_equal(_pixels(result["images"][0]), expected)
+    assert np.array_equal(b64_pixels(result["images"][0]), expected)
 
 
 def test_with_a_controlnet_unit_equals_diffusers_controlnet_pipeline(served: Any) -> None:
     app, client, data = served
     control = sample_image(64, 64, seed=5)
-    units = [{"enabled": True, "module": "none", "model": "tinycn", "image": _b64(control)}, _unit()]
+    units = [{"enabled": True, "module": "none", "model": "tinycn", "image": png_b64(control)}, _unit()]
     result = _txt2img(client, units)
-    assert np.array_equal(_pixels(result["images"][0]),
+    assert np.array_equal(b64_pixels(result["images"][0]),
                           _reference(app, data, "ip-adapter_tiny.safetensors", 0.8, control=control))
 
 
@@ -159,11 +150,11 @@ def test_a_unit_that_never_acts_and_the_next_job_leave_the_picture_exactly(serve
     with app.models.get() as components:
         processors = {name: type(p) for name, p in components.unet.attn_processors.items()}
         hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in components.unet.modules())
-    before = _pixels(_txt2img(client)["images"][0])
+    before = b64_pixels(_txt2img(client)["images"][0])
     for unit in ({"weight": 0.0}, {"guidance_start": 1.0, "guidance_end": 1.0}, {"enabled": False}):
-        assert np.array_equal(_pixels(_txt2img(client, [_unit(**unit)])["images"][0]), before), unit
+        assert np.array_equal(b64_pixels(_txt2img(client, [_unit(**unit)])["images"][0]), before), unit
     _txt2img(client, [_unit()])
-    assert np.array_equal(_pixels(_txt2img(client)["images"][0]), before)  # nothing of the unit stays behind
+    assert np.array_equal(b64_pixels(_txt2img(client)["images"][0]), before)  # nothing of the unit stays behind
     with app.models.get() as components:
         assert {name: type(p) for name, p in components.unet.attn_processors.items()} == processors
         assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in components.unet.modules()) == hooks
@@ -171,9 +162,9 @@ def test_a_unit_that_never_acts_and_the_next_job_leave_the_picture_exactly(serve
 
 def test_the_guidance_window_switches_it_on_and_off(served: Any) -> None:
     _, client, _ = served
-    full = _pixels(_txt2img(client, [_unit()])["images"][0])
-    plain = _pixels(_txt2img(client)["images"][0])
-    half = _pixels(_txt2img(client, [_unit(guidance_start=0.5)])["images"][0])
+    full = b64_pixels(_txt2img(client, [_unit()])["images"][0])
+    plain = b64_pixels(_txt2img(client)["images"][0])
+    half = b64_pixels(_txt2img(client, [_unit(guidance_start=0.5)])["images"][0])
     assert not np.array_equal(half, full) and not np.array_equal(half, plain)
 
 
@@ -203,6 +194,6 @@ def test_routes_list_the_ip_adapter_preprocessors(served: Any) -> None:
     models = [title.split(" [")[0] for title in client.get("/controlnet/model_list").json()["model_list"]]
     assert "ip-adapter_tiny" in models and "ip-adapter-plus_tiny" in models
     detected = client.post("/controlnet/detect", json={"controlnet_module": "ip-adapter_clip_sdxl",
-                                                       "controlnet_input_images": [_b64(PICTURE)]})
+                                                       "controlnet_input_images": [png_b64(PICTURE)]})
     assert detected.status_code == 200, detected.text
     assert Image.open(io.BytesIO(base64.b64decode(detected.json()["images"][0]))).size == (224, 224)
