@@ -43,7 +43,8 @@ REQUIREMENTS_FILE = "requirements.txt"
 
 CORE_PACKAGES = frozenset(canonicalize_name(name) for name in (
     "torch", "diffusers", "transformers", "tokenizers", "safetensors", "accelerate", "huggingface-hub", "gradio",
-    "numpy", "pillow", "fastapi", "pydantic", "uvicorn", "httpx", "lark", "torchsde", "packaging",
+    "numpy", "pillow", "fastapi", "pydantic", "uvicorn", "httpx", "lark", "torchsde", "packaging", "torchvision",
+    "spandrel", "tomesd", "opencv-python-headless",
 ))
 """Packages the application itself depends on: an extension may not require another version of any of them."""
 
