@@ -261,3 +261,21 @@ def test_other_extensions_axes_are_listed_after_ours_with_their_choices(host, ax
     assert dropdown["value"] == ["Balanced"] and text["visible"] is False
     with pytest.raises(ValueError):
         PlotAxis("Odd", list, lambda request, value: request)
+
+
+@pytest.mark.slow
+def test_setting_axes_override_the_job_as_a1111s_do(host, axes):
+    recorder = Recorder()
+    result = plot(host, recorder, ["Token merging ratio", "0, 0.5", "Negative Guidance minimum sigma", "15"])
+    assert [r.overrides for r in recorder.requests] == [{"token_merging_ratio": 0.0, "s_min_uncond": 15.0},
+                                                        {"token_merging_ratio": 0.5, "s_min_uncond": 15.0}]
+    alone = run_with_host(ExtensionHost(), recorder.requests[1])
+    assert result.images[2].tobytes() == alone.images[0].tobytes()  # a cell is the job it stands for
+    with pytest.raises(UserError, match="Token merging ratio values must be from 0 to 0.9; got 0.95"):
+        plot(host, Recorder(), ["Token merging ratio", "0.95"])
+    with pytest.raises(UserError, match="RNG source 'quantum' is not one of GPU, CPU, NV"):
+        plot(host, Recorder(), ["RNG source", "CPU, quantum"])
+    labels = axes.a1111_labels("txt2img")
+    for label in ("Negative Guidance minimum sigma", "Sigma Churn", "Skip Early CFG", "Eta", "Token merging ratio",
+                  "Token merging ratio high-res", "Refiner switch at", "RNG source"):
+        assert axes.find_axis(labels.index(label), "txt2img").label == label

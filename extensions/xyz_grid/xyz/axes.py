@@ -213,6 +213,51 @@ def _confirm_hires_upscalers(ctx: RunContext, request: GenerationRequest, values
     return [known[str(value).lower()] for value in values]
 
 
+def _override(key: str) -> Apply:
+    """The axis value as the job's override of setting `key` (A1111 applies these axes as override settings)."""
+    return lambda request, value, values: request.with_changes(overrides={**request.overrides, key: value})
+
+
+def _within(label: str, low: float, high: float) -> Confirm:
+    def confirm(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+        for value in values:
+            if not low <= value <= high:
+                raise AxisError(f"{label} values must be from {low:g} to {high:g}; got {value:g}.")
+        return values
+    return confirm
+
+
+RNG_SOURCES = ("GPU", "CPU", "NV")
+
+
+def _confirm_rng(ctx: RunContext, request: GenerationRequest, values: list[Any]) -> list[Any]:
+    known = {name.lower(): name for name in RNG_SOURCES}
+    for value in values:
+        if str(value).lower() not in known:
+            raise AxisError(f"RNG source '{value}' is not one of {', '.join(RNG_SOURCES)}.")
+    return [known[str(value).lower()] for value in values]
+
+
+def _setting_axis(label: str, key: str, low: float, high: float) -> Axis:
+    return Axis(label, float, _override(key), confirm=_within(label, low, high))
+
+
+SETTING_AXES: tuple[Axis, ...] = (
+    _setting_axis("Negative Guidance minimum sigma", "s_min_uncond", 0.0, 15.0),
+    _setting_axis("Sigma Churn", "s_churn", 0.0, 100.0),
+    _setting_axis("Sigma min", "s_tmin", 0.0, 10.0),
+    _setting_axis("Sigma max", "s_tmax", 0.0, 999.0),
+    _setting_axis("Sigma noise", "s_noise", 0.0, 1.1),
+    _setting_axis("Skip Early CFG", "skip_early_cond", 0.0, 1.0),
+    Axis("Eta", float, _field("eta"), confirm=_within("Eta", 0.0, 1.0)),
+    _setting_axis("Initial noise multiplier", "initial_noise_multiplier", 0.0, 1.5),
+    _setting_axis("Token merging ratio", "token_merging_ratio", 0.0, 0.9),
+    _setting_axis("Token merging ratio high-res", "token_merging_ratio_hr", 0.0, 0.9),
+    Axis("Refiner switch at", float, _field("refiner_switch_at"), confirm=_within("Refiner switch at", 0.0, 1.0)),
+    Axis("RNG source", str, _override("randn_source"), confirm=_confirm_rng, choices=lambda: list(RNG_SOURCES)),
+)
+"""A1111's axes over sampler and optimization settings (applied to the job only) and two request fields."""
+
 AXES: tuple[Axis, ...] = (
     Axis("Nothing", type(None), lambda request, value, values: request),
     Axis("Seed", int, _field("seed")),
@@ -232,6 +277,7 @@ AXES: tuple[Axis, ...] = (
     Axis("Hires upscaler", str, _field("hr_upscaler"), confirm=_confirm_hires_upscalers, choices="hires_upscalers",
          modes=("txt2img",)),
     Axis("Clip skip", int, _field("clip_skip")),
+    *SETTING_AXES,
 )
 SEED_AXES = ("Seed", "Var. seed")
 
