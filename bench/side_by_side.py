@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT, NEGATIVE = "a photo of a red car on a country road, high detail", "blurry, lowres"
 STAGES = ("text_encoder", "unet", "vae_decode")
-FAST_SETTINGS = {"token_merging_ratio": 0.5, "s_min_uncond": 1.0, "channels_last": True}
-"""`ours+fast`: the optional speed-ups that change the picture (token merging, A1111's negative guidance minimum
-sigma) and channels-last, written to the server's config.json."""
+FAST_SETTINGS = {"token_merging_ratio": 0.5, "s_min_uncond": 1.0}
+"""`ours+fast`: the optional speed-ups that pay on a CPU (token merging, A1111's negative guidance minimum sigma; both
+change the picture), written to the server's config.json (channels-last, fused QKV and torch.compile do not pay on
+a CPU: docs/performance.md)."""
 
 
 def tcmalloc_path() -> str | None:
