@@ -347,14 +347,15 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
             infotext="Token merging ratio hr", info="only applies if non-zero and overrides above"),
     # Load-time UNet speed-ups (modules.models.speedups); checkpoints load again when one changes.
     _flag("channels_last", False, "Use channels-last memory format for the UNet", OPTIMIZATIONS,
-          info="UNet and VAE weights stored NHWC; pictures change by float rounding only; checkpoints load again "
-               "when this changes"),
+          info="UNet and VAE weights stored NHWC; for GPUs (measured 7 % slower on a CPU); pictures change by float "
+               "rounding only; checkpoints load again when this changes"),
     _flag("fused_qkv", False, "Fuse attention QKV projections", OPTIMIZATIONS,
-          info="one matrix multiply for query, key and value; the UNet takes more memory (SD 1.x +7 %, SDXL "
-               "+25 %); LoRAs still apply; checkpoints load again when this changes"),
+          info="one matrix multiply for query, key and value; for GPUs (no gain measured on a CPU); the UNet takes "
+               "more memory (SD 1.x +7 %, SDXL +25 %); LoRAs still apply; checkpoints load again when this changes"),
     _flag("torch_compile", False, "Compile the UNet with torch.compile", OPTIMIZATIONS,
-          info="needs a C++ compiler on CPU (Triton on GPU); the first job at each new size and batch waits for a "
-               "compilation; runs eagerly with a warning in the log when compiling fails"),
+          info="for GPUs (Triton; measured 20 % slower on a CPU, where it needs a C++ compiler); the first job at "
+               "each new size and batch waits for a compilation; runs eagerly with a warning in the log when "
+               "compiling fails"),
     _choice("torch_compile_mode", "default", "torch.compile mode", OPTIMIZATIONS,
             ("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
             info="reduce-overhead uses CUDA graphs on a GPU; max-autotune tries kernels longer at compile time"),
