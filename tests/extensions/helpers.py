@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import sys
+from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -20,6 +22,10 @@ from modules.models.identity import Family, ModelIdentity
 from modules.models.tiny import build_tiny_components
 from modules.samplers.registry import default_registry
 from modules.types import GenerationRequest, GenerationResult
+from tests.api.api_helpers import LiveServer
+
+if TYPE_CHECKING:
+    from modules.app import App
 
 REGISTRY = default_registry()
 _TINY: dict[str, ComponentSet] = {}
@@ -89,3 +95,24 @@ def png_b64(picture: Image.Image) -> str:
 def b64_pixels(data: str) -> np.ndarray:
     """The RGB pixels of a base64 picture from an API answer."""
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+@contextmanager
+def served_app(app: "App") -> Iterator[httpx.Client]:
+    """A client of `app`'s API over real HTTP, extension routes included (mounted as webui.build_server mounts them,
+    so the extensions learn the data folder); the app is closed afterwards."""
+    from fastapi import FastAPI
+
+    from modules.api.mount import mount_api
+
+    server = FastAPI()
+    mount_api(server, app)
+    app.extensions.hooks.app_started(server)
+    live = LiveServer(server).start()
+    client = httpx.Client(base_url=live.url, timeout=300)
+    try:
+        yield client
+    finally:
+        client.close()
+        live.stop()
+        app.close()

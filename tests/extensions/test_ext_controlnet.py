@@ -15,14 +15,12 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
-from modules.api.mount import mount_api
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
-from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
-from tests.extensions.helpers import b64_pixels, png_b64
+from tests.extensions.helpers import b64_pixels, png_b64, served_app
 from tests.extensions.helpers import tiny_controlnet as _tiny_controlnet
 
 BASE = {"prompt": "a red cube", "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 4,
@@ -42,17 +40,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
     folder.mkdir(parents=True)
     save_file({key: value.contiguous() for key, value in net.state_dict().items()}, str(folder / "tinycn.safetensors"))
     net.save_pretrained(str(folder / "tinycn_folder"))
-    server = FastAPI()
-    mount_api(server, app)
-    app.extensions.hooks.app_started(server)  # as webui.build_server does: the extension learns the data folder
-    live = LiveServer(server).start()
-    client = httpx.Client(base_url=live.url, timeout=300)
-    try:
+    with served_app(app) as client:
         yield app, client, net
-    finally:
-        client.close()
-        live.stop()
-        app.close()
 
 
 def _txt2img(client: httpx.Client, units: list[dict[str, Any]] | None = None, **fields: Any) -> dict[str, Any]:

@@ -18,17 +18,14 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI
 from PIL import Image
 
-from modules.api.mount import mount_api
 from modules.app import App
 from modules.bootstrap import build_app
 from modules.cli import LaunchOptions
 from modules.samplers.registry import default_registry
-from tests.api.api_helpers import LiveServer
 from tests.core.helpers import reference_scheduler, sample_image, write_tiny_checkpoint
-from tests.extensions.helpers import b64_pixels, png_b64
+from tests.extensions.helpers import b64_pixels, png_b64, served_app
 from tests.extensions.ip_adapter_helpers import ENCODER, adapter_state, save_adapter, tiny_controlnet, write_encoder
 
 pytestmark = pytest.mark.slow
@@ -54,17 +51,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, http
         net = tiny_controlnet(unet)
     net.save_pretrained(str(folder / "tinycn"))
     write_encoder(data / "models" / "clip_vision" / "tiny_clip")
-    server = FastAPI()
-    mount_api(server, app)
-    app.extensions.hooks.app_started(server)  # as webui.build_server does: the extension learns the data folder
-    live = LiveServer(server).start()
-    client = httpx.Client(base_url=live.url, timeout=300)
-    try:
+    with served_app(app) as client:
         yield app, client, data
-    finally:
-        client.close()
-        live.stop()
-        app.close()
 
 
 def _unit(**fields: Any) -> dict[str, Any]:
