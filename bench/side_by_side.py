@@ -13,6 +13,7 @@ median (min-max) of the whole job and of its stages (text encoder, UNet steps, V
     .venv/bin/python bench/side_by_side.py --size 256 --steps 8 --rounds 5
     .venv/bin/python bench/side_by_side.py --systems ours,ours+tcmalloc,diffusers,diffusers+tcmalloc
     .venv/bin/python bench/side_by_side.py --systems diffusers,ours+tcmalloc,ours+fast+tcmalloc   # speed-ups on
+    .venv/bin/python bench/side_by_side.py --systems diffusers,ours+bf16+tcmalloc,ours+fast+bf16+tcmalloc
     .venv/bin/python bench/side_by_side.py --checkpoint path/to/model.safetensors   # a real SD 1.x file
 
 Without `--checkpoint` a full-size SD 1.5 architecture with random weights is written once to
@@ -46,6 +47,18 @@ FAST_SETTINGS = {"token_merging_ratio": 0.5, "s_min_uncond": 1.0}
 """`ours+fast`: the optional speed-ups that pay on a CPU (token merging, A1111's negative guidance minimum sigma; both
 change the picture), written to the server's config.json (channels-last, fused QKV and torch.compile do not pay on
 a CPU: docs/performance.md)."""
+BF16_SETTINGS = {"model_dtype": "bfloat16"}
+"""`ours+bf16`: "Model precision" bfloat16 (the picture changes slightly; pays on CPUs with native bf16)."""
+
+
+def server_settings(name: str) -> dict[str, Any]:
+    """The config.json of our server for the system `name` (its `+fast` / `+bf16` parts)."""
+    settings: dict[str, Any] = {}
+    if "+fast" in name:
+        settings.update(FAST_SETTINGS)
+    if "+bf16" in name:
+        settings.update(BF16_SETTINGS)
+    return settings
 
 
 def tcmalloc_path() -> str | None:
@@ -190,7 +203,7 @@ class Ours(System):
         link = folder / self.args.checkpoint.name
         if not link.exists():
             link.symlink_to(self.args.checkpoint.resolve())
-        (data / "config.json").write_text(json.dumps(FAST_SETTINGS if "+fast" in self.name else {}))
+        (data / "config.json").write_text(json.dumps(server_settings(self.name)))
         port = free_port()
         started = time.perf_counter()
         self.process = subprocess.Popen(
@@ -268,7 +281,7 @@ def make_system(name: str, args: argparse.Namespace, workdir: Path) -> System:
         return Ours(name, args, workdir)
     if base == "diffusers":
         return Diffusers(name, args, workdir)
-    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +tcmalloc; ours+fast)")
+    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +tcmalloc; ours+fast, ours+bf16)")
 
 
 def spread(values: list[float]) -> str:

@@ -2,10 +2,11 @@
 
 The full-size SD 1.x UNet (bundled config, random weights, fp32 on the CPU unless `--device`), batch 2 (a prompt
 and its negative) at `--size` px, one UNet in memory switched between the variants: eager, channels-last, fused
-QKV, both, and torch.compile (of the eager layout; its compile time, the first call, is printed apart). The
+QKV, both, and torch.compile (of the eager layout; its compile time, the first call, is printed apart); and a
+bfloat16 copy of it (the "Model precision" setting; inputs cast to bf16, as the denoise loop does). The
 variants alternate round by round and each row is the median of `--repeat` calls (min-max beside it).
 
-    .venv/bin/python bench/speedups.py --size 256 --repeat 3 [--no-compile] [--mode reduce-overhead]
+    .venv/bin/python bench/speedups.py --size 256 --repeat 3 [--no-compile] [--no-bf16] [--mode reduce-overhead]
 
 Timings vary with machine load: compare the rows within one run, never absolute numbers across runs.
 """
@@ -13,6 +14,7 @@ Timings vary with machine load: compare the rows within one run, never absolute 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -38,12 +40,22 @@ def inputs(unet: Any, size: int, device: torch.device, dtype: torch.dtype) -> di
             "return_dict": False}
 
 
-def variants(unet: Any, compile_mode: str | None) -> list[Variant]:
+def in_dtype(module: Any, dtype: torch.dtype) -> Callable[..., Any]:
+    """`module` called with its floating-point tensor inputs cast to `dtype` (the timestep stays as it is)."""
+    def call(**kwargs: Any) -> Any:
+        cast = {key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() and key != "timestep"
+                else value for key, value in kwargs.items()}
+        return module(**cast)
+    return call
+
+
+def variants(unet: Any, compile_mode: str | None, bf16: bool = True) -> list[Variant]:
     """(name, put the UNet in that state, the function to call) per variant; the UNet is fused once up front and
     the processors are switched (the same objects each time, so a compiled graph's guards keep holding)."""
     from diffusers.models.attention_processor import FusedAttnProcessor2_0
 
     plain = dict(unet.attn_processors)
+    half = torch.nn.Module.to(copy.deepcopy(unet), dtype=torch.bfloat16) if bf16 else None
     unet.fuse_qkv_projections()
     fused = {name: FusedAttnProcessor2_0() for name in plain}
 
@@ -55,6 +67,8 @@ def variants(unet: Any, compile_mode: str | None) -> list[Variant]:
 
     rows: list[Variant] = [("eager", state(False, False), unet), ("channels-last", state(True, False), unet),
                            ("fused QKV", state(False, True), unet), ("channels-last + fused", state(True, True), unet)]
+    if bf16:  # a copy made before fusing, so it has the plain processors and layout
+        rows.append(("bfloat16", lambda: None, in_dtype(half, torch.bfloat16)))
     if compile_mode is not None:
         rows.append((f"torch.compile ({compile_mode})", state(False, False), CompiledForward(unet, compile_mode)))
     return rows
@@ -77,11 +91,12 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true")
     parser.add_argument("--mode", default="default", choices=COMPILE_MODES)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16 row")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), torch.float16 if args.fp16 else torch.float32
     unet = real_sd1_random(device, dtype).unet
     kwargs = inputs(unet, args.size, device, dtype)
-    rows = variants(unet, None if args.no_compile else args.mode)
+    rows = variants(unet, None if args.no_compile else args.mode, bf16=not args.no_bf16)
     print(f"SD 1.x UNet, random weights, {dtype}, {device}, {args.size}x{args.size}, batch 2, "
           f"{torch.get_num_threads()} threads")
     times: dict[str, list[float]] = {name: [] for name, _, _ in rows}

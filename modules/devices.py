@@ -3,9 +3,12 @@
 Rules (A1111 flags, same meaning):
 - device: `--device` wins when given ("cpu", "cuda", "cuda:1", "mps"); otherwise CUDA if available, else MPS,
   else CPU.
-- weights: fp16 on CUDA and MPS unless `--no-half` or `--precision full`; always fp32 on CPU (fp16 kernels are
-  missing or very slow there, and bf16 is 20-30x slower on these CPUs).
+- weights: fp16 on CUDA and MPS unless `--no-half` or `--precision full`; fp32 on CPU (fp16 kernels are missing or
+  very slow there).
 - VAE: same as the weights, or fp32 with `--no-half-vae`.
+- the "Model precision" setting (`model_dtype`, `with_model_dtype`) may replace that choice with bfloat16 on any
+  device: on CPUs with native bf16 (AVX512-BF16, AMX) about twice as fast as fp32; emulated, and slow, on others
+  (`cpu_has_native_bf16`).
 - autocast: `--precision autocast` (A1111's default) with fp16 weights asks the core to run under torch.autocast.
 
 `memory_stats` reports RAM and CUDA memory in the layout of A1111's `/sdapi/v1/memory`. torch is imported inside the
@@ -14,6 +17,7 @@ functions: start-up (the page, the API) does not load it (see docs/performance.m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +33,11 @@ log = logging.getLogger(__name__)
 
 Precision = Literal["full", "half", "autocast"]
 PRECISIONS: tuple[str, ...] = ("full", "half", "autocast")
+
+MODEL_DTYPE_AUTOMATIC = "Automatic"
+MODEL_DTYPE_BF16 = "bfloat16"
+MODEL_DTYPES: tuple[str, ...] = (MODEL_DTYPE_AUTOMATIC, MODEL_DTYPE_BF16)
+"""Values of the "Model precision" setting: the launch flags' choice, or bfloat16 weights and compute."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class DevicePlan:
     vae_dtype: torch.dtype
     autocast: bool = False
     offload: str = OFFLOAD_NONE
+    no_half_vae: bool = False
+    """`--no-half-vae` was given: the VAE stays fp32 whatever the weights' dtype (`with_model_dtype`)."""
 
     def describe(self) -> str:
         vae = "" if self.vae_dtype == self.dtype else f", VAE {_dtype_name(self.vae_dtype)}"
@@ -128,9 +139,43 @@ def plan_devices(device: str | None = None, precision: str = "autocast", no_half
     chosen = choose_device(device, caps)
     dtype, vae_dtype = choose_dtypes(chosen, precision, no_half, no_half_vae)
     plan = DevicePlan(chosen, dtype, vae_dtype, autocast=precision == "autocast" and dtype == torch.float16,
-                      offload=choose_offload(chosen, medvram, lowvram))
+                      offload=choose_offload(chosen, medvram, lowvram), no_half_vae=no_half_vae)
     log.info("Models run on %s", plan.describe())
     return plan
+
+
+def with_model_dtype(plan: DevicePlan, model_dtype: str = MODEL_DTYPE_AUTOMATIC) -> DevicePlan:
+    """`plan` under the "Model precision" setting: unchanged for Automatic; for bfloat16, the weights (UNet, text
+    encoders, the networks beside the UNet) and the VAE in bf16, without autocast; `--no-half-vae` keeps the VAE in
+    fp32."""
+    import torch
+
+    if model_dtype == MODEL_DTYPE_AUTOMATIC:
+        return plan
+    if model_dtype != MODEL_DTYPE_BF16:
+        raise UserError(f"Model precision {model_dtype!r} is not one of {', '.join(MODEL_DTYPES)}.")
+    return dataclasses.replace(plan, dtype=torch.bfloat16,
+                               vae_dtype=torch.float32 if plan.no_half_vae else torch.bfloat16, autocast=False)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX); elsewhere torch emulates
+    it, several times slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def warn_if_emulated(plan: DevicePlan) -> None:
+    """Log a warning when `plan` computes in bfloat16 on a CPU that emulates it."""
+    import torch
+
+    if plan.device.type == "cpu" and plan.dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        log.warning("Model precision bfloat16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it is "
+                    "emulated and slower than float32; set Model precision to Automatic")
 
 
 def empty_cache(device: torch.device) -> None:

@@ -26,7 +26,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Mapping
 
-from modules.devices import OFFLOAD_NONE, DevicePlan, plan_devices
+from modules.devices import (
+    MODEL_DTYPE_AUTOMATIC,
+    OFFLOAD_NONE,
+    DevicePlan,
+    plan_devices,
+    warn_if_emulated,
+    with_model_dtype,
+)
 from modules.errors import ModelNotFound
 from modules.models.hashes import HashCache
 from modules.models.records import (
@@ -78,10 +85,13 @@ class ModelOptions:
     torch_compile: bool = False
     torch_compile_mode: str = "default"
     """The load-time speed-ups of `modules.models.speedups` (not A1111 settings)."""
+    model_dtype: str = MODEL_DTYPE_AUTOMATIC
+    """"Model precision": the launch flags' dtypes, or bfloat16 (`modules.devices.with_model_dtype`)."""
 
     def load_settings(self) -> tuple[Any, ...]:
         """The settings applied when a checkpoint loads: a change reloads the loaded checkpoints."""
-        return (self.fp8_storage, self.channels_last, self.fused_qkv, self.torch_compile, self.torch_compile_mode)
+        return (self.fp8_storage, self.channels_last, self.fused_qkv, self.torch_compile, self.torch_compile_mode,
+                self.model_dtype)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ModelOptions":
@@ -151,10 +161,15 @@ class ModelManager:
     # -- the device plan and the caches, made on first use ---------------------------------------------------
 
     @cached_property
-    def plan(self) -> DevicePlan:
-        """Device, dtypes and offload (`modules.devices`)."""
+    def launch_plan(self) -> DevicePlan:
+        """Device, dtypes and offload from the launch flags (`modules.devices`)."""
         source = self._plan_source
         return source if isinstance(source, DevicePlan) else source()
+
+    @property
+    def plan(self) -> DevicePlan:
+        """The plan models load with: the launch plan under the "Model precision" setting."""
+        return with_model_dtype(self.launch_plan, self.options.model_dtype)
 
     @cached_property
     def checkpoints(self) -> ModelCache[ComponentSet]:
@@ -233,8 +248,8 @@ class ModelManager:
                 dropped = self.checkpoints.clear()  # loaded with the old settings: the next job loads them again
                 if "vaes" in self.__dict__:
                     dropped += self.vaes.clear()
-                log.info("Load-time settings changed (FP8 weight %r, %s): %d loaded model(s) will load again",
-                         self.options.fp8_storage, self._speedups(), dropped)
+                log.info("Load-time settings changed (FP8 weight %r, %s, model precision %s): %d loaded model(s) will "
+                         "load again", self.options.fp8_storage, self._speedups(), self.options.model_dtype, dropped)
             self.checkpoints.one_on_device = self.options.sd_checkpoints_keep_in_cpu
             self.checkpoints.set_limit(self.options.sd_checkpoints_limit)
 
@@ -320,6 +335,7 @@ class ModelManager:
         if not self.no_hashing:
             record.calculate_sha256()
         started = time.perf_counter()
+        warn_if_emulated(self.plan)
         components = self._load_fn(record, self.plan)
         from modules.models import speedups
         from modules.models.weight_storage import fp8_applies, store_unet_in_fp8
@@ -361,7 +377,7 @@ class ModelManager:
         from modules.upscalers.model_files import load_model  # spandrel loads here, not at start-up
 
         started = time.perf_counter()
-        model = load_model(path, self.plan.device, self.plan.dtype)
+        model = load_model(path, self.launch_plan.device, self.launch_plan.dtype)
         self.upscalers.record_scale(path, model.scale)
         log.info("Loaded upscaler %s (%s, x%d, %s) in %.1fs", path.name, model.architecture.name, model.scale,
                  model.dtype, time.perf_counter() - started)
@@ -373,8 +389,8 @@ class ModelManager:
         from modules.interrogate import CaptionModel
 
         key = (Path(folder), (Path(folder) / "config.json").stat().st_mtime_ns)
-        with self.caption_models.use(key, lambda: CaptionModel.load(Path(folder), self.plan.device,
-                                                                    self.plan.dtype)) as model:
+        with self.caption_models.use(key, lambda: CaptionModel.load(Path(folder), self.launch_plan.device,
+                                                                    self.launch_plan.dtype)) as model:
             yield model
 
     @contextmanager
