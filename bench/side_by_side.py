@@ -3,7 +3,8 @@
 Each system runs in its own process (so each has its own allocator and memory): `ours` is `webui.py --nowebui
 --api` on a data directory holding the checkpoint; `diffusers` is a worker that loads the same file with
 `StableDiffusionPipeline.from_single_file` (the bundled configs, offline) and runs it in its main thread, the way
-its users do. Systems named with `+tcmalloc` run with Debian's TCMalloc preloaded. Rounds alternate the systems
+its users do. Systems named with `+tcmalloc` run with Debian's TCMalloc preloaded; `+bf16` runs in bfloat16 (ours:
+the "Model precision" setting; diffusers: `torch_dtype=torch.bfloat16`). Rounds alternate the systems
 (the first one of each round rotates), all with the same prompt, seed, size, steps, Euler and CFG 7.
 
 Printed per system: cold start (process start -> ready to serve, and -> first image), then over the warm rounds the
@@ -118,12 +119,13 @@ class StageTimer:
         setattr(module, method, timed)
 
 
-def diffusers_worker(checkpoint: Path, config: Path) -> None:
+def diffusers_worker(checkpoint: Path, config: Path, bf16: bool = False) -> None:
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
+    dtype = torch.bfloat16 if bf16 else torch.float32
     pipe = StableDiffusionPipeline.from_single_file(str(checkpoint), config=str(config), local_files_only=True,
-                                                    torch_dtype=torch.float32, safety_checker=None)
+                                                    torch_dtype=dtype, safety_checker=None)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     timer = StageTimer()
@@ -245,7 +247,7 @@ class Diffusers(System):
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(self.args.checkpoint),
-             "--config", str(config)], env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+             "--config", str(config)] + (["--bf16"] if "+bf16" in self.name else []), env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True)
         self.rss = PeakRss(self.process.pid)
         self._read()
@@ -281,7 +283,7 @@ def make_system(name: str, args: argparse.Namespace, workdir: Path) -> System:
         return Ours(name, args, workdir)
     if base == "diffusers":
         return Diffusers(name, args, workdir)
-    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +tcmalloc; ours+fast, ours+bf16)")
+    raise SystemExit(f"unknown system {name!r} (ours, diffusers, each optionally with +bf16 and +tcmalloc; ours+fast)")
 
 
 def spread(values: list[float]) -> str:
@@ -321,9 +323,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        diffusers_worker(args.checkpoint, args.config)
+        diffusers_worker(args.checkpoint, args.config, args.bf16)
         return
     if args.checkpoint is None:
         args.checkpoint = build_checkpoint(ROOT / "bench" / ".cache" / "sd15-random.safetensors")

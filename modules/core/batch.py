@@ -41,7 +41,7 @@ from modules.core.latents import (
     vae_scale_factor,
 )
 from modules.core.plan import JobPlan
-from modules.core.preview import cheap_preview
+from modules.core.preview import PREVIEW_FULL, cheap_preview
 from modules.core.token_merging import token_merging
 from modules.core.vae import VaePolicy
 from modules.errors import InvalidRequest
@@ -275,10 +275,18 @@ def _progress(job: PreparedJob, batch_no: int) -> Callable[[int, int, torch.Tens
     def on_step(step: int, total: int, denoised: torch.Tensor) -> None:
         preview = None
         if every > 0 and step % every == 0:
-            preview = cheap_preview(denoised[0], job.components.identity.is_sdxl)
+            preview = _preview(job, denoised[0])
         callback(ProgressEvent(step, total, job_no, job_count, preview, text))
 
     return on_step
+
+
+def _preview(job: PreparedJob, latent: torch.Tensor) -> Image.Image:
+    """A live preview of the current estimate of the first picture, by A1111's `show_progress_type`: "Full" decodes
+    it with the VAE (the picture as it would be now; costs a VAE decode), else "Approx cheap" (no VAE)."""
+    if job.plan.options.show_progress_type == PREVIEW_FULL:
+        return tensor_to_pil(vae.decode(job.components, latent[None], job.vae))[0]
+    return cheap_preview(latent, job.components.identity.is_sdxl)
 
 
 def _loop_inputs(job: PreparedJob, batch_no: int, index: slice) -> LoopInputs:

@@ -58,6 +58,7 @@ class CoreOptions:
     pad_cond_uncond: bool = False
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10
+    show_progress_type: str = "Approx cheap"
     save_images_before_highres_fix: bool = False
     ESRGAN_tile: int = 192
     ESRGAN_tile_overlap: int = 8

@@ -1,4 +1,5 @@
-"""Live preview: AUTOMATIC1111's "Approx cheap" latent-to-RGB projection (no VAE, no weights to download).
+"""Live preview: AUTOMATIC1111's "Approx cheap" latent-to-RGB projection (no VAE, no weights to download); its
+"Full" method (a VAE decode of the estimate) is made by the batch loop (`modules.core.batch`).
 
 Each RGB channel is a fixed linear combination of the four latent channels; the result is treated as an image in
 [-1, 1] at latent resolution (1/8 of the output size). The factors are the published SD1/SD2 and SDXL ones that
@@ -10,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+
+PREVIEW_FULL = "Full"
+PREVIEW_CHEAP = "Approx cheap"
+PREVIEW_METHODS: tuple[str, ...] = (PREVIEW_FULL, PREVIEW_CHEAP)
+"""Values of `show_progress_type` (A1111's Approx NN and TAESD need downloaded weights and are not offered)."""
 
 SD_FACTORS = (
     (0.298, 0.207, 0.208),

@@ -148,6 +148,17 @@ def test_progress_reports_every_step_with_previews_every_n():
     assert events[1].preview.size == (8, 8)
 
 
+def test_full_previews_decode_the_estimate_with_the_vae():
+    """A1111's "Full" live preview: full size, and at Euler's last step the estimate is the final picture."""
+    events = []
+    output = generate(_request(steps=4, overrides={"show_progress_every_n_steps": 2, "show_progress_type": "Full"}),
+                      tiny(SD1), EULER, on_progress=events.append)
+    previews = [e.preview for e in events if e.preview is not None]
+    assert [preview.size for preview in previews] == [(64, 64), (64, 64)]
+    assert np.array_equal(np.asarray(previews[-1]), np.asarray(output.images[0]))
+    assert not np.array_equal(np.asarray(previews[0]), np.asarray(previews[-1]))
+
+
 @pytest.mark.parametrize(
     ("fields", "field_name"),
     [
