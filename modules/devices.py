@@ -220,9 +220,22 @@ def execution_device(module: torch.nn.Module) -> torch.device:
     keeps weights on the meta device between calls), the hooks' execution device."""
     import torch
 
-    for part in module.modules():  # the hook may sit on a submodule only (cpu_offload)
-        hook = getattr(part, "_hf_hook", None)  # set by accelerate.cpu_offload / cpu_offload_with_hook
-        device = getattr(hook, "execution_device", None)
+    device = _hook_device(module)  # --medvram: cpu_offload_with_hook sits on the module itself
+    if device is not None:
+        return device
+    weights = next(module.parameters()).device
+    if weights.type != "meta":  # (searching every submodule for a hook takes ~1 ms on a UNet: only when needed)
+        return weights
+    for part in module.modules():  # --lowvram: cpu_offload's hooks sit on the submodules
+        device = _hook_device(part)
         if device is not None:
-            return torch.device(device)
-    return next(module.parameters()).device
+            return device
+    return weights
+
+
+def _hook_device(module: torch.nn.Module) -> torch.device | None:
+    import torch
+
+    hook = getattr(module, "_hf_hook", None)  # set by accelerate.cpu_offload / cpu_offload_with_hook
+    device = getattr(hook, "execution_device", None)
+    return None if device is None else torch.device(device)

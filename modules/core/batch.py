@@ -47,7 +47,7 @@ from modules.core.vae import VaePolicy
 from modules.errors import InvalidRequest
 from modules.models.components import ComponentSet
 from modules.prompts.encode import EncodeOptions, PromptEncoder, TextualInversion
-from modules.prompts.parser import ScheduleParser
+from modules.prompts.parser import ScheduleParser, shared_parser
 from modules.samplers.protocol import SamplingMethod
 from modules.types import GenerationRequest, InpaintFill, ProgressEvent
 
@@ -87,7 +87,7 @@ class PreparedJob:
     """Hires fix with `save_images_before_highres_fix`: each image's first-pass picture, by index in the job."""
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
-    parser: ScheduleParser = field(default_factory=ScheduleParser)
+    parser: ScheduleParser = field(default_factory=shared_parser)
     vae: VaePolicy = field(default_factory=VaePolicy)
     """How the job's VAE passes run (tiles, the NaN fallback) and the notes of the fallbacks taken."""
 

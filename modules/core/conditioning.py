@@ -28,6 +28,7 @@ from modules.prompts.parser import (
     build_conditioning,
     extract_extra_networks_batch,
     select_scheduled,
+    shared_parser,
 )
 
 PartRows = tuple[tuple[tuple[int, float], ...], ...]
@@ -138,7 +139,7 @@ def encode_prompts(
     """The conditioning schedule of `prompts` and `negative_prompts` (one each per image) for `steps` model calls.
 
     `encoder` holds the model, the encode options and the per-job cache (see `PromptEncoder`)."""
-    parser = parser or ScheduleParser()
+    parser = parser or shared_parser()
     stripped, networks = extract_extra_networks_batch(list(prompts))
     plan = build_conditioning(stripped, steps, parser=parser)
     negative_plan = build_conditioning(list(negative_prompts), steps, composable=False, parser=parser)

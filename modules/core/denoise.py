@@ -116,6 +116,11 @@ class UNetPass:
     unet: UNet2DConditionModel
     text: Callable[[int], TextInputs]
     image_cond: torch.Tensor | None = None
+    dtype: torch.dtype = field(init=False)
+    """The UNet's compute dtype, read once: diffusers' `unet.dtype` walks every submodule (~1.5 ms on SD 1.x)."""
+
+    def __post_init__(self) -> None:
+        self.dtype = self.unet.dtype
 
 
 @dataclass
@@ -205,7 +210,7 @@ def _unet(loop: LoopInputs, unet_pass: UNetPass, scaled: torch.Tensor, call: UNe
     if unet_pass.image_cond is not None:
         model_input = torch.cat([model_input, unet_pass.image_cond[call.rows]], dim=1)
     unet = unet_pass.unet
-    inputs = UNetInputs(model_input.to(unet.dtype), t, call.encoder_states, call.added_cond)
+    inputs = UNetInputs(model_input.to(unet_pass.dtype), t, call.encoder_states, call.added_cond)
     run: UNetFunction = partial(call_unet, unet)
     if loop.unet_hooks:
         step = UNetStep(index, len(loop.timesteps), _sigma(loop.scheduler, t), unet, call.rows, call.uncond_rows)

@@ -13,6 +13,7 @@ as in A1111, and input on which A1111 itself crashes takes the nearest fallback 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -378,6 +379,13 @@ class ScheduleParser:
         return [list(cache[prompt]) for prompt in prompts]
 
 
+
+@functools.cache
+def shared_parser() -> ScheduleParser:
+    """The parser with the default bracket limit, built once per process (building it takes ~40 ms, more than
+    parsing a prompt). Sharing it is safe: lark's Earley parser keeps each parse's state in the call."""
+    return ScheduleParser()
+
 def get_schedules(prompts: Sequence[str], steps: int, hires_steps: int | None = None,
                   use_old_scheduling: bool = False, parser: ScheduleParser | None = None) -> list[PromptSchedule]:
     """Step schedules of `prompts` for a run of `steps` sampling steps (A1111 semantics exactly).
@@ -389,7 +397,7 @@ def get_schedules(prompts: Sequence[str], steps: int, hires_steps: int | None = 
     `use_old_scheduling` is A1111's compatibility option: numbers below 1 are fractions, others steps, and the
     hires pass is scheduled like the first. `[a|b|c]` cycles through its options at every step.
     """
-    return (parser or ScheduleParser()).schedules(prompts, steps, hires_steps, use_old_scheduling)
+    return (parser or shared_parser()).schedules(prompts, steps, hires_steps, use_old_scheduling)
 
 
 # --- composable diffusion: a AND b :0.5 ---------------------------------------------------------------------------
@@ -422,7 +430,7 @@ def build_conditioning(prompts: Sequence[str], steps: int, *, hires_steps: int |
     `composable=True` splits on `AND` (A1111 does this for positive prompts); negative prompts use
     `composable=False` and keep `AND` as text, as A1111's `get_learned_conditioning` does.
     """
-    parser = parser or ScheduleParser()
+    parser = parser or shared_parser()
     split = [split_composable(p) if composable else [(p, 1.0)] for p in prompts]
     texts = list(dict.fromkeys(text for parts in split for text, _ in parts))
     schedules = dict(zip(texts, parser.schedules(texts, steps, hires_steps, use_old_scheduling), strict=True))

@@ -1,0 +1,31 @@
+"""bench/gpu_side_by_side.py on tiny models on the CPU: every variant runs and reports, and ours paints what
+diffusers' pipeline paints from the same modules (so the script is ready the day a GPU is lent)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import gpu_side_by_side
+
+
+@pytest.mark.slow
+def test_every_variant_runs_on_tiny_models(capsys) -> None:
+    assert gpu_side_by_side.main(["--tiny", "--backend", "eager", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for model in ("SD 1.x 64x64", "SDXL 64x64"):
+        assert model in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(gpu_side_by_side.VARIANTS) <= set(rows)
+    for variant in ("ours", "ours+fast", "diffusers+fast"):  # fp32 on the CPU: the same picture, within rounding
+        difference = re.search(r"\| ([0-9.]+) levels \|$", rows[variant])
+        assert difference is not None and float(difference.group(1)) < 0.5, rows[variant]
+
+
+def test_unknown_names_and_a_missing_gpu_are_clear(capsys) -> None:
+    assert gpu_side_by_side.main(["--tiny", "--variants", "ours,warp"]) == 2
+    assert "Unknown variant or model: warp" in capsys.readouterr().out
+    if not gpu_side_by_side.torch.cuda.is_available():
+        assert gpu_side_by_side.main([]) == 2
+        assert "run with --tiny" in capsys.readouterr().out
