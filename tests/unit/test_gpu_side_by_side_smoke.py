@@ -16,12 +16,15 @@ def test_every_variant_runs_on_tiny_models(capsys) -> None:
     out = capsys.readouterr().out
     for model in ("SD 1.x 64x64", "SDXL 64x64"):
         assert model in out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
-    assert set(gpu_side_by_side.VARIANTS) <= set(rows)
+    rows: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.startswith("| ") and "---" not in line and not line.startswith("| variant"):
+            rows.setdefault(line.split("|")[1].strip(), []).append(line)
+    assert {name: len(lines) for name, lines in rows.items()} == {name: 2 for name in gpu_side_by_side.VARIANTS}
     for variant in ("ours", "ours+fast", "diffusers+fast"):  # fp32 on the CPU: the same picture, within rounding
-        difference = re.search(r"\| ([0-9.]+) levels \|$", rows[variant])
-        assert difference is not None and float(difference.group(1)) < 0.5, rows[variant]
-
+        for line in rows[variant]:  # (ours truncates to 8 bits as A1111 does, diffusers rounds: ~0.5 on average)
+            difference = re.search(r"\| ([0-9.]+) levels \|$", line)
+            assert difference is not None and float(difference.group(1)) < 0.6, line
 
 def test_unknown_names_and_a_missing_gpu_are_clear(capsys) -> None:
     assert gpu_side_by_side.main(["--tiny", "--variants", "ours,warp"]) == 2
