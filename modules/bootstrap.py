@@ -55,9 +55,10 @@ def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
     extensions.load()
     # the device plan needs torch: made with the first model, so the page and the API come up without it
     device_plan = functools.partial(plan_devices, launch.device, launch.precision, launch.no_half,
-                                    launch.no_half_vae, medvram=launch.medvram, lowvram=launch.lowvram)
+                                    launch.no_half_vae, medvram=launch.medvram, lowvram=launch.lowvram,
+                                    medvram_sdxl=launch.medvram_sdxl)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
-                          ckpt=launch.ckpt, vae_dir=launch.vae_dir,
+                          ckpt=launch.ckpt, vae_dir=launch.vae_dir, no_hashing=launch.no_hashing,
                           load_fn=extensions.hooks.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
     samplers = default_registry()

@@ -30,7 +30,7 @@ IGNORED_A1111_FLAGS = (
     "--opt-channelslast", "--upcast-sampling", "--lowram", "--always-batch-cond-uncond", "--disable-nan-check",
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-version-check", "--skip-install",
     "--skip-prepare-environment", "--reinstall-torch", "--reinstall-xformers", "--update-check",
-    "--update-all-extensions", "--no-download-sd-model", "--no-gradio-queue", "--autolaunch", "--no-hashing",
+    "--update-all-extensions", "--no-download-sd-model", "--no-gradio-queue", "--autolaunch",
     "--enable-console-prompts", "--disable-console-progressbars",
 )
 
@@ -64,7 +64,9 @@ class LaunchOptions:
     no_half: bool = False
     no_half_vae: bool = False
     medvram: bool = False
+    medvram_sdxl: bool = False
     lowvram: bool = False
+    no_hashing: bool = False
     theme: str | None = None
     enable_insecure_extension_access: bool = False
     disable_all_extensions: bool = False
@@ -245,6 +247,9 @@ def _add_path_flags(parser: argparse.ArgumentParser) -> None:
                             "anywhere on this machine); off by default: such folders are refused (not an A1111 flag)")
     group.add_argument("--skip-load-model-at-start", action="store_true",
                        help="do not load a checkpoint at start; the first generation loads it")
+    group.add_argument("--no-hashing", action="store_true",
+                       help="do not compute checkpoints' sha256 when they load (infotexts then carry no Model hash "
+                            "unless it was computed before)")
 
 
 def _add_device_flags(parser: argparse.ArgumentParser) -> None:
@@ -260,6 +265,8 @@ def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-half-vae", action="store_true", help="keep the VAE in 32-bit floats")
     group.add_argument("--medvram", action="store_true",
                        help="keep only the model part in use on the GPU (less VRAM, a little slower)")
+    group.add_argument("--medvram-sdxl", action="store_true",
+                       help="--medvram for SDXL checkpoints only (others stay on the GPU)")
     group.add_argument("--lowvram", action="store_true",
                        help="move weights to the GPU piece by piece (least VRAM, much slower)")
     group.add_argument("--log-level", "--loglevel", type=_log_level, default="INFO", dest="log_level",

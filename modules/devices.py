@@ -73,12 +73,19 @@ class DevicePlan:
     offload: str = OFFLOAD_NONE
     no_half_vae: bool = False
     """`--no-half-vae` was given: the VAE stays fp32 whatever the weights' dtype (`with_model_dtype`)."""
+    medvram_sdxl: bool = False
+    """A1111's `--medvram-sdxl`: SDXL checkpoints load with "model" offload, others as `offload` says."""
+
+    def offload_for(self, is_sdxl: bool) -> str:
+        """The offload a checkpoint of that family loads with."""
+        return OFFLOAD_MODEL if is_sdxl and self.medvram_sdxl and self.offload == OFFLOAD_NONE else self.offload
 
     def describe(self) -> str:
         vae = "" if self.vae_dtype == self.dtype else f", VAE {_dtype_name(self.vae_dtype)}"
         auto = ", autocast" if self.autocast else ""
         offload = "" if self.offload == OFFLOAD_NONE else f", {self.offload} offload"
-        return f"{self.device} {_dtype_name(self.dtype)}{vae}{auto}{offload}"
+        sdxl = ", model offload for SDXL" if self.offload_for(True) != self.offload else ""
+        return f"{self.device} {_dtype_name(self.dtype)}{vae}{auto}{offload}{sdxl}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -131,15 +138,17 @@ def choose_offload(device: torch.device, medvram: bool = False, lowvram: bool = 
 
 def plan_devices(device: str | None = None, precision: str = "autocast", no_half: bool = False,
                  no_half_vae: bool = False, caps: Capabilities | None = None, *, medvram: bool = False,
-                 lowvram: bool = False) -> DevicePlan:
-    """Device, dtypes and offload policy from the launch flags; `caps` defaults to what this process detects."""
+                 lowvram: bool = False, medvram_sdxl: bool = False) -> DevicePlan:
+    """Device, dtypes and offload policy from the launch flags; `caps` defaults to what this process detects.
+    Offload (`--medvram`, `--lowvram`, `--medvram-sdxl`) means nothing on the CPU."""
     import torch
 
     caps = caps if caps is not None else Capabilities.detect()
     chosen = choose_device(device, caps)
     dtype, vae_dtype = choose_dtypes(chosen, precision, no_half, no_half_vae)
     plan = DevicePlan(chosen, dtype, vae_dtype, autocast=precision == "autocast" and dtype == torch.float16,
-                      offload=choose_offload(chosen, medvram, lowvram), no_half_vae=no_half_vae)
+                      offload=choose_offload(chosen, medvram, lowvram), no_half_vae=no_half_vae,
+                      medvram_sdxl=medvram_sdxl and chosen.type != "cpu")
     log.info("Models run on %s", plan.describe())
     return plan
 

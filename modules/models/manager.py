@@ -116,9 +116,10 @@ def default_load_fn(record: CheckpointRecord, plan: DevicePlan) -> ComponentSet:
     from modules.models.offload import apply_offload
 
     load = loaders.load_diffusers_folder if record.format is Format.DIFFUSERS else loaders.load_checkpoint
-    device = plan.device if plan.offload == OFFLOAD_NONE else torch.device("cpu")
+    offload = plan.offload_for(record.identity.is_sdxl)
+    device = plan.device if offload == OFFLOAD_NONE else torch.device("cpu")
     components = load(record.path, record.identity, device=device, dtype=plan.dtype, vae_dtype=plan.vae_dtype)
-    return apply_offload(components, plan.offload, plan.device)
+    return apply_offload(components, offload, plan.device)
 
 
 def default_vae_load_fn(record: VaeRecord, base_config: Mapping[str, Any], plan: DevicePlan) -> AutoencoderKL:

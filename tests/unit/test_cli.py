@@ -103,6 +103,8 @@ def test_memory_and_precision_flags() -> None:
                        "--skip-load-model-at-start", "--loglevel", "debug"])
     assert opts.no_half and opts.no_half_vae and opts.medvram and opts.lowvram and opts.precision == "full"
     assert opts.skip_load_model_at_start and opts.log_level == "DEBUG"
+    opts = parse_args(["--medvram-sdxl", "--no-hashing"])
+    assert opts.medvram_sdxl and opts.no_hashing and not opts.medvram and not opts.ignored_flags
 
 
 def test_a1111_only_flags_are_accepted_and_reported() -> None:
