@@ -105,14 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(launch)
     ensure_a_checkpoint(app)
     server = build_server(app, launch)
-    config = uvicorn.Config(server, host=launch.host, port=launch.port, log_level="warning")
+    config = uvicorn.Config(server, host=launch.host, port=launch.port, log_level="warning",
+                            timeout_keep_alive=launch.timeout_keep_alive,
+                            ssl_keyfile=str(launch.tls_keyfile) if launch.tls else None,
+                            ssl_certfile=str(launch.tls_certfile) if launch.tls else None)
     uvicorn_server = uvicorn.Server(config)
 
     def announce() -> None:
         while not uvicorn_server.started:
             time.sleep(0.05)
         what = "API" if not launch.webui_enabled else "web UI"
-        log.info("%s ready at http://%s:%d in %.1fs", what, launch.host, launch.port,
+        log.info("%s ready at %s://%s:%d in %.1fs", what, "https" if launch.tls else "http", launch.host, launch.port,
                  time.perf_counter() - STARTED)
         threading.Thread(target=_warm_up, args=(app, not launch.skip_load_model_at_start), name="warm-up",
                          daemon=True).start()

@@ -58,7 +58,8 @@ def build_generation_stack(launch: LaunchOptions, settings: SettingsStore,
                                     launch.no_half_vae, medvram=launch.medvram, lowvram=launch.lowvram,
                                     medvram_sdxl=launch.medvram_sdxl)
     models = ModelManager(paths, settings.get(), device_plan=device_plan, ckpt_dir=launch.ckpt_dir,
-                          ckpt=launch.ckpt, vae_dir=launch.vae_dir, no_hashing=launch.no_hashing,
+                          ckpt=launch.ckpt, vae_dir=launch.vae_dir, vae_path=launch.vae_path,
+                          no_hashing=launch.no_hashing,
                           load_fn=extensions.hooks.wrap_model_loader(default_load_fn))
     settings.subscribe(lambda _old, new: models.update_options(new))
     samplers = default_registry()

@@ -4,7 +4,8 @@
 unreadable auth file, an unknown device) end in argparse's usual one-line error and exit status 2, never a
 traceback. Flags that A1111 users commonly keep in `COMMANDLINE_ARGS` but that mean nothing here (xformers and
 other attention switches, installer switches) are accepted and listed in `LaunchOptions.ignored_flags` so the
-launcher can say they had no effect instead of refusing to start.
+launcher can say they had no effect instead of refusing to start; the few whose silent absence would mislead
+(`--share`, `--ngrok`, `--freeze-settings`, `--subpath`) stop the start with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from modules.paths import REPO_ROOT, DataPaths
 
@@ -31,8 +32,27 @@ IGNORED_A1111_FLAGS = (
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-version-check", "--skip-install",
     "--skip-prepare-environment", "--reinstall-torch", "--reinstall-xformers", "--update-check",
     "--update-all-extensions", "--no-download-sd-model", "--no-gradio-queue", "--autolaunch",
-    "--enable-console-prompts", "--disable-console-progressbars",
+    "--enable-console-prompts", "--disable-console-progressbars", "--gradio-queue", "--api-log", "--administrator",
+    "--cuda-malloc", "--cuda-stream", "--pin-shared-memory", "--no-half-controlnet", "--hide-ui-dir-config",
+    "--disable-model-loading-ram-optimization", "--no-progressbar-hiding", "--disable-safe-unpickle",
+    "--disable-extra-extensions", "--gradio-debug",
 )
+IGNORED_A1111_VALUE_FLAGS = (
+    "--hypernetwork-dir", "--codeformer-models-path", "--gfpgan-models-path", "--bsrgan-models-path",
+    "--ldsr-models-path", "--clip-models-path", "--textual-inversion-templates-dir", "--gradio-allowed-path",
+    "--controlnet-dir", "--controlnet-annotator-models-path", "--gradio-img2img-tool", "--gradio-inpaint-tool",
+)
+"""A1111 (and sd-webui-controlnet) options that take a value and have no meaning here: accepted, value unused."""
+REFUSED_A1111_FLAGS = {
+    "--share": "Gradio share links are not offered (they need Gradio's servers); serve on your network with "
+               "--listen and protect it with --gradio-auth",
+    "--ngrok": "ngrok tunnels are not offered; serve on your network with --listen and protect it with --gradio-auth",
+    "--freeze-settings": "settings can always be changed from the UI and the API here; protect the server with "
+                         "--gradio-auth and --api-auth",
+    "--subpath": "serving under a sub-path is not supported; give the reverse proxy its own host name",
+}
+"""A1111 flags that would change what the user relies on if ignored: refused at start with the reason."""
+USE_CPU_CHOICES = ("all", "sd", "interrogate", "gfpgan", "bsrgan", "esrgan", "scunet", "codeformer")
 
 Credentials = tuple[tuple[str, str], ...]
 
@@ -48,6 +68,15 @@ class LaunchOptions:
     ckpt: Path | None = None
     ckpt_dir: Path | None = None
     vae_dir: Path | None = None
+    vae_path: Path | None = None
+    models_dir: Path | None = None
+    lora_dir: Path | None = None
+    embeddings_dir: Path | None = None
+    esrgan_models_path: Path | None = None
+    realesrgan_models_path: Path | None = None
+    swinir_models_path: Path | None = None
+    scunet_models_path: Path | None = None
+    dat_models_path: Path | None = None
     ui_settings_file: Path | None = None
     ui_config_file: Path | None = None
     gradio_auth: Credentials = field(default=(), repr=False)  # passwords stay out of logs
@@ -59,6 +88,9 @@ class LaunchOptions:
     allow_batch_dirs_outside_data: bool = False
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_origins_regex: str | None = None
+    tls_keyfile: Path | None = None
+    tls_certfile: Path | None = None
+    timeout_keep_alive: int = 30
     device: str | None = None
     precision: str = "autocast"
     no_half: bool = False
@@ -94,7 +126,15 @@ class LaunchOptions:
 
     @property
     def paths(self) -> DataPaths:
-        return DataPaths(self.data_dir)
+        upscalers = (("ESRGAN", self.esrgan_models_path), ("RealESRGAN", self.realesrgan_models_path),
+                     ("SwinIR", self.swinir_models_path), ("ScuNET", self.scunet_models_path),
+                     ("DAT", self.dat_models_path))
+        return DataPaths(self.data_dir, self.models_dir, self.lora_dir, self.embeddings_dir,
+                         tuple((name, path) for name, path in upscalers if path is not None))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_keyfile is not None
 
     @property
     def settings_file(self) -> Path:
@@ -183,6 +223,23 @@ def _workers(text: str) -> int | str:
     return int(value)
 
 
+def _existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(text).expanduser().absolute()
 
@@ -219,6 +276,12 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated origins (https://host:port) whose pages may call the server (CORS)")
     group.add_argument("--cors-allow-origins-regex", metavar="REGEX", default=None,
                        help="origins matching this regular expression may call the server (CORS)")
+    group.add_argument("--tls-keyfile", type=_existing_file, metavar="FILE",
+                       help="serve HTTPS with this private key (with --tls-certfile)")
+    group.add_argument("--tls-certfile", type=_existing_file, metavar="FILE",
+                       help="serve HTTPS with this certificate (with --tls-keyfile)")
+    group.add_argument("--timeout-keep-alive", type=_positive_int, default=30, metavar="SECONDS",
+                       help="how long an idle HTTP connection is kept open (default 30)")
     group.add_argument("--theme", choices=("light", "dark"), default=None,
                        help="open the web UI in the light or dark theme (default: follow the browser)")
     group.add_argument("--enable-insecure-extension-access", action="store_true",
@@ -238,6 +301,17 @@ def _add_path_flags(parser: argparse.ArgumentParser) -> None:
                        help="folder with Stable Diffusion checkpoints (default: DATA_DIR/models/Stable-diffusion)")
     group.add_argument("--vae-dir", type=_path, metavar="DIR",
                        help="folder with VAE files (default: DATA_DIR/models/VAE)")
+    group.add_argument("--vae-path", type=_existing_file, metavar="FILE",
+                       help="use this VAE file with every checkpoint (the SD VAE setting is then ignored)")
+    group.add_argument("--models-dir", type=_path, metavar="DIR",
+                       help="the folder holding the model folders (default: DATA_DIR/models)")
+    group.add_argument("--lora-dir", type=_path, metavar="DIR", help="LoRA folder (default: MODELS/Lora)")
+    group.add_argument("--embeddings-dir", type=_path, metavar="DIR",
+                       help="textual inversion folder (default: MODELS/embeddings)")
+    for name, folder in (("esrgan", "ESRGAN"), ("realesrgan", "RealESRGAN"), ("swinir", "SwinIR"),
+                         ("scunet", "ScuNET"), ("dat", "DAT")):
+        group.add_argument(f"--{name}-models-path", type=_path, metavar="DIR",
+                           help=f"{folder} upscaler models folder (default: MODELS/{folder})")
     group.add_argument("--ui-settings-file", type=_path, metavar="FILE",
                        help="settings file (default: DATA_DIR/config.json)")
     group.add_argument("--ui-config-file", type=_path, metavar="FILE",
@@ -261,6 +335,9 @@ def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast",
                        help="full = 32-bit floats; half = 16-bit; autocast = 16-bit weights where the device "
                             "supports it (default)")
+    group.add_argument("--use-cpu", nargs="+", choices=USE_CPU_CHOICES, default=(), metavar="PART",
+                       help="'all' or 'sd': run on the CPU (as --device cpu); other parts are accepted and run on "
+                            "the device the models use")
     group.add_argument("--no-half", action="store_true", help="keep the model in 32-bit floats")
     group.add_argument("--no-half-vae", action="store_true", help="keep the VAE in 32-bit floats")
     group.add_argument("--medvram", action="store_true",
@@ -283,10 +360,32 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
                             "it; alone, it means --workers auto")
 
 
+class _IgnoredValue(argparse.Action):
+    """An A1111 option with a value that means nothing here: its name joins `ignored_flags`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.ignored_flags = [*(namespace.ignored_flags or []), option_string]
+
+
+class _Refused(argparse.Action):
+    """An A1111 flag that is not offered and must not be ignored: the start stops with the reason."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is not supported: {REFUSED_A1111_FLAGS[str(option_string)]}")
+
+
 def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("accepted for AUTOMATIC1111 compatibility, no effect here")
     for flag in IGNORED_A1111_FLAGS:
         group.add_argument(flag, action="append_const", const=flag, dest="ignored_flags", help="no effect")
+    for flag in IGNORED_A1111_VALUE_FLAGS:
+        group.add_argument(flag, action=_IgnoredValue, dest="ignored_flags", metavar="VALUE", help="no effect")
+    refused = parser.add_argument_group("AUTOMATIC1111 flags refused here (the start stops and says why)")
+    for flag in REFUSED_A1111_FLAGS:
+        refused.add_argument(flag, action=_Refused, nargs="?" if flag in ("--share", "--freeze-settings") else 1,
+                             dest="refused", help="not supported")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,11 +427,21 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
         except argparse.ArgumentTypeError as exc:
             parser.error(f"argument --gradio-auth-path: {exc}")
     values = {f.name: getattr(ns, f.name) for f in fields(LaunchOptions) if hasattr(ns, f.name)}
+    if (ns.tls_keyfile is None) != (ns.tls_certfile is None):
+        parser.error("--tls-keyfile and --tls-certfile go together: give both to serve HTTPS")
+    device = _resolve_device(parser, ns.device, ns.device_id)
+    ignored = list(ns.ignored_flags or ())
+    if {"all", "sd"} & set(ns.use_cpu):
+        if device not in (None, "cpu"):
+            parser.error(f"--use-cpu {' '.join(ns.use_cpu)} contradicts --device {device}")
+        device = "cpu"
+    else:
+        ignored += [f"--use-cpu {part}" for part in ns.use_cpu]
     values.update(
         port=ns.port or (DEFAULT_API_ONLY_PORT if ns.nowebui else DEFAULT_PORT),
         gradio_auth=gradio_auth,
         api_auth=ns.api_auth or (),
-        device=_resolve_device(parser, ns.device, ns.device_id),
-        ignored_flags=tuple(ns.ignored_flags or ()),
+        device=device,
+        ignored_flags=tuple(ignored),
     )
     return LaunchOptions(**values)

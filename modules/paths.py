@@ -29,10 +29,18 @@ class DataPaths:
     """User-data layout under one data directory (A1111 folder names)."""
 
     data_dir: Path = REPO_ROOT
+    models_dir: Path | None = None
+    """A1111's `--models-dir`: where the model folders are (None: DATA_DIR/models)."""
+    lora_dir: Path | None = None
+    """A1111's `--lora-dir` (None: the models folder's `Lora`)."""
+    embeddings_dir: Path | None = None
+    """A1111's `--embeddings-dir` (None: the models folder's `embeddings`)."""
+    upscaler_dirs: tuple[tuple[str, Path], ...] = ()
+    """A1111's `--esrgan-models-path` and the like: (upscaler folder name, where it is) for folders kept elsewhere."""
 
     @property
     def models(self) -> Path:
-        return self.data_dir / "models"
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def checkpoints(self) -> Path:
@@ -44,11 +52,11 @@ class DataPaths:
 
     @property
     def lora(self) -> Path:
-        return self.models / "Lora"
+        return self.lora_dir or self.models / "Lora"
 
     @property
     def embeddings(self) -> Path:
-        return self.models / "embeddings"
+        return self.embeddings_dir or self.models / "embeddings"
 
     @property
     def outputs(self) -> Path:

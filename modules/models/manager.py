@@ -155,7 +155,7 @@ class ModelManager:
         self.no_hashing = no_hashing
         self._load_fn = load_fn
         self._vae_load_fn = vae_load_fn
-        self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler)
+        self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler, folders=dict(paths.upscaler_dirs))
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
 

@@ -17,7 +17,7 @@ import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Union
 
 from PIL import Image
 
@@ -221,8 +221,11 @@ class UpscalerRegistry:
     file dropped into a folder is usable without a restart. `hold` lends a loaded network (the model manager's cache).
     """
 
-    def __init__(self, models_dir: Path | None = None, hold: ModelHolder = _no_holder) -> None:
+    def __init__(self, models_dir: Path | None = None, hold: ModelHolder = _no_holder,
+                 folders: Mapping[str, Path] | None = None) -> None:
         self.models_dir = models_dir
+        self.folders = dict(folders or {})
+        """Folders kept outside `models_dir`, by A1111 folder name (`--esrgan-models-path` and the like)."""
         self.hold = hold
         self._probes: dict[tuple[Path, int, int], "Probe"] = {}
         self._scales: dict[Path, float] = {}
@@ -277,8 +280,11 @@ class UpscalerRegistry:
         return upscaler
 
     def model_folders(self) -> tuple[Path, ...]:
+        return tuple(path for _, path in self._named_folders())
+
+    def _named_folders(self) -> tuple[tuple[str, Path], ...]:
         base = self.models_dir if self.models_dir is not None else Path("models")
-        return tuple(base / folder for folder in MODEL_FOLDERS)
+        return tuple((folder, self.folders.get(folder, base / folder)) for folder in MODEL_FOLDERS)
 
     def record_scale(self, path: Path, scale: float) -> None:
         """The network's own scale, learnt when it was loaded (listed from then on)."""
@@ -296,7 +302,7 @@ class UpscalerRegistry:
             return []
         found: list[tuple[Path, str, "Probe"]] = []
         seen: set[str] = set()
-        for folder in self.model_folders():
+        for name, folder in self._named_folders():
             if not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
@@ -306,7 +312,7 @@ class UpscalerRegistry:
                     log.warning("Upscaler %s ignored: a file of the same name was found first", path)
                     continue
                 seen.add(path.stem.lower())
-                found.append((path, folder.name, self._probe(path)))
+                found.append((path, name, self._probe(path)))
         return found
 
     def _probe(self, path: Path) -> "Probe":

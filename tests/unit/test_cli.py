@@ -122,3 +122,56 @@ def test_extension_install_rule() -> None:
 def test_help_documents_every_flag() -> None:
     for action in build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help text"
+
+
+def test_a1111_folder_flags_move_the_model_folders(tmp_path: Path) -> None:
+    models, lora, embeddings, esrgan = (tmp_path / name for name in ("m", "l", "e", "x"))
+    opts = parse_args(["--models-dir", str(models), "--lora-dir", str(lora), "--embeddings-dir", str(embeddings),
+                       "--esrgan-models-path", str(esrgan)])
+    paths = opts.paths
+    assert (paths.models, paths.checkpoints, paths.vae) == (models, models / "Stable-diffusion", models / "VAE")
+    assert (paths.lora, paths.embeddings, dict(paths.upscaler_dirs)) == (lora, embeddings, {"ESRGAN": esrgan})
+    assert opts.checkpoints_dir == models / "Stable-diffusion" and paths.config_file == REPO_ROOT / "config.json"
+    default = parse_args([]).paths
+    assert (default.lora, default.upscaler_dirs) == (REPO_ROOT / "models" / "Lora", ())
+
+
+def test_vae_path_must_be_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"x")
+    assert parse_args(["--vae-path", str(vae)]).vae_path == vae
+    assert "is not a file" in _error(["--vae-path", str(tmp_path / "missing.pt")], capsys)
+
+
+def test_use_cpu_all_or_sd_means_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["--use-cpu", "all"]).device == "cpu"
+    assert parse_args(["--use-cpu", "sd", "interrogate"]).device == "cpu"
+    opts = parse_args(["--use-cpu", "interrogate", "esrgan"])
+    assert opts.device is None and opts.ignored_flags == ("--use-cpu interrogate", "--use-cpu esrgan")
+    assert "contradicts --device cuda" in _error(["--use-cpu", "all", "--device", "cuda"], capsys)
+    assert "invalid choice" in _error(["--use-cpu", "gpu"], capsys)
+
+
+def test_tls_needs_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key.write_text("k")
+    cert.write_text("c")
+    opts = parse_args(["--tls-keyfile", str(key), "--tls-certfile", str(cert), "--timeout-keep-alive", "5"])
+    assert opts.tls and (opts.tls_keyfile, opts.tls_certfile, opts.timeout_keep_alive) == (key, cert, 5)
+    assert not parse_args([]).tls and parse_args([]).timeout_keep_alive == 30
+    assert "go together" in _error(["--tls-keyfile", str(key)], capsys)
+    assert "must be at least 1" in _error(["--timeout-keep-alive", "0"], capsys)
+
+
+@pytest.mark.parametrize(("argv", "reason"), [
+    (["--share"], "--listen"), (["--ngrok", "token"], "ngrok tunnels"), (["--freeze-settings"], "--api-auth"),
+    (["--subpath", "/sd"], "sub-path")])
+def test_flags_that_cannot_be_ignored_stop_the_start_with_the_reason(argv: list[str], reason: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    error = _error(argv, capsys)
+    assert f"{argv[0]} is not supported" in error and reason in error
+
+
+def test_a1111_options_with_values_that_mean_nothing_here_are_reported() -> None:
+    opts = parse_args(["--hypernetwork-dir", "/h", "--controlnet-dir", "/c", "--api-log", "--cuda-malloc"])
+    assert opts.ignored_flags == ("--hypernetwork-dir", "--controlnet-dir", "--api-log", "--cuda-malloc")

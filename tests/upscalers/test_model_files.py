@@ -53,6 +53,16 @@ def test_model_files_are_listed_by_stem_after_the_built_ins(models_dir):
     assert folders == {"4x-Compact": "ESRGAN", "RealESRGAN_x2plus": "RealESRGAN", "tiny_esrgan": "ESRGAN"}
 
 
+def test_a_folder_kept_elsewhere_is_searched_under_its_a1111_name(models_dir, tmp_path):
+    """A1111's --esrgan-models-path and the like: the folder's own name does not matter."""
+    elsewhere = tmp_path / "shared" / "upscalers"
+    save_compact(elsewhere / "2x-Elsewhere.pth", scale=2, seed=3)
+    registry = UpscalerRegistry(models_dir, folders={"ESRGAN": elsewhere})
+    folders = {u.name: u.folder for u in registry.model_upscalers()}
+    assert folders == {"2x-Elsewhere": "ESRGAN", "RealESRGAN_x2plus": "RealESRGAN"}
+    assert elsewhere in registry.model_folders() and models_dir / "ESRGAN" not in registry.model_folders()
+
+
 def test_broken_files_are_listed_with_a_reason_and_refused_by_name(models_dir):
     registry = UpscalerRegistry(models_dir)
     broken = {file.name: file.reason for file in registry.broken()}
