@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 7
+API_MINOR = 8
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
@@ -62,7 +62,8 @@ of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds o
 X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunContext.plot_axes`) and
 `UNetCallContext.hold_model` (a network held in the model manager's budgeted cache); 1.6 added `CombinedResult` (one
 result assembled from several generations' results, grids in front); 1.7 added the settings outside a job:
-`UiBuilder.options` (when the page is built) and `AppStartedContext.options()` (at each call)."""
+`UiBuilder.options` (when the page is built) and `AppStartedContext.options()` (at each call); 1.8 added
+`AppStartedContext.models_dir` and `UiBuilder.models_dir` (the folder of the model folders: A1111's `--models-dir`)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -130,6 +131,8 @@ class AppStartedContext:
     data_dir: Path
     options: Callable[[], Mapping[str, Any]] = field(default=lambda: {})
     """(API 1.7) The settings as they are now (extension settings included), read each time it is called."""
+    models_dir: Path | None = None
+    """(API 1.8) The folder holding the model folders (`--models-dir`, by default `data_dir / "models"`)."""
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,8 @@ class UiBuilder:
     """(API 1.5) The X/Y/Z plot axes the active extensions add (`ExtensionContext.add_plot_axis`)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """(API 1.7) The settings when the page is built (extension settings included; {} in a host without them)."""
+    models_dir: Path | None = None
+    """(API 1.8) The folder holding the model folders (`--models-dir`); None where the host has none (tests)."""
 
     @property
     def is_img2img(self) -> bool:

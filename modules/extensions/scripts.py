@@ -147,10 +147,12 @@ class ScriptCatalog:
     """Every script of the active extensions (`records()`, in load order), per mode; `choices` feeds their UIs."""
 
     def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices,
-                 data_dir: Path | None = None, options: Callable[[], Mapping[str, Any]] = dict) -> None:
+                 data_dir: Path | None = None, options: Callable[[], Mapping[str, Any]] = dict,
+                 models_dir: Path | None = None) -> None:
         self._records = records
         self._choices = choices
         self._data_dir = data_dir
+        self._models_dir = models_dir or (data_dir / "models" if data_dir is not None else None)
         self._options = options
         self._info: dict[tuple[str, str, str], list[ArgInfo]] = {}
         self._lock = threading.Lock()
@@ -212,7 +214,7 @@ class ScriptCatalog:
         if entry.script.ui is None:
             return {}
         builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir,
-                            plot_axes=self.plot_axes, options=self._options())
+                            plot_axes=self.plot_axes, options=self._options(), models_dir=self._models_dir)
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):

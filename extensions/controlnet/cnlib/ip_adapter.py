@@ -27,6 +27,7 @@ from modules.extensions.api import UserError
 BUNDLED = Path(__file__).resolve().parents[3] / "models" / "configs" / "clip_vision"
 ENCODER_FOLDERS = ("models/clip_vision", "models/ControlNet/clip_vision",
                    "extensions/sd-webui-controlnet/annotator/downloads/clip_vision")
+"""Where CLIP vision encoders are looked up, under the data directory (`models/` moves with `--models-dir`)."""
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 UNET_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 1280: "the SDXL refiner", 2048: "SDXL"}
 
@@ -290,8 +291,10 @@ class IPAdapterFiles:
         self._widths: dict[tuple[Path, float], tuple[int, int] | None] = {}
         self._lock = threading.Lock()
 
-    def set_data_dir(self, data_dir: Path) -> None:
-        self.folders = [data_dir / folder for folder in ENCODER_FOLDERS]
+    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None) -> None:
+        models = models_dir or data_dir / "models"
+        self.folders = [models / folder.removeprefix("models/") if folder.startswith("models/") else data_dir / folder
+                        for folder in ENCODER_FOLDERS]
 
     def adapter(self, path: Path) -> AdapterFile:
         key = (path, path.stat().st_mtime)

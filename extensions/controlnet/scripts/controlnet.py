@@ -112,13 +112,13 @@ class ControlNetExtension:
         self.page_units = DEFAULT_UNIT_COUNT
         """The unit tabs the page was built with (`control_net_unit_count` at start): what a paste fills."""
 
-    def set_data_dir(self, data_dir: Path) -> None:
-        self.models.set_data_dir(data_dir)
-        self.ip_adapters.files.set_data_dir(data_dir)
-        self.annotator_folders = AnnotatorFolders.for_data_dir(data_dir)
+    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None) -> None:
+        self.models.set_data_dir(data_dir, models_dir)
+        self.ip_adapters.files.set_data_dir(data_dir, models_dir)
+        self.annotator_folders = AnnotatorFolders.for_data_dir(data_dir, models_dir)
 
     def app_started(self, ctx: AppStartedContext) -> None:
-        self.set_data_dir(Path(ctx.data_dir))
+        self.set_data_dir(Path(ctx.data_dir), getattr(ctx, "models_dir", None))
         api = ctx.fastapi
         api.add_api_route("/controlnet/version", lambda: {"version": VERSION}, methods=["GET"])
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
@@ -247,7 +247,7 @@ def register(ext: ExtensionContext) -> None:
     def ui(builder: UiBuilder) -> dict[str, Any]:
         """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
         if builder.data_dir is not None and not state.models.folders:
-            state.set_data_dir(Path(builder.data_dir))
+            state.set_data_dir(Path(builder.data_dir), getattr(builder, "models_dir", None))
         state.page_units = unit_count(builder.options)
         return {"units": page.build(builder, state.page_units, list(MODULES), state.models.titles, state.preview)}
 
