@@ -75,6 +75,8 @@ class UNetStep:
     unet: UNet2DConditionModel
     rows: torch.Tensor
     uncond_rows: int
+    refiner: bool = False
+    """The call is the SDXL refiner's (the job's second model, from the switch step on)."""
 
 
 UNetFunction = Callable[[UNetInputs], torch.Tensor]
@@ -213,7 +215,8 @@ def _unet(loop: LoopInputs, unet_pass: UNetPass, scaled: torch.Tensor, call: UNe
     inputs = UNetInputs(model_input.to(unet_pass.dtype), t, call.encoder_states, call.added_cond)
     run: UNetFunction = partial(call_unet, unet)
     if loop.unet_hooks:
-        step = UNetStep(index, len(loop.timesteps), _sigma(loop.scheduler, t), unet, call.rows, call.uncond_rows)
+        step = UNetStep(index, len(loop.timesteps), _sigma(loop.scheduler, t), unet, call.rows, call.uncond_rows,
+                        refiner=unet_pass is not loop.passes[0][1])
         for hook in reversed(loop.unet_hooks):
             run = _hooked(hook, step, run)
     return run(inputs).float()

@@ -63,7 +63,8 @@ X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunCo
 `UNetCallContext.hold_model` (a network held in the model manager's budgeted cache); 1.6 added `CombinedResult` (one
 result assembled from several generations' results, grids in front); 1.7 added the settings outside a job:
 `UiBuilder.options` (when the page is built) and `AppStartedContext.options()` (at each call); 1.8 added
-`AppStartedContext.models_dir` and `UiBuilder.models_dir` (the folder of the model folders: A1111's `--models-dir`)."""
+`AppStartedContext.models_dir` and `UiBuilder.models_dir` (the folder of the model folders: A1111's `--models-dir`)
+and `UNetCallContext.refiner` (the call is the SDXL refiner's)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -272,6 +273,9 @@ class UNetCallContext:
     down_intrablock_additional_residuals: "tuple[torch.Tensor, ...] | None" = None
     hold_model: HoldModel = hold_uncached
     """(API 1.5) Hold a network in the model manager's cache for this call (see `HoldModel`)."""
+    refiner: bool = False
+    """(API 1.8) The call is the SDXL refiner's (the job's second model, from the refiner switch on); `unet` is then
+    the refiner's UNet. Networks made for the base model (ControlNets, IP-Adapters) leave these calls alone."""
     _wrappers: list[UNetWrapper] = field(default_factory=list, init=False, repr=False)  # read by the host
     _handles: list[Any] = field(default_factory=list, init=False, repr=False)  # removed by the host
 

@@ -73,7 +73,7 @@ def _context(call: _Call, inputs: "UNetInputs", args: Mapping[str, Any]) -> api.
         step=step.step, total=step.total, timestep=inputs.timestep, sigma=step.sigma,
         rows=call.rows, uncond=call.uncond, sample=inputs.sample,
         encoder_hidden_states=inputs.encoder_hidden_states, added_cond_kwargs=inputs.added_cond_kwargs,
-        unet=step.unet, request=call.request, args=args, hold_model=call.hold_model,
+        unet=step.unet, request=call.request, args=args, hold_model=call.hold_model, refiner=step.refiner,
         down_block_additional_residuals=inputs.down_block_additional_residuals,
         mid_block_additional_residual=inputs.mid_block_additional_residual,
         down_intrablock_additional_residuals=inputs.down_intrablock_additional_residuals,

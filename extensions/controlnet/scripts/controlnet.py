@@ -190,6 +190,8 @@ class ControlNetExtension:
     def unet_call(self, ctx: UNetCallContext) -> None:
         import torch
 
+        if getattr(ctx, "refiner", False):  # units belong to the base model, as in sd-webui-controlnet
+            return
         for _, unit in ctx.args.get("active", ()):
             if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total) or ip_adapter.is_module(unit.module):
                 continue
