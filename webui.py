@@ -85,7 +85,7 @@ def _keep_ui_mount_last(server: "FastAPI") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modules.cli import parse_args
+    from modules.cli import flag_hint, parse_args
 
     launch = parse_args(argv)
     logging.basicConfig(level=launch.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_allocator()  # before any model thread exists (docs/performance.md: "CPU allocator")
     for flag in launch.ignored_flags:
-        log.warning("Flag %s is accepted for A1111 compatibility but has no effect here", flag)
+        hint = flag_hint(flag)
+        log.warning("Flag %s is accepted for A1111/Forge compatibility but has no effect here%s", flag,
+                    f" ({hint})" if hint else "")
     for warning in exposure_warnings(launch):
         log.warning(warning)
 

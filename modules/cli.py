@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,6 +53,44 @@ REFUSED_A1111_FLAGS = {
     "--subpath": "serving under a sub-path is not supported; give the reverse proxy its own host name",
 }
 """A1111 flags that would change what the user relies on if ignored: refused at start with the reason."""
+FORGE_EQUIVALENTS = {
+    "--all-in-fp32": ("--no-half", "--no-half-vae"),
+    "--vae-in-fp32": ("--no-half-vae",),
+    "--always-low-vram": ("--medvram",),
+    "--always-no-vram": ("--lowvram",),
+    "--always-cpu": ("--use-cpu", "all"),
+}
+"""Forge's launch flags that have an A1111 equivalent here: replaced by it before parsing."""
+IGNORED_FORGE_FLAGS = (
+    "--always-gpu", "--always-high-vram", "--always-normal-vram", "--always-offload-from-vram", "--attention-split",
+    "--attention-quad", "--attention-pytorch", "--disable-xformers", "--all-in-fp16", "--unet-in-bf16",
+    "--unet-in-fp16", "--unet-in-fp8-e4m3fn", "--unet-in-fp8-e5m2", "--vae-in-fp16", "--vae-in-bf16", "--vae-in-cpu",
+    "--clip-in-fp16", "--clip-in-fp32", "--clip-in-fp8-e4m3fn", "--clip-in-fp8-e5m2",
+)
+"""Forge's switches with no launch-flag equivalent here: accepted, with a hint where a setting does the job."""
+FLAG_HINTS = {
+    "--opt-channelslast": "Settings > Optimizations > Use channels-last memory format for the UNet",
+    "--unet-in-bf16": "Settings > Optimizations > Model precision: bfloat16",
+    "--vae-in-bf16": "Settings > Optimizations > Model precision: bfloat16",
+    "--unet-in-fp8-e4m3fn": "Settings > Stable Diffusion > FP8 weight",
+    "--unet-in-fp8-e5m2": "Settings > Stable Diffusion > FP8 weight",
+    "--xformers": "attention always runs on PyTorch's scaled_dot_product_attention",
+    "--opt-sdp-attention": "attention always runs on PyTorch's scaled_dot_product_attention",
+    "--attention-pytorch": "attention always runs on PyTorch's scaled_dot_product_attention",
+}
+"""What to use instead of an ignored flag, where something here does its job (the start-up warning says it)."""
+
+
+def flag_hint(flag: str) -> str:
+    """The start-up warning's advice for an ignored flag ("" when there is none)."""
+    return FLAG_HINTS.get(flag, "")
+
+
+def forge_to_a1111(argv: Sequence[str]) -> list[str]:
+    """`argv` with Forge's flags that have an A1111 equivalent (`FORGE_EQUIVALENTS`) replaced by it."""
+    return [part for arg in argv for part in FORGE_EQUIVALENTS.get(arg, (arg,))]
+
+
 USE_CPU_CHOICES = ("all", "sd", "interrogate", "gfpgan", "bsrgan", "esrgan", "scunet", "codeformer")
 
 Credentials = tuple[tuple[str, str], ...]
@@ -378,8 +417,9 @@ class _Refused(argparse.Action):
 
 def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("accepted for AUTOMATIC1111 compatibility, no effect here")
-    for flag in IGNORED_A1111_FLAGS:
-        group.add_argument(flag, action="append_const", const=flag, dest="ignored_flags", help="no effect")
+    for flag in IGNORED_A1111_FLAGS + IGNORED_FORGE_FLAGS:
+        group.add_argument(flag, action="append_const", const=flag, dest="ignored_flags",
+                           help=f"no effect; {flag_hint(flag)}" if flag_hint(flag) else "no effect")
     for flag in IGNORED_A1111_VALUE_FLAGS:
         group.add_argument(flag, action=_IgnoredValue, dest="ignored_flags", metavar="VALUE", help="no effect")
     refused = parser.add_argument_group("AUTOMATIC1111 flags refused here (the start stops and says why)")
@@ -419,7 +459,7 @@ def _origins(text: str) -> tuple[str, ...]:
 def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
     """Parse command-line arguments (sys.argv[1:] when argv is None); exits with a message on bad input."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(forge_to_a1111(sys.argv[1:] if argv is None else argv))
     gradio_auth: Credentials = ns.gradio_auth or ()
     if ns.gradio_auth_path is not None:
         try:

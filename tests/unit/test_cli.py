@@ -175,3 +175,15 @@ def test_flags_that_cannot_be_ignored_stop_the_start_with_the_reason(argv: list[
 def test_a1111_options_with_values_that_mean_nothing_here_are_reported() -> None:
     opts = parse_args(["--hypernetwork-dir", "/h", "--controlnet-dir", "/c", "--api-log", "--cuda-malloc"])
     assert opts.ignored_flags == ("--hypernetwork-dir", "--controlnet-dir", "--api-log", "--cuda-malloc")
+
+
+def test_forge_flags_map_to_their_a1111_equivalents_or_are_reported_with_a_hint() -> None:
+    from modules.cli import flag_hint
+
+    opts = parse_args(["--all-in-fp32", "--always-low-vram"])
+    assert opts.no_half and opts.no_half_vae and opts.medvram and not opts.ignored_flags
+    assert parse_args(["--vae-in-fp32"]).no_half_vae and parse_args(["--always-no-vram"]).lowvram
+    assert parse_args(["--always-cpu"]).device == "cpu"
+    opts = parse_args(["--unet-in-bf16", "--attention-pytorch", "--always-gpu"])
+    assert opts.ignored_flags == ("--unet-in-bf16", "--attention-pytorch", "--always-gpu")
+    assert "Model precision: bfloat16" in flag_hint("--unet-in-bf16") and flag_hint("--always-gpu") == ""
