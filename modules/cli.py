@@ -11,7 +11,9 @@ launcher can say they had no effect instead of refusing to start; the few whose 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -456,10 +458,20 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(origin.strip() for origin in text.split(",") if origin.strip())
 
 
+def command_line() -> list[str]:
+    """This process's arguments followed by those of the `COMMANDLINE_ARGS` environment variable (shell-quoted), as
+    A1111's launcher reads them (`webui-user.sh` sets it)."""
+    extra = os.environ.get("COMMANDLINE_ARGS", "")
+    try:
+        return sys.argv[1:] + shlex.split(extra)
+    except ValueError as exc:
+        raise SystemExit(f"webui.py: error: COMMANDLINE_ARGS cannot be read ({exc}): {extra!r}") from None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
-    """Parse command-line arguments (sys.argv[1:] when argv is None); exits with a message on bad input."""
+    """Parse command-line arguments (`command_line()` when argv is None); exits with a message on bad input."""
     parser = build_parser()
-    ns = parser.parse_args(forge_to_a1111(sys.argv[1:] if argv is None else argv))
+    ns = parser.parse_args(forge_to_a1111(command_line() if argv is None else argv))
     gradio_auth: Credentials = ns.gradio_auth or ()
     if ns.gradio_auth_path is not None:
         try:

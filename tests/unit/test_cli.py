@@ -187,3 +187,17 @@ def test_forge_flags_map_to_their_a1111_equivalents_or_are_reported_with_a_hint(
     opts = parse_args(["--unet-in-bf16", "--attention-pytorch", "--always-gpu"])
     assert opts.ignored_flags == ("--unet-in-bf16", "--attention-pytorch", "--always-gpu")
     assert "Model precision: bfloat16" in flag_hint("--unet-in-bf16") and flag_hint("--always-gpu") == ""
+
+
+def test_commandline_args_follow_the_process_arguments(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.argv", ["webui.py", "--api"])
+    monkeypatch.setenv("COMMANDLINE_ARGS", "--xformers --port 7870 --lora-dir '/my loras'")
+    opts = parse_args()
+    assert opts.api and opts.port == 7870 and opts.lora_dir == Path("/my loras")
+    assert opts.ignored_flags == ("--xformers",)
+    monkeypatch.setenv("COMMANDLINE_ARGS", "--lora-dir 'unclosed")
+    with pytest.raises(SystemExit, match="COMMANDLINE_ARGS cannot be read"):
+        parse_args()
+    monkeypatch.delenv("COMMANDLINE_ARGS")
+    assert parse_args().port == 7860
