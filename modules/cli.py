@@ -426,8 +426,9 @@ def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, action=_IgnoredValue, dest="ignored_flags", metavar="VALUE", help="no effect")
     refused = parser.add_argument_group("AUTOMATIC1111 flags refused here (the start stops and says why)")
     for flag in REFUSED_A1111_FLAGS:
-        refused.add_argument(flag, action=_Refused, nargs="?" if flag in ("--share", "--freeze-settings") else 1,
-                             dest="refused", help="not supported")
+        takes_value = flag in ("--ngrok", "--subpath")
+        refused.add_argument(flag, action=_Refused, nargs=1 if takes_value else 0, dest="refused",
+                             metavar="VALUE" if takes_value else None, help="not supported")
 
 
 def build_parser() -> argparse.ArgumentParser:
