@@ -64,11 +64,7 @@ class Setup:
 
     def build(self, identity: ModelIdentity, dtype: torch.dtype, seed: int = 0,
               device: torch.device | None = None) -> ComponentSet:
-        components = build_random_components(identity, self.configs(identity), seed, device or self.device)
-        for module in components.modules():
-            torch.nn.Module.to(module, dtype=dtype)  # (diffusers' own `to` warns about fp32 modules it has none of)
-        components.dtype = components.vae_dtype = dtype
-        return components
+        return build_on(identity, self.configs(identity), dtype, device or self.device, seed)
 
     def request(self, identity: ModelIdentity, **fields: object) -> GenerationRequest:
         size = self.size(identity)
@@ -79,6 +75,16 @@ class Setup:
     @property
     def half(self) -> torch.dtype:
         return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+
+
+def build_on(identity: ModelIdentity, configs: dict, dtype: torch.dtype, device: torch.device,
+             seed: int = 0) -> ComponentSet:
+    """Components of `identity` with random weights (`seed`), made on `device` in `dtype`."""
+    components = build_random_components(identity, configs, seed, device)
+    for module in components.modules():
+        torch.nn.Module.to(module, dtype=dtype)  # (diffusers' own `to` warns about fp32 modules it has none of)
+    components.dtype = components.vae_dtype = dtype
+    return components
 
 
 def _peak_reset(device: torch.device) -> None:

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_check import build_on  # noqa: E402
 from modules.core.generate import generate  # noqa: E402
 from modules.models.components import ComponentSet  # noqa: E402
 from modules.models.configs import bundled_configs  # noqa: E402
@@ -53,7 +54,7 @@ from modules.models.speedups import (  # noqa: E402
     apply_before_storage,
     compile_unet,
 )
-from modules.models.tiny import build_random_components, tiny_configs  # noqa: E402
+from modules.models.tiny import tiny_configs  # noqa: E402
 from modules.samplers.registry import default_registry  # noqa: E402
 from modules.types import GenerationRequest  # noqa: E402
 
@@ -82,11 +83,7 @@ class Setup:
 
     def build(self, identity: ModelIdentity, dtype: torch.dtype) -> ComponentSet:
         configs = tiny_configs(identity) if self.tiny else bundled_configs(identity)
-        components = build_random_components(identity, configs, 0, self.device)
-        for module in components.modules():
-            torch.nn.Module.to(module, dtype=dtype)
-        components.dtype = components.vae_dtype = dtype
-        return components
+        return build_on(identity, configs, dtype, self.device)
 
 
 @dataclass
