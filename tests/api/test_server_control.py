@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,38 @@ def test_a_real_server_restarts_in_place_and_stops(tmp_path):
         assert client.post("/sdapi/v1/server-restart").text == "Restarting."
         time.sleep(1.0)
         _wait_ready(client, process)  # the same process (execv) serves again
+        assert client.post("/sdapi/v1/server-stop").text == "Stopping."
+        assert process.wait(60) == 0
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_real_server_serves_https_with_the_flags_of_commandline_args(tmp_path):
+    """A1111's --tls-keyfile/--tls-certfile, given through COMMANDLINE_ARGS as webui-user.sh sets it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    folder = tmp_path / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), folder / "tiny.safetensors")
+    port = _free_port()
+    env = {**os.environ, "NO_TCMALLOC": "1", "COMMANDLINE_ARGS": f"--tls-keyfile {key} --tls-certfile {cert}"}
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "webui.py"), "--nowebui", "--api-server-stop",
+                                "--data-dir", str(tmp_path), "--port", str(port), "--skip-load-model-at-start"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=30, verify=False)
+    try:
+        _wait_ready(client, process)
+        flags = client.get("/sdapi/v1/cmd-flags").json()
+        assert (flags["tls_keyfile"], flags["tls_certfile"]) == (str(key), str(cert))
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not served
+            httpx.get(f"http://127.0.0.1:{port}/sdapi/v1/sd-models", timeout=5)
         assert client.post("/sdapi/v1/server-stop").text == "Stopping."
         assert process.wait(60) == 0
     finally:
