@@ -245,10 +245,10 @@ class Diffusers(System):
     def start(self) -> None:
         config = diffusers_config_dir(self.workdir)
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(self.args.checkpoint),
-             "--config", str(config)] + (["--bf16"] if "+bf16" in self.name else []), env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True)
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(self.args.checkpoint),
+                   "--config", str(config)] + (["--bf16"] if "+bf16" in self.name else [])
+        self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
         self.rss = PeakRss(self.process.pid)
         self._read()
         self.cold["ready"] = time.perf_counter() - started

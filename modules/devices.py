@@ -227,8 +227,6 @@ def memory_stats(device: torch.device) -> dict[str, Any]:
 def execution_device(module: torch.nn.Module) -> torch.device:
     """Where `module` computes: the device of its weights, or, when accelerate offload hooks manage it (--lowvram
     keeps weights on the meta device between calls), the hooks' execution device."""
-    import torch
-
     device = _hook_device(module)  # --medvram: cpu_offload_with_hook sits on the module itself
     if device is not None:
         return device
