@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 
 from modules.core.generate import generate
-from modules.devices import DevicePlan
+from modules.devices import MODEL_DTYPE_AUTOMATIC, MODEL_DTYPES, DevicePlan
 from modules.models.components import ComponentSet
-from modules.models.manager import ModelManager
+from modules.models.manager import ModelManager, ModelOptions
 from modules.paths import DataPaths
 from modules.samplers.registry import SamplerRegistry, default_registry
 from modules.types import GenerationRequest, InpaintFill
@@ -65,11 +65,13 @@ Pairs = list[tuple[Combination, int]]
 
 
 @contextmanager
-def open_demo(path: Path, device: str = "cpu") -> Iterator[ComponentSet]:
-    """The checkpoint loaded through a ModelManager (scan, probe, single-file loader), as the web UI loads it."""
+def open_demo(path: Path, device: str = "cpu", model_dtype: str = MODEL_DTYPE_AUTOMATIC) -> Iterator[ComponentSet]:
+    """The checkpoint loaded through a ModelManager (scan, probe, single-file loader), as the web UI loads it;
+    `model_dtype` is the "Model precision" setting."""
     plan = DevicePlan(torch.device(device), torch.float32, torch.float32)
     with tempfile.TemporaryDirectory() as data_dir:
-        manager = ModelManager(DataPaths(Path(data_dir)), device_plan=plan, ckpt=Path(path), no_hashing=True)
+        manager = ModelManager(DataPaths(Path(data_dir)), ModelOptions(model_dtype=model_dtype), device_plan=plan,
+                               ckpt=Path(path), no_hashing=True)
         with manager.get() as components:
             yield components
 
@@ -257,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small subsets: checks the script, measures little")
     parser.add_argument("--json", type=Path, help="also write the scores to this file")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--model-dtype", default=MODEL_DTYPE_AUTOMATIC, choices=MODEL_DTYPES,
+                        help="the Model precision setting (bfloat16: weights and compute in bf16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for noisy in ("modules", "diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.manual_seed(0)
-    with open_demo(args.model, args.device) as components:
+    with open_demo(args.model, args.device, args.model_dtype) as components:
         scores = evaluate(Painter(components, sampler=args.sampler), quick=args.quick)
     text = json.dumps(scores, indent=2)
     log.info("scores of %s:\n%s", args.model, text)
