@@ -35,7 +35,7 @@ IGNORED_A1111_FLAGS = (
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-version-check", "--skip-install",
     "--skip-prepare-environment", "--reinstall-torch", "--reinstall-xformers", "--update-check",
     "--update-all-extensions", "--no-download-sd-model", "--no-gradio-queue", "--autolaunch",
-    "--enable-console-prompts", "--disable-console-progressbars", "--gradio-queue", "--api-log", "--administrator",
+    "--enable-console-prompts", "--disable-console-progressbars", "--gradio-queue", "--administrator",
     "--cuda-malloc", "--cuda-stream", "--pin-shared-memory", "--no-half-controlnet", "--hide-ui-dir-config",
     "--disable-model-loading-ram-optimization", "--no-progressbar-hiding", "--disable-safe-unpickle",
     "--disable-extra-extensions", "--gradio-debug",
@@ -125,6 +125,7 @@ class LaunchOptions:
     nowebui: bool = False
     api_auth: Credentials = field(default=(), repr=False)
     api_server_stop: bool = False
+    api_log: bool = False
     api_allow_path_options: bool = False
     allow_batch_dirs_outside_data: bool = False
     cors_allow_origins: tuple[str, ...] = ()
@@ -308,6 +309,8 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nowebui", action="store_true", help="serve only the HTTP API, without the web UI")
     group.add_argument("--api-auth", type=parse_credentials, metavar="USER:PASS[,USER2:PASS2]",
                        help="require HTTP basic auth for the API; comma-separate several users")
+    group.add_argument("--api-log", action="store_true",
+                       help="log every API request: status, method, path, client and seconds")
     group.add_argument("--api-server-stop", action="store_true",
                        help="allow stopping the server through the API (/sdapi/v1/server-stop)")
     group.add_argument("--api-allow-path-options", action="store_true",

@@ -174,7 +174,7 @@ def test_flags_that_cannot_be_ignored_stop_the_start_with_the_reason(argv: list[
 
 def test_a1111_options_with_values_that_mean_nothing_here_are_reported() -> None:
     opts = parse_args(["--hypernetwork-dir", "/h", "--controlnet-dir", "/c", "--api-log", "--cuda-malloc"])
-    assert opts.ignored_flags == ("--hypernetwork-dir", "--controlnet-dir", "--api-log", "--cuda-malloc")
+    assert opts.ignored_flags == ("--hypernetwork-dir", "--controlnet-dir", "--cuda-malloc") and opts.api_log
 
 
 def test_forge_flags_map_to_their_a1111_equivalents_or_are_reported_with_a_hint() -> None:
