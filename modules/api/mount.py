@@ -20,8 +20,8 @@ from modules.api.extras_api import build_extras_router
 from modules.api.interrogate_api import build_interrogate_router
 from modules.api.jobs_api import build_jobs_router
 from modules.api.limits import RequestSizeLimit, max_request_bytes
-from modules.api.timing import ApiTiming
 from modules.api.sdapi import build_sdapi_router
+from modules.api.timing import ApiTiming
 
 if TYPE_CHECKING:
     from modules.app import App
