@@ -3,13 +3,16 @@ its node (`localize`).
 
 Driver: `job_files` resolves, with the driver's own model manager and extra networks, every file the job will
 read: the checkpoint, the refiner, the hires-fix checkpoint, the VAE of each pass (the `sd_vae` choice, override or
-setting, "Automatic" resolved), the LoRAs of the prompt (`<lora:NAME:...>`, styles applied) and the embeddings whose
-name appears as a word in one of its prompts. Each becomes a `ModelRef` (kind, title, name, sha256): a few hundred
-bytes per job, never the files. Worker: `localize` finds each in the node's folders by name and sha256, else by
-sha256 under any name (`modules.models.by_hash`), re-scanning once, and answers `ModelNotOnWorker` for the first it
-lacks. A checkpoint or VAE found under another name is written into the request (the infotext then names the
-node's file, with the same hash); a LoRA or embedding found under another name is lent to the job under the
-driver's name (`ExtraNetworks.substituted`), so prompts and infotexts stay as on the driver.
+setting, "Automatic" resolved), the LoRAs of the prompt (`<lora:NAME:...>`, styles applied), the embeddings whose
+name appears as a word in one of its prompts, and the checkpoints its script values name (X/Y/Z plot's checkpoint
+axis: a value, or a comma-separated part of one, that is exactly a checkpoint's name or title). Each becomes a
+`ModelRef` (kind, title, name, sha256): a few hundred bytes per job, never the files. Worker: `localize` finds each
+in the node's folders by name and sha256, else by sha256 under any name (`modules.models.by_hash`), re-scanning
+once, and answers `ModelNotOnWorker` for the first it lacks. A checkpoint or VAE found under another name is written
+into the request (the infotext then names the node's file, with the same hash); a LoRA or embedding found under
+another name is lent to the job under the driver's name (`ExtraNetworks.substituted`), so prompts and infotexts stay
+as on the driver; a checkpoint a script names is resolved to the node's file while the job runs
+(`ModelManager.substituted`).
 """
 
 from __future__ import annotations
@@ -55,10 +58,13 @@ class JobFiles:
     hires_vae: ModelRef | None = None
     loras: tuple[ModelRef, ...] = ()
     embeddings: tuple[ModelRef, ...] = ()
+    named: tuple[ModelRef, ...] = ()
+    """Checkpoints the job's script values name (X/Y/Z plot's checkpoint axis)."""
 
     def refs(self) -> tuple[ModelRef, ...]:
         """Every file the job needs, each once."""
-        found = (self.checkpoint, self.refiner, self.hires, self.vae, self.hires_vae, *self.loras, *self.embeddings)
+        found = (self.checkpoint, self.refiner, self.hires, self.vae, self.hires_vae, *self.loras, *self.embeddings,
+                 *self.named)
         return tuple(dict.fromkeys(ref for ref in found if ref is not None))
 
 
@@ -70,6 +76,9 @@ class Localized:
     request: GenerationRequest
     loras: Mapping[str, "LoraFile"] = field(default_factory=dict)
     embeddings: Mapping[str, "Embedding"] = field(default_factory=dict)
+    checkpoints: Mapping[str, str] = field(default_factory=dict)
+    """The driver's name or title -> this node's name, for the checkpoints script values name under other names
+    here (see `ModelManager.substituted`)."""
 
 
 def hires_checkpoint_name(request: GenerationRequest) -> str:
@@ -97,13 +106,41 @@ def job_files(generation: "GenerationService", request: GenerationRequest, setti
         checkpoint=ModelRef.of(record), refiner=None if refiner is None else ModelRef.of(refiner),
         hires=None if hires is None else ModelRef.of(hires), vae=_vae_ref(models, record, request, options),
         hires_vae=None if hires is None else _vae_ref(models, hires, request, options),
-        loras=_lora_refs(generation.networks, effective), embeddings=_embedding_refs(generation.networks, effective))
+        loras=_lora_refs(generation.networks, effective), embeddings=_embedding_refs(generation.networks, effective),
+        named=_named_checkpoint_refs(models, request))
 
 
 def _vae_ref(models: "ModelManager", record: "CheckpointRecord", request: GenerationRequest,
              options: ModelOptions) -> ModelRef | None:
     vae = models.resolve_vae(record, request.vae, options)
     return None if vae is None else ModelRef.of_vae(vae)
+
+
+def _named_checkpoint_refs(models: "ModelManager", request: GenerationRequest) -> tuple[ModelRef, ...]:
+    """The checkpoints whose exact name or title is a script value of the request, or a comma-separated part of one
+    (X/Y/Z plot's checkpoint axis); a model name without its extension is not enough (it could be a prompt word)."""
+    by_text: dict[str, "CheckpointRecord"] = {}
+    for record in models.list_checkpoints():
+        by_text.setdefault(record.name, record)
+        by_text.setdefault(record.title, record)
+    found: dict[str, "CheckpointRecord"] = {}
+    for text in _strings(request.extension_args):
+        for piece in (text, *text.split(",")):
+            named = by_text.get(piece.strip())
+            if named is not None:
+                found.setdefault(named.name, named)
+    return tuple(ModelRef.of(record) for record in found.values())
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside `value` (mappings' values, lists and tuples, nested)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def _lora_refs(networks: "ExtraNetworks", request: GenerationRequest) -> tuple[ModelRef, ...]:
@@ -150,9 +187,14 @@ def localize(stack: "GenerationStack", request: GenerationRequest, files: JobFil
         changes["vae"] = vae
     loras = {ref.name: _local_lora(stack.networks, ref, worker) for ref in files.loras}
     embeddings = {ref.name: _local_embedding(stack.networks, ref, worker) for ref in files.embeddings}
+    named: dict[str, str] = {}
+    for ref in files.named:
+        record = require_checkpoint(catalog, ref, worker)
+        if record.name != ref.name:
+            named.update({ref.name: record.name, ref.title: record.name})
     return Localized(request.with_changes(**changes) if changes else request,
                      {name: lora for name, lora in loras.items() if lora is not None},
-                     {name: embedding for name, embedding in embeddings.items() if embedding is not None})
+                     {name: embedding for name, embedding in embeddings.items() if embedding is not None}, named)
 
 
 def _local_vae(models: "ModelManager", request: GenerationRequest, files: JobFiles,

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +140,8 @@ class RayWorker:
                 local = localize(stack, work.request, files, self.name) if files is not None \
                     else Localized(work.request)
                 context = JobContext(job_id, job.token, lambda event: self._push(job, event))
-                with stack.networks.substituted(local.loras, local.embeddings):
+                renamed = stack.models.substituted(local.checkpoints) if local.checkpoints else nullcontext()
+                with stack.networks.substituted(local.loras, local.embeddings), renamed:
                     result = stack.generation.run(local.request, context, save=work.save)
             except BaseException as exc:  # noqa: BLE001 - the worker outlives any job; the error travels back
                 error = self._portable(exc)

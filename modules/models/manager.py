@@ -158,6 +158,17 @@ class ModelManager:
         self.upscalers = UpscalerRegistry(paths.models, hold=self.hold_upscaler, folders=dict(paths.upscaler_dirs))
         """Upscalers by A1111's name: the built-ins and the model files in A1111's upscaler folders."""
         self._lock = threading.Lock()
+        self._substitutes: Mapping[str, str] = {}
+
+    @contextmanager
+    def substituted(self, names: Mapping[str, str]) -> Iterator[None]:
+        """For the job a Ray worker runs (one at a time): checkpoint names of the driver resolved to this node's
+        files with the same contents (`modules.jobs.job_files.localize`)."""
+        previous, self._substitutes = self._substitutes, dict(names)
+        try:
+            yield
+        finally:
+            self._substitutes = previous
 
     # -- the device plan and the caches, made on first use ---------------------------------------------------
 
@@ -263,7 +274,7 @@ class ModelManager:
         first checkpoint with a warning; with no checkpoints at all ModelNotFound explains where to put them.
         """
         if name:
-            return self.catalog.find(name)
+            return self.catalog.find(self._substitutes.get(name, name))
         options = options or self.options
         setting = options.sd_model_checkpoint
         record = self.catalog.match(setting) if setting else None

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from modules.bootstrap import GenerationStack, build_generation_stack
 from modules.cli import LaunchOptions
+from modules.errors import ModelNotFound
 from modules.jobs.job_files import JobFiles, job_files, localize
 from modules.models.by_hash import EMBEDDING, LORA, VAE, ModelNotOnWorker, ModelRef
 from modules.models.hashes import addnet_sha256, calculate_sha256
@@ -150,3 +151,45 @@ def test_automatic_vae_follows_the_driver_s_choice(tmp_path: Path) -> None:
                                                        "VAE/renamed.safetensors": b"near vae"}), sd_vae="Automatic")
     local = localize(worker, request, files, "worker-0")
     assert (local.request.checkpoint, local.request.vae) == ("x.safetensors", "renamed.safetensors")
+
+
+XYZ_REQUEST = REQUEST.with_changes(extension_args={
+    "_script": {"title": "x/y/z plot"},
+    "xyz_grid": {"x_type": "Checkpoint name", "x_values": "main.safetensors, hires.safetensors",
+                 "y_type": "Prompt S/R", "y_values": "cat, main", "z_values": ["refiner.safetensors"]}})
+
+
+def test_checkpoints_named_by_script_values_travel_by_sha256(head: tuple[GenerationStack, SettingsStore],
+                                                             tmp_path: Path) -> None:
+    """X/Y/Z plot's checkpoint axis on Ray: the driver names the files, a worker resolves the driver's names to its
+    own files with the same contents while the job runs; a model name without extension ("main", a prompt word
+    here) names nothing."""
+    stack, store = head
+    files = job_files(stack.generation, XYZ_REQUEST, store.get())
+    assert sorted(ref.name for ref in files.named) == ["hires.safetensors", "main.safetensors", "refiner.safetensors"]
+    assert set(files.named) <= set(files.refs())
+    worker, _ = stack_for(write(tmp_path / "worker-0", RENAMED))
+    local = localize(worker, XYZ_REQUEST, files, "worker-0")
+    main = next(ref for ref in files.named if ref.name == "main.safetensors")
+    assert local.checkpoints == {"main.safetensors": "m.safetensors", main.title: "m.safetensors",
+                                 "refiner.safetensors": "sub/r.safetensors",
+                                 next(ref.title for ref in files.named if ref.name == "refiner.safetensors"):
+                                     "sub/r.safetensors"}  # hires.safetensors: the same name and contents
+    models = worker.models
+    with models.substituted(local.checkpoints):
+        assert models.resolve_checkpoint("main.safetensors").name == "m.safetensors"
+        assert models.resolve_checkpoint(main.title).name == "m.safetensors"
+        assert models.resolve_checkpoint("hires.safetensors").name == "hires.safetensors"
+    with pytest.raises(ModelNotFound):  # after the job, the node's own names only
+        models.resolve_checkpoint("main.safetensors")
+
+
+def test_a_worker_without_a_named_checkpoint_says_which(head: tuple[GenerationStack, SettingsStore],
+                                                        tmp_path: Path) -> None:
+    stack, store = head
+    files = job_files(stack.generation, XYZ_REQUEST, store.get())
+    without = {name: data for name, data in HEAD.items() if name != "Stable-diffusion/hires.safetensors"}
+    worker, _ = stack_for(write(tmp_path / "worker-3", without))
+    with pytest.raises(ModelNotOnWorker) as caught:
+        localize(worker, XYZ_REQUEST.with_changes(enable_hr=False), files, "worker-3")
+    assert caught.value.ref.name == "hires.safetensors"
