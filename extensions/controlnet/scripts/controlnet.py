@@ -118,7 +118,7 @@ class ControlNetExtension:
         self.annotator_folders = AnnotatorFolders.for_data_dir(data_dir, models_dir)
 
     def app_started(self, ctx: AppStartedContext) -> None:
-        self.set_data_dir(Path(ctx.data_dir), getattr(ctx, "models_dir", None))
+        self.set_data_dir(Path(ctx.data_dir), ctx.models_dir)
         api = ctx.fastapi
         api.add_api_route("/controlnet/version", lambda: {"version": VERSION}, methods=["GET"])
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
@@ -190,7 +190,7 @@ class ControlNetExtension:
     def unet_call(self, ctx: UNetCallContext) -> None:
         import torch
 
-        if getattr(ctx, "refiner", False):  # units belong to the base model, as in sd-webui-controlnet
+        if ctx.refiner:  # units belong to the base model, as in sd-webui-controlnet
             return
         for _, unit in ctx.args.get("active", ()):
             if unit.weight == 0 or not unit.active_at(ctx.step, ctx.total) or ip_adapter.is_module(unit.module):
@@ -249,7 +249,7 @@ def register(ext: ExtensionContext) -> None:
     def ui(builder: UiBuilder) -> dict[str, Any]:
         """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
         if builder.data_dir is not None and not state.models.folders:
-            state.set_data_dir(Path(builder.data_dir), getattr(builder, "models_dir", None))
+            state.set_data_dir(Path(builder.data_dir), builder.models_dir)
         state.page_units = unit_count(builder.options)
         return {"units": page.build(builder, state.page_units, list(MODULES), state.models.titles, state.preview)}
 
