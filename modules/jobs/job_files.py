@@ -116,6 +116,10 @@ def _vae_ref(models: "ModelManager", record: "CheckpointRecord", request: Genera
     return None if vae is None else ModelRef.of_vae(vae)
 
 
+MAX_NAMES_TEXT = 10_000
+"""Longer script values are not searched for checkpoint names."""
+
+
 def _named_checkpoint_refs(models: "ModelManager", request: GenerationRequest) -> tuple[ModelRef, ...]:
     """The checkpoints whose exact name or title is a script value of the request, or a comma-separated part of one
     (X/Y/Z plot's checkpoint axis); a model name without its extension is not enough (it could be a prompt word)."""
@@ -125,6 +129,8 @@ def _named_checkpoint_refs(models: "ModelManager", request: GenerationRequest) -
         by_text.setdefault(record.title, record)
     found: dict[str, "CheckpointRecord"] = {}
     for text in _strings(request.extension_args):
+        if len(text) > MAX_NAMES_TEXT:  # a picture as base64, a long prompt: not a list of checkpoints
+            continue
         for piece in (text, *text.split(",")):
             named = by_text.get(piece.strip())
             if named is not None:
