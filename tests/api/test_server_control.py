@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -80,29 +82,37 @@ def _wait_ready(client: httpx.Client, process: subprocess.Popen, timeout: float 
     raise AssertionError("webui.py did not become ready")
 
 
-@pytest.mark.slow
-def test_a_real_server_restarts_in_place_and_stops(tmp_path):
-    folder = tmp_path / "models" / "Stable-diffusion"
+@contextmanager
+def _real_server(data_dir: Path, scheme: str = "http", **env: str) -> Iterator[tuple[httpx.Client, subprocess.Popen]]:
+    """`webui.py --nowebui --api-server-stop` on a tiny checkpoint in its own process (`env` added to its
+    environment), with a client once it answers; killed afterwards if it still runs."""
+    folder = data_dir / "models" / "Stable-diffusion"
     folder.mkdir(parents=True)
     save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), folder / "tiny.safetensors")
     port = _free_port()
-    env = {**os.environ, "NO_TCMALLOC": "1"}
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "webui.py"), "--nowebui", "--api-server-stop",
-                                "--data-dir", str(tmp_path), "--port", str(port), "--skip-load-model-at-start"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+                                "--data-dir", str(data_dir), "--port", str(port), "--skip-load-model-at-start"],
+                               env={**os.environ, "NO_TCMALLOC": "1", **env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"{scheme}://127.0.0.1:{port}", timeout=30, verify=False)
     try:
         _wait_ready(client, process)
-        assert client.post("/sdapi/v1/server-restart").text == "Restarting."
-        time.sleep(1.0)
-        _wait_ready(client, process)  # the same process (execv) serves again
-        assert client.post("/sdapi/v1/server-stop").text == "Stopping."
-        assert process.wait(60) == 0
+        yield client, process
     finally:
         client.close()
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
+
+
+@pytest.mark.slow
+def test_a_real_server_restarts_in_place_and_stops(tmp_path):
+    with _real_server(tmp_path) as (client, process):
+        assert client.post("/sdapi/v1/server-restart").text == "Restarting."
+        time.sleep(1.0)
+        _wait_ready(client, process)  # the same process (execv) serves again
+        assert client.post("/sdapi/v1/server-stop").text == "Stopping."
+        assert process.wait(60) == 0
 
 
 @pytest.mark.slow
@@ -113,25 +123,11 @@ def test_a_real_server_serves_https_with_the_flags_of_commandline_args(tmp_path)
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    folder = tmp_path / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    save_single_file(build_tiny_components(ModelIdentity(Family.SD1)), folder / "tiny.safetensors")
-    port = _free_port()
-    env = {**os.environ, "NO_TCMALLOC": "1", "COMMANDLINE_ARGS": f"--tls-keyfile {key} --tls-certfile {cert}"}
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "webui.py"), "--nowebui", "--api-server-stop",
-                                "--data-dir", str(tmp_path), "--port", str(port), "--skip-load-model-at-start"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=30, verify=False)
-    try:
-        _wait_ready(client, process)
+    with _real_server(tmp_path, "https", COMMANDLINE_ARGS=f"--tls-keyfile {key} --tls-certfile {cert}") as (
+            client, process):
         flags = client.get("/sdapi/v1/cmd-flags").json()
         assert (flags["tls_keyfile"], flags["tls_certfile"]) == (str(key), str(cert))
         with pytest.raises(httpx.TransportError):  # plain HTTP is not served
-            httpx.get(f"http://127.0.0.1:{port}/sdapi/v1/sd-models", timeout=5)
+            httpx.get(f"{str(client.base_url).replace('https', 'http')}/sdapi/v1/sd-models", timeout=5)
         assert client.post("/sdapi/v1/server-stop").text == "Stopping."
         assert process.wait(60) == 0
-    finally:
-        client.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
