@@ -7,6 +7,10 @@ queue's fair order, state and progress, and counts other users' jobs without sho
 `gr.Timer` while the page is open. A job is picked in the dropdown (or by clicking its row): **Cancel** cancels a
 queued job or interrupts a running one; **Show results** puts a finished job's pictures and infotext into the tab's
 results gallery (where the send-to and reuse-seed buttons act on them). The saved files are in the Gallery tab.
+The dropdown's value belongs to the browser: a refresh only clears it when that job has left the list, because
+a timer tick sent before the user picked a row answers after it, and writing back the value it carried would make
+Cancel act on the previously picked job. A row click names its job by the row's own id cell, not by its index in
+a list the server may have reordered since the browser drew the table.
 With Ray workers (--workers / --ray-address) a second line under the summary lists the workers, their state and
 their loaded checkpoints, and a running job's state names its worker; with the local executor nothing is added.
 """
@@ -37,7 +41,7 @@ HEADERS = ["Job", "Position", "State", "Progress", "Description"]
 
 @dataclass
 class QueuePanel:
-    """The widgets of one tab's queue accordion; `ids` (per session) holds the job ids of the table's rows."""
+    """The widgets of one tab's queue accordion."""
 
     accordion: gr.Accordion
     summary: gr.HTML
@@ -47,10 +51,9 @@ class QueuePanel:
     open: gr.Button
     refresh: gr.Button
     timer: gr.Timer
-    ids: gr.State
 
     def outputs(self) -> list[Any]:
-        return [self.summary, self.table, self.job, self.ids]
+        return [self.summary, self.table, self.job]
 
 
 def build_queue_panel(tab: str) -> QueuePanel:
@@ -68,7 +71,7 @@ def build_queue_panel(tab: str) -> QueuePanel:
             open_button = gr.Button("Show results", elem_id=f"{tab}_queue_open", size="sm", scale=1, min_width=80)
             refresh = gr.Button("\U0001f504", elem_id=f"{tab}_queue_refresh", size="sm", scale=0, min_width=40)
     timer = gr.Timer(REFRESH_SECONDS)
-    return QueuePanel(accordion, summary, table, job, cancel, open_button, refresh, timer, gr.State([]))
+    return QueuePanel(accordion, summary, table, job, cancel, open_button, refresh, timer)
 
 
 def summary_html(mine: int, others: int, workers: Sequence[WorkerInfo] = ()) -> str:
@@ -127,13 +130,18 @@ def owner_jobs(app: "App", owner: str | None) -> list[Job]:
 
 def job_label(job: Job) -> str:
     place = f"#{job.position}" if job.position else job.state.value
-    return f"{job.id[:8]} \u00b7 {place} \u00b7 {job.description}"
+    return f"{short_id(job.id)} \u00b7 {place} \u00b7 {job.description}"
+
+
+def short_id(job_id: str) -> str:
+    """The job id as the table's first column shows it."""
+    return job_id[:8]
 
 
 def queue_view(app: "App", owner: str | None) -> tuple[str, list[list[str]], list[tuple[str, str]], list[str]]:
     """(summary HTML, table rows, dropdown choices, row job ids) of the owner's jobs."""
     jobs = owner_jobs(app, owner)
-    rows = [[job.id[:8], str(job.position) if job.position else "", state_text(job), progress_text(job),
+    rows = [[short_id(job.id), str(job.position) if job.position else "", state_text(job), progress_text(job),
              job.description] for job in jobs]
     mine = sum(1 for job in jobs if not job.state.finished)
     others = app.jobs.active_count(exclude_owner=owner) if owner is not None else app.jobs.active_count()
@@ -143,13 +151,26 @@ def queue_view(app: "App", owner: str | None) -> tuple[str, list[list[str]], lis
 
 def queue_updates(app: "App", panel: QueuePanel, owner: str | None, selected: str | None = None,
                   choose: str | None = None) -> dict[Any, Any]:
-    """Updates of the panel; the dropdown keeps `selected` while that job is listed (`choose` picks another)."""
+    """Updates of the panel. `choose` sets the dropdown to that job (the one just enqueued); otherwise the
+    dropdown's value is left to the browser, and cleared only when `selected` (what the browser sent) is no longer
+    listed: the browser may hold a newer pick than the one this event carried."""
     summary, rows, choices, ids = queue_view(app, owner)
-    value = choose if choose is not None else selected
-    if value not in ids:
-        value = None
-    return {panel.summary: summary, panel.table: gr.Dataframe(value=rows, headers=HEADERS),
-            panel.job: gr.Dropdown(choices=choices, value=value), panel.ids: ids}
+    if choose is not None:
+        job = gr.Dropdown(choices=choices, value=choose if choose in ids else None)
+    elif selected is not None and selected not in ids:
+        job = gr.Dropdown(choices=choices, value=None)
+    else:
+        job = gr.Dropdown(choices=choices)
+    return {panel.summary: summary, panel.table: gr.Dataframe(value=rows, headers=HEADERS), panel.job: job}
+
+
+def picked_job(app: "App", owner: str | None, row: Sequence[Any] | None) -> str | None:
+    """The id of the owner's listed job whose row (as the browser shows it) was clicked, or None."""
+    if not row:
+        return None
+    shown = str(row[0])
+    matches = [job.id for job in owner_jobs(app, owner) if short_id(job.id) == shown]
+    return matches[0] if len(matches) == 1 else None
 
 
 def enqueue_job(app: "App", request: Any, owner: str | None, group: str | None) -> Job:
@@ -207,11 +228,11 @@ def wire_queue_panel(app: "App", panel: QueuePanel, results: ResultPanel) -> Non
     panel.timer.tick(refresh, inputs=panel.job, outputs=outputs, show_progress="hidden", queue=False)
     panel.refresh.click(refresh, inputs=panel.job, outputs=outputs, show_progress="hidden", queue=False)
 
-    def pick_row(ids: list[str], event: gr.SelectData) -> Any:
-        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        return ids[row] if isinstance(row, int) and 0 <= row < len(ids) else gr.skip()
+    def pick_row(event: gr.SelectData, request: gr.Request) -> Any:
+        job_id = picked_job(app, job_owner(request), event.row_value)
+        return job_id if job_id is not None else gr.skip()
 
-    panel.table.select(pick_row, inputs=panel.ids, outputs=panel.job, show_progress="hidden", queue=False)
+    panel.table.select(pick_row, outputs=panel.job, show_progress="hidden", queue=False)
 
     def cancel(selected: str | None, request: gr.Request) -> dict[Any, Any]:
         owner = job_owner(request)

@@ -90,6 +90,40 @@ def test_enqueue_three_cancel_the_second_two_finish(page: Page, app: FakeApp) ->
     assert "job 3" in shown["html_info_txt2img"]
 
 
+def test_a_refresh_leaves_the_browsers_newer_pick_and_a_row_click_names_its_own_job(page: Page, app: FakeApp) -> None:
+    """The race a timer tick used to lose: sent while job 3 (just enqueued) was picked, answered after the user
+    picked job 2; writing job 3 back made the next Cancel cancel job 3."""
+    import types
+
+    _, release = _hold_worker(app, owner="other user")
+    try:
+        ids = [_enqueue(page, f"job {n}")[0] for n in (1, 2, 3)]
+        dropdown = page.find("txt2img_queue_job")
+        enqueued = page.call("txt2img_enqueue", "click", {"txt2img_prompt": "job 4", **SMALL})
+        assert enqueued[dropdown].constructor_args["value"] == app.jobs.list()[-1].id  # Enqueue picks the new job
+        ids.append(app.jobs.list()[-1].id)
+        stale = page.call("txt2img_queue_refresh", "click", {"txt2img_queue_job": ids[2]})
+        assert "value" not in stale[dropdown].constructor_args  # the browser's newer pick stays
+        assert [value for _, value in stale[dropdown].constructor_args["choices"]] == ids
+        cancelled = page.call("txt2img_queue_cancel", "click", {"txt2img_queue_job": ids[3]})
+        assert "value" not in cancelled[dropdown].constructor_args and app.jobs.get(ids[3]).state is JobState.CANCELLED
+        ids.pop()
+        gone = page.call("txt2img_queue_refresh", "click", {"txt2img_queue_job": "f" * 32})
+        assert gone[dropdown].constructor_args["value"] is None  # a job no longer listed is cleared
+
+        pick = page.handler(page.find("txt2img_queue_table"), "select").fn
+        request = types.SimpleNamespace(session_hash="s1")
+        row = [ids[1][:8], "2", "queued", "", "txt2img: job 2"]
+        assert pick(gr.SelectData(None, {"index": [0, 0], "value": row[0], "row_value": row}), request) == ids[1]
+        assert pick(gr.SelectData(None, {"index": [2, 4], "value": row[4], "row_value": row}), request) == ids[1]
+        stranger = types.SimpleNamespace(session_hash="s2")  # another user's browser cannot pick my job
+        assert pick(gr.SelectData(None, {"index": [0, 0], "value": row[0], "row_value": row}), stranger) == gr.skip()
+        assert pick(gr.SelectData(None, {"index": [0, 0], "value": "x", "row_value": None}), request) == gr.skip()
+    finally:
+        release.set()
+    assert all(app.jobs.get(job_id).wait(WAIT) for job_id in ids)
+
+
 @pytest.mark.slow
 def test_other_users_take_turns_and_positions_say_so(page: Page, app: FakeApp) -> None:
     _, release = _hold_worker(app, owner="someone")
