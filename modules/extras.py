@@ -192,7 +192,9 @@ class ExtrasService:
         basename = Path(name).stem if name and bool(options["use_original_name_batch"]) else ""
         path = images.save_image(picture, folder, seed=0, infotext=picture.info.get("parameters"),
                                  extension=str(options["samples_format"]), basename_pattern=basename,
-                                 jpeg_quality=int(options["jpeg_quality"]), extra_text={"extras": text})
+                                 jpeg_quality=int(options["jpeg_quality"]), extra_text={"extras": text},
+                                 lossless=bool(options["webp_lossless"]),
+                                 text_file=text if bool(options["save_txt"]) else None)
         if self.on_saved is not None:
             self.on_saved(path)
         return path

@@ -5,8 +5,12 @@
 - JPEG / WebP: the infotext goes in the EXIF UserComment tag (0x9286) as `b"UNICODE\\0"` + UTF-16 big-endian text,
   which is what A1111 writes with `piexif.helper.UserComment.dump(..., encoding="unicode")` and reads back with
   `UserComment.load`. Pillow's own EXIF writer produces it (piexif is not needed).
-- File names are `NNNNN-<seed>.<ext>`: a 5-digit counter one above the highest numeric prefix in the directory
-  (A1111 `get_next_sequence_number`), then the `basename_pattern` ("[seed]" by default).
+- File names are `NNNNN-<decoration>.<ext>`: a 5-digit counter one above the highest numeric prefix in the directory
+  (A1111 `get_next_sequence_number`), then the `basename_pattern` ("[seed]" by default) rendered by
+  `modules.filenames` (A1111's `[tag]`s). With a `basename` ("grid") names are `grid-NNNN<decoration>.<ext>`;
+  without the counter (`add_number=False`, A1111's `save_images_add_number` off) a name that is taken gets the
+  counter after all instead of replacing the file.
+- `text_file` is written to a `.txt` file of the same name beside the picture (A1111's `save_txt`).
 - A file is never overwritten and never appears half written: the image is written completely to a hidden
   temporary file in the same directory, then hard-linked to its final name, which fails if the name exists (the
   counter is then bumped and the link retried). Where the file system has no hard links, the final name is
@@ -15,18 +19,19 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from modules.errors import CorruptFile, InvalidRequest
+from modules.filenames import NameFields, render
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +40,11 @@ _MAX_SIDE = {"JPEG": 65535, "WEBP": 16383}  # larger images are saved as PNG, as
 _MAX_COUNTER_ATTEMPTS = 10_000
 _UNICODE_PREFIX = b"UNICODE\x00"
 _ASCII_PREFIX = b"ASCII\x00\x00\x00"
-_PATTERN_TOKEN = re.compile(r"\[([^\[\]]+)\]")
 _UNSAFE_FILENAME_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 # Serialises "pick the counter, link the file" within this process so that concurrent saves (of different seeds,
 # hence different names) still get distinct counters. It guards the file system, not data: other processes can
 # at worst reuse a counter, never overwrite a file (the link refuses existing names).
 _NAMING_LOCK = threading.Lock()
-
-
-def outputs_dir_for(outputs_root: Path, mode: str, date: datetime.date) -> Path:
-    """Folder for one day's images of a mode: `<root>/txt2img-images/YYYY-MM-DD` or `<root>/img2img-images/...`.
-
-    Inpainting is img2img with a mask in A1111, so "inpaint" and "img2img" share `img2img-images`.
-    """
-    folders = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
-    if mode not in folders:
-        raise ValueError(f"unknown generation mode {mode!r}; expected one of {sorted(folders)}")
-    return outputs_root / folders[mode] / date.isoformat()
 
 
 def save_image(
@@ -64,12 +57,18 @@ def save_image(
     basename_pattern: str = "[seed]",
     jpeg_quality: int = 90,
     extra_text: Mapping[str, str] | None = None,
+    fields: NameFields | None = None,
+    add_number: bool = True,
+    basename: str = "",
+    lossless: bool = False,
+    text_file: str | None = None,
 ) -> Path:
     """Save `image` under a new `NNNNN-<pattern>.<extension>` name in `directory` (created if missing).
 
-    `basename_pattern` replaces `[seed]` with the seed; other `[...]` tokens are kept literally (as A1111 keeps
-    tokens it does not know); characters that file systems refuse become '_'. `jpeg_quality` applies to JPEG and
-    WebP. `extra_text` adds PNG text chunks (the Extras tab's `extras`). Returns the path written. Raises
+    `basename_pattern`'s tags are filled from `fields` (only `[seed]`, from `seed`, when None); tags without a
+    value are kept literally (as A1111 keeps them); characters that file systems refuse become '_'. `jpeg_quality`
+    applies to JPEG and WebP, `lossless` to WebP. `extra_text` adds PNG text chunks (the Extras tab's `extras`).
+    `add_number`, `basename` and `text_file`: see the module docstring. Returns the path written. Raises
     `InvalidRequest` for an unsupported extension.
     """
     image_format = _FORMATS.get(extension.lower().lstrip("."))
@@ -81,54 +80,92 @@ def save_image(
         logger.warning("Image of %sx%s is too large for %s; saving as PNG", *image.size, image_format)
         image_format, extension = "PNG", "png"
     directory.mkdir(parents=True, exist_ok=True)
-    decoration = _render_pattern(basename_pattern, seed)
+    decoration = _render_pattern(basename_pattern, fields if fields is not None else NameFields(seed=seed))
     temp_path = directory / f".{uuid.uuid4().hex}.tmp"
     try:
         with open(temp_path, "xb") as handle:
-            _write_image(handle, image, image_format, infotext, jpeg_quality, extra_text)
+            _write_image(handle, image, image_format, infotext, jpeg_quality, extra_text, lossless)
             handle.flush()
             os.fsync(handle.fileno())
-        return _publish(temp_path, directory, decoration, extension)
+        path = _publish(temp_path, directory, _Naming(decoration, extension, basename,
+                                                      add_number or not decoration))
     finally:
         temp_path.unlink(missing_ok=True)
+    if text_file is not None:
+        _write_text(path.with_suffix(".txt"), text_file)
+    return path
 
 
-def next_counter(directory: Path) -> int:
-    """One above the highest numeric prefix (`00012-...` -> 12) among the files of `directory`; 0 when none."""
+def next_counter(directory: Path, basename: str = "") -> int:
+    """One above the highest numeric prefix (`00012-...` -> 12) among the files of `directory`; 0 when none. With a
+    `basename`, the number after `<basename>-` (`grid-0007.png` -> 7) among the files named so."""
     highest = -1
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return 0
+    start = f"{basename}-" if basename else ""
     for name in names:
-        prefix = os.path.splitext(name)[0].split("-")[0]
+        if not name.startswith(start):
+            continue
+        prefix = os.path.splitext(name[len(start):])[0].split("-")[0]
         if prefix.isascii() and prefix.isdigit():
             highest = max(highest, int(prefix))
     return highest + 1
 
 
-def _render_pattern(pattern: str, seed: int) -> str:
-    rendered = _PATTERN_TOKEN.sub(lambda m: str(seed) if m.group(1).lower() == "seed" else m.group(0), pattern)
-    return _UNSAFE_FILENAME_CHARS.sub("_", rendered).strip(" .")
+def _render_pattern(pattern: str, fields: NameFields) -> str:
+    return _UNSAFE_FILENAME_CHARS.sub("_", render(pattern, fields)).strip(" .")
 
 
-def _publish(temp_path: Path, directory: Path, decoration: str, extension: str) -> Path:
+@dataclass(frozen=True)
+class _Naming:
+    """How a picture's final name is made: `[<basename>-]<counter>[-<decoration>].<extension>`, or
+    `<decoration>.<extension>` without the counter."""
+
+    decoration: str
+    extension: str
+    basename: str
+    add_number: bool
+
+    def numbered(self, counter: int) -> str:
+        number = f"{self.basename}-{counter:04}" if self.basename else f"{counter:05}"
+        return f"{number}{'-' if self.decoration else ''}{self.decoration}.{self.extension}"
+
+
+def _publish(temp_path: Path, directory: Path, naming: _Naming) -> Path:
     with _NAMING_LOCK:
-        return _publish_locked(temp_path, directory, decoration, extension)
+        return _publish_locked(temp_path, directory, naming)
 
 
-def _publish_locked(temp_path: Path, directory: Path, decoration: str, extension: str) -> Path:
-    counter = next_counter(directory)
-    suffix = f"-{decoration}" if decoration else ""
+def _publish_locked(temp_path: Path, directory: Path, naming: _Naming) -> Path:
+    if not naming.add_number:
+        try:
+            final = directory / f"{naming.decoration}.{naming.extension}"
+            _link_without_overwrite(temp_path, final)
+            return final
+        except FileExistsError:
+            pass  # taken: numbered after all, never replaced
+    counter = next_counter(directory, naming.basename)
     for _ in range(_MAX_COUNTER_ATTEMPTS):
-        final = directory / f"{counter:05}{suffix}.{extension}"
+        final = directory / naming.numbered(counter)
         try:
             _link_without_overwrite(temp_path, final)
         except FileExistsError:
-            counter = max(counter + 1, next_counter(directory))
+            counter = max(counter + 1, next_counter(directory, naming.basename))
             continue
         return final
     raise OSError(f"Could not find a free file name in {directory} after {_MAX_COUNTER_ATTEMPTS} attempts")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (a temporary file renamed over it)."""
+    temp_path = path.with_name(f".{uuid.uuid4().hex}.tmp")
+    try:
+        temp_path.write_text(text, encoding="utf-8")
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
 
 
 def _link_without_overwrite(source: Path, target: Path) -> None:
@@ -146,7 +183,7 @@ def _link_without_overwrite(source: Path, target: Path) -> None:
 
 
 def _write_image(handle: BinaryIO, image: Image.Image, image_format: str, infotext: str | None, quality: int,
-                 extra_text: Mapping[str, str] | None = None) -> None:
+                 extra_text: Mapping[str, str] | None = None, lossless: bool = False) -> None:
     # Pillow keeps the options of a save on the Image object (`encoderinfo`), so two threads saving the same
     # object could swap metadata; each save works on its own copy.
     image = image.copy()
@@ -163,6 +200,8 @@ def _write_image(handle: BinaryIO, image: Image.Image, image_format: str, infote
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     options: dict[str, object] = {"quality": quality}
+    if image_format == "WEBP" and lossless:
+        options["lossless"] = True
     if infotext is not None:
         exif = Image.Exif()
         exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = _UNICODE_PREFIX + infotext.encode("utf_16_be")

@@ -184,5 +184,6 @@ def save_batch_outputs(result: GenerationResult, folder: Path, stem: str, option
         saved.append(images.save_image(
             picture, folder, seed=seed, infotext=text if options.enable_pnginfo else None,
             extension=options.samples_format, basename_pattern=output_pattern(stem, index, count),
-            jpeg_quality=options.jpeg_quality))
+            jpeg_quality=options.jpeg_quality, lossless=options.webp_lossless,
+            text_file=text if options.save_txt else None))
     return saved

@@ -1,18 +1,19 @@
 """Typed views of the settings a generation job reads outside the core, and the one rule for output folders.
 
-`OutputOptions` (saving, formats, folders) and `RequestDefaults` (clip skip) are built with
+`OutputOptions` (saving, formats, folders, file name patterns) and `RequestDefaults` (clip skip) are built with
 `from_mapping(settings)`, like `CoreOptions` and `ModelOptions`: known keys are picked and converted to the
 field's type, unknown keys ignored, missing keys keep the defaults of the option table. `output_folder` is the
-only place that turns the outdir_* options into a folder, for samples and grids alike.
+only place that turns the outdir_* options and the directory name pattern into a folder, for samples and grids
+alike; `OutputOptions.file_pattern` is the file name pattern in force.
 """
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Self
 
+from modules.filenames import DEFAULT_DIRECTORY_PATTERN, NameFields, folder_parts, render
 from modules.paths import DataPaths
 
 OutputKind = Literal["samples", "grids"]
@@ -55,6 +56,20 @@ class OutputOptions(SettingsView):
     outdir_grids: str = ""
     outdir_txt2img_grids: str = "outputs/txt2img-grids"
     outdir_img2img_grids: str = "outputs/img2img-grids"
+    samples_filename_pattern: str = ""
+    save_images_add_number: bool = True
+    save_to_dirs: bool = True
+    grid_save_to_dirs: bool = True
+    directories_filename_pattern: str = "[date]"
+    directories_max_prompt_words: int = 8
+    save_txt: bool = False
+    webp_lossless: bool = False
+
+    @property
+    def file_pattern(self) -> str:
+        """The samples' file name pattern: the setting, else A1111's `[seed]` (in dated folders) or
+        `[seed]-[prompt_spaces]` (all in one folder)."""
+        return self.samples_filename_pattern or ("[seed]" if self.save_to_dirs else "[seed]-[prompt_spaces]")
 
     def configured_folder(self, mode: str, kind: OutputKind) -> str:
         """The folder option in force: the shared outdir_samples/outdir_grids, else the mode's own ("" if none)."""
@@ -73,8 +88,11 @@ class RequestDefaults(SettingsView):
 
 
 def output_folder(options: OutputOptions, paths: DataPaths, mode: str, kind: OutputKind,
-                  day: datetime.date) -> Path:
-    """`<folder>/<YYYY-MM-DD>` for a mode's samples or grids; a relative folder is under the data directory.
+                  fields: NameFields) -> Path:
+    """The folder of one of a mode's samples or grids: the configured folder (a relative one is under the data
+    directory), then, with `save_to_dirs` (`grid_save_to_dirs` for grids), the `directories_filename_pattern`
+    (default `[date]`: `<folder>/<YYYY-MM-DD>`) rendered with the picture's `fields`; its `/` make subfolders,
+    which never lead out of the folder (`filenames.folder_parts`).
 
     With no folder configured: `outputs/<txt2img|img2img>-images` (samples) or `-grids`; inpaint counts as img2img.
     """
@@ -82,4 +100,7 @@ def output_folder(options: OutputOptions, paths: DataPaths, mode: str, kind: Out
     group = "txt2img" if mode == "txt2img" else "img2img"
     base = Path(configured) if configured else paths.outputs / f"{group}-{'images' if kind == 'samples' else 'grids'}"
     base = base if base.is_absolute() else paths.data_dir / base
-    return base / day.isoformat()
+    if not (options.save_to_dirs if kind == "samples" else options.grid_save_to_dirs):
+        return base
+    pattern = options.directories_filename_pattern or DEFAULT_DIRECTORY_PATTERN
+    return base.joinpath(*folder_parts(render(pattern, fields)))

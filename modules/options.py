@@ -240,7 +240,8 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _flag("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab",
           SAVING),
     _text("samples_filename_pattern", "", "Images filename pattern", SAVING,
-          info="A1111 pattern tags such as [seed], [prompt_words], [model_name]; empty = [seed]-[prompt_spaces]"),
+          info="A1111 pattern tags such as [seed], [prompt_words], [model_name], [date]; empty = [seed] (or "
+               "[seed]-[prompt_spaces] when not saving to a subdirectory)"),
     _flag("save_images_add_number", True, "Add number to filename when saving", SAVING),
     _flag("grid_save", True, "Always save all generated image grids", SAVING),
     _choice("grid_format", "png", "File format for grids", SAVING, IMAGE_FORMATS),

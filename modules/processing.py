@@ -27,8 +27,10 @@ from modules.core_loader import CoreLoader
 from modules.errors import Interrupted
 from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
-from modules.job_options import OutputOptions, RequestDefaults, output_folder
+from modules.filenames import NameFields
+from modules.job_options import OutputKind, OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
+from modules.picture_names import JobNames
 from modules.prompts.parser import extract_extra_networks_batch
 from modules.types import GenerationRequest, GenerationResult, ProgressEvent
 from modules.upscalers.registry import UpscaleContext
@@ -75,15 +77,17 @@ class GenerationService:
         if script is None:
             return self.generate_once(request, ctx, save=save)
         settings = self.job_settings(request)
+        names = self.job_names(request, settings)
         services = RunServices(
             generate=self.script_generate(ctx, save),
             resolve_sampler=lambda name: self.samplers.resolve(name).label,
             resolve_checkpoint=lambda name: self.models.resolve_checkpoint(name).title,
-            save_grid=lambda image, text: self.save_grid(request, image, text, settings, save),
+            save_grid=lambda image, text: self.save_grid(request, image, text, settings, save, names),
             interrupted=lambda: ctx.cancel.interrupted,
             choices=self.extensions.choices,
             upscale=lambda image, name, scale: self.upscale_for_script(image, name, scale, ctx, settings),
-            save_image=lambda image, text, seed: self.save_script_image(request, image, text, seed, settings, save),
+            save_image=lambda image, text, seed: self.save_script_image(request, image, text, seed, settings, save,
+                                                                        names),
             interrogate=self.interrogate_for_script,
         )
         return self.extensions.scripts.run_script(script, request, services, settings)
@@ -122,17 +126,41 @@ class GenerationService:
         return InterrogateService(self.paths.models, self.models.hold_captioner).interrogate(image, model)
 
     def save_script_image(self, request: GenerationRequest, image: Image.Image, text: str, seed: int,
-                          settings: Mapping[str, Any], save: bool | None) -> None:
+                          settings: Mapping[str, Any], save: bool | None, names: JobNames) -> None:
         """`RunContext.save_image`: save a script's finished picture as a generated one (when samples are saved)."""
         options = OutputOptions.from_mapping(settings)
         if not (save if save is not None else options.samples_save):
             return
-        directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
-        path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
-                                 extension=options.samples_format, jpeg_quality=options.jpeg_quality)
+        path = self.save_picture(request.mode, "samples", image, text, names.fields(image, text, seed), options)
         log.info("Saved %s", path)
-        self.notify_saved(path)
         self.extensions.hooks.image_saved(request, path, image, text)
+
+    def job_names(self, request: GenerationRequest, settings: Mapping[str, Any], styles: Sequence[str] | None = None,
+                  started: datetime.datetime | None = None) -> JobNames:
+        """The name fields the job's pictures share; `styles` are the styles the user picked (the request's own
+        when None), `started` when the job started (now when None)."""
+        picked = tuple(request.styles if styles is None else styles)
+        found = (self.styles.get(name) for name in picked)
+        words = OutputOptions.from_mapping(settings).directories_max_prompt_words
+        return JobNames(request, picked, tuple(style.prompt for style in found if style is not None),
+                        started or datetime.datetime.now(), words)
+
+    def save_picture(self, mode: str, kind: OutputKind, image: Image.Image, text: str, fields: NameFields,
+                     options: OutputOptions, suffix: str = "") -> Path:
+        """Save one picture (or grid) where and as the saving settings say, and tell `on_saved`.
+
+        Samples are named by the file name pattern (plus `suffix`), grids `grid-NNNN` as in A1111; the folder is
+        `output_folder`'s; `save_txt` writes the infotext beside the picture."""
+        grid = kind == "grids"
+        directory = output_folder(options, self.paths, mode, kind, fields)
+        path = images.save_image(
+            image, directory, seed=fields.seed if fields.seed is not None else 0,
+            infotext=text if options.enable_pnginfo else None,
+            extension=options.grid_format if grid else options.samples_format, jpeg_quality=options.jpeg_quality,
+            basename_pattern="" if grid else options.file_pattern + suffix, fields=fields,
+            add_number=grid or options.save_images_add_number, basename="grid" if grid else "",
+            lossless=options.webp_lossless, text_file=text if options.save_txt else None)
+        return self.notify_saved(path)
 
     def notify_saved(self, path: Path) -> Path:
         """Tell `on_saved` about a file just written; returns the path."""
@@ -167,6 +195,7 @@ class GenerationService:
         in the result's `comments`, and the refiner is left as it is."""
         # 1. settings for this job
         settings = self.job_settings(request)
+        picked_styles, started = request.styles, datetime.datetime.now()
         # 2. prompts, extensions' BEFORE_JOB, sampler
         request = self.extensions.hooks.before_job(self.effective_request(request, settings), settings)
         sampler = self.samplers.resolve(request.sampler, request.schedule)
@@ -193,7 +222,8 @@ class GenerationService:
         output = dataclasses.replace(output, images=pictures)
         outputs = OutputOptions.from_mapping(settings)
         if save if save is not None else outputs.samples_save:
-            self.save_outputs(request, output, texts, outputs)
+            self.save_outputs(request, output, texts, outputs, self.job_names(request, settings, picked_styles,
+                                                                                  started))
         return GenerationResult(
             images=output.images, seeds=output.seeds, subseeds=output.subseeds, prompts=output.prompts,
             negative_prompts=output.negative_prompts, infotexts=texts, request=request, timings=output.timings,
@@ -245,36 +275,32 @@ class GenerationService:
             return output, tuple(dict.fromkeys(comment for each in applied for comment in each.comments()))
 
     def save_outputs(self, request: GenerationRequest, output: CoreOutput, texts: tuple[str, ...],
-                     options: OutputOptions) -> list[Path]:
+                     options: OutputOptions, names: JobNames) -> list[Path]:
         """Save every image with its infotext; never overwrites (see `images.save_image`)."""
-        directory = output_folder(options, self.paths, request.mode, "samples", datetime.date.today())
         saved = []
         if options.save_images_before_highres_fix:
-            for image, seed, text in zip(output.first_pass_images, output.seeds, texts):
+            for index, (image, seed, text) in enumerate(zip(output.first_pass_images, output.seeds, texts)):
                 if image is not None:
-                    saved.append(self.notify_saved(images.save_image(
-                        image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
-                        extension=options.samples_format, basename_pattern="[seed]-before-highres-fix",
-                        jpeg_quality=options.jpeg_quality)))
-        for image, seed, text in zip(output.images, output.seeds, texts):
-            path = images.save_image(image, directory, seed=seed, infotext=text if options.enable_pnginfo else None,
-                                     extension=options.samples_format, jpeg_quality=options.jpeg_quality)
-            saved.append(self.notify_saved(path))
+                    fields = names.fields(image, text, seed, index, output.seeds)
+                    saved.append(self.save_picture(request.mode, "samples", image, text, fields, options,
+                                                   suffix="-before-highres-fix"))
+        for index, (image, seed, text) in enumerate(zip(output.images, output.seeds, texts)):
+            fields = names.fields(image, text, seed, index, output.seeds)
+            path = self.save_picture(request.mode, "samples", image, text, fields, options)
+            saved.append(path)
             log.info("Saved %s", path)
             self.extensions.hooks.image_saved(request, path, image, text)
         return saved
 
     def save_grid(self, request: GenerationRequest, image: Any, text: str, settings: Mapping[str, Any],
-                  save: bool | None) -> None:
+                  save: bool | None, names: JobNames) -> None:
         """Save a grid made by a script (X/Y/Z plot) when grid saving is on: `outputs/<mode>-grids/<date>`."""
         options = OutputOptions.from_mapping(settings)
         if save is False or not options.grid_save:
             return
-        directory = output_folder(options, self.paths, request.mode, "grids", datetime.date.today())
         seed = infotext.parse(text).get("Seed") or str(request.seed)
-        path = images.save_image(image, directory, seed=int(seed) if seed.lstrip("-").isdigit() else request.seed,
-                                 infotext=text, extension=options.grid_format)
-        self.notify_saved(path)
+        fields = names.fields(image, text, int(seed) if seed.lstrip("-").isdigit() else request.seed)
+        path = self.save_picture(request.mode, "grids", image, text, fields, options)
         log.info("Saved grid %s", path)
 
 

@@ -136,6 +136,32 @@ def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> 
     assert sizes == [(64, 64), (128, 128)]
 
 
+@pytest.mark.slow
+def test_file_and_folder_name_patterns_and_text_files(real) -> None:
+    """A1111's Saving settings, set where the user sets them (Settings tab / config.json), act on the files."""
+    import datetime
+
+    app, client = real
+    changes = {"samples_filename_pattern": "[seed]-[model_name]-[batch_number]", "save_txt": True,
+               "directories_filename_pattern": "[date]/[prompt_words]", "directories_max_prompt_words": 2}
+    before = {key: app.settings.get()[key] for key in changes}
+    app.settings.update(changes, persist=False)
+    try:
+        pictures, info = txt2img(client, prompt="zebra stripes, everywhere", seed=5550, batch_size=2,
+                                 save_images=True)
+    finally:
+        app.settings.update(before, persist=False)
+    folder = app.paths.outputs / "txt2img-images" / datetime.date.today().isoformat() / "zebra stripes"
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == ["00000-5550-tiny-a-1.png", "00000-5550-tiny-a-1.txt", "00001-5551-tiny-a-2.png",
+                     "00001-5551-tiny-a-2.txt"]
+    for index, stem in enumerate(("00000-5550-tiny-a-1", "00001-5551-tiny-a-2")):
+        assert (folder / f"{stem}.txt").read_text(encoding="utf-8") == info["infotexts"][index]
+        with Image.open(folder / f"{stem}.png") as saved:
+            assert saved.tobytes() == pictures[index].tobytes()
+            assert saved.info["parameters"] == info["infotexts"][index]
+
+
 def b64_png_with_info(image: Image.Image) -> str:
     from PIL import PngImagePlugin
 

@@ -66,6 +66,7 @@ def test_hooks_and_scripts_around_real_jobs(app, clear_events):
     assert all(text.endswith("CFG Rescale phi: 0.5") for text in result.infotexts[1:])
     grids = list((app.paths.outputs / "txt2img-grids").rglob("*.png"))
     assert len(grids) == 1 and "X Type: Seed" in (images.read_infotext_file(grids[0]) or "")
+    assert grids[0].name == "grid-0000.png"  # A1111's grid names
     assert len([kind for kind, _ in clear_events if kind == "saved"]) == 1 + 4
     assert [kind for kind, _ in clear_events].count("loaded") == 1  # the checkpoint stayed cached
 

@@ -19,6 +19,7 @@ from modules.extensions.host import ExtensionHost
 from modules.gallery.index import GalleryIndex, GalleryQuery
 from modules.job_options import OutputOptions
 from modules.paths import DataPaths
+from modules.picture_names import JobNames
 from modules.processing import GenerationService
 from modules.settings import Settings, SettingsStore
 from modules.types import GenerationRequest
@@ -65,9 +66,12 @@ def test_the_real_save_path_records_samples_scripts_and_grids(paths: DataPaths, 
     pictures = (Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8)))
     output = types.SimpleNamespace(images=pictures, seeds=(5, 6), first_pass_images=(None, None))
     texts = (text("a red fox", seed=5, negative="blurry"), text("a red fox", seed=6, negative="blurry"))
-    saved = service.save_outputs(request, output, texts, OutputOptions.from_mapping(Settings()))  # type: ignore
-    service.save_script_image(request, Image.new("RGB", (8, 8)), text("scripted", seed=9), 9, Settings(), True)
-    service.save_grid(request, Image.new("RGB", (16, 8)), text("a red fox", seed=5), Settings(), None)
+    names = JobNames(request)
+    saved = service.save_outputs(request, output, texts, OutputOptions.from_mapping(Settings()),  # type: ignore
+                                 names)
+    service.save_script_image(request, Image.new("RGB", (8, 8)), text("scripted", seed=9), 9, Settings(), True,
+                              names)
+    service.save_grid(request, Image.new("RGB", (16, 8)), text("a red fox", seed=5), Settings(), None, names)
 
     page = index.search(GalleryQuery())
     assert page.total == 4 and len(saved) == 2

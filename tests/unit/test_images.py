@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import threading
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def test_counter_is_one_above_highest_prefix(tmp_path: Path) -> None:
 def test_never_overwrites_a_file_with_the_next_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = tmp_path / "00000-5.png"
     taken.write_bytes(b"precious")
-    monkeypatch.setattr(images, "next_counter", lambda directory: 0)  # a stale counter, as in a race
+    monkeypatch.setattr(images, "next_counter", lambda directory, basename="": 0)  # a stale counter, as in a race
     path = images.save_image(_noise_image(), tmp_path, seed=5, infotext=INFOTEXT)
     assert path.name == "00001-5.png"
     assert taken.read_bytes() == b"precious"
@@ -91,7 +90,7 @@ def test_fallback_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(images.os, "link", no_links)
     (tmp_path / "00000-8.png").write_bytes(b"keep")
-    monkeypatch.setattr(images, "next_counter", lambda directory: 0)
+    monkeypatch.setattr(images, "next_counter", lambda directory, basename="": 0)
     path = images.save_image(_noise_image(), tmp_path, seed=8, infotext=INFOTEXT)
     assert path.name == "00001-8.png"
     assert (tmp_path / "00000-8.png").read_bytes() == b"keep"
@@ -148,16 +147,6 @@ def test_unsupported_extension(tmp_path: Path) -> None:
         images.save_image(_noise_image(), tmp_path, seed=1, infotext=None, extension="bmp")
 
 
-def test_outputs_dir_for() -> None:
-    day = datetime.date(2024, 3, 9)
-    root = Path("/data/outputs")
-    assert images.outputs_dir_for(root, "txt2img", day) == root / "txt2img-images" / "2024-03-09"
-    assert images.outputs_dir_for(root, "img2img", day) == root / "img2img-images" / "2024-03-09"
-    assert images.outputs_dir_for(root, "inpaint", day) == root / "img2img-images" / "2024-03-09"
-    with pytest.raises(ValueError):
-        images.outputs_dir_for(root, "extras", day)
-
-
 def test_read_infotext_file_errors(tmp_path: Path) -> None:
     not_image = tmp_path / "notes.png"
     not_image.write_text("hello")
@@ -184,3 +173,41 @@ def test_decode_user_comment_variants() -> None:
     assert images.decode_user_comment(b"UNICODE\x00" + text.encode("utf_16_le")) == text
     assert images.decode_user_comment(b"ASCII\x00\x00\x00Steps: 20\x00") == "Steps: 20"
     assert images.decode_user_comment(b"\x00" * 8 + "ü".encode()) == "ü"
+
+
+def test_pattern_fields_and_no_number(tmp_path: Path) -> None:
+    from modules.filenames import NameFields
+
+    fields = NameFields(seed=3, prompt="a cat", steps=20)
+    path = images.save_image(_noise_image(), tmp_path, seed=3, infotext=None,
+                             basename_pattern="[seed]-[steps]-[prompt]", fields=fields)
+    assert path.name == "00000-3-20-a_cat.png"
+    first = images.save_image(_noise_image(), tmp_path, seed=3, infotext=None, basename_pattern="[prompt]",
+                              fields=fields, add_number=False)
+    assert first.name == "a_cat.png"
+    taken = images.save_image(_noise_image(), tmp_path, seed=3, infotext=None, basename_pattern="[prompt]",
+                              fields=fields, add_number=False)
+    assert taken.name == "00001-a_cat.png"  # never replaces the file with that name: numbered after all
+    assert images.save_image(_noise_image(), tmp_path, seed=3, infotext=None, basename_pattern="[none]",
+                             add_number=False).name == "00002.png"  # no name at all: the number is the name
+
+
+def test_grid_names_and_text_file(tmp_path: Path) -> None:
+    names = [images.save_image(_noise_image(), tmp_path, seed=1, infotext=INFOTEXT, basename_pattern="",
+                               basename="grid", text_file=INFOTEXT).name for _ in range(2)]
+    assert names == ["grid-0000.png", "grid-0001.png"]
+    assert (tmp_path / "grid-0001.txt").read_text(encoding="utf-8") == INFOTEXT
+    sample = images.save_image(_noise_image(), tmp_path, seed=1, infotext=None, text_file=UNICODE_INFOTEXT)
+    assert sample.name == "00000-1.png"  # the grid-NNNN files do not count for the samples' numbers
+    assert sample.with_suffix(".txt").read_text(encoding="utf-8") == UNICODE_INFOTEXT
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_webp_lossless_keeps_every_pixel(tmp_path: Path) -> None:
+    original = _noise_image()
+    lossy = images.save_image(original, tmp_path, seed=1, infotext=INFOTEXT, extension="webp")
+    lossless = images.save_image(original, tmp_path, seed=2, infotext=INFOTEXT, extension="webp", lossless=True)
+    with Image.open(lossy) as a, Image.open(lossless) as b:
+        assert a.convert("RGB").tobytes() != original.tobytes()
+        assert b.convert("RGB").tobytes() == original.tobytes()
+        assert images.read_infotext(b) == INFOTEXT

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from modules.filenames import NameFields
 from modules.job_options import OutputOptions, RequestDefaults, output_folder
 from modules.paths import DataPaths
 from modules.settings import Settings
 
-DAY = datetime.date(2024, 3, 9)
+DAY = NameFields(now=datetime.datetime(2024, 3, 9, 12))
 
 
 def test_defaults_match_the_option_table() -> None:
@@ -59,3 +60,27 @@ def test_configured_folders(tmp_path: Path) -> None:
     assert output_folder(shared, paths, "txt2img", "samples", DAY) == tmp_path / "data/all/2024-03-09"
     assert output_folder(shared, paths, "img2img", "samples", DAY) == tmp_path / "data/all/2024-03-09"
     assert output_folder(shared, paths, "txt2img", "grids", DAY) == tmp_path / "data/grids/2024-03-09"
+
+
+def test_directory_pattern_and_save_to_dirs(tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    fields = NameFields(prompt="a red cat, sitting", seed=5, model_name="tiny", max_prompt_words=2,
+                        now=datetime.datetime(2024, 3, 9, 12))
+    base = tmp_path / "outputs/txt2img-images"
+    assert output_folder(OutputOptions(save_to_dirs=False), paths, "txt2img", "samples", fields) == base
+    assert output_folder(OutputOptions(save_to_dirs=False), paths, "txt2img", "grids", fields) == \
+        tmp_path / "outputs/txt2img-grids/2024-03-09"  # grids have their own switch
+    assert output_folder(OutputOptions(grid_save_to_dirs=False), paths, "txt2img", "grids", fields) == \
+        tmp_path / "outputs/txt2img-grids"
+    nested = OutputOptions(directories_filename_pattern="[model_name]/[date]/[prompt_words]")
+    assert output_folder(nested, paths, "txt2img", "samples", fields) == base / "tiny/2024-03-09/a red"
+    empty = OutputOptions(directories_filename_pattern="")  # A1111: [prompt_words]
+    assert output_folder(empty, paths, "txt2img", "samples", fields) == base / "a red"
+    escape = OutputOptions(directories_filename_pattern="../../[seed]/..")
+    assert output_folder(escape, paths, "txt2img", "samples", fields) == base / "5"
+
+
+def test_file_pattern_defaults_as_a1111() -> None:
+    assert OutputOptions().file_pattern == "[seed]"
+    assert OutputOptions(save_to_dirs=False).file_pattern == "[seed]-[prompt_spaces]"
+    assert OutputOptions(samples_filename_pattern="[model_name]").file_pattern == "[model_name]"
