@@ -28,6 +28,7 @@ from modules.errors import Interrupted
 from modules.extensions.api import Generate
 from modules.extensions.scripts import RunServices
 from modules.filenames import NameFields
+from modules.grids import image_grid
 from modules.job_options import OutputKind, OutputOptions, RequestDefaults, output_folder
 from modules.models.manager import ModelOptions, Selection
 from modules.picture_names import JobNames
@@ -75,7 +76,7 @@ class GenerationService:
         self.core.ensure()
         script = self.extensions.scripts.selected_script(request)
         if script is None:
-            return self.generate_once(request, ctx, save=save)
+            return self.with_grid(request, self.generate_once(request, ctx, save=save), save)
         settings = self.job_settings(request)
         names = self.job_names(request, settings)
         services = RunServices(
@@ -91,6 +92,29 @@ class GenerationService:
             interrogate=self.interrogate_for_script,
         )
         return self.extensions.scripts.run_script(script, request, services, settings)
+
+    def with_grid(self, request: GenerationRequest, result: GenerationResult, save: bool | None) -> GenerationResult:
+        """A1111's grid of a plain job's pictures: made when the job has more than one picture (or any, without
+        `grid_only_if_multiple`), saved with `grid_save`, put in front of the result with `return_grid`. None when
+        the job saves nothing (`save=False`: the API without `save_images`, as A1111's `do_not_save_grid`)."""
+        if save is False or not result.images:
+            return result
+        settings = self.job_settings(request)
+        options = OutputOptions.from_mapping(settings)
+        if len(result.images) < 2 and options.grid_only_if_multiple or not (options.grid_save or options.return_grid):
+            return result
+        grid = image_grid(result.images, result.request.batch_size, options.n_rows)
+        text = result.infotexts[0] if result.infotexts else ""
+        if options.grid_save:
+            fields = self.job_names(request, settings).fields(grid, text, result.seeds[0], 0, result.seeds)
+            log.info("Saved grid %s", self.save_picture(request.mode, "grids", grid, text, fields, options))
+        if not options.return_grid:
+            return result
+        return dataclasses.replace(
+            result, images=(grid, *result.images), seeds=result.seeds[:1] + result.seeds,
+            subseeds=result.subseeds[:1] + result.subseeds, prompts=result.prompts[:1] + result.prompts,
+            negative_prompts=result.negative_prompts[:1] + result.negative_prompts,
+            infotexts=result.infotexts[:1] + result.infotexts, grids=1)
 
     def script_generate(self, ctx: "JobContext", job_save: bool | None) -> Generate:
         """`RunContext.generate` of a script's job: one generation, saved as the job is unless `save=False`, its

@@ -117,6 +117,10 @@ class GenerationResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     interrupted: bool = False
     comments: tuple[str, ...] = ()  # notes for the user about the job (A1111's `Processed.comments`)
+    grids: int = 0
+    """How many of the first pictures are grids of the others (A1111's `index_of_first_image`): a plain job's grid
+    of its pictures (`return_grid`), labelled as its first picture. Scripts' results put their grids in front as
+    labelled pictures of their own and leave this 0."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 `interrupted`, `comments` and `timings` (seconds per stage of the core). Values the core resolved (sampler label,
 schedule, model, VAE, version) are read back from the first image's infotext, which was written from the values
 really used. Keys of A1111 features this program does not have (face restoration) are present with their "off"
-value so clients find every key.
+value so clients find every key. A job's grid (`return_grid`, only with `save_images` as in A1111) is the first
+image and has the first infotext; `index_of_first_image` says so and the `all_*` lists leave it out, as A1111's.
 """
 
 from __future__ import annotations
@@ -40,18 +41,19 @@ def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] 
     """A1111 `Processed.js()` as a dict (see the module doc). `styles`: the style names the client asked for (the
     result's request has them merged into the prompts already)."""
     request = result.request
+    grids = result.grids
     parsed = infotext.parse(result.infotexts[0]) if result.infotexts else None
     params = parsed.written_params() if parsed is not None else {}
     resize_w, resize_h = request.seed_resize_from_w, request.seed_resize_from_h
     return {
         "prompt": _first(result.prompts, request.prompt),
-        "all_prompts": list(result.prompts),
+        "all_prompts": list(result.prompts[grids:]),
         "negative_prompt": _first(result.negative_prompts, request.negative_prompt),
-        "all_negative_prompts": list(result.negative_prompts),
+        "all_negative_prompts": list(result.negative_prompts[grids:]),
         "seed": _first(result.seeds, request.seed),
-        "all_seeds": list(result.seeds),
+        "all_seeds": list(result.seeds[grids:]),
         "subseed": _first(result.subseeds, request.subseed),
-        "all_subseeds": list(result.subseeds),
+        "all_subseeds": list(result.subseeds[grids:]),
         "subseed_strength": request.subseed_strength,
         "width": request.width,
         "height": request.height,
@@ -70,7 +72,7 @@ def info_object(result: GenerationResult, timestamp: str, styles: Sequence[str] 
         "seed_resize_from_h": resize_h if resize_h > 0 else -1,
         "denoising_strength": request.denoising_strength if request.mode != "txt2img" or request.enable_hr else None,
         "extra_generation_params": {key: text for key, text in params.items() if key not in _CORE_KEYS},
-        "index_of_first_image": 0,
+        "index_of_first_image": grids,
         "infotexts": list(result.infotexts),
         "styles": list(styles if styles is not None else request.styles),
         "job_timestamp": timestamp,

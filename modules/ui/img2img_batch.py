@@ -79,6 +79,9 @@ def build_batch_fields() -> BatchFields:
     return BatchFields(input_dir, output_dir, mask_dir, use_png_info, png_info_props, png_info_dir)
 
 
+NO_GRID = {"grid_save": False, "return_grid": False}
+"""Settings of every job of a batch: one job per input makes no grid of its pictures (as in A1111's batch)."""
+
 class BatchStops:
     """Per-session "stop the batch" flags: Interrupt also stops the pictures not started yet."""
 
@@ -151,7 +154,8 @@ class BatchRun:
     def request_for(self, base: GenerationRequest, item: BatchItem, values: Mapping[str, Any],
                     notes: list[str]) -> GenerationRequest:
         picture = _open(item.image).convert("RGB")
-        request = base.with_changes(mode="img2img", init_image=picture, mask=None)
+        request = base.with_changes(mode="img2img", init_image=picture, mask=None,
+                                    overrides={**base.overrides, **NO_GRID})
         if item.mask is not None:
             request = request.with_changes(mode="inpaint", mask=_open(item.mask))
         if values.get("use_png_info"):

@@ -57,6 +57,11 @@ def wire_upscale_action(ctx: "UiContext", tab: "GenerationTab", button: gr.Butto
         if previous is None or index is None:
             raise gr.Error("Generate a picture first: Upscale runs hires fix on the selected picture.",
                            print_exception=False)
+        if index < previous.grids:  # the batch's grid: the first picture unless the user picked the grid
+            if data[panel.selected] is not None:
+                raise gr.Error("That is the grid of the pictures: select one of the pictures to upscale.",
+                               print_exception=False)
+            index = previous.grids
         try:
             generation_request = upscale_request(tab.build_request(data), previous.images[index],
                                                  previous.seeds[index], previous.subseeds[index])

@@ -137,8 +137,9 @@ def test_hires_fix_saves_the_picture_before_the_second_pass_when_asked(real) -> 
 
 
 @pytest.mark.slow
-def test_file_and_folder_name_patterns_and_text_files(real) -> None:
-    """A1111's Saving settings, set where the user sets them (Settings tab / config.json), act on the files."""
+def test_file_and_folder_name_patterns_text_files_and_the_grid(real) -> None:
+    """A1111's Saving settings, set where the user sets them (Settings tab / config.json), act on the files; a
+    batch saved through the API comes with its grid in front, as A1111's."""
     import datetime
 
     app, client = real
@@ -151,15 +152,47 @@ def test_file_and_folder_name_patterns_and_text_files(real) -> None:
                                  save_images=True)
     finally:
         app.settings.update(before, persist=False)
-    folder = app.paths.outputs / "txt2img-images" / datetime.date.today().isoformat() / "zebra stripes"
+    today = datetime.date.today().isoformat()
+    folder = app.paths.outputs / "txt2img-images" / today / "zebra stripes"
     names = sorted(path.name for path in folder.iterdir())
     assert names == ["00000-5550-tiny-a-1.png", "00000-5550-tiny-a-1.txt", "00001-5551-tiny-a-2.png",
                      "00001-5551-tiny-a-2.txt"]
+    assert len(pictures) == 3 and info["index_of_first_image"] == 1 and info["all_seeds"] == [5550, 5551]
+    assert len(info["infotexts"]) == 3 and info["infotexts"][0] == info["infotexts"][1]  # the grid's is the first's
+    grid, *samples = pictures
+    assert grid.size == (128, 64)  # two 64x64 pictures side by side: round(sqrt(2)) = 1 row
+    assert grid.crop((0, 0, 64, 64)).tobytes() == samples[0].tobytes()
+    assert grid.crop((64, 0, 128, 64)).tobytes() == samples[1].tobytes()
     for index, stem in enumerate(("00000-5550-tiny-a-1", "00001-5551-tiny-a-2")):
-        assert (folder / f"{stem}.txt").read_text(encoding="utf-8") == info["infotexts"][index]
+        assert (folder / f"{stem}.txt").read_text(encoding="utf-8") == info["infotexts"][index + 1]
         with Image.open(folder / f"{stem}.png") as saved:
-            assert saved.tobytes() == pictures[index].tobytes()
-            assert saved.info["parameters"] == info["infotexts"][index]
+            assert saved.tobytes() == samples[index].tobytes()
+            assert saved.info["parameters"] == info["infotexts"][index + 1]
+    grids = app.paths.outputs / "txt2img-grids" / today / "zebra stripes"
+    assert sorted(path.name for path in grids.iterdir()) == ["grid-0000.png", "grid-0000.txt"]
+    with Image.open(grids / "grid-0000.png") as saved_grid:
+        assert saved_grid.tobytes() == grid.tobytes() and saved_grid.info["parameters"] == info["infotexts"][0]
+
+
+@pytest.mark.slow
+def test_grid_settings(real) -> None:
+    app, client = real
+    plain, info = txt2img(client, prompt="no grid through the API unless saving", seed=7770, batch_size=2)
+    assert len(plain) == 2 and info["index_of_first_image"] == 0
+    before = {key: app.settings.get()[key] for key in ("return_grid", "grid_only_if_multiple", "n_rows")}
+    try:
+        app.settings.update({"return_grid": False}, persist=False)
+        saved_only, _ = txt2img(client, prompt="grid saved not shown", seed=7771, batch_size=2, save_images=True)
+        assert len(saved_only) == 2
+        assert [path.name for path in app.paths.outputs.rglob("grid-*.png")
+                if "grid saved not shown" in Image.open(path).info["parameters"]] != []
+        app.settings.update({"return_grid": True, "grid_only_if_multiple": False, "n_rows": 2}, persist=False)
+        single, info = txt2img(client, prompt="a grid of one", seed=7772, save_images=True)
+        assert len(single) == 2 and info["index_of_first_image"] == 1 and single[0].tobytes() == single[1].tobytes()
+        two_rows, _ = txt2img(client, prompt="two rows", seed=7773, batch_size=2, save_images=True)
+        assert two_rows[0].size == (64, 128)
+    finally:
+        app.settings.update(before, persist=False)
 
 
 def b64_png_with_info(image: Image.Image) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
+from PIL import Image
 
 from modules.types import GenerationRequest
 from modules.ui.hires import hires_size_text
@@ -94,6 +95,27 @@ def test_upscale_runs_hires_on_the_selected_picture_and_replaces_it(page: Page, 
     assert len(result.images) == 3 and result.images[0] is previous.images[0] and result.images[2] is previous.images[2]
     assert result.images[1] is not previous.images[1] and result.infotexts[0] == previous.infotexts[0]
     assert updates[state_selected] == 1
+
+
+@pytest.mark.slow
+def test_upscale_of_a_batch_with_its_grid_takes_the_first_picture_never_the_grid(page: Page, app: FakeApp) -> None:
+    import dataclasses
+
+    pictures = fake_result(GenerationRequest(prompt="a cat", seed=40, batch_size=2, width=8, height=8))
+    grid = Image.new("RGB", (16, 8))
+    previous = dataclasses.replace(pictures, images=(grid, *pictures.images), seeds=(40, 40, 41),
+                                   subseeds=(100, 100, 101), prompts=pictures.prompts[:1] + pictures.prompts,
+                                   negative_prompts=pictures.negative_prompts[:1] + pictures.negative_prompts,
+                                   infotexts=pictures.infotexts[:1] + pictures.infotexts, grids=1)
+    fn = page.handler(page.find("txt2img_reuse_seed"), "click")
+    state_result, state_selected = fn.inputs[0], fn.inputs[1]
+    with pytest.raises(gr.Error, match="grid"):
+        run_to_end(page.call("txt2img_upscale", "click", extra={state_result: previous, state_selected: 0}))
+    updates = merged(run_to_end(page.call("txt2img_upscale", "click", extra={state_result: previous,
+                                                                              state_selected: None})))
+    assert app.generation.requests[-1].firstpass_image is pictures.images[0]  # nothing picked: the first picture
+    result = updates[state_result]
+    assert result.grids == 1 and result.images[0] is grid and result.images[1] is not pictures.images[0]
 
 
 @pytest.mark.slow

@@ -111,6 +111,7 @@ def test_batch_runs_one_job_per_picture_and_saves_named_after_inputs(page: Page,
         [("img2img", "batch", (16, 16)), ("inpaint", "batch", (16, 16)), ("inpaint", "batch", (16, 16))]
     assert requests[0].init_image.getpixel((0, 0)) == (0, 90, 0)
     assert requests[1].mask.convert("L").getpixel((0, 0)) == 255
+    assert all(r.overrides == {"grid_save": False, "return_grid": False} for r in requests)  # no grid per input
     saved = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert saved == ["00000-a.png", "00001-b.png", "00002-c.png"]
     with Image.open(tmp_path / "out" / "00000-a.png") as written:
