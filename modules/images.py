@@ -142,7 +142,7 @@ def _publish_locked(temp_path: Path, directory: Path, naming: _Naming) -> Path:
     if not naming.add_number:
         try:
             final = directory / f"{naming.decoration}.{naming.extension}"
-            _link_without_overwrite(temp_path, final)
+            link_without_overwrite(temp_path, final)
             return final
         except FileExistsError:
             pass  # taken: numbered after all, never replaced
@@ -150,7 +150,7 @@ def _publish_locked(temp_path: Path, directory: Path, naming: _Naming) -> Path:
     for _ in range(_MAX_COUNTER_ATTEMPTS):
         final = directory / naming.numbered(counter)
         try:
-            _link_without_overwrite(temp_path, final)
+            link_without_overwrite(temp_path, final)
         except FileExistsError:
             counter = max(counter + 1, next_counter(directory, naming.basename))
             continue
@@ -168,7 +168,7 @@ def _write_text(path: Path, text: str) -> None:
         temp_path.unlink(missing_ok=True)
 
 
-def _link_without_overwrite(source: Path, target: Path) -> None:
+def link_without_overwrite(source: Path, target: Path) -> None:
     """Give `source`'s complete content the name `target`; FileExistsError if `target` exists."""
     try:
         os.link(source, target)

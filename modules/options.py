@@ -184,7 +184,7 @@ class OptionTable(Mapping[str, OptionSpec]):
         return OptionTable([*self._specs.values(), *specs])
 
 
-PATH_PATTERN_KEYS = frozenset({"samples_filename_pattern", "directories_filename_pattern"})
+PATH_PATTERN_KEYS = frozenset({"samples_filename_pattern", "directories_filename_pattern", "grid_zip_filename_pattern"})
 """Text options that become parts of file paths (see `OptionTable.path_keys`)."""
 
 # Section labels (A1111's names).
@@ -243,6 +243,9 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
           info="A1111 pattern tags such as [seed], [prompt_words], [model_name], [date]; empty = [seed] (or "
                "[seed]-[prompt_spaces] when not saving to a subdirectory)"),
     _flag("save_images_add_number", True, "Add number to filename when saving", SAVING),
+    _text("grid_zip_filename_pattern", "", "Archive filename pattern", SAVING,
+          info="the Zip button's archive; empty = [datetime]_[[model_name]]_[seed]-[seed_last]"),
+    _flag("save_selected_only", True, "When using 'Save' button, only save a single selected image", SAVING),
     _flag("grid_save", True, "Always save all generated image grids", SAVING),
     _choice("grid_format", "png", "File format for grids", SAVING, IMAGE_FORMATS),
     _flag("grid_only_if_multiple", True, "Do not save grids consisting of one picture", SAVING),
@@ -258,12 +261,14 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _path("outdir_samples", "", "Output directory for images; if empty, defaults to the directories below"),
     _path("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images"),
     _path("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img and inpaint images"),
+    _path("outdir_save", "log/images", "Directory for saving images using the Save button"),
     _path("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab"),
     _path("outdir_grids", "", "Output directory for grids; if empty, defaults to the directories below"),
     _path("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids"),
     _path("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids"),
     _flag("save_to_dirs", True, "Save images to a subdirectory", SAVING_DIRS),
     _flag("grid_save_to_dirs", True, "Save grids to a subdirectory", SAVING_DIRS),
+    _flag("use_save_to_dirs_for_ui", False, "Save images to a subdirectory when using Save button", SAVING_DIRS),
     _text("directories_filename_pattern", "[date]", "Directory name pattern", SAVING_DIRS),
     _number("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", SAVING_DIRS, 1, 20, 1),
     _number("api_max_request_mb", 100, "Largest API request or upload (MB)", SYSTEM, 1, 4096, 1,

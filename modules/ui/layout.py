@@ -29,6 +29,7 @@ from modules.ui.extras import build_extras_tab
 from modules.ui.gallery import build_gallery_tab
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.pnginfo import build_pnginfo_tab
+from modules.ui.save_buttons import wire_save_buttons
 from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
 from modules.ui.tokens import TokenCounter, load_bundled_tokenizer
@@ -65,6 +66,8 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         targets = SendTargets(main_tabs, txt2img, img2img, pnginfo, extras)
         wire_results_panel(app, txt2img.panel, targets)
         wire_results_panel(app, img2img.generation.panel, targets)
+        wire_save_buttons(app, txt2img.panel)
+        wire_save_buttons(app, img2img.generation.panel)
         wire_pnginfo(app, targets)
         wire_gallery(app, gallery, targets)
 

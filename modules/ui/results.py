@@ -34,6 +34,10 @@ class ResultPanel:
     upscale: gr.Button | None = None
     """txt2img's "Upscale" action (hires fix on the selected picture; `modules.ui.upscale_action`)."""
     send_extras: gr.Button | None = None
+    save: gr.Button | None = None
+    """"Save" and "Zip" (`modules.ui.save_buttons`); the saved files are offered in `download`."""
+    zip: gr.Button | None = None
+    download: gr.File | None = None
 
 
 def build_result_panel(tab: str, upscale: bool = False) -> ResultPanel:
@@ -47,15 +51,20 @@ def build_result_panel(tab: str, upscale: bool = False) -> ResultPanel:
                              format="png", object_fit="contain", preview=True, interactive=False,
                              buttons=["download", "fullscreen"])
         with gr.Row(elem_id=f"{tab}_send_buttons"):
+            save = gr.Button("Save", elem_id=f"save_{tab}", size="sm")
+            zip_button = gr.Button("Zip", elem_id=f"save_zip_{tab}", size="sm")
             send_img2img = gr.Button("Send to img2img", elem_id=f"{tab}_send_to_img2img", size="sm")
             send_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}_send_to_inpaint", size="sm")
             send_pnginfo = gr.Button("Send to PNG Info", elem_id=f"{tab}_send_to_pnginfo", size="sm")
             send_extras = gr.Button("Send to extras", elem_id=f"{tab}_send_to_extras", size="sm")
             upscale_button = gr.Button("\u2728 Upscale", elem_id=f"{tab}_upscale", size="sm",
                                        elem_classes=["upscale-action"]) if upscale else None
+        download = gr.File(None, file_count="multiple", interactive=False, show_label=False, visible=False,
+                           elem_id=f"download_files_{tab}")
         infotext = gr.HTML("", elem_id=f"html_info_{tab}", elem_classes=["infotext"])
     panel = ResultPanel(progress, preview, gallery, infotext, send_img2img, send_inpaint, send_pnginfo,
-                        gr.State(None), gr.State(None), gr.State(None), upscale_button, send_extras)
+                        gr.State(None), gr.State(None), gr.State(None), upscale_button, send_extras, save,
+                        zip_button, download)
 
     def on_select(result: GenerationResult | None, event: gr.SelectData) -> tuple[int, str]:
         index = int(event.index) if event.index is not None else 0

@@ -244,3 +244,26 @@ def test_batch_over_a_folder_of_three_writes_three_outputs_with_infotexts(browse
         with Image.open(out / name) as picture:
             assert picture.info["parameters"].startswith("a batch\n")
     assert len(app.generation.requests) == 3
+
+
+def test_save_and_zip_keep_the_picture_and_offer_it_for_download(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (url, app) = browser_page, served
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.locator("#txt2img_prompt textarea").fill("keep this one")
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=30_000)
+    page.locator("#save_txt2img").click()
+    files = page.locator("#download_files_txt2img")
+    expect(files).to_contain_text(re.compile(r"00000-1234\s*\.png"), timeout=15_000)
+    saved = app.paths.data_dir / "log" / "images" / "00000-1234.png"
+    assert (images.read_infotext_file(saved) or "").startswith("keep this one")
+    href = files.locator("a").first.get_attribute("href")
+    assert href is not None
+    download = page.request.get(href if href.startswith("http") else url.rstrip("/") + "/" + href.lstrip("/"))
+    assert download.ok and download.body() == saved.read_bytes()  # the browser gets the saved file itself
+    page.locator("#save_zip_txt2img").click()
+    expect(files).to_contain_text(re.compile(r"\s*\.zip"), timeout=15_000)
+    assert len(list((app.paths.data_dir / "log" / "images").glob("*.zip"))) == 1
+    assert (app.paths.data_dir / "log" / "images" / "00001-1234.png").exists()
