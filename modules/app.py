@@ -22,11 +22,14 @@ from modules.settings import SettingsStore, UiConfig
 from modules.types import GenerationRequest
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
     from modules.extras import ExtrasRequest, ExtrasResult
     from modules.gallery.index import GalleryIndex
     from modules.models.manager import ModelManager
+    from modules.models.merge import MergeRequest
     from modules.networks.service import ExtraNetworks
     from modules.samplers.registry import SamplerRegistry
 
@@ -113,6 +116,31 @@ class App:
 
         return self.jobs.submit(run, owner=owner, group=group,
                                 description=f"interrogate ({model})")
+
+    def submit_merge(self, request: "MergeRequest", *, owner: str | None = None, group: str | None = None) -> Job:
+        """Queue a Checkpoint Merger run (`modules.models.merge`); the job's result is the new checkpoint's path,
+        listed by the model manager once written. It runs in the queue so that it never competes with a generation
+        for memory; the checkpoints and VAE are resolved when it starts (`ModelNotFound` names a missing one)."""
+        from modules.models.merge import MergeInputs, run_merge
+        from modules.types import ProgressEvent
+
+        def run(ctx: "JobContext") -> "Path":
+            self.core.ensure()  # torch: not beside the warm-up's import
+            models = self.models
+            inputs = MergeInputs(
+                models.resolve_checkpoint(request.primary),
+                models.resolve_checkpoint(request.secondary) if request.secondary else None,
+                models.resolve_checkpoint(request.tertiary) if request.tertiary else None,
+                models.catalog.find_vae(request.bake_in_vae) if request.bake_in_vae else None)
+
+            def progress(text: str, fraction: float) -> None:
+                ctx.report(ProgressEvent(int(fraction * 100), 100, textinfo=text))
+
+            path = run_merge(request, inputs, models.catalog.roots.checkpoint_dirs[0], progress)
+            models.refresh()
+            return path
+
+        return self.jobs.submit(run, owner=owner, group=group, description=f"merge: {request.primary}")
 
     def close(self) -> None:
         """Stop the worker and release models (used by tests and on shutdown)."""

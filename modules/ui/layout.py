@@ -28,6 +28,7 @@ from modules.ui.extensions_tab import build_extension_tabs, build_extensions_tab
 from modules.ui.extras import build_extras_tab
 from modules.ui.gallery import build_gallery_tab
 from modules.ui.img2img import build_img2img_tab
+from modules.ui.merger import build_merger_tab, wire_merger_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.save_buttons import wire_save_buttons
 from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
@@ -59,6 +60,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
             img2img = build_img2img_tab(ctx, top.named())
             extras = build_extras_tab(app)
             pnginfo = build_pnginfo_tab()
+            merger = build_merger_tab(app)
             gallery = build_gallery_tab(app)
             build_extension_tabs(app)
             settings_tab = build_settings_tab(app)
@@ -70,6 +72,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         wire_save_buttons(app, img2img.generation.panel)
         wire_pnginfo(app, targets)
         wire_gallery(app, gallery, targets)
+        wire_merger_tab(app, merger, [top.checkpoint])
 
         sizes = [txt2img.sampling.width, txt2img.sampling.height,
                  img2img.generation.sampling.width, img2img.generation.sampling.height]
