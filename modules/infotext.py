@@ -64,11 +64,12 @@ PASTED_SETTINGS: Mapping[str, str] = {
     "Skip Early CFG": "skip_early_cond",
     "Token merging ratio": "token_merging_ratio",
     "Token merging ratio hr": "token_merging_ratio_hr",
+    "Tiling": "tiling",
 }
 """Infotext keys of *settings* (not request fields) that a paste applies to the job as overrides, A1111's "Override
 settings": the noise source, the eta noise seed delta, the emphasis mode, img2img's noise multiplier, the sigma
-churn settings, the settings that skip the negative prompt on some steps and the token merging ratios. ("Eta" and
-"Eta DDIM" fill the request's eta, which wins over either eta setting, as in A1111.)"""
+churn settings, the settings that skip the negative prompt on some steps, the token merging ratios and Tiling.
+("Eta" and "Eta DDIM" fill the request's eta, which wins over either eta setting, as in A1111.)"""
 
 
 def setting_overrides(params: Mapping[str, str]) -> dict[str, Any]:

@@ -292,6 +292,7 @@ DEFAULT_OPTIONS: tuple[OptionSpec, ...] = (
     _number("CLIP_stop_at_last_layers", 1, "Clip skip", SD, 1, 12, 1, infotext="Clip skip",
             info="ignore last layers of CLIP network; 1 ignores none, 2 ignores one layer"),
     _flag("upcast_attn", False, "Upcast cross attention layer to float32", SD),
+    _flag("tiling", False, "Tiling", SD, infotext="Tiling", info="produce a tileable picture"),
     _choice("randn_source", "CPU", "Random number generator source.", SD, ("GPU", "CPU", "NV"), infotext="RNG",
             info="changes seeds drastically; CPU gives the same picture for a seed on every machine; GPU (A1111's "
                  "default) draws on the CUDA device as A1111 does there, and on the CPU where there is none; NV "

@@ -390,6 +390,8 @@ def build_infotexts(request: GenerationRequest, output: CoreOutput, selection: S
     options = output.plan.options
     if options.emphasis != "Original":
         extra["Emphasis"] = options.emphasis
+    if options.tiling:
+        extra["Tiling"] = True
     if request.mode != "txt2img" and options.initial_noise_multiplier != 1.0:
         extra["Noise multiplier"] = options.initial_noise_multiplier
     ensd = options.eta_noise_seed_delta if options.eta_noise_seed_delta and "ancestral" in sampler.sampler.flags \

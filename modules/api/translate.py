@@ -1,7 +1,7 @@
 """A1111 API request bodies -> `GenerationRequest`, plus the API-only switches (send/save images, task id).
 
 `build_job(body, app, mode)` is the one entry point for txt2img, img2img and the job API. Rules:
-- a field asking for a feature this program does not have (`restore_faces`, `tiling`, ...) is refused
+- a field asking for a feature this program does not have (`restore_faces`, ...) is refused
   with a 422 naming it (`refuse_unsupported`); fields that would change nothing here are accepted and ignored;
 - txt2img's hires-fix fields count only with `enable_hr`; its upscaler and sampler are checked before queueing;
 - `override_settings` go into `request.overrides` for this job only (validated against the option table);
@@ -36,7 +36,7 @@ CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
 _VAE_KEYWORDS = ("Automatic", "None")
 _SAME_MODEL = (None, "", "Use same checkpoint")
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's "empty" hires choices
-_OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "initial_noise_multiplier")
+_OPTION_FIELDS = ("s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "initial_noise_multiplier", "tiling")
 
 # API field -> GenerationRequest field, for fields copied as they are (None = the API default).
 _PLAIN_FIELDS: tuple[tuple[str, str], ...] = (
@@ -89,7 +89,6 @@ def value(body: BaseModel, name: str) -> Any:
 def _refusals(body: GenerationFields) -> list[str]:
     checks: list[tuple[str, Callable[[Any], bool], str]] = [
         ("restore_faces", lambda b: bool(b.restore_faces), "face restoration is not available"),
-        ("tiling", lambda b: bool(b.tiling), "tiling is not available"),
     ]
     if isinstance(body, HiresFields):
         checks.append(("firstphase_width/firstphase_height",

@@ -30,6 +30,7 @@ from modules.core.init_image import inpaint_conditioning, latent_repaint_mask, p
 from modules.core.latents import noise_generator_device, noise_source_label, pil_to_tensor, vae_scale_factor
 from modules.core.memory import admit
 from modules.core.plan import CoreOptions, HiresPlan, JobPlan, SamplerLabels, plan_hires, plan_job, random_seed
+from modules.core.seamless import circular_padding
 from modules.core.vae import VaePolicy
 from modules.core.validate import validate_hires, validate_hires_inputs, validate_request
 from modules.devices import empty_cache
@@ -191,7 +192,9 @@ def generate(
              plan.steps.start_index, plan.steps.schedule_steps, plan.seed)
     failure: OutOfMemory | None = None
     try:
-        with torch.inference_mode():
+        tiled = [model for each in (components, refiner, hires_components) if each is not None
+                 for model in (each.unet, each.vae)]
+        with torch.inference_mode(), circular_padding(tiled, options.tiling):
             # 2. init image (img2img/inpaint) and inpaint conditioning
             prepare_started = time.perf_counter()
             policy = VaePolicy(tiled=options.tiled_vae, auto_precision=options.auto_vae_precision)

@@ -54,6 +54,7 @@ class CoreOptions:
     sdxl_refiner_low_aesthetic_score: float = 2.5
     sdxl_clip_l_skip: bool = False
     emphasis: str = "Original"
+    tiling: bool = False
     comma_padding_backtrack: int = 20
     pad_cond_uncond: bool = False
     live_previews_enable: bool = True

@@ -175,6 +175,19 @@ def test_file_and_folder_name_patterns_text_files_and_the_grid(real) -> None:
 
 
 @pytest.mark.slow
+def test_tiling_as_a1111s_api_field_and_infotext(real) -> None:
+    _, client = real
+    plain, plain_info = txt2img(client, prompt="tiles", seed=31)
+    tiled, info = txt2img(client, prompt="tiles", seed=31, tiling=True)
+    assert "Tiling: True" in info["infotexts"][0] and "Tiling" not in plain_info["infotexts"][0]
+    assert tiled[0].tobytes() != plain[0].tobytes()
+    again, _ = txt2img(client, prompt="tiles", seed=31, override_settings={"tiling": True})
+    assert again[0].tobytes() == tiled[0].tobytes()  # the field is the setting for this job, as in A1111
+    response = client.post("/sdapi/v1/png-info", json={"image": b64_png_with_info(tiled[0])})
+    assert response.status_code == 200 and response.json()["parameters"]["Tiling"] == "True"
+
+
+@pytest.mark.slow
 def test_grid_settings(real) -> None:
     app, client = real
     plain, info = txt2img(client, prompt="no grid through the API unless saving", seed=7770, batch_size=2)

@@ -85,6 +85,14 @@ def test_same_seed_for_all_lines_and_prompts_at_the_end(served) -> None:
 
 
 @pytest.mark.slow
+def test_a_line_with_tiling_makes_a_tileable_picture(served) -> None:
+    _, client = served
+    info = _run(client, [False, False, "start", "--prompt plain\n--prompt tiles --tiling true"], seed=9)
+    plain, tiled = info["infotexts"]
+    assert "Tiling" not in plain and "Tiling: True" in tiled
+
+
+@pytest.mark.slow
 def test_errors_are_4xx(served) -> None:
     _, client = served
     for args, text in (([False, False, "start", ""], "the list is empty"),

@@ -8,9 +8,10 @@ prompt), `prompt_txt` (the list). A file upload fills the list.
 
 Line options (A1111's set): prompt, negative_prompt, styles (several words), seed, subseed, subseed_strength,
 seed_resize_from_w, seed_resize_from_h, sampler_name / sampler_index, steps, cfg_scale, width, height, batch_size,
-n_iter, sd_model (a checkpoint name), do_not_save_samples, do_not_save_grid, prompt_for_display (ignored);
-`restore_faces` and `tiling` are refused (not available here), and the output folder options are refused too (no
-request may choose where files go). An unknown option is an error naming the line.
+n_iter, sd_model (a checkpoint name), tiling (the Tiling setting for that line), do_not_save_samples,
+do_not_save_grid, prompt_for_display (ignored); `restore_faces` is refused (not available here), and the output
+folder options are refused too (no request may choose where files go). An unknown option is an error naming the
+line.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ _OPTIONS: dict[str, tuple[str, Callable[[str], Any]] | None] = {
     "cfg_scale": ("cfg_scale", float), "width": ("width", int), "height": ("height", int),
     "batch_size": ("batch_size", int), "n_iter": ("n_iter", int), "sd_model": ("checkpoint", str),
     "do_not_save_samples": ("do_not_save_samples", _bool), "do_not_save_grid": None, "prompt_for_display": None,
+    "tiling": ("tiling", _bool),
 }
-_REFUSED = {"restore_faces": "face restoration is not available", "tiling": "tiling is not available",
+_REFUSED = {"restore_faces": "face restoration is not available",
             "outpath_samples": "a request cannot choose the output folder",
             "outpath_grids": "a request cannot choose the output folder"}
 
@@ -123,6 +125,23 @@ def _joined(line_text: str, tab_text: str, position: str) -> str:
     return f"{line_text} {tab_text}" if position == "start" else f"{tab_text} {line_text}"
 
 
+def _line_request(ctx: RunContext, request: GenerationRequest, values: dict[str, Any],
+                  position: str) -> GenerationRequest:
+    """The tab's request with one line's options: prompts joined, names resolved, tiling as the setting."""
+    values = dict(values)
+    if "prompt" in values:
+        values["prompt"] = _joined(values["prompt"], request.prompt, position)
+    if "negative_prompt" in values:
+        values["negative_prompt"] = _joined(values["negative_prompt"], request.negative_prompt, position)
+    if "sampler" in values:
+        values["sampler"] = ctx.resolve_sampler(values["sampler"])
+    if "checkpoint" in values:
+        values["checkpoint"] = ctx.resolve_checkpoint(values["checkpoint"])
+    if "tiling" in values:  # a setting, as A1111's `p.tiling` is
+        values["overrides"] = {**request.overrides, "tiling": values.pop("tiling")}
+    return request.with_changes(**values)
+
+
 def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
     """One generation per line, in order; the results one after the other (see the module doc)."""
     lines = [line.strip() for line in str(ctx.args.get("prompt_txt") or "").splitlines()]
@@ -144,15 +163,7 @@ def run(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
             interrupted = True
             break
         save = not values.pop("do_not_save_samples", False)
-        if "prompt" in values:
-            values["prompt"] = _joined(values["prompt"], request.prompt, position)
-        if "negative_prompt" in values:
-            values["negative_prompt"] = _joined(values["negative_prompt"], request.negative_prompt, position)
-        if "sampler" in values:
-            values["sampler"] = ctx.resolve_sampler(values["sampler"])
-        if "checkpoint" in values:
-            values["checkpoint"] = ctx.resolve_checkpoint(values["checkpoint"])
-        job = request.with_changes(seed=seed, **values)
+        job = _line_request(ctx, request, values, position).with_changes(seed=seed)
         result = ctx.generate(job, save=save, part=(index, len(jobs)))
         for key, items in (("images", result.images), ("seeds", result.seeds), ("subseeds", result.subseeds),
                            ("prompts", result.prompts), ("negatives", result.negative_prompts),
