@@ -341,6 +341,7 @@ def default_ui_components() -> dict[str, ComponentConfig]:
     components.update({f"img2img/{label}": cfg for label, cfg in _generation_components().items()})
     components.update({
         "img2img/Denoising strength": _slider(0.75, 0.0, 1.0, 0.01),
+        "img2img/Scale": _slider(1.0, 0.05, 4.0, 0.05),
         "img2img/Resize mode": ComponentConfig("Just resize"),
         "img2img/Mask blur": _slider(4, 0, 64, 1),
         "img2img/Mask mode": ComponentConfig("Inpaint masked"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from PIL import Image
 
 from modules.errors import UnknownSampler
 from modules.settings import ComponentConfig, default_ui_components
@@ -188,6 +189,8 @@ class SamplingRows:
     batch_size: gr.Slider
     cfg_scale: gr.Slider
     detect_size: gr.Button | None = None
+    resize_by: "ResizeBy | None" = None
+    """img2img's "Resize by" tab beside "Resize to" (the width and height sliders)."""
 
     def named(self) -> dict[str, gr.components.Component]:
         return {"sampler": self.sampler, "schedule": self.schedule, "steps": self.steps, "width": self.width,
@@ -228,13 +231,49 @@ def build_sampler_row(ctx: UiContext, tab: str) -> tuple[gr.Dropdown, gr.Dropdow
     return sampler, schedule, steps
 
 
-def build_sampling_rows(ctx: UiContext, tab: str, detect_size: bool = False) -> SamplingRows:
-    """Sampler + schedule + steps, width/height with swap (and "size from image"), batch count/size and CFG."""
+@dataclass
+class ResizeBy:
+    """A1111's "Resize to" / "Resize by" tabs of img2img: which one is selected (`RESIZE_TO` / `RESIZE_BY`), the
+    scale and the "resize: from WxH to WxH" line."""
+
+    selected: gr.State
+    to_tab: gr.Tab
+    by_tab: gr.Tab
+    scale: gr.Slider
+    preview: gr.HTML
+
+
+RESIZE_TO, RESIZE_BY = 0, 1
+
+
+def scaled_size(picture: Image.Image, scale: float) -> tuple[int, int]:
+    """A1111's "Resize by": the picture's size times `scale`, down to a multiple of 8 (the size A1111's result has),
+    at least 64."""
+    return max(64, int(picture.width * scale) // 8 * 8), max(64, int(picture.height * scale) // 8 * 8)
+
+
+def _size_sliders(ctx: UiContext, tab: str, resize_by: bool) -> tuple[gr.Slider, gr.Slider, ResizeBy | None]:
+    if not resize_by:
+        return ctx.slider(tab, "Width"), ctx.slider(tab, "Height"), None
+    selected = gr.State(RESIZE_TO)
+    with gr.Tabs(elem_id=f"{tab}_tabs_resize"):
+        with gr.Tab("Resize to", elem_id=f"{tab}_tab_resize_to") as to_tab:
+            width, height = ctx.slider(tab, "Width"), ctx.slider(tab, "Height")
+        with gr.Tab("Resize by", elem_id=f"{tab}_tab_resize_by") as by_tab:
+            scale = ctx.slider(tab, "Scale")
+            preview = gr.HTML("", elem_id=f"{tab}_scale_resolution_preview", padding=False)
+    to_tab.select(lambda: RESIZE_TO, outputs=selected, show_progress="hidden", queue=False)
+    by_tab.select(lambda: RESIZE_BY, outputs=selected, show_progress="hidden", queue=False)
+    return width, height, ResizeBy(selected, to_tab, by_tab, scale, preview)
+
+
+def build_sampling_rows(ctx: UiContext, tab: str, detect_size: bool = False, resize_by: bool = False) -> SamplingRows:
+    """Sampler + schedule + steps, width/height with swap (and "size from image"; with `resize_by` in a "Resize to"
+    tab beside "Resize by"), batch count/size and CFG."""
     sampler, schedule, steps = build_sampler_row(ctx, tab)
     with gr.Row(elem_id=f"{tab}_dimensions_row"):
         with gr.Column(scale=4):
-            width = ctx.slider(tab, "Width")
-            height = ctx.slider(tab, "Height")
+            width, height, by = _size_sliders(ctx, tab, resize_by)
         with gr.Column(scale=0, min_width=48):
             swap = tool_button(SWAP_ICON, f"{tab}_res_switch_btn")
             detect = tool_button(DETECT_SIZE_ICON, f"{tab}_detect_image_size_btn") if detect_size else None
@@ -244,7 +283,7 @@ def build_sampling_rows(ctx: UiContext, tab: str, detect_size: bool = False) -> 
     cfg_scale = ctx.slider(tab, "CFG Scale")
     swap.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], show_progress="hidden",
                queue=False)
-    return SamplingRows(sampler, schedule, steps, width, height, swap, batch_count, batch_size, cfg_scale, detect)
+    return SamplingRows(sampler, schedule, steps, width, height, swap, batch_count, batch_size, cfg_scale, detect, by)
 
 
 # --- seed ---------------------------------------------------------------------------------------------------------

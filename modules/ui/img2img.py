@@ -27,7 +27,7 @@ from modules.ui.bind import (
     RESIZE_MODE_LABELS,
     request_from_values,
 )
-from modules.ui.common import UiContext, build_prompt_row, build_sampling_rows, build_seed_rows
+from modules.ui.common import RESIZE_BY, UiContext, build_prompt_row, build_sampling_rows, build_seed_rows, scaled_size
 from modules.ui.extra_networks import build_extra_networks
 from modules.ui.generation import GenerationTab, build_script_area, collect_inputs, wire_generation_tab
 from modules.ui.img2img_batch import BatchFields, BatchRun, BatchStops, build_batch_fields
@@ -128,6 +128,11 @@ def img2img_request(source: str, values: Mapping[str, Any], images: Mapping[str,
     ("original" starts from the painted colours).
     """
     request = request_from_values(values, GenerationRequest(mode="img2img"))
+    scale = resize_scale(images)
+    picture = current_picture(source, images.get("init_image"), images.get("editor"), images.get("upload_image"),
+                              images.get("sketch"), images.get("inpaint_sketch")) if scale is not None else None
+    if scale is not None and picture is not None:  # "Resize by": the size follows the picture
+        request = request.with_changes(**dict(zip(("width", "height"), scaled_size(picture, scale))))
     if source == SOURCE_BATCH:
         return request.with_changes(mode="img2img", init_image=None, mask=None)
     if source == SOURCE_SKETCH:
@@ -281,7 +286,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                 resize_mode = gr.Radio(label="Resize mode", choices=list(RESIZE_MODE_LABELS),
                                        value=ctx.config(f"{TAB}/Resize mode").value, elem_id="resize_mode")
                 inpaint_group, inpaint_inputs, extend_inputs = _build_inpaint_options(ctx)
-                sampling = build_sampling_rows(ctx, TAB, detect_size=True)
+                sampling = build_sampling_rows(ctx, TAB, detect_size=True, resize_by=True)
                 denoising = ctx.slider(TAB, "Denoising strength")
                 seeds = build_seed_rows(ctx, TAB)
                 scripts = build_script_area(ctx, TAB)
@@ -293,6 +298,8 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     image_inputs = {"init_image": sources.init_image, "editor": sources.editor, "upload_image": sources.upload_image,
                     "upload_mask": sources.upload_mask, "sketch": sources.sketch,
                     "inpaint_sketch": sources.inpaint_sketch, "mask_alpha": sources.mask_alpha, **extend_inputs}
+    if sampling.resize_by is not None:
+        image_inputs.update(resize_tab=sampling.resize_by.selected, scale_by=sampling.resize_by.scale)
     batch_inputs = dict(zip(("input_dir", "output_dir", "mask_dir", "use_png_info", "png_info_props", "png_info_dir"),
                             sources.batch.components()))
 
@@ -312,7 +319,9 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                      group: str | None = None) -> Any:
         if data.get(source) != SOURCE_BATCH:
             return None
-        return batch_run.stream(request, {name: data.get(c) for name, c in batch_inputs.items()}, owner, group)
+        folders = {name: data.get(c) for name, c in batch_inputs.items()}
+        folders["scale_by"] = resize_scale({name: data.get(c) for name, c in image_inputs.items()})
+        return batch_run.stream(request, folders, owner, group)
 
     generation.run_override = run_override
     wire_generation_tab(ctx, generation)
@@ -325,6 +334,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
                      source, sources.sub_tabs, inpaint_group, sources.batch, sources.sketch, sources.inpaint_sketch)
     _wire_sources(tab, sources.tabs)
     _wire_detect_size(tab)
+    _wire_resize_by(tab)
     wire_interrogate(ctx.app, interrogate, current_picture, _picture_inputs(tab), prompt_row.prompt)
     return tab
 
@@ -366,6 +376,35 @@ def current_picture(source: str, image: Any, editor: Any, upload: Any, sketch: A
                SOURCE_SKETCH: sketch_pictures(sketch)[1],
                SOURCE_INPAINT_SKETCH: sketch_pictures(inpaint_sketch)[1]}.get(source, image)
     return picture if isinstance(picture, Image.Image) else None
+
+
+def resize_scale(images: Mapping[str, Any]) -> float | None:
+    """The "Resize by" scale when that tab is selected (else None: the width and height sliders count)."""
+    if images.get("resize_tab") != RESIZE_BY:
+        return None
+    return float(images.get("scale_by") or 1.0)
+
+
+def resize_by_html(picture: Image.Image | None, scale: float) -> str:
+    """The line under the Scale slider (A1111's `resize_from_to_html`)."""
+    if picture is None:
+        return "no image selected"
+    width, height = scaled_size(picture, scale)
+    return (f"resize: from <span class='resolution'>{picture.width}x{picture.height}</span> to "
+            f"<span class='resolution'>{width}x{height}</span>")
+
+
+def _wire_resize_by(tab: Img2ImgTab) -> None:
+    resize_by = tab.generation.sampling.resize_by
+    if resize_by is None:
+        return
+
+    def preview(scale: float, *pictures: Any) -> str:
+        return resize_by_html(current_picture(*pictures), float(scale or 1.0))
+
+    inputs = [resize_by.scale, *_picture_inputs(tab)]
+    for event in (resize_by.scale.release, resize_by.by_tab.select, tab.init_image.change, tab.upload_image.change):
+        event(preview, inputs=inputs, outputs=resize_by.preview, show_progress="hidden", queue=False)
 
 
 def _wire_detect_size(tab: Img2ImgTab) -> None:

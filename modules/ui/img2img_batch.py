@@ -30,6 +30,7 @@ from modules.img2img_batch import (
 from modules.job_options import OutputOptions
 from modules.jobs import JobState
 from modules.types import GenerationRequest, GenerationResult
+from modules.ui.common import scaled_size
 from modules.ui.extensions_tab import warn_extension_errors
 from modules.ui.paste import normalise_sampler
 from modules.ui.progress import progress_html, raise_for_job, view_of, watch
@@ -156,6 +157,10 @@ class BatchRun:
         picture = _open(item.image).convert("RGB")
         request = base.with_changes(mode="img2img", init_image=picture, mask=None,
                                     overrides={**base.overrides, **NO_GRID})
+        scale = values.get("scale_by")
+        if scale:  # "Resize by": each picture's own size times the scale, as in A1111's batch
+            width, height = scaled_size(picture, float(scale))
+            request = request.with_changes(width=width, height=height)
         if item.mask is not None:
             request = request.with_changes(mode="inpaint", mask=_open(item.mask))
         if values.get("use_png_info"):

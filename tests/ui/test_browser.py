@@ -267,3 +267,30 @@ def test_save_and_zip_keep_the_picture_and_offer_it_for_download(browser_page, s
     expect(files).to_contain_text(re.compile(r"\s*\.zip"), timeout=15_000)
     assert len(list((app.paths.data_dir / "log" / "images").glob("*.zip"))) == 1
     assert (app.paths.data_dir / "log" / "images" / "00001-1234.png").exists()
+
+
+def test_img2img_resize_by_shows_and_uses_the_scaled_size(browser_page, served, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    from tests.e2e.harness import upload
+
+    page, (_, app) = browser_page, served
+    picture = tmp_path / "small.png"
+    Image.new("RGB", (80, 64), (10, 120, 10)).save(picture)
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    upload(page, "img2img_image", picture)
+    page.get_by_role("tab", name="Resize by", exact=True).click()
+    preview = page.locator("#img2img_scale_resolution_preview")
+    expect(preview).to_contain_text("resize: from 80x64 to 80x64", timeout=15_000)
+    scale = page.locator("#img2img_scale input[type='number']")
+    scale.fill("2")
+    scale.press("Enter")
+    scale.blur()
+    page.locator("#img2img_scale input[type='range']").dispatch_event("pointerup")
+    expect(preview).to_contain_text("to 160x128", timeout=15_000)
+    page.locator("#img2img_prompt textarea").fill("twice as big")
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
+    request = app.generation.requests[-1]
+    assert (request.prompt, request.width, request.height) == ("twice as big", 160, 128)

@@ -213,3 +213,46 @@ def _job_state(page: Page) -> Any:
     fn = page.handler(page.find("img2img_interrupt"), "click")
     return fn.inputs[0]
 
+
+
+def _resize_by_state(page: Page) -> Any:
+    """The session State that says which of "Resize to" / "Resize by" is selected (set by the tabs' select)."""
+    from modules.ui.common import RESIZE_BY
+
+    assert page.call("img2img_tab_resize_by", "select") == RESIZE_BY
+    return page.handler(page.find("img2img_tab_resize_by"), "select").outputs[0]
+
+
+def test_resize_by_takes_the_size_from_the_picture(page: Page, app: FakeApp) -> None:
+    from modules.ui.common import RESIZE_BY, RESIZE_TO
+
+    state = _resize_by_state(page)
+    picture = Image.new("RGB", (100, 60), (0, 90, 0))
+    fields = {"img2img_prompt": "bigger", "img2img_image": picture, "img2img_scale": 1.5, "img2img_width": 512,
+              "img2img_height": 512}
+    run_to_end(page.call("img2img_generate", "click", fields, extra={state: RESIZE_BY}))
+    request = app.generation.requests[-1]
+    assert (request.width, request.height) == (144, 88)  # 150x90 down to multiples of 8, as A1111's result
+    run_to_end(page.call("img2img_generate", "click", fields, extra={state: RESIZE_TO}))
+    assert (app.generation.requests[-1].width, app.generation.requests[-1].height) == (512, 512)
+    preview = page.call("img2img_scale", "release", {"img2img_scale": 2.0, "img2img_image": picture})
+    assert preview == "resize: from <span class='resolution'>100x60</span> to <span class='resolution'>200x120</span>"
+    assert page.call("img2img_scale", "release", {"img2img_image": None}) == "no image selected"
+
+
+def test_batch_resize_by_scales_each_picture(page: Page, app: FakeApp, tmp_path: Path) -> None:
+    from modules.ui.common import RESIZE_BY
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "a.png")
+    Image.new("RGB", (96, 64)).save(folder / "b.png")
+    source, _ = _source_state(page, SOURCE_BATCH)
+    run_to_end(page.call("img2img_generate", "click", {
+        "img2img_prompt": "batch", "img2img_sampling_steps": 2, "img2img_batch_input_dir": "in",
+        "img2img_scale": 0.5}, extra={source: SOURCE_BATCH, _resize_by_state(page): RESIZE_BY}))
+    assert [(r.width, r.height) for r in app.generation.requests] == [(64, 64), (64, 64)]  # at least 64
+    run_to_end(page.call("img2img_generate", "click", {
+        "img2img_prompt": "batch", "img2img_batch_input_dir": "in", "img2img_scale": 2},
+        extra={source: SOURCE_BATCH, _resize_by_state(page): RESIZE_BY}))
+    assert [(r.width, r.height) for r in app.generation.requests[2:]] == [(128, 128), (192, 128)]
