@@ -86,7 +86,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
             return {**page_load_values(app, top), **current_values(app, settings_tab.widgets),
                     settings_tab.problems: problems_html(app), **dict(zip(sizes, native))}
 
-        load_outputs = [top.checkpoint, top.vae, top.clip_skip, settings_tab.problems,
+        load_outputs = [top.checkpoint, top.vae, top.clip_skip, *top.quick.values(), settings_tab.problems,
                         *settings_tab.widgets.values(), *sizes]
         blocks.load(on_page_load, outputs=load_outputs, show_progress="hidden")
     app.ui_config.save_if_changed()

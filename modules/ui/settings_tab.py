@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import gradio as gr
 
@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 
 TAB = "settings"
 TOP_ROW_KEYS = frozenset({"sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"})
+
+
+def quicksettings_keys(settings: Mapping[str, Any], table_keys: Iterable[str]) -> list[str]:
+    """The options of `quicksettings_list` (A1111's "Options in main UI") that the bar at the top shows besides
+    checkpoint, VAE and Clip skip, in the list's order; names that are no option are skipped."""
+    known = set(table_keys)
+    listed = settings.get("quicksettings_list") or ()
+    return [key for key in dict.fromkeys(listed) if key in known and key not in TOP_ROW_KEYS]
 
 
 @dataclass
@@ -73,8 +81,11 @@ def setting_value(spec: OptionSpec, value: Any) -> Any:
     return value
 
 
-def _widget(app: "App", spec: OptionSpec, value: Any) -> gr.components.Component:
-    common: dict[str, Any] = {"label": spec.label, "elem_id": f"setting_{spec.key}", "info": spec.info or None}
+def option_widget(app: "App", spec: OptionSpec, value: Any, *, info: bool = True,
+                  **layout: Any) -> gr.components.Component:
+    """The widget of one option (`setting_<key>`): checkbox, slider or number, dropdown or textbox."""
+    common: dict[str, Any] = {"label": spec.label, "elem_id": f"setting_{spec.key}",
+                              "info": (spec.info or None) if info else None, **layout}
     shown = widget_value(spec, value)
     if spec.kind == "bool":
         return gr.Checkbox(value=shown, **common)
@@ -151,15 +162,17 @@ def build_settings_tab(app: "App") -> SettingsTab:
         with gr.Row():
             apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         message = gr.HTML("", elem_id="settings_result")
-        gr.Markdown("Checkpoint, VAE and Clip skip are set in the bar at the top of the page.")
+        quick = set(quicksettings_keys(settings, settings.table.keys()))
+        gr.Markdown("Checkpoint, VAE, Clip skip and the settings of the Quicksettings list are set in the bar at the "
+                    "top of the page (a change of the list shows after a restart).")
         with gr.Tabs(elem_id="settings_sections"):
             for section, specs in settings.table.sections().items():
-                shown = [spec for spec in specs if spec.key not in TOP_ROW_KEYS]
+                shown = [spec for spec in specs if spec.key not in TOP_ROW_KEYS and spec.key not in quick]
                 if not shown:
                     continue
                 with gr.Tab(section):
                     for spec in shown:
-                        widgets[spec.key] = _widget(app, spec, settings[spec.key])
+                        widgets[spec.key] = option_widget(app, spec, settings[spec.key])
     tab = SettingsTab(widgets, apply, message, problems)
 
     def on_apply(data: dict) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gradio as gr
@@ -21,6 +21,7 @@ from modules.jobs import JobState
 from modules.models.manager import VAE_AUTOMATIC, VAE_NONE
 from modules.ui.common import REFRESH_ICON, tool_button
 from modules.ui.progress import job_group, job_owner, watch
+from modules.ui.settings_tab import option_widget, quicksettings_keys, setting_value, widget_value
 
 if TYPE_CHECKING:
     from modules.app import App
@@ -35,6 +36,8 @@ class TopRow:
     vae: gr.Dropdown
     clip_skip: gr.Slider
     status: gr.HTML
+    quick: dict[str, gr.components.Component] = field(default_factory=dict)
+    """The other options of the Quicksettings list, by key (A1111's "Options in main UI")."""
 
     def named(self) -> dict[str, gr.components.Component]:
         return {"checkpoint": self.checkpoint, "vae": self.vae, "clip_skip": self.clip_skip}
@@ -86,9 +89,12 @@ def build_top_row(app: "App") -> TopRow:
         clip_skip = gr.Slider(label="Clip skip", minimum=1, maximum=12, step=1,
                               value=int(app.settings.get()["CLIP_stop_at_last_layers"]),
                               elem_id="setting_CLIP_stop_at_last_layers", scale=2, min_width=200)
+        settings = app.settings.get()
+        quick = {key: option_widget(app, settings.table[key], settings[key], info=False, scale=2, min_width=160)
+                 for key in quicksettings_keys(settings, settings.table.keys())}
         status = gr.HTML("", elem_id="quicksettings_status", elem_classes=["quicksettings-status"], scale=2,
                          padding=False)
-    row = TopRow(checkpoint, refresh, vae, clip_skip, status)
+    row = TopRow(checkpoint, refresh, vae, clip_skip, status, quick)
     _wire(app, row)
     return row
 
@@ -145,6 +151,19 @@ def _wire(app: "App", row: TopRow) -> None:
                 gr.Dropdown(choices=vae_choices(app), value=current_vae(app)))
 
     row.refresh.click(refresh, outputs=[row.checkpoint, row.vae], show_progress="hidden")
+    for key, widget in row.quick.items():
+        _wire_quick_setting(app, key, widget)
+
+
+def _wire_quick_setting(app: "App", key: str, widget: gr.components.Component) -> None:
+    """A quicksetting is stored as soon as the user changes it (sliders when released), as in A1111."""
+    spec = app.settings.get().table[key]
+
+    def store(value: Any) -> None:
+        _store_setting(app, key, setting_value(spec, value))
+
+    event = getattr(widget, "release" if isinstance(widget, gr.Slider) else "input")
+    event(store, inputs=widget, show_progress="hidden")
 
 
 def native_size(app: "App", title: str | None) -> tuple[int, int] | None:
@@ -166,6 +185,8 @@ def size_updates(app: "App", title: str | None, count: int) -> list[Any]:
 
 def page_load_values(app: "App", row: TopRow) -> dict[Any, Any]:
     """Fresh top-row values for a page that just loaded (settings may have changed since the UI was built)."""
+    settings = app.settings.get()
     return {row.checkpoint: gr.Dropdown(choices=checkpoint_choices(app), value=current_checkpoint(app)),
             row.vae: gr.Dropdown(choices=vae_choices(app), value=current_vae(app)),
-            row.clip_skip: int(app.settings.get()["CLIP_stop_at_last_layers"])}
+            row.clip_skip: int(settings["CLIP_stop_at_last_layers"]),
+            **{widget: widget_value(settings.table[key], settings[key]) for key, widget in row.quick.items()}}
