@@ -233,15 +233,18 @@ class GenerationService:
             if request.refiner_checkpoint else None
         hires_selection = self.hires_selection(request, selection, model_options)
         uses = self.networks.lora_uses(extract_extra_networks_batch([request.prompt])[1])
+        hires_uses = self.hires_lora_uses(request, uses)
         self.networks.refresh_embeddings()
         # 4. the core
-        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler)
+        core = CoreCall(request, sampler, hooks, CoreOptions.from_mapping(settings), uses, unet_hooks, hires_sampler,
+                        hires_uses)
         output, comments = self.run_core(core, ctx, selection, refiner_selection, hires_selection)
         # 5. infotexts, extensions' AFTER_IMAGE, saving
         from modules.networks.service import job_infotext
 
         texts = build_infotexts(request, output, selection, sampler, refiner_selection,
-                                networks=job_infotext(uses, output.used_embeddings), hires=hires_selection)
+                                networks=job_infotext([*uses, *(hires_uses or ())], output.used_embeddings),
+                                hires=hires_selection)
         pictures, texts = self.extensions.hooks.after_images(request, output.images, texts, output.seeds, settings)
         output = dataclasses.replace(output, images=pictures)
         outputs = OutputOptions.from_mapping(settings)
@@ -263,6 +266,17 @@ class GenerationService:
         return self.samplers.resolve(request.hr_sampler_name or request.sampler,
                                      request.hr_scheduler or request.schedule)
 
+    def hires_lora_uses(self, request: GenerationRequest, uses: Sequence["LoraUse"]) -> "list[LoraUse] | None":
+        """The LoRAs of a hires prompt that names other LoRAs (or other multipliers) than the first prompt; None
+        when the second pass keeps the first prompt's (no hires fix, no hires prompt of its own, the same LoRAs).
+        As in A1111, a hires prompt without `<lora:...>` tags runs its pass without LoRAs."""
+        from modules.networks.lora import same_loras
+
+        if request.mode != "txt2img" or not request.enable_hr or not request.hr_prompt:
+            return None
+        hires_uses = self.networks.lora_uses(extract_extra_networks_batch([request.hr_prompt])[1])
+        return None if same_loras(uses, hires_uses) else hires_uses
+
     def hires_selection(self, request: GenerationRequest, selection: Selection,
                         options: ModelOptions) -> Selection | None:
         """The second pass's checkpoint of a hires-fix request (`hr_checkpoint_name`), with the job's VAE choice;
@@ -279,7 +293,7 @@ class GenerationService:
         (into the hires checkpoint too, as A1111 applies them to whichever model runs). Returns the output and the
         comments for the user (LoRAs that could not be applied)."""
         from modules.core.generate import generate
-        from modules.networks.lora import apply_loras
+        from modules.networks.lora import apply_loras, switched_loras
 
         with contextlib.ExitStack() as stack:
             components = stack.enter_context(self.models.use(selection))
@@ -290,9 +304,12 @@ class GenerationService:
                                       "unet_hooks": core.unet_hooks, "hires_sampler": core.hires_sampler,
                                       "upscalers": self.models.upscalers}
             applied = [loras]
+            second = core.loras if core.hires_loras is None else core.hires_loras
             if hires_selection is not None:
                 kwargs["hires_components"] = hires = stack.enter_context(self.models.use(hires_selection))
-                applied.append(stack.enter_context(apply_loras(hires, core.loras)))
+                applied.append(stack.enter_context(apply_loras(hires, second)))
+            elif core.hires_loras is not None:
+                kwargs["hires_networks"] = lambda: switched_loras(components, core.loras, second)
             if refiner_selection is not None:
                 kwargs["refiner"] = stack.enter_context(self.models.use(refiner_selection))
             output = generate(core.request, components, core.sampler, **kwargs)
@@ -351,6 +368,8 @@ class CoreCall:
     loras: Sequence[LoraUse] = ()
     unet_hooks: Sequence[UNetHook] = ()
     hires_sampler: "ResolvedSampler | None" = None
+    hires_loras: "Sequence[LoraUse] | None" = None
+    """The hires prompt's LoRAs when they differ from the first prompt's (None: the same)."""
 
 
 class ConsoleProgress:

@@ -13,6 +13,7 @@ paste-back (with hires fix, `hires.run_hires_batch`: the same for both passes, t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -125,7 +126,9 @@ def _run_job(job: PreparedJob, hires: HiresPass | None) -> tuple[list[tuple[int,
 
 def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOptions, sampler: SamplingMethod,
            hires_sampler: SamplingMethod | None, upscalers: UpscalerRegistry | None,
-           hires_components: ComponentSet | None) -> tuple[HiresPlan, HiresPass] | None:
+           hires_components: ComponentSet | None,
+           networks: Callable[[], contextlib.AbstractContextManager[object]] | None = None
+           ) -> tuple[HiresPlan, HiresPass] | None:
     """The second pass of a txt2img request with `enable_hr` (None for anything else)."""
     if request.mode != "txt2img" or not request.enable_hr:
         return None
@@ -136,7 +139,7 @@ def _hires(request: GenerationRequest, components: ComponentSet, options: CoreOp
     validate_hires(request, factor)
     validate_hires_inputs(request, components, hires_components, upscaler.is_latent, factor)
     plan = plan_hires(request, options, upscaler.name, labels, factor)
-    return plan, HiresPass(upscaler, second, hires_components)
+    return plan, HiresPass(upscaler, second, hires_components, networks)
 
 
 def _used_embeddings(job: PreparedJob) -> tuple[object, ...]:
@@ -168,6 +171,7 @@ def generate(
     hires_sampler: SamplingMethod | None = None,
     upscalers: UpscalerRegistry | None = None,
     hires_components: ComponentSet | None = None,
+    hires_networks: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
 ) -> CoreOutput:
     """Run one txt2img/img2img/inpaint job. Raises InvalidRequest for bad fields, OutOfMemory when the device is
     too small; an interrupt returns what was finished with `interrupted=True`.
@@ -175,13 +179,14 @@ def generate(
     `hooks` run at every step after CFG (`StepContext`); `unet_hooks` wrap every UNet call (`UNetHook`).
     With `enable_hr`, `hires_sampler` runs the second pass (None: `sampler`) and `upscalers` finds
     `hr_upscaler` (None: the built-in ones); `hires_components` is the second pass's model (`hr_checkpoint_name`;
-    None: `components`)."""
+    None: `components`); `hires_networks` is entered around each second pass (the hires prompt's own LoRAs)."""
     started = time.perf_counter()
     # 1. options, validation, plan
     options = (options or CoreOptions()).with_overrides(request.overrides)
     validate_request(request, components, refiner)
     tuning = sampler.tune(options.sampler_settings(request.eta))
-    hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components)
+    hires = _hires(request, components, options, sampler, hires_sampler, upscalers, hires_components,
+                   hires_networks)
     # 2. admission: the job's working memory is free now
     admit(request, components.identity, components.device, components.dtype, components.vae_dtype, now=True)
     plan = plan_job(request, options, sampler.label, sampler.schedule_label, tuning, seed_resolver,

@@ -14,6 +14,7 @@ With `firstpass_image` (A1111's "Upscale" action on a finished picture) that pic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -28,6 +29,7 @@ from modules.core.latents import pil_to_tensor, tensor_to_pil, vae_scale_factor
 from modules.core.plan import HiresPlan, JobPlan
 from modules.errors import Interrupted
 from modules.models.components import ComponentSet
+from modules.prompts.encode import PromptEncoder
 from modules.samplers.protocol import SamplingMethod
 from modules.types import ProgressEvent
 from modules.upscalers.registry import AnyUpscaler, UpscaleContext, Upscaler
@@ -41,6 +43,12 @@ class HiresPass:
     upscaler: AnyUpscaler
     sampler: SamplingMethod
     components: ComponentSet | None = None
+    networks: Callable[[], contextlib.AbstractContextManager[object]] | None = None
+    """Entered around each batch's second pass (its prompt encoding and sampling): the hires prompt's own LoRAs in
+    place of the first prompt's (None: the same LoRAs)."""
+    encoders: dict[int, PromptEncoder] = dataclasses.field(default_factory=dict)
+    """The second pass's own prompt encoders when `networks` switches LoRAs: an encoding cached under the first
+    pass's LoRAs must not serve the second pass."""
 
 
 def _crop(latents: torch.Tensor, truncate: tuple[int, int]) -> torch.Tensor:
@@ -164,7 +172,8 @@ def _second_pass_job(job: PreparedJob, second: HiresPass, first: FirstPass, batc
     height, width = init.latents.shape[2] * factor, init.latents.shape[3] * factor
     request = job.request.with_changes(width=width, height=height, steps=hires.hr_steps)
     hr_job = dataclasses.replace(job, request=request, plan=second_pass_plan(job.plan), sampler=second.sampler,
-                                 init=init, pass_index=job.plan.pass_count - 1, components=model)
+                                 init=init, pass_index=job.plan.pass_count - 1, components=model,
+                                 encoders=second.encoders if second.networks is not None else job.encoders)
     return hr_job, None if images is None else [_crop_image(image, truncate, factor) for image in images]
 
 
@@ -190,16 +199,22 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
         return indexed(job, batch_no, first.as_pictures())
     if job.plan.options.save_images_before_highres_fix and first.latents is not None:
         job.first_pass.update(indexed(job, batch_no, first.as_pictures()))
+    with second.networks() if second.networks is not None else contextlib.nullcontext():
+        return indexed(job, batch_no, _second_pass(job, second, first, batch_no))
+
+
+def _second_pass(job: PreparedJob, second: HiresPass, first: FirstPass, batch_no: int) -> list[Image.Image]:
+    """Steps 2-4 of one batch: upscale, sample, decode; the first pass's pictures when stopped on the way."""
     try:
         hr_job, upscaled = _second_pass_job(job, second, first, batch_no)
     except Interrupted:  # stopped while an upscaler model ran: the first pass's pictures
-        return indexed(job, batch_no, first.as_pictures())
+        return first.as_pictures()
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
-        return indexed(job, batch_no, upscaled or tensor_to_pil(_decode_init(hr_job)))
+        return upscaled or tensor_to_pil(_decode_init(hr_job))
     sampled = sample_batch(hr_job, batch_no)
     if sampled is None:
-        return indexed(job, batch_no, first.as_pictures())
-    return indexed(job, batch_no, decode_batch(hr_job, sampled.latents, sampled.refined))
+        return first.as_pictures()
+    return decode_batch(hr_job, sampled.latents, sampled.refined)
 
 
 def _decode_init(job: PreparedJob) -> torch.Tensor:

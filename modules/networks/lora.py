@@ -331,6 +331,30 @@ def _restore(backups: dict[int, tuple[torch.nn.Parameter, torch.Tensor]]) -> Non
     backups.clear()
 
 
+def same_loras(first: Sequence[LoraUse], second: Sequence[LoraUse]) -> bool:
+    """Whether two prompts' LoRAs put the same weights into a model (same files, same multipliers)."""
+    return _net_multipliers(first, ()) == _net_multipliers(second, ())
+
+
+def _net_multipliers(add: Sequence[LoraUse], remove: Sequence[LoraUse]) -> dict[Path, tuple[LoraFile, float, float]]:
+    """Per LoRA file, the text-encoder and UNet multipliers of `add` minus those of `remove` (zeros left out)."""
+    totals: dict[Path, list[Any]] = {}
+    for sign, uses in ((1.0, add), (-1.0, remove)):
+        for use in uses:
+            entry = totals.setdefault(use.lora.path, [use.lora, 0.0, 0.0])
+            entry[1] += sign * use.te_weight
+            entry[2] += sign * use.unet_weight
+    return {path: (lora, te, unet) for path, (lora, te, unet) in totals.items() if te != 0.0 or unet != 0.0}
+
+
+def switched_loras(components: ComponentSet, merged: Sequence[LoraUse],
+                   wanted: Sequence[LoraUse]) -> contextlib.AbstractContextManager[AppliedLoras]:
+    """Within the block, `components` (into which `apply_loras` merged `merged`) hold `wanted` instead: the
+    differences of the multipliers are merged on top (a merge is linear in its multiplier), and on exit the weights
+    come back as they were, bit-exact. A1111's hires prompt with LoRAs of its own does this for the second pass."""
+    return apply_loras(components, list(_net_multipliers(wanted, merged).values()))
+
+
 @contextlib.contextmanager
 def apply_loras(
     components: ComponentSet, uses: Sequence[LoraUse | tuple[LoraFile, float, float]]

@@ -136,3 +136,28 @@ def test_lora_for_another_model_family_is_skipped_and_reported(world, caplog: py
         assert run(app, "red square").comments == ()
     finally:
         foreign.unlink()
+
+
+@pytest.mark.slow
+def test_a_hires_prompt_with_other_loras_switches_them_for_the_second_pass(world) -> None:
+    """A1111's hires prompt activates its own extra networks for the second pass: its LoRAs instead of the first
+    prompt's, none when it names none; the first prompt's come back for the next batch, bit for bit."""
+    app, files = world
+    hires = {"enable_hr": True, "hr_upscaler": "Lanczos", "hr_scale": 2.0, "denoising_strength": 0.6}
+    tag = f"<lora:{LORA}:1>"
+    before = weights(app)
+    both = run(app, f"red square {tag}", **hires)
+    same = run(app, f"red square {tag}", hr_prompt=f"red square {tag}", **hires)
+    assert same.images[0].tobytes() == both.images[0].tobytes()  # the same LoRAs: nothing switches
+    plain = run(app, "red square", **hires)
+    second_only = run(app, "red square", hr_prompt=f"red square {tag}", **hires)
+    first_only = run(app, f"red square {tag}", hr_prompt="red square", **hires)
+    pictures = [result.images[0].tobytes() for result in (both, plain, second_only, first_only)]
+    assert len(set(pictures)) == 4  # the LoRA in both passes, in none, only in the second, only in the first
+    assert f"{LORA}: {addnet_sha256(files.lora)[:12]}" in second_only.infotexts[0]  # A1111 records both passes'
+    assert "Hires prompt: red square" in first_only.infotexts[0]
+    twice = run(app, f"red square {tag}", hr_prompt="red square", n_iter=2, **hires)
+    alone = run(app, f"red square {tag}", hr_prompt="red square", **{**hires, "seed": 12})
+    assert twice.images[1].tobytes() == alone.images[0].tobytes()  # batch 2's first pass had the LoRA again
+    after = weights(app)
+    assert all(torch.equal(before[key], after[key]) for key in before)
