@@ -64,6 +64,7 @@ class OutputOptions(SettingsView):
     directories_max_prompt_words: int = 8
     save_txt: bool = False
     webp_lossless: bool = False
+    save_incomplete_images: bool = False
     grid_only_if_multiple: bool = True
     n_rows: int = -1
     return_grid: bool = True

@@ -326,6 +326,8 @@ class GenerationService:
                     saved.append(self.save_picture(request.mode, "samples", image, text, fields, options,
                                                    suffix="-before-highres-fix"))
         for index, (image, seed, text) in enumerate(zip(output.images, output.seeds, texts)):
+            if index in output.incomplete and not options.save_incomplete_images:
+                continue  # stopped early (A1111's `save_incomplete_images`, off by default)
             fields = names.fields(image, text, seed, index, output.seeds)
             path = self.save_picture(request.mode, "samples", image, text, fields, options)
             saved.append(path)

@@ -85,6 +85,8 @@ class PreparedJob:
     """Which sampling pass of a batch this job runs (hires fix: 0 the first, 1 the second), for progress."""
     first_pass: dict[int, Image.Image] = field(default_factory=dict)
     """Hires fix with `save_images_before_highres_fix`: each image's first-pass picture, by index in the job."""
+    incomplete: set[int] = field(default_factory=set)
+    """Indices (in the job) of pictures whose denoising was stopped early (interrupt or skip)."""
     encoders: dict[int, PromptEncoder] = field(default_factory=dict)
     """Per-job text encoding caches, one per model (base, refiner), so each prompt is encoded once per job."""
     parser: ScheduleParser = field(default_factory=shared_parser)
@@ -392,6 +394,12 @@ def sample_batch(job: PreparedJob, batch_no: int) -> SampledBatch | None:
     return SampledBatch(_final_latents(loop, result), result.stopped, refined)
 
 
+def mark_incomplete(job: PreparedJob, batch_no: int) -> None:
+    """Record that batch `batch_no`'s pictures were stopped before their last step."""
+    index = job.plan.batch_slice(batch_no)
+    job.incomplete.update(range(index.start, index.stop))
+
+
 def indexed(job: PreparedJob, batch_no: int, images: list[Image.Image]) -> list[tuple[int, Image.Image]]:
     """(image index in the job, image) pairs of batch `batch_no`."""
     index = job.plan.batch_slice(batch_no)
@@ -405,4 +413,6 @@ def run_batch(job: PreparedJob, batch_no: int) -> list[tuple[int, Image.Image]]:
     sampled = sample_batch(job, batch_no)
     if sampled is None:
         return []
+    if sampled.stopped:
+        mark_incomplete(job, batch_no)
     return indexed(job, batch_no, decode_batch(job, sampled.latents, sampled.refined))

@@ -64,6 +64,9 @@ class CoreOutput:
     where the second pass did not run); empty otherwise."""
     notes: tuple[str, ...] = ()
     """Messages for the user about fallbacks the job took (VAE in tiles or in 32-bit floats, noise on the CPU)."""
+    incomplete: tuple[int, ...] = ()
+    """Positions in `images` of pictures whose denoising was stopped early (interrupt or skip): A1111 saves them
+    only with `save_incomplete_images`."""
     noise_source: str = "CPU"
     """Where the seeded noise was drawn, as A1111's "RNG" names it: "CPU", "GPU" (its default) or "NV"."""
 
@@ -236,6 +239,7 @@ def generate(
         timings=timings,
         used_embeddings=_used_embeddings(job),
         first_pass_images=tuple(job.first_pass.get(i) for i in kept) if job.first_pass else (),
+        incomplete=tuple(position for position, index in enumerate(kept) if index in job.incomplete),
         notes=tuple(notes),
         noise_source=noise_source,
     )

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from modules.core import vae
-from modules.core.batch import InitState, PreparedJob, decode_batch, indexed, sample_batch
+from modules.core.batch import InitState, PreparedJob, decode_batch, indexed, mark_incomplete, sample_batch
 from modules.core.init_image import inpaint_conditioning
 from modules.core.latents import pil_to_tensor, tensor_to_pil, vae_scale_factor
 from modules.core.plan import HiresPlan, JobPlan
@@ -196,6 +196,7 @@ def run_hires_batch(job: PreparedJob, second: HiresPass, batch_no: int) -> list[
     if first is None:
         return []
     if stopped:
+        mark_incomplete(job, batch_no)
         return indexed(job, batch_no, first.as_pictures())
     if job.plan.options.save_images_before_highres_fix and first.latents is not None:
         job.first_pass.update(indexed(job, batch_no, first.as_pictures()))
@@ -208,10 +209,13 @@ def _second_pass(job: PreparedJob, second: HiresPass, first: FirstPass, batch_no
     try:
         hr_job, upscaled = _second_pass_job(job, second, first, batch_no)
     except Interrupted:  # stopped while an upscaler model ran: the first pass's pictures
+        mark_incomplete(job, batch_no)
         return first.as_pictures()
     if hr_job.plan.steps.is_noop:  # denoising strength 0: the upscaled picture itself
         return upscaled or tensor_to_pil(_decode_init(hr_job))
     sampled = sample_batch(hr_job, batch_no)
+    if sampled is None or sampled.stopped:
+        mark_incomplete(job, batch_no)
     if sampled is None:
         return first.as_pictures()
     return decode_batch(hr_job, sampled.latents, sampled.refined)

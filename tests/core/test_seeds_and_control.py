@@ -121,6 +121,7 @@ def test_interrupt_keeps_finished_batches_and_the_current_one():
     output = generate(_request(n_iter=3), tiny(SD1), EULER, cancel=cancel, on_progress=progress)
     assert output.interrupted
     assert output.seeds == (40, 41)  # batch 0 complete, batch 1 decoded from its latest estimate, batch 2 never ran
+    assert output.incomplete == (1,)  # saved only with save_incomplete_images (A1111)
     assert events == [(0, 1), (0, 2), (0, 3), (1, 1)]
 
 
@@ -135,7 +136,7 @@ def test_skip_ends_only_the_current_batch():
 
     output = generate(_request(n_iter=2), tiny(SD1), EULER, cancel=cancel, on_progress=progress)
     assert not output.interrupted
-    assert output.seeds == (40, 41)
+    assert output.seeds == (40, 41) and output.incomplete == (0,)
     assert events == [(0, 1), (1, 1), (1, 2), (1, 3)]
 
 

@@ -64,7 +64,7 @@ def test_the_real_save_path_records_samples_scripts_and_grids(paths: DataPaths, 
                                 on_saved=index.record)
     request = GenerationRequest(prompt="a red fox", negative_prompt="blurry", seed=5, width=8, height=8)
     pictures = (Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8)))
-    output = types.SimpleNamespace(images=pictures, seeds=(5, 6), first_pass_images=(None, None))
+    output = types.SimpleNamespace(images=pictures, seeds=(5, 6), first_pass_images=(None, None), incomplete=())
     texts = (text("a red fox", seed=5, negative="blurry"), text("a red fox", seed=6, negative="blurry"))
     names = JobNames(request)
     saved = service.save_outputs(request, output, texts, OutputOptions.from_mapping(Settings()),  # type: ignore
