@@ -18,6 +18,7 @@ from PIL import Image
 
 from modules.errors import UnknownSampler
 from modules.settings import ComponentConfig, default_ui_components
+from modules.ui.style_editor import EDIT_STYLES_ICON, StyleEditor, build_style_editor
 from modules.ui.tokens import TokenCounter
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class PromptRow:
     override_settings: gr.Dropdown
     enqueue: gr.Button | None = None
     """Queue the job and return at once (`modules.ui.queue_panel`); None for rows without it."""
+    style_editor: "StyleEditor | None" = None
+    """The 🖌️ box that creates, edits and deletes styles (`modules.ui.style_editor`)."""
 
     def named(self) -> dict[str, gr.components.Component]:
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "styles": self.styles,
@@ -141,14 +144,16 @@ def build_prompt_row(ctx: UiContext, tab: str, enqueue: bool = False) -> PromptR
                 paste = tool_button(PASTE_ICON, f"{tab}_paste")
                 clear = tool_button(CLEAR_ICON, f"{tab}_clear_prompt")
                 apply_styles = tool_button(APPLY_STYLE_ICON, f"{tab}_apply_styles", visible=bool(names))
+                edit_styles = tool_button(EDIT_STYLES_ICON, f"{tab}_styles_edit_button")
             styles = gr.Dropdown(label="Styles", choices=names, value=[], multiselect=True, elem_id=f"{tab}_styles",
                                  visible=bool(names), show_label=True, filterable=True)
             # A1111's "Override settings": settings a pasted infotext states (RNG, ENSD, ...), for this tab's jobs
             override_settings = gr.Dropdown(label="Override settings", choices=[], value=[], multiselect=True,
                                             allow_custom_value=True, visible=False,
                                             elem_id=f"{tab}_override_settings")
+    editor = build_style_editor(tab, names, edit_styles)
     row = PromptRow(prompt, negative, prompt_tokens, negative_tokens, generate, interrupt, skip, paste, clear,
-                    styles, apply_styles, override_settings, enqueue_button)
+                    styles, apply_styles, override_settings, enqueue_button, editor)
     _wire_prompt_row(ctx, row)
     return row
 

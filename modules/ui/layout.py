@@ -33,6 +33,7 @@ from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.save_buttons import wire_save_buttons
 from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
+from modules.ui.style_editor import wire_style_editors
 from modules.ui.tokens import TokenCounter, load_bundled_tokenizer
 from modules.ui.toprow import build_top_row, current_checkpoint, page_load_values, size_updates
 from modules.ui.txt2img import build_txt2img_tab
@@ -73,6 +74,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         wire_pnginfo(app, targets)
         wire_gallery(app, gallery, targets)
         wire_merger_tab(app, merger, [top.checkpoint])
+        wire_style_editors(app, [txt2img.prompt_row, img2img.generation.prompt_row])
 
         sizes = [txt2img.sampling.width, txt2img.sampling.height,
                  img2img.generation.sampling.width, img2img.generation.sampling.height]

@@ -294,3 +294,23 @@ def test_img2img_resize_by_shows_and_uses_the_scaled_size(browser_page, served, 
     expect(page.locator("#img2img_gallery img").first).to_be_visible(timeout=30_000)
     request = app.generation.requests[-1]
     assert (request.prompt, request.width, request.height) == ("twice as big", 160, 128)
+
+
+def test_style_editor_saves_a_new_style_that_the_styles_list_offers(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, (_, app) = browser_page, served
+    expect(page.locator("#txt2img_generate")).to_be_visible(timeout=30_000)
+    page.locator("#txt2img_styles_edit_button").click()
+    name = page.locator("#txt2img_edit_style_name input")
+    expect(name).to_be_visible(timeout=10_000)
+    name.fill("watercolour")
+    name.press("Enter")
+    page.locator("#txt2img_edit_style_prompt textarea").fill("{prompt}, watercolour painting")
+    page.locator("#txt2img_edit_style_save").click()
+    expect(page.locator("#txt2img_styles")).to_be_visible(timeout=10_000)
+    page.locator("#txt2img_styles input").click()
+    expect(page.get_by_role("option", name="watercolour").first).to_be_visible(timeout=10_000)
+    style = app.styles.get("watercolour")
+    assert style is not None and style.prompt == "{prompt}, watercolour painting"
+    assert "watercolour" in app.styles.path.read_text(encoding="utf-8")
