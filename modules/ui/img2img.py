@@ -207,6 +207,24 @@ class _Sources:
     sketch: gr.ImageEditor
     inpaint_sketch: gr.ImageEditor
     mask_alpha: gr.Slider
+    copy_to: list[tuple[str, str, gr.Button]]
+    """A1111's "Copy image to:" buttons: (from sub-tab, to sub-tab, button)."""
+
+
+COPY_SOURCES = (SOURCE_IMG2IMG, SOURCE_SKETCH, SOURCE_INPAINT, SOURCE_INPAINT_SKETCH)
+"""The sub-tabs with one picture, between which "Copy image to:" copies it."""
+
+
+def _copy_buttons(source: str) -> list[tuple[str, str, gr.Button]]:
+    """The "Copy image to:" row of one sub-tab (the other picture sub-tabs)."""
+    buttons = []
+    with gr.Row(elem_classes=["copy-image-row"]):
+        gr.HTML("Copy image to:", elem_classes=["copy-image-label"], padding=False)
+        for target in COPY_SOURCES:
+            if target != source:
+                button = gr.Button(SUB_TAB_LABELS[target], size="sm", elem_id=f"{source}_copy_to_{target}")
+                buttons.append((source, target, button))
+    return buttons
 
 
 def _sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
@@ -224,16 +242,20 @@ def _build_sources(ctx: UiContext) -> _Sources:
         with tab(SOURCE_IMG2IMG) as tab_img2img:
             init_image = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA", height=480,
                                   sources=["upload", "clipboard"], elem_id="img2img_image")
+            copy_to = _copy_buttons(SOURCE_IMG2IMG)
         with tab(SOURCE_SKETCH) as tab_sketch:
             sketch = _sketch_editor("Image for img2img (paint on it)", "img2img_sketch")
+            copy_to += _copy_buttons(SOURCE_SKETCH)
         with tab(SOURCE_INPAINT) as tab_inpaint:
             editor = gr.ImageEditor(
                 label="Image for inpainting with mask", type="pil", height=520, elem_id="img2maskimg",
                 sources=["upload", "clipboard"], layers=False, transforms=(),
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32), eraser=gr.Eraser(),
             )
+            copy_to += _copy_buttons(SOURCE_INPAINT)
         with tab(SOURCE_INPAINT_SKETCH) as tab_inpaint_sketch:
             inpaint_sketch = _sketch_editor("Color sketch inpainting", "inpaint_sketch")
+            copy_to += _copy_buttons(SOURCE_INPAINT_SKETCH)
             mask_alpha = gr.Slider(label="Mask transparency", minimum=0, maximum=100, step=1, value=0,
                                    elem_id="img2img_mask_alpha")
         with tab(SOURCE_INPAINT_UPLOAD) as tab_upload:
@@ -247,7 +269,7 @@ def _build_sources(ctx: UiContext) -> _Sources:
     tabs = {SOURCE_IMG2IMG: tab_img2img, SOURCE_SKETCH: tab_sketch, SOURCE_INPAINT: tab_inpaint,
             SOURCE_INPAINT_SKETCH: tab_inpaint_sketch, SOURCE_INPAINT_UPLOAD: tab_upload, SOURCE_BATCH: tab_batch}
     return _Sources(sub_tabs, tabs, init_image, editor, upload_image, upload_mask, batch, sketch, inpaint_sketch,
-                    mask_alpha)
+                    mask_alpha, copy_to)
 
 
 def _build_inpaint_options(ctx: UiContext) -> tuple[gr.Group, dict[str, gr.components.Component],
@@ -335,6 +357,7 @@ def build_img2img_tab(ctx: UiContext, top_inputs: Mapping[str, gr.components.Com
     _wire_sources(tab, sources.tabs)
     _wire_detect_size(tab)
     _wire_resize_by(tab)
+    _wire_copy_image(tab, sources.copy_to)
     wire_interrogate(ctx.app, interrogate, current_picture, _picture_inputs(tab), prompt_row.prompt)
     return tab
 
@@ -405,6 +428,28 @@ def _wire_resize_by(tab: Img2ImgTab) -> None:
     inputs = [resize_by.scale, *_picture_inputs(tab)]
     for event in (resize_by.scale.release, resize_by.by_tab.select, tab.init_image.change, tab.upload_image.change):
         event(preview, inputs=inputs, outputs=resize_by.preview, show_progress="hidden", queue=False)
+
+
+def _wire_copy_image(tab: Img2ImgTab, buttons: list[tuple[str, str, gr.Button]]) -> None:
+    """"Copy image to:": the picture of one sub-tab into another's canvas (the painting left behind), and that
+    sub-tab selected."""
+    widgets = {SOURCE_IMG2IMG: tab.init_image, SOURCE_SKETCH: tab.sketch, SOURCE_INPAINT: tab.editor,
+               SOURCE_INPAINT_SKETCH: tab.inpaint_sketch}
+    pictures = [tab.init_image, tab.editor, tab.upload_image, tab.sketch, tab.inpaint_sketch]
+
+    def copier(source: str, target: str) -> Callable[..., dict[Any, Any]]:
+        def copy(*values: Any) -> dict[Any, Any]:
+            image, editor, upload, sketch, inpaint_sketch = values
+            picture = current_picture(source, image, editor, upload, sketch, inpaint_sketch)
+            if picture is None:
+                gr.Warning(f"There is no image in {SUB_TAB_LABELS[source]} to copy.")
+                return {}
+            return {widgets[target]: picture, **select_source_updates(tab, target)}
+        return copy
+
+    for source, target, button in buttons:
+        button.click(copier(source, target), inputs=pictures,
+                     outputs=[widgets[target], tab.source, tab.inpaint_options, tab.sub_tabs], show_progress="hidden")
 
 
 def _wire_detect_size(tab: Img2ImgTab) -> None:

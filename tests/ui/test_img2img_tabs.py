@@ -256,3 +256,20 @@ def test_batch_resize_by_scales_each_picture(page: Page, app: FakeApp, tmp_path:
         "img2img_prompt": "batch", "img2img_batch_input_dir": "in", "img2img_scale": 2},
         extra={source: SOURCE_BATCH, _resize_by_state(page): RESIZE_BY}))
     assert [(r.width, r.height) for r in app.generation.requests[2:]] == [(128, 128), (192, 128)]
+
+
+def test_copy_image_to_another_sub_tab(page: Page) -> None:
+    from modules.ui.img2img import SOURCE_INPAINT
+
+    picture = Image.new("RGB", (24, 16), (0, 0, 200))
+    updates = page.call("img2img_copy_to_inpaint", "click", {"img2img_image": picture})
+    assert updates[page.find("img2maskimg")] is picture
+    assert updates[page.find("mode_img2img")].constructor_args["selected"] == SUB_TAB_IDS[SOURCE_INPAINT]
+    assert SOURCE_INPAINT in updates.values()  # the session's source follows the sub-tab
+    painted = {"background": picture, "layers": [Image.new("RGBA", (24, 16))], "composite": picture}
+    back = page.call("inpaint_copy_to_img2img", "click", {"img2maskimg": painted})
+    assert back[page.find("img2img_image")].tobytes() == picture.tobytes()
+    sketch = page.call("sketch_copy_to_inpaint_sketch", "click", {"img2img_sketch": _painted()})
+    assert sketch[page.find("inpaint_sketch")].getpixel((10, 10))[:3] == (255, 0, 0)  # the painted picture
+    with pytest.warns(UserWarning, match="no image in img2img"):
+        assert page.call("img2img_copy_to_sketch", "click", {"img2img_image": None}) == {}
