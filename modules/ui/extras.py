@@ -39,6 +39,13 @@ class ExtrasTab:
     gallery: gr.Gallery
     info: gr.HTML
     progress: gr.HTML
+    send_img2img: gr.Button | None = None
+    """"Send to img2img" / "Send to inpaint" with the selected result (wired in `modules.ui.sendto`)."""
+    send_inpaint: gr.Button | None = None
+    pictures: gr.State | None = None
+    """The last result's pictures, in gallery order."""
+    selected: gr.State | None = None
+    """The gallery index the user picked (None: the first picture)."""
 
 
 def upscaler_choices(app: "App") -> list[str]:
@@ -154,7 +161,11 @@ def build_extras_tab(app: "App") -> ExtrasTab:
                 progress = gr.HTML("", elem_id="extras_progress", elem_classes=["job-progress"])
                 gallery = gr.Gallery(label="Result", show_label=False, columns=2, height=520, format="png",
                                      interactive=False, elem_id="extras_gallery")
+                with gr.Row():
+                    send_img2img = gr.Button("Send to img2img", elem_id="extras_send_to_img2img", size="sm")
+                    send_inpaint = gr.Button("Send to inpaint", elem_id="extras_send_to_inpaint", size="sm")
                 info = gr.HTML("", elem_id="html_info_extras", elem_classes=["infotext"])
+                pictures, selected = gr.State([]), gr.State(None)
     single_tab.select(lambda: SINGLE, outputs=source, show_progress="hidden", queue=False)
     batch_tab.select(lambda: BATCH, outputs=source, show_progress="hidden", queue=False)
     directory_tab.select(lambda: DIRECTORY, outputs=source, show_progress="hidden", queue=False)
@@ -166,6 +177,11 @@ def build_extras_tab(app: "App") -> ExtrasTab:
              "upscaling_resize": resize, "upscaling_resize_w": resize_w, "upscaling_resize_h": resize_h,
              "upscaling_crop": crop, "upscaler_1": upscaler_1, "upscaler_2": upscaler_2,
              "extras_upscaler_2_visibility": visibility}
+
+    def pick(event: gr.SelectData) -> int:
+        return int(event.index) if isinstance(event.index, int) else 0
+
+    gallery.select(pick, outputs=selected, show_progress="hidden", queue=False)
 
     def run(data: dict, request: gr.Request) -> Iterator[dict]:
         values = {name: data[component] for name, component in named.items()}
@@ -182,8 +198,10 @@ def build_extras_tab(app: "App") -> ExtrasTab:
         if not isinstance(result, ExtrasResult):
             yield {progress: ""}
             return
-        yield {progress: "", gallery: list(result.images), info: result_html(result)}
+        yield {progress: "", gallery: list(result.images), info: result_html(result), pictures: list(result.images),
+               selected: None}
 
-    generate.click(run, inputs=set(named.values()), outputs=[progress, gallery, info], show_progress="hidden",
-                   concurrency_limit=None)
-    return ExtrasTab(image, batch, source, sub_tabs, resize_mode, generate, gallery, info, progress)
+    generate.click(run, inputs=set(named.values()), outputs=[progress, gallery, info, pictures, selected],
+                   show_progress="hidden", concurrency_limit=None)
+    return ExtrasTab(image, batch, source, sub_tabs, resize_mode, generate, gallery, info, progress, send_img2img,
+                     send_inpaint, pictures, selected)

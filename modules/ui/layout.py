@@ -31,7 +31,7 @@ from modules.ui.img2img import build_img2img_tab
 from modules.ui.merger import build_merger_tab, wire_merger_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.save_buttons import wire_save_buttons
-from modules.ui.sendto import SendTargets, wire_gallery, wire_pnginfo, wire_results_panel
+from modules.ui.sendto import SendTargets, wire_extras_results, wire_gallery, wire_pnginfo, wire_results_panel
 from modules.ui.settings_tab import build_settings_tab, current_values, problems_html
 from modules.ui.style_editor import wire_style_editors
 from modules.ui.tokens import TokenCounter, load_bundled_tokenizer
@@ -72,6 +72,7 @@ def build_ui(app: "App", tokens: TokenCounter | None = None) -> gr.Blocks:
         wire_save_buttons(app, txt2img.panel)
         wire_save_buttons(app, img2img.generation.panel)
         wire_pnginfo(app, targets)
+        wire_extras_results(app, targets)
         wire_gallery(app, gallery, targets)
         wire_merger_tab(app, merger, [top.checkpoint])
         wire_style_editors(app, [txt2img.prompt_row, img2img.generation.prompt_row])

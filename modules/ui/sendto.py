@@ -133,6 +133,32 @@ def wire_results_panel(app: "App", panel: ResultPanel, targets: SendTargets) -> 
                              show_progress="hidden")
 
 
+def wire_extras_results(app: "App", targets: SendTargets) -> None:
+    """"Send to img2img" / "Send to inpaint" under the Extras results: the selected (else the first) picture, with
+    the generation parameters it carries (Extras keeps the source's)."""
+    extras = targets.extras
+    if extras is None or extras.pictures is None or extras.selected is None:
+        return
+    pictures_state, selected_state = extras.pictures, extras.selected
+
+    def sender(source: str) -> Callable[[dict], dict]:
+        def send(data: dict) -> dict:
+            pictures, selected = data[pictures_state] or [], data[selected_state]
+            if not pictures:
+                gr.Warning("There is no picture to send: upscale one first.")
+                return {}
+            image = pictures[selected if isinstance(selected, int) and 0 <= selected < len(pictures) else 0]
+            updates = parameters_to_tab(app, targets.img2img.generation, image.info.get("parameters") or "", data)
+            updates.update(image_to_img2img(targets, image, source))
+            return updates
+        return send
+
+    inputs: set[Block] = {pictures_state, selected_state, *targets.img2img.generation.inputs.values()}
+    for button, source in ((extras.send_img2img, SOURCE_IMG2IMG), (extras.send_inpaint, SOURCE_INPAINT)):
+        if button is not None:
+            button.click(sender(source), inputs=inputs, outputs=_img2img_outputs(targets), show_progress="hidden")
+
+
 def _no_parameters() -> dict:
     gr.Warning("This image holds no generation parameters to send.")
     return {}

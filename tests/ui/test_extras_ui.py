@@ -98,3 +98,21 @@ def _png_text(text: str):
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", text)
     return info
+
+
+def test_send_an_upscaled_picture_to_img2img_or_inpaint(page: Page) -> None:
+    from modules.ui.img2img import SOURCE_INPAINT, SUB_TAB_IDS
+
+    outputs = page.handler(page.find("extras_generate"), "click").outputs
+    pictures_state, selected_state = outputs[3], outputs[4]
+    first, second = Image.new("RGB", (16, 16), (1, 2, 3)), Image.new("RGB", (16, 16), (4, 5, 6))
+    second.info["parameters"] = "a big fox\nNegative prompt: blur\nSteps: 9, Sampler: Euler, Seed: 5, Size: 8x8"
+    sent = page.call("extras_send_to_inpaint", "click", extra={pictures_state: [first, second], selected_state: 1})
+    assert sent[page.find("img2maskimg")] is second
+    assert sent[page.find("mode_img2img")].constructor_args["selected"] == SUB_TAB_IDS[SOURCE_INPAINT]
+    assert sent[page.find("img2img_prompt")] == "a big fox"  # the parameters it carries come along
+    plain = page.call("extras_send_to_img2img", "click", extra={pictures_state: [first, second],
+                                                                 selected_state: None})
+    assert plain[page.find("img2img_image")] is first
+    with pytest.warns(UserWarning, match="upscale one first"):
+        assert page.call("extras_send_to_img2img", "click", extra={pictures_state: [], selected_state: None}) == {}
