@@ -314,3 +314,29 @@ def test_style_editor_saves_a_new_style_that_the_styles_list_offers(browser_page
     style = app.styles.get("watercolour")
     assert style is not None and style.prompt == "{prompt}, watercolour painting"
     assert "watercolour" in app.styles.path.read_text(encoding="utf-8")
+
+
+def test_ctrl_up_and_down_edit_the_attention_weight_in_a_prompt(browser_page, served) -> None:
+    from playwright.sync_api import expect
+
+    page, _ = browser_page, served
+    box = page.locator("#txt2img_prompt textarea")
+    expect(box).to_be_visible(timeout=30_000)
+    box.fill("a red cat, <lora:film:0.8>")
+    box.evaluate("area => area.setSelectionRange(7, 7)")  # the caret in "cat"
+    box.press("Control+ArrowUp")
+    expect(box).to_have_value("a red (cat:1.1), <lora:film:0.8>")
+    box.press("Control+ArrowUp")  # the caret stays in the block: its weight goes on
+    expect(box).to_have_value("a red (cat:1.2), <lora:film:0.8>")
+    box.press("Control+ArrowDown")
+    box.press("Control+ArrowDown")
+    expect(box).to_have_value("a red cat, <lora:film:0.8>")  # back at 1: the brackets go
+    box.evaluate("area => area.setSelectionRange(area.value.length - 3, area.value.length - 3)")
+    box.press("Control+ArrowUp")
+    expect(box).to_have_value("a red cat, <lora:film:0.85>")
+    box.evaluate("area => area.setSelectionRange(0, 5)")  # a selection: "a red"
+    box.press("Control+ArrowDown")
+    expect(box).to_have_value("(a red:0.9) cat, <lora:film:0.85>")
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible(timeout=30_000)
+    assert served[1].generation.requests[-1].prompt == "(a red:0.9) cat, <lora:film:0.85>"  # Gradio saw it
