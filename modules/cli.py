@@ -17,7 +17,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from modules.paths import REPO_ROOT, DataPaths
 
@@ -43,9 +43,10 @@ IGNORED_A1111_FLAGS = (
 IGNORED_A1111_VALUE_FLAGS = (
     "--hypernetwork-dir", "--codeformer-models-path", "--gfpgan-models-path", "--bsrgan-models-path",
     "--ldsr-models-path", "--clip-models-path", "--textual-inversion-templates-dir", "--gradio-allowed-path",
-    "--controlnet-dir", "--controlnet-annotator-models-path", "--gradio-img2img-tool", "--gradio-inpaint-tool",
+    "--gradio-img2img-tool", "--gradio-inpaint-tool",
 )
-"""A1111 (and sd-webui-controlnet) options that take a value and have no meaning here: accepted, value unused."""
+"""A1111 options that take a value and have no meaning here: accepted, value unused. (Extensions add their own
+flags through their `preload.py`: `modules.extensions.preload`.)"""
 REFUSED_A1111_FLAGS = {
     "--share": "Gradio share links are not offered (they need Gradio's servers); serve on your network with "
                "--listen and protect it with --gradio-auth",
@@ -150,6 +151,8 @@ class LaunchOptions:
     """--workers: a worker count, "auto" (one per GPU of the Ray cluster, 1 without GPUs), or None (no Ray)."""
     ray_address: str | None = None
     ignored_flags: tuple[str, ...] = ()
+    extension_flags: Mapping[str, Any] = field(default_factory=dict)
+    """The values of the flags extensions add (their `preload.py`), by argparse `dest` name."""
 
     @property
     def host(self) -> str:
@@ -472,10 +475,25 @@ def command_line() -> list[str]:
         raise SystemExit(f"webui.py: error: COMMANDLINE_ARGS cannot be read ({exc}): {extra!r}") from None
 
 
+def _data_dir(argv: Sequence[str]) -> Path:
+    """The --data-dir of a command line (read before the rest: the extensions there may add flags)."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--data-dir", type=_path, default=REPO_ROOT)
+    try:
+        return early.parse_known_args(argv)[0].data_dir
+    except (SystemExit, argparse.ArgumentError):  # a bad value: the full parse reports it
+        return REPO_ROOT
+
+
 def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
-    """Parse command-line arguments (`command_line()` when argv is None); exits with a message on bad input."""
+    """Parse command-line arguments (`command_line()` when argv is None); exits with a message on bad input. The
+    extensions' `preload.py` add their flags first (`modules.extensions.preload`)."""
+    from modules.extensions.preload import add_extension_flags, extension_roots, flag_values
+
+    arguments = forge_to_a1111(command_line() if argv is None else argv)
     parser = build_parser()
-    ns = parser.parse_args(forge_to_a1111(command_line() if argv is None else argv))
+    extension_dests = add_extension_flags(parser, extension_roots(_data_dir(arguments)))
+    ns = parser.parse_args(arguments)
     gradio_auth: Credentials = ns.gradio_auth or ()
     if ns.gradio_auth_path is not None:
         try:
@@ -499,5 +517,6 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchOptions:
         api_auth=ns.api_auth or (),
         device=device,
         ignored_flags=tuple(ignored),
+        extension_flags=dict(flag_values(ns, extension_dests)),
     )
     return LaunchOptions(**values)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 API_VERSION = 1
 """The major version of this module's contract. metadata.ini `Api = 1` means "written for version 1"."""
 
-API_MINOR = 8
+API_MINOR = 9
 """Additions within API_VERSION 1: 1.1 added `Hook.UNET_CALL` (`UNetCallContext`); 1.2 added to `RunContext`
 `generate(..., save=, part=)`, `choices`, `upscale` and `save_image` (scripts that run several generations as parts
 of one picture, such as SD upscale), the "upscalers" / "hires_upscalers" kinds of `UiBuilder.choices`, and
@@ -64,7 +64,9 @@ X/Y/Z plot axes of other extensions, read through `UiBuilder.plot_axes` / `RunCo
 result assembled from several generations' results, grids in front); 1.7 added the settings outside a job:
 `UiBuilder.options` (when the page is built) and `AppStartedContext.options()` (at each call); 1.8 added
 `AppStartedContext.models_dir` and `UiBuilder.models_dir` (the folder of the model folders: A1111's `--models-dir`)
-and `UNetCallContext.refiner` (the call is the SDXL refiner's)."""
+and `UNetCallContext.refiner` (the call is the SDXL refiner's); 1.9 added `AppStartedContext.launch_flags` and
+`UiBuilder.launch_flags` (the values of the command-line flags extensions add in their `preload.py`, A1111's
+convention: `modules.extensions.preload`)."""
 
 ScriptMode = Literal["txt2img", "img2img"]
 
@@ -134,6 +136,9 @@ class AppStartedContext:
     """(API 1.7) The settings as they are now (extension settings included), read each time it is called."""
     models_dir: Path | None = None
     """(API 1.8) The folder holding the model folders (`--models-dir`, by default `data_dir / "models"`)."""
+    launch_flags: Mapping[str, Any] = field(default_factory=dict)
+    """(API 1.9) The values of the flags extensions add in their `preload.py`, by argparse `dest` name
+    ("--controlnet-dir" -> "controlnet_dir"); a flag not given has its default."""
 
 
 @dataclass(frozen=True)
@@ -457,6 +462,8 @@ class UiBuilder:
     """(API 1.7) The settings when the page is built (extension settings included; {} in a host without them)."""
     models_dir: Path | None = None
     """(API 1.8) The folder holding the model folders (`--models-dir`); None where the host has none (tests)."""
+    launch_flags: Mapping[str, Any] = field(default_factory=dict)
+    """(API 1.9) As `AppStartedContext.launch_flags`."""
 
     @property
     def is_img2img(self) -> bool:

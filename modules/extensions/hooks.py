@@ -60,10 +60,12 @@ class HookDispatcher:
     """Every hook's dispatch: app hooks (start, model loaded, UI) and generation hooks (job, UNet call, step, image)."""
 
     def __init__(self, records: ActiveRecords, data_dir: Path,
-                 options: Callable[[], Mapping[str, Any]] = dict, models_dir: Path | None = None) -> None:
+                 options: Callable[[], Mapping[str, Any]] = dict, models_dir: Path | None = None,
+                 launch_flags: Mapping[str, Any] | None = None) -> None:
         self._records = records
         self.data_dir = data_dir
         self.models_dir = models_dir or data_dir / "models"
+        self.launch_flags = dict(launch_flags or {})
         self._options = options
         self.model_holder: api.HoldModel | None = None
         """The model manager's `hold_extension_model` (set by `ExtensionHost.setup`); None: a cache of our own."""
@@ -117,7 +119,8 @@ class HookDispatcher:
     def app_started(self, fastapi_app: Any) -> None:
         """Fire APP_STARTED (call once, after the UI and the API routes are mounted)."""
         for cb in self.callbacks(api.Hook.APP_STARTED):
-            invoke(cb, api.AppStartedContext(fastapi_app, self.data_dir, self._options, self.models_dir))
+            invoke(cb, api.AppStartedContext(fastapi_app, self.data_dir, self._options, self.models_dir,
+                                             self.launch_flags))
 
     def model_loaded(self, title: str, components: Any) -> None:
         context = api.ModelLoadedContext(title, components.identity.family.value, components)

@@ -84,7 +84,7 @@ class ExtensionHost:
     def __init__(self, roots: Sequence[ExtensionRoot] = (), *, settings: "SettingsStore | None" = None,
                  disable_all: bool = False, installs_allowed: bool = False, data_dir: Path | None = None,
                  install_dir: Path | None = None, models_dir: Path | None = None,
-                 version_lookup: VersionLookup = installed_version,
+                 launch_flags: Mapping[str, Any] | None = None, version_lookup: VersionLookup = installed_version,
                  api_version: int = api.API_VERSION, api_minor: int = api.API_MINOR) -> None:
         self.roots = tuple(roots)
         self.installs_allowed = installs_allowed
@@ -95,8 +95,9 @@ class ExtensionHost:
         """The folder of the model folders (`--models-dir`), handed to extensions (API 1.8)."""
         self.records: list[ExtensionRecord] = []
         self._choices: ChoiceProvider = no_choices
-        self.hooks = HookDispatcher(self.active_records, self.data_dir, self.options, self.models_dir)
-        self.scripts = ScriptCatalog(self.active_records, self.choices, self.data_dir, self.options, self.models_dir)
+        self.hooks = HookDispatcher(self.active_records, self.data_dir, self.options, self.models_dir, launch_flags)
+        self.scripts = ScriptCatalog(self.active_records, self.choices, self.data_dir, self.options, self.models_dir,
+                                     launch_flags)
         self._settings = settings
         self._disable_all_flag = disable_all
         self._lookup = version_lookup
@@ -115,7 +116,7 @@ class ExtensionHost:
             roots.append(ExtensionRoot(user))
         return cls(roots, settings=settings, disable_all=launch.disable_all_extensions,
                    installs_allowed=launch.extension_installs_allowed, data_dir=launch.data_dir, install_dir=user,
-                   models_dir=launch.paths.models)
+                   models_dir=launch.paths.models, launch_flags=launch.extension_flags)
 
     # -- state ------------------------------------------------------------------------------------------------
 

@@ -148,11 +148,12 @@ class ScriptCatalog:
 
     def __init__(self, records: ActiveRecords, choices: ChoiceProvider = no_choices,
                  data_dir: Path | None = None, options: Callable[[], Mapping[str, Any]] = dict,
-                 models_dir: Path | None = None) -> None:
+                 models_dir: Path | None = None, launch_flags: Mapping[str, Any] | None = None) -> None:
         self._records = records
         self._choices = choices
         self._data_dir = data_dir
         self._models_dir = models_dir or (data_dir / "models" if data_dir is not None else None)
+        self._launch_flags = dict(launch_flags or {})
         self._options = options
         self._info: dict[tuple[str, str, str], list[ArgInfo]] = {}
         self._lock = threading.Lock()
@@ -214,7 +215,8 @@ class ScriptCatalog:
         if entry.script.ui is None:
             return {}
         builder = UiBuilder(mode=mode, extension=entry.name, choices=self._choices, data_dir=self._data_dir,
-                            plot_axes=self.plot_axes, options=self._options(), models_dir=self._models_dir)
+                            plot_axes=self.plot_axes, options=self._options(), models_dir=self._models_dir,
+                            launch_flags=self._launch_flags)
         try:
             components = entry.script.ui(builder)
             if not isinstance(components, Mapping) or not all(isinstance(k, str) for k in components):

@@ -133,7 +133,7 @@ def _assert_untouched(before: dict[str, torch.Tensor]) -> None:
 
 
 def test_api_minor_version():
-    assert (API_VERSION, API_MINOR) == (1, 8)
+    assert (API_VERSION, API_MINOR) == (1, 9)
     assert Hook.UNET_CALL.value == "unet_call"
 
 

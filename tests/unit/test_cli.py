@@ -21,7 +21,7 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_defaults() -> None:
     opts = parse_args([])
-    assert opts == LaunchOptions()
+    assert opts == LaunchOptions(extension_flags={"controlnet_dir": None, "controlnet_annotator_models_path": None})
     assert opts.port == 7860 and opts.host == "127.0.0.1"
     assert opts.data_dir == REPO_ROOT and opts.settings_file == REPO_ROOT / "config.json"
     assert opts.webui_enabled and not opts.api_enabled
@@ -174,7 +174,26 @@ def test_flags_that_cannot_be_ignored_stop_the_start_with_the_reason(argv: list[
 
 def test_a1111_options_with_values_that_mean_nothing_here_are_reported() -> None:
     opts = parse_args(["--hypernetwork-dir", "/h", "--controlnet-dir", "/c", "--api-log", "--cuda-malloc"])
-    assert opts.ignored_flags == ("--hypernetwork-dir", "--controlnet-dir", "--cuda-malloc") and opts.api_log
+    assert opts.ignored_flags == ("--hypernetwork-dir", "--cuda-malloc") and opts.api_log
+    assert opts.extension_flags["controlnet_dir"] == "/c"  # the ControlNet extension's own flag (its preload.py)
+
+
+def test_extensions_add_their_flags_in_preload_py(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "extensions" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "preload.py").write_text(
+        "def preload(parser):\n    parser.add_argument('--my-level', type=int, default=2)\n", encoding="utf-8")
+    broken = tmp_path / "extensions" / "broken"
+    broken.mkdir()
+    (broken / "preload.py").write_text("raise RuntimeError('no')\n", encoding="utf-8")
+    opts = parse_args(["--data-dir", str(tmp_path), "--my-level", "5", "--controlnet-annotator-models-path", "a"])
+    assert opts.extension_flags == {"controlnet_dir": None, "controlnet_annotator_models_path": "a", "my_level": 5}
+    assert "broken: its preload.py failed (no)" in caplog.text  # reported; the other flags still work
+    assert parse_args(["--data-dir", str(tmp_path)]).extension_flags["my_level"] == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--my-level", "5"])  # another data directory: that extension and its flag are not there
+    assert "--my-level" in capsys.readouterr().err
 
 
 def test_forge_flags_map_to_their_a1111_equivalents_or_are_reported_with_a_hint() -> None:

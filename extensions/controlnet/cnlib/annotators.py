@@ -63,11 +63,13 @@ class AnnotatorFolders:
     roots: tuple[Path, ...] = ()
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path, models_dir: Path | None = None) -> "AnnotatorFolders":
-        """`<models>/ControlNet/annotators` (`models_dir`: `--models-dir`, by default `data_dir/models`), then
-        sd-webui-controlnet's downloads folder."""
+    def for_data_dir(cls, data_dir: Path, models_dir: Path | None = None,
+                     first: Path | None = None) -> "AnnotatorFolders":
+        """`first` (`--controlnet-annotator-models-path`), `<models>/ControlNet/annotators` (`models_dir`:
+        `--models-dir`, by default `data_dir/models`), then sd-webui-controlnet's downloads folder."""
         models = models_dir or data_dir / "models"
-        return cls((models.joinpath(*ANNOTATORS_FOLDER[1:]), data_dir.joinpath(*A1111_FOLDER)))
+        return cls((*((first,) if first is not None else ()), models.joinpath(*ANNOTATORS_FOLDER[1:]),
+                    data_dir.joinpath(*A1111_FOLDER)))
 
     def first(self, weights: Weights) -> Path | None:
         """The first candidate folder holding a transformers model (config.json and a weights file), or None."""

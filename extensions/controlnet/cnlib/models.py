@@ -23,10 +23,12 @@ class ControlNetModels:
         self.folders: list[Path] = []
         self._hashes: dict[tuple[Path, float], str] = {}
 
-    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None) -> None:
-        """`models_dir/ControlNet` (`--models-dir`, by default `data_dir/models`), then sd-webui-controlnet's folder."""
+    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None, extra: Path | None = None) -> None:
+        """`models_dir/ControlNet` (`--models-dir`, by default `data_dir/models`), sd-webui-controlnet's folder,
+        then `extra` (`--controlnet-dir`)."""
         models = models_dir or data_dir / "models"
-        self.folders = [models / "ControlNet", data_dir / "extensions" / "sd-webui-controlnet" / "models"]
+        self.folders = [models / "ControlNet", data_dir / "extensions" / "sd-webui-controlnet" / "models",
+                        *((extra,) if extra is not None else ())]
 
     def files(self) -> dict[str, Path]:
         """Name (file stem or folder name) -> path, sorted by name."""

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from PIL import Image
 
@@ -102,6 +102,14 @@ SOFT_INJECTION_BASE = 0.825
 # -- hooks -----------------------------------------------------------------------------------------------------------
 
 
+def _flag_folder(value: Any, data_dir: Path) -> Path | None:
+    """A folder given on the command line (a relative one is under the data directory); None when not given."""
+    if not value:
+        return None
+    folder = Path(str(value)).expanduser()
+    return folder if folder.is_absolute() else data_dir / folder
+
+
 class ControlNetExtension:
     """The extension's state: the model folders and the loaded networks."""
 
@@ -112,13 +120,17 @@ class ControlNetExtension:
         self.page_units = DEFAULT_UNIT_COUNT
         """The unit tabs the page was built with (`control_net_unit_count` at start): what a paste fills."""
 
-    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None) -> None:
-        self.models.set_data_dir(data_dir, models_dir)
+    def set_data_dir(self, data_dir: Path, models_dir: Path | None = None,
+                     flags: Mapping[str, Any] | None = None) -> None:
+        """The folders to look in; `flags` are this extension's launch flags (its preload.py, API 1.9)."""
+        flags = flags or {}
+        self.models.set_data_dir(data_dir, models_dir, _flag_folder(flags.get("controlnet_dir"), data_dir))
         self.ip_adapters.files.set_data_dir(data_dir, models_dir)
-        self.annotator_folders = AnnotatorFolders.for_data_dir(data_dir, models_dir)
+        self.annotator_folders = AnnotatorFolders.for_data_dir(
+            data_dir, models_dir, _flag_folder(flags.get("controlnet_annotator_models_path"), data_dir))
 
     def app_started(self, ctx: AppStartedContext) -> None:
-        self.set_data_dir(Path(ctx.data_dir), ctx.models_dir)
+        self.set_data_dir(Path(ctx.data_dir), ctx.models_dir, ctx.launch_flags)
         api = ctx.fastapi
         api.add_api_route("/controlnet/version", lambda: {"version": VERSION}, methods=["GET"])
         api.add_api_route("/controlnet/model_list", self.model_list, methods=["GET"])
@@ -249,7 +261,7 @@ def register(ext: ExtensionContext) -> None:
     def ui(builder: UiBuilder) -> dict[str, Any]:
         """The "ControlNet" accordion's unit tabs; their values make the `units` list (see cnlib/page.py)."""
         if builder.data_dir is not None and not state.models.folders:
-            state.set_data_dir(Path(builder.data_dir), builder.models_dir)
+            state.set_data_dir(Path(builder.data_dir), builder.models_dir, builder.launch_flags)
         state.page_units = unit_count(builder.options)
         return {"units": page.build(builder, state.page_units, list(MODULES), state.models.titles, state.preview)}
 
