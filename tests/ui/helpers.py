@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import socket
 import types
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -71,3 +74,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_ui(app: Any, tokens: Any) -> Iterator[str]:
+    """The app's page served on a free local port for a browser test (its URL); the server and the app are closed
+    afterwards."""
+    from modules.ui.layout import build_ui, launch_kwargs
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    blocks = build_ui(app, tokens=tokens)
+    port = free_port()
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                  **launch_kwargs(app))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        blocks.close()
+        app.close()
+
+
+def pick_option(page: Any, elem_id: str, option: str) -> None:
+    """Open a dropdown in the browser and click the first option whose name contains `option`."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option).first.click()
+
+
+def two_checkpoint_app(data_dir: Path) -> Any:
+    """A real App over `data_dir` with two tiny SD1 checkpoints, tiny-a and tiny-b (different weights)."""
+    from modules.bootstrap import build_app
+    from modules.cli import LaunchOptions
+    from modules.models.convert import save_single_file
+    from modules.models.identity import Family, ModelIdentity
+    from modules.models.tiny import build_tiny_components
+
+    folder = data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    for seed, name in enumerate(("tiny-a.safetensors", "tiny-b.safetensors")):
+        save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=seed), folder / name)
+    return build_app(LaunchOptions(data_dir=data_dir))

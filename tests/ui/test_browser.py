@@ -15,12 +15,11 @@ import pytest
 from PIL import Image
 
 from modules import images, infotext
-from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
 from tests.e2e.harness import upload_to_editor
 from tests.ui.fakes import FakeApp, make_app
-from tests.ui.helpers import free_port
+from tests.ui.helpers import serving_ui
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,17 +29,9 @@ pytestmark = [
 
 @pytest.fixture
 def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, FakeApp]]:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = make_app(tmp_path, step_delay=0.05)
-    blocks = build_ui(app, tokens=token_counter)
-    port = free_port()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                  **launch_kwargs(app))
-    try:
-        yield f"http://127.0.0.1:{port}/", app
-    finally:
-        blocks.close()
-        app.close()
+    with serving_ui(app, token_counter) as url:
+        yield url, app
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ unit. Uses canny when OpenCV is installed, else invert. Skipped when /usr/bin/ch
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -15,11 +14,11 @@ from PIL import Image
 
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
-from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
 from tests.ui.fakes import FakeApp, make_app
-from tests.ui.helpers import free_port
+from tests.ui.helpers import pick_option as _pick
+from tests.ui.helpers import serving_ui
 
 pytestmark = [
     pytest.mark.browser,
@@ -29,7 +28,6 @@ pytestmark = [
 
 @pytest.fixture
 def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, FakeApp]]:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = make_app(tmp_path)
     folder = tmp_path / "models" / "ControlNet"
     folder.mkdir(parents=True)
@@ -37,20 +35,8 @@ def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, F
     app.extensions = ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True)], settings=app.settings,
                                    data_dir=tmp_path)
     app.extensions.load()
-    blocks = build_ui(app, tokens=token_counter)
-    port = free_port()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                  **launch_kwargs(app))
-    try:
-        yield f"http://127.0.0.1:{port}/", app
-    finally:
-        blocks.close()
-        app.close()
-
-
-def _pick(page: object, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option).first.click()
+    with serving_ui(app, token_counter) as url:
+        yield url, app
 
 
 def test_enable_upload_preview_generate(served: tuple[str, FakeApp], chromium: object, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ Skipped when /usr/bin/chromium is missing."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 from typing import Iterator
@@ -13,11 +12,10 @@ import pytest
 
 from modules.extensions.host import BUILTIN_ROOT, ExtensionHost
 from modules.extensions.loader import ExtensionRoot
-from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
 from tests.ui.fakes import make_app
-from tests.ui.helpers import free_port
+from tests.ui.helpers import serving_ui
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,7 +30,6 @@ def register(ext):
 
 @pytest.fixture
 def page_url(tmp_path: Path, token_counter: TokenCounter) -> Iterator[str]:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = make_app(tmp_path)
     folder = tmp_path / "user_extensions" / "marker"
     (folder / "scripts").mkdir(parents=True)
@@ -43,15 +40,8 @@ def page_url(tmp_path: Path, token_counter: TokenCounter) -> Iterator[str]:
     app.extensions = ExtensionHost([ExtensionRoot(BUILTIN_ROOT, builtin=True), ExtensionRoot(folder.parent)],
                                    settings=app.settings, data_dir=tmp_path)
     app.extensions.load()
-    blocks = build_ui(app, tokens=token_counter)
-    port = free_port()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                  **launch_kwargs(app))
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        blocks.close()
-        app.close()
+    with serving_ui(app, token_counter) as url:
+        yield url
 
 
 def test_extension_assets_script_area_and_extensions_tab(page_url: str, chromium: object) -> None:

@@ -3,21 +3,15 @@ read the message, find the new checkpoint in the list above the tabs."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from modules.bootstrap import build_app
-from modules.cli import LaunchOptions
-from modules.models.convert import save_single_file
-from modules.models.identity import Family, ModelIdentity
-from modules.models.tiny import build_tiny_components
-from modules.ui.layout import build_ui, launch_kwargs
 from modules.ui.tokens import TokenCounter
 from tests.browser import CHROMIUM
-from tests.ui.helpers import free_port
+from tests.ui.helpers import pick_option as _pick
+from tests.ui.helpers import serving_ui, two_checkpoint_app
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,26 +21,9 @@ pytestmark = [
 
 @pytest.fixture
 def served(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[str, Path]]:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    folder = tmp_path / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    for seed, name in enumerate(("tiny-a.safetensors", "tiny-b.safetensors")):
-        save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=seed), folder / name)
-    app = build_app(LaunchOptions(data_dir=tmp_path))
-    blocks = build_ui(app, tokens=token_counter)
-    port = free_port()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                  **launch_kwargs(app))
-    try:
-        yield f"http://127.0.0.1:{port}/", folder
-    finally:
-        blocks.close()
-        app.close()
-
-
-def _pick(page: object, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option).first.click()
+    app = two_checkpoint_app(tmp_path)
+    with serving_ui(app, token_counter) as url:
+        yield url, tmp_path / "models" / "Stable-diffusion"
 
 
 def test_merge_two_checkpoints_from_the_tab(served: tuple[str, Path], chromium: object) -> None:

@@ -11,24 +11,15 @@ import pytest
 import torch
 
 from modules.app import App
-from modules.bootstrap import build_app
-from modules.cli import LaunchOptions
-from modules.models.convert import save_single_file
-from modules.models.identity import Family, ModelIdentity
 from modules.models.state_dict import read_state_dict
-from modules.models.tiny import build_tiny_components
 from modules.ui.layout import build_ui
 from modules.ui.tokens import TokenCounter
-from tests.ui.helpers import Page, merged, run_to_end
+from tests.ui.helpers import Page, merged, run_to_end, two_checkpoint_app
 
 
 @pytest.fixture
 def real(tmp_path: Path, token_counter: TokenCounter) -> Iterator[tuple[App, Page]]:
-    folder = tmp_path / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    for seed, name in enumerate(("tiny-a.safetensors", "tiny-b.safetensors")):
-        save_single_file(build_tiny_components(ModelIdentity(Family.SD1), seed=seed), folder / name)
-    app = build_app(LaunchOptions(data_dir=tmp_path))
+    app = two_checkpoint_app(tmp_path)
     try:
         yield app, Page(build_ui(app, tokens=token_counter))
     finally:
