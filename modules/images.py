@@ -31,6 +31,7 @@ from typing import BinaryIO, Mapping
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from modules.errors import CorruptFile, InvalidRequest
+from modules.fileio import write_text_atomic
 from modules.filenames import NameFields, render
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def save_image(
     finally:
         temp_path.unlink(missing_ok=True)
     if text_file is not None:
-        _write_text(path.with_suffix(".txt"), text_file)
+        write_text_atomic(path.with_suffix(".txt"), text_file)
     return path
 
 
@@ -156,16 +157,6 @@ def _publish_locked(temp_path: Path, directory: Path, naming: _Naming) -> Path:
             continue
         return final
     raise OSError(f"Could not find a free file name in {directory} after {_MAX_COUNTER_ATTEMPTS} attempts")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all (a temporary file renamed over it)."""
-    temp_path = path.with_name(f".{uuid.uuid4().hex}.tmp")
-    try:
-        temp_path.write_text(text, encoding="utf-8")
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def link_without_overwrite(source: Path, target: Path) -> None:

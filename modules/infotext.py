@@ -334,17 +334,19 @@ def _inpaint_params(request: GenerationRequest) -> dict[str, Any]:
     return params
 
 
-def _to_int(text: str | None) -> int | None:
+def to_int(text: str | None) -> int | None:
+    """An infotext value as an integer ("20", "20.0"), or None when it is missing or not a whole number."""
     if text is None:
         return None
     try:
         return int(text)
     except ValueError:
-        number = _to_float(text)
+        number = to_float(text)
         return int(number) if number is not None and number.is_integer() else None
 
 
-def _to_float(text: str | None) -> float | None:
+def to_float(text: str | None) -> float | None:
+    """An infotext value as a finite number, or None when it is missing or not one."""
     if text is None:
         return None
     try:
@@ -370,18 +372,18 @@ def apply_to_request(parsed: ParsedInfotext, base: GenerationRequest) -> Generat
     and malformed numbers skipped.
     """
     changes: dict[str, Any] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
-    _put(changes, "steps", _to_int(parsed.get("Steps")))
+    _put(changes, "steps", to_int(parsed.get("Steps")))
     _put(changes, "sampler", parsed.get("Sampler"))
     _put(changes, "schedule", parsed.get("Schedule type"))
-    _put(changes, "cfg_scale", _to_float(parsed.get("CFG scale")))
-    width, height = _to_int(parsed.get("Size-1")), _to_int(parsed.get("Size-2"))
+    _put(changes, "cfg_scale", to_float(parsed.get("CFG scale")))
+    width, height = to_int(parsed.get("Size-1")), to_int(parsed.get("Size-2"))
     if width is not None and height is not None:
         changes["width"], changes["height"] = width, height
-    _put(changes, "denoising_strength", _to_float(parsed.get("Denoising strength")))
-    _put(changes, "clip_skip", _to_int(parsed.get("Clip skip")))
+    _put(changes, "denoising_strength", to_float(parsed.get("Denoising strength")))
+    _put(changes, "clip_skip", to_int(parsed.get("Clip skip")))
     eta_key = next((key for key in ("Eta DDIM", "Eta") if key in parsed.params), None)  # "Eta": older files here
     if eta_key is not None:
-        _put(changes, "eta", _to_float(parsed.params[eta_key]))
+        _put(changes, "eta", to_float(parsed.params[eta_key]))
     else:
         changes["eta"] = None
     changes.update(_seed_changes(parsed))
@@ -397,11 +399,11 @@ def _hires_changes(parsed: ParsedInfotext) -> dict[str, Any]:
     enabled = "Denoising strength" in params and any(
         key in params for key in ("Hires upscale", "Hires upscaler", "Hires resize"))
     changes: dict[str, Any] = {"enable_hr": enabled}
-    _put(changes, "hr_scale", _to_float(params.get("Hires upscale")))
+    _put(changes, "hr_scale", to_float(params.get("Hires upscale")))
     _put(changes, "hr_upscaler", params.get("Hires upscaler"))
-    resize_x, resize_y = _to_int(params.get("Hires resize-1")), _to_int(params.get("Hires resize-2"))
+    resize_x, resize_y = to_int(params.get("Hires resize-1")), to_int(params.get("Hires resize-2"))
     changes["hr_resize_x"], changes["hr_resize_y"] = (resize_x or 0, resize_y or 0)
-    changes["hr_second_pass_steps"] = _to_int(params.get("Hires steps")) or 0
+    changes["hr_second_pass_steps"] = to_int(params.get("Hires steps")) or 0
     changes["hr_sampler_name"] = params.get("Hires sampler", "")
     changes["hr_scheduler"] = params.get("Hires schedule type", "")
     changes["hr_prompt"] = params.get("Hires prompt", "")
@@ -412,13 +414,13 @@ def _hires_changes(parsed: ParsedInfotext) -> dict[str, Any]:
 
 def _seed_changes(parsed: ParsedInfotext) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    _put(changes, "seed", _to_int(parsed.get("Seed")))
-    _put(changes, "subseed", _to_int(parsed.get("Variation seed")))
-    _put(changes, "subseed_strength", _to_float(parsed.get("Variation seed strength") or "0"))
+    _put(changes, "seed", to_int(parsed.get("Seed")))
+    _put(changes, "subseed", to_int(parsed.get("Variation seed")))
+    _put(changes, "subseed_strength", to_float(parsed.get("Variation seed strength") or "0"))
     if "Seed resize from" not in parsed.params:
         changes["seed_resize_from_w"] = changes["seed_resize_from_h"] = 0
         return changes
-    resize_w, resize_h = _to_int(parsed.get("Seed resize from-1")), _to_int(parsed.get("Seed resize from-2"))
+    resize_w, resize_h = to_int(parsed.get("Seed resize from-1")), to_int(parsed.get("Seed resize from-2"))
     if resize_w is not None and resize_h is not None:
         changes["seed_resize_from_w"], changes["seed_resize_from_h"] = resize_w, resize_h
     return changes
@@ -426,7 +428,7 @@ def _seed_changes(parsed: ParsedInfotext) -> dict[str, Any]:
 
 def _mask_changes(parsed: ParsedInfotext) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    _put(changes, "mask_blur", _to_int(parsed.get("Mask blur")))
+    _put(changes, "mask_blur", to_int(parsed.get("Mask blur")))
     mask_mode = parsed.get("Mask mode")
     if mask_mode in ("Inpaint masked", "Inpaint not masked"):
         changes["invert_mask"] = mask_mode == "Inpaint not masked"
@@ -435,7 +437,7 @@ def _mask_changes(parsed: ParsedInfotext) -> dict[str, Any]:
     area = parsed.get("Inpaint area")
     if area in ("Whole picture", "Only masked"):
         changes["inpaint_full_res"] = area == "Only masked"
-    _put(changes, "inpaint_full_res_padding", _to_int(parsed.get("Masked area padding")))
+    _put(changes, "inpaint_full_res_padding", to_int(parsed.get("Masked area padding")))
     return changes
 
 

@@ -69,6 +69,24 @@ class OutputOptions(SettingsView):
     n_rows: int = -1
     return_grid: bool = True
 
+    def save_arguments(self, text: str | None, fields: NameFields, *, grid: bool = False,
+                       suffix: str = "") -> dict[str, Any]:
+        """The keyword arguments of `images.save_image` for one picture (or grid) as these settings save it:
+        format, quality, infotext (with `enable_pnginfo`), the file name pattern (plus `suffix`; grids are
+        `grid-NNNN`), the number, lossless WebP and the `.txt` file (`save_txt`)."""
+        return {
+            "seed": fields.seed if fields.seed is not None else 0,
+            "infotext": text if self.enable_pnginfo else None,
+            "extension": self.grid_format if grid else self.samples_format,
+            "jpeg_quality": self.jpeg_quality,
+            "basename_pattern": "" if grid else self.file_pattern + suffix,
+            "fields": fields,
+            "add_number": grid or self.save_images_add_number,
+            "basename": "grid" if grid else "",
+            "lossless": self.webp_lossless,
+            "text_file": text if self.save_txt else None,
+        }
+
     @property
     def file_pattern(self) -> str:
         """The samples' file name pattern: the setting, else A1111's `[seed]` (in dated folders) or
@@ -106,5 +124,11 @@ def output_folder(options: OutputOptions, paths: DataPaths, mode: str, kind: Out
     base = base if base.is_absolute() else paths.data_dir / base
     if not (options.save_to_dirs if kind == "samples" else options.grid_save_to_dirs):
         return base
+    return pattern_folder(base, options, fields)
+
+
+def pattern_folder(base: Path, options: OutputOptions, fields: NameFields) -> Path:
+    """`base` with the `directories_filename_pattern` (A1111's `[prompt_words]` when empty) rendered for `fields`
+    below it; its `/` make subfolders, which never lead out of `base` (`filenames.folder_parts`)."""
     pattern = options.directories_filename_pattern or DEFAULT_DIRECTORY_PATTERN
     return base.joinpath(*folder_parts(render(pattern, fields)))

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from modules import images, infotext
-from modules.filenames import folder_parts, render, sanitize_part
-from modules.job_options import OutputOptions, SettingsView
+from modules.filenames import NameFields, render, sanitize_part
+from modules.job_options import OutputOptions, SettingsView, pattern_folder
 from modules.picture_names import JobNames
 from modules.types import GenerationResult
 
@@ -77,22 +77,16 @@ def save_result(result: GenerationResult, selected: int | None, output: OutputOp
                      max_prompt_words=output.directories_max_prompt_words)
     seeds = result.seeds[result.grids:]
     saved: list[Path] = []
-    first_fields = None
+    first_fields: NameFields | None = None
     for index in chosen_indices(result, selected, options.save_selected_only):
         image = result.images[index]
         text = result.infotexts[index] if index < len(result.infotexts) else None
         seed = result.seeds[index] if index < len(result.seeds) else result.request.seed
         fields = names.fields(image, text, seed, max(0, index - result.grids), seeds)
-        first_fields = first_fields or fields
-        folder = root
-        if options.use_save_to_dirs_for_ui:
-            folder = root.joinpath(*folder_parts(render(output.directories_filename_pattern or "[prompt_words]",
-                                                        fields)))
-        path = images.save_image(
-            image, folder, seed=seed, infotext=text if output.enable_pnginfo else None,
-            extension=output.samples_format, basename_pattern=output.file_pattern, jpeg_quality=output.jpeg_quality,
-            fields=fields, add_number=output.save_images_add_number, lossless=output.webp_lossless,
-            text_file=text if output.save_txt and text is not None else None)
+        if first_fields is None:
+            first_fields = fields
+        folder = pattern_folder(root, output, fields) if options.use_save_to_dirs_for_ui else root
+        path = images.save_image(image, folder, **output.save_arguments(text, fields))
         saved.append(path)
         if on_saved is not None:
             on_saved(path)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CONFIGS = REPO_ROOT / "models" / "configs"
+BUILTIN_EXTENSIONS = REPO_ROOT / "extensions"
+"""The extensions that ship with the program."""
 
 
 def tokenizer_dir(name: str) -> Path:

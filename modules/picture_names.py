@@ -10,16 +10,17 @@ picked and when the job started (`[job_timestamp]`).
 from __future__ import annotations
 
 import datetime
-import math
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from PIL import Image
 
 from modules import infotext
 from modules.filenames import NameFields
 from modules.types import GenerationRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ class JobNames:
             negative_prompt=parsed.negative_prompt if parsed is not None else request.negative_prompt,
             styles=self.styles,
             style_prompts=self.style_prompts,
-            steps=_int(params.get("Steps"), request.steps),
-            cfg_scale=_float(params.get("CFG scale"), request.cfg_scale),
+            steps=_or(infotext.to_int(params.get("Steps")), request.steps),
+            cfg_scale=_or(infotext.to_float(params.get("CFG scale")), request.cfg_scale),
             sampler=params.get("Sampler", request.sampler),
             scheduler=params.get("Schedule type", request.schedule),
             model_name=params.get("Model", ""),
             model_hash=params.get("Model hash", ""),
             vae_name=PurePath(vae).stem if vae else "",
-            clip_skip=_int(params.get("Clip skip"), request.clip_skip),
-            denoising_strength=_float(params.get("Denoising strength"), None),
+            clip_skip=_or(infotext.to_int(params.get("Clip skip")), request.clip_skip),
+            denoising_strength=infotext.to_float(params.get("Denoising strength")),
             batch_size=batch,
             batch_index=index % batch,
             n_iter=max(1, request.n_iter),
@@ -67,18 +68,6 @@ class JobNames:
         )
 
 
-def _int(text: str | None, default: int | None) -> int | None:
-    """`text` as an integer, else `default` (an infotext written by hand may say anything)."""
-    value = _float(text, None)
-    return int(value) if value is not None else default
-
-
-def _float(text: str | None, default: float | None) -> float | None:
-    """`text` as a number, else `default`."""
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        return default
-    return value if math.isfinite(value) else default
+def _or(value: T | None, default: T) -> T:
+    """`value`, or `default` where the infotext says nothing usable."""
+    return default if value is None else value

@@ -175,16 +175,9 @@ class GenerationService:
 
         Samples are named by the file name pattern (plus `suffix`), grids `grid-NNNN` as in A1111; the folder is
         `output_folder`'s; `save_txt` writes the infotext beside the picture."""
-        grid = kind == "grids"
         directory = output_folder(options, self.paths, mode, kind, fields)
-        path = images.save_image(
-            image, directory, seed=fields.seed if fields.seed is not None else 0,
-            infotext=text if options.enable_pnginfo else None,
-            extension=options.grid_format if grid else options.samples_format, jpeg_quality=options.jpeg_quality,
-            basename_pattern="" if grid else options.file_pattern + suffix, fields=fields,
-            add_number=grid or options.save_images_add_number, basename="grid" if grid else "",
-            lossless=options.webp_lossless, text_file=text if options.save_txt else None)
-        return self.notify_saved(path)
+        arguments = options.save_arguments(text, fields, grid=kind == "grids", suffix=suffix)
+        return self.notify_saved(images.save_image(image, directory, **arguments))
 
     def notify_saved(self, path: Path) -> Path:
         """Tell `on_saved` about a file just written; returns the path."""

@@ -39,7 +39,7 @@ from modules.extensions.metadata import (
 )
 from modules.extensions.scripts import ChoiceProvider, ScriptCatalog, no_choices
 from modules.options import OptionSpec
-from modules.paths import REPO_ROOT
+from modules.paths import BUILTIN_EXTENSIONS
 
 if TYPE_CHECKING:
     from modules.cli import LaunchOptions
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUILTIN_ROOT = REPO_ROOT / "extensions"
+BUILTIN_ROOT = BUILTIN_EXTENSIONS
 DISABLED_OPTION = OptionSpec("disabled_extensions", (), "Disabled extensions", "Extensions", "list",
                              info="names of extensions not to load (changed from the Extensions tab)")
 DISABLE_ALL_OPTION = OptionSpec("disable_all_extensions", "none", "Disable all extensions", "Extensions", "choice",

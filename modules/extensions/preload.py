@@ -17,9 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from modules.paths import BUILTIN_EXTENSIONS, DataPaths
+
 log = logging.getLogger(__name__)
 
-BUILTIN_EXTENSIONS = Path(__file__).resolve().parents[2] / "extensions"
 GROUP_TITLE = "flags added by extensions (their preload.py)"
 
 
@@ -59,8 +60,9 @@ def add_extension_flags(parser: argparse.ArgumentParser, roots: Iterable[Path]) 
 
 
 def extension_roots(data_dir: Path) -> list[Path]:
-    """Where extensions live for a data directory: the built-in folder, then `<data_dir>/extensions`."""
-    return [BUILTIN_EXTENSIONS, data_dir / "extensions"]
+    """Where extensions live for a data directory: the built-in folder, then `<data_dir>/extensions` (as
+    `ExtensionHost.for_launch` finds them)."""
+    return [BUILTIN_EXTENSIONS, DataPaths(data_dir).extensions]
 
 
 def flag_values(namespace: argparse.Namespace, dests: Iterable[str]) -> Mapping[str, Any]:

@@ -435,12 +435,10 @@ def _wire_copy_image(tab: Img2ImgTab, buttons: list[tuple[str, str, gr.Button]])
     sub-tab selected."""
     widgets = {SOURCE_IMG2IMG: tab.init_image, SOURCE_SKETCH: tab.sketch, SOURCE_INPAINT: tab.editor,
                SOURCE_INPAINT_SKETCH: tab.inpaint_sketch}
-    pictures = [tab.init_image, tab.editor, tab.upload_image, tab.sketch, tab.inpaint_sketch]
 
     def copier(source: str, target: str) -> Callable[..., dict[Any, Any]]:
-        def copy(*values: Any) -> dict[Any, Any]:
-            image, editor, upload, sketch, inpaint_sketch = values
-            picture = current_picture(source, image, editor, upload, sketch, inpaint_sketch)
+        def copy(_selected: str, *pictures: Any) -> dict[Any, Any]:  # the button's sub-tab, not the selected one
+            picture = current_picture(source, *pictures)
             if picture is None:
                 gr.Warning(f"There is no image in {SUB_TAB_LABELS[source]} to copy.")
                 return {}
@@ -448,7 +446,7 @@ def _wire_copy_image(tab: Img2ImgTab, buttons: list[tuple[str, str, gr.Button]])
         return copy
 
     for source, target, button in buttons:
-        button.click(copier(source, target), inputs=pictures,
+        button.click(copier(source, target), inputs=_picture_inputs(tab),
                      outputs=[widgets[target], tab.source, tab.inpaint_options, tab.sub_tabs], show_progress="hidden")
 
 

@@ -16,7 +16,7 @@ from modules.errors import UserError
 from modules.jobs import JobState
 from modules.models.merge import CONFIG_SOURCES, FORMATS, METHODS, MergeRequest
 from modules.ui.common import REFRESH_ICON, tool_button
-from modules.ui.progress import job_group, job_owner, progress_html, watch
+from modules.ui.progress import failure_message, job_group, job_owner, progress_html, watch
 from modules.ui.toprow import VAE_NONE, checkpoint_choices
 
 if TYPE_CHECKING:
@@ -131,8 +131,7 @@ def wire_merger_tab(app: "App", tab: MergerTab, checkpoint_lists: list[gr.Dropdo
             text = html.escape(view.textinfo) if view.textinfo else ""
             yield {tab.result: progress_html(view) + (f"<div class='progress-text'>{text}</div>" if text else "")}
         if job.state is JobState.FAILED:
-            failure = job.error
-            message = str(failure) if isinstance(failure, UserError) else (job.error_message or "internal error")
+            message = failure_message(job)
             yield {tab.merge: gr.Button(interactive=True), tab.result: f"<p>{html.escape(message)}</p>"}
             raise gr.Error(message, print_exception=False)
         done = {tab.merge: gr.Button(interactive=True), **refreshed()}

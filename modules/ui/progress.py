@@ -121,15 +121,20 @@ def progress_html(view: JobView) -> str:
             f"<span class='progress-label'>{label}</span></div>{info}")
 
 
+def failure_message(job: Job) -> str:
+    """What a failed job tells the user: a `UserError`'s own message, else the job's one-line error (never a
+    traceback)."""
+    error = job.error
+    return str(error) if isinstance(error, UserError) else (job.error_message or "internal error")
+
+
 def raise_for_job(job: Job) -> GenerationResult | None:
     """The job's result, or a `gr.Error` for a failure (message only, never a traceback)."""
     if job.state is JobState.CANCELLED:
         gr.Warning("The generation was cancelled before it started.")
         return None
     if job.state is JobState.FAILED:
-        error = job.error
-        message = str(error) if isinstance(error, UserError) else (job.error_message or "internal error")
-        raise gr.Error(message, print_exception=False)
+        raise gr.Error(failure_message(job), print_exception=False)
     result = job.result if isinstance(job.result, GenerationResult) else None
     if job.state is JobState.INTERRUPTED:
         kept = len(result.images) if result is not None else 0

@@ -76,6 +76,14 @@ def image_to_img2img(targets: SendTargets, image: Image.Image, source: str) -> d
     return updates
 
 
+def picture_to_img2img(app: "App", targets: SendTargets, image: Image.Image, text: str, source: str,
+                       data: dict) -> dict[Any, Any]:
+    """Send a picture and the parameters of its infotext `text` to img2img (or inpaint, by `source`)."""
+    updates = parameters_to_tab(app, targets.img2img.generation, text, data)
+    updates.update(image_to_img2img(targets, image, source))
+    return updates
+
+
 def _img2img_outputs(targets: SendTargets) -> list[Any]:
     tab = targets.img2img
     return [*tab.generation.paste_outputs(), tab.init_image, tab.editor, tab.source, tab.inpaint_options,
@@ -89,9 +97,7 @@ def _from_results(app: "App", panel: ResultPanel, targets: SendTargets, source: 
             gr.Warning("There is no picture to send: generate one first.")
             return {}
         image, text = found
-        updates = parameters_to_tab(app, targets.img2img.generation, text, data)
-        updates.update(image_to_img2img(targets, image, source))
-        return updates
+        return picture_to_img2img(app, targets, image, text, source, data)
 
     return send
 
@@ -148,9 +154,7 @@ def wire_extras_results(app: "App", targets: SendTargets) -> None:
                 gr.Warning("There is no picture to send: upscale one first.")
                 return {}
             image = pictures[selected if isinstance(selected, int) and 0 <= selected < len(pictures) else 0]
-            updates = parameters_to_tab(app, targets.img2img.generation, image.info.get("parameters") or "", data)
-            updates.update(image_to_img2img(targets, image, source))
-            return updates
+            return picture_to_img2img(app, targets, image, image.info.get("parameters") or "", source, data)
         return send
 
     inputs: set[Block] = {pictures_state, selected_state, *targets.img2img.generation.inputs.values()}
@@ -183,9 +187,7 @@ def wire_pnginfo(app: "App", targets: SendTargets) -> None:
             if image is None:
                 gr.Warning("Drop an image into PNG Info first.")
                 return {}
-            updates = parameters_to_tab(app, targets.img2img.generation, data[png.parameters], data)
-            updates.update(image_to_img2img(targets, image, source))
-            return updates
+            return picture_to_img2img(app, targets, image, data[png.parameters], source, data)
 
         return send
 
@@ -243,9 +245,7 @@ def wire_gallery(app: "App", gallery: GalleryTab, targets: SendTargets) -> None:
             image = load_image(found[0])
             if image is None:
                 return {}
-            updates = parameters_to_tab(app, targets.img2img.generation, found[1], data)
-            updates.update(image_to_img2img(targets, image, source))
-            return updates
+            return picture_to_img2img(app, targets, image, found[1], source, data)
 
         return send
 

@@ -20,7 +20,7 @@ from modules.errors import ModelNotFound, UserError
 from modules.jobs import JobState
 from modules.models.manager import VAE_AUTOMATIC, VAE_NONE
 from modules.ui.common import REFRESH_ICON, tool_button
-from modules.ui.progress import job_group, job_owner, watch
+from modules.ui.progress import failure_message, job_group, job_owner, watch
 from modules.ui.settings_tab import option_widget, quicksettings_keys, setting_value, widget_value
 
 if TYPE_CHECKING:
@@ -125,9 +125,8 @@ def load_checkpoint_updates(app: "App", title: str | None, owner: str | None,
         elif not view.finished:
             yield f"<span class='status loading'>Loading {_short(title)}&hellip;</span>"
     if job.state is JobState.FAILED:
-        message = str(job.error) if isinstance(job.error, UserError) else (job.error_message or "internal error")
         yield ""
-        raise gr.Error(f"Could not load {title}: {message}", print_exception=False)
+        raise gr.Error(f"Could not load {title}: {failure_message(job)}", print_exception=False)
     yield f"<span class='status done'>Loaded {_short(title)}</span>" if job.state is JobState.DONE else ""
 
 
